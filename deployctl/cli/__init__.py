@@ -1,0 +1,91 @@
+"""The `deployctl` command line: thin Click commands, loaded only when called."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from deployctl import __version__
+
+# name -> (module, attribute, one-line help). Modules load lazily so `--help` stays fast.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "init": ("deployctl.cli.plan", "init", "Write a commented starter deployctl.yaml."),
+    "plan": ("deployctl.cli.plan", "plan", "Show the per-GPU memory plan and the engine's arguments."),
+    "render": ("deployctl.cli.plan", "render", "Write the Docker Compose stack for the plan."),
+    "up": ("deployctl.cli.run", "up", "Plan, render, start the stack and wait until the model answers."),
+    "down": ("deployctl.cli.run", "down", "Stop the stack and remove its containers and network."),
+    "status": ("deployctl.cli.run", "status", "Show each service's state, health, uptime and restarts."),
+    "logs": ("deployctl.cli.run", "logs", "Show (or follow) the stack's logs."),
+    "health": ("deployctl.cli.health", "health", "Check the endpoint: /health, /info against the plan, one generation."),
+    "image": ("deployctl.cli.image", "image", "Build the simulator image; inspect and slim engine images."),
+    "gpus": ("deployctl.cli.power", "gpus", "List this machine's GPUs (NVML)."),
+    "power": ("deployctl.cli.power", "power", "Show, set, reset and persist GPU power limits."),
+    "doctor": ("deployctl.cli.power", "doctor", "Check the host: driver, GPUs, Docker, Compose, disk, ports."),
+}
+
+EXAMPLES = """\b
+Examples:
+  deployctl init                                   # write deployctl.yaml
+  deployctl plan --gpu-model rtx4090 --gpus 2 --model ./Llama-3-70B-GPTQ
+  deployctl render --stack-dir ./stack             # compose.yaml, .env, plan.json
+  deployctl up --simulate                          # whole flow, no GPU needed
+  deployctl up --gpus 2                            # the real engine on two GPUs
+  deployctl status --json ; deployctl logs -f ; deployctl down
+  deployctl health --endpoint http://127.0.0.1:8080
+  deployctl image build-sim                        # the TGI-protocol simulator image
+  deployctl gpus ; deployctl power set 300 --dry-run ; deployctl doctor
+
+Exit codes: 0 ok, 1 failed, 2 bad input, 3 host problem, 4 model does not fit.
+"""
+
+
+class CliError(click.ClickException):
+    """A deployctl error at the CLI's edge: one line on stderr, the error's own exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_) for name, (_, _, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from deployctl.errors import DeployctlError
+
+        try:
+            return super().invoke(ctx)
+        except DeployctlError as exc:
+            text = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
+            raise CliError(text, exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise CliError("interrupted", 130) from None
+
+
+@click.group(cls=LazyGroup, epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="deployctl")
+def cli() -> None:
+    """Put a GPTQ language model into production on one or two RTX 4090s."""
+
+
+def main() -> None:
+    """Run the CLI (the console script)."""
+    cli(prog_name="deployctl")

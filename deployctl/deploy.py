@@ -1,0 +1,42 @@
+"""From a spec to a plan and a rendered stack: the steps `plan`, `render` and `up` share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deployctl import models, planner
+from deployctl.hardware import inventory
+from deployctl.models import ModelFacts
+from deployctl.planner.types import Plan
+from deployctl.spec import DeploymentSpec
+
+SIMULATED_GPU = "rtx4090"
+
+
+def model_facts(spec: DeploymentSpec) -> ModelFacts:
+    """Give the facts of the spec's model: its directory, or its catalog preset."""
+    if spec.model.path is not None:
+        return models.inspect(spec.model.path)
+    assert spec.model.preset is not None
+    return models.preset(spec.model.preset)
+
+
+def make_plan(spec: DeploymentSpec, simulate: bool = False) -> Plan:
+    """Give the plan for a spec on its GPUs (a simulated run with no driver plans for an RTX 4090)."""
+    facts = model_facts(spec)
+    host = inventory.host_for(spec.gpu_model, spec.gpu_count, SIMULATED_GPU if simulate else None)
+    return planner.plan(spec, facts, host, simulate=simulate)
+
+
+def render_stack(
+    spec: DeploymentSpec,
+    plan: Plan,
+    simulate: bool = False,
+    stack_dir: Path | None = None,
+    faults: dict[str, str] | None = None,
+) -> Path:
+    """Render the plan into the spec's stack directory and give its path."""
+    from deployctl.compose import render
+
+    files = render.render(plan, simulate=simulate, api_key=spec.resolve_api_key(), faults=faults)
+    return render.write_stack(files, stack_dir or spec.stack_dir)

@@ -1,0 +1,1 @@
+"""Serving engines: one module each (TGI first), turning a plan's numbers into a container."""

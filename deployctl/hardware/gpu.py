@@ -1,0 +1,53 @@
+"""Plain data about GPUs, shared by the NVML adapter, the profiles and the planner."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+GiB = 1024**3
+
+
+class PowerState(BaseModel):
+    """Power figures of one GPU, in watts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    draw_w: float | None = None
+    limit_w: float | None = None
+    default_limit_w: float | None = None
+    enforced_limit_w: float | None = None
+    min_limit_w: float | None = None
+    max_limit_w: float | None = None
+
+
+class Gpu(BaseModel):
+    """One GPU as the planner and the operator see it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    uuid: str
+    name: str
+    memory_total: int
+    memory_used: int = 0
+    pci_bus_id: str | None = None
+    compute_capability: str | None = None
+    temperature_c: int | None = None
+    persistence_mode: bool | None = None
+    power: PowerState = PowerState()
+    source: Literal["nvml", "profile"] = "nvml"
+
+
+class Host(BaseModel):
+    """The GPUs a plan is made for, and how they talk to each other."""
+
+    model_config = ConfigDict(frozen=True)
+
+    gpus: list[Gpu]
+    p2p: bool = False
+    driver_version: str | None = None
+    cuda_driver_version: str | None = None
+    profile: str | None = None
+    max_gpus: int

@@ -1,0 +1,90 @@
+"""The Plan: everything the renderer needs, and everything an operator needs to trust it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pydantic import BaseModel, ConfigDict
+
+from deployctl.models import ModelFacts
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class GpuBudget(_Frozen):
+    """How one GPU's memory is spent, in bytes."""
+
+    index: int
+    uuid: str
+    name: str
+    total: int
+    used_by_others: int
+    runtime_reserve: int
+    weights: int
+    prefill_reserve: int
+    kv_cache: int
+    kv_tokens: int
+
+    @property
+    def free(self) -> int:
+        return self.total - self.used_by_others - self.runtime_reserve - self.weights - self.prefill_reserve - self.kv_cache
+
+
+class ChosenLimits(_Frozen):
+    max_input_tokens: int
+    max_total_tokens: int
+    max_batch_prefill_tokens: int
+    max_concurrent_requests: int
+    kv_cache_tokens: int
+
+    @property
+    def full_length_requests(self) -> int:
+        """How many requests of max_total_tokens fit in the KV cache at once."""
+        return self.kv_cache_tokens // self.max_total_tokens
+
+
+class EngineConfig(_Frozen):
+    """The engine's container: image, launcher arguments, environment, port and health path."""
+
+    kind: str
+    image: str
+    args: list[str]
+    env: dict[str, str]
+    container_port: int
+    health_path: str
+    model_mount: str | None
+    shm_size: str | None
+
+
+class Plan(_Frozen):
+    deployctl_version: str
+    name: str
+    model: ModelFacts
+    model_id: str
+    served_name: str
+    revision: str | None
+    gpu_profile: str | None
+    num_shard: int
+    device_ids: list[str]
+    p2p: bool
+    gpus: list[GpuBudget]
+    limits: ChosenLimits
+    engine: EngineConfig
+    bind: str
+    port: int
+    api_key: bool
+    power_limit_watts: int | None
+    decode_floor_ms: float | None
+    reasons: list[str]
+    warnings: list[str]
+
+    def canonical_json(self) -> str:
+        """Give the plan as JSON with sorted keys: the same plan always gives the same bytes."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2) + "\n"
+
+    def digest(self) -> str:
+        """Give a short hash of the plan, stamped on the stack's labels."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]

@@ -1,0 +1,80 @@
+"""Prometheus metrics under TGI's names, rendered as text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_LENGTH_BUCKETS = (16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0)
+
+
+@dataclass
+class Histogram:
+    buckets: tuple[float, ...] = _BUCKETS
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    n: int = 0
+
+    def observe(self, value: float) -> None:
+        if not self.counts:
+            self.counts = [0] * len(self.buckets)
+        for i, edge in enumerate(self.buckets):
+            if value <= edge:
+                self.counts[i] += 1
+        self.total += value
+        self.n += 1
+
+    def lines(self, name: str) -> list[str]:
+        counts = self.counts or [0] * len(self.buckets)
+        out = [f'{name}_bucket{{le="{edge}"}} {c}' for edge, c in zip(self.buckets, counts, strict=True)]
+        out += [f'{name}_bucket{{le="+Inf"}} {self.n}', f"{name}_sum {self.total}", f"{name}_count {self.n}"]
+        return out
+
+
+@dataclass
+class Metrics:
+    request_count: int = 0
+    request_success: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    queue_size: int = 0
+    batch_size: int = 0
+    duration: Histogram = field(default_factory=Histogram)
+    queue_duration: Histogram = field(default_factory=Histogram)
+    per_token: Histogram = field(default_factory=Histogram)
+    input_length: Histogram = field(default_factory=lambda: Histogram(_LENGTH_BUCKETS))
+    generated_tokens: Histogram = field(default_factory=lambda: Histogram(_LENGTH_BUCKETS))
+
+    def observe_request(self, seconds: float, queued: float, input_tokens: int) -> None:
+        self.request_count += 1
+        self.duration.observe(seconds)
+        self.queue_duration.observe(queued)
+        self.input_length.observe(input_tokens)
+
+    def success(self, generated: int, seconds: float) -> None:
+        self.request_success += 1
+        self.generated_tokens.observe(generated)
+        if generated:
+            self.per_token.observe(seconds / generated)
+
+    def failure(self, kind: str) -> None:
+        self.failures[kind] = self.failures.get(kind, 0) + 1
+
+    def render(self) -> str:
+        lines = [
+            "# TYPE tgi_request_count counter", f"tgi_request_count {self.request_count}",
+            "# TYPE tgi_request_success counter", f"tgi_request_success {self.request_success}",
+            "# TYPE tgi_request_failure counter",
+            *[f'tgi_request_failure{{err="{k}"}} {v}' for k, v in sorted(self.failures.items())],
+            "# TYPE tgi_queue_size gauge", f"tgi_queue_size {self.queue_size}",
+            "# TYPE tgi_batch_current_size gauge", f"tgi_batch_current_size {self.batch_size}",
+        ]
+        for name, hist in (
+            ("tgi_request_duration", self.duration),
+            ("tgi_request_queue_duration", self.queue_duration),
+            ("tgi_request_mean_time_per_token_duration", self.per_token),
+            ("tgi_request_input_length", self.input_length),
+            ("tgi_request_generated_tokens", self.generated_tokens),
+        ):
+            lines.append(f"# TYPE {name} histogram")
+            lines += hist.lines(name)
+        return "\n".join(lines) + "\n"

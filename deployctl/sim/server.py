@@ -1,0 +1,442 @@
+"""The simulator's HTTP server: TGI's routes, errors and stream format, with timed tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from deployctl.sim import latency
+from deployctl.sim.config import SimConfig
+from deployctl.sim.metrics import Metrics
+
+PROTECTED = ("/generate", "/generate_stream", "/v1/chat/completions", "/v1/completions", "/tokenize", "/invocations")
+
+
+class ApiError(Exception):
+    """An error TGI answers with {"error": ..., "error_type": ...}."""
+
+    def __init__(self, status: int, message: str, error_type: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": message, "error_type": error_type}
+
+
+def _validation(message: str) -> ApiError:
+    return ApiError(422, f"Input validation error: {message}", "validation")
+
+
+@dataclass
+class Request:
+    """A validated generation request."""
+
+    prompt: str
+    input_tokens: int
+    max_new_tokens: int
+    natural: bool  # no max_new_tokens given: the 'model' stops at its own end of sequence
+    seed: int | None
+    stop: list[str]
+    details: bool = True
+
+
+@dataclass
+class Generated:
+    tokens: list[tuple[int, str]] = field(default_factory=list)
+    finish_reason: str = "length"
+
+    @property
+    def text(self) -> str:
+        return "".join(t for _, t in self.tokens)
+
+
+class Simulator:
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        self.started = time.monotonic()
+        self.in_flight = 0
+        self.streams = 0
+        self.requests = 0
+        self.stall_until = 0.0
+        self.metrics = Metrics()
+
+    # -- health -------------------------------------------------------------------------------
+    def healthy(self) -> bool:
+        return not self.cfg.never_healthy and time.monotonic() - self.started >= self.cfg.load_seconds
+
+    # -- validation -------------------------------------------------------------------------------
+    def validate(self, prompt: Any, params: dict[str, Any]) -> Request:
+        cfg = self.cfg
+        if not isinstance(prompt, str) or not prompt:
+            raise _validation("`inputs` cannot be empty")
+        if not isinstance(params, dict):
+            raise _validation("`parameters` must be an object")
+        max_new = params.get("max_new_tokens")
+        if max_new is not None and (not isinstance(max_new, int) or max_new <= 0):
+            raise _validation("`max_new_tokens` must be strictly positive")
+        for name in ("temperature", "repetition_penalty", "frequency_penalty"):
+            value = params.get(name)
+            if value is not None and (not isinstance(value, int | float) or (name != "frequency_penalty" and value <= 0)):
+                raise _validation(f"`{name}` must be strictly positive")
+        top_p = params.get("top_p")
+        if top_p is not None and (not isinstance(top_p, int | float) or not 0 < top_p < 1):
+            raise _validation("`top_p` must be > 0.0 and < 1.0")
+        top_k = params.get("top_k")
+        if top_k is not None and (not isinstance(top_k, int) or top_k <= 0):
+            raise _validation("`top_k` must be strictly positive")
+        stop = params.get("stop") or []
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise _validation("`stop` must be a list of strings")
+        if len(stop) > cfg.max_stop_sequences:
+            raise _validation(f"`stop` supports up to {cfg.max_stop_sequences} stop sequences. Given: {len(stop)}")
+        seed = params.get("seed")
+        if seed is not None and (not isinstance(seed, int) or seed < 0):
+            raise _validation("`seed` must be a non-negative integer")
+        n_in = latency.count_tokens(prompt)
+        if n_in > cfg.max_input_tokens:
+            raise _validation(f"`inputs` must have less than {cfg.max_input_tokens} tokens. Given: {n_in}")
+        room = cfg.max_total_tokens - n_in
+        if max_new is not None and max_new > room:
+            raise _validation(
+                f"`inputs` tokens + `max_new_tokens` must be <= {cfg.max_total_tokens}. "
+                f"Given: {n_in} `inputs` tokens and {max_new} `max_new_tokens`"
+            )
+        natural = max_new is None
+        if natural:
+            max_new = min(room, latency.natural_length(prompt, seed))
+        return Request(prompt, n_in, max_new, natural, seed, stop, bool(params.get("details", True)))
+
+    # -- generation -------------------------------------------------------------------------------
+    def admit(self) -> None:
+        if self.cfg.crash_after is not None and self.requests >= self.cfg.crash_after:
+            print(f"simulator: crashing after {self.requests} requests (SIM_CRASH_AFTER)", file=sys.stderr, flush=True)
+            os._exit(1)
+        if self.in_flight >= self.cfg.max_concurrent_requests:
+            self.metrics.failure("overloaded")
+            raise ApiError(429, "Model is overloaded", "overloaded")
+        self.requests += 1
+        self.in_flight += 1
+
+    async def tokens(self, req: Request) -> AsyncIterator[tuple[int, tuple[int, str], str | None]]:
+        """Yield (index, token, finish_reason or None) at the times the latency model gives."""
+        loop = asyncio.get_running_loop()
+        arrived = loop.time()
+        self.metrics.queue_size += 1
+        if self.stall_until > arrived:
+            await asyncio.sleep(self.stall_until - arrived)
+        self.metrics.queue_size -= 1
+        queued = loop.time() - arrived
+        self.streams += 1
+        self.metrics.batch_size = self.streams
+        try:
+            due = loop.time() + self.cfg.latency.ttft_s(req.input_tokens)
+            text = ""
+            for i in range(req.max_new_tokens):
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if self.stall_until > loop.time():
+                    await asyncio.sleep(self.stall_until - loop.time())
+                    due = loop.time()
+                tok = latency.token(req.prompt, req.seed, i)
+                text += tok[1]
+                finish = None
+                if any(text.endswith(s) for s in req.stop):
+                    finish = "stop_sequence"
+                elif i == req.max_new_tokens - 1:
+                    finish = "eos_token" if req.natural else "length"
+                if finish and finish == "eos_token":
+                    tok = (latency.EOS_ID, "</s>")
+                yield i, tok, finish
+                if finish:
+                    break
+                due += self.cfg.latency.itl_s(self.streams)
+        finally:
+            self.streams -= 1
+            self.metrics.batch_size = self.streams
+            self.metrics.observe_request(loop.time() - arrived, queued, req.input_tokens)
+
+    def release(self, generated: int, duration: float, ok: bool) -> None:
+        self.in_flight -= 1
+        if ok:
+            self.metrics.success(generated, duration)
+
+
+def _token_json(tok: tuple[int, str], finish: str | None) -> dict[str, Any]:
+    special = finish == "eos_token"
+    return {"id": tok[0], "text": tok[1], "logprob": -0.25 if not special else -0.01, "special": special}
+
+
+def _visible(tok: tuple[int, str], finish: str | None) -> str:
+    return "" if finish == "eos_token" else tok[1]
+
+
+def sse(data: Any) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data:{payload}\n\n".encode()
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(422, "Failed to deserialize the JSON body", "validation") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "Failed to deserialize the JSON body: expected an object", "validation")
+    return body
+
+
+class Routes:
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    @property
+    def cfg(self) -> SimConfig:
+        return self.sim.cfg
+
+    async def health(self, request: web.Request) -> web.Response:
+        if self.sim.healthy():
+            return web.Response(status=200)
+        return web.json_response({"error": "unhealthy", "error_type": "healthcheck"}, status=503)
+
+    async def info(self, request: web.Request) -> web.Response:
+        c = self.cfg
+        return web.json_response({
+            "model_id": c.model_id, "model_sha": None, "model_pipeline_tag": "text-generation",
+            "max_concurrent_requests": c.max_concurrent_requests, "max_best_of": c.max_best_of,
+            "max_stop_sequences": c.max_stop_sequences, "max_input_tokens": c.max_input_tokens,
+            "max_total_tokens": c.max_total_tokens, "validation_workers": c.validation_workers,
+            "max_client_batch_size": c.max_client_batch_size, "router": "text-generation-router",
+            "version": c.version, "sha": c.sha, "docker_label": None,
+        })
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"id": self.cfg.model_id, "object": "model", "created": int(self.sim.started), "owned_by": self.cfg.model_id})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.sim.metrics.render(), content_type="text/plain")
+
+    async def tokenize(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        text = body.get("inputs")
+        if not isinstance(text, str):
+            raise _validation("`inputs` must be a string")
+        return web.json_response([{"id": i, "text": t, "start": a, "stop": b} for i, t, a, b in latency.tokenize(text)])
+
+    async def chat_tokenize(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        prompt = self._chat_prompt(body)
+        tokens = [{"id": i, "text": t, "start": a, "stop": b} for i, t, a, b in latency.tokenize(prompt)]
+        return web.json_response({"tokenize_response": tokens, "templated_text": prompt})
+
+    # -- /generate, /generate_stream, / ------------------------------------------------------------
+    async def compat(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_body(request)
+        if body.get("stream"):
+            return await self._stream(request, body)
+        return await self._generate(body)
+
+    async def generate(self, request: web.Request) -> web.Response:
+        return await self._generate(await _json_body(request))
+
+    async def generate_stream(self, request: web.Request) -> web.StreamResponse:
+        return await self._stream(request, await _json_body(request))
+
+    async def _run(self, req: Request) -> Generated:
+        out = Generated()
+        start = time.monotonic()
+        self.sim.admit()
+        try:
+            async for _, tok, finish in self.sim.tokens(req):
+                out.tokens.append(tok)
+                out.finish_reason = finish or out.finish_reason
+        finally:
+            self.sim.release(len(out.tokens), time.monotonic() - start, ok=True)
+        return out
+
+    async def _generate(self, body: dict[str, Any]) -> web.Response:
+        req = self.sim.validate(body.get("inputs"), body.get("parameters") or {})
+        out = await self._run(req)
+        text = "".join(_visible(t, out.finish_reason if i == len(out.tokens) - 1 else None) for i, t in enumerate(out.tokens))
+        result: dict[str, Any] = {"generated_text": text}
+        if req.details:
+            result["details"] = {
+                "finish_reason": out.finish_reason,
+                "generated_tokens": len(out.tokens),
+                "seed": req.seed,
+                "prefill": [],
+                "tokens": [_token_json(t, out.finish_reason if i == len(out.tokens) - 1 else None) for i, t in enumerate(out.tokens)],
+            }
+        return web.json_response(result)
+
+    async def _open_stream(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        return resp
+
+    async def _stream(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        # TGI answers 200 and sends a validation or overload error as an event, not as a status.
+        resp = await self._open_stream(request)
+        try:
+            req = self.sim.validate(body.get("inputs"), body.get("parameters") or {})
+            self.sim.admit()
+        except ApiError as exc:
+            await resp.write(sse(exc.body))
+            return resp
+        start, count, text = time.monotonic(), 0, ""
+        try:
+            async for i, tok, finish in self.sim.tokens(req):
+                count += 1
+                text += _visible(tok, finish)
+                event: dict[str, Any] = {"index": i, "token": _token_json(tok, finish), "generated_text": None, "details": None}
+                if finish:
+                    event["generated_text"] = text
+                    event["details"] = {"finish_reason": finish, "generated_tokens": count, "input_length": req.input_tokens, "seed": req.seed}
+                await resp.write(sse(event))
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.sim.release(count, time.monotonic() - start, ok=False)
+            raise
+        self.sim.release(count, time.monotonic() - start, ok=True)
+        return resp
+
+    # -- OpenAI-style ----------------------------------------------------------------------------------
+    @staticmethod
+    def _chat_prompt(body: dict[str, Any]) -> str:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _validation("`messages` must be a non-empty list")
+        parts = []
+        for m in messages:
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                raise _validation("each message needs a `role`")
+            content = m.get("content", "")
+            if isinstance(content, list):
+                content = " ".join(c.get("text", "") for c in content if isinstance(c, dict))
+            parts.append(f"{m['role']}: {content}")
+        return "\n".join(parts) + "\nassistant:"
+
+    def _chat_request(self, body: dict[str, Any]) -> Request:
+        params = {"max_new_tokens": body.get("max_tokens"), "seed": body.get("seed"), "stop": body.get("stop"),
+                  "temperature": body.get("temperature") or None, "top_p": body.get("top_p")}
+        return self.sim.validate(self._chat_prompt(body), {k: v for k, v in params.items() if v is not None})
+
+    def _prompt_request(self, body: dict[str, Any]) -> Request:
+        params = {"max_new_tokens": body.get("max_tokens"), "seed": body.get("seed"), "stop": body.get("stop")}
+        return self.sim.validate(body.get("prompt"), {k: v for k, v in params.items() if v is not None})
+
+    @staticmethod
+    def _openai_finish(finish: str) -> str:
+        return {"eos_token": "stop", "stop_sequence": "stop"}.get(finish, finish)
+
+    def _head(self, kind: str) -> dict[str, Any]:
+        return {"id": "", "object": kind, "created": int(time.time()), "model": self.cfg.model_id,
+                "system_fingerprint": f"{self.cfg.version}-{self.cfg.sha}"}
+
+    @staticmethod
+    def _usage(req: Request, n: int) -> dict[str, int]:
+        return {"prompt_tokens": req.input_tokens, "completion_tokens": n, "total_tokens": req.input_tokens + n}
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_body(request)
+        if body.get("stream"):
+            return await self._openai_stream(request, body, chat=True)
+        req = self._chat_request(body)
+        out = await self._run(req)
+        content = out.text if out.finish_reason != "eos_token" else "".join(t for _, t in out.tokens[:-1])
+        choice = {"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": None,
+                  "finish_reason": self._openai_finish(out.finish_reason)}
+        return web.json_response({**self._head("chat.completion"), "choices": [choice], "usage": self._usage(req, len(out.tokens))})
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_body(request)
+        if body.get("stream"):
+            return await self._openai_stream(request, body, chat=False)
+        req = self._prompt_request(body)
+        out = await self._run(req)
+        text = out.text if out.finish_reason != "eos_token" else "".join(t for _, t in out.tokens[:-1])
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": self._openai_finish(out.finish_reason)}
+        return web.json_response({**self._head("text_completion"), "choices": [choice], "usage": self._usage(req, len(out.tokens))})
+
+    async def _openai_stream(self, request: web.Request, body: dict[str, Any], chat: bool) -> web.StreamResponse:
+        resp = await self._open_stream(request)
+        try:
+            req = self._chat_request(body) if chat else self._prompt_request(body)
+            self.sim.admit()
+        except ApiError as exc:
+            await resp.write(sse(exc.body))
+            return resp
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        start, count = time.monotonic(), 0
+        try:
+            async for _, tok, finish in self.sim.tokens(req):
+                count += 1
+                text = _visible(tok, finish)
+                reason = self._openai_finish(finish) if finish else None
+                if chat:
+                    choice = {"index": 0, "delta": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": reason}
+                else:
+                    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason or ""}
+                event = {**self._head(kind), "choices": [choice]}
+                if chat:
+                    event["usage"] = self._usage(req, count) if finish and include_usage else None
+                await resp.write(sse(event))
+            await resp.write(sse("[DONE]"))
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.sim.release(count, time.monotonic() - start, ok=False)
+            raise
+        self.sim.release(count, time.monotonic() - start, ok=True)
+        return resp
+
+    # -- test hooks ------------------------------------------------------------------------------------
+    async def stall(self, request: web.Request) -> web.Response:
+        """Stall every request (new and in progress) for `seconds`: a GC pause, a swap storm."""
+        seconds = float(request.query.get("seconds", "1"))
+        self.sim.stall_until = asyncio.get_running_loop().time() + seconds
+        return web.json_response({"stalled_for": seconds})
+
+
+def _auth(cfg: SimConfig) -> Any:
+    expected = f"Bearer {cfg.api_key}".lower() if cfg.api_key else None
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        if expected and request.path in PROTECTED and request.method == "POST":
+            if request.headers.get("Authorization", "").lower() != expected:
+                return web.Response(status=401)
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return web.json_response(exc.body, status=exc.status)
+
+    return middleware
+
+
+def app(cfg: SimConfig) -> web.Application:
+    """Give the simulator's aiohttp application."""
+    sim = Simulator(cfg)
+    r = Routes(sim)
+    application = web.Application(middlewares=[_auth(cfg)], client_max_size=2_000_000)
+    application["sim"] = sim
+    application.router.add_get("/", r.health)
+    application.router.add_post("/", r.compat)
+    application.router.add_post("/invocations", r.compat)
+    application.router.add_get("/health", r.health)
+    application.router.add_get("/ping", r.health)
+    application.router.add_get("/info", r.info)
+    application.router.add_get("/metrics", r.metrics)
+    application.router.add_get("/v1/models", r.models)
+    application.router.add_post("/tokenize", r.tokenize)
+    application.router.add_post("/chat_tokenize", r.chat_tokenize)
+    application.router.add_post("/generate", r.generate)
+    application.router.add_post("/generate_stream", r.generate_stream)
+    application.router.add_post("/v1/chat/completions", r.chat)
+    application.router.add_post("/v1/completions", r.completions)
+    application.router.add_post("/_sim/stall", r.stall)
+    return application
