@@ -199,14 +199,19 @@ def parse(text: str, where: str = DEFAULT_SPEC_FILE, overrides: dict[str, Any] |
         data = yaml.safe_load(text) if text.strip() else {}
         lines = _line_index(text) if text.strip() else {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        # Where the broken construct began (an unclosed bracket) says more than where parsing gave up.
+        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"{where}{line}: not valid YAML: {problem}") from None
+        context = getattr(exc, "context", None)
+        raise InputError(f"{where}{line}: not valid YAML: {context + ', ' if context else ''}{problem}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise InputError(f"{where}: the spec must be a mapping of keys (name:, model:, ...), not {type(data).__name__}")
+    for section in ("model", "limits", "serve", "power"):
+        if section in data and data[section] is None:
+            del data[section]  # a section whose keys are all commented out
     for dotted, value in (overrides or {}).items():
         _set(data, dotted.split("."), value)
     try:

@@ -13,7 +13,7 @@ from deployctl.models import ModelFacts
 from deployctl.planner import memory
 from deployctl.planner.memory import gib
 from deployctl.planner.types import ChosenLimits, GpuBudget, Plan
-from deployctl.spec import DeploymentSpec
+from deployctl.spec import DeploymentSpec, Limits
 
 __all__ = ["Plan", "plan"]
 
@@ -114,9 +114,15 @@ def _what_would_fit(model: ModelFacts, gpus: list[Gpu], host: Host, spec: Deploy
     """Give the sentence a refusal ends with: more GPUs, a shorter context, or a smaller model."""
     n = len(gpus)
     ways = []
-    shorter = _largest_fit(model, gpus, spec, wanted - STEP) if wanted > MIN_MAX_TOTAL else None
+    # A shorter context also needs shorter inputs: suggest with the input limits left to the planner.
+    relaxed = spec.model_copy(update={"limits": Limits(max_concurrent_requests=spec.limits.max_concurrent_requests)})
+    shorter = _largest_fit(model, gpus, relaxed, wanted - STEP) if wanted > MIN_MAX_TOTAL else None
     if shorter:
-        ways.append(f"max_total_tokens {shorter.limits.max_total_tokens} or less fits on {n} GPU{'s' if n > 1 else ''}")
+        s = shorter.limits
+        ways.append(
+            f"max_total_tokens {s.max_total_tokens} or less fits on {n} GPU{'s' if n > 1 else ''}"
+            f" (with max_input_tokens {s.max_input_tokens})"
+        )
     limit = host.max_gpus
     for more in range(n + 1, limit + 1):
         if model.num_heads % more:

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers.modelgen import write_model  # noqa: E402
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", help="Rewrite golden files from the current output.")
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def m70(models_dir: Path) -> Path:
+    """Llama-3-70B's config.json with GPTQ 4-bit g128 safetensors of the real sizes (sparse)."""
+    return write_model(models_dir / "Llama-3-70B-GPTQ", "llama-3-70b-instruct-gptq")
+
+
+@pytest.fixture(scope="session")
+def m32(models_dir: Path) -> Path:
+    return write_model(models_dir / "Qwen2.5-32B-GPTQ", "qwen2.5-32b-instruct-gptq")
+
+
+@pytest.fixture(scope="session")
+def m8(models_dir: Path) -> Path:
+    return write_model(models_dir / "Llama-3.1-8B-GPTQ", "llama-3.1-8b-instruct-gptq")
+
+
+@pytest.fixture(autouse=True)
+def _no_real_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches real NVML: without a fake, inventory behaves as a host with no driver."""
+    from helpers.fake_nvml import no_driver
+
+    from deployctl.hardware import inventory
+
+    monkeypatch.setattr(inventory, "NVML_LIB", no_driver())

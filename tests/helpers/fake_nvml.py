@@ -1,0 +1,191 @@
+"""A fake pynvml module that behaves like RTX 4090 boards (and their failure modes).
+
+It has pynvml's names, units (milliwatts, bytes) and error classes, so the real adapter
+(deployctl/hardware/nvml.py) runs unchanged against it. No test touches real hardware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+GiB = 1024**3
+
+
+class NVMLError(Exception):
+    pass
+
+
+class NVMLError_LibraryNotFound(NVMLError):  # noqa: N801 (pynvml's names)
+    pass
+
+
+class NVMLError_DriverNotLoaded(NVMLError):  # noqa: N801
+    pass
+
+
+class NVMLError_NoPermission(NVMLError):  # noqa: N801
+    pass
+
+
+class NVMLError_NotSupported(NVMLError):  # noqa: N801
+    pass
+
+
+class NVMLError_GpuIsLost(NVMLError):  # noqa: N801
+    pass
+
+
+class NVMLError_InvalidArgument(NVMLError):  # noqa: N801
+    pass
+
+
+@dataclass
+class Board:
+    """One RTX 4090 as NVML sees it (milliwatts, bytes)."""
+
+    index: int
+    uuid: str
+    name: str = "NVIDIA GeForce RTX 4090"
+    memory_total: int = 24564 * 1024**2  # what NVML reports for a 24 GiB 4090
+    memory_used: int = 420 * 1024**2
+    pci_bus_id: str = "00000000:01:00.0"
+    min_mw: int = 150_000
+    max_mw: int = 600_000
+    default_mw: int = 450_000
+    limit_mw: int = 450_000
+    draw_mw: int = 31_250
+    temperature: int = 41
+    persistence: int = 0
+    settable: bool = True  # False: NotSupported on set
+    silent_setter: bool = False  # True: set reports success and changes nothing
+    lost: bool = False
+    sets: list[int] = field(default_factory=list)
+
+
+class FakeNvml:
+    """A stand-in for the pynvml module."""
+
+    NVMLError = NVMLError
+    NVMLError_LibraryNotFound = NVMLError_LibraryNotFound
+    NVMLError_DriverNotLoaded = NVMLError_DriverNotLoaded
+    NVMLError_NoPermission = NVMLError_NoPermission
+    NVMLError_NotSupported = NVMLError_NotSupported
+    NVMLError_GpuIsLost = NVMLError_GpuIsLost
+    NVML_TEMPERATURE_GPU = 0
+    NVML_FEATURE_DISABLED = 0
+    NVML_FEATURE_ENABLED = 1
+    NVML_P2P_CAPS_INDEX_READ = 0
+    NVML_P2P_STATUS_OK = 0
+    NVML_P2P_STATUS_NOT_SUPPORTED = 5
+
+    def __init__(self, boards: list[Board], root: bool = True, driver: bool = True, p2p: bool = False) -> None:
+        self.boards = boards
+        self.root = root
+        self.driver = driver
+        self.p2p = p2p
+        self.initialised = 0
+
+    # -- session ----------------------------------------------------------------------------
+    def nvmlInit(self) -> None:  # noqa: N802
+        if not self.driver:
+            raise NVMLError_LibraryNotFound("NVML Shared Library Not Found")
+        self.initialised += 1
+
+    def nvmlShutdown(self) -> None:  # noqa: N802
+        self.initialised -= 1
+
+    def nvmlSystemGetDriverVersion(self) -> str:  # noqa: N802
+        return "550.127.05"
+
+    def nvmlSystemGetCudaDriverVersion(self) -> int:  # noqa: N802
+        return 12040
+
+    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+        return len(self.boards)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> Board:  # noqa: N802
+        if not 0 <= index < len(self.boards):
+            raise NVMLError_InvalidArgument("Invalid Argument")
+        return self.boards[index]
+
+    # -- queries -------------------------------------------------------------------------------
+    @staticmethod
+    def _alive(b: Board) -> Board:
+        if b.lost:
+            raise NVMLError_GpuIsLost("GPU is lost")
+        return b
+
+    def nvmlDeviceGetUUID(self, b: Board) -> str:  # noqa: N802
+        return self._alive(b).uuid
+
+    def nvmlDeviceGetName(self, b: Board) -> str:  # noqa: N802
+        return self._alive(b).name
+
+    def nvmlDeviceGetMemoryInfo(self, b: Board) -> Any:  # noqa: N802
+        b = self._alive(b)
+        return SimpleNamespace(total=b.memory_total, used=b.memory_used, free=b.memory_total - b.memory_used)
+
+    def nvmlDeviceGetCudaComputeCapability(self, b: Board) -> tuple[int, int]:  # noqa: N802
+        return (8, 9)
+
+    def nvmlDeviceGetPciInfo(self, b: Board) -> Any:  # noqa: N802
+        return SimpleNamespace(busId=self._alive(b).pci_bus_id.encode())
+
+    def nvmlDeviceGetTemperature(self, b: Board, sensor: int) -> int:  # noqa: N802
+        return self._alive(b).temperature
+
+    def nvmlDeviceGetPersistenceMode(self, b: Board) -> int:  # noqa: N802
+        return self._alive(b).persistence
+
+    def nvmlDeviceGetPowerUsage(self, b: Board) -> int:  # noqa: N802
+        return self._alive(b).draw_mw
+
+    def nvmlDeviceGetPowerManagementLimit(self, b: Board) -> int:  # noqa: N802
+        return self._alive(b).limit_mw
+
+    def nvmlDeviceGetPowerManagementDefaultLimit(self, b: Board) -> int:  # noqa: N802
+        return self._alive(b).default_mw
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, b: Board) -> int:  # noqa: N802
+        return self._alive(b).limit_mw
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, b: Board) -> list[int]:  # noqa: N802
+        b = self._alive(b)
+        return [b.min_mw, b.max_mw]
+
+    def nvmlDeviceGetP2PStatus(self, a: Board, b: Board, cap: int) -> int:  # noqa: N802
+        return self.NVML_P2P_STATUS_OK if self.p2p else self.NVML_P2P_STATUS_NOT_SUPPORTED
+
+    # -- setters --------------------------------------------------------------------------------
+    def nvmlDeviceSetPowerManagementLimit(self, b: Board, mw: int) -> None:  # noqa: N802
+        b = self._alive(b)
+        if not b.settable:
+            raise NVMLError_NotSupported("Not Supported")
+        if not self.root:
+            raise NVMLError_NoPermission("Insufficient Permissions")
+        if not b.min_mw <= mw <= b.max_mw:
+            raise NVMLError_InvalidArgument("Invalid Argument")
+        b.sets.append(mw)
+        if not b.silent_setter:
+            b.limit_mw = mw
+
+    def nvmlDeviceSetPersistenceMode(self, b: Board, mode: int) -> None:  # noqa: N802
+        if not self.root:
+            raise NVMLError_NoPermission("Insufficient Permissions")
+        self._alive(b).persistence = mode
+
+
+def two_4090s(**kwargs: Any) -> FakeNvml:
+    """Two RTX 4090s: 150-600 W constraints, 450 W default, no P2P."""
+    boards = [
+        Board(0, "GPU-11111111-2222-3333-4444-555555555555", pci_bus_id="00000000:01:00.0"),
+        Board(1, "GPU-66666666-7777-8888-9999-000000000000", pci_bus_id="00000000:41:00.0"),
+    ]
+    return FakeNvml(boards, **kwargs)
+
+
+def no_driver() -> FakeNvml:
+    """A machine without the NVIDIA driver: NVML's library is not found."""
+    return FakeNvml([], driver=False)
