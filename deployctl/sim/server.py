@@ -17,7 +17,8 @@ from deployctl.sim import latency
 from deployctl.sim.config import SimConfig
 from deployctl.sim.metrics import Metrics
 
-PROTECTED = ("/generate", "/generate_stream", "/v1/chat/completions", "/v1/completions", "/tokenize", "/invocations")
+# POST routes TGI guards with --api-key (its base_routes); GET / and /health, /info, /metrics stay open.
+PROTECTED = ("/", "/generate", "/generate_stream", "/v1/chat/completions", "/v1/completions", "/tokenize", "/invocations")
 
 
 class ApiError(Exception):
@@ -237,13 +238,23 @@ class Routes:
 
     # -- /generate, /generate_stream, / ------------------------------------------------------------
     async def compat(self, request: web.Request) -> web.StreamResponse:
+        """`POST /`: TGI's compatibility route, which answers a list of one GenerateResponse."""
         body = await _json_body(request)
         if body.get("stream"):
             return await self._stream(request, body)
-        return await self._generate(body)
+        return web.json_response([await self._generate_body(body)])
+
+    async def invocations(self, request: web.Request) -> web.StreamResponse:
+        """`POST /invocations` (SageMaker): chat when given messages, else generate."""
+        body = await _json_body(request)
+        if "messages" in body:
+            return await self._chat(request, body)
+        if body.get("stream"):
+            return await self._stream(request, body)
+        return web.json_response(await self._generate_body(body))
 
     async def generate(self, request: web.Request) -> web.Response:
-        return await self._generate(await _json_body(request))
+        return web.json_response(await self._generate_body(await _json_body(request)))
 
     async def generate_stream(self, request: web.Request) -> web.StreamResponse:
         return await self._stream(request, await _json_body(request))
@@ -260,7 +271,7 @@ class Routes:
             self.sim.release(len(out.tokens), time.monotonic() - start, ok=True)
         return out
 
-    async def _generate(self, body: dict[str, Any]) -> web.Response:
+    async def _generate_body(self, body: dict[str, Any]) -> dict[str, Any]:
         req = self.sim.validate(body.get("inputs"), body.get("parameters") or {})
         out = await self._run(req)
         text = "".join(_visible(t, out.finish_reason if i == len(out.tokens) - 1 else None) for i, t in enumerate(out.tokens))
@@ -273,7 +284,7 @@ class Routes:
                 "prefill": [],
                 "tokens": [_token_json(t, out.finish_reason if i == len(out.tokens) - 1 else None) for i, t in enumerate(out.tokens)],
             }
-        return web.json_response(result)
+        return result
 
     async def _open_stream(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -343,7 +354,9 @@ class Routes:
         return {"prompt_tokens": req.input_tokens, "completion_tokens": n, "total_tokens": req.input_tokens + n}
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_body(request)
+        return await self._chat(request, await _json_body(request))
+
+    async def _chat(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         if body.get("stream"):
             return await self._openai_stream(request, body, chat=True)
         req = self._chat_request(body)
@@ -380,7 +393,8 @@ class Routes:
                 text = _visible(tok, finish)
                 reason = self._openai_finish(finish) if finish else None
                 if chat:
-                    choice = {"index": 0, "delta": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": reason}
+                    delta = {"role": "assistant", "content": text, "tool_calls": None}
+                    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
                 else:
                     choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason or ""}
                 event = {**self._head(kind), "choices": [choice]}
@@ -423,10 +437,9 @@ def app(cfg: SimConfig) -> web.Application:
     sim = Simulator(cfg)
     r = Routes(sim)
     application = web.Application(middlewares=[_auth(cfg)], client_max_size=2_000_000)
-    application["sim"] = sim
     application.router.add_get("/", r.health)
     application.router.add_post("/", r.compat)
-    application.router.add_post("/invocations", r.compat)
+    application.router.add_post("/invocations", r.invocations)
     application.router.add_get("/health", r.health)
     application.router.add_get("/ping", r.health)
     application.router.add_get("/info", r.info)

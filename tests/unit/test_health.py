@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from deployctl.probe import health
+from deployctl.sim import latency
+from deployctl.sim.config import SimConfig
+from helpers import simserver
+
+FAST = latency.LatencyModel(ttft_base_ms=5, prefill_tokens_per_s=1e6, itl_ms=2, itl_per_stream_ms=0)
+EXPECTED = health.Expected("/data/models/m", 1000, 2000, 16)
+
+
+def _cfg(**kw: object) -> SimConfig:
+    base = {"model_id": "/data/models/m", "max_input_tokens": 1000, "max_total_tokens": 2000,
+            "max_concurrent_requests": 16, "load_seconds": 0, "latency": FAST}
+    return SimConfig(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_healthy_endpoint_exits_0_with_ttft_and_rate() -> None:
+    with simserver.running(_cfg()) as url:
+        r = health.check(url, EXPECTED)
+    assert r.status == "healthy" and r.exit_code == 0
+    assert r.ttft_ms is not None and r.ttft_ms < 200
+    assert r.tokens_per_s and r.tokens_per_s > 100
+    assert [c.name for c in r.checks] == ["health", "info", "generate"]
+
+
+def test_info_that_differs_from_the_plan_is_degraded() -> None:
+    with simserver.running(_cfg(max_total_tokens=4096)) as url:
+        r = health.check(url, EXPECTED)
+    assert r.exit_code == 1
+    assert "max_total_tokens 4096 != plan 2000" in r.checks[1].detail
+
+
+def test_slow_first_token_is_degraded() -> None:
+    slow = latency.LatencyModel(ttft_base_ms=300, prefill_tokens_per_s=1e6, itl_ms=1, itl_per_stream_ms=0)
+    with simserver.running(_cfg(latency=slow)) as url:
+        r = health.check(url, EXPECTED, max_ttft_ms=100)
+    assert r.exit_code == 1 and "slower than 100 ms" in r.checks[-1].detail
+
+
+def test_nothing_listening_is_down() -> None:
+    r = health.check(f"http://127.0.0.1:{_free_port()}", EXPECTED, timeout=2)
+    assert r.exit_code == 2 and r.checks[0].detail == "nothing answers"
+
+
+def test_loading_is_down() -> None:
+    with simserver.running(_cfg(load_seconds=30)) as url:
+        r = health.check(url, EXPECTED)
+    assert r.exit_code == 2 and "503" in r.checks[0].detail
+
+
+@pytest.mark.parametrize(("key", "code"), [(None, 2), ("wrong", 2), ("right", 0)])
+def test_api_key_is_needed_to_generate(key: str | None, code: int) -> None:
+    with simserver.running(_cfg(api_key="right")) as url:
+        r = health.check(url, EXPECTED, api_key=key)
+    assert r.exit_code == code
+    if code:
+        assert "401" in r.checks[-1].detail
+    assert "right" not in str(r.as_dict())
