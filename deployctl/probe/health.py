@@ -57,6 +57,18 @@ def _get(url: str, timeout: float) -> tuple[int | None, bytes]:
         return None, b""
 
 
+def _post_status(url: str, api_key: str | None, timeout: float) -> int | None:
+    body = json.dumps({"inputs": "ping", "parameters": {"max_new_tokens": 1}}).encode()
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return None
+
+
 def _info_check(info: dict[str, Any], expected: Expected | None) -> Check:
     if expected is None:
         return Check("info", True, f"model {info.get('model_id')} (no plan to compare with)")
@@ -127,8 +139,9 @@ def check(
     except Exception as exc:  # the client raises many kinds; any of them means the model does not answer
         kind = type(exc).__name__
         text = str(exc).splitlines()[0][:200] if str(exc) else kind
-        unauthorized = "401" in text or "Unauthorized" in text
-        detail = "401 Unauthorized: pass the API key (--api-key-env)" if unauthorized else f"{kind}: {text}"
+        # TGI answers a bad key with an empty 401 that the client cannot parse: ask once more, by hand.
+        unauthorized = _post_status(f"{endpoint}/generate", api_key, timeout) == 401
+        detail = "401 Unauthorized: pass the right API key (--api-key-env)" if unauthorized else f"{kind}: {text}"
         report.checks.append(Check("generate", False, detail))
         report.status = "down"
         return report
