@@ -1,0 +1,94 @@
+"""up --simulate on the real engine: healthy, health 0, status, down; and the ways it goes wrong."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import requests
+
+from .conftest import Project, deployctl, free_port
+
+
+def test_up_health_status_down(project: Project) -> None:
+    up = project.run("up", "--simulate")
+    assert up.returncode == 0, up.stderr
+    assert "ready (simulated engine)" in up.stdout and project.url in up.stdout and "curl" in up.stdout
+    health = project.run("health", "--json")
+    assert health.returncode == 0, health.stdout + health.stderr
+    report = json.loads(health.stdout)
+    assert report["status"] == "healthy" and report["ttft_ms"] > 0
+    status = project.run("status", "--json")
+    assert status.returncode == 0, status.stdout
+    data = json.loads(status.stdout)
+    assert data["answering"] and data["endpoint"] == project.url and data["simulate"]
+    [svc] = data["services"]
+    assert svc["state"] == "running" and svc["restarts"] == 0 and svc["uptime_s"] >= 0
+    assert project.containers()
+    down = project.run("down")
+    assert down.returncode == 0, down.stderr
+    assert project.containers() == [] and project.networks() == []
+    assert project.run("health").returncode == 2
+
+
+def test_port_in_use_is_refused_before_anything_starts(project: Project) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", project.port))
+        s.listen()
+        up = project.run("up", "--simulate")
+    assert up.returncode == 2
+    assert f"port {project.port} on 127.0.0.1 is in use" in up.stderr
+    assert project.containers() == []
+
+
+def test_crash_mid_run_restarts_and_health_recovers(project: Project) -> None:
+    up = project.run("up", "--simulate", "--sim-fault", "crash-after=2")
+    assert up.returncode == 0, up.stderr
+    body = {"inputs": "hello", "parameters": {"max_new_tokens": 2}}
+    for _ in range(2):
+        assert requests.post(f"{project.url}/generate", json=body, timeout=10).status_code == 200
+    try:
+        requests.post(f"{project.url}/generate", json=body, timeout=10)
+    except requests.ConnectionError:
+        pass  # the process died with the request
+    assert project.run("health").returncode == 2
+    deadline = time.monotonic() + 60
+    while project.run("health").returncode != 0:
+        assert time.monotonic() < deadline, "the restart policy did not bring the engine back"
+        time.sleep(1)
+    [svc] = json.loads(project.run("status", "--json").stdout)["services"]
+    assert svc["restarts"] >= 1
+
+
+def test_never_healthy_times_out_with_log_tail(project: Project) -> None:
+    up = project.run("up", "--simulate", "--sim-fault", "never-healthy", "--timeout", "6")
+    assert up.returncode == 1
+    assert "did not answer /health within 6s" in up.stderr
+    assert "last log lines" in up.stderr and "simulator: serving" in up.stderr
+    assert "Traceback" not in up.stderr
+
+
+def test_api_key_is_enforced_and_never_printed(project: Project) -> None:
+    secret = "e2e-secret-5c1d"
+    project.spec.write_text(project.spec.read_text().replace("serve:\n", "serve:\n  api_key_env: E2E_API_KEY\n"))
+    env = {"E2E_API_KEY": secret}
+    outputs = []
+    up = project.run("up", "--simulate", env=env)
+    outputs.append(up.stdout + up.stderr)
+    assert up.returncode == 0, up.stderr
+    body = {"inputs": "hello", "parameters": {"max_new_tokens": 2}}
+    assert requests.post(f"{project.url}/generate", json=body, timeout=10).status_code == 401
+    ok = requests.post(f"{project.url}/generate", json=body, headers={"Authorization": f"Bearer {secret}"}, timeout=10)
+    assert ok.status_code == 200
+    for args in (("health",), ("health", "--json"), ("status", "--json"), ("status",), ("logs",), ("plan", "--simulate")):
+        done = project.run(*args, env=env)
+        outputs.append(done.stdout + done.stderr)
+    assert project.run("health").returncode == 0  # the key comes from the stack's .env
+    assert all(secret not in out for out in outputs)
+    assert secret not in (project.stack / "compose.yaml").read_text()
+
+
+def test_health_against_nothing_listening_exits_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    done = deployctl("health", "--endpoint", f"http://127.0.0.1:{free_port()}", "--stack-dir", str(tmp_path))
+    assert done.returncode == 2 and "nothing answers" in done.stdout
