@@ -11,7 +11,7 @@ MODEL_ROOT = "/data/models"
 FLAGS = (
     "--model-id", "--revision", "--quantize", "--num-shard", "--max-input-tokens",
     "--max-total-tokens", "--max-batch-prefill-tokens", "--max-concurrent-requests",
-    "--cuda-memory-fraction", "--api-key",
+    "--cuda-memory-fraction", "--api-key", "--hostname",
 )
 
 
@@ -31,7 +31,9 @@ def engine_config(
     mount_model: bool,
 ) -> EngineConfig:
     """Give TGI's container settings for a plan's choices."""
-    args = ["--model-id", model_id(served_name)]
+    # Docker sets HOSTNAME to the container id and the launcher reads --hostname from it, so
+    # TGI would listen on the container's address only and a healthcheck on 127.0.0.1 would fail.
+    args = ["--model-id", model_id(served_name), "--hostname", "0.0.0.0"]
     if quantize != "none":
         args += ["--quantize", quantize]
     args += [

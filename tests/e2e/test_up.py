@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
 
 import requests
@@ -92,3 +93,16 @@ def test_api_key_is_enforced_and_never_printed(project: Project) -> None:
 def test_health_against_nothing_listening_exits_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
     done = deployctl("health", "--endpoint", f"http://127.0.0.1:{free_port()}", "--stack-dir", str(tmp_path))
     assert done.returncode == 2 and "nothing answers" in done.stdout
+
+
+def test_dockers_own_healthcheck_passes_so_compose_wait_works(project: Project) -> None:
+    """The rendered healthcheck (curl on 127.0.0.1 inside the container) must pass, not just /health from outside."""
+    assert project.run("render", "--simulate").returncode == 0
+    done = project_compose(project, "up", "-d", "--wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    [svc] = json.loads(project.run("status", "--json").stdout)["services"]
+    assert svc["health"] == "healthy"
+
+
+def project_compose(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", "compose", "--project-directory", str(project.stack), *args], capture_output=True, text=True, timeout=120)
