@@ -28,10 +28,12 @@ def _stack_dir(stack_dir: Path | None, spec_path: Path | None = None) -> Path:
 @click.option("--simulate", is_flag=True, help="Run the TGI-protocol simulator in place of the engine (no GPU needed).")
 @click.option("--timeout", type=float, help="Seconds to wait for /health (default: 60 simulated, minutes for real weights).")
 @click.option("--sim-base", help="Base image for building the simulator image if it is missing.")
+@click.option("--skip-power", is_flag=True, help="Start without applying the spec's power.limit_watts.")
 @sim_fault_option
 @json_option
 def up(
-    as_json: bool, simulate: bool, timeout: float | None, sim_base: str | None, faults: dict[str, str], **kwargs: Any
+    as_json: bool, simulate: bool, timeout: float | None, sim_base: str | None, faults: dict[str, str], skip_power: bool,
+    **kwargs: Any,
 ) -> None:
     """Plan, render and start the stack, then wait until the model answers.
 
@@ -53,7 +55,9 @@ def up(
             status.update(f"[bold]{p.phase}[/bold] {p.elapsed_s:5.1f}s{line}")
 
         try:
-            result = lifecycle.up(spec, simulate=simulate, report=report, timeout_s=timeout, sim_base=sim_base, faults=faults)
+            result = lifecycle.up(
+                spec, simulate=simulate, report=report, timeout_s=timeout, sim_base=sim_base, faults=faults, skip_power=skip_power
+            )
         except lifecycle.UpFailed as exc:
             status.stop()
             _print_failure(console, exc)
@@ -61,6 +65,8 @@ def up(
     if as_json:
         echo_json(result.__dict__)
         return
+    if result.power:
+        click.echo(f"power: {result.power}")
     auth = ' -H "Authorization: Bearer $API_KEY"' if result.api_key else ""
     mode = " (simulated engine)" if result.simulate else ""
     click.echo(f"ready{mode} in {result.seconds_to_healthy:.1f}s: {result.endpoint}  model {result.model_id}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import time
 import urllib.error
@@ -17,7 +18,7 @@ from deployctl.compose.render import StackInfo
 from deployctl.compose.stack import ComposeError, ServiceState, Stack
 from deployctl.docker_engine import client, image_exists
 from deployctl.engines.simulator import SIM_IMAGE
-from deployctl.errors import DeployctlError, InputError
+from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
 from deployctl.planner.types import Plan
 from deployctl.spec import DeploymentSpec
 
@@ -43,6 +44,7 @@ class UpResult:
     seconds_to_healthy: float
     model_id: str
     api_key: bool
+    power: str | None = None
 
 
 class UpFailed(DeployctlError):
@@ -152,6 +154,29 @@ def _failure(stack: Stack, reason: str) -> UpFailed:
     return UpFailed(reason=reason, log_tail=tail, diagnoses=diagnose(tail), stack_dir=str(stack.dir))
 
 
+def power_policy(spec: DeploymentSpec, simulate: bool, skip: bool) -> str | None:
+    """Apply power.limit_watts before the engine starts; give what was done, for the report."""
+    watts = spec.power.limit_watts
+    if not watts:
+        return None
+    if simulate:
+        return f"power.limit_watts {watts} W not applied: the engine is simulated"
+    if skip:
+        return f"power.limit_watts {watts} W skipped (--skip-power)"
+    if os.geteuid() != 0:
+        raise EnvironmentProblem(
+            f"power.limit_watts is {watts} W and setting GPU power limits needs root",
+            "run `sudo deployctl up`, or pass --skip-power to start without capping",
+        )
+    from deployctl.hardware import inventory, nvml
+    from deployctl.hardware import power as pw
+
+    with nvml.session(inventory.NVML_LIB) as session:
+        applied = pw.apply_policy(session, watts, pw.state_path())
+    gpus = ", ".join(str(a.change.index) for a in applied)
+    return f"GPU {gpus} capped at {watts} W (read back)"
+
+
 def up(
     spec: DeploymentSpec,
     simulate: bool = False,
@@ -159,6 +184,7 @@ def up(
     timeout_s: float | None = None,
     sim_base: str | None = None,
     faults: dict[str, str] | None = None,
+    skip_power: bool = False,
 ) -> UpResult:
     """Plan, render and start the stack, then wait until it answers; give where it is."""
     report = report or (lambda p: None)
@@ -173,6 +199,7 @@ def up(
             f"port {plan.port} on {plan.bind} is in use by another program",
             "choose another with --port or serve.port, or stop the other program (ss -ltnp)",
         )
+    power = power_policy(spec, simulate, skip_power)
     report(Progress("rendering", time.monotonic() - started))
     deploy.render_stack(spec, plan, simulate=simulate, faults=faults)
     stack = Stack(stack_dir)
@@ -193,6 +220,7 @@ def up(
         seconds_to_healthy=round(seconds, 2),
         model_id=plan.model_id,
         api_key=plan.api_key,
+        power=power,
     )
 
 

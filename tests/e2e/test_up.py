@@ -106,3 +106,13 @@ def test_dockers_own_healthcheck_passes_so_compose_wait_works(project: Project) 
 
 def project_compose(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", "compose", "--project-directory", str(project.stack), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_doctor_here_fails_gpu_checks_and_passes_docker_checks(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """This machine has no GPU but a running engine: GPU checks FAIL with a hint, Docker checks OK."""
+    done = deployctl("doctor", "--json", cwd=tmp_path)
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    assert done.returncode == 1
+    assert checks["nvidia driver"]["status"] == "FAIL" and checks["nvidia driver"]["hint"]
+    for name in ("docker engine", "compose v2", "docker socket"):
+        assert checks[name]["status"] == "OK", checks[name]

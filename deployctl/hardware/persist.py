@@ -1,0 +1,56 @@
+"""`power set --persist`: a systemd oneshot unit that enables persistence mode and re-applies limits by UUID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from deployctl import __version__
+from deployctl.errors import DeployctlError, EnvironmentProblem
+
+UNIT_NAME = "deployctl-power.service"
+UNIT_DIR = Path("/etc/systemd/system")
+
+
+@dataclass(frozen=True)
+class UnitLimit:
+    uuid: str
+    watts: int
+
+
+def render_unit(limits: list[UnitLimit], nvidia_smi: str = "/usr/bin/nvidia-smi") -> str:
+    """Give the unit file's text; the same limits always give the same bytes."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("deployctl", "templates"), undefined=jinja2.StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+    )
+    ordered = sorted(limits, key=lambda g: g.uuid)
+    summary = ", ".join(sorted({f"{g.watts} W" for g in ordered})) + f" on {len(ordered)} GPU{'s' if len(ordered) != 1 else ''}"
+    return env.get_template("systemd/deployctl-power.service.j2").render(
+        version=__version__, gpus=ordered, nvidia_smi=nvidia_smi, summary=summary
+    )
+
+
+def install(text: str, unit_dir: Path = UNIT_DIR) -> Path:
+    """Write the unit (atomically), reload systemd and enable it; give its path."""
+    systemctl = os.environ.get("DEPLOYCTL_SYSTEMCTL") or shutil.which("systemctl")
+    if not systemctl:
+        raise EnvironmentProblem("systemctl not found: this host does not run systemd", "use --persist --print and install the unit by hand")
+    path = unit_dir / UNIT_NAME
+    tmp = path.with_name(f".{UNIT_NAME}.tmp")
+    try:
+        unit_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise DeployctlError(f"cannot write {path}: {exc.strerror}", "run as root") from None
+    for args in (["daemon-reload"], ["enable", UNIT_NAME]):
+        done = subprocess.run([systemctl, *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise DeployctlError(f"systemctl {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
+    return path

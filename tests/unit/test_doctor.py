@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from deployctl import doctor, spec
+from deployctl.cli import cli
+from deployctl.hardware import inventory
+from deployctl.hardware.nvml import Nvml
+from helpers.fake_nvml import two_4090s
+
+DOCKER_INFO = {"ServerVersion": "27.3.1", "DockerRootDir": "/var/lib/docker", "Runtimes": {"runc": {}, "nvidia": {}}}
+
+
+def _checks(host_lib: object | None, docker_info: dict[str, object] | None, text: str = "") -> dict[str, doctor.Check]:
+    ctx = doctor.Context(spec=spec.parse(text))
+    if host_lib is None:
+        ctx.host_error = "NVIDIA driver not found"
+    else:
+        with Nvml(host_lib) as n:
+            ctx.host = n.host()
+    ctx.docker_info = docker_info
+    ctx.docker_error = None if docker_info else "the Docker engine is not reachable"
+    return {c.name: c for c in doctor.run(ctx, lambda bind, port: True)}
+
+
+def test_no_driver_fails_the_gpu_checks_with_hints() -> None:
+    checks = _checks(None, DOCKER_INFO)
+    assert checks["nvidia driver"].status == "FAIL" and "install the NVIDIA driver" in checks["nvidia driver"].hint
+    assert checks["gpus"].status == "FAIL"
+
+
+def test_two_4090s_report_p2p_persistence_and_power_policy() -> None:
+    lib = two_4090s()
+    checks = _checks(lib, DOCKER_INFO, "power:\n  limit_watts: 300\n")
+    assert checks["gpu 0"].status == "OK" and "compute 8.9" in checks["gpu 0"].detail
+    assert checks["p2p"].status == "WARN" and "NCCL_P2P_DISABLE=1" in checks["p2p"].hint
+    assert checks["persistence mode"].status == "WARN"
+    assert checks["power limits"].status == "WARN" and "sudo deployctl power set 300 --persist" in checks["power limits"].hint
+    assert checks["nvidia container toolkit"].status == "OK"
+
+
+def test_docker_unreachable_fails_its_check() -> None:
+    checks = _checks(two_4090s(), None)
+    assert checks["docker engine"].status == "FAIL"
+    assert checks["nvidia container toolkit"].status == "FAIL"
+
+
+def test_doctor_cli_json_and_exit_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inventory, "NVML_LIB", two_4090s())
+    result = CliRunner().invoke(cli, ["doctor", "--json"])
+    data = json.loads(result.stdout)
+    names = [c["name"] for c in data["checks"]]
+    assert names[:3] == ["nvidia driver", "gpu 0", "gpu 1"]
+    assert result.exit_code == (0 if data["ok"] else 1)
+    assert {"docker engine", "compose v2", "docker socket", "serving port", "/dev/shm"} <= set(names)
