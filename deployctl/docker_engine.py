@@ -21,18 +21,21 @@ def docker_binary() -> str:
 @cache
 def client() -> Any:
     """Give a Docker SDK client, or an EnvironmentProblem when the engine cannot be reached."""
-    import docker
-    from docker.errors import DockerException
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError:
+        raise EnvironmentProblem("the docker Python SDK is not installed", "pip install docker") from None
 
     try:
         c = docker.from_env(timeout=120)
         c.ping()
     except DockerException as exc:
-        reason = str(exc).split("(")[0].strip()
-        hint = "start it (systemctl start docker)"
-        if "Permission denied" in str(exc):
-            hint = "add your user to the docker group, or run with sudo"
-        raise EnvironmentProblem(f"the Docker engine is not reachable: {reason}", hint) from None
+        text = str(exc)
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        if "Permission denied" in text:
+            raise EnvironmentProblem(f"no permission to use the Docker engine at {where}", "add your user to the docker group, or run with sudo") from None
+        raise EnvironmentProblem(f"the Docker engine is not reachable at {where}", "start it (systemctl start docker)") from None
     return c
 
 

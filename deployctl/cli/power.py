@@ -58,7 +58,8 @@ def gpus(as_json: bool) -> None:
          {True: "on", False: "off", None: "-"}[g.persistence_mode]]
         for g in host.gpus
     ]
-    title = f"driver {host.driver_version}, CUDA {host.cuda_driver_version}, P2P {'yes' if host.p2p else 'no'}"
+    p2p = ("yes" if host.p2p else "no") if len(host.gpus) > 1 else "n/a (one GPU)"
+    title = f"driver {host.driver_version}, CUDA {host.cuda_driver_version}, P2P {p2p}"
     _table(title, ["#", "name", "uuid", "pci", "cc", "memory", "draw", "limit (range)", "temp", "persist"], rows)
 
 
