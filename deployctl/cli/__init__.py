@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("deployctl.cli.run", "status", "Show each service's state, health, uptime and restarts."),
     "logs": ("deployctl.cli.run", "logs", "Show (or follow) the stack's logs."),
     "health": ("deployctl.cli.health", "health", "Check the endpoint: /health, /info against the plan, one generation."),
+    "bench": ("deployctl.cli.bench", "bench", "Measure TTFT, inter-token latency, throughput, max QPS under an SLO."),
     "image": ("deployctl.cli.image", "image", "Build the simulator image; inspect and slim engine images."),
     "gpus": ("deployctl.cli.power", "gpus", "List this machine's GPUs (NVML)."),
     "power": ("deployctl.cli.power", "power", "Show, set, reset and persist GPU power limits."),
@@ -34,6 +35,7 @@ Examples:
   deployctl up --gpus 2                            # the real engine on two GPUs
   deployctl status --json ; deployctl logs -f ; deployctl down
   deployctl health --endpoint http://127.0.0.1:8080
+  deployctl bench --preset ttft --slo-ttft 500 --cost 4200  # SLO and cost report
   deployctl image build-sim                        # the TGI-protocol simulator image
   deployctl gpus ; deployctl power set 300 --dry-run ; deployctl doctor
 

@@ -1,0 +1,170 @@
+"""`deployctl bench` and `deployctl bench compare`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from deployctl.cli.options import echo_json, json_option
+from deployctl.errors import InputError
+
+
+class DefaultRun(click.Group):
+    """`deployctl bench --concurrency 1,2` runs; `deployctl bench compare A B` compares."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultRun)
+def bench() -> None:
+    """Measure latency, throughput and the highest load that meets an SLO; compare runs.
+
+    \b
+    Examples:
+      deployctl bench --preset ttft --slo-ttft 500 --cost 4200 --currency EUR -o results/1gpu
+      deployctl bench --rate 1,2,4,8 --requests 200 --slo-ttft 500 --slo-itl 50
+      deployctl bench compare results/1gpu/bench.json results/2gpu/bench.json
+    """
+
+
+@bench.command("run")
+@click.option("--endpoint", help="URL (default: the stack's endpoint).")
+@click.option("--stack-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--preset", type=click.Choice(sorted(["ttft", "sustained"])), help="ttft: 512 in / 16 out; sustained: 512 in / 2048 out.")
+@click.option("--concurrency", help="Closed loop at these concurrencies, e.g. 1,2,4,8,16.")
+@click.option("--rate", help="Open loop (Poisson arrivals) at these request rates per second, e.g. 1,2,4.")
+@click.option("--requests", type=int, default=100, show_default=True, help="Measured requests per level.")
+@click.option("--warmup", type=int, default=5, show_default=True, help="Requests per level left out of the figures.")
+@click.option("--prompt-tokens", type=int, help="Prompt length in tokens (default 256, or the preset's).")
+@click.option("--output-tokens", type=int, help="Tokens to generate per request (default 64, or the preset's).")
+@click.option("--api", type=click.Choice(["generate", "chat"]), default="generate", show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--slo-ttft", type=float, help="SLO: time to first token, ms.")
+@click.option("--slo-itl", type=float, help="SLO: inter-token latency, ms (each request's worst gap for goodput).")
+@click.option("--slo-e2e", type=float, help="SLO: end-to-end latency, ms.")
+@click.option("--slo-percentile", type=click.Choice(["p50", "p90", "p99"]), default="p90", show_default=True,
+              help="A level meets the SLO when this percentile is within every target.")
+@click.option("--cost", type=float, help="Hardware price (any currency) for cost per QPS.")
+@click.option("--currency", default="", help="Label for --cost, e.g. EUR.")
+@click.option("--api-key-env", help="Variable holding the API key (default: the stack's .env).")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("bench-results"), show_default=True)
+@json_option
+def run(endpoint: str | None, stack_dir: Path | None, preset: str | None, concurrency: str | None, rate: str | None,
+        requests: int, warmup: int, prompt_tokens: int | None, output_tokens: int | None, api: str, seed: int,
+        slo_ttft: float | None, slo_itl: float | None, slo_e2e: float | None, slo_percentile: str,
+        cost: float | None, currency: str, api_key_env: str | None, output_dir: Path, as_json: bool) -> None:
+    """Sweep a load against the endpoint; write JSON, CSV and PNG plots."""
+    from deployctl.cli.health import _from_stack
+    from deployctl.probe import bench as core
+    from deployctl.probe.stats import Slo
+
+    p = core.PRESETS.get(preset or "", {})
+    if concurrency and rate:
+        raise InputError("give --concurrency or --rate, not both")
+    if not concurrency and not rate and "concurrency" not in p:
+        raise InputError("give --concurrency 1,2,4 (closed loop) or --rate 1,2,4 (open loop), or --preset")
+    mode = "open" if rate else "closed"
+    loads = core.parse_loads(rate or concurrency or ",".join(str(c) for c in p["concurrency"]))
+    if requests < 1 or warmup < 0:
+        raise InputError("--requests must be at least 1 and --warmup at least 0")
+    if stack_dir is None:
+        from deployctl import spec
+
+        stack_dir = spec.load(None).stack_dir
+    stack_endpoint, _, key = _from_stack(stack_dir)
+    endpoint = (endpoint or stack_endpoint or "").rstrip("/")
+    if not endpoint:
+        raise InputError("no endpoint", "pass --endpoint URL or run it next to the stack")
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise InputError(f"--api-key-env: {api_key_env} is not set")
+    config = core.BenchConfig(
+        endpoint=endpoint, mode=mode, loads=loads, requests=requests, warmup=warmup,  # type: ignore[arg-type]
+        prompt_tokens=prompt_tokens or p.get("prompt_tokens", 256), output_tokens=output_tokens or p.get("output_tokens", 64),
+        api=api, seed=seed,  # type: ignore[arg-type]
+        slo=Slo(slo_ttft if slo_ttft is not None else p.get("slo_ttft_ms"), slo_itl if slo_itl is not None else p.get("slo_itl_ms"),
+                slo_e2e, slo_percentile),
+        cost=cost, currency=currency, api_key=key, preset=preset,
+    )
+    result = _run_with_progress(core, config, quiet=as_json)
+    paths = core.write(result, output_dir)
+    if as_json:
+        echo_json({**result.as_dict(), "files": {k: str(v) for k, v in paths.items()}})
+        return
+    _print_table(result)
+    click.echo(f"prompt length from {result.prompt_tokens_source}")
+    if result.max_qps_under_slo is not None:
+        cost_text = f", cost per QPS {result.cost_per_qps:,.2f} {currency}".rstrip() if result.cost_per_qps else ""
+        click.echo(f"max QPS under SLO: {result.max_qps_under_slo:.2f} req/s (at {mode} load {result.max_qps_level:g}){cost_text}")
+    elif config.slo.any:
+        click.echo("no load level met the SLO")
+    click.echo("wrote " + ", ".join(str(v) for v in paths.values()))
+
+
+def _run_with_progress(core: Any, config: Any, quiet: bool) -> Any:
+    if quiet:
+        return core.run(config)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as progress:
+        tasks: dict[str, Any] = {}
+
+        def tick(label: str, n: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=n)
+
+        return core.run(config, tick)
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def _print_table(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    mode = result.config["mode"]
+    table = Table(title=f"{(result.info or {}).get('model_id')}: {result.config['prompt_tokens']} in / {result.config['output_tokens']} out")
+    for col in ("concurrency" if mode == "closed" else "rate/s", "req/s", "tok/s", "TTFT p50", "TTFT p90", "TTFT p99",
+                "ITL p50", "ITL p90", "TPOT p50", "E2E p90", "errors", "SLO"):
+        table.add_column(col, justify="right")
+    for lv in result.levels:
+        slo = {True: "[green]met[/green]", False: "[red]missed[/red]", None: "-"}[lv.meets_slo]
+        errors = ", ".join(f"{k} {v}" for k, v in lv.errors.items()) or "0"
+        table.add_row(f"{lv.load:g}", f"{lv.requests_per_s:.2f}", f"{lv.output_tokens_per_s:.0f}", _ms(lv.ttft_ms.p50),
+                      _ms(lv.ttft_ms.p90), _ms(lv.ttft_ms.p99), _ms(lv.itl_ms.p50), _ms(lv.itl_ms.p90), _ms(lv.tpot_ms.p50),
+                      _ms(lv.e2e_ms.p90), errors, slo)
+    Console().print(table)
+
+
+@bench.command("compare")
+@click.argument("a", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("b", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@json_option
+def compare(a: Path, b: Path, as_json: bool) -> None:
+    """Put two bench runs side by side (for example one GPU against two)."""
+    from deployctl.probe import bench as core
+
+    rows = core.compare(core.read(a), core.read(b))
+    if as_json:
+        echo_json([{"metric": m, "a": x, "b": y, "b_over_a": r} for m, x, y, r in rows])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"A = {a}   B = {b}")
+    for col in ("metric", "A", "B", "B/A"):
+        table.add_column(col, justify="right" if col != "metric" else "left")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)

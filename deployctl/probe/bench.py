@@ -1,0 +1,257 @@
+"""`deployctl bench`: sweep a load, find the highest load that meets the SLO, write JSON, CSV and plots."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from deployctl import __version__
+from deployctl.errors import DeployctlError, InputError
+from deployctl.probe import load
+from deployctl.probe.stats import LevelStats, Slo, max_qps_under_slo, summarize
+
+Mode = Literal["closed", "open"]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # A help desk: short answers, the first token is what users feel.
+    "ttft": {"prompt_tokens": 512, "output_tokens": 16, "concurrency": [1, 2, 4, 8, 16], "slo_ttft_ms": 500.0},
+    # Long generation: steady token rate matters.
+    "sustained": {"prompt_tokens": 512, "output_tokens": 2048, "concurrency": [1, 2, 4, 8], "slo_itl_ms": 100.0},
+}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    endpoint: str
+    mode: Mode
+    loads: list[float]
+    requests: int = 100
+    warmup: int = 5
+    prompt_tokens: int = 256
+    output_tokens: int = 64
+    api: load.Api = "generate"
+    seed: int = 42
+    slo: Slo = field(default_factory=Slo)
+    cost: float | None = None
+    currency: str = ""
+    api_key: str | None = None
+    preset: str | None = None
+
+
+@dataclass
+class BenchResult:
+    deployctl_version: str
+    started_at: str
+    config: dict[str, Any]
+    info: dict[str, Any] | None
+    prompt_tokens_source: str
+    levels: list[LevelStats]
+    max_qps_under_slo: float | None
+    max_qps_level: float | None
+    cost_per_qps: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["levels"] = [lv.as_dict() for lv in self.levels]
+        return out
+
+
+def parse_loads(text: str) -> list[float]:
+    """Give the loads of '1,2,4,8' (positive numbers)."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"{text!r} is not a comma-separated list of numbers") from None
+    if not values or any(v <= 0 for v in values):
+        raise InputError(f"{text!r}: loads must be positive numbers")
+    return values
+
+
+def _info(endpoint: str, api_key: str | None) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"{endpoint}/info", timeout=5) as resp:
+            data: dict[str, Any] = json.loads(resp.read())
+            return data
+    except (OSError, ValueError):
+        return None
+
+
+def run(config: BenchConfig, tick: Callable[[str, int, int], None] | None = None) -> BenchResult:
+    """Run every load level in turn and give the result."""
+    info = _info(config.endpoint, config.api_key)
+    if info is None:
+        raise DeployctlError(f"nothing answers at {config.endpoint}/info", "start the stack (deployctl up) or pass --endpoint")
+    workload = load.Workload(
+        endpoint=config.endpoint, prompt_tokens=config.prompt_tokens, output_tokens=config.output_tokens,
+        api=config.api, seed=config.seed, api_key=config.api_key,
+    )
+    levels: list[LevelStats] = []
+    note = ""
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    for value in config.loads:
+        label = f"{'concurrency' if config.mode == 'closed' else 'rate'} {value:g}"
+
+        def progress(n: int, label: str = label) -> None:
+            if tick:
+                tick(label, n, config.requests + config.warmup)
+
+        if config.mode == "closed":
+            results, span, note = asyncio.run(load.closed_loop(workload, int(value), config.requests, config.warmup, progress))
+        else:
+            results, span, note = asyncio.run(load.open_loop(workload, value, config.requests, config.warmup, progress))
+        levels.append(summarize(config.mode, value, results, span, config.slo))
+    best = max_qps_under_slo(levels)
+    qps = best.requests_per_s if best else None
+    cfg = asdict(config)
+    cfg.pop("api_key")
+    return BenchResult(
+        deployctl_version=__version__, started_at=started, config=cfg, info=info, prompt_tokens_source=note,
+        levels=levels, max_qps_under_slo=qps, max_qps_level=best.load if best else None,
+        cost_per_qps=(config.cost / qps) if (config.cost and qps) else None,
+    )
+
+
+CSV_FIELDS = [
+    "mode", "load", "requests", "completed", "requests_per_s", "output_tokens_per_s", "goodput_rps",
+    "ttft_ms_p50", "ttft_ms_p90", "ttft_ms_p99", "ttft_ms_mean", "itl_ms_p50", "itl_ms_p90", "itl_ms_p99",
+    "tpot_ms_p50", "tpot_ms_p90", "e2e_ms_p50", "e2e_ms_p90", "e2e_ms_p99", "send_lag_ms_p99", "errors", "meets_slo",
+]
+
+
+def to_csv(result: BenchResult) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for lv in result.levels:
+        row: dict[str, Any] = {k: getattr(lv, k) for k in ("mode", "load", "requests", "completed", "meets_slo")}
+        row["requests_per_s"] = round(lv.requests_per_s, 3)
+        row["output_tokens_per_s"] = round(lv.output_tokens_per_s, 1)
+        row["goodput_rps"] = None if lv.goodput_rps is None else round(lv.goodput_rps, 3)
+        for metric in ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "send_lag_ms"):
+            summary = getattr(lv, metric)
+            for p in ("p50", "p90", "p99", "mean"):
+                key = f"{metric}_{p}"
+                if key in CSV_FIELDS:
+                    v = summary.get(p)
+                    row[key] = None if v is None else round(v, 2)
+        row["errors"] = ";".join(f"{k}={v}" for k, v in sorted(lv.errors.items()))
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def plot(result: BenchResult, latency_png: Path, throughput_png: Path) -> None:
+    """Draw latency percentiles vs load and throughput vs load."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mode = result.config["mode"]
+    xlabel = "concurrent requests" if mode == "closed" else "offered load (requests/s)"
+    xs = [lv.load for lv in result.levels]
+    slo = result.config["slo"]
+    title = f"{(result.info or {}).get('model_id', 'model')} — {result.config['prompt_tokens']} in / {result.config['output_tokens']} out tokens"
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, metric, name, target in ((axes[0], "ttft_ms", "Time to first token", slo.get("ttft_ms")),
+                                     (axes[1], "itl_ms", "Inter-token latency", slo.get("itl_ms"))):
+        for p, style in (("p50", "o-"), ("p90", "s--"), ("p99", "^:")):
+            ys = [getattr(lv, metric).get(p) for lv in result.levels]
+            ax.plot(xs, [y if y is not None else float("nan") for y in ys], style, label=p)
+        if target:
+            ax.axhline(target, color="red", linewidth=1, label=f"SLO {target:g} ms")
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("milliseconds")
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(latency_png, dpi=110)
+    plt.close(fig)
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    left.plot(xs, [lv.output_tokens_per_s for lv in result.levels], "o-", color="tab:blue")
+    left.set_title("Output tokens per second")
+    left.set_ylabel("tokens/s")
+    right.plot(xs, [lv.requests_per_s for lv in result.levels], "s-", color="tab:green", label="completed requests/s")
+    if any(lv.goodput_rps is not None for lv in result.levels):
+        right.plot(xs, [lv.goodput_rps or 0 for lv in result.levels], "^--", color="tab:orange", label="goodput: requests meeting the SLO/s")
+    if mode == "open":
+        right.plot(xs, xs, ":", color="grey", label="offered load")
+    best = result.max_qps_under_slo
+    if best:
+        right.axhline(best, color="red", linewidth=1, label=f"max under SLO: {best:.2f} req/s")
+    right.set_title("Requests per second")
+    right.set_ylabel("requests/s")
+    right.legend()
+    for ax in (left, right):
+        ax.set_xlabel(xlabel)
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(throughput_png, dpi=110)
+    plt.close(fig)
+
+
+def write(result: BenchResult, out_dir: Path, stem: str = "bench") -> dict[str, Path]:
+    """Write JSON, CSV and the two PNGs; give their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out_dir / f"{stem}.json", "csv": out_dir / f"{stem}.csv",
+        "latency_png": out_dir / f"{stem}-latency.png", "throughput_png": out_dir / f"{stem}-throughput.png",
+    }
+    paths["json"].write_text(json.dumps(result.as_dict(), indent=2, sort_keys=True) + "\n")
+    paths["csv"].write_text(to_csv(result))
+    plot(result, paths["latency_png"], paths["throughput_png"])
+    return paths
+
+
+def read(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a bench result: {exc}") from None
+    if "levels" not in data or "config" not in data:
+        raise InputError(f"{path}: not a bench result (no levels)")
+    return data
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Give rows (metric, A, B, B/A) comparing two runs, per load level both have, and overall."""
+    def fmt(v: Any, unit: str = "") -> str:
+        return "-" if v is None else f"{v:.2f}{unit}" if isinstance(v, float) else f"{v}{unit}"
+
+    def ratio(x: Any, y: Any) -> str:
+        return f"{y / x:.2f}x" if isinstance(x, int | float) and isinstance(y, int | float) and x else "-"
+
+    rows = [("model", str((a.get("info") or {}).get("model_id")), str((b.get("info") or {}).get("model_id")), "")]
+    rows.append(("max QPS under SLO", fmt(a.get("max_qps_under_slo")), fmt(b.get("max_qps_under_slo")),
+                 ratio(a.get("max_qps_under_slo"), b.get("max_qps_under_slo"))))
+    cur = a["config"].get("currency") or b["config"].get("currency") or ""
+    rows.append((f"cost per QPS {cur}".strip(), fmt(a.get("cost_per_qps")), fmt(b.get("cost_per_qps")),
+                 ratio(a.get("cost_per_qps"), b.get("cost_per_qps"))))
+    by_load_b = {lv["load"]: lv for lv in b["levels"]}
+    for la in a["levels"]:
+        lb = by_load_b.get(la["load"])
+        if lb is None:
+            continue
+        tag = f"@{la['load']:g}"
+        for label, key, p in (("TTFT p50 ms", "ttft_ms", "p50"), ("TTFT p90 ms", "ttft_ms", "p90"),
+                              ("ITL p50 ms", "itl_ms", "p50"), ("ITL p90 ms", "itl_ms", "p90")):
+            x, y = la[key][p], lb[key][p]
+            rows.append((f"{label} {tag}", fmt(x), fmt(y), ratio(x, y)))
+        for label, key in (("output tok/s", "output_tokens_per_s"), ("requests/s", "requests_per_s")):
+            rows.append((f"{label} {tag}", fmt(la[key]), fmt(lb[key]), ratio(la[key], lb[key])))
+    return rows
