@@ -333,7 +333,9 @@ class Routes:
         return "\n".join(parts) + "\nassistant:"
 
     def _chat_request(self, body: dict[str, Any]) -> Request:
-        params = {"max_new_tokens": body.get("max_tokens"), "seed": body.get("seed"), "stop": body.get("stop"),
+        # max_completion_tokens: OpenAI's newer name for max_tokens, which many clients send.
+        limit = body.get("max_tokens", body.get("max_completion_tokens"))
+        params = {"max_new_tokens": limit, "seed": body.get("seed"), "stop": body.get("stop"),
                   "temperature": body.get("temperature") or None, "top_p": body.get("top_p")}
         return self.sim.validate(self._chat_prompt(body), {k: v for k, v in params.items() if v is not None})
 

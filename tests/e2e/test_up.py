@@ -116,3 +116,15 @@ def test_doctor_here_fails_gpu_checks_and_passes_docker_checks(tmp_path) -> None
     assert checks["nvidia driver"]["status"] == "FAIL" and checks["nvidia driver"]["hint"]
     for name in ("docker engine", "compose v2", "docker socket"):
         assert checks[name]["status"] == "OK", checks[name]
+
+
+def test_bench_against_a_simulated_stack_writes_json_csv_png(project: Project) -> None:
+    assert project.run("up", "--simulate").returncode == 0
+    done = project.run("bench", "--concurrency", "1,4", "--requests", "16", "--warmup", "2", "--output-tokens", "8",
+                       "--slo-ttft", "500", "-o", "out", timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = project.root / "out"
+    data = json.loads((out / "bench.json").read_text())
+    assert data["info"]["model_id"].startswith("/data/models/") and data["max_qps_under_slo"] > 0
+    assert len((out / "bench.csv").read_text().splitlines()) == 3
+    assert (out / "bench-latency.png").stat().st_size > 10_000 and (out / "bench-throughput.png").stat().st_size > 10_000
