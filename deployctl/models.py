@@ -276,7 +276,8 @@ def inspect(model_dir: Path) -> ModelFacts:
             "point model.path at the folder that holds config.json and the *.safetensors files",
         )
     config = _read_json(config_path)
-    return from_config(config, model_dir.name, model_dir, where=str(config_path))
+    # Absolute: compose resolves a relative bind source against the stack directory, not here.
+    return from_config(config, model_dir.name, model_dir.absolute(), where=str(config_path))
 
 
 @cache

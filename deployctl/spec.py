@@ -255,7 +255,7 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Deployme
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read: {exc}") from None
     spec = parse(text, str(path), overrides)
-    return _relative_to(spec, path.parent, overrides or {})
+    return _relative_to(spec, path.parent.absolute(), overrides or {})
 
 
 def _relative_to(spec: DeploymentSpec, base: Path, overrides: dict[str, Any]) -> DeploymentSpec:

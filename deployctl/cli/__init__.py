@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("deployctl.cli.run", "status", "Show each service's state, health, uptime and restarts."),
     "logs": ("deployctl.cli.run", "logs", "Show (or follow) the stack's logs."),
     "health": ("deployctl.cli.health", "health", "Check the endpoint: /health, /info against the plan, one generation."),
+    "bundle": ("deployctl.cli.bundle", "bundle", "Offline bundles: create, verify and install (signed, checksummed, splittable)."),
     "bench": ("deployctl.cli.bench", "bench", "Measure TTFT, inter-token latency, throughput, max QPS under an SLO."),
     "image": ("deployctl.cli.image", "image", "Build the simulator image; inspect and slim engine images."),
     "gpus": ("deployctl.cli.power", "gpus", "List this machine's GPUs (NVML)."),
@@ -36,6 +37,7 @@ Examples:
   deployctl status --json ; deployctl logs -f ; deployctl down
   deployctl health --endpoint http://127.0.0.1:8080
   deployctl bench --preset ttft --slo-ttft 500 --cost 4200  # SLO and cost report
+  deployctl bundle create -o llm.bundle --sign key --split 4G ; deployctl bundle install llm.bundle --pubkey key.pub
   deployctl image build-sim                        # the TGI-protocol simulator image
   deployctl gpus ; deployctl power set 300 --dry-run ; deployctl doctor
 

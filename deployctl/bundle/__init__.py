@@ -1,0 +1,1 @@
+"""Offline bundles: images, weights, stack and wheels in one signed, checksummed, splittable bundle."""

@@ -1,0 +1,333 @@
+"""`bundle create`: images (docker save | zstd), the model, the stack, the spec and wheels, then the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from deployctl import __version__
+from deployctl.bundle.format import (
+    CHUNK, FORMAT, FORMAT_VERSION, MANIFEST, PARTS, SIGNATURE, Entry, ImageEntry, Manifest, dump_manifest,
+)
+from deployctl.errors import DeployctlError, InputError
+from deployctl.planner.types import Plan
+from deployctl.spec import DeploymentSpec
+
+Progress = Callable[[str, int, int | None], None]  # (item, bytes done, bytes total or None)
+
+
+class HashingWriter:
+    """A file that hashes and counts what is written to it."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.h = hashlib.sha256()
+        self.n = 0
+
+    def write(self, data: bytes) -> int:
+        self.f.write(data)
+        self.h.update(data)
+        self.n += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+@dataclass(frozen=True)
+class Created:
+    path: Path
+    manifest_sha256: str
+    size: int
+    entries: int
+    signed: bool
+    parts: list[str]
+
+
+def _image_entry(staging: Path, name: str, progress: Progress) -> tuple[Entry, ImageEntry]:
+    import zstandard
+
+    from deployctl.docker_engine import client
+
+    try:
+        image = client().images.get(name)
+    except Exception:
+        raise InputError(f"image {name} is not on this host", "build or pull it first (deployctl image build-sim)") from None
+    rel = f"images/{name.replace('/', '_').replace(':', '_')}.tar.zst"
+    out = staging / rel
+    out.parent.mkdir(parents=True, exist_ok=True)
+    total = int(image.attrs.get("Size") or 0) or None
+    raw = 0
+    with out.open("wb") as f:
+        hw = HashingWriter(f)
+        cctx = zstandard.ZstdCompressor(level=3, threads=-1)
+        with cctx.stream_writer(hw, closefd=False) as z:
+            for chunk in client().api.get_image(name, chunk_size=CHUNK):
+                z.write(chunk)
+                raw += len(chunk)
+                progress(f"image {name}", raw, total)
+        f.flush()
+        os.fsync(f.fileno())
+    entry = Entry(path=rel, size=hw.n, sha256=hw.h.hexdigest(), kind="image")
+    return entry, ImageEntry(file=rel, tags=list(image.tags) or [name], image_id=image.id, uncompressed_size=raw)
+
+
+def _copy(src: Path, dest: Path, label: str, progress: Progress) -> tuple[int, str]:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    total = src.stat().st_size
+    h = hashlib.sha256()
+    n = 0
+    with src.open("rb") as fin, dest.open("wb") as fout:
+        while chunk := fin.read(CHUNK):
+            fout.write(chunk)
+            h.update(chunk)
+            n += len(chunk)
+            progress(label, n, total)
+        fout.flush()
+        os.fsync(fout.fileno())
+    return n, h.hexdigest()
+
+
+def _write(staging: Path, rel: str, data: bytes, kind: str) -> Entry:
+    path = staging / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return Entry(path=rel, size=len(data), sha256=hashlib.sha256(data).hexdigest(), kind=kind)  # type: ignore[arg-type]
+
+
+def _model_entries(staging: Path, model_dir: Path, name: str, progress: Progress) -> list[Entry]:
+    out = []
+    for src in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        rel_in = src.relative_to(model_dir).as_posix()
+        if rel_in.startswith(".") or "/." in rel_in:
+            continue  # caches and hidden files (.cache/huggingface) stay behind
+        rel = f"model/{name}/{rel_in}"
+        size, sha = _copy(src, staging / rel, f"model {rel_in}", progress)
+        out.append(Entry(path=rel, size=size, sha256=sha, kind="model"))
+    if not out:
+        raise InputError(f"{model_dir} holds no files to bundle")
+    return out
+
+
+def bundled_spec(spec: DeploymentSpec, model_name: str) -> bytes:
+    """Give the spec as the site will use it: model under models/, stack under stack/, no secrets."""
+    data = spec.model_dump(mode="json", exclude_none=True)
+    data["model"] = {**data["model"], "path": f"models/{model_name}"}
+    data["model"].pop("preset", None)
+    data["stack_dir"] = "stack"
+    data["serve"].pop("api_key", None)
+    header = f"# From a deployctl {__version__} bundle. Paths are relative to this file.\n"
+    return (header + yaml.safe_dump(data, sort_keys=False)).encode()
+
+
+def _stack_entries(staging: Path, plan: Plan, simulate: bool) -> list[Entry]:
+    from deployctl.compose import render
+
+    key = "set-DEPLOYCTL_API_KEY-in-.env" if plan.api_key else None
+    files = render.render(plan, simulate=simulate, api_key=key)
+    out = []
+    for name, data in files.items():
+        if name == ".env":
+            name, data = ".env.template", data.replace(key.encode(), b"") if key else data
+        out.append(_write(staging, f"stack/{name}", data, "stack"))
+    return out
+
+
+def project_root() -> Path | None:
+    """Give deployctl's source tree when it is installed from one (pip install -e . or a checkout)."""
+    import deployctl
+
+    root = Path(deployctl.__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def collect_wheels(dest: Path, source: str, python_version: str | None = None) -> list[Path]:
+    """Put deployctl and its dependencies as wheels in `dest`: from a folder, or built and downloaded ('auto')."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if source != "auto":
+        src = Path(source)
+        wheels = sorted(src.glob("*.whl")) if src.is_dir() else []
+        if not wheels:
+            raise InputError(f"--wheels {source}: no *.whl files there")
+        for w in wheels:
+            shutil.copy2(w, dest / w.name)
+        return sorted(dest.glob("*.whl"))
+    pip = [sys.executable, "-m", "pip", "-q"]
+    root = project_root()
+    if root is None:
+        raise InputError("deployctl is not installed from a source tree: cannot build its wheel", "pass --wheels DIR")
+    _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dest), str(root)])
+    requirements = [r for r in (importlib.metadata.requires("deployctl") or []) if "extra ==" not in r]
+    target = ["--python-version", python_version, "--only-binary=:all:"] if python_version else []
+    _run([*pip, "download", "-d", str(dest), *target, *requirements])
+    return sorted(dest.glob("*.whl"))
+
+
+def _run(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise DeployctlError(f"collecting wheels failed: {tail}", "pass --wheels DIR with wheels prepared elsewhere")
+
+
+def _tar_members(staging: Path, manifest_entries: list[Entry], signed: bool) -> Iterator[tuple[str, Path]]:
+    yield MANIFEST, staging / MANIFEST
+    if signed:
+        yield SIGNATURE, staging / SIGNATURE
+    for e in manifest_entries:
+        yield e.path, staging / e.path
+
+
+class SplitWriter:
+    """Write one stream as parts of at most `size` bytes, recording each part's sha256."""
+
+    def __init__(self, base: Path, size: int) -> None:
+        self.base, self.size = base, size
+        self.parts: list[dict[str, Any]] = []
+        self.f: IO[bytes] | None = None
+        self.left = 0
+
+    def _roll(self) -> None:
+        self._close_part()
+        name = f"{self.base.name}.part{len(self.parts):03d}"
+        self.f = (self.base.parent / name).open("wb")
+        self.parts.append({"name": name, "size": 0, "h": hashlib.sha256()})
+        self.left = self.size
+
+    def _close_part(self) -> None:
+        if self.f is not None:
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            self.f.close()
+            self.f = None
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            if self.f is None or self.left == 0:
+                self._roll()
+            assert self.f is not None
+            n = min(self.left, len(view))
+            self.f.write(view[:n])
+            self.parts[-1]["h"].update(view[:n])
+            self.parts[-1]["size"] += n
+            self.left -= n
+            view = view[n:]
+        return len(data)
+
+    def close(self) -> list[dict[str, Any]]:
+        self._close_part()
+        return [{"name": p["name"], "size": p["size"], "sha256": p["h"].hexdigest()} for p in self.parts]
+
+
+def _write_tar(staging: Path, out: IO[bytes], entries: list[Entry], signed: bool) -> None:
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
+        for name, path in _tar_members(staging, entries, signed):
+            info = tarfile.TarInfo(name)
+            info.size = path.stat().st_size
+            info.mode = 0o644
+            info.mtime = 0
+            with path.open("rb") as f:
+                tar.addfile(info, f)
+
+
+def create(
+    spec: DeploymentSpec,
+    plan: Plan,
+    out: Path,
+    images: list[str],
+    sign_key: Path | None = None,
+    wheels: str = "auto",
+    simulate: bool = False,
+    as_tar: bool = False,
+    split: int | None = None,
+    progress: Progress | None = None,
+) -> Created:
+    """Write the bundle at `out` (a folder, `out` as a .tar, or its parts); nothing is left half-written."""
+    progress = progress or (lambda item, done, total: None)
+    if spec.model.path is None:
+        raise InputError("a bundle carries the model's weights: set model.path (or --model DIR)")
+    if out.exists():
+        raise InputError(f"{out} already exists", "choose a new name; bundles are never overwritten")
+    if sign_key is not None and not sign_key.is_file():
+        raise InputError(f"--sign {sign_key}: no such key file")
+    model_name = spec.model.path.name
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        entries: list[Entry] = []
+        image_entries: list[ImageEntry] = []
+        for name in images:
+            e, ie = _image_entry(staging, name, progress)
+            entries.append(e)
+            image_entries.append(ie)
+        entries += _model_entries(staging, spec.model.path, model_name, progress)
+        entries += _stack_entries(staging, plan, simulate)
+        entries.append(_write(staging, "spec/deployctl.yaml", bundled_spec(spec, model_name), "spec"))
+        if wheels != "none":
+            for w in collect_wheels(staging / "wheels", wheels):
+                data_sha, size = _sha_file(w)
+                entries.append(Entry(path=f"wheels/{w.name}", size=size, sha256=data_sha, kind="wheel"))
+        manifest = Manifest(
+            format=FORMAT, format_version=FORMAT_VERSION, created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            deployctl_version=__version__, name=spec.name, plan=plan.model_dump(mode="json"), model_name=model_name,
+            images=image_entries, entries=entries,
+        )
+        raw = dump_manifest(manifest)
+        (staging / MANIFEST).write_bytes(raw)
+        if sign_key is not None:
+            from deployctl.bundle.signing import sign
+
+            (staging / SIGNATURE).write_bytes(sign(raw, sign_key))
+        parts: list[str] = []
+        if split or as_tar:
+            final = out
+            if split:
+                writer = SplitWriter(out, split)
+                _write_tar(staging, writer, entries, sign_key is not None)  # type: ignore[arg-type]
+                index = [*writer.close()]
+                import json
+
+                (out.parent / f"{out.name}.{PARTS}").write_text(json.dumps({"parts": index}, indent=2) + "\n")
+                parts = [p["name"] for p in index]
+            else:
+                tmp = out.with_name(f".{out.name}.tmp")
+                with tmp.open("wb") as f:
+                    _write_tar(staging, f, entries, sign_key is not None)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, out)
+            shutil.rmtree(staging)
+        else:
+            os.replace(staging, out)
+            final = out
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for stray in out.parent.glob(f"{out.name}.part*"):
+            stray.unlink()
+        raise
+    size = sum(e.size for e in entries) + len(raw)
+    return Created(final, hashlib.sha256(raw).hexdigest(), size, len(entries), sign_key is not None, parts)
+
+
+def _sha_file(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n

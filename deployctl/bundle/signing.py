@@ -1,0 +1,103 @@
+"""ed25519 keys and the manifest's signature (manifest.sig: algorithm, key fingerprint, signature)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from deployctl.bundle.format import BundleError
+from deployctl.errors import InputError
+
+
+def _crypto():  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return serialization, ed25519
+
+
+def keygen(private_path: Path, public_path: Path) -> str:
+    """Write a new key pair (private key mode 0600); give the public key's fingerprint."""
+    serialization, ed25519 = _crypto()
+    for p in (private_path, public_path):
+        if p.exists():
+            raise InputError(f"{p} already exists", "choose another name; keys are never overwritten")
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private)
+    public_path.write_bytes(public)
+    return fingerprint(public)
+
+
+def fingerprint(public_pem: bytes) -> str:
+    return "sha256:" + hashlib.sha256(public_pem.strip()).hexdigest()[:32]
+
+
+def _load_private(path: Path):  # type: ignore[no-untyped-def]
+    serialization, ed25519 = _crypto()
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(f"{path}: not an unencrypted ed25519 private key ({exc})") from None
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise InputError(f"{path}: not an ed25519 key")
+    return key
+
+
+def public_pem(path: Path) -> bytes:
+    serialization, ed25519 = _crypto()
+    try:
+        raw = path.read_bytes()
+        key = serialization.load_pem_public_key(raw)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not an ed25519 public key ({exc})") from None
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise InputError(f"{path}: not an ed25519 public key")
+    return raw
+
+
+def sign(manifest: bytes, private_key: Path) -> bytes:
+    """Give manifest.sig's bytes for these manifest bytes."""
+    serialization, _ = _crypto()
+    key = _load_private(private_key)
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    sig = {"algorithm": "ed25519", "key_fingerprint": fingerprint(pub), "signature": base64.b64encode(key.sign(manifest)).decode()}
+    return (json.dumps(sig, indent=2, sort_keys=True) + "\n").encode()
+
+
+def check(manifest: bytes, signature: bytes | None, public_key: Path | None, insecure: bool) -> str:
+    """Give how the manifest was trusted, or raise BundleError with the reason it is not."""
+    if insecure:
+        return "signature NOT checked (--insecure-skip-signature)"
+    if signature is None:
+        raise BundleError("the bundle is not signed (no manifest.sig)", "get a signed bundle, or pass --insecure-skip-signature")
+    if public_key is None:
+        raise BundleError("the bundle is signed but no --pubkey was given", "pass --pubkey KEY.pub (the sender's public key)")
+    pub = public_pem(public_key)
+    try:
+        sig = json.loads(signature)
+        raw = base64.b64decode(sig["signature"], validate=True)
+        claimed = sig["key_fingerprint"]
+    except (ValueError, KeyError, TypeError):
+        raise BundleError("manifest.sig is malformed") from None
+    if claimed != fingerprint(pub):
+        raise BundleError(
+            f"wrong key: the bundle was signed by {claimed}, --pubkey {public_key} is {fingerprint(pub)}",
+            "ask the sender for the public key that matches",
+        )
+    from cryptography.exceptions import InvalidSignature
+
+    _, ed25519 = _crypto()
+    key = _crypto()[0].load_pem_public_key(pub)
+    assert isinstance(key, ed25519.Ed25519PublicKey)
+    try:
+        key.verify(raw, manifest)
+    except InvalidSignature:
+        raise BundleError("manifest.json was changed after it was signed: the bundle cannot be trusted") from None
+    return f"signed by {claimed}"
