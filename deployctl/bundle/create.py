@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -168,11 +167,22 @@ def collect_wheels(dest: Path, source: str, python_version: str | None = None) -
     root = project_root()
     if root is None:
         raise InputError("deployctl is not installed from a source tree: cannot build its wheel", "pass --wheels DIR")
-    _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dest), str(root)])
-    requirements = [r for r in (importlib.metadata.requires("deployctl") or []) if "extra ==" not in r]
+    _run([*pip, "wheel", "--no-deps", "-w", str(dest), str(root)])
+    requirements = _wheel_requirements(next(dest.glob("deployctl-*.whl")))
     target = ["--python-version", python_version, "--only-binary=:all:"] if python_version else []
     _run([*pip, "download", "-d", str(dest), *target, *requirements])
     return sorted(dest.glob("*.whl"))
+
+
+def _wheel_requirements(wheel: Path) -> list[str]:
+    """Give the Requires-Dist lines (no extras) of a wheel: what was just built, not what is installed."""
+    import zipfile
+    from email.parser import HeaderParser
+
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        headers = HeaderParser().parsestr(z.read(meta).decode())
+    return [r for r in headers.get_all("Requires-Dist") or [] if "extra ==" not in r]
 
 
 def _run(cmd: list[str]) -> None:

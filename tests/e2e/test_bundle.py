@@ -1,0 +1,131 @@
+"""Bundles on the real engine: the whole offline journey, a damaged bundle, and installs killed midway."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers.tinymodel import write_spec, write_tiny_model
+
+from .conftest import deployctl, free_port
+
+
+def image_present(tag: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under root (journal aside) with its sha256: two equal trees are equal installs."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and not rel.startswith(".deployctl-install"):
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory, sim_image: str) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bundle-src")
+    model = write_tiny_model(d / "tiny-llama", files=4, mib=24)
+    spec = write_spec(d, model, name=f"b{os.getpid()}", port=free_port())
+    assert deployctl("bundle", "keygen", str(d / "key")).returncode == 0
+    done = deployctl("bundle", "create", "-f", str(spec), "--simulate", "--sign", str(d / "key"), "--wheels", "none",
+                     "--split", "64M", "-o", str(d / "llm.tar"))
+    assert done.returncode == 0, done.stderr
+    return {"dir": d, "index": d / "llm.tar.parts.json", "pub": d / "key.pub", "spec": spec}
+
+
+def install(made: dict[str, Path], target: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return deployctl("bundle", "install", str(made["index"]), "--pubkey", str(made["pub"]), "--target", str(target),
+                     "--simulate", *extra, timeout=300)
+
+
+def test_offline_journey_create_verify_install_up_health(made: dict[str, Path], sim_image: str, tmp_path: Path) -> None:
+    assert deployctl("bundle", "verify", str(made["index"]), "--pubkey", str(made["pub"])).returncode == 0
+    subprocess.run(["docker", "rmi", "-f", sim_image], check=True, capture_output=True)
+    assert not image_present(sim_image)
+    done = install(made, tmp_path / "site")
+    assert done.returncode == 0, done.stderr
+    assert image_present(sim_image)
+    spec = tmp_path / "site" / "deployctl.yaml"
+    try:
+        up = deployctl("up", "-f", str(spec), "--simulate")
+        assert up.returncode == 0, up.stderr
+        health = deployctl("health", "--stack-dir", str(tmp_path / "site" / "stack"))
+        assert health.returncode == 0, health.stdout
+    finally:
+        deployctl("down", "--stack-dir", str(tmp_path / "site" / "stack"))
+
+
+def test_a_flipped_byte_stops_install_before_anything_is_loaded_or_written(made: dict[str, Path], sim_image: str, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in made["dir"].glob("llm.tar*"):
+        (copy / f.name).write_bytes(f.read_bytes())
+    first = copy / json.loads((copy / "llm.tar.parts.json").read_text())["parts"][0]["name"]
+    data = bytearray(first.read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside the image entry
+    first.write_bytes(bytes(data))
+    subprocess.run(["docker", "rmi", "-f", sim_image], check=True, capture_output=True)
+    target = tmp_path / "site"
+    done = deployctl("bundle", "install", str(copy / "llm.tar.parts.json"), "--pubkey", str(made["pub"]), "--target", str(target), "--simulate")
+    assert done.returncode == 2
+    assert "corrupt" in done.stderr and ("images/" in done.stderr or "part 1" in done.stderr)
+    assert not image_present(sim_image)
+    assert not (target / "models").exists() and not (target / "stack").exists()
+    # the engine gets its image back for the other tests
+    assert install(made, tmp_path / "again").returncode == 0
+
+
+@pytest.mark.parametrize("kill_at", ["loading images/", "copying model file model-00001", "copying model file model-00003",
+                                     "model in place"])
+def test_killed_install_finishes_on_rerun_and_equals_an_uninterrupted_one(made: dict[str, Path], tmp_path: Path, kill_at: str) -> None:
+    target = tmp_path / "site"
+    assert install(made, target).returncode == 0
+    reference = tree(target)
+    shutil.rmtree(target)
+    cmd = [sys.executable, "-m", "deployctl", "bundle", "install", str(made["index"]), "--pubkey", str(made["pub"]),
+           "--target", str(target), "--simulate"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if kill_at in line:
+            time.sleep(0.05)  # into the step, mid-copy or mid-load
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(60)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    rerun = install(made, target)
+    assert rerun.returncode == 0, rerun.stderr
+    assert tree(target) == reference
+    assert not list((target / "models").glob(".*partial*"))
+
+
+def test_wheels_install_deployctl_with_no_index(made: dict[str, Path], tmp_path: Path) -> None:
+    """The site runs `pip install --no-index --find-links <bundle>/wheels deployctl` with no network."""
+    out = tmp_path / "with-wheels"
+    done = deployctl("bundle", "create", "-f", str(made["spec"]), "--simulate", "--wheels", "auto", "-o", str(out), timeout=600)
+    assert done.returncode == 0, done.stderr
+    wheels = out / "wheels"
+    names = {w.name.split("-")[0].lower().replace("_", "-") for w in wheels.glob("*.whl")}
+    assert {"deployctl", "pydantic", "click", "cryptography", "zstandard", "text-generation"} <= names
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--find-links", str(wheels), "deployctl"],
+                         capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr
+    version = subprocess.run([str(venv / "bin" / "deployctl"), "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and "deployctl, version" in version.stdout
+    assert deployctl("bundle", "verify", str(out), "--insecure-skip-signature").returncode == 0
