@@ -55,3 +55,75 @@ def build_base(tag: str | None, suite: str, as_json: bool) -> None:
         echo_json(built.__dict__)
     else:
         click.echo(f"built {built.tag} ({built.size / 1e6:.0f} MB) from {built.base}")
+
+
+@image.command("inspect")
+@click.argument("image_name", metavar="IMAGE")
+@click.option("--top", default=12, show_default=True, help="How many of the largest folders to show.")
+@json_option
+def inspect(image_name: str, top: int, as_json: bool) -> None:
+    """Layers (size, command), bytes wasted by later layers, and the largest folders.
+
+    \b
+    Example:
+      deployctl image inspect ghcr.io/huggingface/text-generation-inference:3.3.4
+    """
+    from deployctl.images.layers import scan
+
+    result = scan(image_name)
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{image_name}: {result.size / 1e6:,.0f} MB, {len(result.layers)} layers, "
+                        f"{result.wasted / 1e6:,.1f} MB wasted by later layers")
+    for col, just in (("#", "right"), ("size", "right"), ("wasted", "right"), ("files", "right"), ("created by", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for layer in result.layers:
+        table.add_row(str(layer.index), f"{layer.size / 1e6:,.1f} MB", f"{layer.wasted / 1e6:,.1f} MB" if layer.wasted else "-",
+                      str(layer.files), layer.created_by)
+    console.print(table)
+    dirs = Table(title="largest folders")
+    dirs.add_column("folder")
+    dirs.add_column("size", justify="right")
+    for path, size in result.largest_dirs(top=top):
+        dirs.add_row(path, f"{size / 1e6:,.1f} MB")
+    console.print(dirs)
+
+
+@image.command("slim")
+@click.argument("source", metavar="SOURCE")
+@click.option("--profile", "profile_name", required=True, help="A built-in profile (tgi-3.3-gptq-ada) or a profile .yaml.")
+@click.option("-t", "--tag", required=True, help="Tag for the slimmed image (set only after verification passes).")
+@click.option("--dry-run", is_flag=True, help="Report what would go and what it weighs; build nothing.")
+@json_option
+def slim(source: str, profile_name: str, tag: str, dry_run: bool, as_json: bool) -> None:
+    """Remove what a profile names, flatten to one layer, verify inside the image, then tag.
+
+    \b
+    Example:
+      deployctl image slim ghcr.io/huggingface/text-generation-inference:3.3.4 --profile tgi-3.3-gptq-ada -t tgi:3.3.4-slim
+    """
+    from deployctl.images import slim as core
+
+    def show(line: str) -> None:
+        if not as_json:
+            click.echo(f"  {line}", err=True)
+
+    result = core.slim(source, profile_name, tag, dry_run=dry_run, progress=show)
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    p = result.plan
+    for g in p.groups:
+        click.echo(f"{g.name:55s} {g.bytes / 1e6:10,.1f} MB  {g.files:6d} files  ({g.why})")
+    click.echo(f"{'total removed':55s} {p.bytes / 1e6:10,.1f} MB of {p.size_before / 1e6:,.1f} MB")
+    if dry_run:
+        click.echo("dry run: nothing was built")
+        return
+    assert result.size_after is not None
+    click.echo(f"tagged {result.tag}: {p.size_before / 1e6:,.1f} MB -> {result.size_after / 1e6:,.1f} MB "
+               f"({result.size_after / p.size_before:.2f}), one layer, every check passed")

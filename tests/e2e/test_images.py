@@ -1,0 +1,106 @@
+"""Image inspection and slimming on the real engine, with a TGI-shaped image built from Debian packages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deployctl.images.build import DEBIAN_BASE
+
+from .conftest import deployctl
+
+HERE = Path(__file__).parents[1] / "images"
+
+
+def build(tag: str, context: Path, dockerfile: str | None = None) -> None:
+    cmd = ["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={DEBIAN_BASE}", "-t", tag]
+    if dockerfile:
+        cmd += ["-f", "-"]
+    done = subprocess.run([*cmd, str(context)], input=dockerfile, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def image_exists(tag: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def tgi_shaped(sim_image: str) -> str:
+    build("deployctl-test/tgi-shaped:3.3", HERE / "tgi-shaped")
+    return "deployctl-test/tgi-shaped:3.3"
+
+
+def test_inspect_finds_planted_waste_and_matches_docker_history(tmp_path: Path, sim_image: str) -> None:
+    dockerfile = """ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+RUN head -c 7000000 /dev/urandom > /planted && head -c 1000000 /dev/urandom > /overwritten
+RUN rm /planted
+RUN head -c 500000 /dev/urandom > /overwritten
+ENV NOTHING=here
+"""
+    build("deployctl-test/waste:1", tmp_path, dockerfile)
+    done = deployctl("image", "inspect", "deployctl-test/waste:1", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["wasted"] == 7_000_000 + 1_000_000
+    layers = data["layers"]
+    assert layers[1]["wasted"] == 8_000_000 and "planted" in layers[1]["created_by"]
+    history = json.loads(subprocess.run(["docker", "image", "inspect", "deployctl-test/waste:1"], capture_output=True, text=True).stdout)
+    api = subprocess.run(["docker", "history", "--no-trunc", "--human=false", "--format", "{{json .}}", "deployctl-test/waste:1"],
+                         capture_output=True, text=True).stdout.splitlines()
+    sizes = [int(json.loads(line)["Size"]) for line in reversed(api)]
+    nonzero = [s for s in sizes if s]
+    ours = [layer["size"] for layer in layers if layer["size"]]
+    assert ours[1:] == nonzero[1:]  # the RUN layers, to the byte
+    assert abs(ours[0] - nonzero[0]) / nonzero[0] < 1e-4  # the imported base (links counted slightly apart)
+    assert len(history[0]["RootFS"]["Layers"]) == len(layers)
+
+
+def test_slim_dry_run_reports_and_builds_nothing(tgi_shaped: str) -> None:
+    done = deployctl("image", "slim", tgi_shaped, "--profile", "tgi-3.3-gptq-ada", "-t", "deployctl-test/never:1", "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    groups = {g["name"]: g["bytes"] for g in data["groups"]}
+    assert all(v > 0 for v in groups.values()), groups
+    assert data["removed_bytes"] > 100_000_000 and not image_exists("deployctl-test/never:1")
+
+
+def test_slim_removes_verifies_keeps_config_and_still_starts(tgi_shaped: str) -> None:
+    done = deployctl("image", "slim", tgi_shaped, "--profile", "tgi-3.3-gptq-ada", "-t", "deployctl-test/tgi-shaped:slim", "--json",
+                     timeout=600)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert all(c["ok"] for c in data["checks"]) and data["size_after"] < 0.8 * data["size_before"]
+    before = json.loads(subprocess.run(["docker", "image", "inspect", tgi_shaped], capture_output=True, text=True).stdout)[0]["Config"]
+    after_all = json.loads(subprocess.run(["docker", "image", "inspect", "deployctl-test/tgi-shaped:slim"], capture_output=True,
+                                          text=True).stdout)[0]
+    after = after_all["Config"]
+    for key in ("Env", "Entrypoint", "Cmd", "WorkingDir", "ExposedPorts"):
+        assert after[key] == before[key], key
+    assert before["Labels"].items() <= after["Labels"].items()
+    assert len(after_all["RootFS"]["Layers"]) == 1
+    run = subprocess.run(["docker", "run", "--rm", "deployctl-test/tgi-shaped:slim", "--help"], capture_output=True, text=True)
+    assert run.returncode == 0 and "Usage: text-generation-launcher" in run.stdout
+    listing = subprocess.run(["docker", "run", "--rm", "--entrypoint", "sh", "deployctl-test/tgi-shaped:slim", "-c",
+                              "ls /usr/src/.venv/lib/python3.11/site-packages; ls /var/cache/apt/archives /root/.cache 2>&1; command -v gcc"],
+                             capture_output=True, text=True).stdout
+    assert "eetq" not in listing and "mamba_ssm" not in listing and "marlin_kernels" in listing and "flashinfer" in listing
+    assert ".deb" not in listing and "/usr/bin/gcc" in listing
+    assert "deployctl-slim-tmp" not in subprocess.run(["docker", "images"], capture_output=True, text=True).stdout
+
+
+def test_failed_verification_leaves_no_tag(tgi_shaped: str, tmp_path: Path) -> None:
+    profile = tmp_path / "breaks-gptq.yaml"
+    builtin = (Path(__file__).parents[2] / "deployctl" / "images" / "profiles" / "tgi-3.3-gptq-ada.yaml").read_text()
+    profile.write_text(builtin.replace(
+        "      - /usr/src/.venv/lib/python3.*/site-packages/megablocks*\n",
+        "      - /usr/src/.venv/lib/python3.*/site-packages/megablocks*\n"
+        "      - /usr/src/.venv/lib/python3.*/site-packages/text_generation_server/layers/gptq\n"))
+    done = deployctl("image", "slim", tgi_shaped, "--profile", str(profile), "-t", "deployctl-test/broken:slim", timeout=600)
+    assert done.returncode == 1
+    assert "verification 'GPTQ and Marlin layers import' failed" in done.stderr and "nothing was tagged" in done.stderr
+    assert not image_exists("deployctl-test/broken:slim")
+    assert "deployctl-slim-tmp" not in subprocess.run(["docker", "images"], capture_output=True, text=True).stdout
