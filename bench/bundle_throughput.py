@@ -48,21 +48,44 @@ def main() -> int:
         subprocess.run("sync", shell=True)
 
         # Both sides make their output durable: deployctl fsyncs each file, the plain tools end with sync.
-        plain_create = timed(f"docker save {SIM_IMAGE} | zstd -T0 -3 -q -o {d}/img.tar.zst && "
-                             f"tar -C {d} -cf - model | zstd -T0 -3 -q -o {d}/model.tar.zst && sync", shell=True)
-        ours_create = timed([*deployctl, "bundle", "create", "-f", str(spec), "--simulate", "--sign", str(d / "key"),
-                             "--wheels", "none", "-o", str(d / "b")])
+        plain_create = timed(
+            f"docker save {SIM_IMAGE} | zstd -T0 -3 -q -o {d}/img.tar.zst && "
+            f"tar -C {d} -cf - model | zstd -T0 -3 -q -o {d}/model.tar.zst && sync",
+            shell=True,
+        )
+        ours_create = timed(
+            [
+                *deployctl,
+                "bundle",
+                "create",
+                "-f",
+                str(spec),
+                "--simulate",
+                "--sign",
+                str(d / "key"),
+                "--wheels",
+                "none",
+                "-o",
+                str(d / "b"),
+            ]
+        )
         files = [str(p) for p in (d / "b").rglob("*") if p.is_file()]
         bundle_bytes = sum(os.path.getsize(f) for f in files)
         subprocess.run("sync", shell=True)
         plain_verify = timed(["sha256sum", *files])
         ours_verify = timed([*deployctl, "bundle", "verify", str(d / "b"), "--pubkey", str(d / "key.pub")])
 
-    print(f"data: image {image_bytes / 1e6:.0f} MB (docker save) + model {data / 1e6:.0f} MB; bundle {bundle_bytes / 1e6:.0f} MB")
-    print(f"create: deployctl {ours_create:6.2f} s ({total / ours_create / 1e6:6.0f} MB/s)   "
-          f"docker save|zstd -T0 + tar|zstd -T0 {plain_create:6.2f} s   ratio {plain_create / ours_create:.2f}")
-    print(f"verify: deployctl {ours_verify:6.2f} s ({bundle_bytes / ours_verify / 1e6:6.0f} MB/s)   "
-          f"sha256sum {plain_verify:6.2f} s   ratio {plain_verify / ours_verify:.2f}")
+    print(
+        f"data: image {image_bytes / 1e6:.0f} MB (docker save) + model {data / 1e6:.0f} MB; bundle {bundle_bytes / 1e6:.0f} MB"
+    )
+    print(
+        f"create: deployctl {ours_create:6.2f} s ({total / ours_create / 1e6:6.0f} MB/s)   "
+        f"docker save|zstd -T0 + tar|zstd -T0 {plain_create:6.2f} s   ratio {plain_create / ours_create:.2f}"
+    )
+    print(
+        f"verify: deployctl {ours_verify:6.2f} s ({bundle_bytes / ours_verify / 1e6:6.0f} MB/s)   "
+        f"sha256sum {plain_verify:6.2f} s   ratio {plain_verify / ours_verify:.2f}"
+    )
     return 0
 
 

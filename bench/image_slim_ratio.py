@@ -25,20 +25,40 @@ def main() -> int:
 
     src, out = "deployctl-bench/tgi-shaped:3.3", "deployctl-bench/tgi-shaped:slim"
     subprocess.run([sys.executable, "-m", "deployctl", "image", "build-sim"], check=True, capture_output=True)
-    subprocess.run(["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={DEBIAN_BASE}", "-t", src,
-                    str(ROOT / "tests" / "images" / "tgi-shaped")], check=True, capture_output=True)
-    done = subprocess.run([sys.executable, "-m", "deployctl", "image", "slim", src, "--profile", "tgi-3.3-gptq-ada",
-                           "-t", out, "--json"], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            "docker",
+            "build",
+            "-q",
+            "--build-arg",
+            f"BASE_IMAGE={DEBIAN_BASE}",
+            "-t",
+            src,
+            str(ROOT / "tests" / "images" / "tgi-shaped"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "deployctl", "image", "slim", src, "--profile", "tgi-3.3-gptq-ada", "-t", out, "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     data = json.loads(done.stdout)
     before, after = data["size_before"], data["size_after"]
-    print(f"MEASURED  TGI-shaped test image: {before / 1e6:,.0f} MB -> {after / 1e6:,.0f} MB, ratio {after / before:.2f}")
+    print(
+        f"MEASURED  TGI-shaped test image: {before / 1e6:,.0f} MB -> {after / 1e6:,.0f} MB, ratio {after / before:.2f}"
+    )
     for g in data["groups"]:
         print(f"          {g['name']:55s} {g['bytes'] / 1e6:8,.1f} MB")
     profile = load_profile("tgi-3.3-gptq-ada")
     total = profile.estimate_image_bytes or 0
     removed = sum(g.estimate_bytes or 0 for g in profile.groups)
-    print(f"ESTIMATED real TGI 3.3.x image: {total / 1e9:,.1f} GB -> {(total - removed) / 1e9:,.1f} GB, "
-          f"ratio {(total - removed) / total:.2f} (from the profile's estimates, not measured)")
+    print(
+        f"ESTIMATED real TGI 3.3.x image: {total / 1e9:,.1f} GB -> {(total - removed) / 1e9:,.1f} GB, "
+        f"ratio {(total - removed) / total:.2f} (from the profile's estimates, not measured)"
+    )
     for g in profile.groups:
         print(f"          {g.name:55s} {(g.estimate_bytes or 0) / 1e6:8,.0f} MB (estimate)")
     return 0

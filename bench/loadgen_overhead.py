@@ -37,10 +37,29 @@ def free_port() -> int:
 
 
 def start_sim(port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SIM_LOAD_SECONDS": "0", "SIM_TTFT_BASE_MS": "0", "SIM_ITL_MS": "0", "SIM_ITL_PER_STREAM_MS": "0",
-           "SIM_PREFILL_TOKENS_PER_S": "1e12"}
-    proc = subprocess.Popen([sys.executable, "-m", "deployctl.sim", "--port", str(port), "--hostname", "127.0.0.1",
-                             "--max-concurrent-requests", "100000"], env=env, stdout=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "SIM_LOAD_SECONDS": "0",
+        "SIM_TTFT_BASE_MS": "0",
+        "SIM_ITL_MS": "0",
+        "SIM_ITL_PER_STREAM_MS": "0",
+        "SIM_PREFILL_TOKENS_PER_S": "1e12",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deployctl.sim",
+            "--port",
+            str(port),
+            "--hostname",
+            "127.0.0.1",
+            "--max-concurrent-requests",
+            "100000",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     for _ in range(100):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
@@ -75,10 +94,21 @@ def tokenizer_for(guidellm: str, where: Path) -> None:
 
 def theirs(guidellm: str, url: str, rate: int, tok: Path, out: Path) -> tuple[float, int]:
     n = rate * SECONDS_PER_LEVEL
-    cmd = [guidellm, "run", "--backend", f"kind=openai_http,target={url},model={tok}",
-           "--profile", f"kind=constant,rate={rate}", "--constraint", f"kind=max_requests,count={n}",
-           "--data", "kind=synthetic_text,prompt_tokens=16,output_tokens=4", "--disable-console",
-           "--output", f"kind=json,path={out}"]
+    cmd = [
+        guidellm,
+        "run",
+        "--backend",
+        f"kind=openai_http,target={url},model={tok}",
+        "--profile",
+        f"kind=constant,rate={rate}",
+        "--constraint",
+        f"kind=max_requests,count={n}",
+        "--data",
+        "kind=synthetic_text,prompt_tokens=16,output_tokens=4",
+        "--disable-console",
+        "--output",
+        f"kind=json,path={out}",
+    ]
     subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
     b = json.loads(out.read_text())["benchmarks"][0]
     totals = b["metrics"]["request_totals"]

@@ -34,8 +34,13 @@ def client() -> Any:
         text = str(exc)
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         if "Permission denied" in text:
-            raise EnvironmentProblem(f"no permission to use the Docker engine at {where}", "add your user to the docker group, or run with sudo") from None
-        raise EnvironmentProblem(f"the Docker engine is not reachable at {where}", "start it (systemctl start docker)") from None
+            raise EnvironmentProblem(
+                f"no permission to use the Docker engine at {where}",
+                "add your user to the docker group, or run with sudo",
+            ) from None
+        raise EnvironmentProblem(
+            f"the Docker engine is not reachable at {where}", "start it (systemctl start docker)"
+        ) from None
     return c
 
 

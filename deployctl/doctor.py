@@ -40,35 +40,73 @@ class Context:
 def _nvml(ctx: Context) -> list[Check]:
     if ctx.host is None:
         return [
-            Check("nvidia driver", "FAIL", ctx.host_error or "NVML unavailable",
-                  "install the NVIDIA driver (nvidia-smi must work); planning for another host needs --gpu-model"),
-            Check("gpus", "FAIL", "no GPU can be seen without the driver", "fix the driver first; `deployctl up --simulate` needs no GPU"),
+            Check(
+                "nvidia driver",
+                "FAIL",
+                ctx.host_error or "NVML unavailable",
+                "install the NVIDIA driver (nvidia-smi must work); planning for another host needs --gpu-model",
+            ),
+            Check(
+                "gpus",
+                "FAIL",
+                "no GPU can be seen without the driver",
+                "fix the driver first; `deployctl up --simulate` needs no GPU",
+            ),
         ]
     h = ctx.host
     out = [Check("nvidia driver", "OK", f"driver {h.driver_version}, CUDA {h.cuda_driver_version}")]
     if not h.gpus:
-        return [*out, Check("gpus", "FAIL", "the driver sees no GPU", "check `nvidia-smi` and the PCIe slot / power cables")]
+        return [
+            *out,
+            Check("gpus", "FAIL", "the driver sees no GPU", "check `nvidia-smi` and the PCIe slot / power cables"),
+        ]
     for g in h.gpus:
         cc = g.compute_capability or "?"
         ok = cc != "?" and float(cc) >= 8.0
-        out.append(Check(f"gpu {g.index}", "OK" if ok else "WARN", f"{g.name}, compute {cc}, {g.memory_total / GiB:.1f} GiB, {g.uuid}",
-                         "" if ok else "GPTQ kernels in TGI want compute capability 8.0 or newer"))
+        out.append(
+            Check(
+                f"gpu {g.index}",
+                "OK" if ok else "WARN",
+                f"{g.name}, compute {cc}, {g.memory_total / GiB:.1f} GiB, {g.uuid}",
+                "" if ok else "GPTQ kernels in TGI want compute capability 8.0 or newer",
+            )
+        )
     if len(h.gpus) > 1:
         if h.p2p:
             out.append(Check("p2p", "OK", "peer-to-peer works between every pair: sharding can use it"))
         else:
-            out.append(Check("p2p", "WARN", "no peer-to-peer between the GPUs: sharded traffic goes through host memory",
-                             "normal for RTX 4090s; deployctl renders NCCL_P2P_DISABLE=1 for sharded stacks"))
+            out.append(
+                Check(
+                    "p2p",
+                    "WARN",
+                    "no peer-to-peer between the GPUs: sharded traffic goes through host memory",
+                    "normal for RTX 4090s; deployctl renders NCCL_P2P_DISABLE=1 for sharded stacks",
+                )
+            )
     off = [str(g.index) for g in h.gpus if g.persistence_mode is False]
-    out.append(Check("persistence mode", "WARN" if off else "OK",
-                     f"off on GPU {', '.join(off)}" if off else "on",
-                     "`deployctl power set W --persist` enables it at boot" if off else ""))
+    out.append(
+        Check(
+            "persistence mode",
+            "WARN" if off else "OK",
+            f"off on GPU {', '.join(off)}" if off else "on",
+            "`deployctl power set W --persist` enables it at boot" if off else "",
+        )
+    )
     want = ctx.spec.power.limit_watts
     if want:
-        wrong = [f"GPU {g.index} at {g.power.enforced_limit_w:g} W" for g in h.gpus if g.power.enforced_limit_w and abs(g.power.enforced_limit_w - want) >= 1]
-        out.append(Check("power limits", "WARN" if wrong else "OK",
-                         f"spec asks {want} W; " + ", ".join(wrong) if wrong else f"{want} W on every GPU, as the spec asks",
-                         f"sudo deployctl power set {want} --persist" if wrong else ""))
+        wrong = [
+            f"GPU {g.index} at {g.power.enforced_limit_w:g} W"
+            for g in h.gpus
+            if g.power.enforced_limit_w and abs(g.power.enforced_limit_w - want) >= 1
+        ]
+        out.append(
+            Check(
+                "power limits",
+                "WARN" if wrong else "OK",
+                f"spec asks {want} W; " + ", ".join(wrong) if wrong else f"{want} W on every GPU, as the spec asks",
+                f"sudo deployctl power set {want} --persist" if wrong else "",
+            )
+        )
     else:
         limits = ", ".join(f"{g.power.enforced_limit_w:g} W" for g in h.gpus if g.power.enforced_limit_w)
         out.append(Check("power limits", "OK", f"{limits or 'unknown'} (no policy in the spec)"))
@@ -78,10 +116,14 @@ def _nvml(ctx: Context) -> list[Check]:
 def _docker(ctx: Context) -> list[Check]:
     out = []
     if ctx.docker_info is None:
-        out.append(Check("docker engine", "FAIL", ctx.docker_error or "not reachable", "start it: systemctl start docker"))
+        out.append(
+            Check("docker engine", "FAIL", ctx.docker_error or "not reachable", "start it: systemctl start docker")
+        )
     else:
         info = ctx.docker_info
-        out.append(Check("docker engine", "OK", f"Docker {info.get('ServerVersion')}, root {info.get('DockerRootDir')}"))
+        out.append(
+            Check("docker engine", "OK", f"Docker {info.get('ServerVersion')}, root {info.get('DockerRootDir')}")
+        )
     docker = shutil.which("docker")
     version = None
     if docker:
@@ -90,20 +132,40 @@ def _docker(ctx: Context) -> list[Check]:
     if version and version.lstrip("v").split(".")[0].isdigit() and int(version.lstrip("v").split(".")[0]) >= 2:
         out.append(Check("compose v2", "OK", f"docker compose {version}"))
     else:
-        out.append(Check("compose v2", "FAIL", "docker compose (v2 plugin) not found", "install docker-compose-plugin (Debian: docker-compose from trixie)"))
+        out.append(
+            Check(
+                "compose v2",
+                "FAIL",
+                "docker compose (v2 plugin) not found",
+                "install docker-compose-plugin (Debian: docker-compose from trixie)",
+            )
+        )
     sock = Path("/var/run/docker.sock")
     if sock.exists() and os.access(sock, os.R_OK | os.W_OK):
         out.append(Check("docker socket", "OK", f"{sock} is usable by this user"))
     else:
-        out.append(Check("docker socket", "FAIL", f"{sock} is missing or not writable by this user", "add the user to the docker group, or use sudo"))
+        out.append(
+            Check(
+                "docker socket",
+                "FAIL",
+                f"{sock} is missing or not writable by this user",
+                "add the user to the docker group, or use sudo",
+            )
+        )
     runtimes = (ctx.docker_info or {}).get("Runtimes") or {}
     cdi = [p for p in (Path("/etc/cdi/nvidia.yaml"), Path("/var/run/cdi/nvidia.yaml")) if p.exists()]
     if "nvidia" in runtimes or cdi:
         how = "nvidia runtime" if "nvidia" in runtimes else f"CDI spec {cdi[0]}"
         out.append(Check("nvidia container toolkit", "OK", how))
     else:
-        out.append(Check("nvidia container toolkit", "FAIL", "Docker has no nvidia runtime and no CDI spec",
-                         "install nvidia-container-toolkit, then `nvidia-ctk runtime configure --runtime=docker` and restart Docker"))
+        out.append(
+            Check(
+                "nvidia container toolkit",
+                "FAIL",
+                "Docker has no nvidia runtime and no CDI spec",
+                "install nvidia-container-toolkit, then `nvidia-ctk runtime configure --runtime=docker` and restart Docker",
+            )
+        )
     return out
 
 
@@ -121,14 +183,26 @@ def _disk(ctx: Context, need_bytes: int | None) -> list[Check]:
         free = shutil.disk_usage(probe).free
         want = 20 * GiB if label == "images" else (need_bytes or GiB)
         status: Status = "OK" if free >= want else "WARN"
-        out.append(Check(f"disk ({label})", status, f"{free / GiB:.0f} GiB free at {probe}",
-                         "" if status == "OK" else f"free at least {want / GiB:.0f} GiB there"))
+        out.append(
+            Check(
+                f"disk ({label})",
+                status,
+                f"{free / GiB:.0f} GiB free at {probe}",
+                "" if status == "OK" else f"free at least {want / GiB:.0f} GiB there",
+            )
+        )
     try:
         st = os.statvfs("/dev/shm")
         shm = st.f_frsize * st.f_blocks
         ok = shm >= GiB
-        out.append(Check("/dev/shm", "OK" if ok else "WARN", f"{shm / GiB:.1f} GiB",
-                         "" if ok else "the stack sets shm_size for sharded engines; a larger host /dev/shm helps other tools"))
+        out.append(
+            Check(
+                "/dev/shm",
+                "OK" if ok else "WARN",
+                f"{shm / GiB:.1f} GiB",
+                "" if ok else "the stack sets shm_size for sharded engines; a larger host /dev/shm helps other tools",
+            )
+        )
     except OSError:
         out.append(Check("/dev/shm", "WARN", "not mounted", "mount a tmpfs on /dev/shm"))
     return out
@@ -142,8 +216,12 @@ def _port(ctx: Context, port_free: Callable[[str, int], bool]) -> Check:
         return Check("serving port", "FAIL", exc.message, "set serve.bind to an address of this host")
     if free:
         return Check("serving port", "OK", f"{s.bind}:{s.port} is free")
-    return Check("serving port", "WARN", f"{s.bind}:{s.port} is in use (by a running stack, or another program)",
-                 "`deployctl status` tells if it is ours; else choose serve.port")
+    return Check(
+        "serving port",
+        "WARN",
+        f"{s.bind}:{s.port} is in use (by a running stack, or another program)",
+        "`deployctl status` tells if it is ours; else choose serve.port",
+    )
 
 
 def run(ctx: Context, port_free: Callable[[str, int], bool], need_bytes: int | None = None) -> list[Check]:

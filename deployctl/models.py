@@ -17,8 +17,18 @@ from deployctl.errors import InputError
 SUPPORTED_TYPES = {"llama", "mistral", "qwen2"}
 _DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 _SAFETENSORS_DTYPE_BYTES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
 }
 _MAX_HEADER = 100 * 1024 * 1024
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
@@ -82,7 +92,9 @@ class ModelFacts(BaseModel):
 
 def _linear_params(m: ModelFacts | dict[str, int]) -> int:
     get = m.__getitem__ if isinstance(m, dict) else m.__getattribute__
-    hidden, heads, kv, hd, inter = (get(k) for k in ("hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size"))
+    hidden, heads, kv, hd, inter = (
+        get(k) for k in ("hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size")
+    )
     attention = hidden * heads * hd * 2 + hidden * kv * hd * 2
     mlp = 3 * hidden * inter
     return attention + mlp
@@ -90,7 +102,12 @@ def _linear_params(m: ModelFacts | dict[str, int]) -> int:
 
 def _linear_shapes(m: dict[str, int]) -> list[tuple[int, int]]:
     """(in_features, out_features) of each quantized linear layer in one decoder layer."""
-    h, q, kv, inter = m["hidden_size"], m["num_heads"] * m["head_dim"], m["num_kv_heads"] * m["head_dim"], m["intermediate_size"]
+    h, q, kv, inter = (
+        m["hidden_size"],
+        m["num_heads"] * m["head_dim"],
+        m["num_kv_heads"] * m["head_dim"],
+        m["intermediate_size"],
+    )
     return [(h, q), (h, kv), (h, kv), (q, h), (h, inter), (h, inter), (inter, h)]
 
 
@@ -105,11 +122,11 @@ def estimate_weight_bytes(shape: dict[str, int], quant: Quantization, model_type
     for k, n in _linear_shapes(shape):
         if quant.method in ("gptq", "awq"):
             groups = math.ceil(k / (quant.group_size or k))
-            total += k * n * quant.bits // 8          # packed weights
-            total += groups * n * 2                    # fp16 scales
-            total += groups * n * quant.bits // 8      # packed zeros
+            total += k * n * quant.bits // 8  # packed weights
+            total += groups * n * 2  # fp16 scales
+            total += groups * n * quant.bits // 8  # packed zeros
             if quant.method == "gptq":
-                total += k * 4                          # g_idx
+                total += k * 4  # g_idx
         else:
             total += k * n * dtype_bytes
     if model_type == "qwen2":
@@ -215,7 +232,9 @@ def _shape(config: dict[str, Any], where: str) -> dict[str, Any]:
     }
 
 
-def from_config(config: dict[str, Any], name: str, model_dir: Path | None = None, where: str | None = None) -> ModelFacts:
+def from_config(
+    config: dict[str, Any], name: str, model_dir: Path | None = None, where: str | None = None
+) -> ModelFacts:
     """Give the facts a config.json describes (weights estimated unless `model_dir` holds safetensors)."""
     where = where or name
     model_type = str(config.get("model_type", "")).lower()

@@ -148,9 +148,7 @@ class DeploymentSpec(_Strict):
             try:
                 key = self.serve.api_key_file.read_text().strip()
             except OSError as exc:
-                raise InputError(
-                    f"serve.api_key_file: cannot read {self.serve.api_key_file}: {exc.strerror}"
-                ) from None
+                raise InputError(f"serve.api_key_file: cannot read {self.serve.api_key_file}: {exc.strerror}") from None
             if not key:
                 raise InputError(f"serve.api_key_file: {self.serve.api_key_file} is empty")
             return key

@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers.modelgen import write_model  # noqa: E402
+from helpers.modelgen import write_model
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

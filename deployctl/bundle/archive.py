@@ -19,7 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from deployctl.bundle.format import CHUNK, MANIFEST, PARTS, SIGNATURE, BundleError, Entry, Manifest, parse_manifest, safe_path
+from deployctl.bundle.format import (
+    CHUNK,
+    MANIFEST,
+    PARTS,
+    SIGNATURE,
+    BundleError,
+    Entry,
+    Manifest,
+    parse_manifest,
+    safe_path,
+)
 
 Chunks = Iterator[bytes]
 
@@ -125,7 +135,9 @@ def read_parts(index: Path) -> list[Part]:
         if "/" in p.path.name or p.path.name.startswith("."):
             raise BundleError(f"{index.name}: unsafe part name {p.path.name!r}")
         if not p.path.exists():
-            raise BundleError(f"part {i + 1} of {len(parts)} is missing: {p.path.name}", "copy every part next to the index")
+            raise BundleError(
+                f"part {i + 1} of {len(parts)} is missing: {p.path.name}", "copy every part next to the index"
+            )
         actual = p.path.stat().st_size
         if actual != p.size:
             raise BundleError(f"part {i + 1} of {len(parts)} ({p.path.name}) is truncated: {actual} of {p.size} bytes")
@@ -138,7 +150,7 @@ class PartsStream(io.RawIOBase):
     def __init__(self, parts: list[Part]) -> None:
         self.parts = parts
         self.i = -1
-        self.f: IO[bytes] | None = None
+        self.f: io.BufferedReader | None = None
         self.h = hashlib.sha256()
         self._next()
 
@@ -147,10 +159,12 @@ class PartsStream(io.RawIOBase):
             self.f.close()
             part = self.parts[self.i]
             if self.h.hexdigest() != part.sha256:
-                raise BundleError(f"part {self.i + 1} of {len(self.parts)} ({part.path.name}) is corrupt: its sha256 does not match")
+                raise BundleError(
+                    f"part {self.i + 1} of {len(self.parts)} ({part.path.name}) is corrupt: its sha256 does not match"
+                )
         self.i += 1
         self.h = hashlib.sha256()
-        self.f = self.parts[self.i].path.open("rb") if self.i < len(self.parts) else None
+        self.f = open(self.parts[self.i].path, "rb") if self.i < len(self.parts) else None  # noqa: SIM115
 
     def readable(self) -> bool:
         return True
@@ -176,7 +190,7 @@ class TarReader(Reader):
         self.name = name
         self.signature_raw = None
         try:
-            self.tar = tarfile.open(fileobj=stream, mode="r|")
+            self.tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 (read entry by entry; closed in close())
             self.manifest_raw = self._expect(MANIFEST)
             first = self.tar.next()
             self.pending: tarfile.TarInfo | None = first

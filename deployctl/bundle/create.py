@@ -18,7 +18,16 @@ import yaml
 
 from deployctl import __version__
 from deployctl.bundle.format import (
-    CHUNK, FORMAT, FORMAT_VERSION, MANIFEST, PARTS, SIGNATURE, Entry, ImageEntry, Manifest, dump_manifest,
+    CHUNK,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    PARTS,
+    SIGNATURE,
+    Entry,
+    ImageEntry,
+    Manifest,
+    dump_manifest,
 )
 from deployctl.errors import DeployctlError, InputError
 from deployctl.planner.types import Plan
@@ -63,7 +72,9 @@ def _image_entry(staging: Path, name: str, progress: Progress) -> tuple[Entry, I
     try:
         image = client().images.get(name)
     except Exception:
-        raise InputError(f"image {name} is not on this host", "build or pull it first (deployctl image build-sim)") from None
+        raise InputError(
+            f"image {name} is not on this host", "build or pull it first (deployctl image build-sim)"
+        ) from None
     rel = f"images/{name.replace('/', '_').replace(':', '_')}.tar.zst"
     out = staging / rel
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +83,7 @@ def _image_entry(staging: Path, name: str, progress: Progress) -> tuple[Entry, I
     with out.open("wb") as f:
         hw = HashingWriter(f)
         cctx = zstandard.ZstdCompressor(level=3, threads=-1)
-        with cctx.stream_writer(hw, closefd=False) as z:
+        with cctx.stream_writer(hw, closefd=False) as z:  # type: ignore[arg-type]  # a file-like writer
             for chunk in client().api.get_image(name, chunk_size=CHUNK):
                 z.write(chunk)
                 raw += len(chunk)
@@ -292,9 +303,15 @@ def create(
                 data_sha, size = _sha_file(w)
                 entries.append(Entry(path=f"wheels/{w.name}", size=size, sha256=data_sha, kind="wheel"))
         manifest = Manifest(
-            format=FORMAT, format_version=FORMAT_VERSION, created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            deployctl_version=__version__, name=spec.name, plan=plan.model_dump(mode="json"), model_name=model_name,
-            images=image_entries, entries=entries,
+            format=FORMAT,
+            format_version=FORMAT_VERSION,
+            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            deployctl_version=__version__,
+            name=spec.name,
+            plan=plan.model_dump(mode="json"),
+            model_name=model_name,
+            images=image_entries,
+            entries=entries,
         )
         raw = dump_manifest(manifest)
         (staging / MANIFEST).write_bytes(raw)

@@ -88,7 +88,9 @@ class Manifest(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
         if self.format_version != FORMAT_VERSION:
-            raise ValueError(f"format version {self.format_version} is not supported (this deployctl reads {FORMAT_VERSION})")
+            raise ValueError(
+                f"format version {self.format_version} is not supported (this deployctl reads {FORMAT_VERSION})"
+            )
         seen: set[str] = set()
         for e in self.entries:
             if e.path in seen:

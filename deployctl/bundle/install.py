@@ -55,7 +55,9 @@ def verify(path: Path, pubkey: Path | None, insecure: bool = False, progress: Pr
                     progress(entry.path, done, total)
     finally:
         reader.close()
-    return Verified(reader.manifest.name, hashlib.sha256(reader.manifest_raw).hexdigest(), trust, len(reader.manifest.entries), done)
+    return Verified(
+        reader.manifest.name, hashlib.sha256(reader.manifest_raw).hexdigest(), trust, len(reader.manifest.entries), done
+    )
 
 
 @dataclass
@@ -115,11 +117,15 @@ def _free(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
-def _preflight(manifest: Manifest, target: Path, journal: Journal, api_key_env: str | None, spec: dict[str, Any] | None) -> None:
+def _preflight(
+    manifest: Manifest, target: Path, journal: Journal, api_key_env: str | None, spec: dict[str, Any] | None
+) -> None:
     from deployctl.docker_engine import client
 
     info = client().info()  # raises EnvironmentProblem when the engine is not there
-    model_left = sum(e.size for e in manifest.entries if e.kind == "model" and e.path not in journal.data["model_files"])
+    model_left = sum(
+        e.size for e in manifest.entries if e.kind == "model" and e.path not in journal.data["model_files"]
+    )
     if _free(target) < model_left + 64 * 1024 * 1024:
         raise EnvironmentProblem(
             f"not enough disk at {target}: the model needs {model_left / 2**30:.1f} GiB, {_free(target) / 2**30:.1f} GiB free",

@@ -26,7 +26,9 @@ def keygen(private_path: Path, public_path: Path) -> str:
         if p.exists():
             raise InputError(f"{p} already exists", "choose another name; keys are never overwritten")
     key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -67,7 +69,11 @@ def sign(manifest: bytes, private_key: Path) -> bytes:
     serialization, _ = _crypto()
     key = _load_private(private_key)
     pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    sig = {"algorithm": "ed25519", "key_fingerprint": fingerprint(pub), "signature": base64.b64encode(key.sign(manifest)).decode()}
+    sig = {
+        "algorithm": "ed25519",
+        "key_fingerprint": fingerprint(pub),
+        "signature": base64.b64encode(key.sign(manifest)).decode(),
+    }
     return (json.dumps(sig, indent=2, sort_keys=True) + "\n").encode()
 
 
@@ -76,9 +82,13 @@ def check(manifest: bytes, signature: bytes | None, public_key: Path | None, ins
     if insecure:
         return "signature NOT checked (--insecure-skip-signature)"
     if signature is None:
-        raise BundleError("the bundle is not signed (no manifest.sig)", "get a signed bundle, or pass --insecure-skip-signature")
+        raise BundleError(
+            "the bundle is not signed (no manifest.sig)", "get a signed bundle, or pass --insecure-skip-signature"
+        )
     if public_key is None:
-        raise BundleError("the bundle is signed but no --pubkey was given", "pass --pubkey KEY.pub (the sender's public key)")
+        raise BundleError(
+            "the bundle is signed but no --pubkey was given", "pass --pubkey KEY.pub (the sender's public key)"
+        )
     pub = public_pem(public_key)
     try:
         sig = json.loads(signature)

@@ -18,8 +18,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "down": ("deployctl.cli.run", "down", "Stop the stack and remove its containers and network."),
     "status": ("deployctl.cli.run", "status", "Show each service's state, health, uptime and restarts."),
     "logs": ("deployctl.cli.run", "logs", "Show (or follow) the stack's logs."),
-    "health": ("deployctl.cli.health", "health", "Check the endpoint: /health, /info against the plan, one generation."),
-    "bundle": ("deployctl.cli.bundle", "bundle", "Offline bundles: create, verify and install (signed, checksummed, splittable)."),
+    "health": (
+        "deployctl.cli.health",
+        "health",
+        "Check the endpoint: /health, /info against the plan, one generation.",
+    ),
+    "bundle": (
+        "deployctl.cli.bundle",
+        "bundle",
+        "Offline bundles: create, verify and install (signed, checksummed, splittable).",
+    ),
     "bench": ("deployctl.cli.bench", "bench", "Measure TTFT, inter-token latency, throughput, max QPS under an SLO."),
     "image": ("deployctl.cli.image", "image", "Build the simulator image; inspect and slim engine images."),
     "gpus": ("deployctl.cli.power", "gpus", "List this machine's GPUs (NVML)."),
@@ -50,7 +58,7 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class; ours varies
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.message}", err=True)

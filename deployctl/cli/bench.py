@@ -36,7 +36,11 @@ def bench() -> None:
 @bench.command("run")
 @click.option("--endpoint", help="URL (default: the stack's endpoint).")
 @click.option("--stack-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
-@click.option("--preset", type=click.Choice(sorted(["ttft", "sustained"])), help="ttft: 512 in / 16 out; sustained: 512 in / 2048 out.")
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(["ttft", "sustained"])),
+    help="ttft: 512 in / 16 out; sustained: 512 in / 2048 out.",
+)
 @click.option("--concurrency", help="Closed loop at these concurrencies, e.g. 1,2,4,8,16.")
 @click.option("--rate", help="Open loop (Poisson arrivals) at these request rates per second, e.g. 1,2,4.")
 @click.option("--requests", type=int, default=100, show_default=True, help="Measured requests per level.")
@@ -48,17 +52,46 @@ def bench() -> None:
 @click.option("--slo-ttft", type=float, help="SLO: time to first token, ms.")
 @click.option("--slo-itl", type=float, help="SLO: inter-token latency, ms (each request's worst gap for goodput).")
 @click.option("--slo-e2e", type=float, help="SLO: end-to-end latency, ms.")
-@click.option("--slo-percentile", type=click.Choice(["p50", "p90", "p99"]), default="p90", show_default=True,
-              help="A level meets the SLO when this percentile is within every target.")
+@click.option(
+    "--slo-percentile",
+    type=click.Choice(["p50", "p90", "p99"]),
+    default="p90",
+    show_default=True,
+    help="A level meets the SLO when this percentile is within every target.",
+)
 @click.option("--cost", type=float, help="Hardware price (any currency) for cost per QPS.")
 @click.option("--currency", default="", help="Label for --cost, e.g. EUR.")
 @click.option("--api-key-env", help="Variable holding the API key (default: the stack's .env).")
-@click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("bench-results"), show_default=True)
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("bench-results"),
+    show_default=True,
+)
 @json_option
-def run(endpoint: str | None, stack_dir: Path | None, preset: str | None, concurrency: str | None, rate: str | None,
-        requests: int, warmup: int, prompt_tokens: int | None, output_tokens: int | None, api: str, seed: int,
-        slo_ttft: float | None, slo_itl: float | None, slo_e2e: float | None, slo_percentile: str,
-        cost: float | None, currency: str, api_key_env: str | None, output_dir: Path, as_json: bool) -> None:
+def run(
+    endpoint: str | None,
+    stack_dir: Path | None,
+    preset: str | None,
+    concurrency: str | None,
+    rate: str | None,
+    requests: int,
+    warmup: int,
+    prompt_tokens: int | None,
+    output_tokens: int | None,
+    api: str,
+    seed: int,
+    slo_ttft: float | None,
+    slo_itl: float | None,
+    slo_e2e: float | None,
+    slo_percentile: str,
+    cost: float | None,
+    currency: str,
+    api_key_env: str | None,
+    output_dir: Path,
+    as_json: bool,
+) -> None:
     """Sweep a load against the endpoint; write JSON, CSV and PNG plots."""
     from deployctl.cli.health import _from_stack
     from deployctl.probe import bench as core
@@ -86,12 +119,25 @@ def run(endpoint: str | None, stack_dir: Path | None, preset: str | None, concur
         if not key:
             raise InputError(f"--api-key-env: {api_key_env} is not set")
     config = core.BenchConfig(
-        endpoint=endpoint, mode=mode, loads=loads, requests=requests, warmup=warmup,  # type: ignore[arg-type]
-        prompt_tokens=prompt_tokens or p.get("prompt_tokens", 256), output_tokens=output_tokens or p.get("output_tokens", 64),
-        api=api, seed=seed,  # type: ignore[arg-type]
-        slo=Slo(slo_ttft if slo_ttft is not None else p.get("slo_ttft_ms"), slo_itl if slo_itl is not None else p.get("slo_itl_ms"),
-                slo_e2e, slo_percentile),
-        cost=cost, currency=currency, api_key=key, preset=preset,
+        endpoint=endpoint,
+        mode=mode,  # type: ignore[arg-type]  # closed or open, chosen above
+        loads=loads,
+        requests=requests,
+        warmup=warmup,
+        prompt_tokens=prompt_tokens or p.get("prompt_tokens", 256),
+        output_tokens=output_tokens or p.get("output_tokens", 64),
+        api=api,  # type: ignore[arg-type]  # a click.Choice of generate, chat
+        seed=seed,
+        slo=Slo(
+            slo_ttft if slo_ttft is not None else p.get("slo_ttft_ms"),
+            slo_itl if slo_itl is not None else p.get("slo_itl_ms"),
+            slo_e2e,
+            slo_percentile,
+        ),
+        cost=cost,
+        currency=currency,
+        api_key=key,
+        preset=preset,
     )
     result = _run_with_progress(core, config, quiet=as_json)
     paths = core.write(result, output_dir)
@@ -102,7 +148,9 @@ def run(endpoint: str | None, stack_dir: Path | None, preset: str | None, concur
     click.echo(f"prompt length from {result.prompt_tokens_source}")
     if result.max_qps_under_slo is not None:
         cost_text = f", cost per QPS {result.cost_per_qps:,.2f} {currency}".rstrip() if result.cost_per_qps else ""
-        click.echo(f"max QPS under SLO: {result.max_qps_under_slo:.2f} req/s (at {mode} load {result.max_qps_level:g}){cost_text}")
+        click.echo(
+            f"max QPS under SLO: {result.max_qps_under_slo:.2f} req/s (at {mode} load {result.max_qps_level:g}){cost_text}"
+        )
     elif config.slo.any:
         click.echo("no load level met the SLO")
     click.echo("wrote " + ", ".join(str(v) for v in paths.values()))
@@ -113,8 +161,9 @@ def _run_with_progress(core: Any, config: Any, quiet: bool) -> Any:
         return core.run(config)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=True) as progress:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
+    ) as progress:
         tasks: dict[str, Any] = {}
 
         def tick(label: str, n: int, total: int) -> None:
@@ -134,16 +183,41 @@ def _print_table(result: Any) -> None:
     from rich.table import Table
 
     mode = result.config["mode"]
-    table = Table(title=f"{(result.info or {}).get('model_id')}: {result.config['prompt_tokens']} in / {result.config['output_tokens']} out")
-    for col in ("concurrency" if mode == "closed" else "rate/s", "req/s", "tok/s", "TTFT p50", "TTFT p90", "TTFT p99",
-                "ITL p50", "ITL p90", "TPOT p50", "E2E p90", "errors", "SLO"):
+    table = Table(
+        title=f"{(result.info or {}).get('model_id')}: {result.config['prompt_tokens']} in / {result.config['output_tokens']} out"
+    )
+    for col in (
+        "concurrency" if mode == "closed" else "rate/s",
+        "req/s",
+        "tok/s",
+        "TTFT p50",
+        "TTFT p90",
+        "TTFT p99",
+        "ITL p50",
+        "ITL p90",
+        "TPOT p50",
+        "E2E p90",
+        "errors",
+        "SLO",
+    ):
         table.add_column(col, justify="right")
     for lv in result.levels:
         slo = {True: "[green]met[/green]", False: "[red]missed[/red]", None: "-"}[lv.meets_slo]
         errors = ", ".join(f"{k} {v}" for k, v in lv.errors.items()) or "0"
-        table.add_row(f"{lv.load:g}", f"{lv.requests_per_s:.2f}", f"{lv.output_tokens_per_s:.0f}", _ms(lv.ttft_ms.p50),
-                      _ms(lv.ttft_ms.p90), _ms(lv.ttft_ms.p99), _ms(lv.itl_ms.p50), _ms(lv.itl_ms.p90), _ms(lv.tpot_ms.p50),
-                      _ms(lv.e2e_ms.p90), errors, slo)
+        table.add_row(
+            f"{lv.load:g}",
+            f"{lv.requests_per_s:.2f}",
+            f"{lv.output_tokens_per_s:.0f}",
+            _ms(lv.ttft_ms.p50),
+            _ms(lv.ttft_ms.p90),
+            _ms(lv.ttft_ms.p99),
+            _ms(lv.itl_ms.p50),
+            _ms(lv.itl_ms.p90),
+            _ms(lv.tpot_ms.p50),
+            _ms(lv.e2e_ms.p90),
+            errors,
+            slo,
+        )
     Console().print(table)
 
 

@@ -35,11 +35,22 @@ class _Bars:
     def __enter__(self) -> _Bars:
         if self.enabled:
             from rich.progress import (
-                BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
             )
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                                     TimeRemainingColumn(), transient=True)
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+            )
             self.progress.__enter__()
         return self
 
@@ -73,16 +84,35 @@ def keygen(name: Path) -> None:
 
 @bundle.command()
 @spec_options
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The bundle: a folder, or NAME.tar with --tar/--split.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The bundle: a folder, or NAME.tar with --tar/--split.",
+)
 @click.option("--image", "images", multiple=True, help="Image(s) to carry (default: the spec's engine image).")
 @click.option("--simulate", is_flag=True, help="Carry the simulator image and a simulated stack (for rehearsals).")
-@click.option("--sign", "sign_key", type=click.Path(path_type=Path, dir_okay=False), help="Private key from `bundle keygen`.")
+@click.option(
+    "--sign", "sign_key", type=click.Path(path_type=Path, dir_okay=False), help="Private key from `bundle keygen`."
+)
 @click.option("--tar", "as_tar", is_flag=True, help="Write one .tar instead of a folder.")
 @click.option("--split", help="Cut the .tar into parts of at most SIZE (e.g. 4G for FAT32, 4480M for DVDs).")
-@click.option("--wheels", default="auto", show_default=True, help="'auto' (build and download), 'none', or a folder of wheels.")
+@click.option(
+    "--wheels", default="auto", show_default=True, help="'auto' (build and download), 'none', or a folder of wheels."
+)
 @json_option
-def create(output: Path, images: tuple[str, ...], simulate: bool, sign_key: Path | None, as_tar: bool, split: str | None,
-           wheels: str, as_json: bool, **kwargs: Any) -> None:
+def create(
+    output: Path,
+    images: tuple[str, ...],
+    simulate: bool,
+    sign_key: Path | None,
+    as_tar: bool,
+    split: str | None,
+    wheels: str,
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
     """Gather images, weights, the stack and deployctl's wheels into one bundle."""
     from deployctl import deploy
     from deployctl.bundle import create as core
@@ -99,14 +129,24 @@ def create(output: Path, images: tuple[str, ...], simulate: bool, sign_key: Path
         echo_json({**made.__dict__, "path": str(made.path)})
         return
     if not made.signed:
-        click.echo("warning: the bundle is NOT signed (pass --sign KEY): sites will have to skip the signature check", err=True)
+        click.echo(
+            "warning: the bundle is NOT signed (pass --sign KEY): sites will have to skip the signature check", err=True
+        )
     where = f"{len(made.parts)} parts {made.parts[0]}..{made.parts[-1]}" if made.parts else str(made.path)
-    click.echo(f"wrote {where}: {made.entries} files, {made.size / 1e9:.2f} GB, manifest sha256 {made.manifest_sha256[:16]}")
+    click.echo(
+        f"wrote {where}: {made.entries} files, {made.size / 1e9:.2f} GB, manifest sha256 {made.manifest_sha256[:16]}"
+    )
 
 
-pubkey_option = click.option("--pubkey", type=click.Path(path_type=Path, dir_okay=False), help="The sender's public key (NAME.pub).")
-insecure_option = click.option("--insecure-skip-signature", "insecure", is_flag=True,
-                               help="Accept an unsigned or unverifiable bundle (a warning is printed).")
+pubkey_option = click.option(
+    "--pubkey", type=click.Path(path_type=Path, dir_okay=False), help="The sender's public key (NAME.pub)."
+)
+insecure_option = click.option(
+    "--insecure-skip-signature",
+    "insecure",
+    is_flag=True,
+    help="Accept an unsigned or unverifiable bundle (a warning is printed).",
+)
 
 
 def _warn_insecure(insecure: bool) -> None:
@@ -136,8 +176,13 @@ def verify(path: Path, pubkey: Path | None, insecure: bool, as_json: bool) -> No
 @click.argument("path", type=click.Path(path_type=Path))
 @pubkey_option
 @insecure_option
-@click.option("--target", type=click.Path(path_type=Path, file_okay=False), default=Path("/srv/deployctl"), show_default=True,
-              help="Where models/, the stack and deployctl.yaml go.")
+@click.option(
+    "--target",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("/srv/deployctl"),
+    show_default=True,
+    help="Where models/, the stack and deployctl.yaml go.",
+)
 @click.option("--simulate", is_flag=True, help="Render the stack with the simulator (a rehearsal without GPUs).")
 @json_option
 def install(path: Path, pubkey: Path | None, insecure: bool, target: Path, simulate: bool, as_json: bool) -> None:

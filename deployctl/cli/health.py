@@ -23,7 +23,9 @@ def _from_stack(stack_dir: Path) -> tuple[str | None, object | None, str | None]
 
     info = StackInfo.read(stack_dir)
     plan = Plan.model_validate_json((stack_dir / "plan.json").read_text())
-    expected = Expected(plan.model_id, plan.limits.max_input_tokens, plan.limits.max_total_tokens, plan.limits.max_concurrent_requests)
+    expected = Expected(
+        plan.model_id, plan.limits.max_input_tokens, plan.limits.max_total_tokens, plan.limits.max_concurrent_requests
+    )
     key = None
     env_file = stack_dir / ".env"
     if plan.api_key and env_file.is_file():
@@ -35,15 +37,26 @@ def _from_stack(stack_dir: Path) -> tuple[str | None, object | None, str | None]
 
 @click.command()
 @click.option("--endpoint", help="URL of the endpoint (default: the stack's).")
-@click.option("--stack-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Stack whose plan /info must match (default: stack_dir of the spec).")
+@click.option(
+    "--stack-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Stack whose plan /info must match (default: stack_dir of the spec).",
+)
 @click.option("--api-key-env", help="Environment variable holding the API key (default: the stack's .env).")
 @click.option("--max-ttft-ms", type=float, default=2000.0, show_default=True, help="Slower first tokens mean degraded.")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds for each request.")
 @click.option("--watch", type=float, default=None, metavar="SECONDS", help="Repeat every SECONDS until Ctrl-C.")
 @json_option
-def health(endpoint: str | None, stack_dir: Path | None, api_key_env: str | None, max_ttft_ms: float,
-           timeout: float, watch: float | None, as_json: bool) -> None:
+def health(
+    endpoint: str | None,
+    stack_dir: Path | None,
+    api_key_env: str | None,
+    max_ttft_ms: float,
+    timeout: float,
+    watch: float | None,
+    as_json: bool,
+) -> None:
     """Check the endpoint: /health, /info against the plan, one short streamed generation.
 
     Exit code: 0 healthy, 1 degraded (slow, or /info differs from the plan), 2 down.

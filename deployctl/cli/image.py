@@ -78,13 +78,26 @@ def inspect(image_name: str, top: int, as_json: bool) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"{image_name}: {result.size / 1e6:,.0f} MB, {len(result.layers)} layers, "
-                        f"{result.wasted / 1e6:,.1f} MB wasted by later layers")
-    for col, just in (("#", "right"), ("size", "right"), ("wasted", "right"), ("files", "right"), ("created by", "left")):
+    table = Table(
+        title=f"{image_name}: {result.size / 1e6:,.0f} MB, {len(result.layers)} layers, "
+        f"{result.wasted / 1e6:,.1f} MB wasted by later layers"
+    )
+    for col, just in (
+        ("#", "right"),
+        ("size", "right"),
+        ("wasted", "right"),
+        ("files", "right"),
+        ("created by", "left"),
+    ):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for layer in result.layers:
-        table.add_row(str(layer.index), f"{layer.size / 1e6:,.1f} MB", f"{layer.wasted / 1e6:,.1f} MB" if layer.wasted else "-",
-                      str(layer.files), layer.created_by)
+        table.add_row(
+            str(layer.index),
+            f"{layer.size / 1e6:,.1f} MB",
+            f"{layer.wasted / 1e6:,.1f} MB" if layer.wasted else "-",
+            str(layer.files),
+            layer.created_by,
+        )
     console.print(table)
     dirs = Table(title="largest folders")
     dirs.add_column("folder")
@@ -96,7 +109,9 @@ def inspect(image_name: str, top: int, as_json: bool) -> None:
 
 @image.command("slim")
 @click.argument("source", metavar="SOURCE")
-@click.option("--profile", "profile_name", required=True, help="A built-in profile (tgi-3.3-gptq-ada) or a profile .yaml.")
+@click.option(
+    "--profile", "profile_name", required=True, help="A built-in profile (tgi-3.3-gptq-ada) or a profile .yaml."
+)
 @click.option("-t", "--tag", required=True, help="Tag for the slimmed image (set only after verification passes).")
 @click.option("--dry-run", is_flag=True, help="Report what would go and what it weighs; build nothing.")
 @json_option
@@ -125,5 +140,7 @@ def slim(source: str, profile_name: str, tag: str, dry_run: bool, as_json: bool)
         click.echo("dry run: nothing was built")
         return
     assert result.size_after is not None
-    click.echo(f"tagged {result.tag}: {p.size_before / 1e6:,.1f} MB -> {result.size_after / 1e6:,.1f} MB "
-               f"({result.size_after / p.size_before:.2f}), one layer, every check passed")
+    click.echo(
+        f"tagged {result.tag}: {p.size_before / 1e6:,.1f} MB -> {result.size_after / 1e6:,.1f} MB "
+        f"({result.size_after / p.size_before:.2f}), one layer, every check passed"
+    )

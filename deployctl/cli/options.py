@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 
 import click
 
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -27,9 +26,16 @@ def _gpus(value: str | None) -> int | list[int | str] | None:
 
 
 SPEC_OPTIONS = [
-    click.option("-f", "--spec", "spec_path", type=click.Path(path_type=Path, dir_okay=False),
-                 help="Spec file (default: ./deployctl.yaml if present, else built-in defaults)."),
-    click.option("--model", "model_path", type=click.Path(path_type=Path), help="Model directory (overrides model.path)."),
+    click.option(
+        "-f",
+        "--spec",
+        "spec_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="Spec file (default: ./deployctl.yaml if present, else built-in defaults).",
+    ),
+    click.option(
+        "--model", "model_path", type=click.Path(path_type=Path), help="Model directory (overrides model.path)."
+    ),
     click.option("--preset", help="Plan a catalog model without weights (overrides model.preset)."),
     click.option("--gpus", help="A count (2) or GPU indices/UUIDs (0,1)."),
     click.option("--gpu-model", help="Plan for another host's GPUs, e.g. rtx4090."),
@@ -41,9 +47,15 @@ SPEC_OPTIONS = [
 ]
 
 _KEYS = {
-    "model_path": "model.path", "preset": "model.preset", "gpus": "gpus", "gpu_model": "gpu_model",
-    "max_total_tokens": "limits.max_total_tokens", "max_input_tokens": "limits.max_input_tokens",
-    "port": "serve.port", "bind": "serve.bind", "stack_dir": "stack_dir",
+    "model_path": "model.path",
+    "preset": "model.preset",
+    "gpus": "gpus",
+    "gpu_model": "gpu_model",
+    "max_total_tokens": "limits.max_total_tokens",
+    "max_input_tokens": "limits.max_input_tokens",
+    "port": "serve.port",
+    "bind": "serve.bind",
+    "stack_dir": "stack_dir",
 }
 
 
@@ -85,6 +97,10 @@ def _faults(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 
 
 sim_fault_option = click.option(
-    "--sim-fault", "faults", multiple=True, callback=_faults, metavar="NAME[=VALUE]",
+    "--sim-fault",
+    "faults",
+    multiple=True,
+    callback=_faults,
+    metavar="NAME[=VALUE]",
     help="With --simulate: rehearse a failure (crash-after=N, never-healthy, load-seconds=S).",
 )

@@ -16,7 +16,9 @@ BAR_WIDTH = 48
 
 
 @click.command()
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=Path("deployctl.yaml"), show_default=True)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=Path("deployctl.yaml"), show_default=True
+)
 @click.option("--name", default="my-llm", show_default=True, help="The deployment's name.")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init(output: Path, name: str, force: bool) -> None:
@@ -52,7 +54,11 @@ def format_plan(p: Plan) -> str:
     m = p.model
     q = m.quantization
     quant = f"{q.method.upper()} {q.bits}-bit g{q.group_size}" if q.method != "none" else m.dtype
-    source = f"{m.safetensors_files} safetensors file(s)" if m.weight_bytes_source == "safetensors" else "estimated from config.json"
+    source = (
+        f"{m.safetensors_files} safetensors file(s)"
+        if m.weight_bytes_source == "safetensors"
+        else "estimated from config.json"
+    )
     where = f"profile {p.gpu_profile}" if p.gpu_profile else "this host (NVML)"
     lines = [
         f"Plan {p.name}: {m.name} on {p.num_shard} x {p.gpus[0].name} ({where})",
@@ -73,7 +79,10 @@ def format_plan(p: Plan) -> str:
         lines.append(f"  decode floor: about {p.decode_floor_ms} ms per token (weights per GPU / memory bandwidth)")
     lines += ["", "Engine", f"  image  {p.engine.image}", f"  args   {' '.join(p.engine.args)}"]
     lines.append("  env    " + " ".join(f"{k}={v}" for k, v in sorted(p.engine.env.items())))
-    lines.append(f"  serve  {p.bind}:{p.port} -> container :{p.engine.container_port}" + (" (API key required)" if p.api_key else ""))
+    lines.append(
+        f"  serve  {p.bind}:{p.port} -> container :{p.engine.container_port}"
+        + (" (API key required)" if p.api_key else "")
+    )
     if p.warnings:
         lines += ["", "Warnings"] + [f"  ! {w}" for w in p.warnings]
     return "\n".join(lines)

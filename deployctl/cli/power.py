@@ -9,9 +9,15 @@ import click
 
 from deployctl.cli.options import echo_json, json_option
 
-gpu_option = click.option("--gpu", "gpu_refs", multiple=True, metavar="ID", help="A GPU index or UUID (repeatable; default: all).")
-state_option = click.option("--state-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                            help="Where the original limits are kept (default /var/lib/deployctl/power-state.json).")
+gpu_option = click.option(
+    "--gpu", "gpu_refs", multiple=True, metavar="ID", help="A GPU index or UUID (repeatable; default: all)."
+)
+state_option = click.option(
+    "--state-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Where the original limits are kept (default /var/lib/deployctl/power-state.json).",
+)
 
 
 def _session() -> Any:
@@ -51,11 +57,18 @@ def gpus(as_json: bool) -> None:
         echo_json(host.model_dump(mode="json"))
         return
     rows = [
-        [str(g.index), g.name, g.uuid, g.pci_bus_id or "-", g.compute_capability or "-",
-         f"{g.memory_used / 2**30:.1f}/{g.memory_total / 2**30:.1f} GiB", _w(g.power.draw_w),
-         f"{_w(g.power.enforced_limit_w)} ({_w(g.power.min_limit_w)}-{_w(g.power.max_limit_w)})",
-         f"{g.temperature_c}°C" if g.temperature_c is not None else "-",
-         {True: "on", False: "off", None: "-"}[g.persistence_mode]]
+        [
+            str(g.index),
+            g.name,
+            g.uuid,
+            g.pci_bus_id or "-",
+            g.compute_capability or "-",
+            f"{g.memory_used / 2**30:.1f}/{g.memory_total / 2**30:.1f} GiB",
+            _w(g.power.draw_w),
+            f"{_w(g.power.enforced_limit_w)} ({_w(g.power.min_limit_w)}-{_w(g.power.max_limit_w)})",
+            f"{g.temperature_c}°C" if g.temperature_c is not None else "-",
+            {True: "on", False: "off", None: "-"}[g.persistence_mode],
+        ]
         for g in host.gpus
     ]
     p2p = ("yes" if host.p2p else "no") if len(host.gpus) > 1 else "n/a (one GPU)"
@@ -86,10 +99,22 @@ def show(as_json: bool) -> None:
     if as_json:
         echo_json({"gpus": rows})
         return
-    _table("power", ["#", "name", "draw", "limit", "enforced", "default", "allowed"], [
-        [str(r["index"]), r["name"], _w(r["draw_w"]), _w(r["limit_w"]), _w(r["enforced_limit_w"]), _w(r["default_limit_w"]),
-         f"{_w(r['min_limit_w'])}-{_w(r['max_limit_w'])}"] for r in rows
-    ])
+    _table(
+        "power",
+        ["#", "name", "draw", "limit", "enforced", "default", "allowed"],
+        [
+            [
+                str(r["index"]),
+                r["name"],
+                _w(r["draw_w"]),
+                _w(r["limit_w"]),
+                _w(r["enforced_limit_w"]),
+                _w(r["default_limit_w"]),
+                f"{_w(r['min_limit_w'])}-{_w(r['max_limit_w'])}",
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _report(verb: str, rows: list[dict[str, Any]], as_json: bool, dry_run: bool) -> None:
@@ -99,7 +124,9 @@ def _report(verb: str, rows: list[dict[str, Any]], as_json: bool, dry_run: bool)
     for r in rows:
         if dry_run:
             what = "would change" if r["changes"] else "already at"
-            click.echo(f"GPU {r['index']} ({r['uuid']}): {what} {r['from_w']:g} W -> {r['to_w']:g} W (allowed {r['min_w']:g}-{r['max_w']:g} W)")
+            click.echo(
+                f"GPU {r['index']} ({r['uuid']}): {what} {r['from_w']:g} W -> {r['to_w']:g} W (allowed {r['min_w']:g}-{r['max_w']:g} W)"
+            )
         else:
             click.echo(f"GPU {r['index']} ({r['uuid']}): {verb} {r['from_w']:g} W -> {r['enforced_w']:g} W (read back)")
     if dry_run:
@@ -112,11 +139,24 @@ def _report(verb: str, rows: list[dict[str, Any]], as_json: bool, dry_run: bool)
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 @click.option("--persist", is_flag=True, help="Also install a systemd unit that re-applies the limits at boot.")
 @click.option("--print", "print_only", is_flag=True, help="With --persist: print the unit, install nothing.")
-@click.option("--unit-dir", type=click.Path(path_type=Path, file_okay=False), default=None, help="Where the unit goes (default /etc/systemd/system).")
+@click.option(
+    "--unit-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the unit goes (default /etc/systemd/system).",
+)
 @state_option
 @json_option
-def set_(watts: float, gpu_refs: tuple[str, ...], dry_run: bool, persist: bool, print_only: bool,
-         unit_dir: Path | None, state_file: Path | None, as_json: bool) -> None:
+def set_(
+    watts: float,
+    gpu_refs: tuple[str, ...],
+    dry_run: bool,
+    persist: bool,
+    print_only: bool,
+    unit_dir: Path | None,
+    state_file: Path | None,
+    as_json: bool,
+) -> None:
     """Cap GPUs at WATTS: checked against each board's range, then read back.
 
     \b
@@ -132,7 +172,9 @@ def set_(watts: float, gpu_refs: tuple[str, ...], dry_run: bool, persist: bool, 
     with _session() as nvml:
         changes = pw.plan_set(pw.select(nvml.gpus(), gpu_refs), watts)
         if persist and print_only:
-            click.echo(persist_mod.render_unit([persist_mod.UnitLimit(c.uuid, round(c.to_w)) for c in changes]), nl=False)
+            click.echo(
+                persist_mod.render_unit([persist_mod.UnitLimit(c.uuid, round(c.to_w)) for c in changes]), nl=False
+            )
             return
         if dry_run:
             _report("set", pw.as_rows(changes), as_json, dry_run=True)
@@ -174,7 +216,13 @@ def reset(gpu_refs: tuple[str, ...], dry_run: bool, state_file: Path | None, as_
 
 
 @click.command()
-@click.option("-f", "--spec", "spec_path", type=click.Path(path_type=Path, dir_okay=False), help="Spec file (its port, paths and power policy).")
+@click.option(
+    "-f",
+    "--spec",
+    "spec_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Spec file (its port, paths and power policy).",
+)
 @json_option
 def doctor(spec_path: Path | None, as_json: bool) -> None:
     """Check the host: driver, GPUs, P2P, persistence, power, Docker, Compose, toolkit, disk, /dev/shm, port.

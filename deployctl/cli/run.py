@@ -10,7 +10,8 @@ import click
 from deployctl.cli.options import echo_json, json_option, load_spec, sim_fault_option, spec_options
 
 stack_dir_option = click.option(
-    "--stack-dir", type=click.Path(path_type=Path, file_okay=False),
+    "--stack-dir",
+    type=click.Path(path_type=Path, file_okay=False),
     help="The stack directory (default: stack_dir of ./deployctl.yaml, or ./deployctl-stack).",
 )
 
@@ -26,13 +27,20 @@ def _stack_dir(stack_dir: Path | None, spec_path: Path | None = None) -> Path:
 @click.command()
 @spec_options
 @click.option("--simulate", is_flag=True, help="Run the TGI-protocol simulator in place of the engine (no GPU needed).")
-@click.option("--timeout", type=float, help="Seconds to wait for /health (default: 60 simulated, minutes for real weights).")
+@click.option(
+    "--timeout", type=float, help="Seconds to wait for /health (default: 60 simulated, minutes for real weights)."
+)
 @click.option("--sim-base", help="Base image for building the simulator image if it is missing.")
 @click.option("--skip-power", is_flag=True, help="Start without applying the spec's power.limit_watts.")
 @sim_fault_option
 @json_option
 def up(
-    as_json: bool, simulate: bool, timeout: float | None, sim_base: str | None, faults: dict[str, str], skip_power: bool,
+    as_json: bool,
+    simulate: bool,
+    timeout: float | None,
+    sim_base: str | None,
+    faults: dict[str, str],
+    skip_power: bool,
     **kwargs: Any,
 ) -> None:
     """Plan, render and start the stack, then wait until the model answers.
@@ -56,7 +64,13 @@ def up(
 
         try:
             result = lifecycle.up(
-                spec, simulate=simulate, report=report, timeout_s=timeout, sim_base=sim_base, faults=faults, skip_power=skip_power
+                spec,
+                simulate=simulate,
+                report=report,
+                timeout_s=timeout,
+                sim_base=sim_base,
+                faults=faults,
+                skip_power=skip_power,
             )
         except lifecycle.UpFailed as exc:
             status.stop()
@@ -84,7 +98,10 @@ def _print_failure(console: Any, exc: Any) -> None:
     for d in exc.diagnoses:
         console.print(f"[bold red]likely cause:[/bold red] {d.cause}: {d.hint}", highlight=False)
     if exc.stack_dir:
-        console.print(f"the stack is left as it is for inspection: deployctl logs / deployctl down --stack-dir {exc.stack_dir}", highlight=False)
+        console.print(
+            f"the stack is left as it is for inspection: deployctl logs / deployctl down --stack-dir {exc.stack_dir}",
+            highlight=False,
+        )
 
 
 @click.command()
@@ -142,8 +159,12 @@ def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> Non
     # Docker's own healthcheck says "starting" until its first interval has passed.
     ok = answering and bool(services) and all(s.state == "running" and s.health != "unhealthy" for s in services)
     data = {
-        "project": stack.info.project, "endpoint": stack.info.endpoint, "simulate": stack.info.simulate,
-        "plan_hash": stack.info.plan_hash, "answering": answering, "ok": ok,
+        "project": stack.info.project,
+        "endpoint": stack.info.endpoint,
+        "simulate": stack.info.simulate,
+        "plan_hash": stack.info.plan_hash,
+        "answering": answering,
+        "ok": ok,
         "services": [s.as_dict() for s in services],
     }
     if as_json:
@@ -152,7 +173,9 @@ def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> Non
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"{stack.info.project}: {stack.info.endpoint} ({'answering' if answering else 'not answering'})")
+        table = Table(
+            title=f"{stack.info.project}: {stack.info.endpoint} ({'answering' if answering else 'not answering'})"
+        )
         for col in ("service", "state", "health", "uptime", "restarts", "image"):
             table.add_column(col)
         for s in services:

@@ -50,7 +50,9 @@ class UpResult:
 class UpFailed(DeployctlError):
     """The stack did not become healthy: carries the log tail and the likely causes."""
 
-    def __init__(self, reason: str, log_tail: str = "", diagnoses: list[Diagnosis] | None = None, stack_dir: str = "") -> None:
+    def __init__(
+        self, reason: str, log_tail: str = "", diagnoses: list[Diagnosis] | None = None, stack_dir: str = ""
+    ) -> None:
         self.log_tail = log_tail
         self.diagnoses = diagnoses or []
         self.stack_dir = stack_dir
@@ -113,7 +115,10 @@ def ensure_image(plan: Plan, simulate: bool, sim_base: str | None, report: Repor
             from deployctl.images.build import build_sim
 
             start = time.monotonic()
-            build_sim(sim_base, progress=lambda line: report(Progress("building simulator image", time.monotonic() - start, line)))
+            build_sim(
+                sim_base,
+                progress=lambda line: report(Progress("building simulator image", time.monotonic() - start, line)),
+            )
         return
     if not image_exists(plan.engine.image):
         raise InputError(
@@ -209,7 +214,9 @@ def up(
         stack.up()
     except ComposeError as exc:
         found = diagnose(exc.message)
-        raise UpFailed(reason=exc.message, log_tail=stack.logs(tail=30), diagnoses=found, stack_dir=str(stack.dir)) from None
+        raise UpFailed(
+            reason=exc.message, log_tail=stack.logs(tail=30), diagnoses=found, stack_dir=str(stack.dir)
+        ) from None
     limit = timeout_s if timeout_s is not None else stack.info.load_timeout_s
     seconds = wait_healthy(stack, limit, report, started)
     return UpResult(

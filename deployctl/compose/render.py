@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deployctl import __version__
+from deployctl import __version__, templating
 from deployctl.engines.simulator import SIM_IMAGE, fault_env, sim_env
 from deployctl.errors import InputError
 from deployctl.planner.types import Plan
@@ -38,7 +38,10 @@ class StackInfo:
             data = json.loads((stack_dir / "stack.json").read_text())
             return cls(**data)
         except FileNotFoundError:
-            raise InputError(f"{stack_dir} is not a deployctl stack (no stack.json)", "run `deployctl render` or `deployctl up` first") from None
+            raise InputError(
+                f"{stack_dir} is not a deployctl stack (no stack.json)",
+                "run `deployctl render` or `deployctl up` first",
+            ) from None
         except (OSError, ValueError, TypeError) as exc:
             raise InputError(f"{stack_dir}/stack.json is unreadable: {exc}") from None
 
@@ -105,19 +108,6 @@ def context(
     }
 
 
-def _templates() -> Any:
-    import jinja2
-
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("deployctl", "templates"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-
-
 def render(
     plan: Plan,
     simulate: bool = False,
@@ -128,10 +118,9 @@ def render(
     """Give the stack's files, byte for byte; the same input always gives the same bytes."""
     if plan.api_key and not api_key:
         raise InputError("the spec asks for an API key but none was resolved")
-    if api_key is not None and any(c in api_key for c in "'\n\r\\") :
+    if api_key is not None and any(c in api_key for c in "'\n\r\\"):
         raise InputError("the API key holds a quote, backslash or newline", "use letters, digits and -_.~+/=")
     ctx = context(plan, simulate, sim_image, api_key, faults)
-    env = _templates()
     info = StackInfo(
         project=plan.name,
         service=SERVICE,
@@ -141,8 +130,8 @@ def render(
         load_timeout_s=ctx["start_period"],
     )
     return {
-        "compose.yaml": env.get_template("compose.yaml.j2").render(ctx).encode(),
-        ".env": env.get_template("env.j2").render(ctx).encode(),
+        "compose.yaml": templating.render("compose.yaml.j2", **ctx).encode(),
+        ".env": templating.render("env.j2", **ctx).encode(),
         "plan.json": plan.canonical_json().encode(),
         "stack.json": (json.dumps(info.__dict__, indent=2, sort_keys=True) + "\n").encode(),
     }
@@ -161,7 +150,9 @@ def write_stack(files: dict[str, bytes], stack_dir: Path) -> Path:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{stack_dir.name}.new-", dir=parent))
     except OSError as exc:
-        raise InputError(f"stack_dir {stack_dir}: cannot write there: {exc.strerror}", "choose a writable directory") from None
+        raise InputError(
+            f"stack_dir {stack_dir}: cannot write there: {exc.strerror}", "choose a writable directory"
+        ) from None
     try:
         for name, data in files.items():
             mode = 0o600 if name == ".env" else 0o644

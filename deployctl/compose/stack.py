@@ -45,7 +45,15 @@ class Stack:
 
     # -- running docker compose ------------------------------------------------------------------
     def _cmd(self, *args: str) -> list[str]:
-        return [docker_binary(), "compose", "--project-directory", str(self.dir), "-f", str(self.dir / "compose.yaml"), *args]
+        return [
+            docker_binary(),
+            "compose",
+            "--project-directory",
+            str(self.dir),
+            "-f",
+            str(self.dir / "compose.yaml"),
+            *args,
+        ]
 
     def run(self, *args: str, timeout: float | None = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run `docker compose ARGS` and give its result; a failure raises ComposeError with its output."""
@@ -58,7 +66,9 @@ class Stack:
         if check and done.returncode != 0:
             lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
             if any("is not a docker command" in line or "unknown command" in line for line in lines):
-                raise EnvironmentProblem("Docker Compose v2 is missing", "install the docker-compose-plugin (docker compose version)")
+                raise EnvironmentProblem(
+                    "Docker Compose v2 is missing", "install the docker-compose-plugin (docker compose version)"
+                )
             if any("Cannot connect to the Docker daemon" in line for line in lines):
                 raise EnvironmentProblem("the Docker engine is not reachable", "start it (systemctl start docker)")
             raise ComposeError(f"docker compose {args[0]} failed: {' | '.join(lines[-3:]) or 'no output'}")
@@ -118,7 +128,12 @@ class Stack:
 
     def follow_logs(self, tail: int = 50) -> Iterator[str]:
         """Yield log lines as they come (until the stack stops or the caller stops reading)."""
-        proc = subprocess.Popen(self._cmd("logs", "--no-color", "--follow", "--tail", str(tail)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            self._cmd("logs", "--no-color", "--follow", "--tail", str(tail)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             assert proc.stdout is not None
             yield from (line.rstrip("\n") for line in proc.stdout)

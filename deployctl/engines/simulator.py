@@ -25,9 +25,9 @@ def sim_env(plan: Plan) -> dict[str, str]:
 
 # `--sim-fault NAME=VALUE`: rehearse failures (and test them) without touching the engine.
 FAULTS = {
-    "crash-after": "SIM_CRASH_AFTER",      # exit after N generation requests (the restart policy brings it back)
+    "crash-after": "SIM_CRASH_AFTER",  # exit after N generation requests (the restart policy brings it back)
     "never-healthy": "SIM_NEVER_HEALTHY",  # /health answers 503 for ever
-    "load-seconds": "SIM_LOAD_SECONDS",    # a slow start
+    "load-seconds": "SIM_LOAD_SECONDS",  # a slow start
     "ttft-base-ms": "SIM_TTFT_BASE_MS",
     "itl-ms": "SIM_ITL_MS",
 }

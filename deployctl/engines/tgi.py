@@ -9,9 +9,17 @@ HEALTH_PATH = "/health"
 MODEL_ROOT = "/data/models"
 # Every flag deployctl passes; tests check each against TGI's launcher (shared/tgi/launcher-flags.md).
 FLAGS = (
-    "--model-id", "--revision", "--quantize", "--num-shard", "--max-input-tokens",
-    "--max-total-tokens", "--max-batch-prefill-tokens", "--max-concurrent-requests",
-    "--cuda-memory-fraction", "--api-key", "--hostname",
+    "--model-id",
+    "--revision",
+    "--quantize",
+    "--num-shard",
+    "--max-input-tokens",
+    "--max-total-tokens",
+    "--max-batch-prefill-tokens",
+    "--max-concurrent-requests",
+    "--cuda-memory-fraction",
+    "--api-key",
+    "--hostname",
 )
 
 
@@ -37,11 +45,16 @@ def engine_config(
     if quantize != "none":
         args += ["--quantize", quantize]
     args += [
-        "--num-shard", str(num_shard),
-        "--max-input-tokens", str(limits.max_input_tokens),
-        "--max-total-tokens", str(limits.max_total_tokens),
-        "--max-batch-prefill-tokens", str(limits.max_batch_prefill_tokens),
-        "--max-concurrent-requests", str(limits.max_concurrent_requests),
+        "--num-shard",
+        str(num_shard),
+        "--max-input-tokens",
+        str(limits.max_input_tokens),
+        "--max-total-tokens",
+        str(limits.max_total_tokens),
+        "--max-batch-prefill-tokens",
+        str(limits.max_batch_prefill_tokens),
+        "--max-concurrent-requests",
+        str(limits.max_concurrent_requests),
     ]
     if cuda_memory_fraction is not None:
         args += ["--cuda-memory-fraction", f"{cuda_memory_fraction:.2f}"]

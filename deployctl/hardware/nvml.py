@@ -56,7 +56,9 @@ def _translate(lib: Any, exc: Exception, what: str) -> NvmlError:
     if is_("NVMLError_NotSupported"):
         return NotSupported(f"{what}: not supported on this board or driver")
     if is_("NVMLError_GpuIsLost"):
-        return GpuLost(f"{what}: the GPU has fallen off the bus", "check `dmesg` for Xid errors; the host needs a reboot")
+        return GpuLost(
+            f"{what}: the GPU has fallen off the bus", "check `dmesg` for Xid errors; the host needs a reboot"
+        )
     return NvmlError(f"{what}: NVML error: {exc}")
 
 
@@ -118,12 +120,18 @@ class Nvml:
         h = self._handle(index)
         lib = self.lib
         where = f"GPU {index}"
-        constraints = self._optional(lib.nvmlDeviceGetPowerManagementLimitConstraints, h, what=f"{where} power constraints")
+        constraints = self._optional(
+            lib.nvmlDeviceGetPowerManagementLimitConstraints, h, what=f"{where} power constraints"
+        )
         mw = {
             "draw_w": self._optional(lib.nvmlDeviceGetPowerUsage, h, what=f"{where} power draw"),
             "limit_w": self._optional(lib.nvmlDeviceGetPowerManagementLimit, h, what=f"{where} power limit"),
-            "default_limit_w": self._optional(lib.nvmlDeviceGetPowerManagementDefaultLimit, h, what=f"{where} default power limit"),
-            "enforced_limit_w": self._optional(lib.nvmlDeviceGetEnforcedPowerLimit, h, what=f"{where} enforced power limit"),
+            "default_limit_w": self._optional(
+                lib.nvmlDeviceGetPowerManagementDefaultLimit, h, what=f"{where} default power limit"
+            ),
+            "enforced_limit_w": self._optional(
+                lib.nvmlDeviceGetEnforcedPowerLimit, h, what=f"{where} enforced power limit"
+            ),
             "min_limit_w": constraints[0] if constraints else None,
             "max_limit_w": constraints[1] if constraints else None,
         }
@@ -156,7 +164,13 @@ class Nvml:
     def p2p_ok(self, a: int, b: int) -> bool:
         """Give whether GPUs a and b can read each other's memory peer-to-peer."""
         lib = self.lib
-        status = self._optional(lib.nvmlDeviceGetP2PStatus, self._handle(a), self._handle(b), lib.NVML_P2P_CAPS_INDEX_READ, what=f"P2P {a}<->{b}")
+        status = self._optional(
+            lib.nvmlDeviceGetP2PStatus,
+            self._handle(a),
+            self._handle(b),
+            lib.NVML_P2P_CAPS_INDEX_READ,
+            what=f"P2P {a}<->{b}",
+        )
         return status == lib.NVML_P2P_STATUS_OK
 
     def gpus(self) -> list[Gpu]:
@@ -186,12 +200,19 @@ class Nvml:
     def set_power_limit(self, index: int, watts: float) -> None:
         """Ask NVML for a new limit; the caller must read the enforced limit back (see power.py)."""
         # The v1 setter: nvmlDeviceSetPowerManagementLimit_v2 in nvidia-ml-py drops NVML's return code.
-        self._call(self.lib.nvmlDeviceSetPowerManagementLimit, self._handle(index), round(watts * 1000), what=f"GPU {index}: set power limit")
+        self._call(
+            self.lib.nvmlDeviceSetPowerManagementLimit,
+            self._handle(index),
+            round(watts * 1000),
+            what=f"GPU {index}: set power limit",
+        )
 
     def set_persistence_mode(self, index: int, enabled: bool) -> None:
         lib = self.lib
         mode = lib.NVML_FEATURE_ENABLED if enabled else lib.NVML_FEATURE_DISABLED
-        self._call(lib.nvmlDeviceSetPersistenceMode, self._handle(index), mode, what=f"GPU {index}: set persistence mode")
+        self._call(
+            lib.nvmlDeviceSetPersistenceMode, self._handle(index), mode, what=f"GPU {index}: set persistence mode"
+        )
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from deployctl import __version__
+from deployctl import __version__, templating
 from deployctl.errors import DeployctlError, EnvironmentProblem
 
 UNIT_NAME = "deployctl-power.service"
@@ -23,16 +23,13 @@ class UnitLimit:
 
 def render_unit(limits: list[UnitLimit], nvidia_smi: str = "/usr/bin/nvidia-smi") -> str:
     """Give the unit file's text; the same limits always give the same bytes."""
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("deployctl", "templates"), undefined=jinja2.StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-    )
     ordered = sorted(limits, key=lambda g: g.uuid)
-    summary = ", ".join(sorted({f"{g.watts} W" for g in ordered})) + f" on {len(ordered)} GPU{'s' if len(ordered) != 1 else ''}"
-    return env.get_template("systemd/deployctl-power.service.j2").render(
-        version=__version__, gpus=ordered, nvidia_smi=nvidia_smi, summary=summary
+    summary = (
+        ", ".join(sorted({f"{g.watts} W" for g in ordered}))
+        + f" on {len(ordered)} GPU{'s' if len(ordered) != 1 else ''}"
+    )
+    return templating.render(
+        "systemd/deployctl-power.service.j2", version=__version__, gpus=ordered, nvidia_smi=nvidia_smi, summary=summary
     )
 
 
@@ -40,7 +37,9 @@ def install(text: str, unit_dir: Path = UNIT_DIR) -> Path:
     """Write the unit (atomically), reload systemd and enable it; give its path."""
     systemctl = os.environ.get("DEPLOYCTL_SYSTEMCTL") or shutil.which("systemctl")
     if not systemctl:
-        raise EnvironmentProblem("systemctl not found: this host does not run systemd", "use --persist --print and install the unit by hand")
+        raise EnvironmentProblem(
+            "systemctl not found: this host does not run systemd", "use --persist --print and install the unit by hand"
+        )
     path = unit_dir / UNIT_NAME
     tmp = path.with_name(f".{UNIT_NAME}.tmp")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -56,7 +57,9 @@ def select(gpus: list[Gpu], refs: tuple[str, ...]) -> list[Gpu]:
     for ref in refs:
         match = [g for g in gpus if ref == g.uuid or (ref.isdigit() and int(ref) == g.index)]
         if not match:
-            raise InputError(f"--gpu {ref}: no such GPU", f"GPUs here: {', '.join(f'{g.index} ({g.uuid})' for g in gpus) or 'none'}")
+            raise InputError(
+                f"--gpu {ref}: no such GPU", f"GPUs here: {', '.join(f'{g.index} ({g.uuid})' for g in gpus) or 'none'}"
+            )
         chosen += [g for g in match if g not in chosen]
     return chosen
 
@@ -69,7 +72,9 @@ def plan_set(gpus: list[Gpu], watts: float) -> list[Change]:
     for g in gpus:
         p = g.power
         if p.min_limit_w is None or p.max_limit_w is None or p.enforced_limit_w is None:
-            raise PowerError(f"GPU {g.index} ({g.name}) does not report its power limits", "this board cannot be capped")
+            raise PowerError(
+                f"GPU {g.index} ({g.name}) does not report its power limits", "this board cannot be capped"
+            )
         if not p.min_limit_w <= watts <= p.max_limit_w:
             raise InputError(
                 f"{watts:g} W is outside GPU {g.index}'s allowed range of {p.min_limit_w:g}-{p.max_limit_w:g} W",
@@ -103,7 +108,9 @@ def write_state(path: Path, gpus: dict[str, dict[str, Any]]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        raise PowerError(f"cannot write the power state {path}: {exc.strerror}", "run as root, or set DEPLOYCTL_STATE_DIR") from None
+        raise PowerError(
+            f"cannot write the power state {path}: {exc.strerror}", "run as root, or set DEPLOYCTL_STATE_DIR"
+        ) from None
 
 
 # -- setting ------------------------------------------------------------------------------------------
@@ -124,7 +131,9 @@ def apply(nvml: Nvml, changes: list[Change], state: Path) -> list[Applied]:
     If one GPU fails, the GPUs already changed in this call go back to where they were.
     """
     recorded = read_state(state)
-    fresh = {c.uuid: {"index": c.index, "name": c.name, "original_w": c.from_w} for c in changes if c.uuid not in recorded}
+    fresh = {
+        c.uuid: {"index": c.index, "name": c.name, "original_w": c.from_w} for c in changes if c.uuid not in recorded
+    }
     if fresh:
         write_state(state, {**recorded, **fresh})
     done: list[Applied] = []
@@ -134,10 +143,8 @@ def apply(nvml: Nvml, changes: list[Change], state: Path) -> list[Applied]:
             done.append(Applied(c, _set_and_verify(nvml, index, c.to_w)))
     except DeployctlError:
         for a in reversed(done):
-            try:
+            with contextlib.suppress(DeployctlError):
                 nvml.set_power_limit(nvml.index_of(a.change.uuid), a.change.from_w)
-            except DeployctlError:
-                pass
         raise
     return done
 
@@ -151,7 +158,9 @@ def plan_reset(gpus: list[Gpu], state: Path) -> list[Change]:
         target = recorded.get(g.uuid, {}).get("original_w", p.default_limit_w)
         if target is None or p.enforced_limit_w is None:
             raise PowerError(f"GPU {g.index} ({g.name}) does not report its power limits")
-        changes.append(Change(g.index, g.uuid, g.name, p.enforced_limit_w, float(target), p.min_limit_w or 0, p.max_limit_w or 0))
+        changes.append(
+            Change(g.index, g.uuid, g.name, p.enforced_limit_w, float(target), p.min_limit_w or 0, p.max_limit_w or 0)
+        )
     return changes
 
 

@@ -35,7 +35,9 @@ class BuiltImage:
 def build_debian_base(tag: str = DEBIAN_BASE, suite: str = "bookworm", progress: Progress | None = None) -> BuiltImage:
     """Give a base image built from Debian packages with mmdebstrap and `docker import`."""
     if not shutil.which("mmdebstrap"):
-        raise EnvironmentProblem("mmdebstrap is not installed", "apt-get install mmdebstrap, or pass --base-image IMAGE")
+        raise EnvironmentProblem(
+            "mmdebstrap is not installed", "apt-get install mmdebstrap, or pass --base-image IMAGE"
+        )
     with tempfile.TemporaryDirectory(prefix="deployctl-base-") as tmp:
         rootfs = Path(tmp) / "rootfs.tar"
         cmd = ["mmdebstrap", "--variant=apt", f"--include={','.join(DEBIAN_PACKAGES)}", suite, str(rootfs)]

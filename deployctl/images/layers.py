@@ -66,7 +66,10 @@ class ImageScan:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "image": self.image, "image_id": self.image_id, "size": self.size, "wasted": self.wasted,
+            "image": self.image,
+            "image_id": self.image_id,
+            "size": self.size,
+            "wasted": self.wasted,
             "layers": [layer.__dict__ for layer in self.layers],
             "largest_dirs": [{"path": p, "bytes": n} for p, n in self.largest_dirs()],
         }
@@ -84,7 +87,7 @@ def read_layer(stream: IO[bytes]) -> LayerFiles:
             if base == OPAQUE:
                 out.opaque.add(parent)
             elif base.startswith(WHITEOUT):
-                out.deleted.add(posixpath.join(parent, base[len(WHITEOUT):]))
+                out.deleted.add(posixpath.join(parent, base[len(WHITEOUT) :]))
             elif m.isreg():
                 out.files[path] = m.size
             elif m.issym():
@@ -145,7 +148,7 @@ def scan(image_name: str) -> ImageScan:
     contents: dict[str, LayerFiles] = {}
     small: dict[str, bytes] = {}
     stream = _IterStream(client().api.get_image(image.id, chunk_size=4 * 1024 * 1024))
-    with tarfile.open(fileobj=stream, mode="r|") as outer:
+    with tarfile.open(fileobj=stream, mode="r|") as outer:  # type: ignore[call-overload]  # a read()-able stream
         for name, f, data in _save_members(outer):
             if data is not None:
                 small[name] = data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 import uuid
@@ -15,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deployctl import __version__
+from deployctl import __version__, templating
 from deployctl.errors import DeployctlError, InputError
 from deployctl.images.layers import ImageScan, scan
 
@@ -71,7 +72,9 @@ def load_profile(name_or_path: str) -> Profile:
         text = resources.files("deployctl").joinpath(f"images/profiles/{name_or_path}.yaml").read_text()
         where = name_or_path
     else:
-        raise InputError(f"slim profile {name_or_path!r} is unknown", f"built in: {', '.join(builtin_profiles())}, or a .yaml path")
+        raise InputError(
+            f"slim profile {name_or_path!r} is unknown", f"built in: {', '.join(builtin_profiles())}, or a .yaml path"
+        )
     try:
         return Profile.model_validate(yaml.safe_load(text))
     except (yaml.YAMLError, ValidationError) as exc:
@@ -137,8 +140,15 @@ class SlimPlan:
         return sorted({r for g in self.groups for r in g.roots})
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "profile": self.profile, "size_before": self.size_before, "removed_bytes": self.bytes,
-                "groups": [{k: v for k, v in g.__dict__.items() if k != "roots"} | {"paths": len(g.roots)} for g in self.groups]}
+        return {
+            "source": self.source,
+            "profile": self.profile,
+            "size_before": self.size_before,
+            "removed_bytes": self.bytes,
+            "groups": [
+                {k: v for k, v in g.__dict__.items() if k != "roots"} | {"paths": len(g.roots)} for g in self.groups
+            ],
+        }
 
 
 def plan(image: ImageScan, profile: Profile) -> SlimPlan:
@@ -177,18 +187,19 @@ def _env_value(value: str) -> str:
 
 def dockerfile(source: str, profile: str, config: dict[str, Any]) -> str:
     """Give the slim Dockerfile: remove in a stage, copy the result into one layer, keep the configuration."""
-    import jinja2
-
-    env = jinja2.Environment(loader=jinja2.PackageLoader("deployctl", "templates"), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     pairs = [item.split("=", 1) for item in config.get("Env") or []]
-    return env.get_template("slim.Dockerfile.j2").render(
-        version=__version__, source=source, profile=profile,
+    return templating.render(
+        "slim.Dockerfile.j2",
+        version=__version__,
+        source=source,
+        profile=profile,
         env=[(k, _env_value(v)) for k, v in pairs],
-        workdir=config.get("WorkingDir") or None, user=config.get("User") or None,
+        workdir=config.get("WorkingDir") or None,
+        user=config.get("User") or None,
         exposed=sorted((config.get("ExposedPorts") or {}).keys()),
         labels=sorted((config.get("Labels") or {}).items()),
-        entrypoint=config.get("Entrypoint"), cmd=config.get("Cmd"),
+        entrypoint=config.get("Entrypoint"),
+        cmd=config.get("Cmd"),
     )
 
 
@@ -202,8 +213,14 @@ class SlimResult:
     dry_run: bool
 
     def as_dict(self) -> dict[str, Any]:
-        return {"tag": self.tag, "image_id": self.image_id, "size_after": self.size_after, "dry_run": self.dry_run,
-                "checks": [{"name": n, "ok": ok, "output": out} for n, ok, out in self.checks], **self.plan.as_dict()}
+        return {
+            "tag": self.tag,
+            "image_id": self.image_id,
+            "size_after": self.size_after,
+            "dry_run": self.dry_run,
+            "checks": [{"name": n, "ok": ok, "output": out} for n, ok, out in self.checks],
+            **self.plan.as_dict(),
+        }
 
 
 class VerificationFailed(DeployctlError):
@@ -217,8 +234,15 @@ def run_check(image_id: str, check: Check, timeout: int = 120) -> tuple[bool, st
     from deployctl.docker_engine import client
 
     try:
-        out = client().containers.run(image_id, command=check.command[1:], entrypoint=[check.command[0]], remove=True,
-                                      network_disabled=True, stdout=True, stderr=True)
+        out = client().containers.run(
+            image_id,
+            command=check.command[1:],
+            entrypoint=[check.command[0]],
+            remove=True,
+            network_disabled=True,
+            stdout=True,
+            stderr=True,
+        )
         return True, out.decode(errors="replace").strip()[-300:]
     except ContainerError as exc:
         detail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
@@ -227,7 +251,9 @@ def run_check(image_id: str, check: Check, timeout: int = 120) -> tuple[bool, st
         return False, str(exc).splitlines()[0][:300]
 
 
-def slim(source: str, profile_name: str, tag: str, dry_run: bool = False, progress: Progress | None = None) -> SlimResult:
+def slim(
+    source: str, profile_name: str, tag: str, dry_run: bool = False, progress: Progress | None = None
+) -> SlimResult:
     """Slim `source` by the profile; tag the result `tag` only if every verification passes."""
     from deployctl.docker_engine import client
     from deployctl.images.build import build
@@ -274,7 +300,5 @@ def _remove(temporary: str, keep_image: bool) -> None:
 
     from deployctl.docker_engine import client
 
-    try:
+    with contextlib.suppress(DockerException):
         client().images.remove(temporary, noprune=keep_image)
-    except DockerException:
-        pass

@@ -62,9 +62,16 @@ def _budgets(model: ModelFacts, gpus: list[Gpu], prefill_tokens: int) -> list[Gp
         tokens = max(0, left) // per_token
         out.append(
             GpuBudget(
-                index=g.index, uuid=g.uuid, name=g.name, total=g.memory_total, used_by_others=others,
-                runtime_reserve=reserve, weights=weights, prefill_reserve=prefill,
-                kv_cache=tokens * per_token, kv_tokens=tokens,
+                index=g.index,
+                uuid=g.uuid,
+                name=g.name,
+                total=g.memory_total,
+                used_by_others=others,
+                runtime_reserve=reserve,
+                weights=weights,
+                prefill_reserve=prefill,
+                kv_cache=tokens * per_token,
+                kv_tokens=tokens,
             )
         )
     return out
@@ -107,7 +114,9 @@ def _largest_fit(model: ModelFacts, gpus: list[Gpu], spec: DeploymentSpec, ceili
 
 
 def _profile_gpus(template: Gpu, count: int) -> list[Gpu]:
-    return [template.model_copy(update={"index": i, "uuid": f"{template.uuid}#{i}", "memory_used": 0}) for i in range(count)]
+    return [
+        template.model_copy(update={"index": i, "uuid": f"{template.uuid}#{i}", "memory_used": 0}) for i in range(count)
+    ]
 
 
 def _what_would_fit(model: ModelFacts, gpus: list[Gpu], host: Host, spec: DeploymentSpec, wanted: int) -> str:
@@ -133,7 +142,9 @@ def _what_would_fit(model: ModelFacts, gpus: list[Gpu], host: Host, spec: Deploy
             ways.append(f"{more} GPUs fit it (use --gpus {more}, max_total_tokens {fit.limits.max_total_tokens})")
             break
     if not ways:
-        usable = sum(g.memory_total - memory.runtime_reserve(g.memory_total, limit) for g in _profile_gpus(gpus[0], limit))
+        usable = sum(
+            g.memory_total - memory.runtime_reserve(g.memory_total, limit) for g in _profile_gpus(gpus[0], limit)
+        )
         # Keep a quarter for activations and KV cache; 4-bit GPTQ weighs ~0.52 bytes a parameter.
         params = usable * 0.75 / 0.52 / 1e9
         ways.append(f"a smaller model: about {params:.0f}B parameters at 4 bit fit on {limit} x {gpus[0].name}")
@@ -145,7 +156,9 @@ def _why(spec: DeploymentSpec, model: ModelFacts, limits: ChosenLimits, shrunk: 
     if spec.limits.max_total_tokens:
         reasons.append(f"max_total_tokens {limits.max_total_tokens}: from the spec")
     elif shrunk:
-        reasons.append(f"max_total_tokens {limits.max_total_tokens}: the largest that leaves the KV cache room for one full request")
+        reasons.append(
+            f"max_total_tokens {limits.max_total_tokens}: the largest that leaves the KV cache room for one full request"
+        )
     else:
         reasons.append(
             f"max_total_tokens {limits.max_total_tokens}: the model's context ({model.context_length}) capped at {DEFAULT_MAX_TOTAL}"
@@ -167,10 +180,14 @@ def plan(spec: DeploymentSpec, model: ModelFacts, host: Host, simulate: bool = F
     gpus = _select(spec, host)
     n = len(gpus)
     if model.num_heads % n:
-        raise InputError(f"{model.name}: {model.num_heads} attention heads cannot be split over {n} GPUs", "use 1, 2 or 4 GPUs")
+        raise InputError(
+            f"{model.name}: {model.num_heads} attention heads cannot be split over {n} GPUs", "use 1, 2 or 4 GPUs"
+        )
     wanted = spec.limits.max_total_tokens or min(model.context_length, DEFAULT_MAX_TOTAL)
     if spec.limits.max_total_tokens and wanted > model.context_length:
-        raise InputError(f"limits.max_total_tokens: {wanted} is beyond the model's context of {model.context_length} tokens")
+        raise InputError(
+            f"limits.max_total_tokens: {wanted} is beyond the model's context of {model.context_length} tokens"
+        )
     fit = _try(model, gpus, spec, wanted)
     shrunk = False
     if fit is None and not spec.limits.max_total_tokens:
@@ -179,7 +196,8 @@ def plan(spec: DeploymentSpec, model: ModelFacts, host: Host, simulate: bool = F
     if fit is None:
         budget = _budgets(model, gpus, _limits_for(wanted, spec, 0)[2])[0]
         what = (
-            f"weights {gib(budget.weights)} per GPU" if budget.weights + budget.runtime_reserve > budget.total - budget.used_by_others
+            f"weights {gib(budget.weights)} per GPU"
+            if budget.weights + budget.runtime_reserve > budget.total - budget.used_by_others
             else f"{gib(budget.weights)} of weights per GPU leave room for {budget.kv_tokens} KV tokens, {wanted} needed"
         )
         raise PlanRefused(
@@ -203,7 +221,9 @@ def _assemble(spec: DeploymentSpec, model: ModelFacts, host: Host, gpus: list[Gp
     if others:
         total = min(b.total for b in fit.budgets)
         fraction = int((total - others) / total * 100) / 100
-        warnings.append(f"another process holds {gib(others)} on a chosen GPU: TGI is limited to {fraction:.2f} of memory")
+        warnings.append(
+            f"another process holds {gib(others)} on a chosen GPU: TGI is limited to {fraction:.2f} of memory"
+        )
     if n > 1 and not host.p2p:
         warnings.append("no peer-to-peer between the GPUs: NCCL goes through host memory (NCCL_P2P_DISABLE=1)")
     if model.weight_bytes_source == "estimate" and model.path is not None:

@@ -30,7 +30,14 @@ class GpuBudget(_Frozen):
 
     @property
     def free(self) -> int:
-        return self.total - self.used_by_others - self.runtime_reserve - self.weights - self.prefill_reserve - self.kv_cache
+        return (
+            self.total
+            - self.used_by_others
+            - self.runtime_reserve
+            - self.weights
+            - self.prefill_reserve
+            - self.kv_cache
+        )
 
 
 class ChosenLimits(_Frozen):

@@ -88,10 +88,16 @@ def run(config: BenchConfig, tick: Callable[[str, int, int], None] | None = None
     """Run every load level in turn and give the result."""
     info = _info(config.endpoint, config.api_key)
     if info is None:
-        raise DeployctlError(f"nothing answers at {config.endpoint}/info", "start the stack (deployctl up) or pass --endpoint")
+        raise DeployctlError(
+            f"nothing answers at {config.endpoint}/info", "start the stack (deployctl up) or pass --endpoint"
+        )
     workload = load.Workload(
-        endpoint=config.endpoint, prompt_tokens=config.prompt_tokens, output_tokens=config.output_tokens,
-        api=config.api, seed=config.seed, api_key=config.api_key,
+        endpoint=config.endpoint,
+        prompt_tokens=config.prompt_tokens,
+        output_tokens=config.output_tokens,
+        api=config.api,
+        seed=config.seed,
+        api_key=config.api_key,
     )
     levels: list[LevelStats] = []
     note = ""
@@ -104,7 +110,9 @@ def run(config: BenchConfig, tick: Callable[[str, int, int], None] | None = None
                 tick(label, n, config.requests + config.warmup)
 
         if config.mode == "closed":
-            results, span, note = asyncio.run(load.closed_loop(workload, int(value), config.requests, config.warmup, progress))
+            results, span, note = asyncio.run(
+                load.closed_loop(workload, int(value), config.requests, config.warmup, progress)
+            )
         else:
             results, span, note = asyncio.run(load.open_loop(workload, value, config.requests, config.warmup, progress))
         levels.append(summarize(config.mode, value, results, span, config.slo))
@@ -113,16 +121,41 @@ def run(config: BenchConfig, tick: Callable[[str, int, int], None] | None = None
     cfg = asdict(config)
     cfg.pop("api_key")
     return BenchResult(
-        deployctl_version=__version__, started_at=started, config=cfg, info=info, prompt_tokens_source=note,
-        levels=levels, max_qps_under_slo=qps, max_qps_level=best.load if best else None,
+        deployctl_version=__version__,
+        started_at=started,
+        config=cfg,
+        info=info,
+        prompt_tokens_source=note,
+        levels=levels,
+        max_qps_under_slo=qps,
+        max_qps_level=best.load if best else None,
         cost_per_qps=(config.cost / qps) if (config.cost and qps) else None,
     )
 
 
 CSV_FIELDS = [
-    "mode", "load", "requests", "completed", "requests_per_s", "output_tokens_per_s", "goodput_rps",
-    "ttft_ms_p50", "ttft_ms_p90", "ttft_ms_p99", "ttft_ms_mean", "itl_ms_p50", "itl_ms_p90", "itl_ms_p99",
-    "tpot_ms_p50", "tpot_ms_p90", "e2e_ms_p50", "e2e_ms_p90", "e2e_ms_p99", "send_lag_ms_p99", "errors", "meets_slo",
+    "mode",
+    "load",
+    "requests",
+    "completed",
+    "requests_per_s",
+    "output_tokens_per_s",
+    "goodput_rps",
+    "ttft_ms_p50",
+    "ttft_ms_p90",
+    "ttft_ms_p99",
+    "ttft_ms_mean",
+    "itl_ms_p50",
+    "itl_ms_p90",
+    "itl_ms_p99",
+    "tpot_ms_p50",
+    "tpot_ms_p90",
+    "e2e_ms_p50",
+    "e2e_ms_p90",
+    "e2e_ms_p99",
+    "send_lag_ms_p99",
+    "errors",
+    "meets_slo",
 ]
 
 
@@ -161,8 +194,10 @@ def plot(result: BenchResult, latency_png: Path, throughput_png: Path) -> None:
     title = f"{(result.info or {}).get('model_id', 'model')} — {result.config['prompt_tokens']} in / {result.config['output_tokens']} out tokens"
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    for ax, metric, name, target in ((axes[0], "ttft_ms", "Time to first token", slo.get("ttft_ms")),
-                                     (axes[1], "itl_ms", "Inter-token latency", slo.get("itl_ms"))):
+    for ax, metric, name, target in (
+        (axes[0], "ttft_ms", "Time to first token", slo.get("ttft_ms")),
+        (axes[1], "itl_ms", "Inter-token latency", slo.get("itl_ms")),
+    ):
         for p, style in (("p50", "o-"), ("p90", "s--"), ("p99", "^:")):
             ys = [getattr(lv, metric).get(p) for lv in result.levels]
             ax.plot(xs, [y if y is not None else float("nan") for y in ys], style, label=p)
@@ -185,7 +220,13 @@ def plot(result: BenchResult, latency_png: Path, throughput_png: Path) -> None:
     left.set_ylabel("tokens/s")
     right.plot(xs, [lv.requests_per_s for lv in result.levels], "s-", color="tab:green", label="completed requests/s")
     if any(lv.goodput_rps is not None for lv in result.levels):
-        right.plot(xs, [lv.goodput_rps or 0 for lv in result.levels], "^--", color="tab:orange", label="goodput: requests meeting the SLO/s")
+        right.plot(
+            xs,
+            [lv.goodput_rps or 0 for lv in result.levels],
+            "^--",
+            color="tab:orange",
+            label="goodput: requests meeting the SLO/s",
+        )
     if mode == "open":
         right.plot(xs, xs, ":", color="grey", label="offered load")
     best = result.max_qps_under_slo
@@ -209,8 +250,10 @@ def write(result: BenchResult, out_dir: Path, stem: str = "bench") -> dict[str, 
     """Write JSON, CSV and the two PNGs; give their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
-        "json": out_dir / f"{stem}.json", "csv": out_dir / f"{stem}.csv",
-        "latency_png": out_dir / f"{stem}-latency.png", "throughput_png": out_dir / f"{stem}-throughput.png",
+        "json": out_dir / f"{stem}.json",
+        "csv": out_dir / f"{stem}.csv",
+        "latency_png": out_dir / f"{stem}-latency.png",
+        "throughput_png": out_dir / f"{stem}-throughput.png",
     }
     paths["json"].write_text(json.dumps(result.as_dict(), indent=2, sort_keys=True) + "\n")
     paths["csv"].write_text(to_csv(result))
@@ -230,6 +273,7 @@ def read(path: Path) -> dict[str, Any]:
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """Give rows (metric, A, B, B/A) comparing two runs, per load level both have, and overall."""
+
     def fmt(v: Any, unit: str = "") -> str:
         return "-" if v is None else f"{v:.2f}{unit}" if isinstance(v, float) else f"{v}{unit}"
 
@@ -237,19 +281,35 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str, s
         return f"{y / x:.2f}x" if isinstance(x, int | float) and isinstance(y, int | float) and x else "-"
 
     rows = [("model", str((a.get("info") or {}).get("model_id")), str((b.get("info") or {}).get("model_id")), "")]
-    rows.append(("max QPS under SLO", fmt(a.get("max_qps_under_slo")), fmt(b.get("max_qps_under_slo")),
-                 ratio(a.get("max_qps_under_slo"), b.get("max_qps_under_slo"))))
+    rows.append(
+        (
+            "max QPS under SLO",
+            fmt(a.get("max_qps_under_slo")),
+            fmt(b.get("max_qps_under_slo")),
+            ratio(a.get("max_qps_under_slo"), b.get("max_qps_under_slo")),
+        )
+    )
     cur = a["config"].get("currency") or b["config"].get("currency") or ""
-    rows.append((f"cost per QPS {cur}".strip(), fmt(a.get("cost_per_qps")), fmt(b.get("cost_per_qps")),
-                 ratio(a.get("cost_per_qps"), b.get("cost_per_qps"))))
+    rows.append(
+        (
+            f"cost per QPS {cur}".strip(),
+            fmt(a.get("cost_per_qps")),
+            fmt(b.get("cost_per_qps")),
+            ratio(a.get("cost_per_qps"), b.get("cost_per_qps")),
+        )
+    )
     by_load_b = {lv["load"]: lv for lv in b["levels"]}
     for la in a["levels"]:
         lb = by_load_b.get(la["load"])
         if lb is None:
             continue
         tag = f"@{la['load']:g}"
-        for label, key, p in (("TTFT p50 ms", "ttft_ms", "p50"), ("TTFT p90 ms", "ttft_ms", "p90"),
-                              ("ITL p50 ms", "itl_ms", "p50"), ("ITL p90 ms", "itl_ms", "p90")):
+        for label, key, p in (
+            ("TTFT p50 ms", "ttft_ms", "p50"),
+            ("TTFT p90 ms", "ttft_ms", "p90"),
+            ("ITL p50 ms", "itl_ms", "p50"),
+            ("ITL p90 ms", "itl_ms", "p90"),
+        ):
             x, y = la[key][p], lb[key][p]
             rows.append((f"{label} {tag}", fmt(x), fmt(y), ratio(x, y)))
         for label, key in (("output tok/s", "output_tokens_per_s"), ("requests/s", "requests_per_s")):

@@ -82,7 +82,9 @@ def _info_check(info: dict[str, Any], expected: Expected | None) -> Check:
     return Check("info", True, f"matches the plan ({expected.model_id}, {expected.max_total_tokens} total tokens)")
 
 
-def _generation(endpoint: str, api_key: str | None, timeout: float, max_new_tokens: int) -> tuple[float, float | None, int]:
+def _generation(
+    endpoint: str, api_key: str | None, timeout: float, max_new_tokens: int
+) -> tuple[float, float | None, int]:
     """Give (time to first token in ms, tokens/s after it, tokens) of one streamed generation."""
     from text_generation import Client
 

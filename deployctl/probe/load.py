@@ -16,10 +16,33 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Api = Literal["generate", "chat"]
-WORDS = (
-    "patient record claim ledger policy account transfer review summary request approval audit branch "
-    "ward clinic report schedule invoice statement balance payment reference customer doctor nurse"
-).split()
+WORDS = [
+    "patient",
+    "record",
+    "claim",
+    "ledger",
+    "policy",
+    "account",
+    "transfer",
+    "review",
+    "summary",
+    "request",
+    "approval",
+    "audit",
+    "branch",
+    "ward",
+    "clinic",
+    "report",
+    "schedule",
+    "invoice",
+    "statement",
+    "balance",
+    "payment",
+    "reference",
+    "customer",
+    "doctor",
+    "nurse",
+]
 
 
 @dataclass
@@ -62,7 +85,9 @@ async def calibrate(session: Any, workload: Workload) -> tuple[float, str]:
     """Give (words per token, how it was measured) using the server's own tokenizer (TGI's /tokenize)."""
     sample = make_prompt(200, random.Random(workload.seed))
     try:
-        async with session.post(f"{workload.endpoint}/tokenize", json={"inputs": sample}, headers=_headers(workload)) as resp:
+        async with session.post(
+            f"{workload.endpoint}/tokenize", json={"inputs": sample}, headers=_headers(workload)
+        ) as resp:
             if resp.status == 200:
                 tokens = await resp.json()
                 if isinstance(tokens, list) and tokens:
@@ -79,11 +104,14 @@ def _headers(w: Workload) -> dict[str, str]:
 def _body(w: Workload, prompt: str, i: int) -> tuple[str, dict[str, Any]]:
     if w.api == "chat":
         return "/v1/chat/completions", {
-            "messages": [{"role": "user", "content": prompt}], "max_tokens": w.output_tokens, "stream": True,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": w.output_tokens,
+            "stream": True,
             "seed": w.seed + i,
         }
     return "/generate_stream", {
-        "inputs": prompt, "parameters": {"max_new_tokens": w.output_tokens, "seed": w.seed + i, "details": False},
+        "inputs": prompt,
+        "parameters": {"max_new_tokens": w.output_tokens, "seed": w.seed + i, "details": False},
     }
 
 
@@ -124,7 +152,7 @@ async def one(session: Any, w: Workload, prompt: str, i: int, result: Result) ->
             result.end = time.perf_counter()
             if result.first_token is None:
                 result.error = "no_tokens"
-    except asyncio.TimeoutError:
+    except TimeoutError:
         result.error = "timeout"
     except aiohttp.ClientError as exc:
         result.error = f"connection:{type(exc).__name__}"
@@ -138,8 +166,9 @@ def _session(w: Workload, connections: int) -> Any:
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=w.timeout_s))
 
 
-async def closed_loop(w: Workload, concurrency: int, requests: int, warmup: int = 0,
-                      tick: Callable[[int], None] | None = None) -> tuple[list[Result], float, str]:
+async def closed_loop(
+    w: Workload, concurrency: int, requests: int, warmup: int = 0, tick: Callable[[int], None] | None = None
+) -> tuple[list[Result], float, str]:
     """Give results of `requests` requests (after `warmup`) at fixed concurrency, the measured span and the prompt note."""
     async with _session(w, concurrency) as session:
         ratio, note = await calibrate(session, w)
@@ -179,9 +208,14 @@ def poisson_schedule(rate: float, count: int, seed: int) -> list[float]:
     return out
 
 
-async def open_loop(w: Workload, rate: float, requests: int, warmup: int = 0,
-                    tick: Callable[[int], None] | None = None,
-                    at_start: Callable[[float], None] | None = None) -> tuple[list[Result], float, str]:
+async def open_loop(
+    w: Workload,
+    rate: float,
+    requests: int,
+    warmup: int = 0,
+    tick: Callable[[int], None] | None = None,
+    at_start: Callable[[float], None] | None = None,
+) -> tuple[list[Result], float, str]:
     """Give results of requests sent on a Poisson schedule at `rate`/s, each timed from its scheduled moment."""
     async with _session(w, 0) as session:
         ratio, note = await calibrate(session, w)

@@ -101,8 +101,15 @@ def summarize(mode: str, load: float, results: list[Result], duration: float, sl
             kind = r.error or "incomplete"
             errors[kind] = errors.get(kind, 0) + 1
     stats = LevelStats(
-        mode=mode, load=load, requests=len(results), completed=len(ok), duration_s=round(duration, 3),
-        ttft_ms=Summary.of(ttft), itl_ms=Summary.of(itl), tpot_ms=Summary.of(tpot), e2e_ms=Summary.of(e2e),
+        mode=mode,
+        load=load,
+        requests=len(results),
+        completed=len(ok),
+        duration_s=round(duration, 3),
+        ttft_ms=Summary.of(ttft),
+        itl_ms=Summary.of(itl),
+        tpot_ms=Summary.of(tpot),
+        e2e_ms=Summary.of(e2e),
         output_tokens_per_s=sum(r.output_tokens for r in ok) / duration if duration else 0.0,
         requests_per_s=len(ok) / duration if duration else 0.0,
         goodput_rps=good / duration if slo.any and duration else None,

@@ -32,16 +32,28 @@ class SimConfig:
 
 
 _INT_FLAGS = {
-    "--max-input-tokens": "max_input_tokens", "--max-input-length": "max_input_tokens",
-    "--max-total-tokens": "max_total_tokens", "--max-batch-prefill-tokens": "max_batch_prefill_tokens",
-    "--max-concurrent-requests": "max_concurrent_requests", "--port": "port", "--max-best-of": "max_best_of",
-    "--max-stop-sequences": "max_stop_sequences", "--max-client-batch-size": "max_client_batch_size",
+    "--max-input-tokens": "max_input_tokens",
+    "--max-input-length": "max_input_tokens",
+    "--max-total-tokens": "max_total_tokens",
+    "--max-batch-prefill-tokens": "max_batch_prefill_tokens",
+    "--max-concurrent-requests": "max_concurrent_requests",
+    "--port": "port",
+    "--max-best-of": "max_best_of",
+    "--max-stop-sequences": "max_stop_sequences",
+    "--max-client-batch-size": "max_client_batch_size",
     "--validation-workers": "validation_workers",
 }
 _STR_FLAGS = {"--model-id": "model_id", "--hostname": "hostname", "--api-key": "api_key"}
 # Flags TGI has that take no value (the simulator accepts and ignores them).
-_BOOL_FLAGS = {"--trust-remote-code", "--disable-custom-kernels", "--json-output", "--env", "--ngrok",
-               "--disable-grammar-support", "--enable-prefill-logprobs"}
+_BOOL_FLAGS = {
+    "--trust-remote-code",
+    "--disable-custom-kernels",
+    "--json-output",
+    "--env",
+    "--ngrok",
+    "--disable-grammar-support",
+    "--enable-prefill-logprobs",
+}
 
 
 def _env_float(env: dict[str, str], name: str, default: float) -> float:

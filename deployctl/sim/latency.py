@@ -7,7 +7,45 @@ import re
 from dataclasses import dataclass
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
-WORDS = ["the", "model", "answers", "every", "question", "with", "care", "and", "checks", "each", "fact", "before", "it", "speaks", "about", "power", "memory", "latency", "tokens", "batches", "queues", "shards", "weights", "cache", "kernels", "prefill", "decode", "throughput", "requests", "latency", "budget", "hospital", "bank", "server", "room", "cooling", "workstation"]
+WORDS = [
+    "the",
+    "model",
+    "answers",
+    "every",
+    "question",
+    "with",
+    "care",
+    "and",
+    "checks",
+    "each",
+    "fact",
+    "before",
+    "it",
+    "speaks",
+    "about",
+    "power",
+    "memory",
+    "latency",
+    "tokens",
+    "batches",
+    "queues",
+    "shards",
+    "weights",
+    "cache",
+    "kernels",
+    "prefill",
+    "decode",
+    "throughput",
+    "requests",
+    "latency",
+    "budget",
+    "hospital",
+    "bank",
+    "server",
+    "room",
+    "cooling",
+    "workstation",
+]
 EOS_ID = 2
 
 

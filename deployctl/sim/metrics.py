@@ -61,12 +61,16 @@ class Metrics:
 
     def render(self) -> str:
         lines = [
-            "# TYPE tgi_request_count counter", f"tgi_request_count {self.request_count}",
-            "# TYPE tgi_request_success counter", f"tgi_request_success {self.request_success}",
+            "# TYPE tgi_request_count counter",
+            f"tgi_request_count {self.request_count}",
+            "# TYPE tgi_request_success counter",
+            f"tgi_request_success {self.request_success}",
             "# TYPE tgi_request_failure counter",
             *[f'tgi_request_failure{{err="{k}"}} {v}' for k, v in sorted(self.failures.items())],
-            "# TYPE tgi_queue_size gauge", f"tgi_queue_size {self.queue_size}",
-            "# TYPE tgi_batch_current_size gauge", f"tgi_batch_current_size {self.batch_size}",
+            "# TYPE tgi_queue_size gauge",
+            f"tgi_queue_size {self.queue_size}",
+            "# TYPE tgi_batch_current_size gauge",
+            f"tgi_batch_current_size {self.batch_size}",
         ]
         for name, hist in (
             ("tgi_request_duration", self.duration),

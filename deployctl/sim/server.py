@@ -18,7 +18,15 @@ from deployctl.sim.config import SimConfig
 from deployctl.sim.metrics import Metrics
 
 # POST routes TGI guards with --api-key (its base_routes); GET / and /health, /info, /metrics stay open.
-PROTECTED = ("/", "/generate", "/generate_stream", "/v1/chat/completions", "/v1/completions", "/tokenize", "/invocations")
+PROTECTED = (
+    "/",
+    "/generate",
+    "/generate_stream",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/tokenize",
+    "/invocations",
+)
 
 
 class ApiError(Exception):
@@ -83,7 +91,9 @@ class Simulator:
             raise _validation("`max_new_tokens` must be strictly positive")
         for name in ("temperature", "repetition_penalty", "frequency_penalty"):
             value = params.get(name)
-            if value is not None and (not isinstance(value, int | float) or (name != "frequency_penalty" and value <= 0)):
+            if value is not None and (
+                not isinstance(value, int | float) or (name != "frequency_penalty" and value <= 0)
+            ):
                 raise _validation(f"`{name}` must be strictly positive")
         top_p = params.get("top_p")
         if top_p is not None and (not isinstance(top_p, int | float) or not 0 < top_p < 1):
@@ -109,9 +119,8 @@ class Simulator:
                 f"Given: {n_in} `inputs` tokens and {max_new} `max_new_tokens`"
             )
         natural = max_new is None
-        if natural:
-            max_new = min(room, latency.natural_length(prompt, seed))
-        return Request(prompt, n_in, max_new, natural, seed, stop, bool(params.get("details", True)))
+        length = min(room, latency.natural_length(prompt, seed)) if max_new is None else max_new
+        return Request(prompt, n_in, length, natural, seed, stop, bool(params.get("details", True)))
 
     # -- generation -------------------------------------------------------------------------------
     def admit(self) -> None:
@@ -208,17 +217,34 @@ class Routes:
 
     async def info(self, request: web.Request) -> web.Response:
         c = self.cfg
-        return web.json_response({
-            "model_id": c.model_id, "model_sha": None, "model_pipeline_tag": "text-generation",
-            "max_concurrent_requests": c.max_concurrent_requests, "max_best_of": c.max_best_of,
-            "max_stop_sequences": c.max_stop_sequences, "max_input_tokens": c.max_input_tokens,
-            "max_total_tokens": c.max_total_tokens, "validation_workers": c.validation_workers,
-            "max_client_batch_size": c.max_client_batch_size, "router": "text-generation-router",
-            "version": c.version, "sha": c.sha, "docker_label": None,
-        })
+        return web.json_response(
+            {
+                "model_id": c.model_id,
+                "model_sha": None,
+                "model_pipeline_tag": "text-generation",
+                "max_concurrent_requests": c.max_concurrent_requests,
+                "max_best_of": c.max_best_of,
+                "max_stop_sequences": c.max_stop_sequences,
+                "max_input_tokens": c.max_input_tokens,
+                "max_total_tokens": c.max_total_tokens,
+                "validation_workers": c.validation_workers,
+                "max_client_batch_size": c.max_client_batch_size,
+                "router": "text-generation-router",
+                "version": c.version,
+                "sha": c.sha,
+                "docker_label": None,
+            }
+        )
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"id": self.cfg.model_id, "object": "model", "created": int(self.sim.started), "owned_by": self.cfg.model_id})
+        return web.json_response(
+            {
+                "id": self.cfg.model_id,
+                "object": "model",
+                "created": int(self.sim.started),
+                "owned_by": self.cfg.model_id,
+            }
+        )
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(text=self.sim.metrics.render(), content_type="text/plain")
@@ -274,7 +300,9 @@ class Routes:
     async def _generate_body(self, body: dict[str, Any]) -> dict[str, Any]:
         req = self.sim.validate(body.get("inputs"), body.get("parameters") or {})
         out = await self._run(req)
-        text = "".join(_visible(t, out.finish_reason if i == len(out.tokens) - 1 else None) for i, t in enumerate(out.tokens))
+        text = "".join(
+            _visible(t, out.finish_reason if i == len(out.tokens) - 1 else None) for i, t in enumerate(out.tokens)
+        )
         result: dict[str, Any] = {"generated_text": text}
         if req.details:
             result["details"] = {
@@ -282,7 +310,10 @@ class Routes:
                 "generated_tokens": len(out.tokens),
                 "seed": req.seed,
                 "prefill": [],
-                "tokens": [_token_json(t, out.finish_reason if i == len(out.tokens) - 1 else None) for i, t in enumerate(out.tokens)],
+                "tokens": [
+                    _token_json(t, out.finish_reason if i == len(out.tokens) - 1 else None)
+                    for i, t in enumerate(out.tokens)
+                ],
             }
         return result
 
@@ -305,10 +336,20 @@ class Routes:
             async for i, tok, finish in self.sim.tokens(req):
                 count += 1
                 text += _visible(tok, finish)
-                event: dict[str, Any] = {"index": i, "token": _token_json(tok, finish), "generated_text": None, "details": None}
+                event: dict[str, Any] = {
+                    "index": i,
+                    "token": _token_json(tok, finish),
+                    "generated_text": None,
+                    "details": None,
+                }
                 if finish:
                     event["generated_text"] = text
-                    event["details"] = {"finish_reason": finish, "generated_tokens": count, "input_length": req.input_tokens, "seed": req.seed}
+                    event["details"] = {
+                        "finish_reason": finish,
+                        "generated_tokens": count,
+                        "input_length": req.input_tokens,
+                        "seed": req.seed,
+                    }
                 await resp.write(sse(event))
         except (ConnectionResetError, asyncio.CancelledError):
             self.sim.release(count, time.monotonic() - start, ok=False)
@@ -335,8 +376,13 @@ class Routes:
     def _chat_request(self, body: dict[str, Any]) -> Request:
         # max_completion_tokens: OpenAI's newer name for max_tokens, which many clients send.
         limit = body.get("max_tokens", body.get("max_completion_tokens"))
-        params = {"max_new_tokens": limit, "seed": body.get("seed"), "stop": body.get("stop"),
-                  "temperature": body.get("temperature") or None, "top_p": body.get("top_p")}
+        params = {
+            "max_new_tokens": limit,
+            "seed": body.get("seed"),
+            "stop": body.get("stop"),
+            "temperature": body.get("temperature") or None,
+            "top_p": body.get("top_p"),
+        }
         return self.sim.validate(self._chat_prompt(body), {k: v for k, v in params.items() if v is not None})
 
     def _prompt_request(self, body: dict[str, Any]) -> Request:
@@ -348,8 +394,13 @@ class Routes:
         return {"eos_token": "stop", "stop_sequence": "stop"}.get(finish, finish)
 
     def _head(self, kind: str) -> dict[str, Any]:
-        return {"id": "", "object": kind, "created": int(time.time()), "model": self.cfg.model_id,
-                "system_fingerprint": f"{self.cfg.version}-{self.cfg.sha}"}
+        return {
+            "id": "",
+            "object": kind,
+            "created": int(time.time()),
+            "model": self.cfg.model_id,
+            "system_fingerprint": f"{self.cfg.version}-{self.cfg.sha}",
+        }
 
     @staticmethod
     def _usage(req: Request, n: int) -> dict[str, int]:
@@ -364,9 +415,15 @@ class Routes:
         req = self._chat_request(body)
         out = await self._run(req)
         content = out.text if out.finish_reason != "eos_token" else "".join(t for _, t in out.tokens[:-1])
-        choice = {"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": None,
-                  "finish_reason": self._openai_finish(out.finish_reason)}
-        return web.json_response({**self._head("chat.completion"), "choices": [choice], "usage": self._usage(req, len(out.tokens))})
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "logprobs": None,
+            "finish_reason": self._openai_finish(out.finish_reason),
+        }
+        return web.json_response(
+            {**self._head("chat.completion"), "choices": [choice], "usage": self._usage(req, len(out.tokens))}
+        )
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         body = await _json_body(request)
@@ -376,7 +433,9 @@ class Routes:
         out = await self._run(req)
         text = out.text if out.finish_reason != "eos_token" else "".join(t for _, t in out.tokens[:-1])
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": self._openai_finish(out.finish_reason)}
-        return web.json_response({**self._head("text_completion"), "choices": [choice], "usage": self._usage(req, len(out.tokens))})
+        return web.json_response(
+            {**self._head("text_completion"), "choices": [choice], "usage": self._usage(req, len(out.tokens))}
+        )
 
     async def _openai_stream(self, request: web.Request, body: dict[str, Any], chat: bool) -> web.StreamResponse:
         resp = await self._open_stream(request)
@@ -423,9 +482,13 @@ def _auth(cfg: SimConfig) -> Any:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        if expected and request.path in PROTECTED and request.method == "POST":
-            if request.headers.get("Authorization", "").lower() != expected:
-                return web.Response(status=401)
+        if (
+            expected
+            and request.path in PROTECTED
+            and request.method == "POST"
+            and request.headers.get("Authorization", "").lower() != expected
+        ):
+            return web.Response(status=401)
         try:
             return await handler(request)
         except ApiError as exc:

@@ -23,7 +23,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def _engine_up() -> str | None:
     try:
-        done = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=20)
+        done = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=20
+        )
     except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
         return f"docker CLI unusable: {exc}"
     if done.returncode != 0:
@@ -60,11 +62,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def deployctl(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def deployctl(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a process of its own, as an operator would."""
     return subprocess.run(
-        [sys.executable, "-m", "deployctl", *args], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **(env or {})}, cwd=cwd,
+        [sys.executable, "-m", "deployctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
 
 
@@ -90,11 +98,19 @@ class Project:
         return deployctl(*args, cwd=self.root, **kw)  # type: ignore[arg-type]
 
     def containers(self) -> list[str]:
-        out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.name}"], capture_output=True, text=True)
+        out = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.name}"],
+            capture_output=True,
+            text=True,
+        )
         return out.stdout.split()
 
     def networks(self) -> list[str]:
-        out = subprocess.run(["docker", "network", "ls", "-q", "--filter", f"label=com.docker.compose.project={self.name}"], capture_output=True, text=True)
+        out = subprocess.run(
+            ["docker", "network", "ls", "-q", "--filter", f"label=com.docker.compose.project={self.name}"],
+            capture_output=True,
+            text=True,
+        )
         return out.stdout.split()
 
 
@@ -103,4 +119,7 @@ def project(tmp_path: Path, sim_image: str) -> Iterator[Project]:
     p = Project(tmp_path)
     yield p
     if (p.stack / "compose.yaml").exists():
-        subprocess.run(["docker", "compose", "--project-directory", str(p.stack), "down", "--remove-orphans", "-t", "1"], capture_output=True)
+        subprocess.run(
+            ["docker", "compose", "--project-directory", str(p.stack), "down", "--remove-orphans", "-t", "1"],
+            capture_output=True,
+        )

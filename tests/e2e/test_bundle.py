@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers.tinymodel import write_spec, write_tiny_model
 
 from .conftest import deployctl, free_port
@@ -39,15 +38,40 @@ def made(tmp_path_factory: pytest.TempPathFactory, sim_image: str) -> dict[str, 
     model = write_tiny_model(d / "tiny-llama", files=4, mib=24)
     spec = write_spec(d, model, name=f"b{os.getpid()}", port=free_port())
     assert deployctl("bundle", "keygen", str(d / "key")).returncode == 0
-    done = deployctl("bundle", "create", "-f", str(spec), "--simulate", "--sign", str(d / "key"), "--wheels", "none",
-                     "--split", "64M", "-o", str(d / "llm.tar"))
+    done = deployctl(
+        "bundle",
+        "create",
+        "-f",
+        str(spec),
+        "--simulate",
+        "--sign",
+        str(d / "key"),
+        "--wheels",
+        "none",
+        "--split",
+        "64M",
+        "-o",
+        str(d / "llm.tar"),
+    )
     assert done.returncode == 0, done.stderr
     return {"dir": d, "index": d / "llm.tar.parts.json", "pub": d / "key.pub", "spec": spec}
 
 
+def install_args(made: dict[str, Path], target: Path) -> list[str]:
+    return [
+        "bundle",
+        "install",
+        str(made["index"]),
+        "--pubkey",
+        str(made["pub"]),
+        "--target",
+        str(target),
+        "--simulate",
+    ]
+
+
 def install(made: dict[str, Path], target: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return deployctl("bundle", "install", str(made["index"]), "--pubkey", str(made["pub"]), "--target", str(target),
-                     "--simulate", *extra, timeout=300)
+    return deployctl(*install_args(made, target), *extra, timeout=300)
 
 
 def test_offline_journey_create_verify_install_up_health(made: dict[str, Path], sim_image: str, tmp_path: Path) -> None:
@@ -67,7 +91,9 @@ def test_offline_journey_create_verify_install_up_health(made: dict[str, Path], 
         deployctl("down", "--stack-dir", str(tmp_path / "site" / "stack"))
 
 
-def test_a_flipped_byte_stops_install_before_anything_is_loaded_or_written(made: dict[str, Path], sim_image: str, tmp_path: Path) -> None:
+def test_a_flipped_byte_stops_install_before_anything_is_loaded_or_written(
+    made: dict[str, Path], sim_image: str, tmp_path: Path
+) -> None:
     copy = tmp_path / "copy"
     copy.mkdir()
     for f in made["dir"].glob("llm.tar*"):
@@ -78,7 +104,16 @@ def test_a_flipped_byte_stops_install_before_anything_is_loaded_or_written(made:
     first.write_bytes(bytes(data))
     subprocess.run(["docker", "rmi", "-f", sim_image], check=True, capture_output=True)
     target = tmp_path / "site"
-    done = deployctl("bundle", "install", str(copy / "llm.tar.parts.json"), "--pubkey", str(made["pub"]), "--target", str(target), "--simulate")
+    done = deployctl(
+        "bundle",
+        "install",
+        str(copy / "llm.tar.parts.json"),
+        "--pubkey",
+        str(made["pub"]),
+        "--target",
+        str(target),
+        "--simulate",
+    )
     assert done.returncode == 2
     assert "corrupt" in done.stderr and ("images/" in done.stderr or "part 1" in done.stderr)
     assert not image_present(sim_image)
@@ -87,15 +122,17 @@ def test_a_flipped_byte_stops_install_before_anything_is_loaded_or_written(made:
     assert install(made, tmp_path / "again").returncode == 0
 
 
-@pytest.mark.parametrize("kill_at", ["loading images/", "copying model file model-00001", "copying model file model-00003",
-                                     "model in place"])
-def test_killed_install_finishes_on_rerun_and_equals_an_uninterrupted_one(made: dict[str, Path], tmp_path: Path, kill_at: str) -> None:
+@pytest.mark.parametrize(
+    "kill_at", ["loading images/", "copying model file model-00001", "copying model file model-00003", "model in place"]
+)
+def test_killed_install_finishes_on_rerun_and_equals_an_uninterrupted_one(
+    made: dict[str, Path], tmp_path: Path, kill_at: str
+) -> None:
     target = tmp_path / "site"
     assert install(made, target).returncode == 0
     reference = tree(target)
     shutil.rmtree(target)
-    cmd = [sys.executable, "-m", "deployctl", "bundle", "install", str(made["index"]), "--pubkey", str(made["pub"]),
-           "--target", str(target), "--simulate"]
+    cmd = [sys.executable, "-m", "deployctl", *install_args(made, target)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     assert proc.stderr is not None
     seen = []
@@ -116,15 +153,20 @@ def test_killed_install_finishes_on_rerun_and_equals_an_uninterrupted_one(made: 
 def test_wheels_install_deployctl_with_no_index(made: dict[str, Path], tmp_path: Path) -> None:
     """The site runs `pip install --no-index --find-links <bundle>/wheels deployctl` with no network."""
     out = tmp_path / "with-wheels"
-    done = deployctl("bundle", "create", "-f", str(made["spec"]), "--simulate", "--wheels", "auto", "-o", str(out), timeout=600)
+    done = deployctl(
+        "bundle", "create", "-f", str(made["spec"]), "--simulate", "--wheels", "auto", "-o", str(out), timeout=600
+    )
     assert done.returncode == 0, done.stderr
     wheels = out / "wheels"
     names = {w.name.split("-")[0].lower().replace("_", "-") for w in wheels.glob("*.whl")}
     assert {"deployctl", "pydantic", "click", "cryptography", "zstandard", "text-generation"} <= names
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--find-links", str(wheels), "deployctl"],
-                         capture_output=True, text=True)
+    pip = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--find-links", str(wheels), "deployctl"],
+        capture_output=True,
+        text=True,
+    )
     assert pip.returncode == 0, pip.stderr
     version = subprocess.run([str(venv / "bin" / "deployctl"), "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and "deployctl, version" in version.stdout

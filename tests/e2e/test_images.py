@@ -48,9 +48,14 @@ ENV NOTHING=here
     assert data["wasted"] == 7_000_000 + 1_000_000
     layers = data["layers"]
     assert layers[1]["wasted"] == 8_000_000 and "planted" in layers[1]["created_by"]
-    history = json.loads(subprocess.run(["docker", "image", "inspect", "deployctl-test/waste:1"], capture_output=True, text=True).stdout)
-    api = subprocess.run(["docker", "history", "--no-trunc", "--human=false", "--format", "{{json .}}", "deployctl-test/waste:1"],
-                         capture_output=True, text=True).stdout.splitlines()
+    history = json.loads(
+        subprocess.run(["docker", "image", "inspect", "deployctl-test/waste:1"], capture_output=True, text=True).stdout
+    )
+    api = subprocess.run(
+        ["docker", "history", "--no-trunc", "--human=false", "--format", "{{json .}}", "deployctl-test/waste:1"],
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
     sizes = [int(json.loads(line)["Size"]) for line in reversed(api)]
     nonzero = [s for s in sizes if s]
     ours = [layer["size"] for layer in layers if layer["size"]]
@@ -60,7 +65,17 @@ ENV NOTHING=here
 
 
 def test_slim_dry_run_reports_and_builds_nothing(tgi_shaped: str) -> None:
-    done = deployctl("image", "slim", tgi_shaped, "--profile", "tgi-3.3-gptq-ada", "-t", "deployctl-test/never:1", "--dry-run", "--json")
+    done = deployctl(
+        "image",
+        "slim",
+        tgi_shaped,
+        "--profile",
+        "tgi-3.3-gptq-ada",
+        "-t",
+        "deployctl-test/never:1",
+        "--dry-run",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     groups = {g["name"]: g["bytes"] for g in data["groups"]}
@@ -69,25 +84,54 @@ def test_slim_dry_run_reports_and_builds_nothing(tgi_shaped: str) -> None:
 
 
 def test_slim_removes_verifies_keeps_config_and_still_starts(tgi_shaped: str) -> None:
-    done = deployctl("image", "slim", tgi_shaped, "--profile", "tgi-3.3-gptq-ada", "-t", "deployctl-test/tgi-shaped:slim", "--json",
-                     timeout=600)
+    done = deployctl(
+        "image",
+        "slim",
+        tgi_shaped,
+        "--profile",
+        "tgi-3.3-gptq-ada",
+        "-t",
+        "deployctl-test/tgi-shaped:slim",
+        "--json",
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert all(c["ok"] for c in data["checks"]) and data["size_after"] < 0.8 * data["size_before"]
-    before = json.loads(subprocess.run(["docker", "image", "inspect", tgi_shaped], capture_output=True, text=True).stdout)[0]["Config"]
-    after_all = json.loads(subprocess.run(["docker", "image", "inspect", "deployctl-test/tgi-shaped:slim"], capture_output=True,
-                                          text=True).stdout)[0]
+    before = json.loads(
+        subprocess.run(["docker", "image", "inspect", tgi_shaped], capture_output=True, text=True).stdout
+    )[0]["Config"]
+    after_all = json.loads(
+        subprocess.run(
+            ["docker", "image", "inspect", "deployctl-test/tgi-shaped:slim"], capture_output=True, text=True
+        ).stdout
+    )[0]
     after = after_all["Config"]
     for key in ("Env", "Entrypoint", "Cmd", "WorkingDir", "ExposedPorts"):
         assert after[key] == before[key], key
     assert before["Labels"].items() <= after["Labels"].items()
     assert len(after_all["RootFS"]["Layers"]) == 1
-    run = subprocess.run(["docker", "run", "--rm", "deployctl-test/tgi-shaped:slim", "--help"], capture_output=True, text=True)
+    run = subprocess.run(
+        ["docker", "run", "--rm", "deployctl-test/tgi-shaped:slim", "--help"], capture_output=True, text=True
+    )
     assert run.returncode == 0 and "Usage: text-generation-launcher" in run.stdout
-    listing = subprocess.run(["docker", "run", "--rm", "--entrypoint", "sh", "deployctl-test/tgi-shaped:slim", "-c",
-                              "ls /usr/src/.venv/lib/python3.11/site-packages; ls /var/cache/apt/archives /root/.cache 2>&1; command -v gcc"],
-                             capture_output=True, text=True).stdout
-    assert "eetq" not in listing and "mamba_ssm" not in listing and "marlin_kernels" in listing and "flashinfer" in listing
+    listing = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--entrypoint",
+            "sh",
+            "deployctl-test/tgi-shaped:slim",
+            "-c",
+            "ls /usr/src/.venv/lib/python3.11/site-packages; ls /var/cache/apt/archives /root/.cache 2>&1; command -v gcc",
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert (
+        "eetq" not in listing and "mamba_ssm" not in listing and "marlin_kernels" in listing and "flashinfer" in listing
+    )
     assert ".deb" not in listing and "/usr/bin/gcc" in listing
     assert "deployctl-slim-tmp" not in subprocess.run(["docker", "images"], capture_output=True, text=True).stdout
 
@@ -95,11 +139,16 @@ def test_slim_removes_verifies_keeps_config_and_still_starts(tgi_shaped: str) ->
 def test_failed_verification_leaves_no_tag(tgi_shaped: str, tmp_path: Path) -> None:
     profile = tmp_path / "breaks-gptq.yaml"
     builtin = (Path(__file__).parents[2] / "deployctl" / "images" / "profiles" / "tgi-3.3-gptq-ada.yaml").read_text()
-    profile.write_text(builtin.replace(
-        "      - /usr/src/.venv/lib/python3.*/site-packages/megablocks*\n",
-        "      - /usr/src/.venv/lib/python3.*/site-packages/megablocks*\n"
-        "      - /usr/src/.venv/lib/python3.*/site-packages/text_generation_server/layers/gptq\n"))
-    done = deployctl("image", "slim", tgi_shaped, "--profile", str(profile), "-t", "deployctl-test/broken:slim", timeout=600)
+    profile.write_text(
+        builtin.replace(
+            "      - /usr/src/.venv/lib/python3.*/site-packages/megablocks*\n",
+            "      - /usr/src/.venv/lib/python3.*/site-packages/megablocks*\n"
+            "      - /usr/src/.venv/lib/python3.*/site-packages/text_generation_server/layers/gptq\n",
+        )
+    )
+    done = deployctl(
+        "image", "slim", tgi_shaped, "--profile", str(profile), "-t", "deployctl-test/broken:slim", timeout=600
+    )
     assert done.returncode == 1
     assert "verification 'GPTQ and Marlin layers import' failed" in done.stderr and "nothing was tagged" in done.stderr
     assert not image_exists("deployctl-test/broken:slim")

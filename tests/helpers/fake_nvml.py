@@ -17,27 +17,27 @@ class NVMLError(Exception):
     pass
 
 
-class NVMLError_LibraryNotFound(NVMLError):  # noqa: N801 (pynvml's names)
+class NVMLError_LibraryNotFound(NVMLError):
     pass
 
 
-class NVMLError_DriverNotLoaded(NVMLError):  # noqa: N801
+class NVMLError_DriverNotLoaded(NVMLError):
     pass
 
 
-class NVMLError_NoPermission(NVMLError):  # noqa: N801
+class NVMLError_NoPermission(NVMLError):
     pass
 
 
-class NVMLError_NotSupported(NVMLError):  # noqa: N801
+class NVMLError_NotSupported(NVMLError):
     pass
 
 
-class NVMLError_GpuIsLost(NVMLError):  # noqa: N801
+class NVMLError_GpuIsLost(NVMLError):
     pass
 
 
-class NVMLError_InvalidArgument(NVMLError):  # noqa: N801
+class NVMLError_InvalidArgument(NVMLError):
     pass
 
 
@@ -88,24 +88,24 @@ class FakeNvml:
         self.initialised = 0
 
     # -- session ----------------------------------------------------------------------------
-    def nvmlInit(self) -> None:  # noqa: N802
+    def nvmlInit(self) -> None:
         if not self.driver:
             raise NVMLError_LibraryNotFound("NVML Shared Library Not Found")
         self.initialised += 1
 
-    def nvmlShutdown(self) -> None:  # noqa: N802
+    def nvmlShutdown(self) -> None:
         self.initialised -= 1
 
-    def nvmlSystemGetDriverVersion(self) -> str:  # noqa: N802
+    def nvmlSystemGetDriverVersion(self) -> str:
         return "550.127.05"
 
-    def nvmlSystemGetCudaDriverVersion(self) -> int:  # noqa: N802
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
         return 12040
 
-    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+    def nvmlDeviceGetCount(self) -> int:
         return len(self.boards)
 
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> Board:  # noqa: N802
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> Board:
         if not 0 <= index < len(self.boards):
             raise NVMLError_InvalidArgument("Invalid Argument")
         return self.boards[index]
@@ -117,49 +117,49 @@ class FakeNvml:
             raise NVMLError_GpuIsLost("GPU is lost")
         return b
 
-    def nvmlDeviceGetUUID(self, b: Board) -> str:  # noqa: N802
+    def nvmlDeviceGetUUID(self, b: Board) -> str:
         return self._alive(b).uuid
 
-    def nvmlDeviceGetName(self, b: Board) -> str:  # noqa: N802
+    def nvmlDeviceGetName(self, b: Board) -> str:
         return self._alive(b).name
 
-    def nvmlDeviceGetMemoryInfo(self, b: Board) -> Any:  # noqa: N802
+    def nvmlDeviceGetMemoryInfo(self, b: Board) -> Any:
         b = self._alive(b)
         return SimpleNamespace(total=b.memory_total, used=b.memory_used, free=b.memory_total - b.memory_used)
 
-    def nvmlDeviceGetCudaComputeCapability(self, b: Board) -> tuple[int, int]:  # noqa: N802
+    def nvmlDeviceGetCudaComputeCapability(self, b: Board) -> tuple[int, int]:
         return (8, 9)
 
-    def nvmlDeviceGetPciInfo(self, b: Board) -> Any:  # noqa: N802
+    def nvmlDeviceGetPciInfo(self, b: Board) -> Any:
         return SimpleNamespace(busId=self._alive(b).pci_bus_id.encode())
 
-    def nvmlDeviceGetTemperature(self, b: Board, sensor: int) -> int:  # noqa: N802
+    def nvmlDeviceGetTemperature(self, b: Board, sensor: int) -> int:
         return self._alive(b).temperature
 
-    def nvmlDeviceGetPersistenceMode(self, b: Board) -> int:  # noqa: N802
+    def nvmlDeviceGetPersistenceMode(self, b: Board) -> int:
         return self._alive(b).persistence
 
-    def nvmlDeviceGetPowerUsage(self, b: Board) -> int:  # noqa: N802
+    def nvmlDeviceGetPowerUsage(self, b: Board) -> int:
         return self._alive(b).draw_mw
 
-    def nvmlDeviceGetPowerManagementLimit(self, b: Board) -> int:  # noqa: N802
+    def nvmlDeviceGetPowerManagementLimit(self, b: Board) -> int:
         return self._alive(b).limit_mw
 
-    def nvmlDeviceGetPowerManagementDefaultLimit(self, b: Board) -> int:  # noqa: N802
+    def nvmlDeviceGetPowerManagementDefaultLimit(self, b: Board) -> int:
         return self._alive(b).default_mw
 
-    def nvmlDeviceGetEnforcedPowerLimit(self, b: Board) -> int:  # noqa: N802
+    def nvmlDeviceGetEnforcedPowerLimit(self, b: Board) -> int:
         return self._alive(b).limit_mw
 
-    def nvmlDeviceGetPowerManagementLimitConstraints(self, b: Board) -> list[int]:  # noqa: N802
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, b: Board) -> list[int]:
         b = self._alive(b)
         return [b.min_mw, b.max_mw]
 
-    def nvmlDeviceGetP2PStatus(self, a: Board, b: Board, cap: int) -> int:  # noqa: N802
+    def nvmlDeviceGetP2PStatus(self, a: Board, b: Board, cap: int) -> int:
         return self.NVML_P2P_STATUS_OK if self.p2p else self.NVML_P2P_STATUS_NOT_SUPPORTED
 
     # -- setters --------------------------------------------------------------------------------
-    def nvmlDeviceSetPowerManagementLimit(self, b: Board, mw: int) -> None:  # noqa: N802
+    def nvmlDeviceSetPowerManagementLimit(self, b: Board, mw: int) -> None:
         b = self._alive(b)
         if not b.settable:
             raise NVMLError_NotSupported("Not Supported")
@@ -171,7 +171,7 @@ class FakeNvml:
         if not b.silent_setter:
             b.limit_mw = mw
 
-    def nvmlDeviceSetPersistenceMode(self, b: Board, mode: int) -> None:  # noqa: N802
+    def nvmlDeviceSetPersistenceMode(self, b: Board, mode: int) -> None:
         if not self.root:
             raise NVMLError_NoPermission("Insufficient Permissions")
         self._alive(b).persistence = mode

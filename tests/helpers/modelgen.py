@@ -33,7 +33,12 @@ def tensors(config: dict[str, Any]) -> list[tuple[str, str, list[int]]]:
     out: list[tuple[str, str, list[int]]] = [("model.embed_tokens.weight", "F16", [vocab, h])]
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}"
-        for name, k, n in (("q_proj", h, heads * hd), ("k_proj", h, kv * hd), ("v_proj", h, kv * hd), ("o_proj", heads * hd, h)):
+        for name, k, n in (
+            ("q_proj", h, heads * hd),
+            ("k_proj", h, kv * hd),
+            ("v_proj", h, kv * hd),
+            ("o_proj", heads * hd, h),
+        ):
             out += _gptq_linear(f"{p}.self_attn.{name}", k, n, bits, group)
             if config["model_type"] == "qwen2" and name != "o_proj":
                 out.append((f"{p}.self_attn.{name}.bias", "F16", [n]))

@@ -35,7 +35,9 @@ def _spec() -> dict[str, Any]:
     return {"components": {"schemas": _convert(raw["components"]["schemas"])}, "paths": raw["paths"]}
 
 
-def response_schema(path: str, method: str, status: int, content_type: str = "application/json") -> dict[str, Any] | None:
+def response_schema(
+    path: str, method: str, status: int, content_type: str = "application/json"
+) -> dict[str, Any] | None:
     responses = _spec()["paths"][path][method]["responses"][str(status)]
     content = responses.get("content", {}).get(content_type)
     return _convert(content["schema"]) if content else None

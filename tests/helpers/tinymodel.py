@@ -8,9 +8,18 @@ from pathlib import Path
 
 from helpers.modelgen import write_safetensors
 
-CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256, "intermediate_size": 512,
-          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000,
-          "max_position_embeddings": 2048, "torch_dtype": "float16"}
+CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 1000,
+    "max_position_embeddings": 2048,
+    "torch_dtype": "float16",
+}
 
 
 def write_tiny_model(directory: Path, files: int = 3, mib: int = 2, seed: int = 0) -> Path:
@@ -29,5 +38,7 @@ def write_tiny_model(directory: Path, files: int = 3, mib: int = 2, seed: int = 
 
 def write_spec(directory: Path, model: Path, name: str = "tiny", port: int = 8080) -> Path:
     spec = directory / "deployctl.yaml"
-    spec.write_text(f"name: {name}\ngpu_model: rtx4090\nmodel:\n  path: {model}\n  quantize: none\nserve:\n  port: {port}\n")
+    spec.write_text(
+        f"name: {name}\ngpu_model: rtx4090\nmodel:\n  path: {model}\n  quantize: none\nserve:\n  port: {port}\n"
+    )
     return spec

@@ -36,10 +36,26 @@ def _free_port() -> int:
 def sim_process() -> Iterator[str]:
     """A simulator in a process of its own (its own CPU), with a known latency model."""
     port = _free_port()
-    env = {**os.environ, "SIM_LOAD_SECONDS": "0", "SIM_TTFT_BASE_MS": str(TTFT_BASE_MS),
-           "SIM_PREFILL_TOKENS_PER_S": str(PREFILL_RATE), "SIM_ITL_MS": str(ITL_MS), "SIM_ITL_PER_STREAM_MS": str(PER_STREAM_MS)}
-    args = ["--port", str(port), "--hostname", "127.0.0.1", "--max-concurrent-requests", "512", "--max-input-tokens", "4000",
-            "--max-total-tokens", "8000"]
+    env = {
+        **os.environ,
+        "SIM_LOAD_SECONDS": "0",
+        "SIM_TTFT_BASE_MS": str(TTFT_BASE_MS),
+        "SIM_PREFILL_TOKENS_PER_S": str(PREFILL_RATE),
+        "SIM_ITL_MS": str(ITL_MS),
+        "SIM_ITL_PER_STREAM_MS": str(PER_STREAM_MS),
+    }
+    args = [
+        "--port",
+        str(port),
+        "--hostname",
+        "127.0.0.1",
+        "--max-concurrent-requests",
+        "512",
+        "--max-input-tokens",
+        "4000",
+        "--max-total-tokens",
+        "8000",
+    ]
     proc = subprocess.Popen([sys.executable, "-m", "deployctl.sim", *args], env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -58,7 +74,9 @@ def sim_process() -> Iterator[str]:
 @pytest.mark.parametrize("concurrency", [1, 64])
 def test_median_ttft_and_itl_within_2ms_of_the_truth(sim_process: str, concurrency: int) -> None:
     w = load.Workload(endpoint=sim_process, prompt_tokens=PROMPT, output_tokens=12)
-    results, span, note = asyncio.run(load.closed_loop(w, concurrency, requests=max(24, 2 * concurrency), warmup=concurrency))
+    results, span, note = asyncio.run(
+        load.closed_loop(w, concurrency, requests=max(24, 2 * concurrency), warmup=concurrency)
+    )
     assert "/tokenize" in note  # prompt length measured with the server's tokenizer
     stats = summarize("closed", concurrency, results, span, Slo())
     assert stats.completed == stats.requests and not stats.errors
@@ -84,7 +102,7 @@ def test_open_loop_sends_on_time_through_a_stall_and_counts_it(sim_process: str)
 
         threading.Thread(target=fire, daemon=True).start()
 
-    results, span, _ = asyncio.run(load.open_loop(w, rate=20, requests=60, at_start=stall_later))
+    results, _span, _ = asyncio.run(load.open_loop(w, rate=20, requests=60, at_start=stall_later))
     stall_start = started["stall"]
     during = [r for r in results if stall_start + 0.05 < r.scheduled < stall_start + stall_s - 0.2]
     assert len(during) >= 5
@@ -108,8 +126,12 @@ def test_poisson_schedule_has_the_asked_rate() -> None:
 def test_percentiles_and_goodput() -> None:
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile(sorted(float(i) for i in range(101)), 99) == 99.0
-    fast = load.Result(scheduled=0.0, sent=0.0, first_token=0.1, token_times=[0.1, 0.12, 0.14], end=0.14, output_tokens=3)
-    slow = load.Result(scheduled=0.0, sent=0.0, first_token=0.9, token_times=[0.9, 0.92, 0.94], end=0.94, output_tokens=3)
+    fast = load.Result(
+        scheduled=0.0, sent=0.0, first_token=0.1, token_times=[0.1, 0.12, 0.14], end=0.14, output_tokens=3
+    )
+    slow = load.Result(
+        scheduled=0.0, sent=0.0, first_token=0.9, token_times=[0.9, 0.92, 0.94], end=0.94, output_tokens=3
+    )
     failed = load.Result(scheduled=0.0, sent=0.0, error="http_429")
     s = summarize("open", 1, [fast, slow, failed], duration=1.0, slo=Slo(ttft_ms=500))
     assert s.completed == 2 and s.errors == {"http_429": 1}
@@ -129,9 +151,34 @@ def test_bench_cli_writes_json_csv_and_pngs_and_compares(sim_process: str, tmp_p
     outs = []
     for name, loads in (("a", "1,4"), ("b", "2,4")):
         out = tmp_path / name
-        result = runner.invoke(cli, ["bench", "--endpoint", sim_process, "--concurrency", loads, "--requests", "12", "--warmup", "2",
-                                     "--output-tokens", "4", "--prompt-tokens", "16", "--slo-ttft", "500", "--cost", "4200",
-                                     "--currency", "EUR", "-o", str(out), "--stack-dir", str(stack_dir)])
+        result = runner.invoke(
+            cli,
+            [
+                "bench",
+                "--endpoint",
+                sim_process,
+                "--concurrency",
+                loads,
+                "--requests",
+                "12",
+                "--warmup",
+                "2",
+                "--output-tokens",
+                "4",
+                "--prompt-tokens",
+                "16",
+                "--slo-ttft",
+                "500",
+                "--cost",
+                "4200",
+                "--currency",
+                "EUR",
+                "-o",
+                str(out),
+                "--stack-dir",
+                str(stack_dir),
+            ],
+        )
         assert result.exit_code == 0, result.output
         assert "max QPS under SLO" in result.stdout and "EUR" in result.stdout
         data = json.loads((out / "bench.json").read_text())
@@ -147,15 +194,20 @@ def test_bench_cli_writes_json_csv_and_pngs_and_compares(sim_process: str, tmp_p
     assert rows["max QPS under SLO"]["b_over_a"].endswith("x")
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--concurrency", "1", "--rate", "2"], "not both"),
-    (["--concurrency", "1,x"], "not a comma-separated list"),
-    (["--rate", "0"], "must be positive"),
-    ([], "give --concurrency"),
-    (["--concurrency", "1", "--endpoint", "http://127.0.0.1:9"], "nothing answers at http://127.0.0.1:9/info"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--concurrency", "1", "--rate", "2"], "not both"),
+        (["--concurrency", "1,x"], "not a comma-separated list"),
+        (["--rate", "0"], "must be positive"),
+        ([], "give --concurrency"),
+        (["--concurrency", "1", "--endpoint", "http://127.0.0.1:9"], "nothing answers at http://127.0.0.1:9/info"),
+    ],
+)
 def test_bench_bad_input_is_one_line(args: list[str], message: str, stack_dir: Path) -> None:
-    result = CliRunner().invoke(cli, ["bench", "--stack-dir", str(stack_dir), "--endpoint", "http://127.0.0.1:9", *args])
+    result = CliRunner().invoke(
+        cli, ["bench", "--stack-dir", str(stack_dir), "--endpoint", "http://127.0.0.1:9", *args]
+    )
     assert result.exit_code != 0
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
 

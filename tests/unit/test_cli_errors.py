@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers.modelgen import write_model
 
 from deployctl.cli import cli
-from helpers.modelgen import write_model
 
 
 def _files(root: Path) -> set[str]:
@@ -24,7 +24,9 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write_model(tmp_path / "m8", "llama-3.1-8b-instruct-gptq", weights=False)
     (tmp_path / "empty").mkdir()
     (tmp_path / "gpt2").mkdir()
-    (tmp_path / "gpt2" / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    (tmp_path / "gpt2" / "config.json").write_text(
+        json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})
+    )
     (tmp_path / "bits5").mkdir()
     cfg = json.loads((tmp_path / "m8" / "config.json").read_text())
     cfg["quantization_config"]["bits"] = 5
@@ -54,35 +56,44 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 P = ["plan", "--gpu-model", "rtx4090"]
 R = ["render", "--gpu-model", "rtx4090"]
 CASES = {
-    "malformed YAML": (R + ["-f", "bad-yaml.yaml"], "bad-yaml.yaml:3: not valid YAML"),
-    "unknown key": (R + ["-f", "unknown-key.yaml"], "unknown-key.yaml:2: modle: unknown key"),
-    "negative port": (R + ["-f", "negative-port.yaml"], "negative-port.yaml:2: serve.port"),
-    "inline api key": (R + ["-f", "inline-key.yaml"], "never written inline"),
-    "spec not a mapping": (P + ["-f", "list.yaml"], "must be a mapping"),
-    "gpus zero": (P + ["-f", "gpus-zero.yaml"], "gpus must be at least 1"),
-    "input over total": (P + ["-f", "input-over-total.yaml"], "max_input_tokens must be smaller"),
-    "bad name": (P + ["-f", "bad-name.yaml"], "name: String should match pattern"),
-    "negative power limit": (P + ["-f", "negative-power.yaml"], "power.limit_watts"),
-    "bad gpu uuid": (P + ["-f", "bad-gpu-uuid.yaml"], "neither a GPU index nor a UUID"),
-    "api key env unset": (R + ["-f", "key-env-unset.yaml", "--model", "m8"], "NO_SUCH_KEY is not set"),
-    "missing spec file": (P + ["-f", "nope.yaml"], "nope.yaml: no such spec file"),
-    "model dir without config.json": (R + ["--model", "empty"], "no config.json"),
-    "model dir missing": (R + ["--model", "absent"], "does not exist"),
-    "model path is a file": (R + ["--model", "a-file"], "is not a directory"),
-    "unsupported architecture": (R + ["--model", "gpt2"], "GPT2LMHeadModel is not supported"),
-    "unsupported bits": (R + ["--model", "bits5"], "bits=5 is not supported"),
-    "truncated weights": (R + ["--model", "trunc"], "truncated"),
-    "3 gpus on a 2-gpu profile": (R + ["--gpus", "3", "--model", "m8"], "gpus: 3 but the rtx4090 profile has 2 GPUs"),
+    "malformed YAML": ([*R, "-f", "bad-yaml.yaml"], "bad-yaml.yaml:3: not valid YAML"),
+    "unknown key": ([*R, "-f", "unknown-key.yaml"], "unknown-key.yaml:2: modle: unknown key"),
+    "negative port": ([*R, "-f", "negative-port.yaml"], "negative-port.yaml:2: serve.port"),
+    "inline api key": ([*R, "-f", "inline-key.yaml"], "never written inline"),
+    "spec not a mapping": ([*P, "-f", "list.yaml"], "must be a mapping"),
+    "gpus zero": ([*P, "-f", "gpus-zero.yaml"], "gpus must be at least 1"),
+    "input over total": ([*P, "-f", "input-over-total.yaml"], "max_input_tokens must be smaller"),
+    "bad name": ([*P, "-f", "bad-name.yaml"], "name: String should match pattern"),
+    "negative power limit": ([*P, "-f", "negative-power.yaml"], "power.limit_watts"),
+    "bad gpu uuid": ([*P, "-f", "bad-gpu-uuid.yaml"], "neither a GPU index nor a UUID"),
+    "api key env unset": ([*R, "-f", "key-env-unset.yaml", "--model", "m8"], "NO_SUCH_KEY is not set"),
+    "missing spec file": ([*P, "-f", "nope.yaml"], "nope.yaml: no such spec file"),
+    "model dir without config.json": ([*R, "--model", "empty"], "no config.json"),
+    "model dir missing": ([*R, "--model", "absent"], "does not exist"),
+    "model path is a file": ([*R, "--model", "a-file"], "is not a directory"),
+    "unsupported architecture": ([*R, "--model", "gpt2"], "GPT2LMHeadModel is not supported"),
+    "unsupported bits": ([*R, "--model", "bits5"], "bits=5 is not supported"),
+    "truncated weights": ([*R, "--model", "trunc"], "truncated"),
+    "3 gpus on a 2-gpu profile": ([*R, "--gpus", "3", "--model", "m8"], "gpus: 3 but the rtx4090 profile has 2 GPUs"),
     "unknown gpu model": (["plan", "--gpu-model", "rtx9999"], "gpu_model 'rtx9999' is unknown"),
-    "unknown preset": (P + ["--preset", "gpt-5"], "model preset 'gpt-5' is unknown"),
-    "bind not an address": (R + ["--bind", "localhost", "--model", "m8"], "not an IP address"),
-    "context beyond the model": (R + ["--preset", "qwen2.5-32b-instruct-gptq", "--max-total-tokens", "65536"], "beyond the model's context"),
-    "stack dir not writable": (R + ["--model", "m8", "--stack-dir", "/proc/deployctl-test/stack"], "cannot write there"),
-    "stack dir under a file": (R + ["--model", "m8", "--stack-dir", "a-file/stack"], "cannot write there"),
-    "does not fit": (R + ["--preset", "llama-3-70b-instruct-gptq", "--gpus", "1"], "what would fit: 2 GPUs fit it"),
+    "unknown preset": ([*P, "--preset", "gpt-5"], "model preset 'gpt-5' is unknown"),
+    "bind not an address": ([*R, "--bind", "localhost", "--model", "m8"], "not an IP address"),
+    "context beyond the model": (
+        [*R, "--preset", "qwen2.5-32b-instruct-gptq", "--max-total-tokens", "65536"],
+        "beyond the model's context",
+    ),
+    "stack dir not writable": (
+        [*R, "--model", "m8", "--stack-dir", "/proc/deployctl-test/stack"],
+        "cannot write there",
+    ),
+    "stack dir under a file": ([*R, "--model", "m8", "--stack-dir", "a-file/stack"], "cannot write there"),
+    "does not fit": ([*R, "--preset", "llama-3-70b-instruct-gptq", "--gpus", "1"], "what would fit: 2 GPUs fit it"),
     "no driver, no profile": (["plan"], "NVIDIA driver not found"),
-    "sim fault without simulate": (R + ["--model", "m8", "--sim-fault", "crash-after=1"], "--sim-fault needs --simulate"),
-    "unknown sim fault": (R + ["--simulate", "--sim-fault", "melt"], "--sim-fault melt: unknown"),
+    "sim fault without simulate": (
+        [*R, "--model", "m8", "--sim-fault", "crash-after=1"],
+        "--sim-fault needs --simulate",
+    ),
+    "unknown sim fault": ([*R, "--simulate", "--sim-fault", "melt"], "--sim-fault melt: unknown"),
 }
 
 
@@ -102,14 +113,14 @@ def test_bad_input_gives_one_clear_line_and_changes_nothing(workdir: Path, case:
 
 def test_exit_codes_mean_something(workdir: Path) -> None:
     runner = CliRunner()
-    assert runner.invoke(cli, P + ["-f", "bad-yaml.yaml"]).exit_code == 2
+    assert runner.invoke(cli, [*P, "-f", "bad-yaml.yaml"]).exit_code == 2
     assert runner.invoke(cli, ["plan"]).exit_code == 3
-    assert runner.invoke(cli, R + ["--preset", "llama-3-70b-instruct-gptq", "--gpus", "1"]).exit_code == 4
+    assert runner.invoke(cli, [*R, "--preset", "llama-3-70b-instruct-gptq", "--gpus", "1"]).exit_code == 4
     assert runner.invoke(cli, ["plan", "--no-such-flag"]).exit_code == 2
 
 
 def test_plan_json_refusal_is_machine_readable(workdir: Path) -> None:
-    result = CliRunner().invoke(cli, P + ["--preset", "llama-3-70b-instruct-gptq", "--gpus", "1", "--json"])
+    result = CliRunner().invoke(cli, [*P, "--preset", "llama-3-70b-instruct-gptq", "--gpus", "1", "--json"])
     assert result.exit_code == 4
     data = json.loads(result.stdout)
     assert data["fits"] is False and "--gpus 2" in data["what_would_fit"]

@@ -4,12 +4,12 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from helpers.fake_nvml import two_4090s
 
 from deployctl import doctor, spec
 from deployctl.cli import cli
 from deployctl.hardware import inventory
 from deployctl.hardware.nvml import Nvml
-from helpers.fake_nvml import two_4090s
 
 DOCKER_INFO = {"ServerVersion": "27.3.1", "DockerRootDir": "/var/lib/docker", "Runtimes": {"runc": {}, "nvidia": {}}}
 
@@ -38,7 +38,10 @@ def test_two_4090s_report_p2p_persistence_and_power_policy() -> None:
     assert checks["gpu 0"].status == "OK" and "compute 8.9" in checks["gpu 0"].detail
     assert checks["p2p"].status == "WARN" and "NCCL_P2P_DISABLE=1" in checks["p2p"].hint
     assert checks["persistence mode"].status == "WARN"
-    assert checks["power limits"].status == "WARN" and "sudo deployctl power set 300 --persist" in checks["power limits"].hint
+    assert (
+        checks["power limits"].status == "WARN"
+        and "sudo deployctl power set 300 --persist" in checks["power limits"].hint
+    )
     assert checks["nvidia container toolkit"].status == "OK"
 
 

@@ -3,19 +3,25 @@ from __future__ import annotations
 import socket
 
 import pytest
+from helpers import simserver
 
 from deployctl.probe import health
 from deployctl.sim import latency
 from deployctl.sim.config import SimConfig
-from helpers import simserver
 
 FAST = latency.LatencyModel(ttft_base_ms=5, prefill_tokens_per_s=1e6, itl_ms=2, itl_per_stream_ms=0)
 EXPECTED = health.Expected("/data/models/m", 1000, 2000, 16)
 
 
 def _cfg(**kw: object) -> SimConfig:
-    base = {"model_id": "/data/models/m", "max_input_tokens": 1000, "max_total_tokens": 2000,
-            "max_concurrent_requests": 16, "load_seconds": 0, "latency": FAST}
+    base = {
+        "model_id": "/data/models/m",
+        "max_input_tokens": 1000,
+        "max_total_tokens": 2000,
+        "max_concurrent_requests": 16,
+        "load_seconds": 0,
+        "latency": FAST,
+    }
     return SimConfig(**{**base, **kw})  # type: ignore[arg-type]
 
 

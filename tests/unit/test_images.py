@@ -28,8 +28,12 @@ def _layer_tar(files: dict[str, bytes], links: dict[str, str] | None = None) -> 
 
 
 def test_read_layer_sees_files_links_whiteouts_and_opaque_dirs() -> None:
-    layer = read_layer(_layer_tar({"usr/a": b"x" * 10, "./.wh.blob": b"", "opt/.wh..wh..opq": b"", "etc/.wh.cfg": b""},
-                                  {"usr/bin/gcc": "gcc-12"}))
+    layer = read_layer(
+        _layer_tar(
+            {"usr/a": b"x" * 10, "./.wh.blob": b"", "opt/.wh..wh..opq": b"", "etc/.wh.cfg": b""},
+            {"usr/bin/gcc": "gcc-12"},
+        )
+    )
     assert layer.files == {"/usr/a": 10, "/usr/bin/gcc": 6}
     assert layer.deleted == {"/blob", "/etc/cfg"} and layer.opaque == {"/opt"}
 
@@ -48,15 +52,18 @@ def test_largest_dirs() -> None:
     assert s.largest_dirs(depth=2)[:2] == [("/usr", 85), ("/usr/lib", 80)]
 
 
-@pytest.mark.parametrize(("pattern", "path", "hit"), [
-    ("/usr/src/.venv/**/__pycache__", "/usr/src/.venv/lib/python3.11/site-packages/torch/__pycache__", True),
-    ("/usr/src/.venv/**/__pycache__", "/usr/src/.venv/__pycache__", True),
-    ("/var/lib/apt/lists/*", "/var/lib/apt/lists/x_Packages", True),
-    ("/var/lib/apt/lists/*", "/var/lib/apt/lists/partial/y", False),
-    ("/usr/lib/x86_64-linux-gnu/*.a", "/usr/lib/x86_64-linux-gnu/libc.a", True),
-    ("/usr/lib/x86_64-linux-gnu/*.a", "/usr/lib/x86_64-linux-gnu/libc.so", False),
-    ("/usr/src/.venv/lib/python3.*/site-packages/eetq*", "/usr/src/.venv/lib/python3.11/site-packages/eetq", True),
-])
+@pytest.mark.parametrize(
+    ("pattern", "path", "hit"),
+    [
+        ("/usr/src/.venv/**/__pycache__", "/usr/src/.venv/lib/python3.11/site-packages/torch/__pycache__", True),
+        ("/usr/src/.venv/**/__pycache__", "/usr/src/.venv/__pycache__", True),
+        ("/var/lib/apt/lists/*", "/var/lib/apt/lists/x_Packages", True),
+        ("/var/lib/apt/lists/*", "/var/lib/apt/lists/partial/y", False),
+        ("/usr/lib/x86_64-linux-gnu/*.a", "/usr/lib/x86_64-linux-gnu/libc.a", True),
+        ("/usr/lib/x86_64-linux-gnu/*.a", "/usr/lib/x86_64-linux-gnu/libc.so", False),
+        ("/usr/src/.venv/lib/python3.*/site-packages/eetq*", "/usr/src/.venv/lib/python3.11/site-packages/eetq", True),
+    ],
+)
 def test_globs(pattern: str, path: str, hit: bool) -> None:
     assert slim.matches(pattern, path) is hit
 
@@ -70,9 +77,16 @@ SP = "/usr/src/.venv/lib/python3.11/site-packages"
 
 def test_builtin_profile_plan_removes_what_it_names_and_keeps_what_gptq_needs() -> None:
     profile = slim.load_profile("tgi-3.3-gptq-ada")
-    files = {f"{SP}/eetq/_C.so": 100, f"{SP}/eetq/__init__.py": 1, f"{SP}/marlin_kernels/_C.so": 70,
-             f"{SP}/marlin_kernels/__pycache__/a.pyc": 3, f"{SP}/torch/tests/t.py": 9, "/var/cache/apt/archives/a.deb": 20,
-             "/usr/bin/gcc-12": 1, f"{SP}/mamba_ssm/_C.so": 40}
+    files = {
+        f"{SP}/eetq/_C.so": 100,
+        f"{SP}/eetq/__init__.py": 1,
+        f"{SP}/marlin_kernels/_C.so": 70,
+        f"{SP}/marlin_kernels/__pycache__/a.pyc": 3,
+        f"{SP}/torch/tests/t.py": 9,
+        "/var/cache/apt/archives/a.deb": 20,
+        "/usr/bin/gcc-12": 1,
+        f"{SP}/mamba_ssm/_C.so": 40,
+    }
     p = slim.plan(_scan(files), profile)
     by = {g.name: g for g in p.groups}
     assert by["kernels for other quantization methods"].bytes == 101
@@ -99,7 +113,7 @@ verify:
   - name: ok
     command: ["true"]
 """)
-    with pytest.raises(InputError, match="would remove /usr/lib/gcc/.*cc1, which must stay: Triton compiles"):
+    with pytest.raises(InputError, match=r"would remove /usr/lib/gcc/.*cc1, which must stay: Triton compiles"):
         slim.plan(_scan({"/usr/lib/gcc/x86_64-linux-gnu/12/cc1": 5}), slim.load_profile(str(bad)))
 
 
@@ -113,10 +127,19 @@ def test_profile_errors_are_clear(tmp_path) -> None:  # type: ignore[no-untyped-
 
 
 def test_dockerfile_keeps_configuration_and_escapes_env() -> None:
-    text = slim.dockerfile("src:1", "p", {
-        "Env": ['PATH=/usr/bin', 'Q=a "b" $c \\d'], "WorkingDir": "/usr/src", "ExposedPorts": {"80/tcp": {}},
-        "Labels": {"a": "b"}, "Entrypoint": ["text-generation-launcher"], "Cmd": ["--json-output"], "User": "",
-    })
+    text = slim.dockerfile(
+        "src:1",
+        "p",
+        {
+            "Env": ["PATH=/usr/bin", 'Q=a "b" $c \\d'],
+            "WorkingDir": "/usr/src",
+            "ExposedPorts": {"80/tcp": {}},
+            "Labels": {"a": "b"},
+            "Entrypoint": ["text-generation-launcher"],
+            "Cmd": ["--json-output"],
+            "User": "",
+        },
+    )
     assert 'ENV Q="a \\"b\\" \\$c \\\\d"' in text
     assert 'ENTRYPOINT ["text-generation-launcher"]' in text and 'CMD ["--json-output"]' in text
     assert "WORKDIR /usr/src" in text and "EXPOSE 80/tcp" in text and "FROM scratch" in text

@@ -4,14 +4,16 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.modelgen import write_model
 
 from deployctl import models
 from deployctl.errors import InputError
-from helpers.modelgen import write_model
 
 
 @pytest.mark.parametrize(("fixture", "gb_low", "gb_high"), [("m70", 39.0, 41.0), ("m32", 18.5, 20.0), ("m8", 5.4, 6.0)])
-def test_exact_weight_bytes_come_from_safetensors_headers(request: pytest.FixtureRequest, fixture: str, gb_low: float, gb_high: float) -> None:
+def test_exact_weight_bytes_come_from_safetensors_headers(
+    request: pytest.FixtureRequest, fixture: str, gb_low: float, gb_high: float
+) -> None:
     facts = models.inspect(request.getfixturevalue(fixture))
     assert facts.weight_bytes_source == "safetensors"
     assert gb_low < facts.weight_bytes / 1e9 < gb_high
@@ -28,7 +30,9 @@ def test_estimate_from_config_is_within_two_percent_of_exact(request: pytest.Fix
 def test_gptq_g128_costs_about_4_16_bits_per_quantized_weight(m70: Path) -> None:
     facts = models.inspect(m70)
     fp16 = facts.vocab_size * facts.hidden_size * 2 * 2 + (2 * facts.num_layers + 1) * facts.hidden_size * 2
-    linear = facts.parameters - facts.vocab_size * facts.hidden_size * 2 - (2 * facts.num_layers + 1) * facts.hidden_size
+    linear = (
+        facts.parameters - facts.vocab_size * facts.hidden_size * 2 - (2 * facts.num_layers + 1) * facts.hidden_size
+    )
     bits = (facts.weight_bytes - fp16) * 8 / linear
     assert 4.14 < bits < 4.2
 

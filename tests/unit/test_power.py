@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers.fake_nvml import FakeNvml, no_driver, two_4090s
 
 from deployctl.cli import cli
 from deployctl.hardware import inventory, persist
 from deployctl.hardware import power as pw
 from deployctl.hardware.nvml import Nvml, NvmlError
-from helpers.fake_nvml import FakeNvml, no_driver, two_4090s
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 
@@ -41,7 +41,11 @@ def test_gpus_and_power_show_speak_watts(fake: FakeNvml) -> None:
     data = json.loads(result.stdout)  # type: ignore[attr-defined]
     assert [g["uuid"] for g in data["gpus"]] == [b.uuid for b in fake.boards]
     g0 = data["gpus"][0]
-    assert g0["power"]["min_limit_w"] == 150 and g0["power"]["max_limit_w"] == 600 and g0["power"]["default_limit_w"] == 450
+    assert (
+        g0["power"]["min_limit_w"] == 150
+        and g0["power"]["max_limit_w"] == 600
+        and g0["power"]["default_limit_w"] == 450
+    )
     assert g0["compute_capability"] == "8.9" and data["p2p"] is False
     show = json.loads(invoke("power", "show", "--json").stdout)  # type: ignore[attr-defined]
     assert show["gpus"][1]["enforced_limit_w"] == 450
@@ -140,7 +144,7 @@ def test_persist_unit_golden_and_print(fake: FakeNvml, update_golden: bool) -> N
 def test_persist_installs_and_enables_the_unit(fake: FakeNvml, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "systemctl.log"
     stub = tmp_path / "systemctl"
-    stub.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\n")
+    stub.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
     stub.chmod(0o755)
     monkeypatch.setenv("DEPLOYCTL_SYSTEMCTL", str(stub))
     result = invoke("power", "set", "300", "--persist", "--unit-dir", str(tmp_path / "units"))
@@ -160,7 +164,9 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_up_with_a_power_policy_needs_root_unless_skipped(fake: FakeNvml, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_up_with_a_power_policy_needs_root_unless_skipped(
+    fake: FakeNvml, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from deployctl import spec
     from deployctl.compose import lifecycle
 

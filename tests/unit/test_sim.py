@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import statistics
 import time
@@ -8,18 +9,23 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from helpers import openapi, simserver
 from text_generation import AsyncClient, Client
 from text_generation.errors import OverloadedError, ValidationError
 
 from deployctl.sim import latency
 from deployctl.sim.config import SimConfig, from_args
-from helpers import openapi, simserver
 
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[str]:
-    cfg = SimConfig(model_id="/data/models/test", max_input_tokens=100, max_total_tokens=160, load_seconds=0,
-                    latency=latency.LatencyModel(ttft_base_ms=1, prefill_tokens_per_s=1e6, itl_ms=1, itl_per_stream_ms=0))
+    cfg = SimConfig(
+        model_id="/data/models/test",
+        max_input_tokens=100,
+        max_total_tokens=160,
+        load_seconds=0,
+        latency=latency.LatencyModel(ttft_base_ms=1, prefill_tokens_per_s=1e6, itl_ms=1, itl_per_stream_ms=0),
+    )
     with simserver.running(cfg) as url:
         yield url
 
@@ -125,8 +131,14 @@ def test_every_endpoint_matches_the_openapi_spec(sim: str) -> None:
 def test_metrics_use_tgi_names(sim: str) -> None:
     Client(sim).generate("count me", max_new_tokens=2)
     text = requests.get(f"{sim}/metrics").text
-    for name in ("tgi_request_count", "tgi_request_success", "tgi_queue_size", "tgi_batch_current_size",
-                 "tgi_request_duration_bucket", "tgi_request_queue_duration_count"):
+    for name in (
+        "tgi_request_count",
+        "tgi_request_success",
+        "tgi_queue_size",
+        "tgi_batch_current_size",
+        "tgi_request_duration_bucket",
+        "tgi_request_queue_duration_count",
+    ):
         assert name in text
     count = next(line for line in text.splitlines() if line.startswith("tgi_request_count "))
     assert int(count.split()[1]) >= 1
@@ -178,7 +190,7 @@ def test_latency_model_timing_single_and_concurrent_streams() -> None:
         stamps = []
         async for _ in client.generate_stream(prompt, max_new_tokens=20):
             stamps.append(time.perf_counter())
-        return (stamps[0] - start) * 1000, [(b - a) * 1000 for a, b in zip(stamps, stamps[1:], strict=False)]
+        return (stamps[0] - start) * 1000, [(b - a) * 1000 for a, b in itertools.pairwise(stamps)]
 
     with simserver.running(cfg) as url:
         client = AsyncClient(url, timeout=30)
@@ -194,8 +206,26 @@ def test_latency_model_timing_single_and_concurrent_streams() -> None:
 
 
 def test_config_reads_tgi_launcher_flags_and_env() -> None:
-    cfg = from_args(["--model-id", "/data/models/x", "--num-shard", "2", "--quantize", "gptq", "--max-total-tokens=2048",
-                     "--max-input-tokens", "1024", "--trust-remote-code"],
-                    {"API_KEY": "k", "PORT": "80", "SIM_ITL_MS": "25", "SIM_CRASH_AFTER": "3"})
-    assert (cfg.model_id, cfg.max_total_tokens, cfg.max_input_tokens, cfg.api_key, cfg.port) == ("/data/models/x", 2048, 1024, "k", 80)
+    cfg = from_args(
+        [
+            "--model-id",
+            "/data/models/x",
+            "--num-shard",
+            "2",
+            "--quantize",
+            "gptq",
+            "--max-total-tokens=2048",
+            "--max-input-tokens",
+            "1024",
+            "--trust-remote-code",
+        ],
+        {"API_KEY": "k", "PORT": "80", "SIM_ITL_MS": "25", "SIM_CRASH_AFTER": "3"},
+    )
+    assert (cfg.model_id, cfg.max_total_tokens, cfg.max_input_tokens, cfg.api_key, cfg.port) == (
+        "/data/models/x",
+        2048,
+        1024,
+        "k",
+        80,
+    )
     assert cfg.latency.itl_ms == 25 and cfg.crash_after == 3

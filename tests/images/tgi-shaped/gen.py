@@ -49,8 +49,15 @@ def venv() -> None:
     os.makedirs("/usr/src/.venv/bin", exist_ok=True)
     os.symlink("/usr/bin/python3", "/usr/src/.venv/bin/python")
     tgs = SP / "text_generation_server"
-    for mod in ("__init__.py", "layers/__init__.py", "layers/gptq/__init__.py", "layers/marlin/__init__.py",
-                "layers/awq/__init__.py", "models/__init__.py", "cli.py"):
+    for mod in (
+        "__init__.py",
+        "layers/__init__.py",
+        "layers/gptq/__init__.py",
+        "layers/marlin/__init__.py",
+        "layers/awq/__init__.py",
+        "models/__init__.py",
+        "cli.py",
+    ):
         text(tgs / mod, "")
     blob(tgs / "layers" / "__pycache__" / "__init__.cpython-311.pyc", 1)
     # kept: what GPTQ on Ada needs
