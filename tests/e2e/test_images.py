@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,22 @@ def build(tag: str, context: Path, dockerfile: str | None = None) -> None:
 
 def image_exists(tag: str) -> bool:
     return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+
+
+TEST_TAGS = (
+    "deployctl-test/tgi-shaped:3.3",
+    "deployctl-test/tgi-shaped:slim",
+    "deployctl-test/waste:1",
+    "deployctl-test/broken:slim",
+    "deployctl-test/never:1",
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_test_images() -> Iterator[None]:
+    """The images these tests build are theirs to remove."""
+    yield
+    subprocess.run(["docker", "rmi", "-f", *TEST_TAGS], capture_output=True)
 
 
 @pytest.fixture(scope="module")
