@@ -117,9 +117,7 @@ def _free(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
-def _preflight(
-    manifest: Manifest, target: Path, journal: Journal, api_key_env: str | None, spec: dict[str, Any] | None
-) -> None:
+def _preflight(manifest: Manifest, target: Path, journal: Journal) -> None:
     from deployctl.docker_engine import client
 
     info = client().info()  # raises EnvironmentProblem when the engine is not there
@@ -211,7 +209,7 @@ def install(
     skipped = []
     if manifest.model_name is None:
         raise BundleError("the bundle carries no model")
-    _preflight(manifest, target, journal, None, None)
+    _preflight(manifest, target, journal)
     if journal.done("verified"):
         skipped.append("verify")
     else:

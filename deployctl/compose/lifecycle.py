@@ -14,7 +14,6 @@ from pathlib import Path
 
 from deployctl import deploy
 from deployctl.compose.diagnose import Diagnosis, diagnose
-from deployctl.compose.render import StackInfo
 from deployctl.compose.stack import ComposeError, ServiceState, Stack
 from deployctl.docker_engine import client, image_exists
 from deployctl.engines.simulator import SIM_IMAGE
@@ -237,7 +236,3 @@ def down(stack_dir: Path) -> list[str]:
     stack.down()
     left = [s.container for s in stack.services()] + stack.networks()
     return left
-
-
-def stack_info(stack_dir: Path) -> StackInfo:
-    return StackInfo.read(stack_dir.absolute())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -84,9 +83,6 @@ class Stack:
     def down(self) -> None:
         self.run("down", "--remove-orphans", "--timeout", "30")
 
-    def restart(self) -> None:
-        self.run("restart")
-
     # -- state ---------------------------------------------------------------------------------------
     def container_ids(self) -> list[str]:
         done = self.run("ps", "--all", "--quiet", timeout=60)
@@ -152,14 +148,3 @@ def docker_time(text: str) -> datetime:
     text = text.rstrip("Z")
     whole, _, fraction = text.partition(".")
     return datetime.fromisoformat(f"{whole}.{(fraction + '000000')[:6]}+00:00")
-
-
-def parse_ps_json(text: str) -> list[dict[str, object]]:
-    """Give the rows of `docker compose ps --format json` (one JSON array, or one object per line)."""
-    text = text.strip()
-    if not text:
-        return []
-    if text.startswith("["):
-        rows: list[dict[str, object]] = json.loads(text)
-        return rows
-    return [json.loads(line) for line in text.splitlines() if line.strip()]

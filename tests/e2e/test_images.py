@@ -24,6 +24,10 @@ def build(tag: str, context: Path, dockerfile: str | None = None) -> None:
     assert done.returncode == 0, done.stderr
 
 
+def slim(source: str, tag: str, *extra: str, profile: str = "tgi-3.3-gptq-ada") -> subprocess.CompletedProcess[str]:
+    return deployctl("image", "slim", source, "--profile", profile, "-t", tag, *extra, timeout=600)
+
+
 def image_exists(tag: str) -> bool:
     return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
 
@@ -82,17 +86,7 @@ ENV NOTHING=here
 
 
 def test_slim_dry_run_reports_and_builds_nothing(tgi_shaped: str) -> None:
-    done = deployctl(
-        "image",
-        "slim",
-        tgi_shaped,
-        "--profile",
-        "tgi-3.3-gptq-ada",
-        "-t",
-        "deployctl-test/never:1",
-        "--dry-run",
-        "--json",
-    )
+    done = slim(tgi_shaped, "deployctl-test/never:1", "--dry-run", "--json")
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     groups = {g["name"]: g["bytes"] for g in data["groups"]}
@@ -101,17 +95,7 @@ def test_slim_dry_run_reports_and_builds_nothing(tgi_shaped: str) -> None:
 
 
 def test_slim_removes_verifies_keeps_config_and_still_starts(tgi_shaped: str) -> None:
-    done = deployctl(
-        "image",
-        "slim",
-        tgi_shaped,
-        "--profile",
-        "tgi-3.3-gptq-ada",
-        "-t",
-        "deployctl-test/tgi-shaped:slim",
-        "--json",
-        timeout=600,
-    )
+    done = slim(tgi_shaped, "deployctl-test/tgi-shaped:slim", "--json")
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert all(c["ok"] for c in data["checks"]) and data["size_after"] < 0.8 * data["size_before"]
@@ -163,9 +147,7 @@ def test_failed_verification_leaves_no_tag(tgi_shaped: str, tmp_path: Path) -> N
             "      - /usr/src/.venv/lib/python3.*/site-packages/text_generation_server/layers/gptq\n",
         )
     )
-    done = deployctl(
-        "image", "slim", tgi_shaped, "--profile", str(profile), "-t", "deployctl-test/broken:slim", timeout=600
-    )
+    done = slim(tgi_shaped, "deployctl-test/broken:slim", profile=str(profile))
     assert done.returncode == 1
     assert "verification 'GPTQ and Marlin layers import' failed" in done.stderr and "nothing was tagged" in done.stderr
     assert not image_exists("deployctl-test/broken:slim")
