@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,4 +154,30 @@ def test_failed_verification_leaves_no_tag(tgi_shaped: str, tmp_path: Path) -> N
     assert done.returncode == 1
     assert "verification 'GPTQ and Marlin layers import' failed" in done.stderr and "nothing was tagged" in done.stderr
     assert not image_exists("deployctl-test/broken:slim")
+    assert "deployctl-slim-tmp" not in subprocess.run(["docker", "images"], capture_output=True, text=True).stdout
+
+
+def test_ctrl_c_during_the_build_leaves_no_tag(tgi_shaped: str) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "deployctl",
+        "image",
+        "slim",
+        tgi_shaped,
+        "--profile",
+        "tgi-3.3-gptq-ada",
+        "-t",
+        "deployctl-test/never:1",
+    ]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "FROM scratch" in line:  # the flattening stage has begun
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130 and "interrupted" in rest
+    time.sleep(3)  # let the engine finish whatever it was doing
+    assert not image_exists("deployctl-test/never:1")
     assert "deployctl-slim-tmp" not in subprocess.run(["docker", "images"], capture_output=True, text=True).stdout
