@@ -82,9 +82,8 @@ def load_profile(name_or_path: str) -> Profile:
         raise InputError(f"{where}: not a valid slim profile: {' '.join(first)}") from None
 
 
-@cache
-def _regex(pattern: str) -> re.Pattern[str]:
-    """A path glob: * and ? stay inside one folder, ** spans folders."""
+def _glob(pattern: str) -> str:
+    """A path glob as a regular expression: * and ? stay inside one folder, ** spans folders."""
     out = ""
     i = 0
     while i < len(pattern):
@@ -103,7 +102,15 @@ def _regex(pattern: str) -> re.Pattern[str]:
         else:
             out += re.escape(pattern[i])
             i += 1
-    return re.compile(out + r"\Z")
+    return out
+
+
+@cache
+def _regex(*patterns: str) -> re.Pattern[str]:
+    """One compiled expression matching any of the globs (none: matches nothing)."""
+    if not patterns:
+        return re.compile(r"(?!)")
+    return re.compile("(?:" + "|".join(_glob(p) for p in patterns) + r")\Z")
 
 
 def matches(pattern: str, path: str) -> bool:
@@ -153,25 +160,28 @@ class SlimPlan:
 
 def plan(image: ImageScan, profile: Profile) -> SlimPlan:
     """Give what each group removes from the image's final filesystem; refuse a removal that hits a kept path."""
+    kept = _regex(*(k.path for k in profile.keep))
     claimed: set[str] = set()
     groups = []
     for g in profile.groups:
+        removal = _regex(*g.remove)
         gp = GroupPlan(g.name, g.why, estimate_bytes=g.estimate_bytes)
         roots: set[str] = set()
         for path, size in image.final.items():
             if path in claimed:
                 continue
-            root = next((a for a in _ancestors(path) for pat in g.remove if matches(pat, a)), None)
+            ancestors = _ancestors(path)
+            root = next((a for a in ancestors if removal.match(a)), None)
             if root is None:
                 continue
             # Kept: the file itself, or a folder between the removal root and it (a folder above the
             # root, such as a kept package holding a __pycache__, does not stop the removal).
-            below_root = [a for a in _ancestors(path) if len(a) >= len(root)]
-            for keep in profile.keep:
-                if any(matches(keep.path, a) for a in below_root):
-                    raise InputError(
-                        f"profile {profile.name}: group {g.name!r} would remove {path}, which must stay: {keep.why}"
-                    )
+            below_root = [a for a in ancestors if len(a) >= len(root)]
+            if any(kept.match(a) for a in below_root):
+                keep = next(k for k in profile.keep if any(matches(k.path, a) for a in below_root))
+                raise InputError(
+                    f"profile {profile.name}: group {g.name!r} would remove {path}, which must stay: {keep.why}"
+                )
             roots.add(root)
             claimed.add(path)
             gp.files += 1
