@@ -6,8 +6,6 @@ import errno
 import os
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from deployctl.docker_engine import client, image_exists
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
 from deployctl.planner.types import Plan
+from deployctl.probe.http import request
 from deployctl.spec import DeploymentSpec
 
 MAX_RESTARTS = 3
@@ -77,13 +76,7 @@ def port_free(bind: str, port: int) -> bool:
 
 def probe_health(endpoint: str, timeout: float = 2.0) -> int | None:
     """Give the HTTP status of GET /health, or None when nothing answers."""
-    try:
-        with urllib.request.urlopen(f"{endpoint}/health", timeout=timeout) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (urllib.error.URLError, OSError, TimeoutError):
-        return None
+    return request(f"{endpoint}/health", timeout)[0]
 
 
 def _last_line(stack: Stack) -> str | None:

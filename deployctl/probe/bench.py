@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Literal
 from deployctl import __version__
 from deployctl.errors import DeployctlError, InputError
 from deployctl.probe import load
+from deployctl.probe.http import request
 from deployctl.probe.stats import LevelStats, Slo, max_qps_under_slo, summarize
 
 Mode = Literal["closed", "open"]
@@ -75,18 +75,18 @@ def parse_loads(text: str) -> list[float]:
     return values
 
 
-def _info(endpoint: str, api_key: str | None) -> dict[str, Any] | None:
+def _info(endpoint: str) -> dict[str, Any] | None:
+    status, body = request(f"{endpoint}/info", 5.0)
     try:
-        with urllib.request.urlopen(f"{endpoint}/info", timeout=5) as resp:
-            data: dict[str, Any] = json.loads(resp.read())
-            return data
-    except (OSError, ValueError):
+        data = json.loads(body) if status == 200 else None
+    except ValueError:
         return None
+    return data if isinstance(data, dict) else None
 
 
 def run(config: BenchConfig, tick: Callable[[str, int, int], None] | None = None) -> BenchResult:
     """Run every load level in turn and give the result."""
-    info = _info(config.endpoint, config.api_key)
+    info = _info(config.endpoint)
     if info is None:
         raise DeployctlError(
             f"nothing answers at {config.endpoint}/info", "start the stack (deployctl up) or pass --endpoint"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from deployctl.probe.http import request
 
 HEALTHY, DEGRADED, DOWN = 0, 1, 2
 PROMPT = "Reply with one short sentence: is the service up?"
@@ -45,28 +45,6 @@ class Expected:
     max_input_tokens: int
     max_total_tokens: int
     max_concurrent_requests: int
-
-
-def _get(url: str, timeout: float) -> tuple[int | None, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return int(resp.status), resp.read()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
-    except (urllib.error.URLError, OSError, TimeoutError):
-        return None, b""
-
-
-def _post_status(url: str, api_key: str | None, timeout: float) -> int | None:
-    body = json.dumps({"inputs": "ping", "parameters": {"max_new_tokens": 1}}).encode()
-    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=timeout) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (urllib.error.URLError, OSError, TimeoutError):
-        return None
 
 
 def _info_check(info: dict[str, Any], expected: Expected | None) -> Check:
@@ -116,14 +94,14 @@ def check(
     """Give the endpoint's health: down if /health fails, degraded if /info or speed disappoint."""
     endpoint = endpoint.rstrip("/")
     report = HealthReport(endpoint=endpoint, status="healthy")
-    status, _ = _get(f"{endpoint}/health", timeout=min(timeout, 5.0))
+    status, _ = request(f"{endpoint}/health", min(timeout, 5.0))
     if status != 200:
         detail = "nothing answers" if status is None else f"/health answered {status} (loading or broken)"
         report.checks.append(Check("health", False, detail))
         report.status = "down"
         return report
     report.checks.append(Check("health", True, "/health answered 200"))
-    status, body = _get(f"{endpoint}/info", timeout=min(timeout, 5.0))
+    status, body = request(f"{endpoint}/info", min(timeout, 5.0))
     try:
         info = json.loads(body) if status == 200 else None
     except ValueError:
@@ -142,7 +120,8 @@ def check(
         kind = type(exc).__name__
         text = str(exc).splitlines()[0][:200] if str(exc) else kind
         # TGI answers a bad key with an empty 401 that the client cannot parse: ask once more, by hand.
-        unauthorized = _post_status(f"{endpoint}/generate", api_key, timeout) == 401
+        ping = {"inputs": "ping", "parameters": {"max_new_tokens": 1}}
+        unauthorized = request(f"{endpoint}/generate", timeout, ping, api_key)[0] == 401
         detail = "401 Unauthorized: pass the right API key (--api-key-env)" if unauthorized else f"{kind}: {text}"
         report.checks.append(Check("generate", False, detail))
         report.status = "down"
