@@ -93,7 +93,7 @@ def run(
     as_json: bool,
 ) -> None:
     """Sweep a load against the endpoint; write JSON, CSV and PNG plots."""
-    from deployctl.cli.health import _from_stack
+    from deployctl.compose.render import read_stack
     from deployctl.probe import bench as core
     from deployctl.probe.stats import Slo
 
@@ -110,8 +110,9 @@ def run(
         from deployctl import spec
 
         stack_dir = spec.load(None).stack_dir
-    stack_endpoint, _, key = _from_stack(stack_dir)
-    endpoint = (endpoint or stack_endpoint or "").rstrip("/")
+    stack = read_stack(stack_dir)
+    key = stack.api_key if stack else None
+    endpoint = (endpoint or (stack.info.endpoint if stack else "")).rstrip("/")
     if not endpoint:
         raise InputError("no endpoint", "pass --endpoint URL or run it next to the stack")
     if api_key_env:

@@ -12,29 +12,6 @@ from deployctl.cli.options import echo_json, json_option
 from deployctl.errors import InputError
 
 
-def _from_stack(stack_dir: Path) -> tuple[str | None, object | None, str | None]:
-    """Give (endpoint, expected /info, API key) recorded in a stack directory, where there is one."""
-    from deployctl.probe.health import Expected
-
-    if not (stack_dir / "stack.json").is_file():
-        return None, None, None
-    from deployctl.compose.render import StackInfo
-    from deployctl.planner.types import Plan
-
-    info = StackInfo.read(stack_dir)
-    plan = Plan.model_validate_json((stack_dir / "plan.json").read_text())
-    expected = Expected(
-        plan.model_id, plan.limits.max_input_tokens, plan.limits.max_total_tokens, plan.limits.max_concurrent_requests
-    )
-    key = None
-    env_file = stack_dir / ".env"
-    if plan.api_key and env_file.is_file():
-        for line in env_file.read_text().splitlines():
-            if line.startswith("DEPLOYCTL_API_KEY="):
-                key = line.split("=", 1)[1].strip().strip("'")
-    return info.endpoint, expected, key
-
-
 @click.command()
 @click.option("--endpoint", help="URL of the endpoint (default: the stack's).")
 @click.option(
@@ -71,8 +48,12 @@ def health(
     from deployctl.probe import health as probe
 
     directory = stack_dir or spec.load(None).stack_dir
-    stack_endpoint, expected, key = _from_stack(directory)
-    endpoint = endpoint or stack_endpoint
+    from deployctl.compose.render import read_stack
+
+    stack = read_stack(directory)
+    expected = probe.Expected.from_plan(stack.plan) if stack else None
+    key = stack.api_key if stack else None
+    endpoint = endpoint or (stack.info.endpoint if stack else None)
     if not endpoint:
         raise InputError(f"no endpoint: {directory} is not a stack", "pass --endpoint URL or --stack-dir DIR")
     if api_key_env:
@@ -80,7 +61,7 @@ def health(
         if not key:
             raise InputError(f"--api-key-env: {api_key_env} is not set")
     while True:
-        report = probe.check(endpoint, expected, key, max_ttft_ms=max_ttft_ms, timeout=timeout)  # type: ignore[arg-type]
+        report = probe.check(endpoint, expected, key, max_ttft_ms=max_ttft_ms, timeout=timeout)
         if as_json:
             echo_json({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **report.as_dict()})
         else:

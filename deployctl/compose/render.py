@@ -46,6 +46,34 @@ class StackInfo:
             raise InputError(f"{stack_dir}/stack.json is unreadable: {exc}") from None
 
 
+@dataclass(frozen=True)
+class RenderedStack:
+    """What a stack directory records: where it listens, its plan, and the API key in its .env."""
+
+    info: StackInfo
+    plan: Plan
+    api_key: str | None
+
+
+def read_stack(stack_dir: Path) -> RenderedStack | None:
+    """Give what `stack_dir` records, or None when it is not a deployctl stack."""
+    if not (stack_dir / "stack.json").is_file():
+        return None
+    info = StackInfo.read(stack_dir)
+    try:
+        plan = Plan.model_validate_json((stack_dir / "plan.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{stack_dir}/plan.json is unreadable: {exc}") from None
+    key = None
+    env_file = stack_dir / ".env"
+    if plan.api_key and env_file.is_file():
+        # The inverse of templates/env.j2: DEPLOYCTL_API_KEY='...'
+        for line in env_file.read_text().splitlines():
+            if line.startswith("DEPLOYCTL_API_KEY="):
+                key = line.split("=", 1)[1].strip().strip("'")
+    return RenderedStack(info, plan, key)
+
+
 def endpoint(plan: Plan) -> str:
     """Give the URL this host reaches the stack at."""
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(plan.bind, plan.bind)

@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from deployctl.planner.types import Plan
 from deployctl.probe.http import request
 
 HEALTHY, DEGRADED, DOWN = 0, 1, 2
@@ -45,6 +46,11 @@ class Expected:
     max_input_tokens: int
     max_total_tokens: int
     max_concurrent_requests: int
+
+    @classmethod
+    def from_plan(cls, plan: Plan) -> Expected:
+        limits = plan.limits
+        return cls(plan.model_id, limits.max_input_tokens, limits.max_total_tokens, limits.max_concurrent_requests)
 
 
 def _info_check(info: dict[str, Any], expected: Expected | None) -> Check:
