@@ -67,31 +67,29 @@ class Created:
 def _image_entry(staging: Path, name: str, progress: Progress) -> tuple[Entry, ImageEntry]:
     import zstandard
 
-    from deployctl.docker_engine import client
+    from deployctl import docker
 
     try:
-        image = client().images.get(name)
-    except Exception:
-        raise InputError(
-            f"image {name} is not on this host", "build or pull it first (deployctl image build-sim)"
-        ) from None
+        image = docker.image(name)
+    except docker.ImageMissing:
+        raise docker.ImageMissing(name, "build or pull it first (deployctl image build-sim)") from None
     rel = f"images/{name.replace('/', '_').replace(':', '_')}.tar.zst"
     out = staging / rel
     out.parent.mkdir(parents=True, exist_ok=True)
-    total = int(image.attrs.get("Size") or 0) or None
+    total = image.size or None
     raw = 0
     with out.open("wb") as f:
         hw = HashingWriter(f)
         cctx = zstandard.ZstdCompressor(level=3, threads=-1)
         with cctx.stream_writer(hw, closefd=False) as z:  # type: ignore[arg-type]  # a file-like writer
-            for chunk in client().api.get_image(name, chunk_size=CHUNK):
+            for chunk in docker.save_image(name, chunk_size=CHUNK):
                 z.write(chunk)
                 raw += len(chunk)
                 progress(f"image {name}", raw, total)
         f.flush()
         os.fsync(f.fileno())
     entry = Entry(path=rel, size=hw.n, sha256=hw.h.hexdigest(), kind="image")
-    return entry, ImageEntry(file=rel, tags=list(image.tags) or [name], image_id=image.id, uncompressed_size=raw)
+    return entry, ImageEntry(file=rel, tags=image.tags or [name], image_id=image.id, uncompressed_size=raw)
 
 
 def _copy(src: Path, dest: Path, label: str, progress: Progress) -> tuple[int, str]:
@@ -143,7 +141,7 @@ def bundled_spec(spec: DeploymentSpec, model_name: str) -> bytes:
 
 
 def _stack_entries(staging: Path, plan: Plan, simulate: bool) -> list[Entry]:
-    from deployctl.compose import render
+    from deployctl.targets import compose as render
 
     key = "set-DEPLOYCTL_API_KEY-in-.env" if plan.api_key else None
     files = render.render(plan, simulate=simulate, api_key=key)

@@ -118,9 +118,9 @@ def _free(path: Path) -> int:
 
 
 def _preflight(manifest: Manifest, target: Path, journal: Journal) -> None:
-    from deployctl.docker_engine import client
+    from deployctl import docker
 
-    info = client().info()  # raises EnvironmentProblem when the engine is not there
+    info = docker.info()  # raises EnvironmentProblem when the engine is not there
     model_left = sum(
         e.size for e in manifest.entries if e.kind == "model" and e.path not in journal.data["model_files"]
     )
@@ -130,7 +130,7 @@ def _preflight(manifest: Manifest, target: Path, journal: Journal) -> None:
             "free space there or choose --target elsewhere",
         )
     images_left = sum(i.uncompressed_size for i in manifest.images if i.file not in journal.data["images"])
-    root = Path(info.get("DockerRootDir") or "/var/lib/docker")
+    root = Path(info.root_dir)
     if images_left and root.exists() and _free(root) < images_left:
         raise EnvironmentProblem(
             f"not enough disk for the images at {root}: {images_left / 2**30:.1f} GiB needed, {_free(root) / 2**30:.1f} GiB free"
@@ -140,7 +140,7 @@ def _preflight(manifest: Manifest, target: Path, journal: Journal) -> None:
 def _load_image(chunks: Chunks, progress: Progress, label: str, total: int) -> None:
     import zstandard
 
-    from deployctl.docker_engine import client
+    from deployctl import docker
 
     def decompressed() -> Iterator[bytes]:
         d = zstandard.ZstdDecompressor().decompressobj()
@@ -153,11 +153,9 @@ def _load_image(chunks: Chunks, progress: Progress, label: str, total: int) -> N
                 yield out
 
     try:
-        list(client().api.load_image(decompressed()))
-    except BundleError:
-        raise
-    except Exception as exc:
-        raise DeployctlError(f"docker load of {label} failed: {exc}") from None
+        docker.load_image(decompressed())
+    except docker.DockerFailed as exc:
+        raise DeployctlError(f"docker load of {label} failed: {exc.message}") from None
 
 
 def _write_model_file(chunks: Chunks, dest: Path, progress: Progress, label: str, total: int) -> None:
@@ -193,8 +191,12 @@ def install(
     simulate: bool = False,
     progress: Progress | None = None,
     say: Say | None = None,
+    *,
+    render: Callable[[Path], Path],
 ) -> Installed:
     """Verify the bundle, then load its images, place its model and render its stack under `target`.
+
+    `render` renders the stack of the spec file it is given and gives the stack's directory.
 
     Run again after an interruption: finished steps are skipped, half-copied files are not trusted.
     """
@@ -256,7 +258,7 @@ def install(
         say(f"model in place at {final_model}")
     spec_path = target / "deployctl.yaml"
     _atomic_write(spec_path, spec_raw)
-    stack_dir = _render(spec_path, simulate)
+    stack_dir = render(spec_path)
     journal.mark("stack", str(stack_dir))
     journal.mark("completed_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     say(f"stack rendered in {stack_dir}")
@@ -275,11 +277,3 @@ def _place(staging: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, final)
-
-
-def _render(spec_path: Path, simulate: bool) -> Path:
-    from deployctl import deploy, spec
-
-    s = spec.load(spec_path)
-    plan = deploy.make_plan(s, simulate=simulate)
-    return deploy.render_stack(s, plan, simulate=simulate)

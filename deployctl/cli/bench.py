@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import click
 
-from deployctl.cli.options import echo_json, json_option
-from deployctl.errors import InputError
+from deployctl.cli.options import echo_json, json_option, spec_file_option
 
 
 class DefaultRun(click.Group):
@@ -35,7 +33,13 @@ def bench() -> None:
 
 @bench.command("run")
 @click.option("--endpoint", help="URL (default: the stack's endpoint).")
-@click.option("--stack-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option(
+    "--stack-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The stack to measure (default: stack_dir of the spec).",
+)
+@spec_file_option
 @click.option(
     "--preset",
     type=click.Choice(sorted(["ttft", "sustained"])),
@@ -73,6 +77,7 @@ def bench() -> None:
 def run(
     endpoint: str | None,
     stack_dir: Path | None,
+    spec_path: Path | None,
     preset: str | None,
     concurrency: str | None,
     rate: str | None,
@@ -93,53 +98,31 @@ def run(
     as_json: bool,
 ) -> None:
     """Sweep a load against the endpoint; write JSON, CSV and PNG plots."""
-    from deployctl.compose.render import read_stack
+    from deployctl.ops import probe as ops
     from deployctl.probe import bench as core
-    from deployctl.probe.stats import Slo
 
-    p = core.PRESETS.get(preset or "", {})
-    if concurrency and rate:
-        raise InputError("give --concurrency or --rate, not both")
-    if not concurrency and not rate and "concurrency" not in p:
-        raise InputError("give --concurrency 1,2,4 (closed loop) or --rate 1,2,4 (open loop), or --preset")
-    mode = "open" if rate else "closed"
-    loads = core.parse_loads(rate or concurrency or ",".join(str(c) for c in p["concurrency"]))
-    if requests < 1 or warmup < 0:
-        raise InputError("--requests must be at least 1 and --warmup at least 0")
-    if stack_dir is None:
-        from deployctl import spec
-
-        stack_dir = spec.load(None).stack_dir
-    stack = read_stack(stack_dir)
-    key = stack.api_key if stack else None
-    endpoint = (endpoint or (stack.info.endpoint if stack else "")).rstrip("/")
-    if not endpoint:
-        raise InputError("no endpoint", "pass --endpoint URL or run it next to the stack")
-    if api_key_env:
-        key = os.environ.get(api_key_env)
-        if not key:
-            raise InputError(f"--api-key-env: {api_key_env} is not set")
-    config = core.BenchConfig(
+    config = ops.bench_config(
         endpoint=endpoint,
-        mode=mode,  # type: ignore[arg-type]  # closed or open, chosen above
-        loads=loads,
+        stack_dir=stack_dir,
+        spec_path=spec_path,
+        api_key_env=api_key_env,
+        preset=preset,
+        concurrency=concurrency,
+        rate=rate,
         requests=requests,
         warmup=warmup,
-        prompt_tokens=prompt_tokens or p.get("prompt_tokens", 256),
-        output_tokens=output_tokens or p.get("output_tokens", 64),
-        api=api,  # type: ignore[arg-type]  # a click.Choice of generate, chat
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        api=api,
         seed=seed,
-        slo=Slo(
-            slo_ttft if slo_ttft is not None else p.get("slo_ttft_ms"),
-            slo_itl if slo_itl is not None else p.get("slo_itl_ms"),
-            slo_e2e,
-            slo_percentile,
-        ),
+        slo_ttft=slo_ttft,
+        slo_itl=slo_itl,
+        slo_e2e=slo_e2e,
+        slo_percentile=slo_percentile,
         cost=cost,
         currency=currency,
-        api_key=key,
-        preset=preset,
     )
+    mode = config.mode
     result = _run_with_progress(core, config, quiet=as_json)
     paths = core.write(result, output_dir)
     if as_json:

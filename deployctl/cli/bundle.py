@@ -114,17 +114,23 @@ def create(
     **kwargs: Any,
 ) -> None:
     """Gather images, weights, the stack and deployctl's wheels into one bundle."""
-    from deployctl import deploy
-    from deployctl.bundle import create as core
     from deployctl.bundle.format import parse_size
-    from deployctl.engines.simulator import SIM_IMAGE
+    from deployctl.ops import bundle as ops
 
     spec = load_spec(kwargs)
     size = parse_size(split) if split else None
-    plan = deploy.make_plan(spec, simulate=simulate)
-    chosen = list(images) or [SIM_IMAGE if simulate else spec.image]
     with _Bars(not as_json) as bars:
-        made = core.create(spec, plan, output, chosen, sign_key, wheels, simulate, as_tar, size, bars)
+        made = ops.create(
+            spec,
+            output=output,
+            images=list(images),
+            sign_key=sign_key,
+            wheels=wheels,
+            simulate=simulate,
+            as_tar=as_tar,
+            split_size=size,
+            progress=bars,
+        )
     if as_json:
         echo_json({**made.__dict__, "path": str(made.path)})
         return
@@ -190,11 +196,19 @@ def install(path: Path, pubkey: Path | None, insecure: bool, target: Path, simul
 
     Interrupted (Ctrl-C, kill, disk full, a pulled USB stick)? Run it again: it finishes the job.
     """
-    from deployctl.bundle import install as core
+    from deployctl.ops import bundle as ops
 
     _warn_insecure(insecure)
     with _Bars(not as_json) as bars:
-        result = core.install(path, target, pubkey, insecure, simulate, bars, say=bars.say if not as_json else None)
+        result = ops.install(
+            path,
+            target=target,
+            pubkey=pubkey,
+            insecure=insecure,
+            simulate=simulate,
+            progress=bars,
+            say=bars.say if not as_json else None,
+        )
     if as_json:
         echo_json(result.__dict__)
         return

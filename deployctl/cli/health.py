@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import click
 
-from deployctl.cli.options import echo_json, json_option
-from deployctl.errors import InputError
+from deployctl.cli.options import echo_json, json_option, spec_file_option
 
 
 @click.command()
@@ -20,6 +18,7 @@ from deployctl.errors import InputError
     default=None,
     help="Stack whose plan /info must match (default: stack_dir of the spec).",
 )
+@spec_file_option
 @click.option("--api-key-env", help="Environment variable holding the API key (default: the stack's .env).")
 @click.option("--max-ttft-ms", type=float, default=2000.0, show_default=True, help="Slower first tokens mean degraded.")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds for each request.")
@@ -28,6 +27,7 @@ from deployctl.errors import InputError
 def health(
     endpoint: str | None,
     stack_dir: Path | None,
+    spec_path: Path | None,
     api_key_env: str | None,
     max_ttft_ms: float,
     timeout: float,
@@ -44,24 +44,11 @@ def health(
       deployctl health --endpoint http://10.0.0.5:8080 --json
       */5 * * * * deployctl health --json >> /var/log/llm-health.jsonl   # cron
     """
-    from deployctl import spec
-    from deployctl.probe import health as probe
+    from deployctl.ops import probe as ops
 
-    directory = stack_dir or spec.load(None).stack_dir
-    from deployctl.compose.render import read_stack
-
-    stack = read_stack(directory)
-    expected = probe.Expected.from_plan(stack.plan) if stack else None
-    key = stack.api_key if stack else None
-    endpoint = endpoint or (stack.info.endpoint if stack else None)
-    if not endpoint:
-        raise InputError(f"no endpoint: {directory} is not a stack", "pass --endpoint URL or --stack-dir DIR")
-    if api_key_env:
-        key = os.environ.get(api_key_env)
-        if not key:
-            raise InputError(f"--api-key-env: {api_key_env} is not set")
+    target = ops.resolve_target(endpoint=endpoint, stack_dir=stack_dir, spec_path=spec_path, api_key_env=api_key_env)
     while True:
-        report = probe.check(endpoint, expected, key, max_ttft_ms=max_ttft_ms, timeout=timeout)
+        report = ops.health(target, max_ttft_ms=max_ttft_ms, timeout=timeout)
         if as_json:
             echo_json({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **report.as_dict()})
         else:

@@ -85,6 +85,14 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+spec_file_option = click.option(
+    "-f",
+    "--spec",
+    "spec_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Spec file whose stack_dir to use (default: ./deployctl.yaml if present).",
+)
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from deployctl.cli.options import echo_json, json_option, load_spec, sim_fault_option, spec_options
-from deployctl.errors import InputError, PlanRefused
+from deployctl.errors import PlanRefused
 from deployctl.planner.memory import gib
 from deployctl.planner.types import GpuBudget, Plan
 
@@ -28,18 +28,9 @@ def init(output: Path, name: str, force: bool) -> None:
     Example:
       deployctl init --name helpdesk && $EDITOR deployctl.yaml
     """
-    from deployctl import spec
+    from deployctl.ops.plan import write_starter
 
-    if output.exists() and not force:
-        raise InputError(f"{output} already exists", "pass --force to overwrite it")
-    text = spec.starter(name)
-    spec.parse(text.replace("path: ./models/my-model-gptq", "preset: x").replace("preset: x", "path: ./m"), str(output))
-    try:
-        tmp = output.with_name(f".{output.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(output)
-    except OSError as exc:
-        raise InputError(f"{output}: cannot write: {exc.strerror}") from None
+    write_starter(output, name, force)
     click.echo(f"wrote {output}: set model.path, then run `deployctl plan`")
 
 
@@ -99,11 +90,11 @@ def plan(as_json: bool, simulate: bool, **kwargs: Any) -> None:
     Example:
       deployctl plan --gpu-model rtx4090 --gpus 2 --model ./Llama-3-70B-GPTQ
     """
-    from deployctl import deploy
+    from deployctl.ops import plan as ops
 
     spec = load_spec(kwargs)
     try:
-        p = deploy.make_plan(spec, simulate=simulate)
+        p = ops.make_plan(spec, simulate=simulate)
     except PlanRefused as exc:
         if as_json:
             echo_json({"fits": False, "error": exc.message, "what_would_fit": exc.hint})
@@ -127,11 +118,11 @@ def render(as_json: bool, simulate: bool, faults: dict[str, str], **kwargs: Any)
     Example:
       deployctl render --gpu-model rtx4090 --gpus 2 --model ./Llama-3-70B-GPTQ --stack-dir ./stack
     """
-    from deployctl import deploy
+    from deployctl.ops import plan as ops
 
     spec = load_spec(kwargs)
-    p = deploy.make_plan(spec, simulate=simulate)
-    out = deploy.render_stack(spec, p, simulate=simulate, faults=faults)
+    p = ops.make_plan(spec, simulate=simulate)
+    out = ops.render_stack(spec, p, simulate=simulate, faults=faults)
     if as_json:
         echo_json({"stack_dir": str(out), "plan_hash": p.digest(), "simulate": simulate})
     else:

@@ -233,25 +233,9 @@ def doctor(spec_path: Path | None, as_json: bool) -> None:
     Example:
       deployctl doctor --json | jq '.checks[] | select(.status != "OK")'
     """
-    from deployctl import doctor as doc
-    from deployctl import spec as spec_mod
-    from deployctl.compose.lifecycle import port_free
-    from deployctl.errors import DeployctlError
-    from deployctl.hardware import inventory
+    from deployctl.ops.doctor import doctor as run_checks
 
-    spec = spec_mod.load(spec_path)
-    ctx = doc.Context(spec=spec)
-    try:
-        ctx.host = inventory.local_host()
-    except DeployctlError as exc:
-        ctx.host_error = exc.message
-    try:
-        from deployctl.docker_engine import client
-
-        ctx.docker_info = client().info()
-    except DeployctlError as exc:
-        ctx.docker_error = exc.message
-    checks = doc.run(ctx, port_free)
+    checks = run_checks(spec_path)
     failed = any(c.status == "FAIL" for c in checks)
     if as_json:
         echo_json({"ok": not failed, "checks": [c.as_dict() for c in checks]})

@@ -52,18 +52,18 @@ def up(
     """
     from rich.console import Console
 
-    from deployctl.compose import lifecycle
+    from deployctl.ops import stack as ops
 
     spec = load_spec(kwargs)
     console = Console(stderr=True)
     with console.status("starting", spinner="dots") as status:
 
-        def report(p: lifecycle.Progress) -> None:
+        def report(p: ops.Progress) -> None:
             line = f" · {p.last_log}" if p.last_log else ""
             status.update(f"[bold]{p.phase}[/bold] {p.elapsed_s:5.1f}s{line}")
 
         try:
-            result = lifecycle.up(
+            result = ops.up(
                 spec,
                 simulate=simulate,
                 report=report,
@@ -72,7 +72,7 @@ def up(
                 faults=faults,
                 skip_power=skip_power,
             )
-        except lifecycle.UpFailed as exc:
+        except ops.UpFailed as exc:
             status.stop()
             _print_failure(console, exc)
             raise
@@ -115,10 +115,10 @@ def down(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> None:
     Example:
       deployctl down --stack-dir ./deployctl-stack
     """
-    from deployctl.compose import lifecycle
+    from deployctl.ops import stack as ops
 
     directory = _stack_dir(stack_dir, spec_path)
-    left = lifecycle.down(directory)
+    left = ops.down(directory)
     if as_json:
         echo_json({"stack_dir": str(directory.absolute()), "left": left})
     elif left:
@@ -150,40 +150,25 @@ def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> Non
     Example:
       deployctl status --json | jq '.services[].health'
     """
-    from deployctl.compose.lifecycle import probe_health
-    from deployctl.compose.stack import Stack
+    from deployctl.ops import stack as ops
 
-    stack = Stack(_stack_dir(stack_dir, spec_path))
-    services = stack.services()
-    answering = probe_health(stack.info.endpoint) == 200
-    # Docker's own healthcheck says "starting" until its first interval has passed.
-    ok = answering and bool(services) and all(s.state == "running" and s.health != "unhealthy" for s in services)
-    data = {
-        "project": stack.info.project,
-        "endpoint": stack.info.endpoint,
-        "simulate": stack.info.simulate,
-        "plan_hash": stack.info.plan_hash,
-        "answering": answering,
-        "ok": ok,
-        "services": [s.as_dict() for s in services],
-    }
+    found = ops.status(_stack_dir(stack_dir, spec_path))
     if as_json:
-        echo_json(data)
+        echo_json(found.as_dict())
     else:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(
-            title=f"{stack.info.project}: {stack.info.endpoint} ({'answering' if answering else 'not answering'})"
-        )
+        answering = "answering" if found.answering else "not answering"
+        table = Table(title=f"{found.project}: {found.endpoint} ({answering})")
         for col in ("service", "state", "health", "uptime", "restarts", "image"):
             table.add_column(col)
-        for s in services:
+        for s in found.services:
             table.add_row(s.service, s.state, s.health or "-", _uptime(s.uptime_s), str(s.restarts), s.image)
-        if not services:
+        if not found.services:
             table.add_row("-", "not running", "-", "-", "-", "-")
         Console().print(table)
-    if not ok:
+    if not found.ok:
         raise click.exceptions.Exit(1)
 
 
@@ -199,14 +184,14 @@ def logs(stack_dir: Path | None, spec_path: Path | None, follow: bool, tail: int
     Example:
       deployctl logs -F -n 20
     """
-    from deployctl.compose.stack import Stack
+    from deployctl.ops import stack as ops
 
-    stack = Stack(_stack_dir(stack_dir, spec_path))
+    directory = _stack_dir(stack_dir, spec_path)
     if not follow:
-        click.echo(stack.logs(tail=tail))
+        click.echo(ops.logs(directory, tail=tail))
         return
     try:
-        for line in stack.follow_logs(tail=tail):
+        for line in ops.follow_logs(directory, tail=tail):
             click.echo(line)
     except KeyboardInterrupt:
         pass

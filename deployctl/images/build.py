@@ -12,8 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 import deployctl
-from deployctl import __version__
-from deployctl.docker_engine import client, image_exists
+from deployctl import __version__, docker
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
 
@@ -47,10 +46,8 @@ def build_debian_base(tag: str = DEBIAN_BASE, suite: str = "bookworm", progress:
         if done.returncode != 0:
             tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise DeployctlError(f"mmdebstrap failed: {tail}")
-        repo, _, version = tag.partition(":")
-        client().api.import_image_from_file(str(rootfs), repository=repo, tag=version or "latest")
-    image = client().images.get(tag)
-    return BuiltImage(tag=tag, image_id=image.id, size=image.attrs.get("Size", 0), base=f"debian:{suite} (mmdebstrap)")
+        image = docker.import_rootfs(rootfs, tag)
+    return BuiltImage(tag=tag, image_id=image.id, size=image.size, base=f"debian:{suite} (mmdebstrap)")
 
 
 def choose_sim_base(explicit: str | None, progress: Progress | None = None) -> str:
@@ -60,9 +57,9 @@ def choose_sim_base(explicit: str | None, progress: Progress | None = None) -> s
     env = os.environ.get("DEPLOYCTL_SIM_BASE")
     if env:
         return env
-    if image_exists(DEBIAN_BASE):
+    if docker.image_exists(DEBIAN_BASE):
         return DEBIAN_BASE
-    if image_exists(REGISTRY_BASE):
+    if docker.image_exists(REGISTRY_BASE):
         return REGISTRY_BASE
     if shutil.which("mmdebstrap"):
         return build_debian_base(progress=progress).tag
@@ -82,29 +79,7 @@ def _sim_context(dest: Path) -> None:
 
 def build(context: Path, tag: str, buildargs: dict[str, str], progress: Progress | None = None) -> str:
     """Build the image in `context`, streaming the build's lines to `progress`; give its id."""
-    lines: list[str] = []
-    stream = client().api.build(
-        path=str(context), tag=tag, buildargs=buildargs, decode=True, rm=True, forcerm=True, pull=False
-    )
-    image_id = None
-    for chunk in stream:
-        if "error" in chunk:
-            detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-            hint = None
-            if "pull access denied" in detail or "not found" in detail or "failed to resolve" in detail:
-                hint = "the base image is not on this host and cannot be pulled: pass --base-image, or run `deployctl image build-base`"
-            raise DeployctlError(f"image build failed: {detail.strip()}", hint)
-        text = chunk.get("stream", "").rstrip()
-        if text:
-            lines.append(text)
-            if progress:
-                progress(text)
-        aux = chunk.get("aux")
-        if isinstance(aux, dict) and "ID" in aux:
-            image_id = aux["ID"]
-    if image_id is None:
-        image_id = client().images.get(tag).id
-    return image_id
+    return docker.build_image(context, tag, buildargs, progress)
 
 
 def build_sim(base_image: str | None = None, tag: str = SIM_IMAGE, progress: Progress | None = None) -> BuiltImage:
@@ -116,5 +91,5 @@ def build_sim(base_image: str | None = None, tag: str = SIM_IMAGE, progress: Pro
         ctx = Path(tmp)
         _sim_context(ctx)
         image_id = build(ctx, tag, {"BASE_IMAGE": base, "VERSION": __version__}, progress)
-    image = client().images.get(image_id)
-    return BuiltImage(tag=tag, image_id=image.id, size=image.attrs.get("Size", 0), base=base)
+    image = docker.image(image_id)
+    return BuiltImage(tag=tag, image_id=image.id, size=image.size, base=base)

@@ -137,17 +137,15 @@ def _save_members(tar: tarfile.TarFile) -> Iterator[tuple[str, IO[bytes] | None,
 
 def scan(image_name: str) -> ImageScan:
     """Give the layers, wasted bytes and final filesystem of an image on this host."""
-    from docker.errors import ImageNotFound
-
-    from deployctl.docker_engine import client
+    from deployctl import docker
 
     try:
-        image = client().images.get(image_name)
-    except ImageNotFound:
-        raise DeployctlError(f"image {image_name} is not on this host", "docker images lists those that are") from None
+        image = docker.image(image_name)
+    except docker.ImageMissing:
+        raise docker.ImageMissing(image_name, "docker images lists those that are") from None
     contents: dict[str, LayerFiles] = {}
     small: dict[str, bytes] = {}
-    stream = _IterStream(client().api.get_image(image.id, chunk_size=4 * 1024 * 1024))
+    stream = _IterStream(docker.save_image(image.id, chunk_size=4 * 1024 * 1024))
     with tarfile.open(fileobj=stream, mode="r|") as outer:  # type: ignore[call-overload]  # a read()-able stream
         for name, f, data in _save_members(outer):
             if data is not None:
@@ -172,7 +170,7 @@ def scan(image_name: str) -> ImageScan:
         Layer(i, _digest(order[i]), layer.size, len(layer.files), _short(steps[i]), wasted[i])
         for i, layer in enumerate(layers)
     ]
-    return ImageScan(image_name, image.id, int(image.attrs.get("Size", 0)), out, sum(wasted), final)
+    return ImageScan(image_name, image.id, image.size, out, sum(wasted), final)
 
 
 def _digest(member: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import tempfile
 import uuid
@@ -239,33 +238,17 @@ class VerificationFailed(DeployctlError):
 
 def run_check(image_id: str, check: Check, timeout: int = 120) -> tuple[bool, str]:
     """Run one verification command in a throwaway container of the image (no network)."""
-    from docker.errors import ContainerError, DockerException
+    from deployctl import docker
 
-    from deployctl.docker_engine import client
-
-    try:
-        out = client().containers.run(
-            image_id,
-            command=check.command[1:],
-            entrypoint=[check.command[0]],
-            remove=True,
-            network_disabled=True,
-            stdout=True,
-            stderr=True,
-        )
-        return True, out.decode(errors="replace").strip()[-300:]
-    except ContainerError as exc:
-        detail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
-        return False, (detail[-1] if detail else f"exit code {exc.exit_status}")[:300]
-    except DockerException as exc:
-        return False, str(exc).splitlines()[0][:300]
+    done = docker.run_once(image_id, entrypoint=[check.command[0]], command=check.command[1:])
+    return done.ok, done.output[-300:] if done.ok else done.output[:300]
 
 
 def slim(
     source: str, profile_name: str, tag: str, dry_run: bool = False, progress: Progress | None = None
 ) -> SlimResult:
     """Slim `source` by the profile; tag the result `tag` only if every verification passes."""
-    from deployctl.docker_engine import client
+    from deployctl import docker
     from deployctl.images.build import build
 
     say = progress or (lambda line: None)
@@ -277,7 +260,7 @@ def slim(
     slim_plan = plan(image_scan, profile)
     if dry_run:
         return SlimResult(None, None, slim_plan, None, [], True)
-    config = client().images.get(source).attrs["Config"]
+    config = docker.image(source).config
     temporary = f"deployctl-slim-tmp:{uuid.uuid4().hex[:12]}"
     tagged = False
     try:
@@ -295,10 +278,9 @@ def slim(
         if failed:
             name, _, out = failed[0]
             raise VerificationFailed(f"verification '{name}' failed in the slimmed image: {out}; nothing was tagged")
-        repo, _, version = tag.rpartition(":")
-        client().images.get(image_id).tag(repo, version)
+        docker.tag_image(image_id, tag)
         tagged = True
-        size = int(client().images.get(image_id).attrs.get("Size", 0))
+        size = docker.image(image_id).size
         return SlimResult(tag, image_id, slim_plan, size, checks, False)
     finally:
         _remove(temporary, keep_image=tagged)
@@ -306,9 +288,6 @@ def slim(
 
 def _remove(temporary: str, keep_image: bool) -> None:
     """Drop the temporary tag; without the final tag, the image goes too (nothing half-tagged stays)."""
-    from docker.errors import DockerException
+    from deployctl import docker
 
-    from deployctl.docker_engine import client
-
-    with contextlib.suppress(DockerException):
-        client().images.remove(temporary, noprune=keep_image)
+    docker.remove_image(temporary, keep_untagged=keep_image)

@@ -48,7 +48,7 @@ def docker_engine() -> None:
 @pytest.fixture(scope="session")
 def sim_image(docker_engine: None) -> str:
     """The simulator image, built from a base made of Debian packages (no registry)."""
-    from deployctl.docker_engine import image_exists
+    from deployctl.docker import image_exists
     from deployctl.images.build import build_debian_base, build_sim
 
     if not image_exists(DEBIAN_BASE):

@@ -14,10 +14,11 @@ from helpers.tinymodel import write_spec, write_tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deployctl import deploy, spec
+from deployctl import spec
 from deployctl.bundle import create, signing
 from deployctl.bundle.format import BundleError, parse_manifest, parse_size, safe_path
 from deployctl.bundle.install import verify
+from deployctl.ops import plan as deploy
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,17 @@ import pytest
 from click.testing import CliRunner
 from helpers.fake_nvml import two_4090s
 
-from deployctl import doctor, spec
+from deployctl import spec
 from deployctl.cli import cli
+from deployctl.docker import EngineInfo
 from deployctl.hardware import inventory
 from deployctl.hardware.nvml import Nvml
+from deployctl.ops import doctor
 
-DOCKER_INFO = {"ServerVersion": "27.3.1", "DockerRootDir": "/var/lib/docker", "Runtimes": {"runc": {}, "nvidia": {}}}
+DOCKER_INFO = EngineInfo(server_version="27.3.1", root_dir="/var/lib/docker", runtimes=["nvidia", "runc"])
 
 
-def _checks(host_lib: object | None, docker_info: dict[str, object] | None, text: str = "") -> dict[str, doctor.Check]:
+def _checks(host_lib: object | None, docker_info: EngineInfo | None, text: str = "") -> dict[str, doctor.Check]:
     ctx = doctor.Context(spec=spec.parse(text))
     if host_lib is None:
         ctx.host_error = "NVIDIA driver not found"

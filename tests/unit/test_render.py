@@ -8,9 +8,10 @@ import pytest
 import yaml
 
 from deployctl import models, planner, spec
-from deployctl.compose import render
 from deployctl.errors import InputError
 from deployctl.hardware import profiles
+from deployctl.stackdir import write_stack
+from deployctl.targets import compose as render
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 KEY = "golden-test-key"
@@ -79,16 +80,16 @@ def test_simulated_stack_keeps_ports_health_key_and_limits_but_no_gpu() -> None:
 
 def test_write_stack_env_mode_and_replacement(tmp_path: Path) -> None:
     target = tmp_path / "stack"
-    render.write_stack(files_for(1), target)
+    write_stack(files_for(1), target)
     assert stat.S_IMODE(os.stat(target / ".env").st_mode) == 0o600
-    render.write_stack(files_for(2), target)
+    write_stack(files_for(2), target)
     assert b"golden-2x4090" in (target / "compose.yaml").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stack"]
 
 
 def test_a_failed_write_leaves_the_old_stack_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "stack"
-    render.write_stack(files_for(1), target)
+    write_stack(files_for(1), target)
     before = {p.name: p.read_bytes() for p in target.iterdir()}
     real_fsync = os.fsync
     calls = {"n": 0}
@@ -101,7 +102,7 @@ def test_a_failed_write_leaves_the_old_stack_whole(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
     with pytest.raises(OSError):
-        render.write_stack(files_for(2), target)
+        write_stack(files_for(2), target)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stack"]
 
@@ -109,5 +110,5 @@ def test_a_failed_write_leaves_the_old_stack_whole(tmp_path: Path, monkeypatch: 
 def test_stack_dir_with_foreign_files_is_refused(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="holds other files"):
-        render.write_stack(files_for(1), tmp_path)
+        write_stack(files_for(1), tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

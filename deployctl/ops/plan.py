@@ -1,10 +1,11 @@
-"""From a spec to a plan and a rendered stack: the steps `plan`, `render` and `up` share."""
+"""From a spec to a plan and a rendered stack: the steps `init`, `plan`, `render` and `up` share."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from deployctl import models, planner
+from deployctl.errors import InputError
 from deployctl.hardware import inventory
 from deployctl.models import ModelFacts
 from deployctl.planner.types import Plan
@@ -36,7 +37,26 @@ def render_stack(
     faults: dict[str, str] | None = None,
 ) -> Path:
     """Render the plan into the spec's stack directory and give its path."""
-    from deployctl.compose import render
+    from deployctl import stackdir
+    from deployctl.targets import compose
 
-    files = render.render(plan, simulate=simulate, api_key=spec.resolve_api_key(), faults=faults)
-    return render.write_stack(files, stack_dir or spec.stack_dir)
+    files = compose.render(plan, simulate=simulate, api_key=spec.resolve_api_key(), faults=faults)
+    return stackdir.write_stack(files, stack_dir or spec.stack_dir)
+
+
+def write_starter(output: Path, name: str, force: bool) -> Path:
+    """Write the commented starter spec to `output` (checked to load first); give its path."""
+    from deployctl import spec
+
+    if output.exists() and not force:
+        raise InputError(f"{output} already exists", "pass --force to overwrite it")
+    text = spec.starter(name)
+    # The starter names a model directory that does not exist yet: check the rest of it parses.
+    spec.parse(text.replace("path: ./models/my-model-gptq", "path: ./m"), str(output))
+    try:
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(output)
+    except OSError as exc:
+        raise InputError(f"{output}: cannot write: {exc.strerror}") from None
+    return output

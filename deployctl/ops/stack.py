@@ -1,24 +1,25 @@
-"""`up`: plan, render, start, wait until the model answers; and the checks around it."""
+"""`up`, `down`, `status`, `logs`: plan, render, start, wait until the model answers; and the checks around it."""
 
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from deployctl import deploy
-from deployctl.compose.diagnose import Diagnosis, diagnose
-from deployctl.compose.stack import ComposeError, ServiceState, Stack
-from deployctl.docker_engine import client, image_exists
+from deployctl import docker, stackdir
 from deployctl.engines.simulator import SIM_IMAGE
-from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
+from deployctl.errors import DeployctlError, InputError
+from deployctl.ops import plan as plan_ops
+from deployctl.ops.diagnose import Diagnosis, diagnose
+from deployctl.ops.power import apply_policy
 from deployctl.planner.types import Plan
 from deployctl.probe.http import request
 from deployctl.spec import DeploymentSpec
+from deployctl.stackdir import StackInfo
 
 MAX_RESTARTS = 3
 
@@ -58,6 +59,15 @@ class UpFailed(DeployctlError):
         super().__init__(reason, hint)
 
 
+class Stack:
+    """A rendered stack directory and the compose project it describes."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory.absolute()
+        self.info: StackInfo = stackdir.open_stack(self.dir)
+        self.compose = docker.ComposeProject(self.dir, self.info.project)
+
+
 def port_free(bind: str, port: int) -> bool:
     """Give whether a TCP port can be bound on this address now."""
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
@@ -79,31 +89,17 @@ def probe_health(endpoint: str, timeout: float = 2.0) -> int | None:
     return request(f"{endpoint}/health", timeout)[0]
 
 
-def _last_line(stack: Stack) -> str | None:
-    from docker.errors import DockerException
-
-    for cid in stack.container_ids():
-        try:
-            raw = client().api.logs(cid, tail=1)
-        except DockerException:
-            continue
-        text = raw.decode(errors="replace").strip()
-        if text:
-            return text.splitlines()[-1][:160]
-    return None
-
-
-def _running(stack: Stack) -> list[ServiceState]:
+def _running(stack: Stack) -> list[docker.ServiceState]:
     try:
-        return [s for s in stack.services() if s.state in ("running", "restarting")]
-    except ComposeError:
+        return [s for s in stack.compose.services() if s.state in ("running", "restarting")]
+    except docker.ComposeError:
         return []
 
 
 def ensure_image(plan: Plan, simulate: bool, sim_base: str | None, report: Report) -> None:
     """Make sure the image the stack runs is on this host (building the simulator's if needed)."""
     if simulate:
-        if not image_exists(SIM_IMAGE):
+        if not docker.image_exists(SIM_IMAGE):
             from deployctl.images.build import build_sim
 
             start = time.monotonic()
@@ -112,9 +108,9 @@ def ensure_image(plan: Plan, simulate: bool, sim_base: str | None, report: Repor
                 progress=lambda line: report(Progress("building simulator image", time.monotonic() - start, line)),
             )
         return
-    if not image_exists(plan.engine.image):
-        raise InputError(
-            f"image {plan.engine.image} is not on this host",
+    if not docker.image_exists(plan.engine.image):
+        raise docker.ImageMissing(
+            plan.engine.image,
             "load it from the offline bundle (deployctl bundle install) or `docker pull` it where a registry is reachable",
         )
 
@@ -131,9 +127,10 @@ def wait_healthy(stack: Stack, timeout_s: float, report: Report, started: float)
         if status == 200:
             return now - started
         if now >= next_log:
-            last_log = _last_line(stack) or last_log
+            line = stack.compose.last_log_line()
+            last_log = line[:160] if line else last_log
             next_log = now + 1.0
-            states = stack.services()
+            states = stack.compose.services()
             restarts = max((s.restarts for s in states), default=0)
             if restarts >= MAX_RESTARTS:
                 raise _failure(stack, f"the engine crashed {restarts} times while starting")
@@ -147,31 +144,8 @@ def wait_healthy(stack: Stack, timeout_s: float, report: Report, started: float)
 
 
 def _failure(stack: Stack, reason: str) -> UpFailed:
-    tail = stack.logs(tail=30)
+    tail = stack.compose.logs(tail=30)
     return UpFailed(reason=reason, log_tail=tail, diagnoses=diagnose(tail), stack_dir=str(stack.dir))
-
-
-def power_policy(spec: DeploymentSpec, simulate: bool, skip: bool) -> str | None:
-    """Apply power.limit_watts before the engine starts; give what was done, for the report."""
-    watts = spec.power.limit_watts
-    if not watts:
-        return None
-    if simulate:
-        return f"power.limit_watts {watts} W not applied: the engine is simulated"
-    if skip:
-        return f"power.limit_watts {watts} W skipped (--skip-power)"
-    if os.geteuid() != 0:
-        raise EnvironmentProblem(
-            f"power.limit_watts is {watts} W and setting GPU power limits needs root",
-            "run `sudo deployctl up`, or pass --skip-power to start without capping",
-        )
-    from deployctl.hardware import inventory, nvml
-    from deployctl.hardware import power as pw
-
-    with nvml.session(inventory.NVML_LIB) as session:
-        applied = pw.apply_policy(session, watts, pw.state_path())
-    gpus = ", ".join(str(a.change.index) for a in applied)
-    return f"GPU {gpus} capped at {watts} W (read back)"
 
 
 def up(
@@ -187,7 +161,7 @@ def up(
     report = report or (lambda p: None)
     started = time.monotonic()
     report(Progress("planning", 0.0))
-    plan = deploy.make_plan(spec, simulate=simulate)
+    plan = plan_ops.make_plan(spec, simulate=simulate)
     ensure_image(plan, simulate, sim_base, report)
     stack_dir = spec.stack_dir.absolute()
     already = bool((stack_dir / "compose.yaml").is_file() and _running(Stack(stack_dir)))
@@ -196,18 +170,18 @@ def up(
             f"port {plan.port} on {plan.bind} is in use by another program",
             "choose another with --port or serve.port, or stop the other program (ss -ltnp)",
         )
-    power = power_policy(spec, simulate, skip_power)
+    power = apply_policy(spec, simulate, skip_power)
     report(Progress("rendering", time.monotonic() - started))
-    deploy.render_stack(spec, plan, simulate=simulate, faults=faults)
+    plan_ops.render_stack(spec, plan, simulate=simulate, faults=faults)
     stack = Stack(stack_dir)
-    stack.validate()
+    stack.compose.validate()
     report(Progress("starting containers", time.monotonic() - started))
     try:
-        stack.up()
-    except ComposeError as exc:
+        stack.compose.up()
+    except docker.ComposeError as exc:
         found = diagnose(exc.message)
         raise UpFailed(
-            reason=exc.message, log_tail=stack.logs(tail=30), diagnoses=found, stack_dir=str(stack.dir)
+            reason=exc.message, log_tail=stack.compose.logs(tail=30), diagnoses=found, stack_dir=str(stack.dir)
         ) from None
     limit = timeout_s if timeout_s is not None else stack.info.load_timeout_s
     seconds = wait_healthy(stack, limit, report, started)
@@ -226,6 +200,50 @@ def up(
 def down(stack_dir: Path) -> list[str]:
     """Stop and remove the stack's containers and network; give what is left (should be nothing)."""
     stack = Stack(stack_dir)
-    stack.down()
-    left = [s.container for s in stack.services()] + stack.networks()
-    return left
+    stack.compose.down()
+    return [s.container for s in stack.compose.services()] + stack.compose.networks()
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    project: str
+    endpoint: str
+    simulate: bool
+    plan_hash: str
+    answering: bool
+    ok: bool
+    services: list[docker.ServiceState]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "services": [s.as_dict() for s in self.services]}
+
+
+def status(stack_dir: Path) -> StackStatus:
+    """Give each service's state and whether the stack is healthy.
+
+    Healthy: the endpoint answers /health, at least one service runs, every one runs and none is
+    unhealthy (Docker's own healthcheck says "starting" until its first interval has passed).
+    """
+    stack = Stack(stack_dir)
+    services = stack.compose.services()
+    answering = probe_health(stack.info.endpoint) == 200
+    ok = answering and bool(services) and all(s.state == "running" and s.health != "unhealthy" for s in services)
+    return StackStatus(
+        project=stack.info.project,
+        endpoint=stack.info.endpoint,
+        simulate=stack.info.simulate,
+        plan_hash=stack.info.plan_hash,
+        answering=answering,
+        ok=ok,
+        services=services,
+    )
+
+
+def logs(stack_dir: Path, tail: int) -> str:
+    """Give the last `tail` lines of the stack's logs."""
+    return Stack(stack_dir).compose.logs(tail=tail)
+
+
+def follow_logs(stack_dir: Path, tail: int) -> Iterator[str]:
+    """Yield the stack's log lines as they come."""
+    return Stack(stack_dir).compose.follow_logs(tail=tail)

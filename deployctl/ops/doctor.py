@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from deployctl.docker import EngineInfo
 from deployctl.errors import DeployctlError
 from deployctl.hardware.gpu import GiB, Host
 from deployctl.spec import DeploymentSpec
@@ -33,8 +33,9 @@ class Context:
     spec: DeploymentSpec
     host: Host | None = None
     host_error: str | None = None
-    docker_info: dict[str, Any] | None = None
+    docker_info: EngineInfo | None = None
     docker_error: str | None = None
+    compose_version: str | None = None
 
 
 def _nvml(ctx: Context) -> list[Check]:
@@ -121,14 +122,8 @@ def _docker(ctx: Context) -> list[Check]:
         )
     else:
         info = ctx.docker_info
-        out.append(
-            Check("docker engine", "OK", f"Docker {info.get('ServerVersion')}, root {info.get('DockerRootDir')}")
-        )
-    docker = shutil.which("docker")
-    version = None
-    if docker:
-        done = subprocess.run([docker, "compose", "version", "--short"], capture_output=True, text=True)
-        version = done.stdout.strip() if done.returncode == 0 else None
+        out.append(Check("docker engine", "OK", f"Docker {info.server_version}, root {info.root_dir}"))
+    version = ctx.compose_version
     if version and version.lstrip("v").split(".")[0].isdigit() and int(version.lstrip("v").split(".")[0]) >= 2:
         out.append(Check("compose v2", "OK", f"docker compose {version}"))
     else:
@@ -152,7 +147,7 @@ def _docker(ctx: Context) -> list[Check]:
                 "add the user to the docker group, or use sudo",
             )
         )
-    runtimes = (ctx.docker_info or {}).get("Runtimes") or {}
+    runtimes = ctx.docker_info.runtimes if ctx.docker_info else []
     cdi = [p for p in (Path("/etc/cdi/nvidia.yaml"), Path("/var/run/cdi/nvidia.yaml")) if p.exists()]
     if "nvidia" in runtimes or cdi:
         how = "nvidia runtime" if "nvidia" in runtimes else f"CDI spec {cdi[0]}"
@@ -174,8 +169,8 @@ def _disk(ctx: Context, need_bytes: int | None) -> list[Check]:
     places = {"stack dir": ctx.spec.stack_dir.absolute()}
     if ctx.spec.model.path:
         places["models"] = ctx.spec.model.path.absolute()
-    if ctx.docker_info and ctx.docker_info.get("DockerRootDir"):
-        places["images"] = Path(ctx.docker_info["DockerRootDir"])
+    if ctx.docker_info and ctx.docker_info.root_dir:
+        places["images"] = Path(ctx.docker_info.root_dir)
     for label, path in places.items():
         probe = path
         while not probe.exists() and probe != probe.parent:
@@ -227,3 +222,30 @@ def _port(ctx: Context, port_free: Callable[[str, int], bool]) -> Check:
 def run(ctx: Context, port_free: Callable[[str, int], bool], need_bytes: int | None = None) -> list[Check]:
     """Give every check, GPUs first."""
     return [*_nvml(ctx), *_docker(ctx), *_disk(ctx, need_bytes), _port(ctx, port_free)]
+
+
+def gather(spec: DeploymentSpec) -> Context:
+    """Give the facts the checks read: GPUs through NVML, the Docker engine, the Compose plugin."""
+    from deployctl import docker
+    from deployctl.docker import compose
+    from deployctl.hardware import inventory
+
+    ctx = Context(spec=spec)
+    try:
+        ctx.host = inventory.local_host()
+    except DeployctlError as exc:
+        ctx.host_error = exc.message
+    try:
+        ctx.docker_info = docker.info()
+    except DeployctlError as exc:
+        ctx.docker_error = exc.message
+    ctx.compose_version = compose.version()
+    return ctx
+
+
+def doctor(spec_path: Path | None) -> list[Check]:
+    """Give every check of this host for the spec at `spec_path` (or the defaults)."""
+    from deployctl import spec as spec_mod
+    from deployctl.ops.stack import port_free
+
+    return run(gather(spec_mod.load(spec_path)), port_free)

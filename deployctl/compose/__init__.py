@@ -1,1 +1,0 @@
-"""Render a Plan into a stack directory, and drive `docker compose` on it."""

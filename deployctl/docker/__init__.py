@@ -1,0 +1,50 @@
+"""The one typed facade over Docker: the SDK (`engine`) and the `docker compose` CLI (`compose`).
+
+Only this package imports `docker` or runs the `docker` CLI; the rest of deployctl gets dataclasses
+and project errors (errors.py holds the one table from Docker's failures to them).
+"""
+
+from deployctl.docker.compose import ComposeError, ComposeProject, ServiceState
+from deployctl.docker.engine import (
+    ContainerState,
+    EngineInfo,
+    ImageInfo,
+    RunResult,
+    build_image,
+    docker_binary,
+    image,
+    image_exists,
+    import_rootfs,
+    info,
+    load_image,
+    ping,
+    remove_image,
+    run_once,
+    save_image,
+    tag_image,
+)
+from deployctl.docker.errors import DockerFailed, ImageMissing
+
+__all__ = [
+    "ComposeError",
+    "ComposeProject",
+    "ContainerState",
+    "DockerFailed",
+    "EngineInfo",
+    "ImageInfo",
+    "ImageMissing",
+    "RunResult",
+    "ServiceState",
+    "build_image",
+    "docker_binary",
+    "image",
+    "image_exists",
+    "import_rootfs",
+    "info",
+    "load_image",
+    "ping",
+    "remove_image",
+    "run_once",
+    "save_image",
+    "tag_image",
+]

@@ -1,0 +1,54 @@
+"""Bundle workflows: create (plan, choose images, gather) and install (verify, load, place, render)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from deployctl.ops import plan as plan_ops
+from deployctl.spec import DeploymentSpec
+
+Progress = Callable[[str, int, int | None], None]
+
+
+def create(
+    spec: DeploymentSpec,
+    *,
+    output: Path,
+    images: list[str],
+    sign_key: Path | None,
+    wheels: str,
+    simulate: bool,
+    as_tar: bool,
+    split_size: int | None,
+    progress: Progress,
+) -> Any:
+    """Plan the spec and gather its images (default: the engine's, or the simulator's), weights and stack."""
+    from deployctl.bundle import create as core
+    from deployctl.engines.simulator import SIM_IMAGE
+
+    plan = plan_ops.make_plan(spec, simulate=simulate)
+    chosen = images or [SIM_IMAGE if simulate else plan.engine.image]
+    return core.create(spec, plan, output, chosen, sign_key, wheels, simulate, as_tar, split_size, progress)
+
+
+def install(
+    path: Path,
+    *,
+    target: Path,
+    pubkey: Path | None,
+    insecure: bool,
+    simulate: bool,
+    progress: Progress,
+    say: Callable[[str], None] | None,
+) -> Any:
+    """Verify the bundle, load its images, place its model, then render its stack for this host."""
+    from deployctl import spec as spec_mod
+    from deployctl.bundle import install as core
+
+    def render(spec_path: Path) -> Path:
+        s = spec_mod.load(spec_path)
+        return plan_ops.render_stack(s, plan_ops.make_plan(s, simulate=simulate), simulate=simulate)
+
+    return core.install(path, target, pubkey, insecure, simulate, progress, say, render=render)

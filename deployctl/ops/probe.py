@@ -1,0 +1,109 @@
+"""`health` and `bench`: find what to probe (endpoint, API key, plan) the same way, then probe it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deployctl.errors import InputError
+from deployctl.planner.types import Plan
+
+
+@dataclass(frozen=True)
+class Target:
+    endpoint: str
+    api_key: str | None
+    plan: Plan | None
+    stack_dir: Path | None
+
+
+def resolve_target(
+    *,
+    endpoint: str | None = None,
+    stack_dir: Path | None = None,
+    spec_path: Path | None = None,
+    api_key_env: str | None = None,
+) -> Target:
+    """Give the endpoint, key and plan to probe: flags first, then the stack of --stack-dir or of the spec."""
+    from deployctl import spec, stackdir
+
+    directory = stack_dir or spec.load(spec_path).stack_dir
+    stack = stackdir.read_stack(directory)
+    key = stack.api_key if stack else None
+    url = (endpoint or (stack.info.endpoint if stack else "")).rstrip("/")
+    if not url:
+        raise InputError(f"no endpoint: {directory} is not a stack", "pass --endpoint URL or --stack-dir DIR")
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise InputError(f"--api-key-env: {api_key_env} is not set")
+    return Target(url, key, stack.plan if stack else None, stack.dir if stack else None)
+
+
+def health(target: Target, *, max_ttft_ms: float, timeout: float) -> Any:
+    """Give the health report of the target (a probe.health.HealthReport)."""
+    from deployctl.probe import health as probe
+
+    expected = probe.Expected.from_plan(target.plan) if target.plan else None
+    return probe.check(target.endpoint, expected, target.api_key, max_ttft_ms=max_ttft_ms, timeout=timeout)
+
+
+def bench_config(
+    *,
+    endpoint: str | None,
+    stack_dir: Path | None,
+    spec_path: Path | None,
+    api_key_env: str | None,
+    preset: str | None,
+    concurrency: str | None,
+    rate: str | None,
+    requests: int,
+    warmup: int,
+    prompt_tokens: int | None,
+    output_tokens: int | None,
+    api: str,
+    seed: int,
+    slo_ttft: float | None,
+    slo_itl: float | None,
+    slo_e2e: float | None,
+    slo_percentile: str,
+    cost: float | None,
+    currency: str,
+) -> Any:
+    """Give the bench configuration (the flags over the preset's values over the defaults) and its target."""
+    from deployctl.probe import bench as core
+    from deployctl.probe.stats import Slo
+
+    p = core.PRESETS.get(preset or "", {})
+    if concurrency and rate:
+        raise InputError("give --concurrency or --rate, not both")
+    if not concurrency and not rate and "concurrency" not in p:
+        raise InputError("give --concurrency 1,2,4 (closed loop) or --rate 1,2,4 (open loop), or --preset")
+    mode = "open" if rate else "closed"
+    loads = core.parse_loads(rate or concurrency or ",".join(str(c) for c in p["concurrency"]))
+    if requests < 1 or warmup < 0:
+        raise InputError("--requests must be at least 1 and --warmup at least 0")
+    target = resolve_target(endpoint=endpoint, stack_dir=stack_dir, spec_path=spec_path, api_key_env=api_key_env)
+    return core.BenchConfig(
+        endpoint=target.endpoint,
+        mode=mode,  # type: ignore[arg-type]  # closed or open, chosen above
+        loads=loads,
+        requests=requests,
+        warmup=warmup,
+        prompt_tokens=prompt_tokens or p.get("prompt_tokens", 256),
+        output_tokens=output_tokens or p.get("output_tokens", 64),
+        api=api,  # type: ignore[arg-type]  # a click.Choice of generate, chat
+        seed=seed,
+        slo=Slo(
+            slo_ttft if slo_ttft is not None else p.get("slo_ttft_ms"),
+            slo_itl if slo_itl is not None else p.get("slo_itl_ms"),
+            slo_e2e,
+            slo_percentile,
+        ),
+        cost=cost,
+        currency=currency,
+        api_key=target.api_key,
+        preset=preset,
+    )

@@ -1,0 +1,78 @@
+"""The Docker Compose target: a Workload as compose.yaml, .env, plan.json and stack.json (deterministic bytes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deployctl import templating
+from deployctl.engines.simulator import SIM_IMAGE
+from deployctl.errors import InputError
+from deployctl.planner.types import Plan
+from deployctl.stackdir import StackInfo
+from deployctl.targets import workload as wl
+from deployctl.targets.workload import Workload
+
+# Same check for the engine and the simulator: both images carry curl.
+HEALTH_COMMAND = "curl -fsS -o /dev/null http://127.0.0.1:{port}{path} || exit 1"
+FILES = ("compose.yaml", ".env", "plan.json", "stack.json")
+
+
+def _escape(value: str) -> str:
+    return value.replace("$", "$$")  # compose interpolates $VAR in the file
+
+
+def _port_mapping(w: Workload) -> str:
+    bind = f"[{w.bind}]" if ":" in w.bind else w.bind
+    return f"{bind}:{w.host_port}:{w.container_port}"
+
+
+def context(w: Workload) -> dict[str, Any]:
+    """Give the values the templates are rendered from; all decisions are made here."""
+    return {
+        "version": w.version,
+        "plan_hash": w.plan_hash,
+        "simulate": w.simulate,
+        "project": w.name,
+        "service": w.service,
+        "engine": w.engine,
+        "image": w.image,
+        "args": [_escape(a) for a in w.args],
+        "env": [(k, _escape(v)) for k, v in w.env],
+        "secrets": [{"env": s.env, "key": s.key, "value": s.value} for s in w.secrets],
+        "port_mapping": _port_mapping(w),
+        "mounts": [{"source": _escape(m.source), "target": m.target, "read_only": m.read_only} for m in w.mounts],
+        "shm_size": w.shm_size,
+        "health_command": HEALTH_COMMAND.format(port=w.probe.port, path=w.probe.path),
+        "probe": w.probe,
+        "stop_grace": w.stop_grace_s,
+        "no_new_privileges": w.no_new_privileges,
+        "gpu_device_ids": list(w.gpu_ids) or None,
+    }
+
+
+def render(
+    plan: Plan,
+    simulate: bool = False,
+    api_key: str | None = None,
+    sim_image: str = SIM_IMAGE,
+    faults: dict[str, str] | None = None,
+) -> dict[str, bytes]:
+    """Give the stack's files, byte for byte; the same input always gives the same bytes."""
+    if api_key is not None and any(c in api_key for c in "'\n\r\\"):
+        raise InputError("the API key holds a quote, backslash or newline", "use letters, digits and -_.~+/=")
+    w = wl.from_plan(plan, simulate=simulate, api_key=api_key, sim_image=sim_image, faults=faults)
+    ctx = context(w)
+    info = StackInfo(
+        project=w.name,
+        service=w.service,
+        endpoint=wl.endpoint(plan),
+        simulate=simulate,
+        plan_hash=w.plan_hash,
+        load_timeout_s=w.probe.start_budget_s,
+    )
+    return {
+        "compose.yaml": templating.render("compose.yaml.j2", **ctx).encode(),
+        ".env": templating.render("env.j2", **ctx).encode(),
+        "plan.json": plan.canonical_json().encode(),
+        "stack.json": info.to_json(),
+    }
