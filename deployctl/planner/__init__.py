@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from deployctl import __version__
 from deployctl.engines import tgi
 from deployctl.errors import InputError, PlanRefused
-from deployctl.hardware.gpu import Gpu, Host
 from deployctl.gpus import PROFILES, for_name
+from deployctl.hardware.gpu import Gpu, Host
 from deployctl.models import ModelFacts
 from deployctl.planner import memory
 from deployctl.planner.memory import gib

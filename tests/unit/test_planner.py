@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from deployctl import gpus as profiles
 from deployctl import models, planner, spec
 from deployctl.engines import tgi
 from deployctl.errors import InputError, PlanRefused
-from deployctl import gpus as profiles
 from deployctl.hardware.gpu import GiB
 
 LAUNCHER_FLAGS = Path(__file__).parents[3] / "shared" / "tgi" / "launcher-flags.md"

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deployctl import gpus as profiles
 from deployctl import models, planner, spec
 from deployctl.compose import render
 from deployctl.errors import InputError
-from deployctl import gpus as profiles
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 KEY = "golden-test-key"
