@@ -1,10 +1,9 @@
-"""Read a local model directory (or a catalog entry) into `ModelFacts`: shape, quantization, weight bytes."""
+"""Read a local model directory (or a catalog entry) into `ModelFacts`: shape, quantization, weight bytes and their layout."""
 
 from __future__ import annotations
 
 import json
-import math
-import struct
+import re
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -12,36 +11,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from deployctl import safepath
 from deployctl.errors import InputError
+from deployctl.models import config as hf_config
+from deployctl.models import layout, quant
+from deployctl.models.layout import WeightLayout
+from deployctl.models.quant import Quantization
+from deployctl.models.safetensors import read_header
 
-SUPPORTED_TYPES = {"llama", "mistral", "qwen2"}
+__all__ = ["ModelFacts", "Quantization", "WeightLayout", "catalog", "from_config", "inspect", "preset"]
+
 _DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
-_SAFETENSORS_DTYPE_BYTES = {
-    "F64": 8,
-    "F32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "I64": 8,
-    "I32": 4,
-    "I16": 2,
-    "I8": 1,
-    "U8": 1,
-    "BOOL": 1,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-}
-_MAX_HEADER = 100 * 1024 * 1024
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
-
-
-class Quantization(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    method: Literal["gptq", "awq", "none"] = "none"
-    bits: int = 16
-    group_size: int | None = None
-    desc_act: bool | None = None
-    sym: bool | None = None
+INDEX = "model.safetensors.index.json"
+# The names `save_pretrained` gives shards (transformers `modeling_utils.py`, SAFE_WEIGHTS_NAME and
+# the "-00001-of-00004" pattern of `huggingface_hub.split_torch_state_dict_into_shards`).
+_HF_SHARD = re.compile(r"^model(-\d{5}-of-\d{5})?\.safetensors$")
+MAX_JSON = 50_000_000  # config.json and the index are kilobytes; refuse to parse anything huge
 
 
 class ModelFacts(BaseModel):
@@ -67,7 +53,12 @@ class ModelFacts(BaseModel):
     weight_bytes: int
     weight_bytes_source: Literal["safetensors", "estimate"]
     estimated_weight_bytes: int
+    layout: WeightLayout
+    experts: int = 0
+    experts_per_token: int = 0
+    expert_intermediate_size: int = 0
     safetensors_files: int = 0
+    ignored_files: list[str] = []
     has_tokenizer: bool = False
 
     @property
@@ -75,161 +66,107 @@ class ModelFacts(BaseModel):
         return _DTYPE_BYTES.get(self.dtype, 2)
 
     @property
+    def is_moe(self) -> bool:
+        return self.experts > 0
+
+    def _mlp_params(self, experts: int) -> int:
+        if not self.is_moe:
+            return 3 * self.hidden_size * self.intermediate_size
+        return 3 * self.hidden_size * self.expert_intermediate_size * experts + self.hidden_size * self.experts
+
+    def _params(self, experts: int) -> int:
+        attention = 2 * self.hidden_size * self.num_heads * self.head_dim
+        attention += 2 * self.hidden_size * self.num_kv_heads * self.head_dim
+        embeddings = self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
+        norms = (2 * self.num_layers + 1) * self.hidden_size
+        return (attention + self._mlp_params(experts)) * self.num_layers + embeddings + norms
+
+    @property
     def parameters(self) -> int:
-        """Parameter count (unquantized), from the shapes."""
-        return _linear_params(self) * self.num_layers + self._embedding_params() + self._norm_params()
+        """Parameter count (unquantized, all experts), from the shapes."""
+        return self._params(self.experts)
 
-    def _embedding_params(self) -> int:
-        return self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
+    @property
+    def active_parameters(self) -> int:
+        """Parameters one token goes through (MoE: only the routed experts)."""
+        return self._params(self.experts_per_token) if self.is_moe else self.parameters
 
-    def _norm_params(self) -> int:
-        return (2 * self.num_layers + 1) * self.hidden_size
+    def kv_bytes_per_token(self, kv_dtype_bytes: int | None = None) -> int:
+        """Bytes of KV cache one token needs, over all GPUs together."""
+        width = kv_dtype_bytes or self.dtype_bytes
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * width
 
-    def kv_bytes_per_token(self) -> int:
-        """Bytes of fp16 KV cache one token needs, over all shards together."""
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * self.dtype_bytes
+    def shard_weight_bytes(self, shards: int, *, tied_copy: bool) -> int:
+        """Give the weight bytes each GPU holds when split over `shards` GPUs (see models/layout.py)."""
+        return self.layout.per_shard(
+            shards, kv_heads=self.num_kv_heads, act_order=self.quantization.act_order, tied_copy=tied_copy
+        )
 
-
-def _linear_params(m: ModelFacts | dict[str, int]) -> int:
-    get = m.__getitem__ if isinstance(m, dict) else m.__getattribute__
-    hidden, heads, kv, hd, inter = (
-        get(k) for k in ("hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size")
-    )
-    attention = hidden * heads * hd * 2 + hidden * kv * hd * 2
-    mlp = 3 * hidden * inter
-    return attention + mlp
-
-
-def _linear_shapes(m: dict[str, int]) -> list[tuple[int, int]]:
-    """(in_features, out_features) of each quantized linear layer in one decoder layer."""
-    h, q, kv, inter = (
-        m["hidden_size"],
-        m["num_heads"] * m["head_dim"],
-        m["num_kv_heads"] * m["head_dim"],
-        m["intermediate_size"],
-    )
-    return [(h, q), (h, kv), (h, kv), (q, h), (h, inter), (h, inter), (inter, h)]
-
-
-def estimate_weight_bytes(shape: dict[str, int], quant: Quantization, model_type: str, dtype_bytes: int = 2) -> int:
-    """Give the weight bytes a checkpoint of this shape and quantization holds on disk.
-
-    GPTQ/AWQ (bits b, group g): packed b-bit weights, plus per group an fp16 scale and a
-    packed b-bit zero point, plus GPTQ's int32 g_idx per input row. Embeddings, lm_head and
-    norms stay in fp16. Qwen2 carries fp16 biases on q, k and v.
-    """
-    total = 0
-    for k, n in _linear_shapes(shape):
-        if quant.method in ("gptq", "awq"):
-            groups = math.ceil(k / (quant.group_size or k))
-            total += k * n * quant.bits // 8  # packed weights
-            total += groups * n * 2  # fp16 scales
-            total += groups * n * quant.bits // 8  # packed zeros
-            if quant.method == "gptq":
-                total += k * 4  # g_idx
-        else:
-            total += k * n * dtype_bytes
-    if model_type == "qwen2":
-        total += (shape["num_heads"] + 2 * shape["num_kv_heads"]) * shape["head_dim"] * dtype_bytes
-    total *= shape["num_layers"]
-    h = shape["hidden_size"]
-    total += (2 * shape["num_layers"] + 1) * h * dtype_bytes
-    total += shape["vocab_size"] * h * dtype_bytes * (1 if shape["tie_word_embeddings"] else 2)
-    return total
-
-
-def _read_quantization(model_dir: Path | None, config: dict[str, Any], where: str) -> Quantization:
-    raw = config.get("quantization_config")
-    if raw is None and model_dir is not None and (model_dir / "quantize_config.json").is_file():
-        raw = _read_json(model_dir / "quantize_config.json")
-        raw.setdefault("quant_method", "gptq")
-    if raw is None:
-        return Quantization()
-    method = str(raw.get("quant_method", "gptq")).lower()
-    if method not in ("gptq", "awq"):
-        raise InputError(f"{where}: quantization method {method!r} is not supported", "use a GPTQ or AWQ checkpoint")
-    bits = int(raw.get("bits", raw.get("w_bit", 4)))
-    group = raw.get("group_size", raw.get("q_group_size", 128))
-    if bits not in (2, 3, 4, 8):
-        raise InputError(f"{where}: quantization bits={bits} is not supported (2, 3, 4 or 8)")
-    return Quantization(
-        method=method,  # type: ignore[arg-type]
-        bits=bits,
-        group_size=None if group in (None, -1) else int(group),
-        desc_act=raw.get("desc_act"),
-        sym=raw.get("sym"),
-    )
+    def sharding_problem(self, shards: int) -> str | None:
+        """Give why the engines cannot split this model over `shards` GPUs, or None when they can."""
+        if self.num_heads % shards:
+            return f"its {self.num_heads} attention heads do not split over {shards} GPUs"
+        g = self.quantization.group_size
+        if shards == 1 or not g or self.quantization.method == "none":
+            return None
+        mlp = self.expert_intermediate_size if self.is_moe else self.intermediate_size
+        for layer, features in (("o_proj", self.num_heads * self.head_dim), ("down_proj", mlp)):
+            if (features // shards) % g or features % shards:
+                return (
+                    f"{layer} has {features} input features: {features} / {shards} GPUs is not a multiple of"
+                    f" the quantization group size {g} (the engine asserts this when it loads the shards)"
+                )
+        return None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
+        if path.stat().st_size > MAX_JSON:
+            raise InputError(f"{path}: {path.stat().st_size} bytes is too large for a config file")
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"{path}: not valid JSON: {str(exc)[:80]}") from None
     if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object")
+        raise InputError(f"{path}: expected a JSON object, found a {type(data).__name__}")
     return data
 
 
-def safetensors_bytes(path: Path) -> int:
-    """Give the tensor data bytes a .safetensors file declares, checking the file holds them."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise InputError(f"{path}: truncated safetensors file (no header)")
-            (header_len,) = struct.unpack("<Q", head)
-            if header_len > _MAX_HEADER:
-                raise InputError(f"{path}: not a safetensors file (header of {header_len} bytes)")
-            header = json.loads(f.read(header_len))
-        size = path.stat().st_size
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: unreadable safetensors header: {exc}") from None
-    data_bytes = 0
-    end = 0
-    for name, tensor in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            width = _SAFETENSORS_DTYPE_BYTES[tensor["dtype"]]
-            start, stop = tensor["data_offsets"]
-            count = math.prod(tensor["shape"])
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"{path}: tensor {name!r} has a malformed header entry") from None
-        if stop - start != count * width:
-            raise InputError(f"{path}: tensor {name!r} size disagrees with its shape")
-        data_bytes += stop - start
-        end = max(end, stop)
-    if size < 8 + header_len + end:
-        raise InputError(
-            f"{path}: truncated: {size} bytes on disk, header promises {8 + header_len + end}",
-            "copy the file again",
-        )
-    return data_bytes
+def weight_files(model_dir: Path) -> tuple[list[Path], list[str]]:
+    """Give the safetensors files the engine loads, and those it ignores.
+
+    With an index, exactly the files its weight_map names; without one, the HF-named shards
+    (Mistral's `consolidated.safetensors` beside them is another copy of the same weights).
+    """
+    present = sorted(p.name for p in model_dir.glob("*.safetensors"))
+    index = model_dir / INDEX
+    if index.is_file():
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise InputError(f"{index}: weight_map: not an object of tensor name -> file name")
+        named = sorted(set(weight_map.values()))
+        for name in named:
+            safepath.check_name(name, f"{index}: weight_map file")
+            if name not in present:
+                raise InputError(
+                    f"{index}: weight_map names {name}, which is not in {model_dir}", "copy the model again"
+                )
+        chosen = named
+    else:
+        chosen = [n for n in present if _HF_SHARD.match(n)] or [n for n in present if not n.startswith("consolidated")]
+    return [model_dir / n for n in chosen], [n for n in present if n not in chosen]
 
 
-def _shape(config: dict[str, Any], where: str) -> dict[str, Any]:
-    def need(key: str) -> int:
-        value = config.get(key)
-        if not isinstance(value, int) or value <= 0:
-            raise InputError(f"{where}: config.json lacks a positive integer {key!r}")
-        return value
-
-    heads = need("num_attention_heads")
-    hidden = need("hidden_size")
-    head_dim = config.get("head_dim") or hidden // heads
-    return {
-        "hidden_size": hidden,
-        "num_layers": need("num_hidden_layers"),
-        "num_heads": heads,
-        "num_kv_heads": config.get("num_key_value_heads") or heads,
-        "head_dim": head_dim,
-        "intermediate_size": need("intermediate_size"),
-        "vocab_size": need("vocab_size"),
-        "tie_word_embeddings": bool(config.get("tie_word_embeddings", False)),
-    }
+def _dtype(c: hf_config.TextConfig, q: Quantization) -> str:
+    # GPTQ and AWQ kernels run in fp16 (both engines cast these checkpoints to float16).
+    if q.method in ("gptq", "awq"):
+        return "float16"
+    return c.torch_dtype or "float16"
 
 
 def from_config(
@@ -237,53 +174,55 @@ def from_config(
 ) -> ModelFacts:
     """Give the facts a config.json describes (weights estimated unless `model_dir` holds safetensors)."""
     where = where or name
-    model_type = str(config.get("model_type", "")).lower()
-    if model_type not in SUPPORTED_TYPES:
-        archs = ", ".join(config.get("architectures") or []) or model_type or "unknown"
-        raise InputError(
-            f"{where}: architecture {archs} is not supported",
-            f"supported: {', '.join(sorted(SUPPORTED_TYPES))} families",
+    c = hf_config.parse(config, where)
+    q = quant.read(c.quantization_config, where, "config.json")
+    if q.method == "none" and model_dir is not None and (model_dir / "quantize_config.json").is_file():
+        q = quant.read(
+            _read_json(model_dir / "quantize_config.json"),
+            str(model_dir / "quantize_config.json"),
+            "quantize_config.json",
         )
-    shape = _shape(config, where)
-    quant = _read_quantization(model_dir, config, where)
-    dtype = str(config.get("torch_dtype") or "float16")
-    if quant.method != "none":
-        dtype = "float16"  # GPTQ/AWQ kernels run in fp16
-    estimate = estimate_weight_bytes(shape, quant, model_type, _DTYPE_BYTES.get(dtype, 2))
-    exact, files, has_tok = None, 0, False
+    dtype = _dtype(c, q)
+    estimate = layout.estimate(c, q, _DTYPE_BYTES[dtype])
+    lay, source, files, has_tok = estimate, "estimate", 0, False
+    ignored: list[str] = []
     if model_dir is not None:
-        shards = sorted(model_dir.glob("*.safetensors"))
-        files = len(shards)
-        if shards:
-            exact = sum(safetensors_bytes(p) for p in shards)
+        paths, ignored = weight_files(model_dir)
+        if paths:
+            tensors = [t for p in paths for t in read_header(p)]
+            lay, source, files = layout.from_tensors(tensors, c.tied()), "safetensors", len(paths)
         has_tok = any((model_dir / f).is_file() for f in TOKENIZER_FILES)
-    context = int(config.get("max_position_embeddings") or config.get("max_sequence_length") or 4096)
     return ModelFacts(
         name=name,
         path=str(model_dir) if model_dir else None,
-        architecture=(config.get("architectures") or [model_type])[0],
-        model_type=model_type,
-        num_layers=shape["num_layers"],
-        hidden_size=shape["hidden_size"],
-        num_heads=shape["num_heads"],
-        num_kv_heads=shape["num_kv_heads"],
-        head_dim=shape["head_dim"],
-        intermediate_size=shape["intermediate_size"],
-        vocab_size=shape["vocab_size"],
-        tie_word_embeddings=shape["tie_word_embeddings"],
-        context_length=context,
+        architecture=(c.architectures or [c.model_type])[0],
+        model_type=c.model_type,
+        num_layers=c.num_hidden_layers,
+        hidden_size=c.hidden_size,
+        num_heads=c.num_attention_heads,
+        num_kv_heads=c.kv_heads,
+        head_dim=c.head_size,
+        intermediate_size=c.intermediate_size,
+        vocab_size=c.vocab_size,
+        tie_word_embeddings=c.tied(),
+        context_length=c.max_position_embeddings,
         dtype=dtype,
-        quantization=quant,
-        weight_bytes=exact if exact is not None else estimate,
-        weight_bytes_source="safetensors" if exact is not None else "estimate",
-        estimated_weight_bytes=estimate,
+        quantization=q,
+        weight_bytes=lay.total,
+        weight_bytes_source=source,  # type: ignore[arg-type]
+        estimated_weight_bytes=estimate.total,
+        layout=lay,
+        experts=c.experts,
+        experts_per_token=c.num_experts_per_tok or (2 if c.experts else 0),
+        expert_intermediate_size=c.expert_intermediate if c.experts else 0,
         safetensors_files=files,
+        ignored_files=ignored,
         has_tokenizer=has_tok,
     )
 
 
 def inspect(model_dir: Path) -> ModelFacts:
-    """Give the facts of a local model directory (config.json, quantization, safetensors sizes)."""
+    """Give the facts of a local model directory (config.json, quantization, safetensors headers)."""
     if not model_dir.exists():
         raise InputError(f"model directory {model_dir} does not exist")
     if not model_dir.is_dir():
