@@ -96,7 +96,7 @@ class Power(_Strict):
 
 class DeploymentSpec(_Strict):
     name: str = Field("deployctl", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    engine: Literal["tgi"] = "tgi"
+    engine: Literal["tgi", "vllm"] = "tgi"
     image: str = DEFAULT_TGI_IMAGE
     model: ModelSource = ModelSource(preset=DEFAULT_PRESET)
     gpus: int | list[int | str] = 1

@@ -35,7 +35,13 @@ def init(output: Path, name: str, force: bool) -> None:
 
 
 def _bar(b: GpuBudget) -> str:
-    parts = [("▓", b.used_by_others + b.runtime_reserve), ("█", b.weights), ("▒", b.prefill_reserve), ("░", b.kv_cache)]
+    parts = [
+        ("▓", b.used_by_others + b.runtime_reserve),
+        ("█", b.weights),
+        ("▒", b.prefill_reserve),
+        ("░", b.kv_cache),
+        ("·", b.engine_reserve),
+    ]
     out = "".join(ch * round(n / b.total * BAR_WIDTH) for ch, n in parts)
     return "[" + out[:BAR_WIDTH].ljust(BAR_WIDTH, " ") + "]"
 
@@ -56,18 +62,21 @@ def format_plan(p: Plan) -> str:
         f"  model   {m.architecture}, {m.parameters / 1e9:.1f}B parameters, {quant}, "
         f"weights {m.weight_bytes / 1e9:.1f} GB ({source}), context {m.context_length}",
         "",
-        "Memory per GPU   ▓ runtime  █ weights  ▒ prefill  ░ KV cache",
+        f"Memory per GPU ({p.engine_name}'s start-up rule)   ▓ runtime  █ weights  ▒ warm-up peak  ░ KV cache  · kept free",
     ]
     for b in p.gpus:
         lines.append(f"  GPU {b.index}  {_bar(b)} {gib(b.total)}")
         others = f"others {gib(b.used_by_others)} + " if b.used_by_others else ""
         lines.append(
-            f"         {others}runtime {gib(b.runtime_reserve)} + weights {gib(b.weights)} + prefill {gib(b.prefill_reserve)}"
-            f" + KV {gib(b.kv_cache)} ({b.kv_tokens} tokens) + free {gib(b.free)}"
+            f"         {others}runtime {gib(b.runtime_reserve)} + weights {gib(b.weights)} + warm-up {gib(b.prefill_reserve)}"
+            f" + KV {gib(b.kv_cache)} ({b.kv_tokens} tokens) + kept free {gib(b.engine_reserve + b.free)}"
         )
     lines += ["", "Limits"] + [f"  {r}" for r in p.reasons]
     if p.decode_floor_ms:
-        lines.append(f"  decode floor: about {p.decode_floor_ms} ms per token (weights per GPU / memory bandwidth)")
+        lines.append(
+            f"  decode FLOOR: {p.decode_floor_ms} ms per token (weights + KV read per GPU / memory bandwidth; not an estimate)"
+        )
+    lines.append("  knobs  " + " ".join(f"{k}={v}" for k, v in sorted(p.knobs.items())))
     lines += ["", "Engine", f"  image  {p.engine.image}", f"  args   {' '.join(p.engine.args)}"]
     lines.append("  env    " + " ".join(f"{k}={v}" for k, v in sorted(p.engine.env.items())))
     lines.append(

@@ -18,6 +18,7 @@ FLAGS = (
     "--max-batch-prefill-tokens",
     "--max-concurrent-requests",
     "--cuda-memory-fraction",
+    "--kv-cache-dtype",
     "--api-key",
     "--hostname",
 )
@@ -37,6 +38,7 @@ def engine_config(
     p2p: bool,
     cuda_memory_fraction: float | None,
     mount_model: bool,
+    kv_cache_dtype: str | None = None,
 ) -> EngineConfig:
     """Give TGI's container settings for a plan's choices."""
     # Docker sets HOSTNAME to the container id and the launcher reads --hostname from it, so
@@ -58,6 +60,8 @@ def engine_config(
     ]
     if cuda_memory_fraction is not None:
         args += ["--cuda-memory-fraction", f"{cuda_memory_fraction:.2f}"]
+    if kv_cache_dtype is not None:
+        args += ["--kv-cache-dtype", kv_cache_dtype]
     env = {"HF_HUB_OFFLINE": "1"}
     if num_shard > 1 and not p2p:
         env["NCCL_P2P_DISABLE"] = "1"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from deployctl.hardware import nvml, profiles
+from deployctl import gpus as profiles
+from deployctl.hardware import nvml
 from deployctl.hardware.gpu import Host
 
 # Tests put a fake pynvml module here; production leaves it None (the real pynvml).

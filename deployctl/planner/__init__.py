@@ -1,32 +1,95 @@
-"""Plan a deployment: per-GPU memory, limits that fit, engine arguments, or an honest refusal."""
+"""Plan a deployment: per-GPU memory under the engine's own start-up rule, limits it accepts, or a refusal naming what fits."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from deployctl import __version__
-from deployctl.engines import tgi
+from deployctl.engines import tgi, tgi_rules, vllm_rules
 from deployctl.errors import InputError, PlanRefused
+from deployctl.gpus import PROFILES, for_name
 from deployctl.hardware.gpu import Gpu, Host
-from deployctl.hardware.profiles import PROFILES, for_name
 from deployctl.models import ModelFacts
 from deployctl.planner import memory
 from deployctl.planner.memory import gib
-from deployctl.planner.types import ChosenLimits, GpuBudget, Plan
-from deployctl.spec import DeploymentSpec, Limits
+from deployctl.planner.types import ChosenLimits, EngineConfig, GpuBudget, KvBudget, Plan, StartupInput
+from deployctl.spec import DEFAULT_TGI_IMAGE, DeploymentSpec
 
-__all__ = ["Plan", "plan"]
+__all__ = ["EngineRules", "Plan", "plan", "rules_for"]
 
 DEFAULT_MAX_TOTAL = 8192
 MIN_MAX_TOTAL = 1024
-DEFAULT_CONCURRENCY = 128  # TGI's own default
+ANSWER_ROOM = 1024  # tokens max_input_tokens leaves for the answer when the planner chooses it
+TGI_MAX_CONCURRENT = 128  # TGI launcher default for --max-concurrent-requests (shared/tgi/launcher-flags.md)
 STEP = 256
+VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"  # until the vLLM engine module (#11) owns the image
+VLLM_PORT = 8000  # vLLM's OpenAI server default port (shared/vllm/serve-flags.md)
+
+
+@dataclass(frozen=True)
+class EngineRules:
+    """One engine's start-up memory rule and the choices that go with it (pure functions)."""
+
+    name: str
+    startup_kv: Callable[[StartupInput], KvBudget]
+    accepts: Callable[[int, int], bool]
+    tied_copy: bool  # loads a tied lm_head as a second copy of the embedding
+    batch_name: str  # the flag that sets the prefill budget
+    batch_candidates: Callable[[int, int], list[int]]  # (GPU total, max_input_tokens) -> budgets, largest first
+    fraction: Callable[[int, int], float]  # (GPU total, used by others) -> memory fraction knob
+    max_seqs: Callable[[int], int]
+
+
+def _tgi_batches(total: int, max_input: int) -> list[int]:
+    # Chunked prefill: any budget is legal; 4096 keeps prompts to one or two chunks, 2048 frees memory.
+    return [4096, tgi_rules.MIN_PREFILL]
+
+
+def _vllm_batches(total: int, max_input: int) -> list[int]:
+    first = vllm_rules.default_batch_tokens(total)
+    return sorted({first, 2048}, reverse=True)
+
+
+RULES = {
+    "tgi": EngineRules(
+        name="tgi",
+        startup_kv=tgi_rules.startup_kv,
+        accepts=tgi_rules.accepts,
+        tied_copy=True,
+        batch_name="max_batch_prefill_tokens",
+        batch_candidates=_tgi_batches,
+        # TGI measures free memory itself (torch.cuda.mem_get_info), so others' use is already
+        # excluded; a fraction below 1 would take it off a second time.
+        fraction=lambda total, others: 1.0,
+        max_seqs=lambda total: TGI_MAX_CONCURRENT,
+    ),
+    "vllm": EngineRules(
+        name="vllm",
+        startup_kv=vllm_rules.startup_kv,
+        accepts=vllm_rules.accepts,
+        tied_copy=False,
+        batch_name="max_num_batched_tokens",
+        batch_candidates=_vllm_batches,
+        fraction=vllm_rules.utilization_for,
+        max_seqs=vllm_rules.default_max_seqs,
+    ),
+}
+
+
+def rules_for(engine: str) -> EngineRules:
+    """Give the memory rule of the named engine."""
+    if engine not in RULES:
+        raise InputError(f"engine: {engine!r} is not supported", f"allowed: {', '.join(RULES)}")
+    return RULES[engine]
 
 
 @dataclass(frozen=True)
 class _Fit:
     limits: ChosenLimits
     budgets: list[GpuBudget]
+    kv: list[KvBudget]
+    fraction: float
 
 
 def _select(spec: DeploymentSpec, host: Host) -> list[Gpu]:
@@ -49,64 +112,118 @@ def _select(spec: DeploymentSpec, host: Host) -> list[Gpu]:
     return chosen
 
 
-def _budgets(model: ModelFacts, gpus: list[Gpu], prefill_tokens: int) -> list[GpuBudget]:
-    n = len(gpus)
-    weights = memory.shard_weight_bytes(model, n)
-    prefill = memory.prefill_bytes_per_token(model, n) * prefill_tokens
-    per_token = memory.kv_bytes_per_token_per_shard(model, n)
-    out = []
-    for g in gpus:
-        others = g.memory_used if g.memory_used > memory.IDLE_USE else 0
-        reserve = memory.runtime_reserve(g.memory_total, n)
-        left = g.memory_total - others - reserve - weights - prefill
-        tokens = max(0, left) // per_token
+def _others(g: Gpu) -> int:
+    return g.memory_used if g.memory_used > memory.IDLE_USE else 0
+
+
+def _cuda_total(g: Gpu) -> int:
+    # NVML's total includes what the driver keeps (it shows as used on an idle GPU); CUDA's does not.
+    return g.memory_total if g.source == "profile" else g.memory_total - min(g.memory_used, memory.IDLE_USE)
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """What one attempt asks of the engine rule."""
+
+    rules: EngineRules
+    model: ModelFacts
+    gpus: list[Gpu]
+    kv_dtype: str
+    batch_tokens: int
+
+
+def _budgets(ask: _Ask) -> tuple[list[GpuBudget], list[KvBudget], float]:
+    n = len(ask.gpus)
+    model, rules = ask.model, ask.rules
+    weights = model.shard_weight_bytes(n, tied_copy=rules.tied_copy)
+    out, kvs, fractions = [], [], []
+    for g in ask.gpus:
+        total, others = _cuda_total(g), _others(g)
+        fraction = rules.fraction(total, others)
+        kv = rules.startup_kv(
+            StartupInput(
+                total=total,
+                used_by_others=others,
+                weights=weights,
+                shards=n,
+                batch_tokens=ask.batch_tokens,
+                max_seqs=rules.max_seqs(total),
+                activation_bytes_per_token=memory.activation_bytes_per_token(model, n),
+                logits_bytes_per_seq=memory.logits_bytes_per_seq(model),
+                kv_bytes_per_token=memory.kv_bytes_per_token_per_shard(model, n, ask.kv_dtype),
+                memory_fraction=fraction,
+            )
+        )
+        fractions.append(fraction)
+        kvs.append(kv)
         out.append(
             GpuBudget(
                 index=g.index,
                 uuid=g.uuid,
                 name=g.name,
-                total=g.memory_total,
+                total=total,
                 used_by_others=others,
-                runtime_reserve=reserve,
+                runtime_reserve=kv.runtime,
                 weights=weights,
-                prefill_reserve=prefill,
-                kv_cache=tokens * per_token,
-                kv_tokens=tokens,
+                prefill_reserve=kv.activations,
+                kv_cache=kv.kv_bytes,
+                kv_tokens=kv.kv_tokens,
+                engine_reserve=max(0, total - others - kv.runtime - weights - kv.activations - kv.kv_bytes),
             )
         )
-    return out
+    return out, kvs, min(fractions)
 
 
-def _limits_for(total: int, spec: DeploymentSpec, concurrency: int) -> tuple[int, int, int]:
+def _limits_for(total: int, spec: DeploymentSpec) -> tuple[int, int]:
     lim = spec.limits
-    max_input = lim.max_input_tokens or (total - 1024 if total > 2048 else total // 2)
-    prefill = lim.max_batch_prefill_tokens or max_input + 50  # TGI's own default
-    return max_input, total, prefill
+    max_input = lim.max_input_tokens or (total - ANSWER_ROOM if total > 2 * ANSWER_ROOM else total // 2)
+    return max_input, total
 
 
-def _try(model: ModelFacts, gpus: list[Gpu], spec: DeploymentSpec, total: int) -> _Fit | None:
-    """Give the fit at max_total_tokens=total, or None when one request of that length does not fit."""
-    max_input, total, prefill = _limits_for(total, spec, DEFAULT_CONCURRENCY)
-    if max_input >= total or prefill < max_input:
+def _batch_options(rules: EngineRules, spec: DeploymentSpec, total: int, max_input: int) -> list[int]:
+    if spec.limits.max_batch_prefill_tokens:
+        return [spec.limits.max_batch_prefill_tokens]
+    return rules.batch_candidates(total, max_input)
+
+
+def _try(ask: _Ask, spec: DeploymentSpec, total: int) -> _Fit | None:
+    """Give the fit at max_total_tokens=total, or None when the engine would refuse it."""
+    max_input, total = _limits_for(total, spec)
+    if max_input >= total:
         return None
-    budgets = _budgets(model, gpus, prefill)
+    budgets, kvs, fraction = _budgets(ask)
     kv_tokens = min(b.kv_tokens for b in budgets)
-    if kv_tokens < total:
+    if not ask.rules.accepts(total, kv_tokens):
         return None
+    concurrency = spec.limits.max_concurrent_requests or ask.rules.max_seqs(_cuda_total(ask.gpus[0]))
     limits = ChosenLimits(
         max_input_tokens=max_input,
         max_total_tokens=total,
-        max_batch_prefill_tokens=prefill,
-        max_concurrent_requests=spec.limits.max_concurrent_requests or DEFAULT_CONCURRENCY,
+        max_batch_prefill_tokens=ask.batch_tokens,
+        max_concurrent_requests=concurrency,
         kv_cache_tokens=kv_tokens,
     )
-    return _Fit(limits, budgets)
+    return _Fit(limits, budgets, kvs, fraction)
 
 
-def _largest_fit(model: ModelFacts, gpus: list[Gpu], spec: DeploymentSpec, ceiling: int) -> _Fit | None:
+def _first_fit(base: _Ask, spec: DeploymentSpec, total: int) -> _Fit | None:
+    """Give the fit with the largest prefill budget that keeps max_total_tokens=total."""
+    max_input, _ = _limits_for(total, spec)
+    for batch in _batch_options(base.rules, spec, _cuda_total(base.gpus[0]), max_input):
+        fit = _try(_with(base, batch_tokens=batch), spec, total)
+        if fit:
+            return fit
+    return None
+
+
+def _with(ask: _Ask, **changes: object) -> _Ask:
+    return _Ask(**{**ask.__dict__, **changes})  # type: ignore[arg-type]
+
+
+def _largest_fit(base: _Ask, spec: DeploymentSpec, ceiling: int) -> _Fit | None:
     total = ceiling - ceiling % STEP if ceiling > STEP else ceiling
     while total >= MIN_MAX_TOTAL:
-        fit = _try(model, gpus, spec, total)
+        fit = _first_fit(base, spec, total)
         if fit:
             return fit
         total -= STEP
@@ -119,95 +236,222 @@ def _profile_gpus(template: Gpu, count: int) -> list[Gpu]:
     ]
 
 
-def _what_would_fit(model: ModelFacts, gpus: list[Gpu], host: Host, spec: DeploymentSpec, wanted: int) -> str:
-    """Give the sentence a refusal ends with: more GPUs, a shorter context, or a smaller model."""
-    n = len(gpus)
-    ways = []
-    # A shorter context also needs shorter inputs: suggest with the input limits left to the planner.
-    relaxed = spec.model_copy(update={"limits": Limits(max_concurrent_requests=spec.limits.max_concurrent_requests)})
-    shorter = _largest_fit(model, gpus, relaxed, wanted - STEP) if wanted > MIN_MAX_TOTAL else None
+def _what_would_fit(base: _Ask, spec: DeploymentSpec, host: Host, wanted: int) -> str:
+    """Give the refusal's last sentence: shorter context, fp8 KV, smaller prefill budget, more GPUs, smaller model."""
+    n, rules, ways = len(base.gpus), base.rules, []
+    relaxed = spec.model_copy(update={"limits": spec.limits.model_copy(update={"max_input_tokens": None})})
+    shorter = _largest_fit(base, relaxed, wanted - STEP) if wanted > MIN_MAX_TOTAL else None
     if shorter:
         s = shorter.limits
         ways.append(
             f"max_total_tokens {s.max_total_tokens} or less fits on {n} GPU{'s' if n > 1 else ''}"
             f" (with max_input_tokens {s.max_input_tokens})"
         )
-    limit = host.max_gpus
-    for more in range(n + 1, limit + 1):
-        if model.num_heads % more:
+    if base.kv_dtype == "auto":
+        fp8 = _first_fit(_with(base, kv_dtype="fp8"), spec, wanted) or _largest_fit(
+            _with(base, kv_dtype="fp8"), relaxed, wanted
+        )
+        if fp8:
+            ways.append(
+                f"--kv-cache-dtype fp8 gives {fp8.limits.kv_cache_tokens} KV tokens"
+                f" (max_total_tokens {fp8.limits.max_total_tokens})"
+            )
+    if spec.limits.max_batch_prefill_tokens and spec.limits.max_batch_prefill_tokens > tgi_rules.MIN_PREFILL:
+        small = _first_fit(_with(base, batch_tokens=tgi_rules.MIN_PREFILL), _free_batch(spec), wanted)
+        if small:
+            ways.append(f"{rules.batch_name} {tgi_rules.MIN_PREFILL} fits max_total_tokens {wanted}")
+    for more in range(n + 1, host.max_gpus + 1):
+        if base.model.sharding_problem(more):
             continue
-        bigger = _profile_gpus(gpus[0], more)
-        fit = _try(model, bigger, spec, wanted) or _largest_fit(model, bigger, spec, wanted)
+        bigger = _with(base, gpus=_profile_gpus(base.gpus[0], more))
+        fit = _first_fit(bigger, spec, wanted) or _largest_fit(bigger, relaxed, wanted)
         if fit:
             ways.append(f"{more} GPUs fit it (use --gpus {more}, max_total_tokens {fit.limits.max_total_tokens})")
             break
     if not ways:
-        usable = sum(
-            g.memory_total - memory.runtime_reserve(g.memory_total, limit) for g in _profile_gpus(gpus[0], limit)
-        )
-        # Keep a quarter for activations and KV cache; 4-bit GPTQ weighs ~0.52 bytes a parameter.
+        limit = host.max_gpus
+        usable = sum(_cuda_total(g) for g in _profile_gpus(base.gpus[0], limit))
+        # Keep a quarter for runtime, activations and KV cache; 4-bit GPTQ weighs ~0.52 bytes a parameter.
         params = usable * 0.75 / 0.52 / 1e9
-        ways.append(f"a smaller model: about {params:.0f}B parameters at 4 bit fit on {limit} x {gpus[0].name}")
+        ways.append(f"a smaller model: about {params:.0f}B parameters at 4 bit fit on {limit} x {base.gpus[0].name}")
     return "; ".join(ways)
 
 
-def _why(spec: DeploymentSpec, model: ModelFacts, limits: ChosenLimits, shrunk: bool) -> list[str]:
+def _free_batch(spec: DeploymentSpec) -> DeploymentSpec:
+    return spec.model_copy(update={"limits": spec.limits.model_copy(update={"max_batch_prefill_tokens": None})})
+
+
+def _why(
+    spec: DeploymentSpec, model: ModelFacts, fit: _Fit, rules: EngineRules, shrunk: bool, kv_dtype: str
+) -> list[str]:
+    limits = fit.limits
+    total = fit.budgets[0].total
     reasons = []
     if spec.limits.max_total_tokens:
         reasons.append(f"max_total_tokens {limits.max_total_tokens}: from the spec")
     elif shrunk:
         reasons.append(
-            f"max_total_tokens {limits.max_total_tokens}: the largest that leaves the KV cache room for one full request"
+            f"max_total_tokens {limits.max_total_tokens}: the largest the engine's KV cache accepts"
+            " (one full-length request must fit)"
         )
     else:
         reasons.append(
             f"max_total_tokens {limits.max_total_tokens}: the model's context ({model.context_length}) capped at {DEFAULT_MAX_TOTAL}"
         )
-    src = "from the spec" if spec.limits.max_input_tokens else "max_total_tokens minus room for the answer"
+    src = "from the spec" if spec.limits.max_input_tokens else f"max_total_tokens minus {ANSWER_ROOM} for the answer"
     reasons.append(f"max_input_tokens {limits.max_input_tokens}: {src}")
-    src = "from the spec" if spec.limits.max_batch_prefill_tokens else "max_input_tokens + 50, TGI's rule"
-    reasons.append(f"max_batch_prefill_tokens {limits.max_batch_prefill_tokens}: {src}")
-    src = "from the spec" if spec.limits.max_concurrent_requests else "TGI's default; more wait in its queue"
+    batch = limits.max_batch_prefill_tokens
+    if spec.limits.max_batch_prefill_tokens:
+        src = "from the spec (chunked prefill splits longer prompts)"
+    elif batch == max(_batch_options(rules, _free_batch(spec), total, limits.max_input_tokens)):
+        src = "chunked prefill splits longer prompts into chunks of this size; the largest default that fits"
+    else:
+        src = "the smaller chunked-prefill budget: its warm-up peak is smaller, leaving the KV cache room for max_total_tokens"
+    reasons.append(f"{rules.batch_name} {batch}: {src}")
+    src = "from the spec" if spec.limits.max_concurrent_requests else f"{rules.name}'s default; more wait in its queue"
     reasons.append(f"max_concurrent_requests {limits.max_concurrent_requests}: {src}")
+    dtype = "fp8 (1 byte per element)" if kv_dtype == "fp8" else f"{model.dtype} (the model's dtype)"
     reasons.append(
-        f"KV cache: {limits.kv_cache_tokens} tokens, {limits.full_length_requests} request(s) of full length at once"
+        f"KV cache: {limits.kv_cache_tokens} tokens in {dtype} under {rules.name}'s start-up rule,"
+        f" {limits.full_length_requests} request(s) of full length at once"
     )
     return reasons
 
 
-def plan(spec: DeploymentSpec, model: ModelFacts, host: Host, simulate: bool = False) -> Plan:
+def _check_quantize(spec: DeploymentSpec, model: ModelFacts) -> None:
+    """The checkpoint says how it is quantized; an explicit model.quantize that disagrees is bad input."""
+    if "quantize" not in spec.model.model_fields_set:
+        return
+    actual = {"gptq": "gptq", "awq": "awq", "none": "none"}.get(model.quantization.method, "compressed-tensors")
+    if spec.model.quantize != actual:
+        said = model.quantization.method if actual != "none" else f"unquantized {model.dtype}"
+        raise InputError(
+            f"model.quantize: {spec.model.quantize} but the checkpoint is {said}",
+            "leave model.quantize out: deployctl reads the quantization from the checkpoint",
+        )
+
+
+def decode_floor_ms(
+    model: ModelFacts, weights_per_gpu: int, kv_tokens_read: int, shards: int, bandwidth_gbs: float
+) -> float:
+    """Give the floor on one decode step: bytes each GPU must read (weights + KV) / memory bandwidth.
+
+    MoE at batch 1 reads only the routed experts' share of the expert weights.
+    """
+    weights = weights_per_gpu
+    if model.is_moe and model.experts:
+        expert = model.layout.split * model.experts_per_token // model.experts // shards
+        weights = weights_per_gpu - model.layout.split // shards + expert
+    kv = kv_tokens_read * memory.kv_bytes_per_token_per_shard(model, shards)
+    return round((weights + kv) / (bandwidth_gbs * 1e9) * 1000, 1)
+
+
+def bandwidth_of(host: Host, gpu: Gpu) -> float | None:
+    name = host.profile or (p.name if (p := for_name(gpu.name)) else None)
+    return PROFILES[name].bandwidth_gbs if name else None
+
+
+def plan(
+    spec: DeploymentSpec, model: ModelFacts, host: Host, simulate: bool = False, *, kv_cache_dtype: str = "auto"
+) -> Plan:
     """Give the plan for serving `model` on `host` as `spec` asks, or raise PlanRefused saying what would fit."""
+    rules = rules_for(spec.engine)
     gpus = _select(spec, host)
     n = len(gpus)
-    if model.num_heads % n:
+    _check_quantize(spec, model)
+    problem = model.sharding_problem(n)
+    if problem:
+        good = [k for k in (1, 2, 4, 8) if not model.sharding_problem(k)]
         raise InputError(
-            f"{model.name}: {model.num_heads} attention heads cannot be split over {n} GPUs", "use 1, 2 or 4 GPUs"
+            f"{model.name} cannot be split over {n} GPUs: {problem}", f"use --gpus {' or '.join(map(str, good))}"
         )
     wanted = spec.limits.max_total_tokens or min(model.context_length, DEFAULT_MAX_TOTAL)
     if spec.limits.max_total_tokens and wanted > model.context_length:
         raise InputError(
             f"limits.max_total_tokens: {wanted} is beyond the model's context of {model.context_length} tokens"
         )
-    fit = _try(model, gpus, spec, wanted)
+    base = _Ask(rules, model, gpus, kv_cache_dtype, 0)
+    fit = _first_fit(base, spec, wanted)
     shrunk = False
     if fit is None and not spec.limits.max_total_tokens:
-        fit = _largest_fit(model, gpus, spec, wanted)
+        fit = _largest_fit(base, spec, wanted)
         shrunk = fit is not None
     if fit is None:
-        budget = _budgets(model, gpus, _limits_for(wanted, spec, 0)[2])[0]
+        max_input, _ = _limits_for(wanted, spec)
+        batch = _batch_options(rules, spec, _cuda_total(gpus[0]), max_input)[-1]
+        b = _budgets(_with(base, batch_tokens=batch))[0][0]
         what = (
-            f"weights {gib(budget.weights)} per GPU"
-            if budget.weights + budget.runtime_reserve > budget.total - budget.used_by_others
-            else f"{gib(budget.weights)} of weights per GPU leave room for {budget.kv_tokens} KV tokens, {wanted} needed"
+            f"weights {gib(b.weights)} per GPU"
+            if b.weights + b.runtime_reserve + b.used_by_others >= b.total
+            else f"{gib(b.weights)} of weights per GPU leave {rules.name} room for {b.kv_tokens} KV tokens, {wanted} needed"
         )
         raise PlanRefused(
-            f"{model.name} does not fit {n} x {gpus[0].name} ({gib(gpus[0].memory_total)} each): {what}",
-            "what would fit: " + _what_would_fit(model, gpus, host, spec, wanted),
+            f"{model.name} does not fit {n} x {gpus[0].name} ({gib(gpus[0].memory_total)} each) with {rules.name}: {what}",
+            "what would fit: " + _what_would_fit(_with(base, batch_tokens=batch), spec, host, wanted),
         )
-    return _assemble(spec, model, host, gpus, fit, shrunk)
+    return _assemble(spec, model, host, gpus, fit, shrunk, rules, kv_cache_dtype)
 
 
-def _assemble(spec: DeploymentSpec, model: ModelFacts, host: Host, gpus: list[Gpu], fit: _Fit, shrunk: bool) -> Plan:
+def _engine(spec: DeploymentSpec, model: ModelFacts, host: Host, fit: _Fit, n: int, kv_dtype: str) -> EngineConfig:
+    served = spec.model.served_name or model.name
+    if spec.engine == "tgi":
+        return tgi.engine_config(
+            image=spec.image,
+            served_name=served,
+            quantize=model.quantization.tgi_flag() or "none",
+            num_shard=n,
+            limits=fit.limits,
+            p2p=host.p2p,
+            cuda_memory_fraction=fit.fraction if fit.fraction < 1 else None,
+            mount_model=model.path is not None,
+            kv_cache_dtype="fp8_e4m3fn" if kv_dtype == "fp8" else None,
+        )
+    return _vllm_engine(spec, model, host, fit, n, kv_dtype)
+
+
+def _vllm_engine(spec: DeploymentSpec, model: ModelFacts, host: Host, fit: _Fit, n: int, kv_dtype: str) -> EngineConfig:
+    # The arguments the memory rule assumed; helper #11's engines/vllm.py takes this over.
+    served = spec.model.served_name or model.name
+    lim = fit.limits
+    args = [tgi.model_id(served), "--served-model-name", served, "--host", "0.0.0.0", "--port", str(VLLM_PORT)]
+    args += ["--tensor-parallel-size", str(n), "--max-model-len", str(lim.max_total_tokens)]
+    knobs = fit.kv[0].knobs
+    args += ["--gpu-memory-utilization", knobs["--gpu-memory-utilization"]]
+    args += [
+        "--max-num-batched-tokens",
+        str(lim.max_batch_prefill_tokens),
+        "--max-num-seqs",
+        str(lim.max_concurrent_requests),
+    ]
+    if (flag := model.quantization.vllm_flag()) is not None:
+        args += ["--quantization", flag]
+    if kv_dtype == "fp8":
+        args += ["--kv-cache-dtype", "fp8"]
+    if n > 1 and not host.p2p:
+        args.append("--disable-custom-all-reduce")
+    env = {"HF_HUB_OFFLINE": "1", "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": "0", "VLLM_NO_USAGE_STATS": "1"}
+    return EngineConfig(
+        kind="vllm",
+        image=VLLM_IMAGE if spec.image == DEFAULT_TGI_IMAGE else spec.image,
+        args=args,
+        env=env,
+        container_port=VLLM_PORT,
+        health_path="/health",
+        model_mount=tgi.model_id(served) if model.path is not None else None,
+        shm_size="8gb" if n > 1 else None,
+    )
+
+
+def _assemble(
+    spec: DeploymentSpec,
+    model: ModelFacts,
+    host: Host,
+    gpus: list[Gpu],
+    fit: _Fit,
+    shrunk: bool,
+    rules: EngineRules,
+    kv_dtype: str,
+) -> Plan:
     n = len(gpus)
     warnings = []
     limits = fit.limits
@@ -217,39 +461,35 @@ def _assemble(spec: DeploymentSpec, model: ModelFacts, host: Host, gpus: list[Gp
             "shorter requests batch better"
         )
     others = max(b.used_by_others for b in fit.budgets)
-    fraction = None
     if others:
-        total = min(b.total for b in fit.budgets)
-        fraction = int((total - others) / total * 100) / 100
         warnings.append(
-            f"another process holds {gib(others)} on a chosen GPU: TGI is limited to {fraction:.2f} of memory"
+            f"another process holds {gib(others)} on a chosen GPU: {rules.name} sized its cache around it;"
+            " if that process grows, the engine runs out of memory"
         )
     if n > 1 and not host.p2p:
         warnings.append("no peer-to-peer between the GPUs: NCCL goes through host memory (NCCL_P2P_DISABLE=1)")
     if model.weight_bytes_source == "estimate" and model.path is not None:
         warnings.append("no *.safetensors found: weights estimated from config.json")
-    if model.quantization.method == "none" and spec.model.quantize != "none":
-        warnings.append(f"config.json has no quantization config but the spec says {spec.model.quantize}")
-    quantize = spec.model.quantize if model.quantization.method == "none" else model.quantization.method
-    if spec.model.quantize == "none":
-        quantize = "none"
+    if model.ignored_files:
+        warnings.append(
+            f"not loaded (not in the index / not HF shard names): {', '.join(model.ignored_files[:4])}"
+            + (" ..." if len(model.ignored_files) > 4 else "")
+        )
+    if model.is_moe:
+        warnings.append(
+            f"mixture of experts: all {model.experts} experts are loaded on every GPU group"
+            f" ({model.experts_per_token} run per token)"
+        )
     served = spec.model.served_name or model.name
-    profile = host.profile or (p.name if (p := for_name(gpus[0].name)) else None)
-    bandwidth = PROFILES[profile].bandwidth_gbs if profile else None
-    floor = None
-    if bandwidth:
-        floor = round(fit.budgets[0].weights / (bandwidth * 1e9) * 1000, 1)
-    engine = tgi.engine_config(
-        image=spec.image,
-        served_name=served,
-        quantize=quantize,
-        num_shard=n,
-        limits=limits,
-        p2p=host.p2p,
-        cuda_memory_fraction=fraction,
-        mount_model=model.path is not None,
-    )
+    bandwidth = bandwidth_of(host, gpus[0])
+    floor = decode_floor_ms(model, fit.budgets[0].weights, limits.max_total_tokens, n, bandwidth) if bandwidth else None
+    engine = _engine(spec, model, host, fit, n, kv_dtype)
     device_ids = [str(g.index) if g.source == "profile" else g.uuid for g in gpus]
+    knobs = dict(fit.kv[0].knobs)
+    if kv_dtype == "fp8":
+        knobs["--kv-cache-dtype"] = "fp8_e4m3fn" if rules.name == "tgi" else "fp8"
+    if rules.name == "tgi":
+        knobs["TGI_WIGGLE_ROOM"] = f"{tgi_rules.WIGGLE_ROOM:.2f} (default, not set)"
     return Plan(
         deployctl_version=__version__,
         name=spec.name,
@@ -269,6 +509,10 @@ def _assemble(spec: DeploymentSpec, model: ModelFacts, host: Host, gpus: list[Gp
         api_key=bool(spec.serve.api_key_env or spec.serve.api_key_file),
         power_limit_watts=spec.power.limit_watts,
         decode_floor_ms=floor,
-        reasons=_why(spec, model, limits, shrunk),
+        reasons=_why(spec, model, fit, rules, shrunk, kv_dtype),
         warnings=warnings,
+        engine_name=rules.name,
+        kv_cache_dtype=kv_dtype,
+        memory_fraction=fit.fraction,
+        knobs=knobs,
     )

@@ -1,54 +1,46 @@
-"""Per-GPU memory arithmetic for a sharded, quantized decoder model. Pure functions."""
+"""Per-GPU activation and KV arithmetic for a sharded decoder model. Pure functions."""
 
 from __future__ import annotations
+
+import math
 
 from deployctl.hardware.gpu import GiB
 from deployctl.models import ModelFacts
 
 MiB = 1024**2
 
-# What the engine holds besides weights, activations and the KV cache, per GPU. The CUDA
-# context with PyTorch and the GPTQ/flash-attention kernels loaded is 0.5-0.8 GiB; TGI
-# captures CUDA graphs for small batch sizes (a few hundred MiB); NCCL's buffers when
-# sharded; and a share of the total kept back for allocator fragmentation.
-CUDA_CONTEXT = 768 * MiB
-CUDA_GRAPHS = 512 * MiB
-NCCL_BUFFERS = 256 * MiB
-FRAGMENTATION_SHARE = 0.03
-# Others' use of a GPU below this is the display server or the driver, not a workload.
+# Others' use of a GPU below this is the display server or the driver, not a workload
+# (NVML counts the driver's reserve as used: 480 MiB on an idle H100, docs/hardware-readings.md).
 IDLE_USE = 512 * MiB
+# KV element widths for `--kv-cache-dtype` (TGI fp8_e4m3fn, vLLM fp8: one byte per element).
+KV_DTYPE_BYTES = {"fp8": 1}
 
 
-def runtime_reserve(total: int, num_shard: int) -> int:
-    """Give the bytes the runtime holds on one GPU besides weights, activations and KV cache."""
-    nccl = NCCL_BUFFERS if num_shard > 1 else 0
-    return CUDA_CONTEXT + CUDA_GRAPHS + nccl + int(total * FRAGMENTATION_SHARE)
+def activation_bytes_per_token(model: ModelFacts, shards: int) -> int:
+    """Give one prefill token's peak activation bytes on one GPU.
 
-
-def shard_weight_bytes(model: ModelFacts, num_shard: int) -> int:
-    """Give the weight bytes one shard holds: linear layers and embeddings split, norms replicated."""
-    replicated = (2 * model.num_layers + 1) * model.hidden_size * model.dtype_bytes
-    return (model.weight_bytes - replicated) // num_shard + replicated
-
-
-def prefill_bytes_per_token(model: ModelFacts, num_shard: int) -> int:
-    """Give the activation bytes one prefill token needs on one shard.
-
-    The peak is in the MLP (gate and up projections side by side) plus the residual stream
-    and the q/k/v projections; twice that for the temporaries the kernels keep.
+    The peak is in the MLP of a decoder layer (TGI `flash_llama_modeling.py` `LlamaMLP`,
+    vLLM `models/llama.py`): the residual stream and its normed copy (hidden each), the fused
+    gate/up output (2 x intermediate / shards) and its activation (intermediate / shards), with
+    the q/k/v projection's output still referenced. MoE layers compute only the routed
+    experts per token.
     """
-    per_token = (
-        2 * model.intermediate_size
-        + 4 * model.hidden_size
-        + (model.num_heads + 2 * model.num_kv_heads) * model.head_dim
-    )
-    return 2 * per_token * model.dtype_bytes // num_shard
+    inter = model.experts_per_token * model.expert_intermediate_size if model.is_moe else model.intermediate_size
+    qkv = (model.num_heads + 2 * model.num_kv_heads) * model.head_dim
+    per_token = 4 * model.hidden_size + qkv // shards + 3 * inter // shards
+    return per_token * model.dtype_bytes
 
 
-def kv_bytes_per_token_per_shard(model: ModelFacts, num_shard: int) -> int:
-    """Give one token's KV cache bytes on one shard (KV heads split, replicated if fewer than shards)."""
-    kv_heads = max(1, model.num_kv_heads // num_shard)
-    return 2 * model.num_layers * kv_heads * model.head_dim * model.dtype_bytes
+def logits_bytes_per_seq(model: ModelFacts) -> int:
+    """Give one sequence's logits row as the samplers hold it (fp32 over the whole vocabulary)."""
+    return model.vocab_size * 4
+
+
+def kv_bytes_per_token_per_shard(model: ModelFacts, shards: int, kv_dtype: str = "auto") -> int:
+    """Give one token's KV cache bytes on one GPU (KV heads split; whole heads kept when fewer than GPUs)."""
+    kv_heads = math.ceil(model.num_kv_heads / shards)
+    width = KV_DTYPE_BYTES.get(kv_dtype, model.dtype_bytes)
+    return 2 * model.num_layers * kv_heads * model.head_dim * width
 
 
 def gib(n: int | float) -> str:

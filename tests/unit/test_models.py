@@ -73,5 +73,7 @@ def test_truncated_safetensors_is_refused(tmp_path: Path) -> None:
 
 def test_unsupported_architecture(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
-    with pytest.raises(InputError, match="GPT2LMHeadModel is not supported"):
+    with pytest.raises(
+        InputError, match=r"model_type: .gpt2. \(GPT2LMHeadModel\) is not supported; allowed: one of llama"
+    ):
         models.inspect(tmp_path)

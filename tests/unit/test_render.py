@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deployctl import gpus as profiles
 from deployctl import models, planner, spec
 from deployctl.errors import InputError
-from deployctl.hardware import profiles
 from deployctl.stackdir import write_stack
 from deployctl.targets import compose as render
 
