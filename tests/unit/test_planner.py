@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers.checkpoints import CHECKPOINTS
 
 from deployctl import gpus as profiles
 from deployctl import models, planner, spec
@@ -107,3 +108,133 @@ def test_memory_used_by_another_process_shrinks_the_kv_cache_once(m8: Path) -> N
 
 def test_plan_is_deterministic(m70: Path) -> None:
     assert _plan(m70, 2).canonical_json() == _plan(m70, 2).canonical_json()
+
+
+# --- plans the engines accept at start-up ------------------------------------------------
+
+MiB = 1024**2
+RTX4090_CUDA_TOTAL = int(23.64 * GiB)  # what torch reports on an RTX 4090 (PyTorch OOM messages, design.md)
+
+
+def _engine_plan(model_dir: Path, gpus: int, engine: str, **limits: int) -> planner.Plan:
+    overrides = {"gpus": gpus, "engine": engine, "model.path": str(model_dir)}
+    overrides.update({f"limits.{k}": v for k, v in limits.items()})
+    return planner.plan(spec.parse("", overrides=overrides), models.inspect(model_dir), profiles.host("rtx4090", gpus))
+
+
+def _rule_tokens(p: planner.Plan) -> int:
+    """The KV tokens the engine itself would allocate for this plan, recomputed from its source's arithmetic.
+
+    TGI 3.3 flash_causal_lm.py warmup(): blocks = (free after a warm-up prefill - (1 - fraction) x total)
+    x TGI_WIGGLE_ROOM (0.90) // block bytes (BLOCK_SIZE 1 with flashinfer).
+    vLLM gpu_worker.determine_available_memory(): utilization x total - weights - peak activations
+    - non-torch memory, in blocks of 16 tokens.
+    """
+    m, n, g = p.model, p.num_shard, p.gpus[0]
+    inter = m.experts_per_token * m.expert_intermediate_size if m.experts else m.intermediate_size
+    act_per_token = m.dtype_bytes * (
+        4 * m.hidden_size + (m.num_heads + 2 * m.num_kv_heads) * m.head_dim // n + 3 * inter // n
+    )
+    kv_heads = -(-m.num_kv_heads // n)
+    kv_per_token = 2 * m.num_layers * kv_heads * m.head_dim * (1 if p.kv_cache_dtype == "fp8" else 2)
+    batch = p.limits.max_batch_prefill_tokens
+    if p.engine_name == "tgi":
+        runtime = 768 * MiB + (256 * MiB if n > 1 else 0)
+        free = RTX4090_CUDA_TOTAL - runtime - g.weights - batch * act_per_token
+        return int(free * 0.90) // kv_per_token
+    runtime = 256 * MiB + (256 * MiB if n > 1 else 0)
+    peak = max(batch * act_per_token, 256 * m.vocab_size * 4 * 3)
+    available = int(p.memory_fraction * RTX4090_CUDA_TOTAL) - g.weights - peak - runtime
+    return available // (16 * kv_per_token) * 16
+
+
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+@pytest.mark.parametrize("name", sorted(CHECKPOINTS))
+def test_kv_tokens_are_what_the_engine_allocates(checkpoints: dict[str, Path], name: str, engine: str) -> None:
+    weights = models.inspect(checkpoints[name]).weight_bytes
+    gpus = 1 if weights < 17e9 else 2
+    p = _engine_plan(checkpoints[name], gpus, engine)
+    rule = _rule_tokens(p)
+    assert 0.9 * rule <= p.limits.kv_cache_tokens <= rule
+    assert p.limits.max_total_tokens <= p.limits.kv_cache_tokens  # the router / vLLM's check passes
+    assert p.limits.max_batch_prefill_tokens in (2048, 4096)
+
+
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+def test_70b_4bit_on_two_4090s_starts_and_on_one_is_refused_naming_two(
+    checkpoints: dict[str, Path], engine: str
+) -> None:
+    model = checkpoints["Meta-Llama-3.1-70B-Instruct-GPTQ-INT4"]
+    p = _engine_plan(model, 2, engine)
+    assert p.limits.max_total_tokens <= p.limits.kv_cache_tokens <= _rule_tokens(p)
+    assert p.limits.max_total_tokens >= 4096
+    with pytest.raises(PlanRefused) as err:
+        _engine_plan(model, 1, engine)
+    assert f"with {engine}" in err.value.message
+    assert "2 GPUs fit it (use --gpus 2" in (err.value.hint or "")
+
+
+def test_vllm_args_carry_every_knob_its_rule_assumed(checkpoints: dict[str, Path]) -> None:
+    p = _engine_plan(checkpoints["Meta-Llama-3.1-70B-Instruct-AWQ-INT4"], 2, "vllm")
+    args = p.engine.args
+    for flag in ("--gpu-memory-utilization", "--max-num-batched-tokens", "--max-num-seqs"):
+        assert args[args.index(flag) + 1] == p.knobs[flag]
+    assert args[args.index("--max-model-len") + 1] == str(p.limits.max_total_tokens)
+    assert "--quantization" not in args  # vLLM picks AWQ Marlin from config.json itself
+    assert p.engine.env["VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS"] == "0"
+
+
+@pytest.mark.parametrize("name", ["Mistral-7B-Instruct-v0.3", "Qwen2.5-32B-Instruct-AWQ"])
+def test_no_quantize_flag_where_the_engine_reads_it(checkpoints: dict[str, Path], name: str) -> None:
+    p = _engine_plan(checkpoints[name], 1, "tgi")
+    assert "--quantize" not in p.engine.args
+
+
+def test_bf16_mistral_fits_one_4090_once_consolidated_is_left_out(checkpoints: dict[str, Path]) -> None:
+    p = _engine_plan(checkpoints["Mistral-7B-Instruct-v0.3"], 1, "tgi")
+    assert 13.4 * GiB < p.gpus[0].weights < 13.6 * GiB
+    assert any("consolidated.safetensors" in w for w in p.warnings)
+
+
+def test_an_explicit_quantize_that_contradicts_the_checkpoint_is_bad_input(checkpoints: dict[str, Path]) -> None:
+    model = checkpoints["Mistral-7B-Instruct-v0.3"]
+    s = spec.parse("", overrides={"model.path": str(model), "model.quantize": "gptq", "gpu_model": "rtx4090"})
+    with pytest.raises(InputError, match=r"model\.quantize: gptq but the checkpoint is unquantized bfloat16"):
+        planner.plan(s, models.inspect(model), profiles.host("rtx4090", 1))
+
+
+def test_a_prefill_budget_below_max_input_is_legal_with_chunked_prefill(m32: Path) -> None:
+    p = _plan(m32, 1, max_total_tokens=8192, max_input_tokens=7000, max_batch_prefill_tokens=2048)
+    assert (p.limits.max_input_tokens, p.limits.max_batch_prefill_tokens) == (7000, 2048)
+    assert any("chunked prefill" in r for r in p.reasons)
+
+
+def test_refusal_offers_shorter_context_then_fp8_kv_with_their_numbers(m32: Path) -> None:
+    with pytest.raises(PlanRefused) as err:
+        _plan(m32, 1, max_total_tokens=32768, max_input_tokens=30000)
+    hint = err.value.hint or ""
+    fp8 = re.search(r"--kv-cache-dtype fp8 gives (\d+) KV tokens \(max_total_tokens (\d+)\)", hint)
+    assert fp8, hint
+    assert hint.index("max_total_tokens") < hint.index("--kv-cache-dtype fp8")
+    fp8_plan = planner.plan(
+        spec.parse("", overrides={"model.path": str(m32), "limits.max_total_tokens": int(fp8.group(2))}),
+        models.inspect(m32),
+        profiles.host("rtx4090", 1),
+        kv_cache_dtype="fp8",
+    )
+    assert fp8_plan.limits.kv_cache_tokens == int(fp8.group(1))
+    assert fp8_plan.engine.args[fp8_plan.engine.args.index("--kv-cache-dtype") + 1] == "fp8_e4m3fn"
+
+
+def test_moe_plan_says_all_experts_are_loaded(checkpoints: dict[str, Path]) -> None:
+    p = _engine_plan(checkpoints["Mixtral-8x7B-Instruct-v0.1-GPTQ"], 2, "tgi")
+    assert any("all 8 experts are loaded" in w for w in p.warnings)
+
+
+def test_a_model_that_does_not_split_is_refused_before_the_engine_asserts(tmp_path: Path) -> None:
+    from helpers.modelgen import write_checkpoint
+
+    config = {**CHECKPOINTS["Qwen2.5-72B-Instruct-GPTQ-Int4"][0], "intermediate_size": 29568}
+    d = write_checkpoint(tmp_path / "unpadded", config, weights=False)
+    with pytest.raises(InputError, match=r"cannot be split over 2 GPUs: down_proj has 29568 input features"):
+        _engine_plan(d, 2, "tgi")
