@@ -7,6 +7,7 @@ from pathlib import Path
 from deployctl import models, planner
 from deployctl.hardware import inventory
 from deployctl.models import ModelFacts
+from deployctl.planner.compare import Comparison
 from deployctl.planner.types import Plan
 from deployctl.spec import DeploymentSpec
 
@@ -40,3 +41,10 @@ def render_stack(
 
     files = render.render(plan, simulate=simulate, api_key=spec.resolve_api_key(), faults=faults)
     return render.write_stack(files, stack_dir or spec.stack_dir)
+
+
+def make_comparison(spec: DeploymentSpec, hosts: str, costs: str | None = None) -> Comparison:
+    """Give `plan --compare`'s table: the spec's model and engine on each host of `hosts` (1xrtx4090,2xa100-80gb)."""
+    from deployctl.planner import compare
+
+    return compare.compare(spec, model_facts(spec), compare.parse_hosts(hosts), compare.parse_costs(costs))

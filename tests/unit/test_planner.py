@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -238,3 +239,71 @@ def test_a_model_that_does_not_split_is_refused_before_the_engine_asserts(tmp_pa
     d = write_checkpoint(tmp_path / "unpadded", config, weights=False)
     with pytest.raises(InputError, match=r"cannot be split over 2 GPUs: down_proj has 29568 input features"):
         _engine_plan(d, 2, "tgi")
+
+
+# --- the plan command: --compare, --cost, --json on every exit code -------------------
+
+COMPARE = ["plan", "--preset", "llama-3-70b-instruct-gptq", "--compare", "1xrtx4090,2xrtx4090,2xa100-80gb"]
+SEED_COSTS = ["--cost", "1xrtx4090=18999,2xrtx4090=33998,2xa100-80gb=74000"]  # CNY, shared/seed-claims.md
+
+
+def _cli(args: list[str]) -> tuple[int, str, str]:
+    from click.testing import CliRunner
+
+    from deployctl.cli import cli
+
+    result = CliRunner().invoke(cli, args)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_compare_70b_table_refuses_one_4090_and_marks_floors_and_estimates() -> None:
+    code, out, _ = _cli([*COMPARE, *SEED_COSTS])
+    assert code == 0
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("1x", "2x"))}
+    assert rows["1xrtx4090"][1] == "NO" and rows["2xrtx4090"][1] == "yes" and rows["2xa100-80gb"][1] == "yes"
+    assert "1xrtx4090: llama-3-70b-instruct-gptq does not fit 1 x NVIDIA GeForce RTX 4090" in out
+    assert "decode FLOOR" in out and "prefill ESTIMATE" in out and "decode ESTIMATE" in out
+    assert "deployctl bench compare" in out
+
+
+def test_compare_json_is_the_same_data() -> None:
+    code, out, _ = _cli([*COMPARE, *SEED_COSTS, "--json"])
+    data = json.loads(out)
+    assert code == 0 and data["engine"] == "tgi"
+    one, two, a100 = data["rows"]
+    assert (one["fits"], two["fits"], a100["fits"]) == (False, True, True)
+    assert "2 GPUs fit it" in one["why"]
+    # Physics, not marketing: 70B 4-bit weights do not sit in one 24 GB card (the seed claimed 34.5 GB "on" one).
+    assert one["weights_per_gpu"] > 34e9
+    # The floor for 2 x 4090 is about 20 ms per token: the seed's 95 ms/token is not a bandwidth limit.
+    assert 18 < two["decode_floor_ms"] < 25
+    # Faster memory, lower floor: A100 80GB's 2039 GB/s halves it.
+    assert a100["decode_floor_ms"] < two["decode_floor_ms"] / 1.8
+    assert two["cost_per_token_per_s"] == pytest.approx(33998 / two["decode_tokens_per_s_estimate"], rel=0.01)
+    assert a100["kv_tokens"] > 10 * two["kv_tokens"]
+
+
+def test_compare_with_vllm_uses_its_rule() -> None:
+    code, out, _ = _cli([*COMPARE, "--engine", "vllm", "--json"])
+    data = json.loads(out)
+    assert code == 0 and data["engine"] == "vllm"
+    assert data["rows"][1]["fits"] and not data["rows"][0]["fits"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "error"),
+    [
+        (["--compare", "2xrtx9999"], 2, "gpu_model 'rtx9999' is unknown"),
+        (["--compare", "two4090s"], 2, "is not COUNTxGPU"),
+        (["--compare", "1xrtx4090", "--cost", "1xrtx4090=cheap"], 2, "is not HOST=PRICE"),
+        (["--compare", "1xrtx4090", "--cost", "2xrtx4090=1"], 2, "2xrtx4090 is not among the compared hosts"),
+        (["--cost", "1xrtx4090=1"], 2, "--cost needs --compare"),
+        (["--gpu-model", "rtx4090", "--gpus", "1"], 4, "does not fit 1 x NVIDIA GeForce RTX 4090"),
+        (["--gpu-model", "rtx4090", "--gpus", "3"], 2, "gpus: 3 but the rtx4090 profile has 2 GPUs"),
+    ],
+)
+def test_plan_json_is_json_for_every_exit_code(args: list[str], code: int, error: str) -> None:
+    got, out, _ = _cli(["plan", "--preset", "llama-3-70b-instruct-gptq", *args, "--json"])
+    data = json.loads(out)
+    assert got == code == data["exit_code"]
+    assert data["fits"] is False and error in data["error"] + " " + (data["hint"] or "")
