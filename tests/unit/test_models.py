@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.checkpoints import CHECKPOINTS
 from helpers.checkpoints import write as write_checkpoint
 from helpers.modelgen import write_model
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from deployctl import models
 from deployctl.errors import InputError
@@ -173,3 +177,229 @@ def test_sharding_needs_whole_quantization_groups_per_gpu(shards: int, problem: 
     assert models.from_config(config, "unpadded").sharding_problem(shards) == (
         None if problem is None else problem + " (the engine asserts this when it loads the shards)"
     )
+
+
+# --- hostile model directories: one `error:` line naming file and key, exit 2, nothing written ---
+
+BASE = CHECKPOINTS["Meta-Llama-3.1-8B-Instruct-GPTQ-INT4"][0]
+
+
+def _literal(key: str, text: str) -> str:
+    """config.json text with `key` set to a raw JSON literal (Python's json reads 1e400 as inf, NaN as nan)."""
+    return json.dumps({**BASE, key: "@"}).replace('"@"', text)
+
+
+HOSTILE_CONFIGS: dict[str, tuple[dict[str, Any] | str, str]] = {
+    "zero layers": ({**BASE, "num_hidden_layers": 0}, "num_hidden_layers: Input should be greater than or equal to 1"),
+    "negative hidden size": ({**BASE, "hidden_size": -4096}, "hidden_size: Input should be greater than or equal to 1"),
+    "huge vocabulary": ({**BASE, "vocab_size": 10**12}, "vocab_size: Input should be less than or equal to 4194304"),
+    "10^400 heads": (
+        {**BASE, "num_attention_heads": 10**400},
+        "num_attention_heads: Input should be less than or equal to 1024",
+    ),
+    "1e400 (infinity) layers": (
+        _literal("num_hidden_layers", "1e400"),
+        "num_hidden_layers: Input should be a valid integer",
+    ),
+    "NaN hidden size": (_literal("hidden_size", "NaN"), "hidden_size: Input should be a valid integer"),
+    "string layers": ({**BASE, "num_hidden_layers": "32"}, "num_hidden_layers: Input should be a valid integer"),
+    "boolean heads": ({**BASE, "num_attention_heads": True}, "num_attention_heads: Input should be a valid integer"),
+    "heads not dividing hidden": (
+        {**BASE, "hidden_size": 4100, "head_dim": None},
+        "num_attention_heads: 32 does not divide hidden_size 4100 and there is no head_dim",
+    ),
+    "kv heads not dividing heads": (
+        {**BASE, "num_key_value_heads": 7},
+        "num_key_value_heads: 7 does not divide num_attention_heads 32",
+    ),
+    "list as quantization_config": (
+        {**BASE, "quantization_config": [1, 2]},
+        "quantization_config: a list; allowed: an object",
+    ),
+    "unknown quant method": (
+        {**BASE, "quantization_config": {"quant_method": "bitsandbytes"}},
+        "quantization_config.quant_method: 'bitsandbytes' is not supported",
+    ),
+    "string group size": (
+        {**BASE, "quantization_config": {**BASE["quantization_config"], "group_size": "128"}},
+        "quantization_config.group_size: '128' is not supported",
+    ),
+    "fp8 activations in compressed-tensors": (
+        {
+            **BASE,
+            "quantization_config": {
+                "quant_method": "compressed-tensors",
+                "config_groups": {
+                    "g": {
+                        "weights": {"num_bits": 8, "type": "float", "strategy": "tensor"},
+                        "input_activations": {"num_bits": 8},
+                    }
+                },
+            },
+        },
+        "quantization_config.config_groups.g.input_activations",
+    ),
+    "unsupported family": (
+        {**BASE, "model_type": "deepseek_v3"},
+        "model_type: 'deepseek_v3' (LlamaForCausalLM) is not supported; allowed: one of llama",
+    ),
+    "config is a list": ("[1, 2, 3]", "expected a JSON object, found a list"),
+    "deeply nested config": ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+    "not UTF-8": ("\udcff", "not UTF-8 text"),
+}
+
+
+def _header(entries: Any) -> bytes:
+    raw = json.dumps(entries).encode() if not isinstance(entries, bytes) else entries
+    return struct.pack("<Q", len(raw)) + raw
+
+
+HOSTILE_HEADERS: dict[str, tuple[bytes, str]] = {
+    "header is a JSON array": (_header([1, 2]), "safetensors header is a JSON list, not an object of tensors"),
+    "string offsets": (
+        _header({"w": {"dtype": "F16", "shape": [2], "data_offsets": ["0", "4"]}}),
+        "data_offsets ['0', '4']",
+    ),
+    "negative offsets": (
+        _header({"w": {"dtype": "F16", "shape": [2], "data_offsets": [-4, 0]}}),
+        "data_offsets [-4, 0]",
+    ),
+    "reversed offsets": (
+        _header({"w": {"dtype": "F16", "shape": [2], "data_offsets": [4, 0]}}),
+        "data_offsets [4, 0] run backwards",
+    ),
+    "overlapping tensors": (
+        _header(
+            {
+                "a": {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]},
+                "b": {"dtype": "F16", "shape": [2], "data_offsets": [2, 6]},
+            }
+        ),
+        "overlaps the tensor before it",
+    ),
+    "size disagrees with shape": (_header({"w": {"dtype": "F16", "shape": [4], "data_offsets": [0, 4]}}), "needs 8"),
+    "unknown dtype": (_header({"w": {"dtype": "F128", "shape": [1], "data_offsets": [0, 16]}}), "dtype 'F128'"),
+    "negative dimension": (_header({"w": {"dtype": "F16", "shape": [-2], "data_offsets": [0, 4]}}), "shape [-2]"),
+    "header longer than the file": (
+        struct.pack("<Q", 10**9) + b"{}",
+        "not a safetensors file (header of 1000000000 bytes",
+    ),
+    "header not JSON": (_header(b"{nope"), "safetensors header is not valid JSON"),
+    "no tensors at all": (
+        _header({}),
+        "model.safetensors hold 0.00 GB of weights, but config.json describes about 5.73 GB",
+    ),
+    "promises more data than on disk": (
+        _header({"w": {"dtype": "F16", "shape": [1000], "data_offsets": [0, 2000]}}),
+        "truncated",
+    ),
+}
+
+
+def _run_plan(model_dir: Path) -> tuple[int, str, str]:
+    from click.testing import CliRunner
+
+    from deployctl.cli import cli
+
+    before = sorted(p.name for p in model_dir.parent.rglob("*"))
+    result = CliRunner().invoke(cli, ["plan", "--gpu-model", "rtx4090", "--model", str(model_dir)])
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
+    assert sorted(p.name for p in model_dir.parent.rglob("*")) == before  # nothing written
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _one_error_line(stderr: str, *needles: str) -> None:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_CONFIGS))
+def test_hostile_config_json_gives_one_line_naming_file_and_key(tmp_path: Path, case: str) -> None:
+    content, expected = HOSTILE_CONFIGS[case]
+    d = tmp_path / "model"
+    d.mkdir()
+    path = d / "config.json"
+    if case == "not UTF-8":
+        path.write_bytes(b'{"model_type": "\xff"}')
+    else:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    code, _, err = _run_plan(d)
+    assert code == 2
+    _one_error_line(err, str(path), expected)
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_HEADERS))
+def test_hostile_safetensors_header_gives_one_line_naming_the_file(tmp_path: Path, case: str) -> None:
+    data, expected = HOSTILE_HEADERS[case]
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(BASE))
+    (d / "model.safetensors").write_bytes(data)
+    code, _, err = _run_plan(d)
+    assert code == 2
+    _one_error_line(err, str(d), expected)
+
+
+_JSON_LEAF = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.sampled_from([0, -1, 10**400, 2**63, 2**64 + 1])
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20)
+)
+_JSON = st.recursive(
+    _JSON_LEAF,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+_KEYS = st.sampled_from(
+    [
+        *BASE.keys(),
+        "head_dim",
+        "num_local_experts",
+        "num_experts",
+        "num_experts_per_tok",
+        "moe_intermediate_size",
+        "text_config",
+        "dtype",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.dictionaries(_KEYS, _JSON, min_size=1, max_size=4))
+def test_generated_hostile_configs_never_crash(tmp_path: Path, changes: dict[str, Any]) -> None:
+    d = tmp_path / f"m{abs(hash(json.dumps(changes, default=str))) % 10**12}"
+    d.mkdir(exist_ok=True)
+    (d / "config.json").write_text(json.dumps({**BASE, **changes}))
+    code, _, err = _run_plan(d)
+    assert code in (0, 2, 4), (code, err)
+    if code == 2:
+        _one_error_line(err, str(d))
+
+
+_ENTRY = st.fixed_dictionaries(
+    {},
+    optional={
+        "dtype": st.sampled_from(["F16", "BF16", "I32", "F8_E4M3", "X"]) | _JSON_LEAF,
+        "shape": st.lists(st.integers(min_value=-3, max_value=2**41), max_size=3) | _JSON,
+        "data_offsets": st.lists(st.integers(min_value=-8, max_value=64) | _JSON_LEAF, max_size=3),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=st.dictionaries(st.text(max_size=12), _ENTRY | _JSON, max_size=4) | _JSON, tail=st.binary(max_size=64))
+def test_generated_hostile_safetensors_headers_never_crash(tmp_path: Path, header: Any, tail: bytes) -> None:
+    d = tmp_path / f"m{abs(hash(repr((header, tail)))) % 10**12}"
+    d.mkdir(exist_ok=True)
+    (d / "config.json").write_text(json.dumps(BASE))
+    (d / "model.safetensors").write_bytes(_header(header) + tail)
+    code, _, err = _run_plan(d)
+    assert code in (2, 4), (code, err)  # 4: a header that is valid but holds far too little to be this model
+    if code == 2:
+        _one_error_line(err, str(d))
