@@ -47,4 +47,4 @@ def make_comparison(spec: DeploymentSpec, hosts: str, costs: str | None = None) 
     """Give `plan --compare`'s table: the spec's model and engine on each host of `hosts` (1xrtx4090,2xa100-80gb)."""
     from deployctl.planner import compare
 
-    return compare.compare(spec, model_facts(spec), compare.parse_hosts(hosts), compare.parse_costs(costs))
+    return compare.compare(spec, model_facts(spec), compare.parse_hosts(hosts), costs=compare.parse_costs(costs))

@@ -36,18 +36,18 @@ class EngineRules:
     accepts: Callable[[int, int], bool]
     tied_copy: bool  # loads a tied lm_head as a second copy of the embedding
     batch_name: str  # the flag that sets the prefill budget
-    batch_candidates: Callable[[int, int], list[int]]  # (GPU total, max_input_tokens) -> budgets, largest first
+    batch_candidates: Callable[[Gpu, int], list[int]]  # (GPU, max_input_tokens) -> budgets, largest first
     fraction: Callable[[int, int], float]  # (GPU total, used by others) -> memory fraction knob
-    max_seqs: Callable[[int], int]
+    max_seqs: Callable[[Gpu], int]
 
 
-def _tgi_batches(total: int, max_input: int) -> list[int]:
+def _tgi_batches(gpu: Gpu, max_input: int) -> list[int]:
     # Chunked prefill: any budget is legal; 4096 keeps prompts to one or two chunks, 2048 frees memory.
     return [4096, tgi_rules.MIN_PREFILL]
 
 
-def _vllm_batches(total: int, max_input: int) -> list[int]:
-    first = vllm_rules.default_batch_tokens(total)
+def _vllm_batches(gpu: Gpu, max_input: int) -> list[int]:
+    first = vllm_rules.default_batch_tokens(_cuda_total(gpu), gpu.name)
     return sorted({first, 2048}, reverse=True)
 
 
@@ -62,7 +62,7 @@ RULES = {
         # TGI measures free memory itself (torch.cuda.mem_get_info), so others' use is already
         # excluded; a fraction below 1 would take it off a second time.
         fraction=lambda total, others: 1.0,
-        max_seqs=lambda total: TGI_MAX_CONCURRENT,
+        max_seqs=lambda gpu: TGI_MAX_CONCURRENT,
     ),
     "vllm": EngineRules(
         name="vllm",
@@ -72,7 +72,7 @@ RULES = {
         batch_name="max_num_batched_tokens",
         batch_candidates=_vllm_batches,
         fraction=vllm_rules.utilization_for,
-        max_seqs=vllm_rules.default_max_seqs,
+        max_seqs=lambda gpu: vllm_rules.default_max_seqs(_cuda_total(gpu), gpu.name),
     ),
 }
 
@@ -147,7 +147,7 @@ def _budgets(ask: _Ask) -> tuple[list[GpuBudget], list[KvBudget], float]:
                 weights=weights,
                 shards=n,
                 batch_tokens=ask.batch_tokens,
-                max_seqs=rules.max_seqs(total),
+                max_seqs=rules.max_seqs(g),
                 activation_bytes_per_token=memory.activation_bytes_per_token(model, n),
                 logits_bytes_per_seq=memory.logits_bytes_per_seq(model),
                 kv_bytes_per_token=memory.kv_bytes_per_token_per_shard(model, n, ask.kv_dtype),
@@ -180,10 +180,10 @@ def _limits_for(total: int, spec: DeploymentSpec) -> tuple[int, int]:
     return max_input, total
 
 
-def _batch_options(rules: EngineRules, spec: DeploymentSpec, total: int, max_input: int) -> list[int]:
+def _batch_options(rules: EngineRules, spec: DeploymentSpec, gpu: Gpu, max_input: int) -> list[int]:
     if spec.limits.max_batch_prefill_tokens:
         return [spec.limits.max_batch_prefill_tokens]
-    return rules.batch_candidates(total, max_input)
+    return rules.batch_candidates(gpu, max_input)
 
 
 def _try(ask: _Ask, spec: DeploymentSpec, total: int) -> _Fit | None:
@@ -195,7 +195,7 @@ def _try(ask: _Ask, spec: DeploymentSpec, total: int) -> _Fit | None:
     kv_tokens = min(b.kv_tokens for b in budgets)
     if not ask.rules.accepts(total, kv_tokens):
         return None
-    concurrency = spec.limits.max_concurrent_requests or ask.rules.max_seqs(_cuda_total(ask.gpus[0]))
+    concurrency = spec.limits.max_concurrent_requests or ask.rules.max_seqs(ask.gpus[0])
     limits = ChosenLimits(
         max_input_tokens=max_input,
         max_total_tokens=total,
@@ -209,7 +209,7 @@ def _try(ask: _Ask, spec: DeploymentSpec, total: int) -> _Fit | None:
 def _first_fit(base: _Ask, spec: DeploymentSpec, total: int) -> _Fit | None:
     """Give the fit with the largest prefill budget that keeps max_total_tokens=total."""
     max_input, _ = _limits_for(total, spec)
-    for batch in _batch_options(base.rules, spec, _cuda_total(base.gpus[0]), max_input):
+    for batch in _batch_options(base.rules, spec, base.gpus[0], max_input):
         fit = _try(_with(base, batch_tokens=batch), spec, total)
         if fit:
             return fit
@@ -282,10 +282,9 @@ def _free_batch(spec: DeploymentSpec) -> DeploymentSpec:
 
 
 def _why(
-    spec: DeploymentSpec, model: ModelFacts, fit: _Fit, rules: EngineRules, shrunk: bool, kv_dtype: str
+    spec: DeploymentSpec, model: ModelFacts, gpu: Gpu, fit: _Fit, rules: EngineRules, shrunk: bool, kv_dtype: str
 ) -> list[str]:
     limits = fit.limits
-    total = fit.budgets[0].total
     reasons = []
     if spec.limits.max_total_tokens:
         reasons.append(f"max_total_tokens {limits.max_total_tokens}: from the spec")
@@ -303,7 +302,7 @@ def _why(
     batch = limits.max_batch_prefill_tokens
     if spec.limits.max_batch_prefill_tokens:
         src = "from the spec (chunked prefill splits longer prompts)"
-    elif batch == max(_batch_options(rules, _free_batch(spec), total, limits.max_input_tokens)):
+    elif batch == max(_batch_options(rules, _free_batch(spec), gpu, limits.max_input_tokens)):
         src = "chunked prefill splits longer prompts into chunks of this size; the largest default that fits"
     else:
         src = "the smaller chunked-prefill budget: its warm-up peak is smaller, leaving the KV cache room for max_total_tokens"
@@ -378,7 +377,7 @@ def plan(
         shrunk = fit is not None
     if fit is None:
         max_input, _ = _limits_for(wanted, spec)
-        batch = _batch_options(rules, spec, _cuda_total(gpus[0]), max_input)[-1]
+        batch = _batch_options(rules, spec, gpus[0], max_input)[-1]
         b = _budgets(_with(base, batch_tokens=batch))[0][0]
         what = (
             f"weights {gib(b.weights)} per GPU"
@@ -482,7 +481,17 @@ def _assemble(
         )
     served = spec.model.served_name or model.name
     bandwidth = bandwidth_of(host, gpus[0])
-    floor = decode_floor_ms(model, fit.budgets[0].weights, limits.max_total_tokens, n, bandwidth) if bandwidth else None
+    floor = (
+        decode_floor_ms(
+            model,
+            weights_per_gpu=fit.budgets[0].weights,
+            kv_tokens_read=limits.max_total_tokens,
+            shards=n,
+            bandwidth_gbs=bandwidth,
+        )
+        if bandwidth
+        else None
+    )
     engine = _engine(spec, model, host, fit, n, kv_dtype)
     device_ids = [str(g.index) if g.source == "profile" else g.uuid for g in gpus]
     knobs = dict(fit.kv[0].knobs)
@@ -509,7 +518,7 @@ def _assemble(
         api_key=bool(spec.serve.api_key_env or spec.serve.api_key_file),
         power_limit_watts=spec.power.limit_watts,
         decode_floor_ms=floor,
-        reasons=_why(spec, model, fit, rules, shrunk, kv_dtype),
+        reasons=_why(spec, model, gpus[0], fit, rules, shrunk, kv_dtype),
         warnings=warnings,
         engine_name=rules.name,
         kv_cache_dtype=kv_dtype,
