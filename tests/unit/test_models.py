@@ -403,3 +403,26 @@ def test_generated_hostile_safetensors_headers_never_crash(tmp_path: Path, heade
     assert code in (2, 4), (code, err)  # 4: a header that is valid but holds far too little to be this model
     if code == 2:
         _one_error_line(err, str(d))
+
+
+@pytest.mark.parametrize(
+    ("weight_map", "expected"),
+    [
+        ({"w": "../../etc/passwd"}, "weight_map file: '../../etc/passwd' is not a safe name"),
+        ({"w": "/etc/passwd"}, "weight_map file: '/etc/passwd' is not a safe name"),
+        ({"w": 5}, "weight_map: not an object of tensor name -> file name"),
+        ([1, 2], "weight_map: not an object of tensor name -> file name"),
+        (
+            {"w": "model-00009-of-00009.safetensors"},
+            "weight_map names model-00009-of-00009.safetensors, which is not in",
+        ),
+    ],
+)
+def test_hostile_index_is_refused_before_any_file_is_opened(tmp_path: Path, weight_map: Any, expected: str) -> None:
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(BASE))
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    code, _, err = _run_plan(d)
+    assert code == 2
+    _one_error_line(err, str(d), expected)

@@ -307,3 +307,61 @@ def test_plan_json_is_json_for_every_exit_code(args: list[str], code: int, error
     data = json.loads(out)
     assert got == code == data["exit_code"]
     assert data["fits"] is False and error in data["error"] + " " + (data["hint"] or "")
+
+
+def test_on_real_gpus_the_plan_uses_nvmls_numbers(m70: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from helpers.fake_nvml import two_4090s
+
+    from deployctl import deploy
+    from deployctl.hardware import inventory
+
+    monkeypatch.setattr(inventory, "NVML_LIB", two_4090s())
+    p = deploy.make_plan(spec.parse("", overrides={"gpus": 2, "model.path": str(m70)}))
+    # NVML's 24564 MiB less the 420 MiB the idle driver holds: what CUDA can hand out.
+    assert p.gpus[0].total == (24564 - 420) * MiB
+    assert p.gpu_profile is None and p.decode_floor_ms is not None  # bandwidth from the catalogue by name
+    assert p.limits.max_total_tokens <= p.limits.kv_cache_tokens
+
+
+def test_phi3_fused_projections_and_gemma3_text_config_are_read(tmp_path: Path) -> None:
+    from helpers.modelgen import nbytes, tensors, write_checkpoint
+
+    phi3 = {
+        "architectures": ["Phi3ForCausalLM"],
+        "model_type": "phi3",
+        "hidden_size": 5120,
+        "intermediate_size": 17920,
+        "num_hidden_layers": 40,
+        "num_attention_heads": 40,
+        "num_key_value_heads": 10,
+        "vocab_size": 32064,
+        "max_position_embeddings": 4096,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+    }  # microsoft/Phi-3-medium-4k-instruct config.json
+    facts = models.inspect(write_checkpoint(tmp_path / "phi3", phi3))
+    assert facts.weight_bytes == nbytes(tensors(phi3))
+    assert 13.9e9 < facts.parameters < 14.0e9  # "14B" (13.96B)
+    assert abs(facts.estimated_weight_bytes - facts.weight_bytes) / facts.weight_bytes < 0.01
+    assert (
+        0.49 < facts.shard_weight_bytes(2, tied_copy=True) / facts.weight_bytes < 0.51
+    )  # qkv_proj, gate_up_proj split
+    gemma3 = {
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "model_type": "gemma3",
+        "torch_dtype": "bfloat16",
+        "text_config": {
+            "model_type": "gemma3_text",
+            "hidden_size": 5376,
+            "intermediate_size": 21504,
+            "num_hidden_layers": 62,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 16,
+            "head_dim": 128,
+            "vocab_size": 262208,
+            "max_position_embeddings": 131072,
+        },
+    }  # google/gemma-3-27b-it config.json (vision_config left out)
+    g = models.from_config(gemma3, "gemma-3-27b-it")
+    assert (g.num_layers, g.head_dim, g.tie_word_embeddings, g.dtype) == (62, 128, True, "bfloat16")
+    assert 27e9 < g.parameters < 28e9
