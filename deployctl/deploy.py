@@ -43,8 +43,16 @@ def render_stack(
     return render.write_stack(files, stack_dir or spec.stack_dir)
 
 
-def make_comparison(spec: DeploymentSpec, hosts: str, costs: str | None = None) -> Comparison:
+def make_comparison(
+    spec: DeploymentSpec, hosts: str, costs: str | None = None, kv_cache_dtype: str = "auto"
+) -> Comparison:
     """Give `plan --compare`'s table: the spec's model and engine on each host of `hosts` (1xrtx4090,2xa100-80gb)."""
     from deployctl.planner import compare
 
-    return compare.compare(spec, model_facts(spec), compare.parse_hosts(hosts), costs=compare.parse_costs(costs))
+    return compare.compare(
+        spec,
+        model_facts(spec),
+        compare.parse_hosts(hosts),
+        costs=compare.parse_costs(costs),
+        kv_cache_dtype=kv_cache_dtype,
+    )

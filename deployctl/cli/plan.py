@@ -166,8 +166,17 @@ def _fail_json(exc: DeployctlError) -> None:
     "--compare", "hosts", metavar="HOSTS", help="Compare hosts instead: COUNTxGPU,... (e.g. 1xrtx4090,2xa100-80gb)."
 )
 @click.option("--cost", "costs", metavar="PRICES", help="With --compare: HOST=PRICE,... (e.g. 1xrtx4090=18999).")
+@click.option(
+    "--kv-cache-dtype",
+    type=click.Choice(["auto", "fp8"]),
+    default="auto",
+    show_default=True,
+    help="With --compare: size the KV cache in fp8 (one byte per element).",
+)
 @json_option
-def plan(as_json: bool, simulate: bool, hosts: str | None, costs: str | None, **kwargs: Any) -> None:
+def plan(
+    as_json: bool, simulate: bool, hosts: str | None, costs: str | None, kv_cache_dtype: str, **kwargs: Any
+) -> None:
     """Show the per-GPU memory plan, the chosen limits and the engine's arguments.
 
     \b
@@ -179,10 +188,13 @@ def plan(as_json: bool, simulate: bool, hosts: str | None, costs: str | None, **
 
     try:
         spec = load_spec(kwargs)
-        if costs and not hosts:
-            raise InputError("--cost needs --compare", "e.g. --compare 1xrtx4090,2xrtx4090 --cost 1xrtx4090=18999")
+        if (costs or kv_cache_dtype != "auto") and not hosts:
+            raise InputError(
+                "--cost and --kv-cache-dtype need --compare",
+                "e.g. --compare 1xrtx4090,2xrtx4090 --cost 1xrtx4090=18999",
+            )
         if hosts:
-            c = deploy.make_comparison(spec, hosts, costs)
+            c = deploy.make_comparison(spec, hosts, costs, kv_cache_dtype)
             click.echo(c.model_dump_json(indent=2) if as_json else format_comparison(c))
             return
         p = deploy.make_plan(spec, simulate=simulate)

@@ -283,6 +283,14 @@ def test_compare_json_is_the_same_data() -> None:
     assert a100["kv_tokens"] > 10 * two["kv_tokens"]
 
 
+def test_compare_with_fp8_kv_doubles_the_kv_tokens() -> None:
+    _, auto, _ = _cli([*COMPARE, "--json"])
+    code, fp8, _ = _cli([*COMPARE, "--kv-cache-dtype", "fp8", "--json"])
+    a, f = json.loads(auto)["rows"][1], json.loads(fp8)["rows"][1]
+    assert code == 0 and json.loads(fp8)["kv_cache_dtype"] == "fp8"
+    assert 1.95 < f["kv_tokens"] / a["kv_tokens"] < 2.05
+
+
 def test_compare_with_vllm_uses_its_rule() -> None:
     code, out, _ = _cli([*COMPARE, "--engine", "vllm", "--json"])
     data = json.loads(out)
@@ -297,7 +305,7 @@ def test_compare_with_vllm_uses_its_rule() -> None:
         (["--compare", "two4090s"], 2, "is not COUNTxGPU"),
         (["--compare", "1xrtx4090", "--cost", "1xrtx4090=cheap"], 2, "is not HOST=PRICE"),
         (["--compare", "1xrtx4090", "--cost", "2xrtx4090=1"], 2, "2xrtx4090 is not among the compared hosts"),
-        (["--cost", "1xrtx4090=1"], 2, "--cost needs --compare"),
+        (["--cost", "1xrtx4090=1"], 2, "--cost and --kv-cache-dtype need --compare"),
         (["--gpu-model", "rtx4090", "--gpus", "1"], 4, "does not fit 1 x NVIDIA GeForce RTX 4090"),
         (["--gpu-model", "rtx4090", "--gpus", "3"], 2, "gpus: 3 but the rtx4090 profile has 2 GPUs"),
     ],
