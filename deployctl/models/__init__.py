@@ -222,6 +222,7 @@ def from_config(
         estimated_weight_bytes=estimate.total,
         layout=lay,
         experts=c.experts,
+        # transformers' MixtralConfig defaults num_experts_per_tok to 2 (configuration_mixtral.py)
         experts_per_token=c.num_experts_per_tok or (2 if c.experts else 0),
         expert_intermediate_size=c.expert_intermediate if c.experts else 0,
         safetensors_files=files,

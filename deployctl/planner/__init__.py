@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from deployctl import __version__
 from deployctl.engines import tgi, tgi_rules, vllm_rules
@@ -18,6 +19,8 @@ from deployctl.spec import DEFAULT_TGI_IMAGE, DeploymentSpec
 
 __all__ = ["EngineRules", "Plan", "plan", "rules_for"]
 
+# deployctl's policy, not an engine's: the longest context it plans by default, the shortest it
+# offers, the room it leaves for the answer, and its search step.
 DEFAULT_MAX_TOTAL = 8192
 MIN_MAX_TOTAL = 1024
 ANSWER_ROOM = 1024  # tokens max_input_tokens leaves for the answer when the planner chooses it
@@ -216,8 +219,8 @@ def _first_fit(base: _Ask, spec: DeploymentSpec, total: int) -> _Fit | None:
     return None
 
 
-def _with(ask: _Ask, **changes: object) -> _Ask:
-    return _Ask(**{**ask.__dict__, **changes})  # type: ignore[arg-type]
+def _with(ask: _Ask, **changes: Any) -> _Ask:
+    return replace(ask, **changes)
 
 
 def _largest_fit(base: _Ask, spec: DeploymentSpec, ceiling: int) -> _Fit | None:
