@@ -373,3 +373,37 @@ def test_phi3_fused_projections_and_gemma3_text_config_are_read(tmp_path: Path) 
     g = models.from_config(gemma3, "gemma-3-27b-it")
     assert (g.num_layers, g.head_dim, g.tie_word_embeddings, g.dtype) == (62, 128, True, "bfloat16")
     assert 27e9 < g.parameters < 28e9
+
+
+@pytest.mark.parametrize("name", sorted(profiles.PROFILES))
+def test_every_gpu_profile_says_where_its_numbers_come_from(name: str) -> None:
+    p = profiles.PROFILES[name]
+    assert p.source and p.interconnect
+    # CUDA sees less than the box says (the driver keeps some), but not much less.
+    assert 0.95 * p.memory_bytes < p.cuda_total < p.memory_bytes
+    assert p.bandwidth_gbs > 0 and p.fp16_tflops > 0
+    assert p.power.min_limit_w is not None and p.power.max_limit_w is not None
+    assert p.power.min_limit_w < (p.power.default_limit_w or 0) <= p.power.max_limit_w
+    assert profiles.for_name(p.marketing_name) is p
+    assert profiles.profile(name.upper()) is p
+
+
+@pytest.mark.parametrize(
+    ("alias", "name"),
+    [("RTX 4090", "rtx4090"), ("a100", "a100-80gb"), ("H100", "h100-80gb"), ("A100-40GB", "a100-40gb")],
+)
+def test_gpu_profiles_answer_to_the_names_people_type(alias: str, name: str) -> None:
+    assert profiles.profile(alias).name == name
+
+
+def test_vllm_leaves_other_processes_their_memory(m8: Path) -> None:
+    host = profiles.host("rtx4090", 1)
+    busy = host.model_copy(update={"gpus": [host.gpus[0].model_copy(update={"memory_used": 6 * GiB})]})
+    s = spec.parse("", overrides={"model.path": str(m8), "engine": "vllm"})
+    idle, p = planner.plan(s, models.inspect(m8), host), planner.plan(s, models.inspect(m8), busy)
+    util = float(p.knobs["--gpu-memory-utilization"])
+    # vLLM refuses to start unless utilization x total is free; the context and CUDA graphs need room too.
+    assert util * RTX4090_CUDA_TOTAL <= RTX4090_CUDA_TOTAL - 6 * GiB - 768 * MiB - 1 * GiB
+    assert util < float(idle.knobs["--gpu-memory-utilization"]) == 0.90
+    assert p.limits.kv_cache_tokens < idle.limits.kv_cache_tokens
+    assert p.limits.kv_cache_tokens <= _rule_tokens(p)
