@@ -90,21 +90,23 @@ def _why(
     return reasons
 
 
-def _check_quantize(spec: DeploymentSpec, model: ModelFacts) -> None:
-    """The checkpoint says how it is quantized; an explicit model.quantize that disagrees is bad input."""
-    if "quantize" not in spec.model.model_fields_set:
-        return
-    actual = {"gptq": "gptq", "awq": "awq", "none": "none"}.get(model.quantization.method, "compressed-tensors")
-    if spec.model.quantize != actual:
-        said = model.quantization.method if actual != "none" else f"unquantized {model.dtype}"
-        raise InputError(
-            f"model.quantize: {spec.model.quantize} but the checkpoint is {said}",
-            "leave model.quantize out: deployctl reads the quantization from the checkpoint",
-        )
+def _quantize_warning(spec: DeploymentSpec, model: ModelFacts) -> str | None:
+    """The checkpoint says how it is quantized; say so when the spec's model.quantize disagrees.
+
+    A warning, not an error: `deployctl init` writes `quantize: gptq` into every starter spec.
+    """
+    if "quantize" not in spec.model.model_fields_set or spec.model.quantize == model.quantization.method:
+        return None
+    said = model.quantization.method if model.quantization.method != "none" else f"unquantized {model.dtype}"
+    flag = model.quantization.tgi_flag() if spec.engine == "tgi" else model.quantization.vllm_flag()
+    return (
+        f"model.quantize: {spec.model.quantize} is ignored: the checkpoint is {said}"
+        f" ({'no flag, the engine reads it' if flag is None else 'flag ' + flag})"
+    )
 
 
 def decode_floor_ms(
-    model: ModelFacts, weights_per_gpu: int, kv_tokens_read: int, shards: int, bandwidth_gbs: float
+    model: ModelFacts, *, weights_per_gpu: int, kv_tokens_read: int, shards: int, bandwidth_gbs: float
 ) -> float:
     """Give the floor on one decode step: bytes each GPU must read (weights + KV) / memory bandwidth.
 
@@ -130,7 +132,6 @@ def plan(
     rules = rules_for(spec.engine)
     gpus = _select(spec, host)
     n = len(gpus)
-    _check_quantize(spec, model)
     problem = model.sharding_problem(n)
     if problem:
         good = [k for k in (1, 2, 4, 8) if not model.sharding_problem(k)]
@@ -225,7 +226,7 @@ def _assemble(
     kv_dtype: str,
 ) -> Plan:
     n = len(gpus)
-    warnings = []
+    warnings = [w] if (w := _quantize_warning(spec, model)) else []
     limits = fit.limits
     if limits.full_length_requests < 2:
         warnings.append(

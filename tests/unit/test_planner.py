@@ -197,11 +197,16 @@ def test_bf16_mistral_fits_one_4090_once_consolidated_is_left_out(checkpoints: d
     assert any("consolidated.safetensors" in w for w in p.warnings)
 
 
-def test_an_explicit_quantize_that_contradicts_the_checkpoint_is_bad_input(checkpoints: dict[str, Path]) -> None:
+def test_the_checkpoint_wins_over_an_explicit_quantize(checkpoints: dict[str, Path]) -> None:
+    # `deployctl init` writes quantize: gptq; a bf16 model must still not get --quantize gptq.
     model = checkpoints["Mistral-7B-Instruct-v0.3"]
     s = spec.parse("", overrides={"model.path": str(model), "model.quantize": "gptq", "gpu_model": "rtx4090"})
-    with pytest.raises(InputError, match=r"model\.quantize: gptq but the checkpoint is unquantized bfloat16"):
-        planner.plan(s, models.inspect(model), profiles.host("rtx4090", 1))
+    p = planner.plan(s, models.inspect(model), profiles.host("rtx4090", 1))
+    assert "--quantize" not in p.engine.args
+    assert (
+        "model.quantize: gptq is ignored: the checkpoint is unquantized bfloat16 (no flag, the engine reads it)"
+        in p.warnings
+    )
 
 
 def test_a_prefill_budget_below_max_input_is_legal_with_chunked_prefill(m32: Path) -> None:
