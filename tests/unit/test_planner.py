@@ -412,3 +412,12 @@ def test_vllm_leaves_other_processes_their_memory(m8: Path) -> None:
     assert util < float(idle.knobs["--gpu-memory-utilization"]) == 0.90
     assert p.limits.kv_cache_tokens < idle.limits.kv_cache_tokens
     assert p.limits.kv_cache_tokens <= _rule_tokens(p)
+
+
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+def test_docs_show_the_table_plan_compare_prints_today(engine: str) -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "planner.md").read_text()
+    code, out, _ = _cli([*COMPARE, *SEED_COSTS, "--engine", engine])
+    rows = [line for line in out.splitlines() if line.startswith(("host ", "1x", "2x"))]
+    assert code == 0 and len(rows) == 4
+    assert "\n".join(rows) in docs, "docs/planner.md's compare table is stale: paste the new output"
