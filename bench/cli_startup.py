@@ -39,6 +39,18 @@ CASES = {
         "qwen2.5-32b-instruct-gptq",
         "--json",
     ],
+    "deployctl plan --compare (3 hosts, vllm)": [
+        sys.executable,
+        "-m",
+        "deployctl",
+        "plan",
+        "--preset",
+        "llama-3-70b-instruct-gptq",
+        "--engine",
+        "vllm",
+        "--compare",
+        "1xrtx4090,2xrtx4090,2xa100-80gb",
+    ],
 }
 
 

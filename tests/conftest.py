@@ -48,3 +48,11 @@ def _no_real_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
     from deployctl.hardware import inventory
 
     monkeypatch.setattr(inventory, "NVML_LIB", no_driver())
+
+
+@pytest.fixture(scope="session")
+def checkpoints(models_dir: Path) -> dict[str, Path]:
+    """Every checkpoint of helpers/checkpoints.py, written once (sparse) for the session."""
+    from helpers import checkpoints as published
+
+    return {name: published.write(models_dir, name) for name in published.CHECKPOINTS}

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from deployctl.cli.options import echo_json, json_option, load_spec, sim_fault_option, spec_options
-from deployctl.errors import PlanRefused
+from deployctl.errors import DeployctlError, InputError, PlanRefused
 from deployctl.planner.memory import gib
 from deployctl.planner.types import GpuBudget, Plan
+
+if TYPE_CHECKING:
+    from deployctl.planner.compare import Comparison
 
 BAR_WIDTH = 48
 
@@ -88,26 +91,107 @@ def format_plan(p: Plan) -> str:
     return "\n".join(lines)
 
 
+def _cell(value: object, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:,}{suffix}" if isinstance(value, int) else f"{value}{suffix}"
+
+
+def format_comparison(c: Comparison) -> str:
+    """Give `plan --compare`'s table: one row per host, then why each refused host does not fit."""
+    head = (
+        "host",
+        "fits",
+        "weights/GPU",
+        "KV tokens",
+        "max_total",
+        "full-length",
+        "decode FLOOR",
+        "prefill ESTIMATE",
+        "batch",
+        "decode ESTIMATE",
+        "cost",
+        "cost per tok/s",
+    )
+    rows = [head]
+    for r in c.rows:
+        rows.append(
+            (
+                r.host,
+                "yes" if r.fits else "NO",
+                gib(r.weights_per_gpu),
+                _cell(r.kv_tokens),
+                _cell(r.max_total_tokens),
+                _cell(r.full_length_requests),
+                _cell(r.decode_floor_ms, " ms/tok"),
+                _cell(r.prefill_ms_estimate, " ms"),
+                _cell(r.batch),
+                _cell(r.decode_tokens_per_s_estimate, " tok/s"),
+                "-" if r.cost is None else f"{r.cost:,.0f}",
+                _cell(r.cost_per_token_per_s),
+            )
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
+    lines = [
+        f"{c.model} with {c.engine}, KV cache {c.kv_cache_dtype}, prompt {c.typical_prompt} / answer {c.typical_answer} tokens",
+        "",
+    ]
+    lines += ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    refused = [r for r in c.rows if not r.fits]
+    if refused:
+        lines += ["", "Why not"] + [f"  {r.host}: {r.why}" for r in refused]
+    lines += ["", "Notes"] + [f"  {n}" for n in c.notes]
+    return "\n".join(lines)
+
+
+def _fail_json(exc: DeployctlError) -> None:
+    data = {"fits": False, "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
+    if isinstance(exc, PlanRefused):
+        data["what_would_fit"] = exc.hint
+    echo_json(data)
+    raise click.exceptions.Exit(exc.exit_code)
+
+
 @click.command()
 @spec_options
 @click.option("--simulate", is_flag=True, help="Plan as `up --simulate` would (an RTX 4090 when there is no driver).")
+@click.option(
+    "--compare", "hosts", metavar="HOSTS", help="Compare hosts instead: COUNTxGPU,... (e.g. 1xrtx4090,2xa100-80gb)."
+)
+@click.option("--cost", "costs", metavar="PRICES", help="With --compare: HOST=PRICE,... (e.g. 1xrtx4090=18999).")
+@click.option(
+    "--kv-cache-dtype",
+    type=click.Choice(["auto", "fp8"]),
+    default="auto",
+    show_default=True,
+    help="With --compare: size the KV cache in fp8 (one byte per element).",
+)
 @json_option
-def plan(as_json: bool, simulate: bool, **kwargs: Any) -> None:
+def plan(
+    as_json: bool, simulate: bool, hosts: str | None, costs: str | None, kv_cache_dtype: str, **kwargs: Any
+) -> None:
     """Show the per-GPU memory plan, the chosen limits and the engine's arguments.
 
     \b
-    Example:
+    Examples:
       deployctl plan --gpu-model rtx4090 --gpus 2 --model ./Llama-3-70B-GPTQ
+      deployctl plan --preset llama-3-70b-instruct-gptq --compare 1xrtx4090,2xrtx4090,2xa100-80gb --cost 1xrtx4090=18999,2xrtx4090=33998,2xa100-80gb=74000
     """
     from deployctl.ops import plan as ops
 
-    spec = load_spec(kwargs)
     try:
+        spec = load_spec(kwargs)
+        if (costs or kv_cache_dtype != "auto") and not hosts:
+            raise InputError(
+                "--cost and --kv-cache-dtype need --compare",
+                "e.g. --compare 1xrtx4090,2xrtx4090 --cost 1xrtx4090=18999",
+            )
+        if hosts:
+            c = ops.make_comparison(spec, hosts, costs, kv_cache_dtype)
+            click.echo(c.model_dump_json(indent=2) if as_json else format_comparison(c))
+            return
         p = ops.make_plan(spec, simulate=simulate)
-    except PlanRefused as exc:
+    except DeployctlError as exc:
         if as_json:
-            echo_json({"fits": False, "error": exc.message, "what_would_fit": exc.hint})
-            raise click.exceptions.Exit(exc.exit_code) from None
+            _fail_json(exc)
         raise
     if as_json:
         echo_json({"fits": True, "plan_hash": p.digest(), **p.model_dump(mode="json")})

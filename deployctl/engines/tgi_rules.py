@@ -35,6 +35,11 @@ CUDA_CONTEXT = 768 * MiB
 # NCCL's communicator buffers per rank when sharded (NCCL_BUFFSIZE 4 MiB x channels x peers
 # plus its proxy buffers; estimate, rounded up).
 NCCL_BUFFERS = 256 * MiB
+# Prefill logprobs are off by default since TGI 3.0 (`--enable-prefill-logprobs` turns them on;
+# maintainers in huggingface/text-generation-inference#3070): the warm-up then computes logits
+# for each request's last token only, so its peak is the decoder layers' activations, not a
+# max_batch_prefill_tokens x vocabulary logits tensor. deployctl never passes that flag.
+PREFILL_LOGPROBS = False
 # Chunked prefill is on by default in TGI 3.x for the flash-attention models deployctl
 # serves (`utils/prefill_chunking.py` `get_support_chunking`); the launcher then accepts a
 # `max_batch_prefill_tokens` below `max_input_tokens` (`launcher/src/main.rs`).

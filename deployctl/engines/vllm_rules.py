@@ -44,16 +44,21 @@ CUDA_GRAPHS = 1 * GiB
 # about three copies.
 SAMPLER_COPIES = 3
 # Defaults vLLM picks for `vllm serve` (vllm/engine/arg_utils.py `_set_default_args`):
-# max_num_batched_tokens 2048 below 70 GiB, 8192 from 70 GiB; max_num_seqs 256 / 1024.
+# max_num_batched_tokens 2048 and max_num_seqs 256, or 8192 and 1024 on GPUs of 70 GiB and
+# more that are not A100s (shared/vllm/serve-flags.md).
 LARGE_GPU = 70 * GiB
 
 
-def default_batch_tokens(total: int) -> int:
-    return 8192 if total >= LARGE_GPU else 2048
+def _large(total: int, name: str) -> bool:
+    return total >= LARGE_GPU and "a100" not in name.lower()
 
 
-def default_max_seqs(total: int) -> int:
-    return 1024 if total >= LARGE_GPU else 256
+def default_batch_tokens(total: int, name: str) -> int:
+    return 8192 if _large(total, name) else 2048
+
+
+def default_max_seqs(total: int, name: str) -> int:
+    return 1024 if _large(total, name) else 256
 
 
 def headroom(total: int) -> int:

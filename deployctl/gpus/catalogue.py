@@ -80,7 +80,8 @@ PROFILES: dict[str, GpuProfile] = {
     "l40s": GpuProfile(
         name="l40s",
         marketing_name="NVIDIA L40S",
-        memory_bytes=48 * GiB,
+        # "48 GB" is 46068 MiB as NVML reports it on an L40, the same board memory (InternLM/lmdeploy#1459)
+        memory_bytes=46068 * 1024**2,
         cuda_total=_gib(
             44.40
         ),  # "total capacity of 44.40 GiB" (PyTorch OOM on an L40, same 48 GB board; QwenLM/Qwen3-VL#2097)

@@ -27,7 +27,10 @@ INDEX = "model.safetensors.index.json"
 # The names `save_pretrained` gives shards (transformers `modeling_utils.py`, SAFE_WEIGHTS_NAME and
 # the "-00001-of-00004" pattern of `huggingface_hub.split_torch_state_dict_into_shards`).
 _HF_SHARD = re.compile(r"^model(-\d{5}-of-\d{5})?\.safetensors$")
-MAX_JSON = 50_000_000  # config.json and the index are kilobytes; refuse to parse anything huge
+MAX_JSON = 50_000_000
+# Files holding less than half of what config.json implies are a partial copy or the wrong config
+# (a 4-bit checkpoint whose config lost its quantization_config holds ~28% of the fp16 estimate).
+MIN_SHARE_OF_ESTIMATE = 0.5  # config.json and the index are kilobytes; refuse to parse anything huge
 
 
 class ModelFacts(BaseModel):
@@ -191,6 +194,12 @@ def from_config(
         if paths:
             tensors = [t for p in paths for t in read_header(p)]
             lay, source, files = layout.from_tensors(tensors, c.tied()), "safetensors", len(paths)
+            if lay.total < estimate.total * MIN_SHARE_OF_ESTIMATE:
+                raise InputError(
+                    f"{model_dir}: {', '.join(p.name for p in paths)[:120]} hold {lay.total / 1e9:.2f} GB of weights,"
+                    f" but config.json describes about {estimate.total / 1e9:.2f} GB ({q.method if q.method != 'none' else dtype})",
+                    "shards are missing, or config.json does not belong to these weights (a quantization config left out?)",
+                )
         has_tok = any((model_dir / f).is_file() for f in TOKENIZER_FILES)
     return ModelFacts(
         name=name,
@@ -213,6 +222,7 @@ def from_config(
         estimated_weight_bytes=estimate.total,
         layout=lay,
         experts=c.experts,
+        # transformers' MixtralConfig defaults num_experts_per_tok to 2 (configuration_mixtral.py)
         experts_per_token=c.num_experts_per_tok or (2 if c.experts else 0),
         expert_intermediate_size=c.expert_intermediate if c.experts else 0,
         safetensors_files=files,

@@ -8,6 +8,7 @@ from deployctl import models, planner
 from deployctl.errors import InputError
 from deployctl.hardware import inventory
 from deployctl.models import ModelFacts
+from deployctl.planner.compare import Comparison
 from deployctl.planner.types import Plan
 from deployctl.spec import DeploymentSpec
 
@@ -60,3 +61,18 @@ def write_starter(output: Path, name: str, force: bool) -> Path:
     except OSError as exc:
         raise InputError(f"{output}: cannot write: {exc.strerror}") from None
     return output
+
+
+def make_comparison(
+    spec: DeploymentSpec, hosts: str, costs: str | None = None, kv_cache_dtype: str = "auto"
+) -> Comparison:
+    """Give `plan --compare`'s table: the spec's model and engine on each host of `hosts` (1xrtx4090,2xa100-80gb)."""
+    from deployctl.planner import compare
+
+    return compare.compare(
+        spec,
+        model_facts(spec),
+        compare.parse_hosts(hosts),
+        costs=compare.parse_costs(costs),
+        kv_cache_dtype=kv_cache_dtype,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from deployctl.hardware.gpu import GiB
+from deployctl.hardware.gpu import GiB, Gpu
 from deployctl.models import ModelFacts
 
 MiB = 1024**2
@@ -41,6 +41,17 @@ def kv_bytes_per_token_per_shard(model: ModelFacts, shards: int, kv_dtype: str =
     kv_heads = math.ceil(model.num_kv_heads / shards)
     width = KV_DTYPE_BYTES.get(kv_dtype, model.dtype_bytes)
     return 2 * model.num_layers * kv_heads * model.head_dim * width
+
+
+def used_by_others(g: Gpu) -> int:
+    """Give what other processes hold on a GPU (less is the driver's own reserve)."""
+    return g.memory_used if g.memory_used > IDLE_USE else 0
+
+
+def cuda_total(g: Gpu) -> int:
+    """Give the GPU's total as CUDA reports it."""
+    # NVML's total includes what the driver keeps (it shows as used on an idle GPU); CUDA's does not.
+    return g.memory_total if g.source == "profile" else g.memory_total - min(g.memory_used, IDLE_USE)
 
 
 def gib(n: int | float) -> str:
