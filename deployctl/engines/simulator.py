@@ -1,4 +1,4 @@
-"""The TGI-protocol simulator as a stand-in engine: its image and the latency model a plan implies."""
+"""The protocol simulator as a stand-in engine: its image and the latency model a plan implies."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ def sim_env(plan: Plan) -> dict[str, str]:
     # Prefill is compute-bound: about half of an RTX 4090's 165 fp16 TFLOP/s, 2 FLOPs per parameter per token.
     prefill_rate = int(0.5 * 165e12 * plan.num_shard / (2 * plan.model.parameters))
     return {
+        "SIM_ENGINE": plan.engine.kind,  # which API the simulator speaks: the engine's
         "SIM_LOAD_SECONDS": str(LOAD_SECONDS),
         "SIM_TTFT_BASE_MS": f"{15 + floor_ms:.1f}",
         "SIM_PREFILL_TOKENS_PER_S": str(prefill_rate),
