@@ -4,9 +4,10 @@ the variable it reads its API key from, its API dialect for the probes, and its 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from deployctl.planner.types import ChosenLimits, EngineConfig
+if TYPE_CHECKING:  # the planner imports this module: only types flow back
+    from deployctl.planner.types import ChosenLimits, EngineConfig
 
 # The HTTP API the probes and the simulator speak: TGI's own routes, or OpenAI's (vLLM).
 Dialect = Literal["tgi", "openai"]
@@ -34,6 +35,7 @@ class Engine(Protocol):
     health_path: str
     dialect: Dialect
     api_key_env: str  # the variable it reads its API key from (the key itself comes from .env)
+    probe_tool: Literal["curl", "python3"]  # what its image carries for an in-container health check
     flags: tuple[str, ...]  # every flag deployctl may pass; tests check each against the engine's own list
     # The module holding the engine's start-up memory rule (engines/<name>_rules.py): the planner asks it
     # what the engine reserves and what it gives the KV cache.

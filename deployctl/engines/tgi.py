@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from deployctl.engines.base import Dialect, EngineInputs
 from deployctl.planner.types import ChosenLimits, EngineConfig
 
@@ -82,6 +84,7 @@ class Tgi:
     container_port = CONTAINER_PORT
     health_path = HEALTH_PATH
     dialect: Dialect = "tgi"
+    probe_tool: Literal["curl", "python3"] = "curl"  # the official image installs curl (Dockerfile, base stage)
     api_key_env = "API_KEY"  # the launcher's --api-key reads it (launcher/src/main.rs, `env` on the flag)
     flags = FLAGS
     memory_rules = "deployctl.engines.tgi_rules"

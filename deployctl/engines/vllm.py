@@ -5,6 +5,8 @@ Flags, defaults and the image are read from vLLM v0.30's source (tests/data/vllm
 
 from __future__ import annotations
 
+from typing import Literal
+
 from deployctl.engines.base import Dialect, EngineInputs
 from deployctl.planner.types import EngineConfig
 
@@ -44,6 +46,8 @@ class Vllm:
     container_port = CONTAINER_PORT
     health_path = HEALTH_PATH
     dialect: Dialect = "openai"
+    # The image is a Python install (ENTRYPOINT vllm serve); curl in it is not something to count on.
+    probe_tool: Literal["curl", "python3"] = "python3"
     api_key_env = "VLLM_API_KEY"  # read when --api-key is absent (entrypoints/openai/cli_args.py)
     flags = FLAGS
     memory_rules = "deployctl.engines.vllm_rules"

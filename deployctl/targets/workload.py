@@ -25,6 +25,7 @@ class Probe:
     path: str
     port: int
     start_budget_s: int  # how long start-up (weights, warm-up) may take before failures count
+    tool: str = "curl"  # what the image carries for a check run inside it (curl or python3)
     interval_s: int = 5
     timeout_s: int = 5
     retries: int = 3
@@ -94,7 +95,8 @@ def from_plan(
 ) -> Workload:
     """Give the workload that serves `plan` (the simulator in the engine's place with `simulate`)."""
     engine = plan.engine
-    api_key_env = engines.get(engine.kind).api_key_env
+    chosen = engines.get(engine.kind)
+    api_key_env = chosen.api_key_env
     if plan.api_key and not api_key:
         raise InputError("the spec asks for an API key but none was resolved")
     env = dict(engine.env)
@@ -117,7 +119,7 @@ def from_plan(
         container_port=engine.container_port,
         bind=plan.bind,
         host_port=plan.port,
-        probe=Probe(engine.health_path, engine.container_port, load_timeout_s(plan, simulate)),
+        probe=Probe(engine.health_path, engine.container_port, load_timeout_s(plan, simulate), chosen.probe_tool),
         mounts=mounts,
         secrets=secrets,
         shm_size=engine.shm_size,
