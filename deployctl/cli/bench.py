@@ -55,7 +55,7 @@ def bench() -> None:
     "--api",
     type=click.Choice(["generate", "chat", "completions"]),
     default=None,
-    help="Route to load (default: generate for TGI, completions for vLLM).",
+    help="Route to load (default: the engine's own, generate or completions).",
 )
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--slo-ttft", type=float, help="SLO: time to first token, ms.")

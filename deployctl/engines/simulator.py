@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 from deployctl import __version__
 from deployctl.planner.types import Plan
 
-SIM_IMAGE = f"deployctl/tgi-sim:{__version__}"
+
+def _sources_digest() -> str:
+    """Give a short hash of what goes into the simulator image (deployctl/sim/*.py and its Dockerfile)."""
+    package = Path(__file__).parents[1]
+    h = hashlib.sha256()
+    for path in sorted([*(package / "sim").glob("*.py"), package / "images" / "sim.Dockerfile"]):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:10]
+
+
+# Named by its sources as well as the version: an image built from older simulator code (which
+# may not speak every engine's API) is never taken for the current one.
+SIM_IMAGE = f"deployctl/tgi-sim:{__version__}-{_sources_digest()}"
 LOAD_SECONDS = 2
 
 

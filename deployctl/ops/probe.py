@@ -103,7 +103,8 @@ def bench_config(
         dialect = "openai"  # a bare --endpoint: the API asked for says which dialect
     elif api == "generate" and dialect == "openai":
         raise InputError(
-            "--api generate is TGI's route; this stack's engine speaks the OpenAI API", "use --api completions or chat"
+            "--api generate is not a route of this stack's engine (it speaks the OpenAI API)",
+            "use --api completions or chat",
         )
     return core.BenchConfig(
         endpoint=target.endpoint,

@@ -182,7 +182,7 @@ class VllmRoutes:
         tokens: list[str] = []
         finish = "length"
         try:
-            async for _, tok, reason in self.sim.tokens(req):
+            async for _, tok, reason in self.sim.tokens(req, request.get("arrived")):
                 if reason != "eos_token":
                     tokens.append(tok[1])
                 finish = reason or finish
@@ -231,9 +231,9 @@ class VllmRoutes:
         kind = "chat.completion.chunk" if chat else "text_completion"
         start, count = time.monotonic(), 0
         loop = asyncio.get_running_loop()
-        arrived = previous = loop.time()
+        arrived = previous = request.get("arrived", loop.time())
         try:
-            async for i, tok, reason in self.sim.tokens(req):
+            async for i, tok, reason in self.sim.tokens(req, request.get("arrived")):
                 count += 1
                 now = loop.time()
                 if i == 0:
@@ -279,6 +279,7 @@ def _middleware(cfg: SimConfig) -> Any:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        request["arrived"] = asyncio.get_running_loop().time()  # TTFT counts from here, not after parsing
         if keys and request.method != "OPTIONS" and request.path.startswith(AUTH_PREFIXES):
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer" or given not in keys:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import openai
 import pytest
 import requests
 from helpers import simserver
 
+from deployctl import spec
+from deployctl.errors import InputError
+from deployctl.ops import plan as plan_ops
+from deployctl.ops import probe as ops
+from deployctl.probe import load
 from deployctl.sim import latency
 from deployctl.sim.config import SimConfig, from_args
 
@@ -151,3 +158,41 @@ def test_metrics_use_vllm_names_and_count_tokens(client: openai.OpenAI, sim: str
         return float(line.rsplit(" ", 1)[1])
 
     assert generated(text) == generated(before) + 2
+
+
+def test_load_generator_streams_completions_and_counts_tokens_from_usage(sim: str) -> None:
+    w = load.Workload(endpoint=sim, prompt_tokens=20, output_tokens=7, api="completions", api_key=KEY, dialect="openai")
+    results, _span, note = asyncio.run(load.closed_loop(w, 2, requests=4))
+    assert "/tokenize" in note  # prompt length measured with vLLM's /tokenize
+    assert len(results) == 4 and all(r.ok for r in results), [r.error for r in results]
+    assert all(r.output_tokens == 7 and len(r.token_times) == 7 for r in results)
+    assert all(r.first_token is not None and r.first_token > r.sent for r in results)
+
+
+def test_bench_config_follows_the_stacks_engine(tmp_path: Path) -> None:
+    s = spec_for(tmp_path, "vllm")
+    plan_ops.render_stack(s, plan_ops.make_plan(s, simulate=True), simulate=True)
+    common = {"endpoint": None, "stack_dir": s.stack_dir, "spec_path": None, "api_key_env": None, "preset": None}
+    rest = {
+        "concurrency": "1",
+        "rate": None,
+        "requests": 1,
+        "warmup": 0,
+        "prompt_tokens": None,
+        "output_tokens": None,
+        "seed": 1,
+        "slo_ttft": None,
+        "slo_itl": None,
+        "slo_e2e": None,
+        "slo_percentile": "p90",
+        "cost": None,
+        "currency": "",
+    }
+    config = ops.bench_config(**common, api=None, **rest)  # type: ignore[arg-type]
+    assert (config.api, config.dialect) == ("completions", "openai")
+    with pytest.raises(InputError, match="not a route of this stack's engine"):
+        ops.bench_config(**common, api="generate", **rest)  # type: ignore[arg-type]
+
+
+def spec_for(root: Path, engine: str) -> spec.DeploymentSpec:
+    return spec.parse(f"name: t\nengine: {engine}\nstack_dir: {root / 'stack'}\n")
