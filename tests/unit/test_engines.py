@@ -129,3 +129,39 @@ def test_each_engine_declares_what_the_targets_need() -> None:
     assert workload.load_timeout_s(golden_plan(1, "vllm"), simulate=False) > workload.load_timeout_s(
         golden_plan(1, "tgi"), simulate=False
     )
+
+
+def test_init_writes_a_starter_naming_both_engines_that_loads(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from deployctl.cli import cli
+
+    out = tmp_path / "deployctl.yaml"
+    result = CliRunner().invoke(cli, ["init", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "engine: tgi" in text and "vllm" in text
+    loaded = spec.parse(text.replace("path: ./models/my-model-gptq", "preset: llama-3.1-8b-instruct-gptq"))
+    assert loaded.engine == "tgi" and loaded.image is None
+    again = CliRunner().invoke(cli, ["init", "-o", str(out)])
+    assert again.exit_code == 2 and "already exists" in again.stderr
+
+
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+def test_plan_and_render_take_engine_from_the_flag(tmp_path: Path, engine: str) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from deployctl.cli import cli
+
+    runner = CliRunner()
+    plan = runner.invoke(cli, ["plan", "--engine", engine, "--gpu-model", "rtx4090", "--json"])
+    assert plan.exit_code == 0, plan.output
+    data = json.loads(plan.stdout)
+    assert data["engine"]["kind"] == engine and data["engine"]["image"] == engines.get(engine).default_image
+    stack = tmp_path / "stack"
+    done = runner.invoke(cli, ["render", "--engine", engine, "--simulate", "--stack-dir", str(stack), "--json"])
+    assert done.exit_code == 0, done.output
+    compose = yaml.safe_load((stack / "compose.yaml").read_text())
+    assert compose["services"]["engine"]["environment"]["SIM_ENGINE"] == engine
