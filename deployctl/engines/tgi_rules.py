@@ -19,7 +19,7 @@ paraphrase `free - (1 - 0.90 x fraction) x total` keeps back 10% of the whole ca
 
 from __future__ import annotations
 
-from deployctl.planner.types import KvBudget, StartupInput
+from deployctl.engines.memory import KvBudget, StartupInput
 
 MiB = 1024**2
 

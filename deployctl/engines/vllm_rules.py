@@ -19,7 +19,7 @@ shared/vllm/serve-flags.md "Memory at startup"):
 
 from __future__ import annotations
 
-from deployctl.planner.types import KvBudget, StartupInput
+from deployctl.engines.memory import KvBudget, StartupInput
 
 MiB = 1024**2
 GiB = 1024**3

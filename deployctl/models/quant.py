@@ -1,4 +1,4 @@
-"""The checkpoint's quantization, read from the checkpoint itself, and the engine flag that matches it."""
+"""The checkpoint's quantization, read from the checkpoint itself (each engine maps it to its own flag)."""
 
 from __future__ import annotations
 
@@ -29,29 +29,6 @@ class Quantization(BaseModel):
     @property
     def act_order(self) -> bool:
         return bool(self.desc_act)
-
-    def tgi_flag(self) -> str | None:
-        """Give TGI's --quantize value, or None where TGI reads the method from config.json itself.
-
-        TGI 3.3 `server/text_generation_server/models/__init__.py` `get_model()` takes
-        `quant_method` (gptq, awq, compressed-tensors) from config.json's quantization_config
-        when --quantize is absent; a GPTQModel/AutoGPTQ `quantize_config.json` alone is read
-        only once --quantize gptq says so (`utils/quantization.py` `_get_gptq_params`).
-        """
-        if self.method == "none" or self.source == "config.json":
-            return None
-        return self.method
-
-    def vllm_flag(self) -> str | None:
-        """Give vLLM's --quantization value, or None where vLLM detects it (and picks Marlin on sm_89).
-
-        vLLM `config/model.py` `_verify_quantization` reads config.json's quantization_config;
-        without it, `--quantization gptq_marlin` makes it read quantize_config.json and keep
-        the Marlin kernel (`gptq` alone forced the slow exllama kernel in older releases).
-        """
-        if self.method == "none" or self.source == "config.json":
-            return None
-        return "gptq_marlin" if self.method == "gptq" else self.method
 
 
 def _bad(where: str, key: str, value: Any) -> InputError:

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deployctl import docker, stackdir
+from deployctl import docker, engines, stackdir
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import DeployctlError, InputError
 from deployctl.ops import plan as plan_ops
@@ -43,6 +43,9 @@ class UpResult:
     seconds_to_healthy: float
     model_id: str
     api_key: bool
+    engine: str
+    dialect: str  # tgi or openai: which routes the endpoint serves
+    served_name: str
     power: str | None = None
 
 
@@ -193,6 +196,9 @@ def up(
         seconds_to_healthy=round(seconds, 2),
         model_id=plan.model_id,
         api_key=plan.api_key,
+        engine=plan.engine.kind,
+        dialect=engines.get(plan.engine.kind).dialect,
+        served_name=plan.served_name,
         power=power,
     )
 

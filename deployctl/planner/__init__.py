@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from deployctl import __version__
-from deployctl.engines import tgi, tgi_rules
+from deployctl import __version__, engines
+from deployctl.engines import tgi_rules
+from deployctl.engines.base import EngineInputs
 from deployctl.errors import InputError, PlanRefused
 from deployctl.gpus import PROFILES, for_name
 from deployctl.hardware.gpu import Gpu, Host
@@ -25,13 +26,10 @@ from deployctl.planner.fit import (
 )
 from deployctl.planner.memory import gib
 from deployctl.planner.rules import EngineRules, rules_for
-from deployctl.planner.types import EngineConfig, Plan
-from deployctl.spec import DEFAULT_TGI_IMAGE, DeploymentSpec
+from deployctl.planner.types import Plan
+from deployctl.spec import DeploymentSpec
 
 __all__ = ["EngineRules", "Plan", "plan", "rules_for"]
-
-VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"  # until the vLLM engine module (#11) owns the image
-VLLM_PORT = 8000  # vLLM's OpenAI server default port (shared/vllm/serve-flags.md)
 
 
 def _select(spec: DeploymentSpec, host: Host) -> list[Gpu]:
@@ -98,7 +96,7 @@ def _quantize_warning(spec: DeploymentSpec, model: ModelFacts) -> str | None:
     if "quantize" not in spec.model.model_fields_set or spec.model.quantize == model.quantization.method:
         return None
     said = model.quantization.method if model.quantization.method != "none" else f"unquantized {model.dtype}"
-    flag = model.quantization.tgi_flag() if spec.engine == "tgi" else model.quantization.vllm_flag()
+    flag = engines.get(spec.engine).quantization_flag(model.quantization)
     return (
         f"model.quantize: {spec.model.quantize} is ignored: the checkpoint is {said}"
         f" ({'no flag, the engine reads it' if flag is None else 'flag ' + flag})"
@@ -165,56 +163,6 @@ def plan(
     return _assemble(spec, model, host, gpus, fit, shrunk, rules, kv_cache_dtype)
 
 
-def _engine(spec: DeploymentSpec, model: ModelFacts, host: Host, fit: Fit, n: int, kv_dtype: str) -> EngineConfig:
-    served = spec.model.served_name or model.name
-    if spec.engine == "tgi":
-        return tgi.engine_config(
-            image=spec.image,
-            served_name=served,
-            quantize=model.quantization.tgi_flag() or "none",
-            num_shard=n,
-            limits=fit.limits,
-            p2p=host.p2p,
-            cuda_memory_fraction=fit.fraction if fit.fraction < 1 else None,
-            mount_model=model.path is not None,
-            kv_cache_dtype="fp8_e4m3fn" if kv_dtype == "fp8" else None,
-        )
-    return _vllm_engine(spec, model, host, fit, n, kv_dtype)
-
-
-def _vllm_engine(spec: DeploymentSpec, model: ModelFacts, host: Host, fit: Fit, n: int, kv_dtype: str) -> EngineConfig:
-    # The arguments the memory rule assumed; helper #11's engines/vllm.py takes this over.
-    served = spec.model.served_name or model.name
-    lim = fit.limits
-    args = [tgi.model_id(served), "--served-model-name", served, "--host", "0.0.0.0", "--port", str(VLLM_PORT)]
-    args += ["--tensor-parallel-size", str(n), "--max-model-len", str(lim.max_total_tokens)]
-    knobs = fit.kv[0].knobs
-    args += ["--gpu-memory-utilization", knobs["--gpu-memory-utilization"]]
-    args += [
-        "--max-num-batched-tokens",
-        str(lim.max_batch_prefill_tokens),
-        "--max-num-seqs",
-        str(lim.max_concurrent_requests),
-    ]
-    if (flag := model.quantization.vllm_flag()) is not None:
-        args += ["--quantization", flag]
-    if kv_dtype == "fp8":
-        args += ["--kv-cache-dtype", "fp8"]
-    if n > 1 and not host.p2p:
-        args.append("--disable-custom-all-reduce")
-    env = {"HF_HUB_OFFLINE": "1", "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": "0", "VLLM_NO_USAGE_STATS": "1"}
-    return EngineConfig(
-        kind="vllm",
-        image=VLLM_IMAGE if spec.image == DEFAULT_TGI_IMAGE else spec.image,
-        args=args,
-        env=env,
-        container_port=VLLM_PORT,
-        health_path="/health",
-        model_mount=tgi.model_id(served) if model.path is not None else None,
-        shm_size="8gb" if n > 1 else None,
-    )
-
-
 def _assemble(
     spec: DeploymentSpec,
     model: ModelFacts,
@@ -266,7 +214,20 @@ def _assemble(
         if bandwidth
         else None
     )
-    engine = _engine(spec, model, host, fit, n, kv_dtype)
+    chosen = engines.get(spec.engine)
+    engine = chosen.configure(
+        EngineInputs(
+            image=spec.image or chosen.default_image,
+            served_name=served,
+            quantization=model.quantization,
+            num_shard=n,
+            limits=limits,
+            p2p=host.p2p,
+            knobs=fit.kv[0].knobs,
+            kv_cache_dtype=kv_dtype,
+            mount_model=model.path is not None,
+        )
+    )
     device_ids = [str(g.index) if g.source == "profile" else g.uuid for g in gpus]
     knobs = dict(fit.kv[0].knobs)
     if kv_dtype == "fp8":
@@ -277,7 +238,7 @@ def _assemble(
         deployctl_version=__version__,
         name=spec.name,
         model=model,
-        model_id=tgi.model_id(served),
+        model_id=chosen.model_id(served),
         served_name=served,
         revision=spec.model.revision,
         gpu_profile=host.profile,

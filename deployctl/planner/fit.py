@@ -6,11 +6,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from deployctl.engines import tgi_rules
+from deployctl.engines.memory import KvBudget, StartupInput
 from deployctl.hardware.gpu import Gpu, Host
 from deployctl.models import ModelFacts
 from deployctl.planner import memory
 from deployctl.planner.rules import EngineRules
-from deployctl.planner.types import ChosenLimits, GpuBudget, KvBudget, StartupInput
+from deployctl.planner.types import ChosenLimits, GpuBudget
 from deployctl.spec import DeploymentSpec
 
 # deployctl's policy, not an engine's: the longest context it plans by default, the shortest it

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from deployctl.engines import tgi_rules, vllm_rules
+from deployctl.engines.memory import KvBudget, StartupInput
 from deployctl.errors import InputError
 from deployctl.hardware.gpu import Gpu
 from deployctl.planner import memory
-from deployctl.planner.types import KvBudget, StartupInput
 
 TGI_MAX_CONCURRENT = 128  # TGI launcher default for --max-concurrent-requests (shared/tgi/launcher-flags.md)
 

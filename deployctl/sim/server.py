@@ -133,10 +133,15 @@ class Simulator:
         self.requests += 1
         self.in_flight += 1
 
-    async def tokens(self, req: Request) -> AsyncIterator[tuple[int, tuple[int, str], str | None]]:
-        """Yield (index, token, finish_reason or None) at the times the latency model gives."""
+    async def tokens(
+        self, req: Request, arrived: float | None = None
+    ) -> AsyncIterator[tuple[int, tuple[int, str], str | None]]:
+        """Yield (index, token, finish_reason or None) at the times the latency model gives.
+
+        `arrived` (loop time) is when the request reached the server; the first token is due a TTFT after it.
+        """
         loop = asyncio.get_running_loop()
-        arrived = loop.time()
+        arrived = loop.time() if arrived is None else arrived
         self.metrics.queue_size += 1
         if self.stall_until > arrived:
             await asyncio.sleep(self.stall_until - arrived)
@@ -145,7 +150,7 @@ class Simulator:
         self.streams += 1
         self.metrics.batch_size = self.streams
         try:
-            due = loop.time() + self.cfg.latency.ttft_s(req.input_tokens)
+            due = max(arrived, self.stall_until) + self.cfg.latency.ttft_s(req.input_tokens)
             text = ""
             for i in range(req.max_new_tokens):
                 delay = due - loop.time()
@@ -333,7 +338,7 @@ class Routes:
             return resp
         start, count, text = time.monotonic(), 0, ""
         try:
-            async for i, tok, finish in self.sim.tokens(req):
+            async for i, tok, finish in self.sim.tokens(req, request.get("arrived")):
                 count += 1
                 text += _visible(tok, finish)
                 event: dict[str, Any] = {
@@ -482,6 +487,7 @@ def _auth(cfg: SimConfig) -> Any:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        request["arrived"] = asyncio.get_running_loop().time()  # TTFT counts from here, not after parsing
         if (
             expected
             and request.path in PROTECTED

@@ -10,7 +10,10 @@ from deployctl.sim import latency
 from deployctl.sim.config import SimConfig
 
 FAST = latency.LatencyModel(ttft_base_ms=5, prefill_tokens_per_s=1e6, itl_ms=2, itl_per_stream_ms=0)
-EXPECTED = health.Expected("/data/models/m", 1000, 2000, 16)
+EXPECTED = health.Expected(
+    {"model_id": "/data/models/m", "max_input_tokens": 1000, "max_total_tokens": 2000, "max_concurrent_requests": 16}
+)
+VLLM_EXPECTED = health.Expected({"id": "m", "max_model_len": 2000})
 
 
 def _cfg(**kw: object) -> SimConfig:
@@ -73,3 +76,27 @@ def test_api_key_is_needed_to_generate(key: str | None, code: int) -> None:
     if code:
         assert "401" in r.checks[-1].detail
     assert "k-7f3a9" not in str(r.as_dict())
+
+
+def _vllm(**kw: object) -> SimConfig:
+    return _cfg(engine="vllm", model_id="m", model_path="/data/models/m", max_input_tokens=1999, **kw)
+
+
+def test_vllm_endpoint_is_checked_through_its_own_routes() -> None:
+    with simserver.running(_vllm(api_key="k-1")) as url:
+        r = health.check(url, VLLM_EXPECTED, api_key="k-1", dialect="openai")
+    assert r.status == "healthy", r.checks
+    assert "max_model_len 2000" in r.checks[1].detail
+    assert r.tokens == 16 and r.ttft_ms is not None
+
+
+def test_vllm_model_card_that_differs_from_the_plan_is_degraded() -> None:
+    with simserver.running(_vllm(max_total_tokens=4096)) as url:
+        r = health.check(url, VLLM_EXPECTED, dialect="openai")
+    assert r.exit_code == 1 and "max_model_len 4096 != plan 2000" in r.checks[1].detail
+
+
+def test_vllm_wrong_key_is_down_and_says_401() -> None:
+    with simserver.running(_vllm(api_key="k-1")) as url:
+        r = health.check(url, VLLM_EXPECTED, api_key="wrong", dialect="openai")
+    assert r.exit_code == 2 and "401" in r.checks[-1].detail

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deployctl import models
+from deployctl.engines import tgi, vllm
 from deployctl.errors import InputError
 
 
@@ -100,7 +101,7 @@ def test_published_checkpoints_weigh_what_their_pages_say(checkpoints: dict[str,
     expected = (config.get("quantization_config") or {}).get("quant_method", "none")
     assert facts.quantization.method == expected
     # Every one of these states its method in config.json: both engines detect it, no flag is passed.
-    assert facts.quantization.tgi_flag() is None and facts.quantization.vllm_flag() is None
+    assert tgi.quantize_flag(facts.quantization) is None and vllm.quantization_flag(facts.quantization) is None
 
 
 def test_consolidated_safetensors_is_not_counted_twice(checkpoints: dict[str, Path]) -> None:
@@ -161,7 +162,12 @@ def test_gptqmodel_quantize_config_json_needs_the_flag(tmp_path: Path) -> None:
         json.dumps({**quant, "checkpoint_format": "gptq", "quantizer": ["gptqmodel:2.0.0"]})
     )
     q = models.inspect(d).quantization
-    assert (q.method, q.source, q.tgi_flag(), q.vllm_flag()) == ("gptq", "quantize_config.json", "gptq", "gptq_marlin")
+    assert (q.method, q.source, tgi.quantize_flag(q), vllm.quantization_flag(q)) == (
+        "gptq",
+        "quantize_config.json",
+        "gptq",
+        "gptq_marlin",
+    )
 
 
 @pytest.mark.parametrize(

@@ -325,8 +325,8 @@ def test_plan_json_is_json_for_every_exit_code(args: list[str], code: int, error
 def test_on_real_gpus_the_plan_uses_nvmls_numbers(m70: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from helpers.fake_nvml import two_4090s
 
-    from deployctl.ops import plan as deploy
     from deployctl.hardware import inventory
+    from deployctl.ops import plan as deploy
 
     monkeypatch.setattr(inventory, "NVML_LIB", two_4090s())
     p = deploy.make_plan(spec.parse("", overrides={"gpus": 2, "model.path": str(m70)}))
