@@ -11,7 +11,7 @@ from deployctl.errors import InputError, PlanRefused
 from deployctl.hardware import profiles
 from deployctl.hardware.gpu import GiB
 
-LAUNCHER_FLAGS = Path(__file__).parents[3] / "shared" / "tgi" / "launcher-flags.md"
+LAUNCHER_FLAGS = Path(__file__).parents[1] / "data" / "tgi" / "launcher-flags.md"
 
 
 def _plan(model_dir: Path, gpus: int, **limits: int) -> planner.Plan:
