@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from deployctl.cli import output
 from deployctl.cli.options import echo_json, json_option
 from deployctl.errors import InputError
 
@@ -180,7 +181,6 @@ def _ms(v: float | None) -> str:
 
 
 def _print_table(result: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     mode = result.config["mode"]
@@ -219,7 +219,7 @@ def _print_table(result: Any) -> None:
             errors,
             slo,
         )
-    Console().print(table)
+    output.console().print(table)
 
 
 @bench.command("compare")
@@ -234,7 +234,6 @@ def compare(a: Path, b: Path, as_json: bool) -> None:
     if as_json:
         echo_json([{"metric": m, "a": x, "b": y, "b_over_a": r} for m, x, y, r in rows])
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"A = {a}   B = {b}")
@@ -242,4 +241,4 @@ def compare(a: Path, b: Path, as_json: bool) -> None:
         table.add_column(col, justify="right" if col != "metric" else "left")
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    output.console().print(table)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
+from deployctl.cli import output
 from deployctl.cli.options import echo_json, json_option
-from deployctl.errors import InputError
+from deployctl.errors import InputError, NotRunning
 
 
 @click.command()
@@ -36,13 +37,14 @@ def health(
 ) -> None:
     """Check the endpoint: /health, /info against the plan, one short streamed generation.
 
-    Exit code: 0 healthy, 1 degraded (slow, or /info differs from the plan), 2 down.
+    Exit code: 0 healthy, 1 degraded (slow, or /info differs from the plan), 5 down or no stack,
+    2 bad input. With --json, one line per check (JSON Lines), failures included.
 
     \b
     Examples:
       deployctl health                                  # the stack of ./deployctl.yaml
       deployctl health --endpoint http://10.0.0.5:8080 --json
-      */5 * * * * deployctl health --json >> /var/log/llm-health.jsonl   # cron
+      deployctl health --json >> llm-health.jsonl       # in cron: */5 * * * *
     """
     from deployctl import spec
     from deployctl.probe import health as probe
@@ -55,7 +57,10 @@ def health(
     key = stack.api_key if stack else None
     endpoint = endpoint or (stack.info.endpoint if stack else None)
     if not endpoint:
-        raise InputError(f"no endpoint: {directory} is not a stack", "pass --endpoint URL or --stack-dir DIR")
+        raise NotRunning(
+            f"no stack in {directory} (nothing to check)",
+            "pass --endpoint URL or --stack-dir DIR, or run `deployctl up`",
+        )
     if api_key_env:
         key = os.environ.get(api_key_env)
         if not key:
@@ -63,7 +68,7 @@ def health(
     while True:
         report = probe.check(endpoint, expected, key, max_ttft_ms=max_ttft_ms, timeout=timeout)
         if as_json:
-            echo_json({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **report.as_dict()})
+            echo_json({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **report.as_dict()}, line=True)
         else:
             _print(report)
         if watch is None:
@@ -75,7 +80,6 @@ def health(
 
 
 def _print(report: object) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     colour = {"healthy": "green", "degraded": "yellow", "down": "red"}[report.status]  # type: ignore[attr-defined]
@@ -85,4 +89,4 @@ def _print(report: object) -> None:
     table.add_column("detail")
     for c in report.checks:  # type: ignore[attr-defined]
         table.add_row(c.name, "[green]OK[/green]" if c.ok else "[red]FAIL[/red]", c.detail)
-    Console().print(table)
+    output.console().print(table)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from deployctl.cli import output
 from deployctl.cli.options import echo_json, json_option
 
 
@@ -74,10 +75,9 @@ def inspect(image_name: str, top: int, as_json: bool) -> None:
     if as_json:
         echo_json(result.as_dict())
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = output.console()
     table = Table(
         title=f"{image_name}: {result.size / 1e6:,.0f} MB, {len(result.layers)} layers, "
         f"{result.wasted / 1e6:,.1f} MB wasted by later layers"

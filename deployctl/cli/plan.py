@@ -106,7 +106,15 @@ def plan(as_json: bool, simulate: bool, **kwargs: Any) -> None:
         p = deploy.make_plan(spec, simulate=simulate)
     except PlanRefused as exc:
         if as_json:
-            echo_json({"fits": False, "error": exc.message, "what_would_fit": exc.hint})
+            echo_json(
+                {
+                    "fits": False,
+                    "error": exc.message,
+                    "hint": exc.hint,
+                    "exit_code": exc.exit_code,
+                    "what_would_fit": exc.hint,
+                }
+            )
             raise click.exceptions.Exit(exc.exit_code) from None
         raise
     if as_json:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from deployctl.cli.options import echo_json, json_option, load_spec, sim_fault_option, spec_options
+from deployctl.errors import NotRunning
 
 stack_dir_option = click.option(
     "--stack-dir",
@@ -50,17 +51,15 @@ def up(
       deployctl up --simulate            # the whole flow on any machine with Docker
       deployctl up --gpus 2 -f deployctl.yaml
     """
-    from rich.console import Console
-
+    from deployctl.cli import output
     from deployctl.compose import lifecycle
 
     spec = load_spec(kwargs)
-    console = Console(stderr=True)
-    with console.status("starting", spinner="dots") as status:
+    with output.Progress() as progress:
 
         def report(p: lifecycle.Progress) -> None:
             line = f" · {p.last_log}" if p.last_log else ""
-            status.update(f"[bold]{p.phase}[/bold] {p.elapsed_s:5.1f}s{line}")
+            progress.step(p.phase, f"{p.elapsed_s:5.1f}s{line}")
 
         try:
             result = lifecycle.up(
@@ -73,8 +72,7 @@ def up(
                 skip_power=skip_power,
             )
         except lifecycle.UpFailed as exc:
-            status.stop()
-            _print_failure(console, exc)
+            _print_failure(progress, exc)
             raise
     if as_json:
         echo_json(result.__dict__)
@@ -91,16 +89,16 @@ def up(
     click.echo(f"stack: {result.stack_dir}  (deployctl status | logs | health | down)")
 
 
-def _print_failure(console: Any, exc: Any) -> None:
+def _print_failure(progress: Any, exc: Any) -> None:
     if exc.log_tail:
-        console.print("[bold]last log lines:[/bold]", highlight=False)
-        console.print(exc.log_tail, markup=False, highlight=False)
+        progress.say("last log lines:")
+        for line in exc.log_tail.splitlines():
+            progress.say(line)
     for d in exc.diagnoses:
-        console.print(f"[bold red]likely cause:[/bold red] {d.cause}: {d.hint}", highlight=False)
+        progress.say(f"likely cause: {d.cause}: {d.hint}")
     if exc.stack_dir:
-        console.print(
-            f"the stack is left as it is for inspection: deployctl logs / deployctl down --stack-dir {exc.stack_dir}",
-            highlight=False,
+        progress.say(
+            f"the stack is left as it is for inspection: deployctl logs / deployctl down --stack-dir {exc.stack_dir}"
         )
 
 
@@ -109,7 +107,7 @@ def _print_failure(console: Any, exc: Any) -> None:
 @click.option("-f", "--spec", "spec_path", type=click.Path(path_type=Path, dir_okay=False), help="Spec file.")
 @json_option
 def down(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> None:
-    """Stop the stack and remove its containers and network.
+    """Stop the stack and remove its containers and network (nothing to stop is not an error).
 
     \b
     Example:
@@ -118,6 +116,12 @@ def down(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> None:
     from deployctl.compose import lifecycle
 
     directory = _stack_dir(stack_dir, spec_path)
+    if not (directory / "compose.yaml").is_file():
+        if as_json:
+            echo_json({"stack_dir": str(directory.absolute()), "left": [], "note": "no stack here: nothing to stop"})
+        else:
+            click.echo(f"note: no stack in {directory}: nothing to stop", err=True)
+        return
     left = lifecycle.down(directory)
     if as_json:
         echo_json({"stack_dir": str(directory.absolute()), "left": left})
@@ -127,6 +131,15 @@ def down(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> None:
         click.echo(f"stopped and removed the stack in {directory}")
     if left:
         raise click.exceptions.Exit(1)
+
+
+def _existing_stack(directory: Path) -> Any:
+    """Give the Stack in `directory`, or a NotRunning error (exit 5) when there is none."""
+    from deployctl.compose.stack import Stack
+
+    if not (directory / "compose.yaml").is_file():
+        raise NotRunning(f"no stack in {directory}", "run `deployctl up`, or pass --stack-dir DIR")
+    return Stack(directory)
 
 
 def _uptime(seconds: float | None) -> str:
@@ -144,16 +157,16 @@ def _uptime(seconds: float | None) -> str:
 def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> None:
     """Show each service's state, health, uptime, restarts and the endpoint.
 
-    Exits 0 when every service runs, none is unhealthy and the endpoint answers; 1 otherwise.
+    Exits 0 when every service runs, none is unhealthy and the endpoint answers; 1 when something
+    runs but is unhealthy or not answering; 5 when nothing runs or there is no stack.
 
     \b
     Example:
       deployctl status --json | jq '.services[].health'
     """
     from deployctl.compose.lifecycle import probe_health
-    from deployctl.compose.stack import Stack
 
-    stack = Stack(_stack_dir(stack_dir, spec_path))
+    stack = _existing_stack(_stack_dir(stack_dir, spec_path))
     services = stack.services()
     answering = probe_health(stack.info.endpoint) == 200
     # Docker's own healthcheck says "starting" until its first interval has passed.
@@ -170,8 +183,9 @@ def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> Non
     if as_json:
         echo_json(data)
     else:
-        from rich.console import Console
         from rich.table import Table
+
+        from deployctl.cli import output
 
         table = Table(
             title=f"{stack.info.project}: {stack.info.endpoint} ({'answering' if answering else 'not answering'})"
@@ -182,7 +196,9 @@ def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> Non
             table.add_row(s.service, s.state, s.health or "-", _uptime(s.uptime_s), str(s.restarts), s.image)
         if not services:
             table.add_row("-", "not running", "-", "-", "-", "-")
-        Console().print(table)
+        output.console().print(table)
+    if not services:
+        raise click.exceptions.Exit(NotRunning.exit_code)
     if not ok:
         raise click.exceptions.Exit(1)
 
@@ -193,15 +209,14 @@ def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> Non
 @click.option("--follow", "-F", "follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
 @click.option("-n", "--tail", default=100, show_default=True, help="How many lines to show from the end.")
 def logs(stack_dir: Path | None, spec_path: Path | None, follow: bool, tail: int) -> None:
-    """Show the stack's logs, or follow them.
+    """Show the stack's logs, or follow them (exit 5 when there is no stack).
 
     \b
-    Example:
-      deployctl logs -F -n 20
+    Examples:
+      deployctl logs -n 20
+      deployctl logs -F -n 20            # follow until Ctrl-C (or SIGTERM)
     """
-    from deployctl.compose.stack import Stack
-
-    stack = Stack(_stack_dir(stack_dir, spec_path))
+    stack = _existing_stack(_stack_dir(stack_dir, spec_path))
     if not follow:
         click.echo(stack.logs(tail=tail))
         return

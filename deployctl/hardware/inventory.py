@@ -23,7 +23,9 @@ def host_for(gpu_model: str | None, count: int, fallback_profile: str | None = N
         return profiles.host(gpu_model, count)
     try:
         return local_host()
-    except nvml.NvmlError:
+    except nvml.NvmlError as exc:
         if fallback_profile:
             return profiles.host(fallback_profile, count)
+        if exc.hint and "--gpu-model" not in exc.hint:
+            exc.hint += "; to plan for another host pass --gpu-model rtx4090"  # only commands that plan have it
         raise

@@ -31,7 +31,10 @@ def test_up_health_status_down(project: Project) -> None:
     down = project.run("down")
     assert down.returncode == 0, down.stderr
     assert project.containers() == [] and project.networks() == []
-    assert project.run("health").returncode == 2
+    assert project.run("health").returncode == 5  # not running
+    assert project.run("status").returncode == 5
+    again = project.run("down")
+    assert again.returncode == 0 and "nothing" in again.stderr + again.stdout, again.stderr
 
 
 def test_port_in_use_is_refused_before_anything_starts(project: Project) -> None:
@@ -52,7 +55,7 @@ def test_crash_mid_run_restarts_and_health_recovers(project: Project) -> None:
         assert requests.post(f"{project.url}/generate", json=body, timeout=10).status_code == 200
     with contextlib.suppress(requests.ConnectionError):  # the process dies with this request
         requests.post(f"{project.url}/generate", json=body, timeout=10)
-    assert project.run("health").returncode == 2
+    assert project.run("health").returncode == 5
     deadline = time.monotonic() + 60
     while project.run("health").returncode != 0:
         assert time.monotonic() < deadline, "the restart policy did not bring the engine back"
@@ -96,9 +99,9 @@ def test_api_key_is_enforced_and_never_printed(project: Project) -> None:
     assert secret not in (project.stack / "compose.yaml").read_text()
 
 
-def test_health_against_nothing_listening_exits_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_health_against_nothing_listening_exits_5(tmp_path) -> None:  # type: ignore[no-untyped-def]
     done = deployctl("health", "--endpoint", f"http://127.0.0.1:{free_port()}", "--stack-dir", str(tmp_path))
-    assert done.returncode == 2 and "nothing answers" in done.stdout
+    assert done.returncode == 5 and "nothing answers" in done.stdout
 
 
 def test_dockers_own_healthcheck_passes_so_compose_wait_works(project: Project) -> None:
