@@ -141,7 +141,7 @@ def run(
         api_key=key,
         preset=preset,
     )
-    result = _run_with_progress(core, config, quiet=as_json)
+    result = _run_with_progress(core, config)
     paths = core.write(result, output_dir)
     if as_json:
         echo_json({**result.as_dict(), "files": {k: str(v) for k, v in paths.items()}})
@@ -158,22 +158,9 @@ def run(
     click.echo("wrote " + ", ".join(str(v) for v in paths.values()))
 
 
-def _run_with_progress(core: Any, config: Any, quiet: bool) -> Any:
-    if quiet:
-        return core.run(config)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
-    ) as progress:
-        tasks: dict[str, Any] = {}
-
-        def tick(label: str, n: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = progress.add_task(label, total=total)
-            progress.update(tasks[label], completed=n)
-
-        return core.run(config, tick)
+def _run_with_progress(core: Any, config: Any) -> Any:
+    with output.Progress() as progress:
+        return core.run(config, progress.update)
 
 
 def _ms(v: float | None) -> str:
@@ -230,10 +217,12 @@ def compare(a: Path, b: Path, as_json: bool) -> None:
     """Put two bench runs side by side (for example one GPU against two)."""
     from deployctl.probe import bench as core
 
-    rows = core.compare(core.read(a), core.read(b))
+    ra, rb = core.read(a), core.read(b)
     if as_json:
-        echo_json([{"metric": m, "a": x, "b": y, "b_over_a": r} for m, x, y, r in rows])
+        values = core.compare_values(ra, rb)
+        echo_json([{"metric": m, "a": x, "b": y, "b_over_a": r} for m, x, y, r in values])
         return
+    rows = core.compare(ra, rb)
     from rich.table import Table
 
     table = Table(title=f"A = {a}   B = {b}")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 from deployctl import __version__
 from deployctl.planner.types import Plan
 
-SIM_IMAGE = f"deployctl/tgi-sim:{__version__}"
+# DEPLOYCTL_SIM_IMAGE: the test suite runs on a simulator image of its own (deployctl-test/...),
+# never rebuilding or removing the user's.
+SIM_IMAGE = os.environ.get("DEPLOYCTL_SIM_IMAGE") or f"deployctl/tgi-sim:{__version__}"
 LOAD_SECONDS = 2
 
 

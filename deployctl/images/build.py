@@ -17,11 +17,25 @@ from deployctl.docker_engine import client, image_exists
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
 
-DEBIAN_BASE = "deployctl/debian-base:bookworm"
+# DEPLOYCTL_DEBIAN_BASE: the test suite keeps its cached base under a name of its own.
+DEBIAN_BASE = os.environ.get("DEPLOYCTL_DEBIAN_BASE") or "deployctl/debian-base:bookworm"
 REGISTRY_BASE = "python:3.11-slim"
 DEBIAN_PACKAGES = ("python3-minimal", "python3-aiohttp", "curl", "ca-certificates")
 
 Progress = Callable[[str], None]
+
+# What the engine says when a FROM image is neither local nor pullable (Docker 20.10-27 wording).
+_CANNOT_PULL = (
+    "pull access denied",
+    "failed to resolve",
+    "no such host",
+    "dial tcp",
+    "manifest unknown",
+    "not found: manifest",
+    "i/o timeout",
+    "TLS handshake timeout",
+    "server misbehaving",
+)
 
 
 @dataclass(frozen=True)
@@ -90,10 +104,14 @@ def build(context: Path, tag: str, buildargs: dict[str, str], progress: Progress
     for chunk in stream:
         if "error" in chunk:
             detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-            hint = None
-            if "pull access denied" in detail or "not found" in detail or "failed to resolve" in detail:
-                hint = "the base image is not on this host and cannot be pulled: pass --base-image, or run `deployctl image build-base`"
-            raise DeployctlError(f"image build failed: {detail.strip()}", hint)
+            if any(sign in detail for sign in _CANNOT_PULL):
+                # An offline host: the engine's own text is a registry DNS or dial error; say what it means.
+                base = buildargs.get("BASE_IMAGE") or "the base image"
+                raise EnvironmentProblem(
+                    f"{base} is not on this host and cannot be pulled (no registry reachable)",
+                    "pass --base-image IMAGE (or --sim-base), or build one from Debian packages: deployctl image build-base",
+                )
+            raise DeployctlError(f"image build failed: {detail.strip().splitlines()[0]}")
         text = chunk.get("stream", "").rstrip()
         if text:
             lines.append(text)

@@ -52,6 +52,8 @@ class Profile(BaseModel):
     name: str
     description: str
     image_family: str
+    # Globs that every image of the family has: a source without them is refused before anything is built.
+    identify: list[str] = []
     estimate_image_bytes: int | None = None
     groups: list[Group]
     keep: list[Keep] = []
@@ -158,8 +160,26 @@ class SlimPlan:
         }
 
 
+def check_family(image: ImageScan, profile: Profile) -> None:
+    """Refuse an image the profile was not written for: each of the profile's `identify` globs must match."""
+    if not profile.identify:
+        return
+    present: set[str] = set()
+    for path in image.final:
+        present.update(_ancestors(path))
+    for pattern in profile.identify:
+        rx = _regex(pattern)
+        if not any(rx.match(p) for p in present):
+            raise InputError(
+                f"{image.image} is not a {profile.image_family} image (it has no {pattern}): "
+                f"profile {profile.name} expects one",
+                "choose the profile written for this image, or write one (--profile FILE.yaml)",
+            )
+
+
 def plan(image: ImageScan, profile: Profile) -> SlimPlan:
     """Give what each group removes from the image's final filesystem; refuse a removal that hits a kept path."""
+    check_family(image, profile)
     kept = _regex(*(k.path for k in profile.keep))
     claimed: set[str] = set()
     groups = []
@@ -238,27 +258,37 @@ class VerificationFailed(DeployctlError):
 
 
 def run_check(image_id: str, check: Check, timeout: int = 120) -> tuple[bool, str]:
-    """Run one verification command in a throwaway container of the image (no network)."""
-    from docker.errors import ContainerError, DockerException
+    """Run one verification command in a throwaway container of the image (no network); the container always goes."""
+    from docker.errors import DockerException
 
     from deployctl.docker_engine import client
 
+    container = None
     try:
-        out = client().containers.run(
+        container = client().containers.create(
             image_id,
             command=check.command[1:],
             entrypoint=[check.command[0]],
-            remove=True,
             network_disabled=True,
-            stdout=True,
-            stderr=True,
+            labels={"ai.deployctl.slim-check": "1"},
         )
-        return True, out.decode(errors="replace").strip()[-300:]
-    except ContainerError as exc:
-        detail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
-        return False, (detail[-1] if detail else f"exit code {exc.exit_status}")[:300]
+        container.start()
+        status = container.wait(timeout=timeout)
+        out = container.logs(stdout=True, stderr=True).decode(errors="replace").strip()
+        code = int(status.get("StatusCode", 1))
+        if code == 0:
+            return True, out[-300:]
+        lines = out.splitlines()
+        return False, (lines[-1] if lines else f"exit code {code}")[:300]
     except DockerException as exc:
-        return False, str(exc).splitlines()[0][:300]
+        # The command could not even start (no such executable in the image, a broken entrypoint).
+        return False, (str(exc).splitlines() or ["docker error"])[0][:300]
+    except Exception as exc:  # a timeout from the engine's HTTP client
+        return False, f"{type(exc).__name__}: {exc}"[:300]
+    finally:
+        if container is not None:
+            with contextlib.suppress(DockerException):
+                container.remove(force=True)
 
 
 def slim(
@@ -280,12 +310,21 @@ def slim(
     config = client().images.get(source).attrs["Config"]
     temporary = f"deployctl-slim-tmp:{uuid.uuid4().hex[:12]}"
     tagged = False
+    existing = {i.id for i in client().images.list(all=True)}
+    steps: list[str] = []
+
+    def watch(line: str) -> None:
+        found = _STEP.match(line.strip())
+        if found:
+            steps.append(found.group(1))
+        say(line)
+
     try:
         with tempfile.TemporaryDirectory(prefix="deployctl-slim-") as tmp:
             ctx = Path(tmp)
             (ctx / "removals.txt").write_text("".join(f"{p}\n" for p in slim_plan.roots()))
             (ctx / "Dockerfile").write_text(dockerfile(source, profile.name, config))
-            image_id = build(ctx, temporary, {}, say)
+            image_id = build(ctx, temporary, {}, watch)
         checks = []
         for check in profile.verify:
             ok, out = run_check(image_id, check)
@@ -302,6 +341,11 @@ def slim(
         return SlimResult(tag, image_id, slim_plan, size, checks, False)
     finally:
         _remove(temporary, keep_image=tagged)
+        _remove_intermediates(steps, existing)
+
+
+# The classic builder's "---> 0123456789ab" line after each step names the image that step made.
+_STEP = re.compile(r"^--->\s+([0-9a-f]{12})$")
 
 
 def _remove(temporary: str, keep_image: bool) -> None:
@@ -311,4 +355,18 @@ def _remove(temporary: str, keep_image: bool) -> None:
     from deployctl.docker_engine import client
 
     with contextlib.suppress(DockerException):
-        client().images.remove(temporary, noprune=keep_image)
+        client().images.remove(temporary, noprune=keep_image, force=not keep_image)
+
+
+def _remove_intermediates(steps: list[str], existing: set[str]) -> None:
+    """Remove the images the build's steps made that nothing uses: the removal stage is the source's size."""
+    from docker.errors import DockerException
+
+    from deployctl.docker_engine import client
+
+    for short in reversed(steps):
+        with contextlib.suppress(DockerException):
+            image = client().images.get(short)
+            if image.id in existing or image.tags:
+                continue  # there before this build (a cache hit), or the result itself
+            client().images.remove(image.id, noprune=False)
