@@ -26,10 +26,12 @@ class DefaultRun(click.Group):
 def bench() -> None:
     """Measure latency, throughput and the highest load that meets an SLO; compare runs.
 
+    `deployctl bench OPTIONS` is `deployctl bench run OPTIONS`: see `deployctl bench run --help`
+    for the options.
+
     \b
     Examples:
       deployctl bench --preset ttft --slo-ttft 500 --cost 4200 --currency EUR -o results/1gpu
-      deployctl bench --rate 1,2,4,8 --requests 200 --slo-ttft 500 --slo-itl 50
       deployctl bench compare results/1gpu/bench.json results/2gpu/bench.json
     """
 
@@ -93,7 +95,14 @@ def run(
     output_dir: Path,
     as_json: bool,
 ) -> None:
-    """Sweep a load against the endpoint; write JSON, CSV and PNG plots."""
+    """Sweep a load against the endpoint; write JSON, CSV and PNG plots.
+
+    \b
+    Examples:
+      deployctl bench run --preset ttft --slo-ttft 500 --cost 4200 --currency EUR -o results/1gpu
+      deployctl bench run --rate 10,20 --requests 40 --slo-ttft 500 --slo-itl 50 -o results/open
+      deployctl bench run --concurrency 1,4,16 --api chat --json    # --endpoint URL: another server
+    """
     from deployctl.compose.render import read_stack
     from deployctl.probe import bench as core
     from deployctl.probe.stats import Slo
@@ -214,7 +223,12 @@ def _print_table(result: Any) -> None:
 @click.argument("b", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @json_option
 def compare(a: Path, b: Path, as_json: bool) -> None:
-    """Put two bench runs side by side (for example one GPU against two)."""
+    """Put two bench runs side by side (for example one GPU against two).
+
+    \b
+    Example:
+      deployctl bench compare results/1gpu/bench.json results/2gpu/bench.json --json
+    """
     from deployctl.probe import bench as core
 
     ra, rb = core.read(a), core.read(b)

@@ -43,7 +43,7 @@ def health(
     \b
     Examples:
       deployctl health                                  # the stack of ./deployctl.yaml
-      deployctl health --endpoint http://10.0.0.5:8080 --json
+      deployctl health --stack-dir ./deployctl-stack --max-ttft-ms 500 --json
       deployctl health --json >> llm-health.jsonl       # in cron: */5 * * * *
     """
     from deployctl import spec

@@ -10,7 +10,13 @@ from deployctl.cli.options import echo_json, json_option
 
 @click.group()
 def image() -> None:
-    """Build the simulator image and base images; inspect and slim engine images."""
+    """Build the simulator image and base images; inspect and slim engine images.
+
+    \b
+    Examples:
+      deployctl image build-sim
+      deployctl image inspect deployctl/tgi-sim:0.1.0 --top 5
+    """
 
 
 @image.command("build-sim")

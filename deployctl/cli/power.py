@@ -92,7 +92,12 @@ def power() -> None:
 @power.command("show")
 @json_option
 def show(as_json: bool) -> None:
-    """Show each GPU's power draw, limits and allowed range."""
+    """Show each GPU's power draw, limits and allowed range.
+
+    \b
+    Example:
+      deployctl power show --json
+    """
     with _session() as nvml:
         found = nvml.gpus()
     rows = [{"index": g.index, "uuid": g.uuid, "name": g.name, **g.power.model_dump()} for g in found]

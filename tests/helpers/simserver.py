@@ -59,9 +59,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def process(env: dict[str, str], *args: str) -> Iterator[str]:
+def process(env: dict[str, str], *args: str, port: int | None = None) -> Iterator[str]:
     """Give the base URL of a simulator in a process of its own (its own CPU), stopped when the block ends."""
-    port = _free_port()
+    port = port or _free_port()
     cmd = [sys.executable, "-m", "deployctl.sim", "--port", str(port), "--hostname", "127.0.0.1", *args]
     proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
