@@ -44,7 +44,8 @@ Examples:
   deployctl status --json ; deployctl logs -F ; deployctl down
   deployctl health --json >> health.jsonl          # one JSON line per check
   deployctl bench --preset ttft --slo-ttft 500 --cost 4200  # SLO and cost report
-  deployctl bundle create -o llm.tar --sign key --split 4G ; deployctl bundle install llm.tar.parts.json --pubkey key.pub
+  deployctl bundle create -o llm.tar --sign site-key --split 4G   # then, at the site:
+  sudo deployctl bundle install llm.tar.parts.json --pubkey site-key.pub --target /srv/deployctl
   deployctl image build-sim                        # the TGI-protocol simulator image
   deployctl gpus ; deployctl power set 300 --dry-run ; deployctl doctor
 

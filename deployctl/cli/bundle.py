@@ -80,7 +80,7 @@ def create(
     \b
     Examples:
       deployctl bundle create -o llm.bundle --model ./models/my-model-gptq --gpu-model rtx4090 --sign site-key
-      deployctl bundle create -o llm.tar --split 4G --simulate --preset llama-3.1-8b-instruct-gptq --model ./m
+      deployctl bundle create -o llm.tar --split 4G --simulate --model ./m --wheels none --sign site-key
     """
     from deployctl import deploy
     from deployctl.bundle import create as core
@@ -132,7 +132,7 @@ def verify(path: Path, pubkey: Path | None, insecure: bool, as_json: bool) -> No
 
     \b
     Examples:
-      deployctl bundle verify llm.bundle --pubkey site-key.pub
+      deployctl bundle verify llm.bundle.parts.json --pubkey site-key.pub
       deployctl bundle verify llm.tar.parts.json --pubkey site-key.pub --json
     """
     from deployctl.bundle import install as core

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from deployctl.errors import DeployctlError
+from deployctl.errors import DeployctlError, InputError
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -144,7 +144,7 @@ def scan(image_name: str) -> ImageScan:
     try:
         image = client().images.get(image_name)
     except ImageNotFound:
-        raise DeployctlError(f"image {image_name} is not on this host", "docker images lists those that are") from None
+        raise InputError(f"image {image_name} is not on this host", "docker images lists those that are") from None
     contents: dict[str, LayerFiles] = {}
     small: dict[str, bytes] = {}
     stream = _IterStream(client().api.get_image(image.id, chunk_size=4 * 1024 * 1024))
