@@ -1,6 +1,6 @@
 """The one place that writes what the CLI says: JSON documents, errors, tables and progress.
 
-The contract (README, "Output"):
+The contract (README, "Commands"; `deployctl --help`):
 - with `--json`, stdout carries exactly one JSON document, on success and on failure alike; a
   failure's document has `error`, `hint` and `exit_code`; numbers are JSON numbers;
 - `error: ...` lines and progress go to stderr, never to stdout;
