@@ -27,5 +27,6 @@ def host_for(gpu_model: str | None, count: int, fallback_profile: str | None = N
         if fallback_profile:
             return profiles.host(fallback_profile, count)
         if exc.hint and "--gpu-model" not in exc.hint:
-            exc.hint += "; to plan for another host pass --gpu-model rtx4090"  # only commands that plan have it
+            # Said so that it is true for every command that plans (bundle install has no --gpu-model flag).
+            exc.hint += "; to plan for another host: --gpu-model rtx4090 (plan, render, up) or gpu_model: in the spec"
         raise

@@ -110,3 +110,13 @@ def test_bench_compare_json_gives_numbers(base: Path, host: None, monkeypatch: p
     rows = {r["metric"]: r for r in json.loads(result.stdout)}
     row = rows["requests/s @1"]
     assert isinstance(row["a"], float) and isinstance(row["b"], float) and isinstance(row["b_over_a"], float)
+
+
+def test_a_hint_names_only_flags_the_command_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deployctl.hardware import inventory
+
+    monkeypatch.setattr(inventory, "NVML_LIB", no_driver())
+    power = json.loads(CliRunner().invoke(cli, ["power", "show", "--json"]).stdout)
+    assert "NVIDIA driver" in power["error"] and "--gpu-model" not in power["hint"]
+    plan = json.loads(CliRunner().invoke(cli, ["plan", "--json"]).stdout)
+    assert "--gpu-model rtx4090" in plan["hint"]
