@@ -355,7 +355,9 @@ def _remove(temporary: str, keep_image: bool) -> None:
     from deployctl.docker_engine import client
 
     with contextlib.suppress(DockerException):
-        client().images.remove(temporary, noprune=keep_image, force=not keep_image)
+        # Never prune: the build may share cached intermediate images with builds of the user's;
+        # _remove_intermediates takes the ones this build made.
+        client().images.remove(temporary, noprune=True, force=not keep_image)
 
 
 def _remove_intermediates(steps: list[str], existing: set[str]) -> None:

@@ -69,9 +69,33 @@ def sim_image(docker_engine: None) -> Iterator[str]:
     from deployctl.images.build import build_sim
 
     assert SIM_IMAGE.startswith("deployctl-test/"), SIM_IMAGE  # tests/conftest.py names it
-    tag = build_sim(_base_image(), SIM_IMAGE).tag
+    base = _base_image()
+    before = image_ids()
+    tag = build_sim(base, SIM_IMAGE).tag
     yield tag
-    _docker("rmi", tag)  # untags; the image goes with it unless the user's own tag shares it
+    remove_images([tag], before)
+
+
+def image_ids() -> set[str]:
+    """Give the IDs of every image on the engine, intermediate ones included."""
+    return set(_docker("images", "-aq", "--no-trunc").stdout.split())
+
+
+def remove_images(tags: list[str], before: set[str]) -> None:
+    """Untag `tags` and remove the untagged images made since `before`, and nothing else.
+
+    Never `docker rmi` with pruning: a build that hit the cache shares intermediate images made
+    before the run (by the user's own builds), and pruning from our image would take those too.
+    """
+    if tags:
+        _docker("rmi", "--no-prune", *tags)
+    for _ in range(20):  # children before parents: a parent refuses while a child is there
+        listed = _docker("images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}").stdout.splitlines()
+        ours = [line.split()[0] for line in listed if line.split()[0] not in before and line.endswith("<none>")]
+        if not ours:
+            return
+        for image_id in ours:
+            _docker("rmi", "--no-prune", image_id)
 
 
 # What `docker ... ls` lists, by ID and name: before and after the e2e run they must be equal,

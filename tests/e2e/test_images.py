@@ -14,7 +14,7 @@ import pytest
 
 from deployctl.images.build import DEBIAN_BASE
 
-from .conftest import deployctl
+from .conftest import deployctl, image_ids, remove_images
 
 HERE = Path(__file__).parents[1] / "images"
 
@@ -47,8 +47,9 @@ TEST_TAGS = (
 @pytest.fixture(scope="module", autouse=True)
 def _remove_test_images() -> Iterator[None]:
     """The images these tests build are theirs to remove."""
+    before = image_ids()
     yield
-    subprocess.run(["docker", "rmi", "-f", *TEST_TAGS], capture_output=True)
+    remove_images([t for t in TEST_TAGS if image_exists(t)], before)
 
 
 @pytest.fixture(scope="module")
