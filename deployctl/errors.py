@@ -1,4 +1,8 @@
-"""The errors a user can cause or meet, each with the exit code the CLI returns."""
+"""The errors a user can cause or meet, each with the exit code the CLI returns.
+
+Exit codes (the table in README and `deployctl --help`): 0 ok, 1 failed check, 2 bad input,
+3 host problem, 4 does not fit, 5 not running / not found, 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -33,3 +37,9 @@ class EnvironmentProblem(DeployctlError):
     """The host lacks something (Docker engine, NVIDIA driver, permission)."""
 
     exit_code = 3
+
+
+class NotRunning(DeployctlError):
+    """The stack (or endpoint) asked about is not there or not running: `health`, `status`, `logs`."""
+
+    exit_code = 5

@@ -1,13 +1,24 @@
 from __future__ import annotations
 
+import os
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers.modelgen import write_model
+# Docker objects the suite makes carry names of its own, with a per-run suffix where they are
+# removed at the end, so that a run never rebuilds, retags or removes the user's images
+# (deployctl/tgi-sim:<version>, deployctl/debian-base:bookworm). Set before deployctl is imported:
+# the names are read at import. The one thing the suite keeps is its cached Debian base,
+# deployctl-test/debian-base:bookworm (mmdebstrap is slow; see tests/e2e/conftest.py).
+RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+os.environ["DEPLOYCTL_SIM_IMAGE"] = f"deployctl-test/tgi-sim:run-{RUN_ID}"
+os.environ["DEPLOYCTL_DEBIAN_BASE"] = "deployctl-test/debian-base:bookworm"
+
+from helpers.modelgen import write_model  # noqa: E402  (after the environment above)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

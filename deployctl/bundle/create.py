@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +27,7 @@ from deployctl.bundle.format import (
     Manifest,
     dump_manifest,
 )
-from deployctl.errors import DeployctlError, InputError
+from deployctl.errors import InputError
 from deployctl.planner.types import Plan
 from deployctl.spec import DeploymentSpec
 
@@ -153,54 +151,6 @@ def _stack_entries(staging: Path, plan: Plan, simulate: bool) -> list[Entry]:
     return out
 
 
-def project_root() -> Path | None:
-    """Give deployctl's source tree when it is installed from one (pip install -e . or a checkout)."""
-    import deployctl
-
-    root = Path(deployctl.__file__).resolve().parent.parent
-    return root if (root / "pyproject.toml").is_file() else None
-
-
-def collect_wheels(dest: Path, source: str, python_version: str | None = None) -> list[Path]:
-    """Put deployctl and its dependencies as wheels in `dest`: from a folder, or built and downloaded ('auto')."""
-    dest.mkdir(parents=True, exist_ok=True)
-    if source != "auto":
-        src = Path(source)
-        wheels = sorted(src.glob("*.whl")) if src.is_dir() else []
-        if not wheels:
-            raise InputError(f"--wheels {source}: no *.whl files there")
-        for w in wheels:
-            shutil.copy2(w, dest / w.name)
-        return sorted(dest.glob("*.whl"))
-    pip = [sys.executable, "-m", "pip", "-q"]
-    root = project_root()
-    if root is None:
-        raise InputError("deployctl is not installed from a source tree: cannot build its wheel", "pass --wheels DIR")
-    _run([*pip, "wheel", "--no-deps", "-w", str(dest), str(root)])
-    requirements = _wheel_requirements(next(dest.glob("deployctl-*.whl")))
-    target = ["--python-version", python_version, "--only-binary=:all:"] if python_version else []
-    _run([*pip, "download", "-d", str(dest), *target, *requirements])
-    return sorted(dest.glob("*.whl"))
-
-
-def _wheel_requirements(wheel: Path) -> list[str]:
-    """Give the Requires-Dist lines (no extras) of a wheel: what was just built, not what is installed."""
-    import zipfile
-    from email.parser import HeaderParser
-
-    with zipfile.ZipFile(wheel) as z:
-        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
-        headers = HeaderParser().parsestr(z.read(meta).decode())
-    return [r for r in headers.get_all("Requires-Dist") or [] if "extra ==" not in r]
-
-
-def _run(cmd: list[str]) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise DeployctlError(f"collecting wheels failed: {tail}", "pass --wheels DIR with wheels prepared elsewhere")
-
-
 def _tar_members(staging: Path, manifest_entries: list[Entry], signed: bool) -> Iterator[tuple[str, Path]]:
     yield MANIFEST, staging / MANIFEST
     if signed:
@@ -297,7 +247,9 @@ def create(
         entries += _stack_entries(staging, plan, simulate)
         entries.append(_write(staging, "spec/deployctl.yaml", bundled_spec(spec, model_name), "spec"))
         if wheels != "none":
-            for w in collect_wheels(staging / "wheels", wheels):
+            from deployctl.bundle import wheels as wheels_mod
+
+            for w in wheels_mod.collect(staging / "wheels", wheels, say=getattr(progress, "say", None)):
                 data_sha, size = _sha_file(w)
                 entries.append(Entry(path=f"wheels/{w.name}", size=size, sha256=data_sha, kind="wheel"))
         manifest = Manifest(

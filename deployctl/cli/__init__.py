@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -38,19 +38,29 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 EXAMPLES = """\b
 Examples:
   deployctl init                                   # write deployctl.yaml
-  deployctl plan --gpu-model rtx4090 --gpus 2 --model ./Llama-3-70B-GPTQ
-  deployctl render --stack-dir ./stack             # compose.yaml, .env, plan.json
+  deployctl plan --gpu-model rtx4090 --gpus 2 --preset llama-3-70b-instruct-gptq
+  deployctl render --simulate --stack-dir ./stack  # compose.yaml, .env, plan.json
   deployctl up --simulate                          # whole flow, no GPU needed
   deployctl up --simulate --engine vllm            # the same with vLLM's API
   deployctl up --gpus 2                            # the real engine on two GPUs
-  deployctl status --json ; deployctl logs -f ; deployctl down
-  deployctl health --endpoint http://127.0.0.1:8080
+  deployctl status --json ; deployctl logs -F ; deployctl down
+  deployctl health --json >> health.jsonl          # one JSON line per check
   deployctl bench --preset ttft --slo-ttft 500 --cost 4200  # SLO and cost report
-  deployctl bundle create -o llm.bundle --sign key --split 4G ; deployctl bundle install llm.bundle --pubkey key.pub
+  deployctl bundle create -o llm.tar --sign site-key --split 4G   # then, at the site:
+  sudo deployctl bundle install llm.tar.parts.json --pubkey site-key.pub --target /srv/deployctl
   deployctl image build-sim                        # the protocol simulator image
   deployctl gpus ; deployctl power set 300 --dry-run ; deployctl doctor
 
-Exit codes: 0 ok, 1 failed, 2 bad input, 3 host problem, 4 model does not fit.
+\b
+Exit codes:
+  0    ok
+  1    a check failed (health degraded, doctor FAIL, verification failed)
+  2    bad input: a flag, the spec, a model directory (nothing was changed)
+  3    host problem: driver, Docker, permissions
+  4    the model does not fit (the message says what would)
+  5    not running / not found (health, status, logs)
+  130  interrupted
+With --json, stdout is one JSON document, on failure too: {"error", "hint", "exit_code"}.
 """
 
 
@@ -81,16 +91,41 @@ class LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Remembered before parsing: even a flag click rejects gets its error as JSON under --json.
+        ctx.meta["deployctl.json"] = "--json" in args
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         from deployctl.errors import DeployctlError
 
+        as_json = bool(ctx.meta.get("deployctl.json"))
         try:
             return super().invoke(ctx)
         except DeployctlError as exc:
-            text = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
-            raise CliError(text, exc.exit_code) from None
+            _fail(exc.message, exc.hint, exc.exit_code, as_json)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException as exc:  # a bad flag or argument: click names it
+            _fail(exc.format_message().rstrip("."), _usage_hint(exc), exc.exit_code, as_json)
+        except click.Abort:
+            _fail("interrupted", None, 130, as_json)
         except KeyboardInterrupt:
-            raise CliError("interrupted", 130) from None
+            _fail("interrupted", None, 130, as_json)
+
+
+def _usage_hint(exc: click.ClickException) -> str | None:
+    ctx = getattr(exc, "ctx", None)
+    return f"see `{ctx.command_path} --help`" if ctx is not None else None
+
+
+def _fail(message: str, hint: str | None, exit_code: int, as_json: bool) -> NoReturn:
+    """Say what went wrong (one line on stderr; one JSON document on stdout with --json), then exit."""
+    from deployctl.cli import output
+
+    if as_json:
+        output.echo_json(output.error_document(message, hint, exit_code), line=True)
+    raise CliError(f"{message}; {hint}" if hint else message, exit_code) from None
 
 
 @click.group(cls=LazyGroup, epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})

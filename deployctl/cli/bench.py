@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from deployctl.cli import output
 from deployctl.cli.options import echo_json, json_option, spec_file_option
 
 
@@ -23,10 +24,12 @@ class DefaultRun(click.Group):
 def bench() -> None:
     """Measure latency, throughput and the highest load that meets an SLO; compare runs.
 
+    `deployctl bench OPTIONS` is `deployctl bench run OPTIONS`: see `deployctl bench run --help`
+    for the options.
+
     \b
     Examples:
       deployctl bench --preset ttft --slo-ttft 500 --cost 4200 --currency EUR -o results/1gpu
-      deployctl bench --rate 1,2,4,8 --requests 200 --slo-ttft 500 --slo-itl 50
       deployctl bench compare results/1gpu/bench.json results/2gpu/bench.json
     """
 
@@ -102,7 +105,14 @@ def run(
     output_dir: Path,
     as_json: bool,
 ) -> None:
-    """Sweep a load against the endpoint; write JSON, CSV and PNG plots."""
+    """Sweep a load against the endpoint; write JSON, CSV and PNG plots.
+
+    \b
+    Examples:
+      deployctl bench run --preset ttft --slo-ttft 500 --cost 4200 --currency EUR -o results/1gpu
+      deployctl bench run --rate 10,20 --requests 40 --slo-ttft 500 --slo-itl 50 -o results/open
+      deployctl bench run --concurrency 1,4,16 --api chat --json    # --endpoint URL: another server
+    """
     from deployctl.ops import probe as ops
     from deployctl.probe import bench as core
 
@@ -128,7 +138,7 @@ def run(
         currency=currency,
     )
     mode = config.mode
-    result = _run_with_progress(core, config, quiet=as_json)
+    result = _run_with_progress(core, config)
     paths = core.write(result, output_dir)
     if as_json:
         echo_json({**result.as_dict(), "files": {k: str(v) for k, v in paths.items()}})
@@ -145,22 +155,9 @@ def run(
     click.echo("wrote " + ", ".join(str(v) for v in paths.values()))
 
 
-def _run_with_progress(core: Any, config: Any, quiet: bool) -> Any:
-    if quiet:
-        return core.run(config)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
-    ) as progress:
-        tasks: dict[str, Any] = {}
-
-        def tick(label: str, n: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = progress.add_task(label, total=total)
-            progress.update(tasks[label], completed=n)
-
-        return core.run(config, tick)
+def _run_with_progress(core: Any, config: Any) -> Any:
+    with output.Progress() as progress:
+        return core.run(config, progress.update)
 
 
 def _ms(v: float | None) -> str:
@@ -168,7 +165,6 @@ def _ms(v: float | None) -> str:
 
 
 def _print_table(result: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     mode = result.config["mode"]
@@ -207,7 +203,7 @@ def _print_table(result: Any) -> None:
             errors,
             slo,
         )
-    Console().print(table)
+    output.console().print(table)
 
 
 @bench.command("compare")
@@ -215,14 +211,20 @@ def _print_table(result: Any) -> None:
 @click.argument("b", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @json_option
 def compare(a: Path, b: Path, as_json: bool) -> None:
-    """Put two bench runs side by side (for example one GPU against two)."""
+    """Put two bench runs side by side (for example one GPU against two).
+
+    \b
+    Example:
+      deployctl bench compare results/1gpu/bench.json results/2gpu/bench.json --json
+    """
     from deployctl.probe import bench as core
 
-    rows = core.compare(core.read(a), core.read(b))
+    ra, rb = core.read(a), core.read(b)
     if as_json:
-        echo_json([{"metric": m, "a": x, "b": y, "b_over_a": r} for m, x, y, r in rows])
+        values = core.compare_values(ra, rb)
+        echo_json([{"metric": m, "a": x, "b": y, "b_over_a": r} for m, x, y, r in values])
         return
-    from rich.console import Console
+    rows = core.compare(ra, rb)
     from rich.table import Table
 
     table = Table(title=f"A = {a}   B = {b}")
@@ -230,4 +232,4 @@ def compare(a: Path, b: Path, as_json: bool) -> None:
         table.add_column(col, justify="right" if col != "metric" else "left")
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    output.console().print(table)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from deployctl.cli import output
 from deployctl.cli.options import echo_json, json_option, load_spec, spec_options
 
 
@@ -24,58 +24,20 @@ def bundle() -> None:
     """
 
 
-class _Bars:
-    """Progress bars per item (bytes, rate, time left) on stderr; quiet when stderr is not a terminal."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
-        self.progress: Any = None
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> _Bars:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-
-            self.progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                transient=True,
-            )
-            self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
-
-    def __call__(self, item: str, done: int, total: int | None) -> None:
-        if self.progress is None:
-            return
-        if item not in self.tasks:
-            self.tasks[item] = self.progress.add_task(item[-48:], total=total)
-        self.progress.update(self.tasks[item], completed=done, total=total)
-
-    def say(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.console.print(text, highlight=False)
-        else:
-            click.echo(text, err=True)
+def _bars() -> output.Progress:
+    """Progress per item (bytes) on stderr: bars on a terminal, a line every few seconds otherwise."""
+    return output.Progress(unit="bytes")
 
 
 @bundle.command()
 @click.argument("name", type=click.Path(path_type=Path, dir_okay=False))
 def keygen(name: Path) -> None:
-    """Write an ed25519 key pair: NAME (private, mode 0600) and NAME.pub."""
+    """Write an ed25519 key pair: NAME (private, mode 0600) and NAME.pub.
+
+    \b
+    Example:
+      deployctl bundle keygen site-key
+    """
     from deployctl.bundle import signing
 
     fp = signing.keygen(name, name.with_name(name.name + ".pub"))
@@ -113,13 +75,19 @@ def create(
     as_json: bool,
     **kwargs: Any,
 ) -> None:
-    """Gather images, weights, the stack and deployctl's wheels into one bundle."""
+    """Gather images, weights, the stack and deployctl's wheels into one bundle.
+
+    \b
+    Examples:
+      deployctl bundle create -o llm.bundle --model ./models/my-model-gptq --gpu-model rtx4090 --sign site-key
+      deployctl bundle create -o llm.tar --split 4G --simulate --model ./m --wheels none --sign site-key
+    """
     from deployctl.bundle.format import parse_size
     from deployctl.ops import bundle as ops
 
     spec = load_spec(kwargs)
     size = parse_size(split) if split else None
-    with _Bars(not as_json) as bars:
+    with _bars() as bars:
         made = ops.create(
             spec,
             output=output,
@@ -166,11 +134,17 @@ def _warn_insecure(insecure: bool) -> None:
 @insecure_option
 @json_option
 def verify(path: Path, pubkey: Path | None, insecure: bool, as_json: bool) -> None:
-    """Check completeness, every checksum and the signature (each byte read once)."""
+    """Check completeness, every checksum and the signature (each byte read once).
+
+    \b
+    Examples:
+      deployctl bundle verify llm.bundle.parts.json --pubkey site-key.pub
+      deployctl bundle verify llm.tar.parts.json --pubkey site-key.pub --json
+    """
     from deployctl.bundle import install as core
 
     _warn_insecure(insecure)
-    with _Bars(not as_json) as bars:
+    with _bars() as bars:
         result = core.verify(path, pubkey, insecure, bars)
     if as_json:
         echo_json(result.__dict__)
@@ -195,11 +169,15 @@ def install(path: Path, pubkey: Path | None, insecure: bool, target: Path, simul
     """Verify, then docker load the images, put the model in place and render the stack.
 
     Interrupted (Ctrl-C, kill, disk full, a pulled USB stick)? Run it again: it finishes the job.
+
+    \b
+    Example:
+      sudo deployctl bundle install llm.tar.parts.json --pubkey site-key.pub --target /srv/deployctl
     """
     from deployctl.ops import bundle as ops
 
     _warn_insecure(insecure)
-    with _Bars(not as_json) as bars:
+    with _bars() as bars:
         result = ops.install(
             path,
             target=target,

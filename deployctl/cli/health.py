@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from deployctl.cli import output
 from deployctl.cli.options import echo_json, json_option, spec_file_option
 
 
@@ -36,13 +37,14 @@ def health(
 ) -> None:
     """Check the endpoint: /health, /info against the plan, one short streamed generation.
 
-    Exit code: 0 healthy, 1 degraded (slow, or /info differs from the plan), 2 down.
+    Exit code: 0 healthy, 1 degraded (slow, or /info differs from the plan), 5 down or no stack,
+    2 bad input. With --json, one line per check (JSON Lines), failures included.
 
     \b
     Examples:
       deployctl health                                  # the stack of ./deployctl.yaml
-      deployctl health --endpoint http://10.0.0.5:8080 --json
-      */5 * * * * deployctl health --json >> /var/log/llm-health.jsonl   # cron
+      deployctl health --stack-dir ./deployctl-stack --max-ttft-ms 500 --json
+      deployctl health --json >> llm-health.jsonl       # in cron: */5 * * * *
     """
     from deployctl.ops import probe as ops
 
@@ -50,7 +52,7 @@ def health(
     while True:
         report = ops.health(target, max_ttft_ms=max_ttft_ms, timeout=timeout)
         if as_json:
-            echo_json({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **report.as_dict()})
+            echo_json({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **report.as_dict()}, line=True)
         else:
             _print(report)
         if watch is None:
@@ -62,7 +64,6 @@ def health(
 
 
 def _print(report: object) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     colour = {"healthy": "green", "degraded": "yellow", "down": "red"}[report.status]  # type: ignore[attr-defined]
@@ -72,4 +73,4 @@ def _print(report: object) -> None:
     table.add_column("detail")
     for c in report.checks:  # type: ignore[attr-defined]
         table.add_row(c.name, "[green]OK[/green]" if c.ok else "[red]FAIL[/red]", c.detail)
-    Console().print(table)
+    output.console().print(table)

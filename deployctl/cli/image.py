@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import click
 
+from deployctl.cli import output
 from deployctl.cli.options import echo_json, json_option
 
 
 @click.group()
 def image() -> None:
-    """Build the simulator image and base images; inspect and slim engine images."""
+    """Build the simulator image and base images; inspect and slim engine images.
+
+    \b
+    Examples:
+      deployctl image build-sim
+      deployctl image inspect deployctl/tgi-sim:0.1.0 --top 5
+    """
 
 
 @image.command("build-sim")
@@ -74,10 +81,9 @@ def inspect(image_name: str, top: int, as_json: bool) -> None:
     if as_json:
         echo_json(result.as_dict())
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = output.console()
     table = Table(
         title=f"{image_name}: {result.size / 1e6:,.0f} MB, {len(result.layers)} layers, "
         f"{result.wasted / 1e6:,.1f} MB wasted by later layers"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,16 +74,41 @@ def load_spec(kwargs: dict[str, Any]) -> Any:
     path = kwargs.pop("spec_path", None)
     overrides: dict[str, Any] = {}
     for name, key in _KEYS.items():
-        value = kwargs.pop(name, None)
-        if name == "gpus":
-            value = _gpus(value)
+        raw = kwargs.pop(name, None)
+        value = _gpus(raw) if name == "gpus" else raw
         if value is not None:
             overrides[key] = str(value) if isinstance(value, Path) else value
+            _check_flag(f"--{name.replace('_', '-')}", raw, key, overrides[key])
     return spec.load(path, overrides)
 
 
-def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+def _check_flag(flag: str, raw: Any, key: str, value: Any) -> None:
+    """Refuse a flag whose value its spec key rejects on its own, naming the flag (not the spec file)."""
+    from pydantic import ValidationError
+
+    from deployctl import spec
+    from deployctl.errors import InputError
+
+    section, _, field = key.rpartition(".")
+    models: dict[str, Any] = {"": spec.DeploymentSpec, "limits": spec.Limits, "serve": spec.Serve}
+    model = models.get(section)
+    if model is None:
+        return
+    try:
+        model.model_validate({field: value})
+    except ValidationError as exc:
+        # Only the field's own errors: a rule between fields (input below total) waits for the whole spec.
+        mine = [e for e in exc.errors() if tuple(e["loc"])[:1] == (field,)]
+        if mine:
+            message = str(mine[0]["msg"]).removeprefix("Value error, ")
+            raise InputError(f"{flag} {raw}: {message} ({key})") from None
+
+
+def echo_json(data: Any, *, line: bool = False) -> None:
+    """Write one JSON document on stdout (see cli/output.py)."""
+    from deployctl.cli.output import echo_json as emit
+
+    emit(data, line=line)
 
 
 spec_file_option = click.option(

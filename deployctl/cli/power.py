@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from deployctl.cli import output
 from deployctl.cli.options import echo_json, json_option
 
 gpu_option = click.option(
@@ -27,7 +28,6 @@ def _session() -> Any:
 
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -35,7 +35,7 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
         table.add_column(c)
     for r in rows:
         table.add_row(*r)
-    Console().print(table)
+    output.console().print(table)
 
 
 def _w(value: float | None) -> str:
@@ -92,7 +92,12 @@ def power() -> None:
 @power.command("show")
 @json_option
 def show(as_json: bool) -> None:
-    """Show each GPU's power draw, limits and allowed range."""
+    """Show each GPU's power draw, limits and allowed range.
+
+    \b
+    Example:
+      deployctl power show --json
+    """
     with _session() as nvml:
         found = nvml.gpus()
     rows = [{"index": g.index, "uuid": g.uuid, "name": g.name, **g.power.model_dump()} for g in found]
@@ -241,11 +246,9 @@ def doctor(spec_path: Path | None, as_json: bool) -> None:
         echo_json({"ok": not failed, "checks": [c.as_dict() for c in checks]})
     else:
         colours = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
-        from rich.console import Console
-
-        console = Console(highlight=False, soft_wrap=True)
+        console = output.console()
         for c in checks:
             hint = f"  -> {c.hint}" if c.hint and c.status != "OK" else ""
-            console.print(f"[{colours[c.status]}]{c.status:4}[/] {c.name:26} {c.detail}{hint}")
+            console.print(f"[{colours[c.status]}]{c.status:4}[/] {c.name:26} {c.detail}{hint}", soft_wrap=True)
     if failed:
         raise click.exceptions.Exit(1)

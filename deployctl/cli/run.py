@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from deployctl.cli.options import echo_json, json_option, load_spec, sim_fault_option, spec_options
+from deployctl.errors import NotRunning
 
 stack_dir_option = click.option(
     "--stack-dir",
@@ -51,17 +52,15 @@ def up(
       deployctl up --simulate --engine vllm
       deployctl up --gpus 2 -f deployctl.yaml
     """
-    from rich.console import Console
-
+    from deployctl.cli import output
     from deployctl.ops import stack as ops
 
     spec = load_spec(kwargs)
-    console = Console(stderr=True)
-    with console.status("starting", spinner="dots") as status:
+    with output.Progress() as progress:
 
         def report(p: ops.Progress) -> None:
             line = f" · {p.last_log}" if p.last_log else ""
-            status.update(f"[bold]{p.phase}[/bold] {p.elapsed_s:5.1f}s{line}")
+            progress.step(p.phase, f"{p.elapsed_s:5.1f}s{line}")
 
         try:
             result = ops.up(
@@ -74,8 +73,7 @@ def up(
                 skip_power=skip_power,
             )
         except ops.UpFailed as exc:
-            status.stop()
-            _print_failure(console, exc)
+            _print_failure(progress, exc)
             raise
     if as_json:
         echo_json(result.__dict__)
@@ -98,16 +96,16 @@ def up(
     click.echo(f"stack: {result.stack_dir}  (deployctl status | logs | health | down)")
 
 
-def _print_failure(console: Any, exc: Any) -> None:
+def _print_failure(progress: Any, exc: Any) -> None:
     if exc.log_tail:
-        console.print("[bold]last log lines:[/bold]", highlight=False)
-        console.print(exc.log_tail, markup=False, highlight=False)
+        progress.say("last log lines:")
+        for line in exc.log_tail.splitlines():
+            progress.say(line)
     for d in exc.diagnoses:
-        console.print(f"[bold red]likely cause:[/bold red] {d.cause}: {d.hint}", highlight=False)
+        progress.say(f"likely cause: {d.cause}: {d.hint}")
     if exc.stack_dir:
-        console.print(
-            f"the stack is left as it is for inspection: deployctl logs / deployctl down --stack-dir {exc.stack_dir}",
-            highlight=False,
+        progress.say(
+            f"the stack is left as it is for inspection: deployctl logs / deployctl down --stack-dir {exc.stack_dir}"
         )
 
 
@@ -116,7 +114,7 @@ def _print_failure(console: Any, exc: Any) -> None:
 @click.option("-f", "--spec", "spec_path", type=click.Path(path_type=Path, dir_okay=False), help="Spec file.")
 @json_option
 def down(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> None:
-    """Stop the stack and remove its containers and network.
+    """Stop the stack and remove its containers and network (nothing to stop is not an error).
 
     \b
     Example:
@@ -125,6 +123,12 @@ def down(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> None:
     from deployctl.ops import stack as ops
 
     directory = _stack_dir(stack_dir, spec_path)
+    if not (directory / "compose.yaml").is_file():
+        if as_json:
+            echo_json({"stack_dir": str(directory.absolute()), "left": [], "note": "no stack here: nothing to stop"})
+        else:
+            click.echo(f"note: no stack in {directory}: nothing to stop", err=True)
+        return
     left = ops.down(directory)
     if as_json:
         echo_json({"stack_dir": str(directory.absolute()), "left": left})
@@ -151,7 +155,8 @@ def _uptime(seconds: float | None) -> str:
 def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> None:
     """Show each service's state, health, uptime, restarts and the endpoint.
 
-    Exits 0 when every service runs, none is unhealthy and the endpoint answers; 1 otherwise.
+    Exits 0 when every service runs, none is unhealthy and the endpoint answers; 1 when something
+    runs but is unhealthy or not answering; 5 when nothing runs or there is no stack.
 
     \b
     Example:
@@ -163,8 +168,9 @@ def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> Non
     if as_json:
         echo_json(found.as_dict())
     else:
-        from rich.console import Console
         from rich.table import Table
+
+        from deployctl.cli import output
 
         answering = "answering" if found.answering else "not answering"
         table = Table(title=f"{found.project}: {found.endpoint} ({answering})")
@@ -174,7 +180,9 @@ def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> Non
             table.add_row(s.service, s.state, s.health or "-", _uptime(s.uptime_s), str(s.restarts), s.image)
         if not found.services:
             table.add_row("-", "not running", "-", "-", "-", "-")
-        Console().print(table)
+        output.console().print(table)
+    if not found.services:
+        raise click.exceptions.Exit(NotRunning.exit_code)
     if not found.ok:
         raise click.exceptions.Exit(1)
 
@@ -185,11 +193,12 @@ def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> Non
 @click.option("--follow", "-F", "follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
 @click.option("-n", "--tail", default=100, show_default=True, help="How many lines to show from the end.")
 def logs(stack_dir: Path | None, spec_path: Path | None, follow: bool, tail: int) -> None:
-    """Show the stack's logs, or follow them.
+    """Show the stack's logs, or follow them (exit 5 when there is no stack).
 
     \b
-    Example:
-      deployctl logs -F -n 20
+    Examples:
+      deployctl logs -n 20
+      deployctl logs -F -n 20            # follow until Ctrl-C (or SIGTERM)
     """
     from deployctl.ops import stack as ops
 
@@ -197,8 +206,21 @@ def logs(stack_dir: Path | None, spec_path: Path | None, follow: bool, tail: int
     if not follow:
         click.echo(ops.logs(directory, tail=tail))
         return
+    _sigterm_interrupts()
     try:
         for line in ops.follow_logs(directory, tail=tail):
             click.echo(line)
     except KeyboardInterrupt:
-        pass
+        pass  # Ctrl-C or SIGTERM: follow_logs stops `docker compose logs --follow` on its way out
+
+
+def _sigterm_interrupts() -> None:
+    """Make SIGTERM unwind like Ctrl-C, so that `finally` blocks stop the child processes we started."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)

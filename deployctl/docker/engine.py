@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from deployctl.docker.errors import DockerFailed, ImageMissing, cli_missing, from_sdk
+from deployctl.errors import EnvironmentProblem
 
 Progress = Callable[[str], None]
 
@@ -148,6 +149,20 @@ def import_rootfs(tarball: Path, tag: str) -> ImageInfo:
     return image(tag)
 
 
+# What the engine says when a FROM image is neither local nor pullable (Docker 20.10-27 wording).
+_CANNOT_PULL = (
+    "pull access denied",
+    "failed to resolve",
+    "no such host",
+    "dial tcp",
+    "manifest unknown",
+    "not found: manifest",
+    "i/o timeout",
+    "TLS handshake timeout",
+    "server misbehaving",
+)
+
+
 def build_image(context: Path, tag: str, buildargs: dict[str, str], progress: Progress | None = None) -> str:
     """Build the image in `context`, streaming the build's lines to `progress`; give its id."""
     image_id = None
@@ -158,10 +173,14 @@ def build_image(context: Path, tag: str, buildargs: dict[str, str], progress: Pr
         for chunk in stream:
             if "error" in chunk:
                 detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-                hint = None
-                if "pull access denied" in detail or "not found" in detail or "failed to resolve" in detail:
-                    hint = "the base image is not on this host and cannot be pulled: pass --base-image, or run `deployctl image build-base`"
-                raise DockerFailed(f"image build failed: {detail.strip()}", hint)
+                if any(sign in detail for sign in _CANNOT_PULL):
+                    # An offline host: the engine's own text is a registry DNS or dial error; say what it means.
+                    base = buildargs.get("BASE_IMAGE") or "the base image"
+                    raise EnvironmentProblem(
+                        f"{base} is not on this host and cannot be pulled (no registry reachable)",
+                        "pass --base-image IMAGE (or --sim-base), or build one from Debian packages: deployctl image build-base",
+                    )
+                raise DockerFailed(f"image build failed: {detail.strip().splitlines()[0]}")
             text = chunk.get("stream", "").rstrip()
             if text and progress:
                 progress(text)
@@ -178,33 +197,64 @@ def tag_image(image_id: str, tag: str) -> None:
 
 
 def remove_image(name: str, keep_untagged: bool = False) -> None:
-    """Remove an image (or only this tag with keep_untagged); a missing one or a failure is ignored."""
+    """Remove a tag; without keep_untagged the image goes too (forced). Never prunes parents that the
+    build may share with the user's own builds. A missing image or a failure is ignored."""
     from docker.errors import DockerException
 
     with contextlib.suppress(DockerException):
-        _client().images.remove(name, noprune=keep_untagged)
+        _client().images.remove(name, noprune=True, force=not keep_untagged)
 
 
-def run_once(image_ref: str, entrypoint: list[str], command: list[str]) -> RunResult:
-    """Run a throwaway container of an image without network; give whether it exited 0 and its output."""
-    from docker.errors import ContainerError, DockerException
+def image_ids() -> set[str]:
+    """Give the ids of every image on the host, intermediate ones included (docker images -a)."""
+    with _sdk("listing images"):
+        return {i.id for i in _client().images.list(all=True)}
 
+
+def remove_build_intermediates(short_ids: list[str], keep: set[str]) -> None:
+    """Remove the images a build's steps made (`---> <id>` lines), newest first, unless they were there
+    before (`keep`, a cache hit) or carry a tag (the result itself). Failures are ignored."""
+    from docker.errors import DockerException
+
+    for short in reversed(short_ids):
+        with contextlib.suppress(DockerException):
+            found = _client().images.get(short)
+            if found.id in keep or found.tags:
+                continue
+            _client().images.remove(found.id, noprune=False)
+
+
+def run_once(image_ref: str, entrypoint: list[str], command: list[str], timeout: int = 120) -> RunResult:
+    """Run a throwaway container of an image without network; give whether it exited 0 and its output
+    (the tail on success, the last line on failure). The container is removed on every path."""
+    from docker.errors import DockerException
+
+    made = None
     try:
-        out = _client().containers.run(
+        made = _client().containers.create(
             image_ref,
             command=command,
             entrypoint=entrypoint,
-            remove=True,
             network_disabled=True,
-            stdout=True,
-            stderr=True,
+            labels={"ai.deployctl.run-once": "1"},
         )
-        return RunResult(True, out.decode(errors="replace").strip())
-    except ContainerError as exc:
-        detail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
-        return RunResult(False, detail[-1] if detail else f"exit code {exc.exit_status}")
+        made.start()
+        status = made.wait(timeout=timeout)
+        out = made.logs(stdout=True, stderr=True).decode(errors="replace").strip()
+        code = int(status.get("StatusCode", 1))
+        if code == 0:
+            return RunResult(True, out)
+        lines = out.splitlines()
+        return RunResult(False, lines[-1] if lines else f"exit code {code}")
     except DockerException as exc:
-        return RunResult(False, str(exc).splitlines()[0])
+        # The command could not even start (no such executable in the image, a broken entrypoint).
+        return RunResult(False, (str(exc).splitlines() or ["docker error"])[0])
+    except Exception as exc:  # a timeout from the engine's HTTP client
+        return RunResult(False, f"{type(exc).__name__}: {exc}")
+    finally:
+        if made is not None:
+            with contextlib.suppress(DockerException):
+                made.remove(force=True)
 
 
 def container(container_id: str) -> ContainerState | None:

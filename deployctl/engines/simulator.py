@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from deployctl import __version__
@@ -20,7 +21,9 @@ def _sources_digest() -> str:
 
 # Named by its sources as well as the version: an image built from older simulator code (which
 # may not speak every engine's API) is never taken for the current one.
-SIM_IMAGE = f"deployctl/tgi-sim:{__version__}-{_sources_digest()}"
+# DEPLOYCTL_SIM_IMAGE: the test suite runs on a simulator image of its own (deployctl-test/...),
+# never rebuilding or removing the user's.
+SIM_IMAGE = os.environ.get("DEPLOYCTL_SIM_IMAGE") or f"deployctl/tgi-sim:{__version__}-{_sources_digest()}"
 LOAD_SECONDS = 2
 
 

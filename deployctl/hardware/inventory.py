@@ -24,7 +24,10 @@ def host_for(gpu_model: str | None, count: int, fallback_profile: str | None = N
         return profiles.host(gpu_model, count)
     try:
         return local_host()
-    except nvml.NvmlError:
+    except nvml.NvmlError as exc:
         if fallback_profile:
             return profiles.host(fallback_profile, count)
+        if exc.hint and "--gpu-model" not in exc.hint:
+            # Said so that it is true for every command that plans (bundle install has no --gpu-model flag).
+            exc.hint += "; to plan for another host: --gpu-model rtx4090 (plan, render, up) or gpu_model: in the spec"
         raise

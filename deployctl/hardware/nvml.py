@@ -49,7 +49,7 @@ def _translate(lib: Any, exc: Exception, what: str) -> NvmlError:
     if is_("NVMLError_LibraryNotFound") or is_("NVMLError_DriverNotLoaded"):
         return NvmlError(
             "NVIDIA driver not found (libnvidia-ml.so is missing or the kernel module is not loaded)",
-            "install the NVIDIA driver and check `nvidia-smi`; to plan for another host pass --gpu-model rtx4090",
+            "install the NVIDIA driver and check `nvidia-smi`",
         )
     if is_("NVMLError_NoPermission"):
         return NoPermission(f"{what}: permission denied", "run as root (sudo deployctl ...)")

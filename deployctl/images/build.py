@@ -16,7 +16,8 @@ from deployctl import __version__, docker
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
 
-DEBIAN_BASE = "deployctl/debian-base:bookworm"
+# DEPLOYCTL_DEBIAN_BASE: the test suite keeps its cached base under a name of its own.
+DEBIAN_BASE = os.environ.get("DEPLOYCTL_DEBIAN_BASE") or "deployctl/debian-base:bookworm"
 REGISTRY_BASE = "python:3.11-slim"
 DEBIAN_PACKAGES = ("python3-minimal", "python3-aiohttp", "curl", "ca-certificates")
 

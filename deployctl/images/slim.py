@@ -51,6 +51,8 @@ class Profile(BaseModel):
     name: str
     description: str
     image_family: str
+    # Globs that every image of the family has: a source without them is refused before anything is built.
+    identify: list[str] = []
     estimate_image_bytes: int | None = None
     groups: list[Group]
     keep: list[Keep] = []
@@ -157,8 +159,26 @@ class SlimPlan:
         }
 
 
+def check_family(image: ImageScan, profile: Profile) -> None:
+    """Refuse an image the profile was not written for: each of the profile's `identify` globs must match."""
+    if not profile.identify:
+        return
+    present: set[str] = set()
+    for path in image.final:
+        present.update(_ancestors(path))
+    for pattern in profile.identify:
+        rx = _regex(pattern)
+        if not any(rx.match(p) for p in present):
+            raise InputError(
+                f"{image.image} is not a {profile.image_family} image (it has no {pattern}): "
+                f"profile {profile.name} expects one",
+                "choose the profile written for this image, or write one (--profile FILE.yaml)",
+            )
+
+
 def plan(image: ImageScan, profile: Profile) -> SlimPlan:
     """Give what each group removes from the image's final filesystem; refuse a removal that hits a kept path."""
+    check_family(image, profile)
     kept = _regex(*(k.path for k in profile.keep))
     claimed: set[str] = set()
     groups = []
@@ -237,10 +257,10 @@ class VerificationFailed(DeployctlError):
 
 
 def run_check(image_id: str, check: Check, timeout: int = 120) -> tuple[bool, str]:
-    """Run one verification command in a throwaway container of the image (no network)."""
+    """Run one verification command in a throwaway container of the image (no network); the container always goes."""
     from deployctl import docker
 
-    done = docker.run_once(image_id, entrypoint=[check.command[0]], command=check.command[1:])
+    done = docker.run_once(image_id, entrypoint=[check.command[0]], command=check.command[1:], timeout=timeout)
     return done.ok, done.output[-300:] if done.ok else done.output[:300]
 
 
@@ -263,12 +283,21 @@ def slim(
     config = docker.image(source).config
     temporary = f"deployctl-slim-tmp:{uuid.uuid4().hex[:12]}"
     tagged = False
+    existing = docker.image_ids()
+    steps: list[str] = []
+
+    def watch(line: str) -> None:
+        found = _STEP.match(line.strip())
+        if found:
+            steps.append(found.group(1))
+        say(line)
+
     try:
         with tempfile.TemporaryDirectory(prefix="deployctl-slim-") as tmp:
             ctx = Path(tmp)
             (ctx / "removals.txt").write_text("".join(f"{p}\n" for p in slim_plan.roots()))
             (ctx / "Dockerfile").write_text(dockerfile(source, profile.name, config))
-            image_id = build(ctx, temporary, {}, say)
+            image_id = build(ctx, temporary, {}, watch)
         checks = []
         for check in profile.verify:
             ok, out = run_check(image_id, check)
@@ -284,6 +313,11 @@ def slim(
         return SlimResult(tag, image_id, slim_plan, size, checks, False)
     finally:
         _remove(temporary, keep_image=tagged)
+        _remove_intermediates(steps, existing)
+
+
+# The classic builder's "---> 0123456789ab" line after each step names the image that step made.
+_STEP = re.compile(r"^--->\s+([0-9a-f]{12})$")
 
 
 def _remove(temporary: str, keep_image: bool) -> None:
@@ -291,3 +325,10 @@ def _remove(temporary: str, keep_image: bool) -> None:
     from deployctl import docker
 
     docker.remove_image(temporary, keep_untagged=keep_image)
+
+
+def _remove_intermediates(steps: list[str], existing: set[str]) -> None:
+    """Remove the images the build's steps made that nothing uses: the removal stage is the source's size."""
+    from deployctl import docker
+
+    docker.remove_build_intermediates(steps, existing)

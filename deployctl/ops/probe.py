@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from deployctl.engines.base import Dialect
-from deployctl.errors import InputError
+from deployctl.errors import InputError, NotRunning
 from deployctl.planner.types import Plan
 
 
@@ -35,7 +35,10 @@ def resolve_target(
     key = stack.api_key if stack else None
     url = (endpoint or (stack.info.endpoint if stack else "")).rstrip("/")
     if not url:
-        raise InputError(f"no endpoint: {directory} is not a stack", "pass --endpoint URL or --stack-dir DIR")
+        raise NotRunning(
+            f"no stack in {directory} (nothing to check)",
+            "pass --endpoint URL or --stack-dir DIR, or run `deployctl up`",
+        )
     if api_key_env:
         key = os.environ.get(api_key_env)
         if not key:

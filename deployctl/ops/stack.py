@@ -12,7 +12,7 @@ from typing import Any
 
 from deployctl import docker, engines, stackdir
 from deployctl.engines.simulator import SIM_IMAGE
-from deployctl.errors import DeployctlError, InputError
+from deployctl.errors import DeployctlError, InputError, NotRunning
 from deployctl.ops import plan as plan_ops
 from deployctl.ops.diagnose import Diagnosis, diagnose
 from deployctl.ops.power import apply_policy
@@ -203,6 +203,13 @@ def up(
     )
 
 
+def existing(stack_dir: Path) -> Stack:
+    """Give the Stack in `stack_dir`, or NotRunning (exit 5) when there is none."""
+    if not (stack_dir / "compose.yaml").is_file():
+        raise NotRunning(f"no stack in {stack_dir}", "run `deployctl up`, or pass --stack-dir DIR")
+    return Stack(stack_dir)
+
+
 def down(stack_dir: Path) -> list[str]:
     """Stop and remove the stack's containers and network; give what is left (should be nothing)."""
     stack = Stack(stack_dir)
@@ -230,7 +237,7 @@ def status(stack_dir: Path) -> StackStatus:
     Healthy: the endpoint answers /health, at least one service runs, every one runs and none is
     unhealthy (Docker's own healthcheck says "starting" until its first interval has passed).
     """
-    stack = Stack(stack_dir)
+    stack = existing(stack_dir)
     services = stack.compose.services()
     answering = probe_health(stack.info.endpoint) == 200
     ok = answering and bool(services) and all(s.state == "running" and s.health != "unhealthy" for s in services)
@@ -247,9 +254,9 @@ def status(stack_dir: Path) -> StackStatus:
 
 def logs(stack_dir: Path, tail: int) -> str:
     """Give the last `tail` lines of the stack's logs."""
-    return Stack(stack_dir).compose.logs(tail=tail)
+    return existing(stack_dir).compose.logs(tail=tail)
 
 
 def follow_logs(stack_dir: Path, tail: int) -> Iterator[str]:
     """Yield the stack's log lines as they come."""
-    return Stack(stack_dir).compose.follow_logs(tail=tail)
+    return existing(stack_dir).compose.follow_logs(tail=tail)

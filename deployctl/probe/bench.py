@@ -279,33 +279,21 @@ def read(path: Path) -> dict[str, Any]:
     return data
 
 
-def compare(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """Give rows (metric, A, B, B/A) comparing two runs, per load level both have, and overall."""
+def compare_values(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any, float | None]]:
+    """Give rows (metric, A, B, B/A) of raw values comparing two runs, per load level both have, and overall."""
 
-    def fmt(v: Any, unit: str = "") -> str:
-        return "-" if v is None else f"{v:.2f}{unit}" if isinstance(v, float) else f"{v}{unit}"
+    def ratio(x: Any, y: Any) -> float | None:
+        return round(y / x, 4) if isinstance(x, int | float) and isinstance(y, int | float) and x else None
 
-    def ratio(x: Any, y: Any) -> str:
-        return f"{y / x:.2f}x" if isinstance(x, int | float) and isinstance(y, int | float) and x else "-"
+    def row(metric: str, x: Any, y: Any) -> tuple[str, Any, Any, float | None]:
+        return (metric, x, y, ratio(x, y))
 
-    rows = [("model", str((a.get("info") or {}).get("model_id")), str((b.get("info") or {}).get("model_id")), "")]
-    rows.append(
-        (
-            "max QPS under SLO",
-            fmt(a.get("max_qps_under_slo")),
-            fmt(b.get("max_qps_under_slo")),
-            ratio(a.get("max_qps_under_slo"), b.get("max_qps_under_slo")),
-        )
-    )
+    rows: list[tuple[str, Any, Any, float | None]] = [
+        ("model", (a.get("info") or {}).get("model_id"), (b.get("info") or {}).get("model_id"), None)
+    ]
+    rows.append(row("max QPS under SLO", a.get("max_qps_under_slo"), b.get("max_qps_under_slo")))
     cur = a["config"].get("currency") or b["config"].get("currency") or ""
-    rows.append(
-        (
-            f"cost per QPS {cur}".strip(),
-            fmt(a.get("cost_per_qps")),
-            fmt(b.get("cost_per_qps")),
-            ratio(a.get("cost_per_qps"), b.get("cost_per_qps")),
-        )
-    )
+    rows.append(row(f"cost per QPS {cur}".strip(), a.get("cost_per_qps"), b.get("cost_per_qps")))
     by_load_b = {lv["load"]: lv for lv in b["levels"]}
     for la in a["levels"]:
         lb = by_load_b.get(la["load"])
@@ -318,8 +306,19 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str, s
             ("ITL p50 ms", "itl_ms", "p50"),
             ("ITL p90 ms", "itl_ms", "p90"),
         ):
-            x, y = la[key][p], lb[key][p]
-            rows.append((f"{label} {tag}", fmt(x), fmt(y), ratio(x, y)))
+            rows.append(row(f"{label} {tag}", la[key][p], lb[key][p]))
         for label, key in (("output tok/s", "output_tokens_per_s"), ("requests/s", "requests_per_s")):
-            rows.append((f"{label} {tag}", fmt(la[key]), fmt(lb[key]), ratio(la[key], lb[key])))
+            rows.append(row(f"{label} {tag}", la[key], lb[key]))
     return rows
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Give rows (metric, A, B, B/A) as text for a table (compare_values has the numbers)."""
+
+    def fmt(v: Any) -> str:
+        return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    return [
+        (m, fmt(x), fmt(y), f"{r:.2f}x" if r is not None else "" if m == "model" else "-")
+        for m, x, y, r in compare_values(a, b)
+    ]

@@ -16,7 +16,8 @@ from deployctl.planner.types import Plan
 from deployctl.probe.http import request
 
 Dialect = Literal["tgi", "openai"]
-HEALTHY, DEGRADED, DOWN = 0, 1, 2
+# Exit codes: 5 is "not running" in the CLI's table, apart from 2 (bad input) so a cron job can tell them apart.
+HEALTHY, DEGRADED, DOWN = 0, 1, 5
 PROMPT = "Reply with one short sentence: is the service up?"
 
 

@@ -45,15 +45,96 @@ def docker_engine() -> None:
         pytest.skip(f"no Docker engine: {problem}")
 
 
-@pytest.fixture(scope="session")
-def sim_image(docker_engine: None) -> str:
-    """The simulator image, built from a base made of Debian packages (no registry)."""
-    from deployctl.docker import image_exists
-    from deployctl.images.build import build_debian_base, build_sim
+def _docker(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
 
-    if not image_exists(DEBIAN_BASE):
-        build_debian_base()
-    return build_sim(DEBIAN_BASE).tag
+
+def _base_image() -> str:
+    """The suite's cached Debian base (kept between runs): made from the user's if they have one, else mmdebstrap."""
+    from deployctl.images.build import build_debian_base
+
+    if _docker("image", "inspect", DEBIAN_BASE).returncode == 0:
+        return DEBIAN_BASE
+    users = "deployctl/debian-base:bookworm"
+    if _docker("image", "inspect", users).returncode == 0:
+        _docker("tag", users, DEBIAN_BASE)  # a name of ours on the same image: nothing is copied
+        return DEBIAN_BASE
+    return build_debian_base(DEBIAN_BASE).tag
+
+
+@pytest.fixture(scope="session")
+def sim_image(docker_engine: None) -> Iterator[str]:
+    """The simulator image under this run's own tag, built from the cached base (no registry), removed at the end."""
+    from deployctl.engines.simulator import SIM_IMAGE
+    from deployctl.images.build import build_sim
+
+    assert SIM_IMAGE.startswith("deployctl-test/"), SIM_IMAGE  # tests/conftest.py names it
+    base = _base_image()
+    before = image_ids()
+    tag = build_sim(base, SIM_IMAGE).tag
+    yield tag
+    remove_images([tag], before)
+
+
+def image_ids() -> set[str]:
+    """Give the IDs of every image on the engine, intermediate ones included."""
+    return set(_docker("images", "-aq", "--no-trunc").stdout.split())
+
+
+def remove_images(tags: list[str], before: set[str]) -> None:
+    """Untag `tags` and remove the untagged images made since `before`, and nothing else.
+
+    Never `docker rmi` with pruning: a build that hit the cache shares intermediate images made
+    before the run (by the user's own builds), and pruning from our image would take those too.
+    """
+    if tags:
+        _docker("rmi", "--no-prune", *tags)
+    for _ in range(20):  # children before parents: a parent refuses while a child is there
+        listed = _docker("images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}").stdout.splitlines()
+        ours = [line.split()[0] for line in listed if line.split()[0] not in before and line.endswith("<none>")]
+        if not ours:
+            return
+        for image_id in ours:
+            _docker("rmi", "--no-prune", image_id)
+
+
+# What `docker ... ls` lists, by ID and name: before and after the e2e run they must be equal,
+# apart from the suite's cached base. The comparison covers the whole engine, so the e2e suite
+# must run alone on it: under `flock /tmp/deployctl-docker.lock` (as .ci/run and every helper do).
+SNAPSHOT = {
+    "images": ["images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"],
+    "containers": ["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}}"],
+    "volumes": ["volume", "ls", "--format", "{{.Name}}"],
+    "networks": ["network", "ls", "--no-trunc", "--format", "{{.ID}} {{.Name}}"],
+}
+KEPT = (DEBIAN_BASE,)
+
+
+def docker_state() -> dict[str, set[str]]:
+    """Give the engine's images, containers, volumes and networks (IDs and names)."""
+    out = {}
+    for kind, args in SNAPSHOT.items():
+        done = _docker(*args)
+        assert done.returncode == 0, done.stderr
+        out[kind] = {line for line in done.stdout.splitlines() if line.strip() and not line.endswith(KEPT)}
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _host_left_as_found(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The e2e run leaves Docker as it found it (a failure here names what was left or removed)."""
+    if _engine_up() is not None:
+        yield  # no engine: docker_engine fails (CI) or skips each test
+        return
+    before = docker_state()
+    yield
+    after = docker_state()
+    diff = {
+        kind: {"left": sorted(after[kind] - before[kind]), "removed": sorted(before[kind] - after[kind])}
+        for kind in SNAPSHOT
+    }
+    changed = {k: v for k, v in diff.items() if v["left"] or v["removed"]}
+    assert not changed, f"the e2e suite changed the Docker engine's objects: {changed}"
 
 
 def free_port() -> int:

@@ -76,7 +76,7 @@ def install(made: dict[str, Path], target: Path, *extra: str) -> subprocess.Comp
 
 def test_offline_journey_create_verify_install_up_health(made: dict[str, Path], sim_image: str, tmp_path: Path) -> None:
     assert deployctl("bundle", "verify", str(made["index"]), "--pubkey", str(made["pub"])).returncode == 0
-    subprocess.run(["docker", "rmi", "-f", sim_image], check=True, capture_output=True)
+    subprocess.run(["docker", "rmi", "--no-prune", sim_image], check=True, capture_output=True)  # ours; no pruning
     assert not image_present(sim_image)
     done = install(made, tmp_path / "site")
     assert done.returncode == 0, done.stderr
@@ -102,7 +102,7 @@ def test_a_flipped_byte_stops_install_before_anything_is_loaded_or_written(
     data = bytearray(first.read_bytes())
     data[len(data) // 2] ^= 0x01  # inside the image entry
     first.write_bytes(bytes(data))
-    subprocess.run(["docker", "rmi", "-f", sim_image], check=True, capture_output=True)
+    subprocess.run(["docker", "rmi", "--no-prune", sim_image], check=True, capture_output=True)  # ours; no pruning
     target = tmp_path / "site"
     done = deployctl(
         "bundle",

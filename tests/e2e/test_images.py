@@ -14,7 +14,7 @@ import pytest
 
 from deployctl.images.build import DEBIAN_BASE
 
-from .conftest import deployctl
+from .conftest import deployctl, image_ids, remove_images
 
 HERE = Path(__file__).parents[1] / "images"
 
@@ -47,8 +47,9 @@ TEST_TAGS = (
 @pytest.fixture(scope="module", autouse=True)
 def _remove_test_images() -> Iterator[None]:
     """The images these tests build are theirs to remove."""
+    before = image_ids()
     yield
-    subprocess.run(["docker", "rmi", "-f", *TEST_TAGS], capture_output=True)
+    remove_images([t for t in TEST_TAGS if image_exists(t)], before)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +98,27 @@ def test_slim_dry_run_reports_and_builds_nothing(tgi_shaped: str) -> None:
     assert data["removed_bytes"] > 100_000_000 and not image_exists("deployctl-test/never:1")
 
 
+def dangling() -> set[str]:
+    out = subprocess.run(
+        ["docker", "images", "-q", "--no-trunc", "--filter", "dangling=true"], capture_output=True, text=True
+    )
+    return set(out.stdout.split())
+
+
+def test_slim_of_an_image_of_another_family_is_refused_in_one_line(sim_image: str) -> None:
+    before = dangling()
+    done = slim(sim_image, "deployctl-test/never:1")
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "is not a ghcr.io/huggingface/text-generation-inference" in errors[0], done.stderr
+    assert done.stderr.strip().splitlines()[-1] == errors[0] and "Traceback" not in done.stderr
+    assert not image_exists("deployctl-test/never:1") and dangling() == before
+
+
 def test_slim_removes_verifies_keeps_config_and_still_starts(tgi_shaped: str) -> None:
+    before = dangling()
     done = slim(tgi_shaped, "deployctl-test/tgi-shaped:slim", "--json")
+    assert dangling() == before  # the removal stage (the source's size) does not stay behind
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert all(c["ok"] for c in data["checks"]) and data["size_after"] < 0.8 * data["size_before"]
@@ -150,7 +170,9 @@ def test_failed_verification_leaves_no_tag(tgi_shaped: str, tmp_path: Path) -> N
             "      - /usr/src/.venv/lib/python3.*/site-packages/text_generation_server/layers/gptq\n",
         )
     )
+    before = dangling()
     done = slim(tgi_shaped, "deployctl-test/broken:slim", profile=str(profile))
+    assert dangling() == before
     assert done.returncode == 1
     assert "verification 'GPTQ and Marlin layers import' failed" in done.stderr and "nothing was tagged" in done.stderr
     assert not image_exists("deployctl-test/broken:slim")

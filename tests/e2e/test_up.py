@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import requests
 
@@ -31,7 +34,12 @@ def test_up_health_status_down(project: Project) -> None:
     down = project.run("down")
     assert down.returncode == 0, down.stderr
     assert project.containers() == [] and project.networks() == []
-    assert project.run("health").returncode == 2
+    assert project.run("health").returncode == 5  # not running
+    assert project.run("status").returncode == 5
+    assert project.run("down").returncode == 0  # again: nothing runs, still fine
+    (project.stack / "compose.yaml").unlink()
+    again = project.run("down")
+    assert again.returncode == 0 and "nothing to stop" in again.stderr, again.stderr
 
 
 def test_port_in_use_is_refused_before_anything_starts(project: Project) -> None:
@@ -52,7 +60,7 @@ def test_crash_mid_run_restarts_and_health_recovers(project: Project) -> None:
         assert requests.post(f"{project.url}/generate", json=body, timeout=10).status_code == 200
     with contextlib.suppress(requests.ConnectionError):  # the process dies with this request
         requests.post(f"{project.url}/generate", json=body, timeout=10)
-    assert project.run("health").returncode == 2
+    assert project.run("health").returncode == 5
     deadline = time.monotonic() + 60
     while project.run("health").returncode != 0:
         assert time.monotonic() < deadline, "the restart policy did not bring the engine back"
@@ -96,9 +104,9 @@ def test_api_key_is_enforced_and_never_printed(project: Project) -> None:
     assert secret not in (project.stack / "compose.yaml").read_text()
 
 
-def test_health_against_nothing_listening_exits_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_health_against_nothing_listening_exits_5(tmp_path) -> None:  # type: ignore[no-untyped-def]
     done = deployctl("health", "--endpoint", f"http://127.0.0.1:{free_port()}", "--stack-dir", str(tmp_path))
-    assert done.returncode == 2 and "nothing answers" in done.stdout
+    assert done.returncode == 5 and "nothing answers" in done.stdout
 
 
 def test_dockers_own_healthcheck_passes_so_compose_wait_works(project: Project) -> None:
@@ -155,3 +163,59 @@ def test_bench_against_a_simulated_stack_writes_json_csv_png(project: Project) -
     assert (out / "bench-latency.png").stat().st_size > 10_000 and (
         out / "bench-throughput.png"
     ).stat().st_size > 10_000
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_logs_follow_stopped_by_sigterm_stops_docker_compose_logs(project: Project) -> None:
+    assert project.run("up", "--simulate").returncode == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deployctl", "logs", "-F"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # following: a line came through docker compose logs
+        children = _children(proc.pid)
+        assert children, "no docker compose logs process under deployctl logs -F"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        deadline = time.monotonic() + 10
+        while any(_alive(c) for c in children):
+            assert time.monotonic() < deadline, "docker compose logs --follow outlived deployctl logs -F"
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_base_image_that_is_not_here_and_cannot_be_pulled_is_one_line(sim_image: str) -> None:
+    done = deployctl(
+        "image", "build-sim", "--base-image", "deployctl-test/no-such-base:1", "-t", "deployctl-test/never-sim:1"
+    )
+    assert done.returncode == 3, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: deployctl-test/no-such-base:1 is not on this host and cannot be pulled"), last
+    assert "Traceback" not in done.stderr and "dial tcp" not in done.stderr and "lookup" not in done.stderr

@@ -11,7 +11,7 @@ import jsonschema
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC = Path(__file__).parents[3] / "shared" / "tgi" / "openapi.json"
+SPEC = Path(__file__).parents[1] / "data" / "tgi" / "openapi.json"
 URI = "urn:tgi-openapi"
 
 

@@ -1,119 +1,39 @@
-"""The load generator against simulators with a known latency model: the numbers must be right."""
+"""The load generator's arithmetic, schedule and CLI against a local simulator.
+
+Assertions on measured latencies (wall-clock time) live in tests/e2e/test_bench_timing.py: on a busy
+machine they cannot be tight, and the unit suite holds none.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import socket
-import statistics
-import subprocess
-import sys
-import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import simserver
 
 from deployctl.cli import cli
 from deployctl.probe import bench, load
 from deployctl.probe.stats import Slo, percentile, summarize
 
 TTFT_BASE_MS, PREFILL_RATE, ITL_MS, PER_STREAM_MS = 30.0, 10_000.0, 20.0, 0.1
-PROMPT = 200
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+SIM_ENV = {
+    "SIM_LOAD_SECONDS": "0",
+    "SIM_TTFT_BASE_MS": str(TTFT_BASE_MS),
+    "SIM_PREFILL_TOKENS_PER_S": str(PREFILL_RATE),
+    "SIM_ITL_MS": str(ITL_MS),
+    "SIM_ITL_PER_STREAM_MS": str(PER_STREAM_MS),
+}
+SIM_ARGS = ("--max-concurrent-requests", "512", "--max-input-tokens", "4000", "--max-total-tokens", "8000")
 
 
 @pytest.fixture(scope="module")
 def sim_process() -> Iterator[str]:
     """A simulator in a process of its own (its own CPU), with a known latency model."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "SIM_LOAD_SECONDS": "0",
-        "SIM_TTFT_BASE_MS": str(TTFT_BASE_MS),
-        "SIM_PREFILL_TOKENS_PER_S": str(PREFILL_RATE),
-        "SIM_ITL_MS": str(ITL_MS),
-        "SIM_ITL_PER_STREAM_MS": str(PER_STREAM_MS),
-    }
-    args = [
-        "--port",
-        str(port),
-        "--hostname",
-        "127.0.0.1",
-        "--max-concurrent-requests",
-        "512",
-        "--max-input-tokens",
-        "4000",
-        "--max-total-tokens",
-        "8000",
-    ]
-    proc = subprocess.Popen([sys.executable, "-m", "deployctl.sim", *args], env=env, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "the simulator did not start"
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
-
-
-@pytest.mark.parametrize("concurrency", [1, 64])
-def test_median_ttft_and_itl_within_2ms_of_the_truth(sim_process: str, concurrency: int) -> None:
-    w = load.Workload(endpoint=sim_process, prompt_tokens=PROMPT, output_tokens=12)
-    results, span, note = asyncio.run(
-        load.closed_loop(w, concurrency, requests=max(24, 2 * concurrency), warmup=concurrency)
-    )
-    assert "/tokenize" in note  # prompt length measured with the server's tokenizer
-    stats = summarize("closed", concurrency, results, span, Slo())
-    assert stats.completed == stats.requests and not stats.errors
-    true_ttft = TTFT_BASE_MS + PROMPT / PREFILL_RATE * 1000
-    true_itl = ITL_MS + PER_STREAM_MS * (concurrency - 1)
-    assert stats.ttft_ms.p50 == pytest.approx(true_ttft, abs=2.0)
-    assert stats.itl_ms.p50 == pytest.approx(true_itl, abs=2.0)
-
-
-def test_open_loop_sends_on_time_through_a_stall_and_counts_it(sim_process: str) -> None:
-    w = load.Workload(endpoint=sim_process, prompt_tokens=20, output_tokens=4)
-    stall_at, stall_s = 1.0, 1.0
-    started: dict[str, float] = {}
-
-    def stall_later(start: float) -> None:
-        started["t0"] = start
-
-        def fire() -> None:
-            time.sleep(max(0.0, start + stall_at - time.perf_counter()))
-            started["stall"] = time.perf_counter()
-            req = urllib.request.Request(f"{sim_process}/_sim/stall?seconds={stall_s}", method="POST")
-            urllib.request.urlopen(req, timeout=5)
-
-        threading.Thread(target=fire, daemon=True).start()
-
-    results, _span, _ = asyncio.run(load.open_loop(w, rate=20, requests=60, at_start=stall_later))
-    stall_start = started["stall"]
-    during = [r for r in results if stall_start + 0.05 < r.scheduled < stall_start + stall_s - 0.2]
-    assert len(during) >= 5
-    for r in during:
-        assert (r.sent - r.scheduled) * 1000 < 10  # sent on schedule, not held back by the stalled server
-        assert r.first_token is not None
-        # Its time to first token includes what was left of the stall when it was due.
-        left = stall_start + stall_s - r.scheduled
-        assert (r.first_token - r.scheduled) >= left - 0.01
-    before = [r for r in results if r.scheduled < stall_start - 0.2 and r.first_token]
-    assert statistics.median((r.first_token - r.scheduled) * 1000 for r in before) < 100  # type: ignore[operator]
+    with simserver.process(SIM_ENV, *SIM_ARGS) as url:
+        yield url
 
 
 def test_poisson_schedule_has_the_asked_rate() -> None:
@@ -168,7 +88,7 @@ def test_bench_cli_writes_json_csv_and_pngs_and_compares(sim_process: str, tmp_p
                 "--prompt-tokens",
                 "16",
                 "--slo-ttft",
-                "500",
+                "60000",
                 "--cost",
                 "4200",
                 "--currency",
@@ -191,7 +111,9 @@ def test_bench_cli_writes_json_csv_and_pngs_and_compares(sim_process: str, tmp_p
     result = runner.invoke(cli, ["bench", "compare", str(outs[0]), str(outs[1]), "--json"])
     rows = {r["metric"]: r for r in json.loads(result.stdout)}
     assert "TTFT p50 ms @4" in rows and "TTFT p50 ms @1" not in rows
-    assert rows["max QPS under SLO"]["b_over_a"].endswith("x")
+    qps = rows["max QPS under SLO"]
+    assert isinstance(qps["a"], float) and isinstance(qps["b_over_a"], float)  # numbers, not text
+    assert qps["b_over_a"] == pytest.approx(qps["b"] / qps["a"], rel=1e-3)
 
 
 @pytest.mark.parametrize(

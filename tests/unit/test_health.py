@@ -59,16 +59,16 @@ def test_slow_first_token_is_degraded() -> None:
 
 def test_nothing_listening_is_down() -> None:
     r = health.check(f"http://127.0.0.1:{_free_port()}", EXPECTED, timeout=2)
-    assert r.exit_code == 2 and r.checks[0].detail == "nothing answers"
+    assert r.exit_code == 5 and r.checks[0].detail == "nothing answers"
 
 
 def test_loading_is_down() -> None:
     with simserver.running(_cfg(load_seconds=30)) as url:
         r = health.check(url, EXPECTED)
-    assert r.exit_code == 2 and "503" in r.checks[0].detail
+    assert r.exit_code == 5 and "503" in r.checks[0].detail
 
 
-@pytest.mark.parametrize(("key", "code"), [(None, 2), ("wrong", 2), ("k-7f3a9", 0)])
+@pytest.mark.parametrize(("key", "code"), [(None, 5), ("wrong", 5), ("k-7f3a9", 0)])
 def test_api_key_is_needed_to_generate(key: str | None, code: int) -> None:
     with simserver.running(_cfg(api_key="k-7f3a9")) as url:
         r = health.check(url, EXPECTED, api_key=key)
@@ -99,4 +99,4 @@ def test_vllm_model_card_that_differs_from_the_plan_is_degraded() -> None:
 def test_vllm_wrong_key_is_down_and_says_401() -> None:
     with simserver.running(_vllm(api_key="k-1")) as url:
         r = health.check(url, VLLM_EXPECTED, api_key="wrong", dialect="openai")
-    assert r.exit_code == 2 and "401" in r.checks[-1].detail
+    assert r.exit_code == health.DOWN and "401" in r.checks[-1].detail

@@ -86,6 +86,8 @@ def test_builtin_profile_plan_removes_what_it_names_and_keeps_what_gptq_needs() 
         "/var/cache/apt/archives/a.deb": 20,
         "/usr/bin/gcc-12": 1,
         f"{SP}/mamba_ssm/_C.so": 40,
+        f"{SP}/text_generation_server/__init__.py": 0,
+        "/usr/local/bin/text-generation-launcher": 0,
     }
     p = slim.plan(_scan(files), profile)
     by = {g.name: g for g in p.groups}
@@ -115,6 +117,15 @@ verify:
 """)
     with pytest.raises(InputError, match=r"would remove /usr/lib/gcc/.*cc1, which must stay: Triton compiles"):
         slim.plan(_scan({"/usr/lib/gcc/x86_64-linux-gnu/12/cc1": 5}), slim.load_profile(str(bad)))
+
+
+def test_an_image_of_another_family_is_refused_in_one_line() -> None:
+    profile = slim.load_profile("tgi-3.3-gptq-ada")
+    debian = _scan({"/usr/bin/python3.11": 6_000_000, "/usr/lib/python3/dist-packages/aiohttp/__init__.py": 10})
+    with pytest.raises(InputError) as err:
+        slim.plan(debian, profile)
+    assert "img is not a ghcr.io/huggingface/text-generation-inference:3.3 image" in err.value.message
+    assert "text-generation-launcher" in err.value.message and "\n" not in str(err.value)
 
 
 def test_profile_errors_are_clear(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from deployctl.engines import tgi
 from deployctl.errors import InputError, PlanRefused
 from deployctl.hardware.gpu import GiB
 
-LAUNCHER_FLAGS = Path(__file__).parents[1] / "data" / "tgi" / "launcher-flags.md"  # copied from shared/tgi
+LAUNCHER_FLAGS = Path(__file__).parents[1] / "data" / "tgi" / "launcher-flags.md"
 
 
 def _plan(model_dir: Path, gpus: int, **limits: int) -> planner.Plan:

@@ -9,6 +9,7 @@ import yaml
 
 from deployctl import gpus as profiles
 from deployctl import models, planner, spec
+from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import InputError
 from deployctl.stackdir import write_stack
 from deployctl.targets import compose as render
@@ -77,7 +78,7 @@ def test_simulated_stack_keeps_ports_health_key_and_limits_but_no_gpu() -> None:
     assert sim["healthcheck"]["test"] == real["healthcheck"]["test"]
     assert int(sim["healthcheck"]["start_period"][:-1]) < int(real["healthcheck"]["start_period"][:-1])
     assert sim["environment"]["API_KEY"] == real["environment"]["API_KEY"]
-    assert sim["image"].startswith("deployctl/tgi-sim:")
+    assert sim["image"] == SIM_IMAGE  # deployctl/tgi-sim:<version>; the suite runs on its own tag
 
 
 def test_write_stack_env_mode_and_replacement(tmp_path: Path) -> None:
@@ -114,3 +115,15 @@ def test_stack_dir_with_foreign_files_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="holds other files"):
         write_stack(files_for(1), tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_the_simulator_image_is_deployctl_tgi_sim_unless_the_suite_names_its_own() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DEPLOYCTL_SIM_IMAGE"}
+    code = "from deployctl.engines.simulator import SIM_IMAGE; from deployctl import __version__ as v; print(SIM_IMAGE.startswith(f'deployctl/tgi-sim:{v}-'))"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.stdout.strip() == "True", done.stderr
+    assert SIM_IMAGE.startswith("deployctl-test/tgi-sim:run-")  # this run's own, removed at its end

@@ -1,0 +1,50 @@
+"""Output off a terminal: plain progress lines on stderr, no escape codes, even when colour is forced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from deployctl.cli import cli, output
+
+
+def test_progress_off_a_terminal_is_plain_rate_limited_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    with output.Progress(unit="bytes", every_s=3600) as p:
+        assert not p.live
+        p.step("planning")
+        p.step("planning", "0.5s")  # the same phase again within the interval: quiet
+        p.step("starting containers")
+        for done in range(0, 101, 10):
+            p.update("image x", done * 1_000_000, 100_000_000)  # first and last line only
+        p.say("a line")
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "planning",
+        "starting containers",
+        "image x: 0.0 MB of 100.0 MB",
+        "image x: 100.0 MB of 100.0 MB",
+        "a line",
+    ]
+
+
+def test_heartbeat_says_a_long_step_is_alive(capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+
+    with output.Progress(every_s=0.01) as p, p.heartbeat("downloading wheels"):
+        threading.Event().wait(0.1)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "downloading wheels" and len(err) >= 3 and err[1].startswith("downloading wheels (")
+
+
+def test_no_escape_codes_when_not_a_terminal_even_with_force_color(
+    base: Path, host: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(base)
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("TERM", "xterm-256color")
+    for args in (["plan", "--gpu-model", "rtx4090"], ["gpus"], ["power", "show"], ["doctor"], ["health"]):
+        result = CliRunner().invoke(cli, args)
+        assert "\x1b[" not in result.stdout and "\x1b[" not in result.stderr, args
+        assert result.stdout.strip(), args
