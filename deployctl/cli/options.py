@@ -46,16 +46,17 @@ SPEC_OPTIONS = [
     click.option("--stack-dir", type=click.Path(path_type=Path, file_okay=False), help="Overrides stack_dir."),
 ]
 
+# option name -> (spec key it overrides, the flag a user typed: errors in its value name it)
 _KEYS = {
-    "model_path": "model.path",
-    "preset": "model.preset",
-    "gpus": "gpus",
-    "gpu_model": "gpu_model",
-    "max_total_tokens": "limits.max_total_tokens",
-    "max_input_tokens": "limits.max_input_tokens",
-    "port": "serve.port",
-    "bind": "serve.bind",
-    "stack_dir": "stack_dir",
+    "model_path": ("model.path", "--model"),
+    "preset": ("model.preset", "--preset"),
+    "gpus": ("gpus", "--gpus"),
+    "gpu_model": ("gpu_model", "--gpu-model"),
+    "max_total_tokens": ("limits.max_total_tokens", "--max-total-tokens"),
+    "max_input_tokens": ("limits.max_input_tokens", "--max-input-tokens"),
+    "port": ("serve.port", "--port"),
+    "bind": ("serve.bind", "--bind"),
+    "stack_dir": ("stack_dir", "--stack-dir"),
 }
 
 
@@ -72,13 +73,13 @@ def load_spec(kwargs: dict[str, Any]) -> Any:
 
     path = kwargs.pop("spec_path", None)
     overrides: dict[str, Any] = {}
-    for name, key in _KEYS.items():
+    for name, (key, _) in _KEYS.items():
         value = kwargs.pop(name, None)
         if name == "gpus":
             value = _gpus(value)
         if value is not None:
             overrides[key] = str(value) if isinstance(value, Path) else value
-    return spec.load(path, overrides)
+    return spec.load(path, overrides, flags=dict(_KEYS.values()))
 
 
 def echo_json(data: Any) -> None:

@@ -63,7 +63,7 @@ CASES = {
     "spec not a mapping": ([*P, "-f", "list.yaml"], "must be a mapping"),
     "gpus zero": ([*P, "-f", "gpus-zero.yaml"], "gpus must be at least 1"),
     "input over total": ([*P, "-f", "input-over-total.yaml"], "max_input_tokens must be smaller"),
-    "bad name": ([*P, "-f", "bad-name.yaml"], "name: String should match pattern"),
+    "bad name": ([*P, "-f", "bad-name.yaml"], "name: 'My Model' is not a safe name"),
     "negative power limit": ([*P, "-f", "negative-power.yaml"], "power.limit_watts"),
     "bad gpu uuid": ([*P, "-f", "bad-gpu-uuid.yaml"], "neither a GPU index nor a UUID"),
     "api key env unset": ([*R, "-f", "key-env-unset.yaml", "--model", "m8"], "NO_SUCH_KEY is not set"),
