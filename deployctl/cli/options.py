@@ -90,11 +90,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 
 
 def _faults(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for item in values:
-        name, _, value = item.partition("=")
-        out[name.strip()] = value.strip()
-    return out
+    from deployctl.engines.simulator import parse_faults
+
+    return parse_faults(values)
 
 
 sim_fault_option = click.option(
@@ -103,5 +101,5 @@ sim_fault_option = click.option(
     multiple=True,
     callback=_faults,
     metavar="NAME[=VALUE]",
-    help="With --simulate: rehearse a failure (crash-after=N, never-healthy, load-seconds=S).",
+    help="With --simulate: rehearse a failure (crash-after=N, never-healthy, load-seconds=S, control).",
 )

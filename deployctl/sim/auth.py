@@ -1,0 +1,47 @@
+"""The simulator's one gate: which routes answer, and which need the API key.
+
+Probe routes (GET /, /health, /ping, /info, /metrics, /v1/models) stay open, as in TGI's
+`info_routes` (router/src/server.rs), so health checks and monitoring work without the key.
+Every other route, POST /chat_tokenize included (TGI leaves that one open; we do not), needs
+`Authorization: Bearer <key>` compared exactly and in constant time: TGI lower-cases both
+sides, which lets a case-changed key in, so the simulator is stricter than the engine here.
+The control routes (`/_sim/*`) exist only when fault injection is on for the stack
+(SimConfig.control), and then need the key too.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+PROBES = frozenset({"/", "/health", "/ping", "/info", "/metrics", "/v1/models"})
+CONTROL_PREFIX = "/_sim/"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def is_probe(request: web.Request) -> bool:
+    """Whether a request is a read-only probe that needs no key."""
+    return request.method in ("GET", "HEAD") and request.path in PROBES
+
+
+def key_matches(header: str, api_key: str) -> bool:
+    """Whether an Authorization header carries exactly `Bearer <api_key>` (constant-time)."""
+    return hmac.compare_digest(header.encode("utf-8", "surrogateescape"), f"Bearer {api_key}".encode())
+
+
+def middleware(api_key: str | None, control: bool) -> Middleware:
+    """Give the aiohttp middleware that hides control routes and checks the key."""
+
+    @web.middleware
+    async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(CONTROL_PREFIX) and not control:
+            raise web.HTTPNotFound()
+        if api_key and not is_probe(request) and not key_matches(request.headers.get("Authorization", ""), api_key):
+            return web.Response(status=401)  # TGI's own answer: 401 with an empty body
+        return await handler(request)
+
+    return gate
