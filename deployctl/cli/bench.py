@@ -235,11 +235,12 @@ def compare(a: Path, b: Path, as_json: bool) -> None:
         echo_json([{"metric": m, "a": x, "b": y, "b_over_a": r} for m, x, y, r in rows])
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"A = {a}   B = {b}")
+    table = Table(title=escape(f"A = {a}   B = {b}"))
     for col in ("metric", "A", "B", "B/A"):
         table.add_column(col, justify="right" if col != "metric" else "left")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))  # a model id from a file is text, never markup
     Console().print(table)

@@ -89,6 +89,15 @@ def echo_json(data: Any) -> None:
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
+def seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A callback for options in seconds: more than 0, at most a day, a real number (not nan)."""
+    from deployctl.errors import InputError
+
+    if value is not None and not 0 < value <= 86_400:
+        raise InputError(f"{param.opts[0]} {value:g}: must be more than 0 and at most 86400 seconds")
+    return value
+
+
 def _faults(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
     from deployctl.engines.simulator import parse_faults
 

@@ -6,14 +6,17 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from deployctl import __version__, templating
+from deployctl.boundedparse import shown
 from deployctl.engines.simulator import SIM_IMAGE, fault_env, sim_env
 from deployctl.errors import InputError
 from deployctl.planner.types import Plan
+from deployctl.probe.http import check_url
+from deployctl.safepath import check_dir, check_name
 
 SERVICE = "engine"
 # Same check for the engine and the simulator: both images carry curl.
@@ -36,7 +39,7 @@ class StackInfo:
     def read(cls, stack_dir: Path) -> StackInfo:
         try:
             data = json.loads((stack_dir / "stack.json").read_text())
-            return cls(**data)
+            return cls(**_checked_fields(cls, data, stack_dir / "stack.json"))
         except FileNotFoundError:
             raise InputError(
                 f"{stack_dir} is not a deployctl stack (no stack.json)",
@@ -44,6 +47,21 @@ class StackInfo:
             ) from None
         except (OSError, ValueError, TypeError) as exc:
             raise InputError(f"{stack_dir}/stack.json is unreadable: {exc}") from None
+
+
+def _checked_fields(cls: type, data: object, where: Path) -> dict[str, Any]:
+    """Give stack.json's fields when each has the type StackInfo declares; an InputError otherwise."""
+    kinds = {"str": str, "bool": bool, "int": int}
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    for f in fields(cls):
+        value = data.get(f.name)
+        kind = kinds[str(f.type)]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise InputError(f"{where}: {f.name} should be {f.type}, got {shown(json.dumps(value))}")
+    check_name(data["project"], f"{where}: project")
+    check_url(data["endpoint"], f"{where}: endpoint")
+    return {f.name: data[f.name] for f in fields(cls)}
 
 
 @dataclass(frozen=True)
@@ -57,6 +75,7 @@ class RenderedStack:
 
 def read_stack(stack_dir: Path) -> RenderedStack | None:
     """Give what `stack_dir` records, or None when it is not a deployctl stack."""
+    check_dir(stack_dir, "stack_dir")
     if not (stack_dir / "stack.json").is_file():
         return None
     info = StackInfo.read(stack_dir)
@@ -167,7 +186,7 @@ def render(
 
 def write_stack(files: dict[str, bytes], stack_dir: Path) -> Path:
     """Write the files as `stack_dir`, replacing an existing stack whole or not at all."""
-    stack_dir = stack_dir.absolute()
+    stack_dir = check_dir(stack_dir, "stack_dir").absolute()
     parent = stack_dir.parent
     if stack_dir.exists() and not stack_dir.is_dir():
         raise InputError(f"stack_dir {stack_dir} exists and is not a directory")

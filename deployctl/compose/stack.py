@@ -11,6 +11,7 @@ from pathlib import Path
 from deployctl.compose.render import StackInfo
 from deployctl.docker_engine import client, docker_binary
 from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
+from deployctl.safepath import check_dir
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Stack:
     """A rendered stack directory and the compose project it describes."""
 
     def __init__(self, directory: Path) -> None:
-        self.dir = directory.absolute()
+        self.dir = check_dir(directory, "stack_dir").absolute()
         if not (self.dir / "compose.yaml").is_file():
             raise InputError(f"{self.dir} holds no compose.yaml", "run `deployctl render` or `deployctl up` first")
         self.info = StackInfo.read(self.dir)

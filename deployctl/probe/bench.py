@@ -10,12 +10,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deployctl import __version__
+from deployctl.boundedparse import read_json, shown
 from deployctl.errors import DeployctlError, InputError
 from deployctl.probe import load
-from deployctl.probe.http import request
+from deployctl.probe.http import check_url, request
 from deployctl.probe.stats import LevelStats, Slo, max_qps_under_slo, summarize
 
 Mode = Literal["closed", "open"]
@@ -86,6 +89,7 @@ def _info(endpoint: str) -> dict[str, Any] | None:
 
 def run(config: BenchConfig, tick: Callable[[str, int, int], None] | None = None) -> BenchResult:
     """Run every load level in turn and give the result."""
+    check_url(config.endpoint, "--endpoint")
     info = _info(config.endpoint)
     if info is None:
         raise DeployctlError(
@@ -261,14 +265,63 @@ def write(result: BenchResult, out_dir: Path, stem: str = "bench") -> dict[str, 
     return paths
 
 
+class _Strict(BaseModel):
+    # Extra fields are a newer deployctl's, not an error; numbers must be finite JSON numbers.
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+Number = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _Percentiles(_Strict):
+    p50: Number | None = None
+    p90: Number | None = None
+
+
+class _Level(_Strict):
+    load: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    ttft_ms: _Percentiles
+    itl_ms: _Percentiles
+    output_tokens_per_s: Number | None = None
+    requests_per_s: Number | None = None
+
+
+class _Info(_Strict):
+    model_id: Annotated[str, Field(max_length=256)] | None = None
+
+
+class _Config(_Strict):
+    currency: Annotated[str, Field(max_length=16)] | None = None
+
+
+class _SavedResult(_Strict):
+    """What `bench compare` reads from a bench JSON file, checked before a value is used."""
+
+    config: _Config
+    levels: Annotated[list[_Level], Field(max_length=1000)]
+    info: _Info | None = None
+    max_qps_under_slo: Number | None = None
+    cost_per_qps: Number | None = None
+
+
 def read(path: Path) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a bench result: {exc}") from None
+    """Give a saved bench result's data, checked (size, nesting, types); a bad file is one InputError."""
+    data = read_json(path, what="bench result")
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: not a bench result (expected a JSON object, got {type(data).__name__})")
     if "levels" not in data or "config" not in data:
-        raise InputError(f"{path}: not a bench result (no levels)")
-    return data
+        raise InputError(f"{path}: not a bench result (no levels)", "pass the bench.json that `deployctl bench` wrote")
+    try:
+        checked = _SavedResult.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise InputError(f"{path}: not a bench result: {shown(where)}: {first['msg']}{more}") from None
+    out = checked.model_dump()
+    if out["info"] and out["info"]["model_id"] is not None:
+        out["info"]["model_id"] = shown(out["info"]["model_id"])  # printed in a table: no escape codes
+    return out
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -289,7 +342,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str, s
             ratio(a.get("max_qps_under_slo"), b.get("max_qps_under_slo")),
         )
     )
-    cur = a["config"].get("currency") or b["config"].get("currency") or ""
+    cur = shown(a["config"].get("currency") or b["config"].get("currency") or "")
     rows.append(
         (
             f"cost per QPS {cur}".strip(),

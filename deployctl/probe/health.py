@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from deployctl.planner.types import Plan
-from deployctl.probe.http import request
+from deployctl.probe.http import check_url, request
 
 HEALTHY, DEGRADED, DOWN = 0, 1, 2
 PROMPT = "Reply with one short sentence: is the service up?"
@@ -98,7 +98,7 @@ def check(
     max_new_tokens: int = 16,
 ) -> HealthReport:
     """Give the endpoint's health: down if /health fails, degraded if /info or speed disappoint."""
-    endpoint = endpoint.rstrip("/")
+    endpoint = check_url(endpoint, "--endpoint").rstrip("/")
     report = HealthReport(endpoint=endpoint, status="healthy")
     status, _ = request(f"{endpoint}/health", min(timeout, 5.0))
     if status != 200:

@@ -86,7 +86,7 @@ CASES = {
         [*R, "--model", "m8", "--stack-dir", "/proc/deployctl-test/stack"],
         "cannot write there",
     ),
-    "stack dir under a file": ([*R, "--model", "m8", "--stack-dir", "a-file/stack"], "cannot write there"),
+    "stack dir under a file": ([*R, "--model", "m8", "--stack-dir", "a-file/stack"], "a part of the path is a file"),
     "does not fit": ([*R, "--preset", "llama-3-70b-instruct-gptq", "--gpus", "1"], "what would fit: 2 GPUs fit it"),
     "no driver, no profile": (["plan"], "NVIDIA driver not found"),
     "sim fault without simulate": (

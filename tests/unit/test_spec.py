@@ -81,6 +81,8 @@ def test_starter_file_is_a_valid_spec() -> None:
         ("limits:\n  max_total_tokens: 1e400\n", "limits.max_total_tokens: Input should be a valid integer"),
         (f"limits:\n  max_total_tokens: {10**40}\n", "limits.max_total_tokens: Input should be less than or equal"),
         (f"stack_dir: {'d' * 300}\n", "longer than 255 bytes"),
+        ('stack_dir: "a\\0b"\n', "stack_dir: a path cannot hold a NUL byte"),
+        ('model:\n  path: "m\\0"\n', "model.path: a path cannot hold a NUL byte"),
         ("name: a\nname: b\n", "deployctl.yaml:2: name: duplicate key (first given on line 1)"),
         ("model:\n  served_name: a\n  served_name: b\n", ":3: model.served_name: duplicate key"),
         ("serve:\n  prot: 80\n", "serve.prot: unknown key (did you mean serve.port?)"),
