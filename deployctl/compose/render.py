@@ -12,6 +12,7 @@ from typing import Any
 
 from deployctl import __version__, templating
 from deployctl.boundedparse import shown
+from deployctl.engines import security
 from deployctl.engines.simulator import SIM_IMAGE, fault_env, sim_env
 from deployctl.errors import InputError
 from deployctl.planner.types import Plan
@@ -127,6 +128,8 @@ def context(
     """Give the values the templates are rendered from; all decisions are made here."""
     engine = plan.engine
     env = dict(engine.env)
+    if not simulate:
+        env.update(security.for_engine(engine.kind, weights=0, shards=1, shm=0, simulate=False).env)
     if simulate:
         env.update(sim_env(plan))
         env.update(fault_env(faults or {}))
@@ -152,6 +155,13 @@ def context(
         "start_period": timeout,
         "stop_grace": 10 if simulate else 90,
         "gpu_device_ids": None if simulate else plan.device_ids,
+        "security": security.for_engine(
+            engine.kind,
+            weights=sum(g.weights for g in plan.gpus),
+            shards=plan.num_shard,
+            shm=security.shm_bytes(engine.shm_size),
+            simulate=simulate,
+        ),
     }
 
 

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+
+if TYPE_CHECKING:  # the image's Debian aiohttp (3.8) has no Middleware type at run time
+    from aiohttp.typedefs import Middleware
 
 PROBES = frozenset({"/", "/health", "/ping", "/info", "/metrics", "/v1/models"})
 CONTROL_PREFIX = "/_sim/"
