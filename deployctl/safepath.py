@@ -30,7 +30,7 @@ def check_name(value: object, what: str) -> str:
     shown = value if len(value) <= 60 else value[:57] + "..."
     if len(value) > NAME_MAX:
         raise InputError(f"{what}: {shown!r} is {len(value)} characters long (at most {NAME_MAX})")
-    if not _NAME.match(value) or value in (".", ".."):
+    if not _NAME.fullmatch(value) or value in (".", ".."):
         raise InputError(f"{what}: {shown!r} is not a safe name (allowed: {NAME_CHARS})")
     return value
 

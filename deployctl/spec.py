@@ -141,7 +141,7 @@ class Serve(_Strict):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
+        if value is not None and not _ENV_NAME.fullmatch(value):
             raise ValueError(f"{shown(value)!r} is not an environment variable name")
         return value
 
@@ -180,7 +180,7 @@ class DeploymentSpec(_Strict):
             safepath.check_name(value, "name")
         except InputError as exc:
             raise ValueError(exc.message.removeprefix("name: ")) from None
-        if len(value) > PROJECT_MAX or not _PROJECT.match(value):
+        if len(value) > PROJECT_MAX or not _PROJECT.fullmatch(value):
             raise ValueError(
                 f"{shown(value)!r} is not a Compose project name "
                 f"(lowercase letters, digits, '-' and '_', at most {PROJECT_MAX} characters)"
@@ -192,7 +192,7 @@ class DeploymentSpec(_Strict):
     def _image(cls, value: str) -> str:
         if not value:
             raise ValueError("the image cannot be empty (e.g. " + DEFAULT_TGI_IMAGE + ")")
-        if len(value) > IMAGE_MAX or not _IMAGE.match(value):
+        if len(value) > IMAGE_MAX or not _IMAGE.fullmatch(value):
             raise ValueError(f"{shown(value)!r} is not a Docker image reference (registry/name:tag)")
         return value
 
@@ -214,7 +214,7 @@ class DeploymentSpec(_Strict):
             if isinstance(item, int) and not isinstance(item, bool):
                 if not 0 <= item <= 1023:
                     raise ValueError(f"GPU index {item} is out of range (0-1023)")
-            elif not isinstance(item, str) or not _UUID.match(item):
+            elif not isinstance(item, str) or not _UUID.fullmatch(item):
                 raise ValueError(f"{_kind(item)} is neither a GPU index nor a UUID (GPU-...)")
         if len(set(map(str, value))) != len(value):
             raise ValueError("gpus names a GPU twice")

@@ -76,6 +76,11 @@ def test_starter_file_is_a_valid_spec() -> None:
         ("model:\n  served_name: tiny\U0001f600\n", "is not a safe name"),
         (f"name: {'a' * 300}\n", "name: 'aaaa"),
         ("name: ../x\n", "name: '../x' is not a safe name"),
+        # `$` in a Python regex also matches before a final newline: found by test_hostile_fuzz.
+        ('model:\n  served_name: "tiny\\n"\n', "model.served_name: 'tiny\\n' is not a safe name"),
+        ('image: "repo:tag\\n"\n', "is not a Docker image reference"),
+        ('serve:\n  api_key_env: "KEY\\n"\n', "is not an environment variable name"),
+        ('gpus: ["GPU-12ab\\n"]\n', "is neither a GPU index nor a UUID"),
         ("gpus: [true]\n", "gpus: true is neither a GPU index nor a UUID"),
         ("gpus: 1.5\n", "gpus: expected a count (2) or a list"),
         ("limits:\n  max_total_tokens: 1e400\n", "limits.max_total_tokens: Input should be a valid integer"),
