@@ -126,6 +126,12 @@ def context(
     faults: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Give the values the templates are rendered from; all decisions are made here."""
+    try:  # the served name becomes a path in the container: a folder named 'tiny$HOME' must not
+        check_name(plan.served_name, "served name")
+    except InputError as exc:
+        raise InputError(
+            f"{exc.message} (from the model folder's name)", "set model.served_name to a safe name"
+        ) from None
     engine = plan.engine
     env = dict(engine.env)
     if not simulate:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers.modelgen import write_model
 
 from deployctl.cli import cli
 
@@ -19,6 +20,9 @@ def _tree(root: Path) -> set[str]:
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
+    for folder in ("tiny$HOME", "m\U0001f600", "ok-model"):
+        write_model(tmp_path / folder, "llama-3.1-8b-instruct-gptq", weights=False)
+    (tmp_path / "renamed.yaml").write_text("model:\n  path: tiny$HOME\n  served_name: tiny-home\n")
     os.symlink("loop", tmp_path / "loop")
     (tmp_path / "a-file").write_text("x")
     bad = tmp_path / "bad-stack"
@@ -88,6 +92,8 @@ CASES = {
     "port flag out of range": (["plan", "--gpu-model", "rtx4090", "--port", "70000"], "--port 70000: "),
     "gpus flag twice": (["plan", "--gpu-model", "rtx4090", "--gpus", "0,0"], "--gpus [0, 0]: gpus names a GPU twice"),
     "preset flag with a path": (["plan", "--gpu-model", "rtx4090", "--preset", "../x"], "--preset ../x: "),
+    "model folder named tiny$HOME": (["render", "--gpu-model", "rtx4090", "--model", "tiny$HOME"], "served name"),
+    "model folder with an emoji": (["render", "--gpu-model", "rtx4090", "--model", "m\U0001f600"], "served name"),
 }
 for name in ("list-level", "string-load", "no-levels", "array", "bool-qps", "long-currency", "broken", "deep"):
     CASES[f"bench compare {name}"] = (["bench", "compare", f"{name}.json", "good.json"], f"{name}.json: ")
@@ -116,3 +122,10 @@ def test_bench_compare_shows_a_model_id_as_text_not_markup_or_escapes(workdir: P
     result = CliRunner().invoke(cli, ["bench", "compare", "odd.json", "good.json"])
     assert result.exit_code == 0, result.output
     assert "[red]m\\x1b[2J" in result.output and "\x1b" not in result.output
+
+
+def test_a_hostile_model_folder_name_is_fine_once_served_name_is_set(workdir: Path) -> None:
+    result = CliRunner().invoke(cli, ["render", "--gpu-model", "rtx4090", "-f", "renamed.yaml", "--stack-dir", "s"])
+    assert result.exit_code == 0, result.stderr
+    compose = (workdir / "s" / "compose.yaml").read_text()
+    assert "/data/models/tiny-home" in compose and "$HOME" not in compose.replace("$$HOME", "")
