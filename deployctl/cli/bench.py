@@ -106,6 +106,7 @@ def run(
     loads = core.parse_loads(rate or concurrency or ",".join(str(c) for c in p["concurrency"]))
     if requests < 1 or warmup < 0:
         raise InputError("--requests must be at least 1 and --warmup at least 0")
+    core.check_output_dir(output_dir)
     if stack_dir is None:
         from deployctl import spec
 

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from deployctl.errors import DeployctlError, InputError
 from deployctl.probe import load
 from deployctl.probe.http import check_url, request
 from deployctl.probe.stats import LevelStats, Slo, max_qps_under_slo, summarize
+from deployctl.safepath import check_dir
 
 Mode = Literal["closed", "open"]
 
@@ -47,6 +49,51 @@ class BenchConfig:
     currency: str = ""
     api_key: str | None = None
     preset: str | None = None
+
+    def __post_init__(self) -> None:
+        # Checked before any request: a load of nan or 1e12 would hang the sweep, not fail it.
+        def bad(value: float | None, low: float, high: float) -> bool:
+            return value is not None and not low <= value <= high  # False for nan too, via `not`
+
+        if any(bad(v, 1e-6, MAX_LOAD) for v in self.loads) or not self.loads:
+            raise InputError(f"loads must be positive numbers up to {_num(MAX_LOAD)}")
+        checks = {
+            "--requests": (self.requests, 1, MAX_REQUESTS),
+            "--warmup": (self.warmup, 0, MAX_REQUESTS),
+            "--prompt-tokens": (self.prompt_tokens, 1, MAX_TOKENS),
+            "--output-tokens": (self.output_tokens, 1, MAX_TOKENS),
+            "--slo-ttft": (self.slo.ttft_ms, 1e-3, 3.6e6),
+            "--slo-itl": (self.slo.itl_ms, 1e-3, 3.6e6),
+            "--slo-e2e": (self.slo.e2e_ms, 1e-3, 3.6e6),
+            "--cost": (self.cost, 0, 1e15),
+        }
+        for flag, (value, low, high) in checks.items():
+            if bad(value, low, high):
+                raise InputError(f"{flag} {value}: must be between {_num(low)} and {_num(high)}")
+        if len(self.currency) > 16 or not self.currency.isprintable():
+            raise InputError("--currency: at most 16 printable characters, e.g. EUR")
+
+
+# Beyond these a sweep is a typo, not a benchmark: 100,000 concurrent streams or requests per
+# second is past any single engine; 10^6 requests per level or tokens per request likewise.
+MAX_LOAD = 100_000
+MAX_REQUESTS = 1_000_000
+MAX_TOKENS = 1_000_000
+
+
+def _num(value: float) -> str:
+    return f"{int(value):,}" if value == int(value) else f"{value:g}"
+
+
+def check_output_dir(path: Path) -> Path:
+    """Give `path` if results can be written there: checked before a sweep spends minutes."""
+    check_dir(path, "--output-dir")
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--output-dir {path}: {existing} is not a writable folder")
+    return path
 
 
 @dataclass

@@ -56,6 +56,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 LONG = "a" * 300
+BENCH = ["bench", "run", "--endpoint", "http://127.0.0.1:9"]  # checks come before any request
 CASES = {
     "sim fault count not a number": (["render", "--simulate", "--sim-fault", "crash-after=abc"], "crash-after=abc"),
     "sim fault negative seconds": (["render", "--simulate", "--sim-fault", "load-seconds=-5"], "between 0 and 3600"),
@@ -99,6 +100,18 @@ for name in ("list-level", "string-load", "no-levels", "array", "bool-qps", "lon
     CASES[f"bench compare {name}"] = (["bench", "compare", f"{name}.json", "good.json"], f"{name}.json: ")
 for name in ("huge-number", "nan", "binary"):
     CASES[f"bench compare {name}"] = (["bench", "compare", "good.json", f"{name}.json"], f"{name}.json: ")
+CASES.update(
+    {
+        "bench load nan": ([*BENCH, "--concurrency", "nan"], "loads must be positive numbers up to 100,000"),
+        "bench load 1e12": ([*BENCH, "--concurrency", "1e12"], "loads must be positive numbers"),
+        "bench rate inf": ([*BENCH, "--rate", "inf"], "loads must be positive numbers"),
+        "bench output tokens 1e9": ([*BENCH, "--concurrency", "1", "--output-tokens", "1000000000"], "--output-tokens"),
+        "bench slo nan": ([*BENCH, "--concurrency", "1", "--slo-ttft", "nan"], "--slo-ttft nan: must be between"),
+        "bench cost negative": ([*BENCH, "--concurrency", "1", "--cost", "-1"], "--cost -1.0: must be between 0"),
+        "bench currency escape": ([*BENCH, "--concurrency", "1", "--currency", "E\x1b[2J"], "--currency: at most 16"),
+        "bench output dir under a file": ([*BENCH, "--concurrency", "1", "-o", "a-file/x"], "--output-dir: a-file/x"),
+    }
+)
 
 
 @pytest.mark.parametrize("case", list(CASES))
