@@ -10,8 +10,10 @@ been resolved, and that check runs before a byte is written.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from pathlib import Path, PurePosixPath
 
 from deployctl.errors import InputError
@@ -28,7 +30,7 @@ def check_name(value: object, what: str) -> str:
     shown = value if len(value) <= 60 else value[:57] + "..."
     if len(value) > NAME_MAX:
         raise InputError(f"{what}: {shown!r} is {len(value)} characters long (at most {NAME_MAX})")
-    if not _NAME.match(value) or value in (".", ".."):
+    if not _NAME.fullmatch(value) or value in (".", ".."):
         raise InputError(f"{what}: {shown!r} is not a safe name (allowed: {NAME_CHARS})")
     return value
 
@@ -63,3 +65,34 @@ def is_under(root: Path, path: Path) -> bool:
     """Whether `path`, symlinks resolved, is `root` or inside it."""
     base, target = root.resolve(), Path(os.path.realpath(path))
     return target == base or base in target.parents
+
+
+# Linux limits (limits.h): a whole path at most PATH_MAX bytes, one component at most NAME_MAX.
+PATH_MAX = 4096
+COMPONENT_MAX = 255
+
+
+def check_dir(path: Path, what: str) -> Path:
+    """Give `path` if it can be a folder of ours: within length limits, no symlink loop, no file in the way.
+
+    A path that does not exist yet passes (it will be created); one that exists must be a folder.
+    """
+    text = os.fspath(path)
+    shown = text if len(text) <= 60 and text.isprintable() else ascii(text[:57]) + "..."
+    if "\x00" in text:
+        raise InputError(f"{what}: {shown} holds a NUL byte")
+    if len(text.encode()) > PATH_MAX or any(len(part.encode()) > COMPONENT_MAX for part in path.parts):
+        raise InputError(f"{what}: {shown} is too long (at most {COMPONENT_MAX} bytes a folder name)")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return path
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{what}: {shown} is a symlink loop", "point it at a real folder") from None
+        if exc.errno == errno.ENOTDIR:
+            raise InputError(f"{what}: {shown}: a part of the path is a file, not a folder") from None
+        raise InputError(f"{what}: {shown}: {exc.strerror}") from None
+    if not stat.S_ISDIR(mode):
+        raise InputError(f"{what}: {shown} exists and is not a folder")
+    return path

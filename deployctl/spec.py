@@ -2,21 +2,82 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from deployctl import safepath
+from deployctl.boundedparse import SPEC_MAX_BYTES, read_text, shown, yaml_document
 from deployctl.errors import InputError
 
 DEFAULT_SPEC_FILE = "deployctl.yaml"
 DEFAULT_PRESET = "llama-3.1-8b-instruct-gptq"
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_UUID = re.compile(r"^(GPU|MIG)-[0-9a-fA-F-]+$")
+_UUID = re.compile(r"^(GPU|MIG)-[0-9a-fA-F-]{1,64}$")
+# A Docker image reference, after the grammar of distribution/reference (regexp.go): an optional
+# registry host[:port], lowercase path components, an optional :tag and an optional @digest.
+_IMAGE = re.compile(
+    r"^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+# distribution/reference: NameTotalLengthMax 255, a tag at most 128, a sha512 digest 135: 520 in all.
+IMAGE_MAX = 520
+# Linux: PATH_MAX 4096 for a whole path, NAME_MAX 255 bytes for one component (limits.h).
+PATH_MAX = 4096
+COMPONENT_MAX = 255
+# Contexts beyond 2^24 tokens exist in no model deployctl plans for (the largest catalog entry has 128k).
+TOKENS_MAX = 1 << 24
+# Compose project names: lowercase letters, digits, '-' and '_' (compose-spec, "name" top-level element).
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+PROJECT_MAX = 63
+
+
+def _safe_name(what: str) -> Any:
+    def check(value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return safepath.check_name(value, what)
+        except InputError as exc:
+            raise ValueError(exc.message.removeprefix(f"{what}: ")) from None
+
+    return AfterValidator(check)
+
+
+def _local_path(value: Path | None) -> Path | None:
+    if value is None:
+        return None
+    text = str(value)
+    if "\x00" in text:
+        raise ValueError("a path cannot hold a NUL byte")
+    if len(text.encode()) > PATH_MAX:
+        raise ValueError(f"the path is longer than {PATH_MAX} bytes")
+    for part in value.parts:
+        if len(part.encode()) > COMPONENT_MAX:
+            raise ValueError(f"{shown(part)!r} is longer than {COMPONENT_MAX} bytes, too long for one folder name")
+    return value
+
+
+LocalPath = Annotated[Path, AfterValidator(_local_path)]
+Tokens = Annotated[StrictInt, Field(gt=0, le=TOKENS_MAX)]
 
 
 class _Strict(BaseModel):
@@ -24,11 +85,15 @@ class _Strict(BaseModel):
 
 
 class ModelSource(_Strict):
-    path: Path | None = Field(None, description="model directory on this host")
-    preset: str | None = Field(None, description="a catalog model, for planning without weights")
-    served_name: str | None = None
+    path: LocalPath | None = Field(None, description="model directory on this host")
+    preset: Annotated[str | None, _safe_name("model.preset")] = Field(
+        None, description="a catalog model, for planning without weights"
+    )
+    served_name: Annotated[str | None, _safe_name("model.served_name")] = None
     quantize: Literal["gptq", "awq", "none"] = "gptq"
-    revision: str | None = Field(None, description="a label recorded in the plan")
+    revision: Annotated[str | None, _safe_name("model.revision")] = Field(
+        None, description="a label recorded in the plan"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSource:
@@ -38,10 +103,10 @@ class ModelSource(_Strict):
 
 
 class Limits(_Strict):
-    max_input_tokens: int | None = Field(None, gt=0)
-    max_total_tokens: int | None = Field(None, gt=1)
-    max_batch_prefill_tokens: int | None = Field(None, gt=0)
-    max_concurrent_requests: int | None = Field(None, gt=0, le=100_000)
+    max_input_tokens: Tokens | None = None
+    max_total_tokens: Annotated[StrictInt, Field(gt=1, le=TOKENS_MAX)] | None = None
+    max_batch_prefill_tokens: Tokens | None = None
+    max_concurrent_requests: Annotated[StrictInt, Field(gt=0, le=100_000)] | None = None
 
     @model_validator(mode="after")
     def _input_below_total(self) -> Limits:
@@ -56,9 +121,11 @@ class Limits(_Strict):
 
 class Serve(_Strict):
     bind: str = "127.0.0.1"
-    port: int = Field(8080, ge=1, le=65535)
-    api_key_env: str | None = Field(None, description="name of the environment variable holding the key")
-    api_key_file: Path | None = Field(None, description="file holding the key")
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] = 8080
+    api_key_env: str | None = Field(
+        None, max_length=128, description="name of the environment variable holding the key"
+    )
+    api_key_file: LocalPath | None = Field(None, description="file holding the key")
     api_key: Any = Field(None, exclude=True)
 
     @field_validator("api_key")
@@ -73,8 +140,8 @@ class Serve(_Strict):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
-            raise ValueError(f"{value!r} is not an environment variable name")
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            raise ValueError(f"{shown(value)!r} is not an environment variable name")
         return value
 
     @field_validator("bind")
@@ -85,40 +152,71 @@ class Serve(_Strict):
         try:
             ipaddress.ip_address(value)
         except ValueError:
-            raise ValueError(f"{value!r} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)") from None
+            raise ValueError(f"{shown(value)!r} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)") from None
         return value
 
 
 class Power(_Strict):
-    limit_watts: int | None = Field(None, gt=0, le=1000)
+    limit_watts: Annotated[StrictInt, Field(gt=0, le=1000)] | None = None
 
 
 class DeploymentSpec(_Strict):
-    name: str = Field("deployctl", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    name: str = "deployctl"
     engine: Literal["tgi", "vllm"] = "tgi"
     image: str | None = Field(None, description="the engine image; default: the engine's pinned image")
     model: ModelSource = ModelSource(preset=DEFAULT_PRESET)
     gpus: int | list[int | str] = 1
-    gpu_model: str | None = None
+    gpu_model: Annotated[str | None, _safe_name("gpu_model")] = None
     limits: Limits = Limits()
     serve: Serve = Serve()
     power: Power = Power()
-    stack_dir: Path = Path("deployctl-stack")
+    stack_dir: LocalPath = Path("deployctl-stack")
 
-    @field_validator("gpus")
+    @field_validator("name")
     @classmethod
-    def _gpus(cls, value: int | list[int | str]) -> int | list[int | str]:
-        if isinstance(value, int):
-            if value < 1:
-                raise ValueError("gpus must be at least 1")
+    def _project(cls, value: str) -> str:
+        try:
+            safepath.check_name(value, "name")
+        except InputError as exc:
+            raise ValueError(exc.message.removeprefix("name: ")) from None
+        if len(value) > PROJECT_MAX or not _PROJECT.fullmatch(value):
+            raise ValueError(
+                f"{shown(value)!r} is not a Compose project name "
+                f"(lowercase letters, digits, '-' and '_', at most {PROJECT_MAX} characters)"
+            )
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        if value is None:
+            return None  # the engine's pinned image
+        if not value:
+            raise ValueError("the image cannot be empty (leave it out for the engine's pinned image)")
+        if len(value) > IMAGE_MAX or not _IMAGE.fullmatch(value):
+            raise ValueError(f"{shown(value)!r} is not a Docker image reference (registry/name:tag)")
+        return value
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, value: Any) -> Any:
+        # One check for the whole union, so a bad value gives one message and not one per branch.
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 1 <= value <= 64:
+                raise ValueError(f"gpus must be at least 1 and at most 64, not {value}")
             return value
+        if not isinstance(value, list):
+            raise ValueError(f"expected a count (2) or a list of GPU indices or UUIDs ([0, 1]), got {_kind(value)}")
         if not value:
             raise ValueError("gpus must name at least one GPU")
+        if len(value) > 64:
+            raise ValueError("gpus names more than 64 GPUs")
         for item in value:
-            if isinstance(item, int) and item < 0:
-                raise ValueError(f"GPU index {item} is negative")
-            if isinstance(item, str) and not _UUID.match(item):
-                raise ValueError(f"{item!r} is neither a GPU index nor a UUID (GPU-...)")
+            if isinstance(item, int) and not isinstance(item, bool):
+                if not 0 <= item <= 1023:
+                    raise ValueError(f"GPU index {item} is out of range (0-1023)")
+            elif not isinstance(item, str) or not _UUID.fullmatch(item):
+                raise ValueError(f"{_kind(item)} is neither a GPU index nor a UUID (GPU-...)")
         if len(set(map(str, value))) != len(value):
             raise ValueError("gpus names a GPU twice")
         return value
@@ -145,63 +243,93 @@ class DeploymentSpec(_Strict):
             return key.strip()
         if self.serve.api_key_file:
             try:
-                key = self.serve.api_key_file.read_text().strip()
-            except OSError as exc:
-                raise InputError(f"serve.api_key_file: cannot read {self.serve.api_key_file}: {exc.strerror}") from None
+                key = read_text(self.serve.api_key_file, max_bytes=4096, what="API key").strip()
+            except FileNotFoundError:
+                raise InputError(f"serve.api_key_file: {self.serve.api_key_file} does not exist") from None
+            except InputError as exc:
+                raise InputError(f"serve.api_key_file: {exc.message}") from None
             if not key:
                 raise InputError(f"serve.api_key_file: {self.serve.api_key_file} is empty")
             return key
         return None
 
 
-def _line_index(text: str) -> dict[tuple[str, ...], int]:
-    """Map each key path of a YAML mapping to its (1-based) line."""
-    lines: dict[tuple[str, ...], int] = {}
-
-    def walk(node: yaml.Node, prefix: tuple[str, ...]) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                path = (*prefix, str(key.value))
-                lines[path] = key.start_mark.line + 1
-                walk(value, path)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                lines[(*prefix, str(i))] = item.start_mark.line + 1
-                walk(item, (*prefix, str(i)))
-
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if root is not None:
-        walk(root, ())
-    return lines
+def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
+    """Give the pydantic model that holds the keys at `loc` (None below a leaf)."""
+    model: type[BaseModel] = DeploymentSpec
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
 
 
-def _describe(error: dict[str, Any], where: str, lines: dict[tuple[str, ...], int]) -> str:
-    loc = tuple(str(p) for p in error["loc"] if not str(p).startswith(("int", "list[", "function")))
+def _kind(value: Any) -> str:
+    """Give how a YAML value reads to its author: true, 'text', a list, a mapping."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, int | float):
+        return shown(value)
+    if isinstance(value, str):
+        return repr(shown(value))
+    return {"list": "a list", "dict": "a mapping"}.get(type(value).__name__, type(value).__name__)
+
+
+def _describe(
+    error: Mapping[str, Any],
+    where: str,
+    lines: dict[tuple[str, ...], int],
+    flags: Mapping[str, str],
+    overrides: Mapping[str, Any],
+) -> tuple[int, str]:
+    loc = tuple(str(p) for p in error["loc"] if not str(p).startswith(("int", "list[", "function", "constrained-int")))
     key = ".".join(loc) or "(top level)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if str(error["type"]).endswith(("_type", "_parsing")) and "input" in error:
+        message += f", got {_kind(error['input'])}"
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+        holder = _model_at(loc[:-1])
+        if holder is not None:
+            close = difflib.get_close_matches(loc[-1], list(holder.model_fields), n=1, cutoff=0.6)
+            message += (
+                f" (did you mean {'.'.join((*loc[:-1], close[0]))}?)"
+                if close
+                else (f" (known: {', '.join(k for k in holder.model_fields if k != 'api_key')})")
+            )
+    for dotted, flag in flags.items():
+        if key == dotted or key.startswith(dotted + "."):
+            return 0, f"{flag} {shown(overrides.get(dotted))}: {message}"
     line = None
     for n in range(len(loc), 0, -1):
         line = lines.get(loc[:n])
         if line:
             break
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        message = "unknown key"
     position = f"{where}:{line}" if line else where
-    return f"{position}: {key}: {message}"
+    also = [f"{flag} {shown(overrides.get(d))}" for d, flag in flags.items() if d.startswith(key + ".")]
+    suffix = f" (with {', '.join(also)})" if also and loc else ""
+    return line or 0, f"{position}: {shown(key)}: {message}{suffix}"
 
 
-def parse(text: str, where: str = DEFAULT_SPEC_FILE, overrides: dict[str, Any] | None = None) -> DeploymentSpec:
-    """Give the spec that YAML text describes, with CLI overrides applied on top."""
-    try:
-        data = yaml.safe_load(text) if text.strip() else {}
-        lines = _line_index(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
-        # Where the broken construct began (an unclosed bracket) says more than where parsing gave up.
-        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        context = getattr(exc, "context", None)
-        raise InputError(f"{where}{line}: not valid YAML: {context + ', ' if context else ''}{problem}") from None
+def parse(
+    text: str,
+    where: str = DEFAULT_SPEC_FILE,
+    overrides: dict[str, Any] | None = None,
+    flags: Mapping[str, str] | None = None,
+) -> DeploymentSpec:
+    """Give the spec that YAML text describes, with CLI overrides applied on top.
+
+    Every problem is reported at once, in one InputError: each names its key and line, or the
+    flag (from `flags`, dotted key -> flag) that set the value.
+    """
+    overrides = overrides or {}
+    flags = {k: v for k, v in (flags or {}).items() if k in overrides}
+    doc = yaml_document(text, where) if text.strip() else None
+    data = doc.data if doc else None
+    lines = doc.lines if doc else {}
+    problems = [(line, f"{where}:{line}: {text}") for line, text in doc.problems] if doc else []
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -209,15 +337,24 @@ def parse(text: str, where: str = DEFAULT_SPEC_FILE, overrides: dict[str, Any] |
     for section in ("model", "limits", "serve", "power"):
         if section in data and data[section] is None:
             del data[section]  # a section whose keys are all commented out
-    for dotted, value in (overrides or {}).items():
+    for dotted, value in overrides.items():
         _set(data, dotted.split("."), value)
+    spec = None
     try:
-        return DeploymentSpec.model_validate(data)
+        spec = DeploymentSpec.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        more = len(exc.errors()) - 1
-        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise InputError(_describe(dict(first), where, lines) + suffix) from None
+        problems += [_describe(e, where, lines, flags, overrides) for e in exc.errors()]
+    if problems or spec is None:
+        raise InputError(_summary(problems))
+    return spec
+
+
+def _summary(problems: list[tuple[int, str]]) -> str:
+    """Give every problem on one line, flags first, then in the order of the file."""
+    texts = list(dict.fromkeys(text for _, text in sorted(problems, key=lambda p: p[0])))
+    if len(texts) == 1:
+        return texts[0]
+    return f"{len(texts)} problems: " + "; ".join(texts)
 
 
 def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -235,23 +372,27 @@ def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:
         node.pop("path", None)
 
 
-def load(path: Path | None, overrides: dict[str, Any] | None = None) -> DeploymentSpec:
+def load(
+    path: Path | None,
+    overrides: dict[str, Any] | None = None,
+    flags: Mapping[str, str] | None = None,
+) -> DeploymentSpec:
     """Give the spec from `path` (or embedded defaults when there is no file), with overrides.
 
-    Relative paths in the file are taken relative to the file's folder.
+    `flags` maps an override's dotted key to the flag that gave it (serve.port -> --port), so an
+    error in that value names the flag. Relative paths in the file are taken relative to the
+    file's folder.
     """
     if path is None:
         candidate = Path(DEFAULT_SPEC_FILE)
         path = candidate if candidate.is_file() else None
     if path is None:
-        return parse("", "(embedded defaults)", overrides)
+        return parse("", "(embedded defaults)", overrides, flags)
     try:
-        text = path.read_text()
+        text = read_text(path, max_bytes=SPEC_MAX_BYTES, what="spec")
     except FileNotFoundError:
         raise InputError(f"{path}: no such spec file", "run `deployctl init` to write one") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from None
-    spec = parse(text, str(path), overrides)
+    spec = parse(text, str(path), overrides, flags)
     return _relative_to(spec, path.parent.absolute(), overrides or {})
 
 

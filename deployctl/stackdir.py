@@ -6,11 +6,15 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
+from deployctl.boundedparse import shown
 from deployctl.errors import InputError
 from deployctl.planner.types import Plan
+from deployctl.probe.http import check_url
+from deployctl.safepath import check_dir, check_name
 
 SECRET_FILE = ".env"
 API_KEY_NAME = "DEPLOYCTL_API_KEY"  # the key's name in .env (templates/env.j2 writes it)
@@ -34,7 +38,7 @@ class StackInfo:
     def read(cls, stack_dir: Path) -> StackInfo:
         try:
             data = json.loads((stack_dir / "stack.json").read_text())
-            return cls(**data)
+            return cls(**_checked_fields(cls, data, stack_dir / "stack.json"))
         except FileNotFoundError:
             raise InputError(
                 f"{stack_dir} is not a deployctl stack (no stack.json)",
@@ -42,6 +46,21 @@ class StackInfo:
             ) from None
         except (OSError, ValueError, TypeError) as exc:
             raise InputError(f"{stack_dir}/stack.json is unreadable: {exc}") from None
+
+
+def _checked_fields(cls: type, data: object, where: Path) -> dict[str, Any]:
+    """Give stack.json's fields when each has the type StackInfo declares; an InputError otherwise."""
+    kinds = {"str": str, "bool": bool, "int": int}
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    for f in fields(cls):
+        value = data.get(f.name)
+        kind = kinds[str(f.type)]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise InputError(f"{where}: {f.name} should be {f.type}, got {shown(json.dumps(value))}")
+    check_name(data["project"], f"{where}: project")
+    check_url(data["endpoint"], f"{where}: endpoint")
+    return {f.name: data[f.name] for f in fields(cls)}
 
 
 @dataclass(frozen=True)
@@ -56,7 +75,7 @@ class RenderedStack:
 
 def open_stack(stack_dir: Path) -> StackInfo:
     """Give the info of the stack in `stack_dir`; InputError when none was rendered there."""
-    stack_dir = stack_dir.absolute()
+    stack_dir = check_dir(stack_dir, "stack_dir").absolute()
     if not (stack_dir / "compose.yaml").is_file():
         raise InputError(f"{stack_dir} holds no compose.yaml", "run `deployctl render` or `deployctl up` first")
     return StackInfo.read(stack_dir)
@@ -64,6 +83,7 @@ def open_stack(stack_dir: Path) -> StackInfo:
 
 def read_stack(stack_dir: Path) -> RenderedStack | None:
     """Give what `stack_dir` records, or None when it is not a deployctl stack."""
+    check_dir(stack_dir, "stack_dir")
     if not (stack_dir / "stack.json").is_file():
         return None
     info = StackInfo.read(stack_dir)
@@ -83,7 +103,7 @@ def read_stack(stack_dir: Path) -> RenderedStack | None:
 
 def write_stack(files: dict[str, bytes], stack_dir: Path) -> Path:
     """Write the files as `stack_dir`, replacing an existing stack whole or not at all."""
-    stack_dir = stack_dir.absolute()
+    stack_dir = check_dir(stack_dir, "stack_dir").absolute()
     parent = stack_dir.parent
     if stack_dir.exists() and not stack_dir.is_dir():
         raise InputError(f"stack_dir {stack_dir} exists and is not a directory")

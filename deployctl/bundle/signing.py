@@ -30,10 +30,20 @@ def keygen(private_path: Path, public_path: Path) -> str:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(private)
-    public_path.write_bytes(public)
+    folder = private_path.parent
+    if not folder.is_dir():
+        raise InputError(f"{private_path}: the folder {folder} does not exist", f"mkdir -p {folder} first")
+    written: list[Path] = []
+    try:
+        for path, data, mode in ((private_path, private, 0o600), (public_path, public, 0o644)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            written.append(path)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+    except OSError as exc:
+        for path in written:  # nothing half-written: no private key without its public half
+            path.unlink(missing_ok=True)
+        raise InputError(f"{exc.filename or private_path}: cannot write the key: {exc.strerror}") from None
     return fingerprint(public)
 
 

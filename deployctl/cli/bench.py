@@ -116,6 +116,7 @@ def run(
     from deployctl.ops import probe as ops
     from deployctl.probe import bench as core
 
+    core.check_output_dir(output_dir)
     config = ops.bench_config(
         endpoint=endpoint,
         stack_dir=stack_dir,
@@ -225,11 +226,12 @@ def compare(a: Path, b: Path, as_json: bool) -> None:
         echo_json([{"metric": m, "a": x, "b": y, "b_over_a": r} for m, x, y, r in values])
         return
     rows = core.compare(ra, rb)
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"A = {a}   B = {b}")
+    table = Table(title=escape(f"A = {a}   B = {b}"))
     for col in ("metric", "A", "B", "B/A"):
         table.add_column(col, justify="right" if col != "metric" else "left")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))  # a model id from a file is text, never markup
     output.console().print(table)

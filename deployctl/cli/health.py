@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import echo_json, json_option, spec_file_option
+from deployctl.cli.options import echo_json, json_option, seconds, spec_file_option
 
 
 @click.command()
@@ -22,8 +22,12 @@ from deployctl.cli.options import echo_json, json_option, spec_file_option
 @spec_file_option
 @click.option("--api-key-env", help="Environment variable holding the API key (default: the stack's .env).")
 @click.option("--max-ttft-ms", type=float, default=2000.0, show_default=True, help="Slower first tokens mean degraded.")
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds for each request.")
-@click.option("--watch", type=float, default=None, metavar="SECONDS", help="Repeat every SECONDS until Ctrl-C.")
+@click.option(
+    "--timeout", type=float, default=30.0, show_default=True, callback=seconds, help="Seconds for each request."
+)
+@click.option(
+    "--watch", type=float, default=None, metavar="SECONDS", callback=seconds, help="Repeat every SECONDS until Ctrl-C."
+)
 @json_option
 def health(
     endpoint: str | None,

@@ -46,17 +46,18 @@ SPEC_OPTIONS = [
     click.option("--stack-dir", type=click.Path(path_type=Path, file_okay=False), help="Overrides stack_dir."),
 ]
 
+# option name -> (spec key it overrides, the flag a user typed: errors in its value name it)
 _KEYS = {
-    "model_path": "model.path",
-    "preset": "model.preset",
-    "gpus": "gpus",
-    "gpu_model": "gpu_model",
-    "engine": "engine",
-    "max_total_tokens": "limits.max_total_tokens",
-    "max_input_tokens": "limits.max_input_tokens",
-    "port": "serve.port",
-    "bind": "serve.bind",
-    "stack_dir": "stack_dir",
+    "model_path": ("model.path", "--model"),
+    "preset": ("model.preset", "--preset"),
+    "gpus": ("gpus", "--gpus"),
+    "gpu_model": ("gpu_model", "--gpu-model"),
+    "engine": ("engine", "--engine"),
+    "max_total_tokens": ("limits.max_total_tokens", "--max-total-tokens"),
+    "max_input_tokens": ("limits.max_input_tokens", "--max-input-tokens"),
+    "port": ("serve.port", "--port"),
+    "bind": ("serve.bind", "--bind"),
+    "stack_dir": ("stack_dir", "--stack-dir"),
 }
 
 
@@ -73,13 +74,13 @@ def load_spec(kwargs: dict[str, Any]) -> Any:
 
     path = kwargs.pop("spec_path", None)
     overrides: dict[str, Any] = {}
-    for name, key in _KEYS.items():
+    for name, (key, flag) in _KEYS.items():
         raw = kwargs.pop(name, None)
         value = _gpus(raw) if name == "gpus" else raw
         if value is not None:
             overrides[key] = str(value) if isinstance(value, Path) else value
-            _check_flag(f"--{name.replace('_', '-')}", raw, key, overrides[key])
-    return spec.load(path, overrides)
+            _check_flag(flag, raw, key, overrides[key])
+    return spec.load(path, overrides, flags=dict(_KEYS.values()))
 
 
 def _check_flag(flag: str, raw: Any, key: str, value: Any) -> None:
@@ -122,12 +123,19 @@ spec_file_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
+def seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A callback for options in seconds: more than 0, at most a day, a real number (not nan)."""
+    from deployctl.errors import InputError
+
+    if value is not None and not 0 < value <= 86_400:
+        raise InputError(f"{param.opts[0]} {value:g}: must be more than 0 and at most 86400 seconds")
+    return value
+
+
 def _faults(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for item in values:
-        name, _, value = item.partition("=")
-        out[name.strip()] = value.strip()
-    return out
+    from deployctl.engines.simulator import parse_faults
+
+    return parse_faults(values)
 
 
 sim_fault_option = click.option(
@@ -136,5 +144,5 @@ sim_fault_option = click.option(
     multiple=True,
     callback=_faults,
     metavar="NAME[=VALUE]",
-    help="With --simulate: rehearse a failure (crash-after=N, never-healthy, load-seconds=S).",
+    help="With --simulate: rehearse a failure (crash-after=N, never-healthy, load-seconds=S, control).",
 )

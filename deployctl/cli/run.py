@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from deployctl.cli.options import echo_json, json_option, load_spec, sim_fault_option, spec_options
+from deployctl.cli.options import echo_json, json_option, load_spec, seconds, sim_fault_option, spec_options
 from deployctl.errors import NotRunning
 
 stack_dir_option = click.option(
@@ -29,7 +29,10 @@ def _stack_dir(stack_dir: Path | None, spec_path: Path | None = None) -> Path:
 @spec_options
 @click.option("--simulate", is_flag=True, help="Run the protocol simulator in place of the engine (no GPU needed).")
 @click.option(
-    "--timeout", type=float, help="Seconds to wait for /health (default: 60 simulated, minutes for real weights)."
+    "--timeout",
+    type=float,
+    callback=seconds,
+    help="Seconds to wait for /health (default: 60 simulated, minutes for real weights).",
 )
 @click.option("--sim-base", help="Base image for building the simulator image if it is missing.")
 @click.option("--skip-power", is_flag=True, help="Start without applying the spec's power.limit_watts.")
@@ -123,13 +126,13 @@ def down(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> None:
     from deployctl.ops import stack as ops
 
     directory = _stack_dir(stack_dir, spec_path)
-    if not (directory / "compose.yaml").is_file():
+    left = ops.down(directory)
+    if left is None:
         if as_json:
             echo_json({"stack_dir": str(directory.absolute()), "left": [], "note": "no stack here: nothing to stop"})
         else:
             click.echo(f"note: no stack in {directory}: nothing to stop", err=True)
         return
-    left = ops.down(directory)
     if as_json:
         echo_json({"stack_dir": str(directory.absolute()), "left": left})
     elif left:

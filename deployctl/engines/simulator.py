@@ -49,16 +49,51 @@ FAULTS = {
     "load-seconds": "SIM_LOAD_SECONDS",  # a slow start
     "ttft-base-ms": "SIM_TTFT_BASE_MS",
     "itl-ms": "SIM_ITL_MS",
+    "control": "SIM_CONTROL",  # only the /_sim/* control routes (POST /_sim/stall?seconds=S)
+}
+# What each switch accepts: (kind, largest value). An hour of loading, a minute per token and a
+# billion requests are far past any rehearsal; beyond them a value is a typo.
+_FAULT_VALUES: dict[str, tuple[str, float]] = {
+    "crash-after": ("count", 1e9),
+    "never-healthy": ("switch", 1),
+    "control": ("switch", 1),
+    "load-seconds": ("seconds", 3600),
+    "ttft-base-ms": ("milliseconds", 60_000),
+    "itl-ms": ("milliseconds", 60_000),
 }
 
 
-def fault_env(faults: dict[str, str]) -> dict[str, str]:
-    """Give the simulator variables for fault switches; an unknown switch is an InputError."""
+def parse_faults(items: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Give {switch: value} for `--sim-fault NAME[=VALUE]` items; a bad one is an InputError."""
     from deployctl.errors import InputError
 
-    env = {}
-    for name, value in faults.items():
+    out: dict[str, str] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        name, value = name.strip(), value.strip()
         if name not in FAULTS:
             raise InputError(f"--sim-fault {name}: unknown", f"known: {', '.join(FAULTS)}")
-        env[FAULTS[name]] = value or "1"
+        kind, largest = _FAULT_VALUES[name]
+        if kind == "switch":
+            if value not in ("", "1", "0", "true", "false"):
+                raise InputError(f"--sim-fault {item}: {name} takes no value (or 1/0)")
+            out[name] = value or "1"
+            continue
+        try:
+            number = int(value) if kind == "count" else float(value)
+        except ValueError:
+            what = "a whole number" if kind == "count" else f"a number of {kind}"
+            raise InputError(f"--sim-fault {item}: {name} needs {what}, e.g. {name}=3") from None
+        if not 0 <= number <= largest:
+            raise InputError(f"--sim-fault {item}: {name} must be between 0 and {largest:g} {kind}")
+        out[name] = value
+    return out
+
+
+def fault_env(faults: dict[str, str]) -> dict[str, str]:
+    """Give the simulator variables for fault switches (checked by parse_faults); any switch opens /_sim/*."""
+    checked = parse_faults([f"{k}={v}" if v else k for k, v in faults.items()])
+    env = {FAULTS[name]: value or "1" for name, value in checked.items()}
+    if env:
+        env["SIM_CONTROL"] = "1"
     return env

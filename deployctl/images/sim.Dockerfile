@@ -11,4 +11,7 @@ ENV PYTHONPATH=/opt/deployctl-sim PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 P
 EXPOSE 80
 ARG VERSION=dev
 LABEL ai.deployctl.image="tgi-simulator" ai.deployctl.version="${VERSION}"
+# nobody: the simulator needs no privilege. Port 80 binds through the namespaced sysctl
+# net.ipv4.ip_unprivileged_port_start=0 (Docker's default; the rendered stack sets it too).
+USER 65534:65534
 ENTRYPOINT ["python3", "-m", "deployctl.sim"]

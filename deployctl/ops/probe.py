@@ -10,6 +10,7 @@ from typing import Any
 from deployctl.engines.base import Dialect
 from deployctl.errors import InputError, NotRunning
 from deployctl.planner.types import Plan
+from deployctl.probe.http import check_url
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ def resolve_target(
     directory = stack_dir or spec.load(spec_path).stack_dir
     stack = stackdir.read_stack(directory)
     key = stack.api_key if stack else None
+    if endpoint:
+        check_url(endpoint, "--endpoint")
     url = (endpoint or (stack.info.endpoint if stack else "")).rstrip("/")
     if not url:
         raise NotRunning(

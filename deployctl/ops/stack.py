@@ -18,6 +18,7 @@ from deployctl.ops.diagnose import Diagnosis, diagnose
 from deployctl.ops.power import apply_policy
 from deployctl.planner.types import Plan
 from deployctl.probe.http import request
+from deployctl.safepath import check_dir
 from deployctl.spec import DeploymentSpec
 from deployctl.stackdir import StackInfo
 
@@ -205,13 +206,18 @@ def up(
 
 def existing(stack_dir: Path) -> Stack:
     """Give the Stack in `stack_dir`, or NotRunning (exit 5) when there is none."""
+    check_dir(stack_dir, "stack_dir")
     if not (stack_dir / "compose.yaml").is_file():
         raise NotRunning(f"no stack in {stack_dir}", "run `deployctl up`, or pass --stack-dir DIR")
     return Stack(stack_dir)
 
 
-def down(stack_dir: Path) -> list[str]:
-    """Stop and remove the stack's containers and network; give what is left (should be nothing)."""
+def down(stack_dir: Path) -> list[str] | None:
+    """Stop and remove the stack's containers and network; give what is left (should be nothing),
+    or None when no stack was rendered there (nothing to stop)."""
+    check_dir(stack_dir, "stack_dir")
+    if not (stack_dir / "compose.yaml").is_file():
+        return None
     stack = Stack(stack_dir)
     stack.compose.down()
     return [s.container for s in stack.compose.services()] + stack.compose.networks()

@@ -6,17 +6,22 @@ import asyncio
 import csv
 import io
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deployctl import __version__
+from deployctl.boundedparse import read_json, shown
 from deployctl.errors import DeployctlError, InputError
 from deployctl.probe import load
-from deployctl.probe.http import request
+from deployctl.probe.http import check_url, request
 from deployctl.probe.stats import LevelStats, Slo, max_qps_under_slo, summarize
+from deployctl.safepath import check_dir
 
 Mode = Literal["closed", "open"]
 
@@ -45,6 +50,51 @@ class BenchConfig:
     currency: str = ""
     api_key: str | None = None
     preset: str | None = None
+
+    def __post_init__(self) -> None:
+        # Checked before any request: a load of nan or 1e12 would hang the sweep, not fail it.
+        def bad(value: float | None, low: float, high: float) -> bool:
+            return value is not None and not low <= value <= high  # False for nan too, via `not`
+
+        if any(bad(v, 1e-6, MAX_LOAD) for v in self.loads) or not self.loads:
+            raise InputError(f"loads must be positive numbers up to {_num(MAX_LOAD)}")
+        checks = {
+            "--requests": (self.requests, 1, MAX_REQUESTS),
+            "--warmup": (self.warmup, 0, MAX_REQUESTS),
+            "--prompt-tokens": (self.prompt_tokens, 1, MAX_TOKENS),
+            "--output-tokens": (self.output_tokens, 1, MAX_TOKENS),
+            "--slo-ttft": (self.slo.ttft_ms, 1e-3, 3.6e6),
+            "--slo-itl": (self.slo.itl_ms, 1e-3, 3.6e6),
+            "--slo-e2e": (self.slo.e2e_ms, 1e-3, 3.6e6),
+            "--cost": (self.cost, 0, 1e15),
+        }
+        for flag, (value, low, high) in checks.items():
+            if bad(value, low, high):
+                raise InputError(f"{flag} {value}: must be between {_num(low)} and {_num(high)}")
+        if len(self.currency) > 16 or not self.currency.isprintable():
+            raise InputError("--currency: at most 16 printable characters, e.g. EUR")
+
+
+# Beyond these a sweep is a typo, not a benchmark: 100,000 concurrent streams or requests per
+# second is past any single engine; 10^6 requests per level or tokens per request likewise.
+MAX_LOAD = 100_000
+MAX_REQUESTS = 1_000_000
+MAX_TOKENS = 1_000_000
+
+
+def _num(value: float) -> str:
+    return f"{int(value):,}" if value == int(value) else f"{value:g}"
+
+
+def check_output_dir(path: Path) -> Path:
+    """Give `path` if results can be written there: checked before a sweep spends minutes."""
+    check_dir(path, "--output-dir")
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--output-dir {path}: {existing} is not a writable folder")
+    return path
 
 
 @dataclass
@@ -92,6 +142,7 @@ def _info(endpoint: str, dialect: load.Dialect, api_key: str | None) -> dict[str
 
 def run(config: BenchConfig, tick: Callable[[str, int, int], None] | None = None) -> BenchResult:
     """Run every load level in turn and give the result."""
+    check_url(config.endpoint, "--endpoint")
     info = _info(config.endpoint, config.dialect, config.api_key)
     if info is None:
         where = "/v1/models" if config.dialect == "openai" else "/info"
@@ -269,14 +320,63 @@ def write(result: BenchResult, out_dir: Path, stem: str = "bench") -> dict[str, 
     return paths
 
 
+class _Strict(BaseModel):
+    # Extra fields are a newer deployctl's, not an error; numbers must be finite JSON numbers.
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+Number = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _Percentiles(_Strict):
+    p50: Number | None = None
+    p90: Number | None = None
+
+
+class _Level(_Strict):
+    load: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    ttft_ms: _Percentiles
+    itl_ms: _Percentiles
+    output_tokens_per_s: Number | None = None
+    requests_per_s: Number | None = None
+
+
+class _Info(_Strict):
+    model_id: Annotated[str, Field(max_length=256)] | None = None
+
+
+class _Config(_Strict):
+    currency: Annotated[str, Field(max_length=16)] | None = None
+
+
+class _SavedResult(_Strict):
+    """What `bench compare` reads from a bench JSON file, checked before a value is used."""
+
+    config: _Config
+    levels: Annotated[list[_Level], Field(max_length=1000)]
+    info: _Info | None = None
+    max_qps_under_slo: Number | None = None
+    cost_per_qps: Number | None = None
+
+
 def read(path: Path) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a bench result: {exc}") from None
+    """Give a saved bench result's data, checked (size, nesting, types); a bad file is one InputError."""
+    data = read_json(path, what="bench result")
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: not a bench result (expected a JSON object, got {type(data).__name__})")
     if "levels" not in data or "config" not in data:
-        raise InputError(f"{path}: not a bench result (no levels)")
-    return data
+        raise InputError(f"{path}: not a bench result (no levels)", "pass the bench.json that `deployctl bench` wrote")
+    try:
+        checked = _SavedResult.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise InputError(f"{path}: not a bench result: {shown(where)}: {first['msg']}{more}") from None
+    out = checked.model_dump()
+    if out["info"] and out["info"]["model_id"] is not None:
+        out["info"]["model_id"] = shown(out["info"]["model_id"])  # printed in a table: no escape codes
+    return out
 
 
 def compare_values(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any, float | None]]:
@@ -292,7 +392,7 @@ def compare_values(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any,
         ("model", (a.get("info") or {}).get("model_id"), (b.get("info") or {}).get("model_id"), None)
     ]
     rows.append(row("max QPS under SLO", a.get("max_qps_under_slo"), b.get("max_qps_under_slo")))
-    cur = a["config"].get("currency") or b["config"].get("currency") or ""
+    cur = shown(a["config"].get("currency") or b["config"].get("currency") or "")
     rows.append(row(f"cost per QPS {cur}".strip(), a.get("cost_per_qps"), b.get("cost_per_qps")))
     by_load_b = {lv["load"]: lv for lv in b["levels"]}
     for la in a["levels"]:

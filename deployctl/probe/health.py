@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from deployctl.planner.types import Plan
-from deployctl.probe.http import request
+from deployctl.probe.http import check_url, request
 
 Dialect = Literal["tgi", "openai"]
 # Exit codes: 5 is "not running" in the CLI's table, apart from 2 (bad input) so a cron job can tell them apart.
@@ -167,7 +167,7 @@ def check(
     dialect: Dialect = "tgi",
 ) -> HealthReport:
     """Give the endpoint's health: down if /health fails, degraded if /info or speed disappoint."""
-    endpoint = endpoint.rstrip("/")
+    endpoint = check_url(endpoint, "--endpoint").rstrip("/")
     report = HealthReport(endpoint=endpoint, status="healthy")
     status, _ = request(f"{endpoint}/health", min(timeout, 5.0))
     if status != 200:

@@ -4,8 +4,40 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
+
+from deployctl.errors import InputError
+
+URL_MAX = 2048  # what browsers and proxies commonly accept; an endpoint is far shorter
+
+
+def check_url(url: str, what: str) -> str:
+    """Give `url` if it is an http(s) URL with a host; raise InputError naming `what` otherwise.
+
+    urllib would open file://, ftp:// and data: URLs too: /etc/passwd must never be "probed".
+    """
+    shown = url if len(url) <= 60 and url.isprintable() else ascii(url[:57]) + ("..." if len(url) > 57 else "")
+    if len(url) > URL_MAX or not url.isprintable() or any(c.isspace() for c in url):
+        raise InputError(f"{what} {shown}: not a usable URL", "e.g. http://127.0.0.1:8080")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InputError(f"{what} {shown}: not a URL ({exc})", "e.g. http://127.0.0.1:8080") from None
+    if parts.scheme not in ("http", "https"):
+        problem = f"{parts.scheme}:// is not supported" if parts.scheme else "not a URL"
+        raise InputError(f"{what} {shown}: {problem} (http:// or https:// only)", "e.g. http://127.0.0.1:8080")
+    if not parts.hostname:
+        raise InputError(f"{what} {shown}: no host", "e.g. http://127.0.0.1:8080")
+    if parts.username or parts.password:
+        raise InputError(f"{what} {shown}: credentials in the URL would be logged", "pass the key with --api-key-env")
+    if parts.query or parts.fragment:
+        raise InputError(f"{what} {shown}: an endpoint is a base URL, without ?query or #fragment")
+    if port == 0:
+        raise InputError(f"{what} {shown}: port 0 is not a port")
+    return url
 
 
 def request(url: str, timeout: float, body: Any = None, api_key: str | None = None) -> tuple[int | None, bytes]:

@@ -30,6 +30,7 @@ class SimConfig:
     # Fault switches, for tests and rehearsals.
     crash_after: int | None = None  # exit the process after N generation requests
     never_healthy: bool = False
+    control: bool = False  # the /_sim/* routes (stall): only for stacks rendered with --sim-fault
     version: str = "3.3.4-sim"
     sha: str = "deployctl-simulator"
 
@@ -61,7 +62,22 @@ _BOOL_FLAGS = {
 
 def _env_float(env: dict[str, str], name: str, default: float) -> float:
     value = env.get(name)
-    return float(value) if value not in (None, "") else default
+    if value in (None, ""):
+        return default
+    try:
+        number = float(value)  # type: ignore[arg-type]  # checked above
+    except ValueError:
+        raise SystemExit(f"simulator: {name}={value!r} is not a number") from None
+    if not 0 <= number < float("inf"):
+        raise SystemExit(f"simulator: {name}={value!r} must be a finite number >= 0")
+    return number
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"simulator: {name} {value!r} is not a whole number") from None
 
 
 # `vllm serve` flags the simulator reads (tests/data/vllm/serve-flags.md); others are accepted and ignored.
@@ -115,7 +131,7 @@ def from_args(argv: list[str], env: dict[str, str] | None = None) -> SimConfig:
     for flag, attr in {**_INT_FLAGS, **_STR_FLAGS}.items():
         name = flag[2:].upper().replace("-", "_")
         if env.get(name):
-            setattr(cfg, attr, int(env[name]) if flag in _INT_FLAGS else env[name])
+            setattr(cfg, attr, _int(name, env[name]) if flag in _INT_FLAGS else env[name])
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -128,7 +144,7 @@ def from_args(argv: list[str], env: dict[str, str] | None = None) -> SimConfig:
         value = inline if inline else (argv[i + 1] if i + 1 < len(argv) else "")
         i += 1 if inline else 2
         if flag in _INT_FLAGS:
-            setattr(cfg, _INT_FLAGS[flag], int(value))
+            setattr(cfg, _INT_FLAGS[flag], _int(flag, value))
         elif flag in _STR_FLAGS:
             setattr(cfg, _STR_FLAGS[flag], value)
     return _with_sim_env(cfg, env)
@@ -143,6 +159,7 @@ def _with_sim_env(cfg: SimConfig, env: dict[str, str]) -> SimConfig:
         itl_per_stream_ms=_env_float(env, "SIM_ITL_PER_STREAM_MS", cfg.latency.itl_per_stream_ms),
     )
     if env.get("SIM_CRASH_AFTER"):
-        cfg.crash_after = int(env["SIM_CRASH_AFTER"])
+        cfg.crash_after = _int("SIM_CRASH_AFTER", env["SIM_CRASH_AFTER"])
     cfg.never_healthy = env.get("SIM_NEVER_HEALTHY", "") not in ("", "0", "false")
+    cfg.control = env.get("SIM_CONTROL", "") not in ("", "0", "false")
     return cfg

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from deployctl.sim import latency
+from deployctl.sim import auth, latency
 from deployctl.sim.config import SimConfig
 from deployctl.sim.server import Request, Simulator
 
@@ -274,29 +274,30 @@ class VllmRoutes:
         return web.json_response({"stalled_for": seconds})
 
 
-def _middleware(cfg: SimConfig) -> Any:
-    keys = {cfg.api_key} if cfg.api_key else set()
+# vLLM's open routes (entrypoints/openai/api_server.py: the API-key check covers /v1 only): /health,
+# /ping, /version, /metrics. Every other route needs the key here (the simulator's one rule, sim/auth.py).
+VLLM_PROBES = frozenset({"/health", "/ping", "/version", "/metrics"})
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        request["arrived"] = asyncio.get_running_loop().time()  # TTFT counts from here, not after parsing
-        if keys and request.method != "OPTIONS" and request.path.startswith(AUTH_PREFIXES):
-            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or given not in keys:
-                return web.json_response({"error": "Unauthorized"}, status=401)
-        try:
-            return await handler(request)
-        except OpenAIError as exc:
-            return web.json_response(exc.body, status=exc.status)
 
-    return middleware
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except OpenAIError as exc:
+        return web.json_response(exc.body, status=exc.status)
 
 
 def app(cfg: SimConfig) -> web.Application:
     """Give the vLLM-dialect simulator's aiohttp application."""
     sim = Simulator(cfg)
     r = VllmRoutes(sim)
-    application = web.Application(middlewares=[_middleware(cfg)], client_max_size=2_000_000)
+    gate = auth.middleware(
+        cfg.api_key,
+        control=cfg.control,
+        probes=VLLM_PROBES,
+        denied=lambda: web.json_response({"error": "Unauthorized"}, status=401),
+    )
+    application = web.Application(middlewares=[auth.arrival, gate, _errors], client_max_size=2_000_000)
     application.router.add_get("/health", r.health)
     application.router.add_get("/ping", r.health)
     application.router.add_post("/ping", r.health)
@@ -306,5 +307,6 @@ def app(cfg: SimConfig) -> web.Application:
     application.router.add_get("/v1/models", r.models)
     application.router.add_post("/v1/completions", r.completions)
     application.router.add_post("/v1/chat/completions", r.chat)
-    application.router.add_post("/_sim/stall", r.stall)
+    if cfg.control:
+        application.router.add_post("/_sim/stall", r.stall)
     return application

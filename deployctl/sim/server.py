@@ -13,20 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
-from deployctl.sim import latency
+from deployctl.sim import auth, latency
 from deployctl.sim.config import SimConfig
 from deployctl.sim.metrics import Metrics
-
-# POST routes TGI guards with --api-key (its base_routes); GET / and /health, /info, /metrics stay open.
-PROTECTED = (
-    "/",
-    "/generate",
-    "/generate_stream",
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/tokenize",
-    "/invocations",
-)
 
 
 class ApiError(Exception):
@@ -477,37 +466,30 @@ class Routes:
     # -- test hooks ------------------------------------------------------------------------------------
     async def stall(self, request: web.Request) -> web.Response:
         """Stall every request (new and in progress) for `seconds`: a GC pause, a swap storm."""
-        seconds = float(request.query.get("seconds", "1"))
+        try:
+            seconds = float(request.query.get("seconds", "1"))
+        except ValueError:
+            raise _validation("`seconds` must be a number") from None
+        if not 0 <= seconds <= 60:
+            raise _validation("`seconds` must be between 0 and 60")
         self.sim.stall_until = asyncio.get_running_loop().time() + seconds
         return web.json_response({"stalled_for": seconds})
 
 
-def _auth(cfg: SimConfig) -> Any:
-    expected = f"Bearer {cfg.api_key}".lower() if cfg.api_key else None
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        request["arrived"] = asyncio.get_running_loop().time()  # TTFT counts from here, not after parsing
-        if (
-            expected
-            and request.path in PROTECTED
-            and request.method == "POST"
-            and request.headers.get("Authorization", "").lower() != expected
-        ):
-            return web.Response(status=401)
-        try:
-            return await handler(request)
-        except ApiError as exc:
-            return web.json_response(exc.body, status=exc.status)
-
-    return middleware
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except ApiError as exc:
+        return web.json_response(exc.body, status=exc.status)
 
 
 def app(cfg: SimConfig) -> web.Application:
     """Give the simulator's aiohttp application."""
     sim = Simulator(cfg)
     r = Routes(sim)
-    application = web.Application(middlewares=[_auth(cfg)], client_max_size=2_000_000)
+    gate = auth.middleware(cfg.api_key, control=cfg.control)
+    application = web.Application(middlewares=[auth.arrival, gate, _errors], client_max_size=2_000_000)
     application.router.add_get("/", r.health)
     application.router.add_post("/", r.compat)
     application.router.add_post("/invocations", r.invocations)
@@ -522,5 +504,6 @@ def app(cfg: SimConfig) -> web.Application:
     application.router.add_post("/generate_stream", r.generate_stream)
     application.router.add_post("/v1/chat/completions", r.chat)
     application.router.add_post("/v1/completions", r.completions)
-    application.router.add_post("/_sim/stall", r.stall)
+    if cfg.control:
+        application.router.add_post("/_sim/stall", r.stall)
     return application

@@ -49,6 +49,7 @@ def context(w: Workload) -> dict[str, Any]:
         "probe": w.probe,
         "stop_grace": w.stop_grace_s,
         "no_new_privileges": w.no_new_privileges,
+        "security": w.security,
         "gpu_device_ids": list(w.gpu_ids) or None,
     }
 

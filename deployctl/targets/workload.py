@@ -9,9 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deployctl import __version__, engines
+from deployctl.engines import security as hardening
+from deployctl.engines.security import ContainerSecurity
 from deployctl.engines.simulator import SIM_IMAGE, fault_env, sim_env
 from deployctl.errors import InputError
 from deployctl.planner.types import Plan
+from deployctl.safepath import check_name
 from deployctl.stackdir import API_KEY_NAME
 
 SERVICE = "engine"
@@ -66,6 +69,7 @@ class Workload:
     shm_size: str | None
     stop_grace_s: int
     no_new_privileges: bool
+    security: ContainerSecurity  # user, capabilities, writable scratch, limits (engines/security.py)
     plan_hash: str
     version: str = __version__
 
@@ -94,12 +98,26 @@ def from_plan(
     faults: dict[str, str] | None = None,
 ) -> Workload:
     """Give the workload that serves `plan` (the simulator in the engine's place with `simulate`)."""
+    try:  # the served name becomes a path in the container: a folder named 'tiny$HOME' must not
+        check_name(plan.served_name, "served name")
+    except InputError as exc:
+        raise InputError(
+            f"{exc.message} (from the model folder's name)", "set model.served_name to a safe name"
+        ) from None
     engine = plan.engine
     chosen = engines.get(engine.kind)
+    security = hardening.for_engine(
+        engine.kind,
+        weights=sum(g.weights for g in plan.gpus),
+        shards=plan.num_shard,
+        shm=hardening.shm_bytes(engine.shm_size),
+        simulate=simulate,
+    )
     api_key_env = chosen.api_key_env
     if plan.api_key and not api_key:
         raise InputError("the spec asks for an API key but none was resolved")
     env = dict(engine.env)
+    env.update(security.env)
     if simulate:
         env.update(sim_env(plan))
         env.update(fault_env(faults or {}))
@@ -125,5 +143,6 @@ def from_plan(
         shm_size=engine.shm_size,
         stop_grace_s=10 if simulate else 90,
         no_new_privileges=True,
+        security=security,
         plan_hash=plan.digest(),
     )

@@ -32,6 +32,7 @@ SIM_ENV = {
     "SIM_PREFILL_TOKENS_PER_S": str(PREFILL_RATE),
     "SIM_ITL_MS": str(ITL_MS),
     "SIM_ITL_PER_STREAM_MS": str(PER_STREAM_MS),
+    "SIM_CONTROL": "1",  # the stall test drives POST /_sim/stall (absent unless enabled)
 }
 
 

@@ -63,7 +63,7 @@ CASES = {
     "spec not a mapping": ([*P, "-f", "list.yaml"], "must be a mapping"),
     "gpus zero": ([*P, "-f", "gpus-zero.yaml"], "gpus must be at least 1"),
     "input over total": ([*P, "-f", "input-over-total.yaml"], "max_input_tokens must be smaller"),
-    "bad name": ([*P, "-f", "bad-name.yaml"], "name: String should match pattern"),
+    "bad name": ([*P, "-f", "bad-name.yaml"], "name: 'My Model' is not a safe name"),
     "negative power limit": ([*P, "-f", "negative-power.yaml"], "power.limit_watts"),
     "bad gpu uuid": ([*P, "-f", "bad-gpu-uuid.yaml"], "neither a GPU index nor a UUID"),
     "api key env unset": ([*R, "-f", "key-env-unset.yaml", "--model", "m8"], "NO_SUCH_KEY is not set"),
@@ -86,7 +86,7 @@ CASES = {
         [*R, "--model", "m8", "--stack-dir", "/proc/deployctl-test/stack"],
         "cannot write there",
     ),
-    "stack dir under a file": ([*R, "--model", "m8", "--stack-dir", "a-file/stack"], "cannot write there"),
+    "stack dir under a file": ([*R, "--model", "m8", "--stack-dir", "a-file/stack"], "a part of the path is a file"),
     "does not fit": ([*R, "--preset", "llama-3-70b-instruct-gptq", "--gpus", "1"], "what would fit: 2 GPUs fit it"),
     "no driver, no profile": (["plan"], "NVIDIA driver not found"),
     "sim fault without simulate": (

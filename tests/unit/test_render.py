@@ -58,7 +58,8 @@ def test_two_gpu_service_has_what_ops_need() -> None:
     assert devices["driver"] == "nvidia" and devices["device_ids"] == ["0", "1"]
     assert svc["shm_size"] == "1gb"
     assert svc["ports"] == ["0.0.0.0:8081:80"]
-    assert svc["volumes"][0]["read_only"] is True and svc["volumes"][0]["target"].startswith("/data/")
+    model = next(v for v in svc["volumes"] if v["type"] == "bind")
+    assert model["read_only"] is True and model["target"].startswith("/data/")
     assert svc["environment"]["NCCL_P2P_DISABLE"] == "1" and svc["environment"]["HF_HUB_OFFLINE"] == "1"
     assert svc["restart"] == "unless-stopped"
     assert "no-new-privileges:true" in svc["security_opt"]

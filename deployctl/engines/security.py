@@ -1,0 +1,144 @@
+"""Least privilege for each engine's container: user, capabilities, writable paths, limits.
+
+Target-neutral (Compose renders it now; a Helm securityContext can render the same). What each
+image writes and which user it runs as was read from the images' own build files:
+
+TGI 3.3 (huggingface/text-generation-inference: Dockerfile, tgi-entrypoint.sh)
+  - No USER line: runs as root. It cannot run as another uid since 3.1: the launcher links
+    libpython from /root/.local/share/uv (uv-managed Python) and /root is mode 0700
+    (text-generation-inference issue #3082). So TGI keeps uid 0, with every capability dropped.
+  - ENV HF_HOME=/data, PORT=80, WORKDIR /usr/src. Writes: /data (hub cache and lock files;
+    the model is bind-mounted read-only below it, at /data/models/<name>), /tmp (the launcher's
+    shard sockets /tmp/text-generation-server-<rank>, torch inductor's /tmp/torchinductor_root),
+    /root/.cache (torch extensions, outlines) and /root/.triton (Triton's kernel cache).
+  - tgi-entrypoint.sh runs `ldconfig` first and goes on when it fails ("not a big deal"): with a
+    read-only root it fails, and that is the only write outside the paths above.
+vLLM (vllm-project/vllm: docker/Dockerfile, target vllm-openai)
+  - No USER line either, but Python and vLLM are installed system-wide (`uv pip install
+    --system`, /usr/local/lib/python3.*/dist-packages), readable by any uid: it runs as 1000.
+  - ENTRYPOINT python3 -m vllm.entrypoints.openai.api_server, WORKDIR /vllm-workspace.
+    Writes under $HOME: ~/.cache/vllm (torch.compile artifacts, VLLM_CACHE_ROOT),
+    ~/.config/vllm (VLLM_CONFIG_ROOT, usage stats), ~/.triton, ~/.cache/flashinfer (JIT),
+    ~/.cache/huggingface; and /tmp. HOME=/tmp puts all of them on one tmpfs; USER is set because
+    torch's cache paths call getpass.getuser(), which fails for a uid without a passwd entry.
+The simulator (deployctl/images/sim.Dockerfile): runs as nobody (65534) and writes nothing.
+
+Capabilities: every engine gets `cap_drop: [ALL]` and none back.
+  - NET_BIND_SERVICE is not needed for port 80: Docker (20.10+) sets the namespaced sysctl
+    net.ipv4.ip_unprivileged_port_start=0 in each container; the stack sets it explicitly too.
+  - IPC_LOCK is not needed: CUDA pins host memory through the NVIDIA driver, not mlock(2);
+    NCCL over PCIe uses /dev/shm (shm_size), which needs no capability.
+  - SYS_NICE, SYS_ADMIN, SYS_PTRACE, CHOWN, SETUID/SETGID, DAC_OVERRIDE: nothing in these
+    images changes users, owners or priorities. Without DAC_OVERRIDE, TGI's root cannot read a
+    model folder that is not world-readable: keep weights readable (mode 0644 files, 0755 dirs).
+Not verified on a GPU host from here (no GPU, no NVIDIA Container Toolkit): the real engines'
+start with these settings is to be confirmed there; the simulator's is tested in tests/e2e.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """A writable in-memory folder (a tmpfs): where, how large, and why the engine needs it."""
+
+    path: str
+    size_bytes: int
+    why: str
+
+
+@dataclass(frozen=True)
+class ContainerSecurity:
+    """How an engine's container runs: as whom, with which capabilities, writing where, within which limits."""
+
+    user: str
+    scratch: list[Scratch]
+    env: dict[str, str] = field(default_factory=dict)
+    cap_add: list[str] = field(default_factory=list)  # none today; each would carry its reason here
+    pids_limit: int = 4096
+    memory_bytes: int = 0
+
+    @property
+    def memory_limit(self) -> str:
+        """Give the memory limit as Compose and Docker write it (whole MiB, e.g. '24576m')."""
+        return f"{-(-self.memory_bytes // (1024 * 1024))}m"
+
+
+# TGI: one launcher, one router and one Python shard per GPU, each with a thread per core for
+# torch and the tokenizers; 4096 tasks leave room on a 64-core host (pids_limit counts threads).
+ENGINE_PIDS = 4096
+# The simulator is one Python process with a few threads.
+SIM_PIDS = 256
+SIM_MEMORY = 512 * 1024 * 1024  # measured: 46 MiB RSS at 512 concurrent streams (10x headroom)
+
+# Host memory per shard besides weights: CUDA context and the Python process, about 2-3 GiB in
+# TGI's shards (text_generation_server/cli.py serve) and vLLM's workers; 6 GiB is a ceiling
+# against a runaway, not an estimate of use.
+PER_SHARD = 6 * GIB
+
+
+def _ceiling(weights: int, shards: int, scratch: list[Scratch], shm: int) -> int:
+    # Weights are read by mmap (safetensors safe_open), so resident pages stay below the file
+    # size; twice covers a CPU-side copy while GPTQ weights are repacked for the kernels.
+    # tmpfs and /dev/shm pages count against the container's memory cgroup too.
+    return 2 * weights + shards * PER_SHARD + sum(s.size_bytes for s in scratch) + shm
+
+
+def tgi(weights: int, shards: int, shm: int) -> ContainerSecurity:
+    """Give TGI's container settings for a model of `weights` bytes over `shards` GPUs."""
+    scratch = [
+        Scratch("/tmp", 2 * GIB, "shard sockets, torch inductor cache"),
+        Scratch("/data", 1 * GIB, "HF_HOME: hub cache and locks; the model is mounted read-only below"),
+        Scratch("/root/.cache", 1 * GIB, "torch extensions, outlines"),
+        Scratch("/root/.triton", 1 * GIB, "Triton kernel cache"),
+    ]
+    return ContainerSecurity(
+        user="0:0",  # TGI >= 3.1 cannot start as another uid (issue #3082); no capabilities
+        scratch=scratch,
+        pids_limit=ENGINE_PIDS,
+        memory_bytes=_ceiling(weights, shards, scratch, shm),
+    )
+
+
+def vllm(weights: int, shards: int, shm: int) -> ContainerSecurity:
+    """Give vLLM's container settings: a non-root uid whose HOME is its tmpfs."""
+    scratch = [Scratch("/tmp", 4 * GIB, "HOME: vLLM, torch.compile, Triton, FlashInfer and HF caches")]
+    return ContainerSecurity(
+        user="1000:1000",
+        scratch=scratch,
+        env={"HOME": "/tmp", "USER": "vllm", "VLLM_NO_USAGE_STATS": "1"},
+        pids_limit=ENGINE_PIDS,
+        memory_bytes=_ceiling(weights, shards, scratch, shm),
+    )
+
+
+def simulator() -> ContainerSecurity:
+    """Give the simulator's container settings: nobody, a small /tmp, small limits."""
+    return ContainerSecurity(
+        user="65534:65534",
+        scratch=[Scratch("/tmp", 16 * 1024 * 1024, "nothing today; Python's tempfile falls back to it")],
+        pids_limit=SIM_PIDS,
+        memory_bytes=SIM_MEMORY,
+    )
+
+
+def shm_bytes(size: str | None) -> int:
+    """Give the bytes of a Compose shm_size such as '1gb' or '512m' (0 for None)."""
+    if not size:
+        return 0
+    text = size.lower().removesuffix("b")
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
+
+
+def for_engine(kind: str, *, weights: int, shards: int, shm: int, simulate: bool) -> ContainerSecurity:
+    """Give the settings for an engine kind ('tgi', 'vllm'), or the simulator's when simulating."""
+    if simulate:
+        return simulator()
+    if kind == "vllm":
+        return vllm(weights, shards, shm)
+    return tgi(weights, shards, shm)
