@@ -30,6 +30,7 @@ FAULTS = {
     "load-seconds": "SIM_LOAD_SECONDS",  # a slow start
     "ttft-base-ms": "SIM_TTFT_BASE_MS",
     "itl-ms": "SIM_ITL_MS",
+    "power-model": "SIM_POWER_MODEL",  # simulated power limits and energy counters, for `power tune --simulate`
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from deployctl.sim import latency
+from deployctl.sim import latency, power
 from deployctl.sim.config import SimConfig
 from deployctl.sim.metrics import Metrics
 
@@ -74,6 +74,16 @@ class Simulator:
         self.requests = 0
         self.stall_until = 0.0
         self.metrics = Metrics()
+        self.power = power.from_config(cfg.power_model, cfg.num_shard)
+
+    def latency_model(self) -> latency.LatencyModel:
+        return self.power.latency(self.cfg.latency) if self.power else self.cfg.latency
+
+    def _streams(self, change: int) -> None:
+        self.streams += change
+        self.metrics.batch_size = self.streams
+        if self.power:
+            self.power.streams_changed(self.streams)
 
     # -- health -------------------------------------------------------------------------------
     def healthy(self) -> bool:
@@ -142,10 +152,9 @@ class Simulator:
             await asyncio.sleep(self.stall_until - arrived)
         self.metrics.queue_size -= 1
         queued = loop.time() - arrived
-        self.streams += 1
-        self.metrics.batch_size = self.streams
+        self._streams(+1)
         try:
-            due = loop.time() + self.cfg.latency.ttft_s(req.input_tokens)
+            due = loop.time() + self.latency_model().ttft_s(req.input_tokens)
             text = ""
             for i in range(req.max_new_tokens):
                 delay = due - loop.time()
@@ -166,10 +175,9 @@ class Simulator:
                 yield i, tok, finish
                 if finish:
                     break
-                due += self.cfg.latency.itl_s(self.streams)
+                due += self.latency_model().itl_s(self.streams)
         finally:
-            self.streams -= 1
-            self.metrics.batch_size = self.streams
+            self._streams(-1)
             self.metrics.observe_request(loop.time() - arrived, queued, req.input_tokens)
 
     def release(self, generated: int, duration: float, ok: bool) -> None:
@@ -517,4 +525,6 @@ def app(cfg: SimConfig) -> web.Application:
     application.router.add_post("/v1/chat/completions", r.chat)
     application.router.add_post("/v1/completions", r.completions)
     application.router.add_post("/_sim/stall", r.stall)
+    if sim.power:
+        power.add_routes(application, sim.power, cfg.api_key)
     return application
