@@ -234,10 +234,10 @@ class NvmlControl:
 
     simulated = False
 
-    def __init__(self, nvml: Nvml, uuids: list[str], state: Path, *, euid: Callable[[], int] = os.geteuid) -> None:
+    def __init__(self, nvml: Nvml, uuids: list[str], state: Path, *, euid: Callable[[], int] | None = None) -> None:
         self.nvml = nvml
         self.state = state
-        self._euid = euid
+        self._euid = euid or (lambda: os.geteuid())  # looked up at check time
         found = nvml.gpus()
         self._gpus = [g for g in found if g.uuid in uuids] if uuids else found
         missing = set(uuids) - {g.uuid for g in self._gpus}
