@@ -392,7 +392,7 @@ def _tune_report(result: Any) -> None:
             ]
         )
     # Plain fixed-width lines, not a rich table: every line must carry the "simulated" tag whole.
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
     click.echo(tag + title)
     for line in [columns, *rows]:
         click.echo(tag + "  ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)))

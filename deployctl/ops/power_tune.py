@@ -415,8 +415,10 @@ def plot(result: TuneResult, png: Path) -> None:
     fig, left = plt.subplots(figsize=(8, 4.8))
     left.plot(xs, [r.tokens_per_s for r in result.rows], "o-", color="tab:blue", label="tokens/s")
     if result.rows:
-        floor = result.rows[0].tokens_per_s * result.min_throughput
-        left.axhline(floor, color="tab:blue", linestyle=":", linewidth=1, label=f"{result.min_throughput:.0%} of first")
+        floor = max(r.tokens_per_s for r in result.rows) * result.min_throughput
+        left.axhline(
+            floor, color="tab:blue", linestyle=":", linewidth=1, label=f"{result.min_throughput:.0%} of fastest"
+        )
     left.set_xlabel("power cap per GPU (W)")
     left.set_ylabel("output tokens/s")
     left.set_ylim(bottom=0)
