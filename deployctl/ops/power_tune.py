@@ -473,14 +473,15 @@ def _target(req: TuneRequest) -> tuple[TuneConfig, list[str]]:
     """Give the config with the stack's endpoint and API key filled in, and the UUIDs of the stack's GPUs."""
     import os
 
-    from deployctl.compose.render import read_stack
+    from deployctl.compose.render import StackInfo, read_stack
 
-    stack = read_stack(req.stack_dir)
-    if stack and stack.info.simulate and not req.simulate:
+    recorded = (req.stack_dir / "stack.json").is_file()
+    if recorded and StackInfo.read(req.stack_dir).simulate and not req.simulate:
         raise InputError(
             f"the stack in {req.stack_dir} runs the simulator, not an engine on these GPUs",
             "pass --simulate to rehearse the sweep against it",
         )
+    stack = read_stack(req.stack_dir)
     endpoint = (req.config.endpoint or (stack.info.endpoint if stack else "")).rstrip("/")
     if not endpoint:
         raise InputError("no endpoint", "pass --endpoint URL or run it next to the stack (--stack-dir)")

@@ -296,3 +296,50 @@ def test_simulate_rehearses_against_the_simulator_and_says_so_on_every_line(sim:
     data = json.loads((tmp_path / "out" / "tune.json").read_text())
     assert data["simulated"] and all(r["simulated"] for r in data["rows"])
     assert [r["cap_w"] for r in data["rows"]] == [450, 400, 350, 300, 250]  # 300 and 250 miss: stop
+
+
+def _gpu(index: int, min_w: float = 150, max_w: float = 600, default_w: float = 450) -> pw.GpuPower:
+    return pw.GpuPower(index, f"GPU-{index}", "RTX 4090", min_w, max_w, default_w, default_w)
+
+
+def test_the_default_sweep_stays_inside_every_gpus_constraints() -> None:
+    assert ops.sweep_caps([_gpu(0)]) == [450, 400, 350, 300, 250, 200, 150]
+    # Boards differ: start at the lowest default, stop at the highest minimum, which is included off-step.
+    assert ops.sweep_caps([_gpu(0, min_w=125, default_w=480), _gpu(1, min_w=170, default_w=450)]) == [
+        450,
+        400,
+        350,
+        300,
+        250,
+        200,
+        170,
+    ]
+    assert ops.sweep_caps([_gpu(0)], caps=(300, 450, 300)) == [450, 300]
+    with pytest.raises(Exception, match="at least two caps"):
+        ops.sweep_caps([_gpu(0)], caps=(300,))
+
+
+def _result(sent: float, tokens: list[float]) -> Any:
+    from deployctl.probe.load import Result
+
+    return Result(scheduled=sent, sent=sent, first_token=tokens[0], token_times=tokens, end=tokens[-1])
+
+
+def test_steady_throughput_counts_tokens_inside_the_window_once_every_worker_runs() -> None:
+    load = ops.Load(value=2)
+    # Worker A starts at 0, worker B at 1 s; window 0-5 s; tokens every 0.5 s, some after the window.
+    a = _result(0.0, [0.5 * i for i in range(1, 13)])  # 0.5 .. 6.0
+    b = _result(1.0, [1.0 + 0.5 * i for i in range(1, 11)])  # 1.5 .. 6.0
+    # From 1 s (both running) to 5 s: A has 1.0..5.0 (9 tokens), B 1.5..5.0 (8 tokens): 17 over 4 s.
+    assert ops.steady_tokens_per_s([a, b], load, start=0.0, window_s=5.0) == pytest.approx(17 / 4)
+    assert ops.steady_tokens_per_s([a], load, start=0.0, window_s=5.0) is None  # never reached 2 in flight
+
+
+def test_a_stack_that_runs_the_simulator_is_not_tuned_on_real_gpus(tmp_path: Path) -> None:
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    info = {"project": "p", "service": "engine", "endpoint": "http://127.0.0.1:1", "simulate": True}
+    (stack / "stack.json").write_text(json.dumps({**info, "plan_hash": "x", "load_timeout_s": 60}))
+    (stack / "plan.json").write_text("{}")
+    result = CliRunner().invoke(cli, ["power", "tune", "--stack-dir", str(stack)])
+    assert result.exit_code == 2 and "runs the simulator, not an engine on these GPUs" in result.stderr
