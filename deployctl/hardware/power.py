@@ -283,8 +283,12 @@ class NvmlControl:
                     f"GPU {g.index} ({g.name}) has no energy counter (NVML's total energy consumption)",
                     "power tune needs a Volta or newer board",
                 ) from None
+        for gpu in self._gpus:
             # Writing the limit it already has changes nothing, and meets NoPermission or NotSupported now.
-            self.nvml.set_power_limit(g.index, g.limit_w)
+            # The requested limit, not the enforced one: a driver policy may enforce less than was asked.
+            asked = gpu.power.limit_w or gpu.power.enforced_limit_w
+            if asked is not None:
+                self.nvml.set_power_limit(gpu.index, asked)
 
     def set_limit(self, watts: float) -> None:
         current = [self.nvml.gpu(index) for index, _ in self._originals.values()]

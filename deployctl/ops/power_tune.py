@@ -502,7 +502,7 @@ def run(req: TuneRequest, report: Report = lambda line: None) -> TuneResult:
         raise InputError("--persist with --simulate: a simulated cap cannot be set at boot")
     config, uuids = _target(req)
     if req.simulate:
-        from deployctl.sim.power import SimulatedControl
+        from deployctl.hardware.simulated import SimulatedControl
 
         return _run(SimulatedControl(config.endpoint, config.api_key), config, req, report)
     from deployctl.hardware import inventory, nvml

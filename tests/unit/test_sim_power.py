@@ -86,3 +86,22 @@ def test_nvml_reads_energy_temperature_and_clocks() -> None:
         fake.boards[0].energy_counter = False
         with pytest.raises(NotSupported, match="GPU 0 energy counter: not supported"):
             nvml.reading(0)
+
+
+def test_the_simulator_package_imports_nothing_else_of_deployctl() -> None:
+    # The simulator image carries deployctl/__init__.py and deployctl/sim/ only (images/build.py).
+    import ast
+    from pathlib import Path
+
+    import deployctl.sim
+
+    outside = []
+    for source in Path(deployctl.sim.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            outside += [
+                f"{source.name}: {n}" for n in names if n.startswith("deployctl.") and not n.startswith("deployctl.sim")
+            ]
+    assert outside == []
