@@ -483,7 +483,7 @@ def _target(req: TuneRequest) -> tuple[TuneConfig, list[str]]:
         )
     stack = read_stack(req.stack_dir)
     endpoint = (req.config.endpoint or (stack.info.endpoint if stack else "")).rstrip("/")
-    if not endpoint:
+    if not endpoint and (req.simulate or not req.dry_run):  # a dry run on real GPUs benches nothing
         raise InputError("no endpoint", "pass --endpoint URL or run it next to the stack (--stack-dir)")
     key = stack.api_key if stack else None
     if req.api_key_env:

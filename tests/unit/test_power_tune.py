@@ -104,6 +104,9 @@ def test_dry_run_prints_the_sweep_and_its_duration_and_changes_nothing(fake: Fak
     assert "about 2.1 min" in out  # 7 caps x (5 s + 10 s), and a second window for the two that stop it
     assert "nothing was changed" in out
     assert all(not b.sets for b in fake.boards) and not pw.state_path().exists()
+    alone = CliRunner().invoke(cli, ["power", "tune", "--dry-run", "--json"])  # no stack, no endpoint
+    assert alone.exit_code == 0, alone.stderr
+    assert json.loads(alone.stdout)["caps"] == [450, 400, 350, 300, 250, 200, 150]
 
 
 def test_caps_outside_the_boards_range_are_refused_before_anything(fake: FakeNvml, sim: str) -> None:
