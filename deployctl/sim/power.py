@@ -12,6 +12,7 @@ clock (and so the bandwidth) falls in proportion to the power left above idle.
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -173,7 +174,8 @@ def add_routes(application: web.Application, gpus: SimulatedGpus, api_key: str |
     expected = f"Bearer {api_key}" if api_key else None
 
     def allowed(req: web.Request) -> bool:
-        return expected is None or req.headers.get("Authorization", "") == expected
+        given = req.headers.get("Authorization", "")
+        return expected is None or hmac.compare_digest(given.encode(), expected.encode())
 
     async def show(req: web.Request) -> web.Response:
         if not allowed(req):
