@@ -86,6 +86,7 @@ def power() -> None:
       sudo deployctl power set 300 --dry-run
       sudo deployctl power set 300 --persist
       sudo deployctl power reset
+      sudo deployctl power tune --dry-run
     """
 
 
@@ -218,6 +219,206 @@ def reset(gpu_refs: tuple[str, ...], dry_run: bool, state_file: Path | None, as_
             return
         applied = pw.reset(nvml, changes, state)
     _report("reset", pw.as_rows(applied), as_json, dry_run=False)
+
+
+@power.command("tune")
+@click.option("--stack-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--endpoint", help="URL (default: the stack's endpoint).")
+@click.option("--simulate", is_flag=True, help="Rehearse: the simulator's power model stands in for the GPUs.")
+@click.option(
+    "--preset",
+    type=click.Choice(["sustained", "ttft"]),
+    help="The bench preset's prompt/output lengths at its highest concurrency.",
+)
+@click.option("--concurrency", type=int, help="Closed loop at this many requests in flight (default 8).")
+@click.option("--rate", type=float, help="Open loop (Poisson arrivals) at this many requests per second.")
+@click.option("--prompt-tokens", type=int, help="Prompt length in tokens (default 256, or the preset's).")
+@click.option("--output-tokens", type=int, help="Tokens per request (default 128, or the preset's).")
+@click.option("--caps", help="Caps to measure in watts, e.g. 450,350,300 (default: board default down to minimum).")
+@click.option("--step", type=float, default=50.0, show_default=True, help="Watts between caps.")
+@click.option("--settle", type=float, default=5.0, show_default=True, help="Seconds to wait after each change.")
+@click.option("--window", type=float, default=20.0, show_default=True, help="Seconds of load measured per cap.")
+@click.option(
+    "--min-throughput",
+    type=float,
+    default=0.95,
+    show_default=True,
+    help="Keep at least this fraction of the fastest window's tokens/s (normally the first, highest cap's).",
+)
+@click.option("--slo-ttft", type=float, help="SLO: time to first token p90, ms.")
+@click.option("--slo-itl", type=float, help="SLO: inter-token latency p90, ms.")
+@click.option("--apply", is_flag=True, help="Leave the chosen cap set (default: put the original caps back).")
+@click.option("--persist", is_flag=True, help="With --apply: also install the systemd unit that sets it at boot.")
+@click.option("--unit-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--api-key-env", help="Variable holding the API key (default: the stack's .env).")
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("power-tune"),
+    show_default=True,
+)
+@gpu_option
+@state_option
+@click.option("--dry-run", is_flag=True, help="Print the sweep and how long it takes; change nothing.")
+@json_option
+def tune(
+    stack_dir: Path | None,
+    endpoint: str | None,
+    simulate: bool,
+    preset: str | None,
+    concurrency: int | None,
+    rate: float | None,
+    prompt_tokens: int | None,
+    output_tokens: int | None,
+    caps: str | None,
+    step: float,
+    settle: float,
+    window: float,
+    min_throughput: float,
+    slo_ttft: float | None,
+    slo_itl: float | None,
+    apply: bool,
+    persist: bool,
+    unit_dir: Path | None,
+    api_key_env: str | None,
+    output_dir: Path,
+    gpu_refs: tuple[str, ...],
+    state_file: Path | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Find the lowest power cap that keeps the model's throughput: step the cap down under a fixed load.
+
+    Each cap is set on every GPU of the stack, read back, left to settle, then measured for
+    --window seconds: tokens/s, TTFT and ITL, average power from the energy counter, J/token,
+    peak temperature and clocks. The original caps go back afterwards (on errors, Ctrl-C and
+    SIGTERM too) unless --apply. Exits 1 when no cap meets the rule.
+
+    \b
+    Examples:
+      sudo deployctl power tune --dry-run
+      sudo deployctl power tune --concurrency 8 --slo-itl 50 --apply --persist
+      deployctl power tune --simulate --caps 450,350,250 --window 10
+    """
+    from deployctl.errors import InputError
+    from deployctl.ops import power_tune as ops
+    from deployctl.probe.bench import PRESETS, parse_loads
+    from deployctl.probe.stats import Slo
+
+    if concurrency is not None and rate is not None:
+        raise InputError("give --concurrency or --rate, not both")
+    if (concurrency is not None and concurrency < 1) or (rate is not None and rate <= 0):
+        raise InputError("--concurrency must be at least 1 and --rate more than 0")
+    if not 0 < min_throughput <= 1:
+        raise InputError(f"--min-throughput {min_throughput:g}: give a fraction of the first cap's, e.g. 0.95")
+    if window <= 0 or settle < 0:
+        raise InputError("--window must be more than 0 s and --settle at least 0 s")
+    p = PRESETS.get(preset or "", {})
+    load = ops.Load(
+        mode="open" if rate is not None else "closed",
+        value=rate if rate is not None else float(concurrency or max(p.get("concurrency", [8]))),
+        prompt_tokens=prompt_tokens or p.get("prompt_tokens", 256),
+        output_tokens=output_tokens or p.get("output_tokens", 128),
+    )
+    if stack_dir is None:
+        from deployctl import spec
+
+        stack_dir = spec.load(None).stack_dir
+    request = ops.TuneRequest(
+        config=ops.TuneConfig(
+            endpoint=endpoint or "",
+            load=load,
+            caps=tuple(parse_loads(caps)) if caps else (),
+            step_w=step,
+            settle_s=settle,
+            window_s=window,
+            min_throughput=min_throughput,
+            slo=Slo(ttft_ms=slo_ttft, itl_ms=slo_itl),
+            apply=apply,
+        ),
+        stack_dir=stack_dir,
+        simulate=simulate,
+        gpu_refs=gpu_refs,
+        dry_run=dry_run,
+        persist=persist,
+        unit_dir=unit_dir,
+        state_file=state_file,
+        output_dir=output_dir,
+        api_key_env=api_key_env,
+    )
+    result = ops.run(request, report=(lambda line: None) if as_json else (lambda line: click.echo(line, err=True)))
+    if as_json:
+        echo_json(result.as_dict())
+    else:
+        _tune_report(result)
+    if not result.dry_run and result.chosen_w is None:
+        raise click.exceptions.Exit(1)
+
+
+def _tune_report(result: Any) -> None:
+    tag = "simulated: " if result.simulated else ""
+    gpus = ", ".join(f"{g.index} ({g.limit_w:g} W now, {g.min_w:g}-{g.max_w:g} W)" for g in result.gpus)
+    if result.dry_run:
+        click.echo(f"{tag}would tune GPU {gpus}")
+        click.echo(f"{tag}caps, highest first: {', '.join(f'{c:g} W' for c in result.caps)}")
+        load = result.load
+        what = "concurrency" if load.mode == "closed" else "rate/s"
+        click.echo(f"{tag}load: {what} {load.value:g}, {load.prompt_tokens} in / {load.output_tokens} out tokens")
+        click.echo(f"{tag}takes at most about {result.estimated_s / 60:.1f} min; dry run: nothing was changed")
+        return
+    title = "power tune: the simulator's power model, not a card's figures" if result.simulated else "power tune"
+    columns = ["cap", "tok/s", "vs fastest", "TTFT p50", "TTFT p90", "ITL p50", "ITL p90", "power", "J/token"]
+    columns += ["peak °C", "SM MHz", "mem MHz", "verdict"]
+
+    def n(v: float | None, fmt: str = ".1f") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    rows = []
+    for r in result.rows:
+        verdict = "chosen" if r.cap_w == result.chosen_w else "ok" if r.qualifies else "falls short"
+        if r.meets_slo is False:
+            verdict = "misses SLO"
+        rows.append(
+            [
+                f"{r.cap_w:g} W",
+                n(r.tokens_per_s),
+                f"{r.throughput_ratio:.1%}",
+                n(r.ttft_ms_p50),
+                n(r.ttft_ms_p90),
+                n(r.itl_ms_p50),
+                n(r.itl_ms_p90),
+                f"{r.power_w:g} W",
+                n(r.joules_per_token, ".3f"),
+                n(r.peak_temperature_c, ".0f"),
+                n(r.sm_clock_mhz, ".0f"),
+                n(r.mem_clock_mhz, ".0f"),
+                verdict,
+            ]
+        )
+    # Plain fixed-width lines, not a rich table: every line must carry the "simulated" tag whole.
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    click.echo(tag + title)
+    for line in [columns, *rows]:
+        click.echo(tag + "  ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)))
+    if result.stopped_early:
+        click.echo(f"{tag}stopped early: two caps in a row fell short")
+    if result.chosen_w is None:
+        click.echo(f"{tag}no cap kept {result.min_throughput:.0%} of the fastest throughput within the SLO")
+    else:
+        first, chosen = result.rows[0], next(r for r in result.rows if r.cap_w == result.chosen_w)
+        saved = max(0.0, 1 - chosen.power_w / first.power_w) if first.power_w else 0.0
+        click.echo(
+            f"{tag}lowest cap that holds: {result.chosen_w:g} W per GPU: {chosen.throughput_ratio:.1%} of the "
+            f"fastest throughput, {saved:.0%} less power than at {first.cap_w:g} W"
+        )
+    if result.applied:
+        click.echo(f"{tag}left at {result.chosen_w:g} W (--apply); `deployctl power reset` goes back")
+    elif result.restored:
+        click.echo(f"{tag}original caps restored: " + ", ".join(f"GPU {g.index} {g.limit_w:g} W" for g in result.gpus))
+    if result.unit_path:
+        click.echo(f"installed and enabled {result.unit_path}: the cap is set again at boot")
+    click.echo("wrote " + ", ".join(result.files.values()))
 
 
 @click.command()

@@ -50,6 +50,7 @@ FAULTS = {
     "ttft-base-ms": "SIM_TTFT_BASE_MS",
     "itl-ms": "SIM_ITL_MS",
     "control": "SIM_CONTROL",  # only the /_sim/* control routes (POST /_sim/stall?seconds=S)
+    "power-model": "SIM_POWER_MODEL",  # simulated power limits and energy counters, for `power tune --simulate`
 }
 # What each switch accepts: (kind, largest value). An hour of loading, a minute per token and a
 # billion requests are far past any rehearsal; beyond them a value is a typo.
@@ -60,6 +61,7 @@ _FAULT_VALUES: dict[str, tuple[str, float]] = {
     "load-seconds": ("seconds", 3600),
     "ttft-base-ms": ("milliseconds", 60_000),
     "itl-ms": ("milliseconds", 60_000),
+    "power-model": ("model", 0),
 }
 
 
@@ -74,6 +76,13 @@ def parse_faults(items: tuple[str, ...] | list[str]) -> dict[str, str]:
         if name not in FAULTS:
             raise InputError(f"--sim-fault {name}: unknown", f"known: {', '.join(FAULTS)}")
         kind, largest = _FAULT_VALUES[name]
+        if kind == "model":
+            from deployctl.sim.power import MODELS
+
+            if value not in MODELS:
+                raise InputError(f"--sim-fault {item}: {name} needs one of {', '.join(MODELS)}, e.g. {name}=rtx4090")
+            out[name] = value
+            continue
         if kind == "switch":
             if value not in ("", "1", "0", "true", "false"):
                 raise InputError(f"--sim-fault {item}: {name} takes no value (or 1/0)")

@@ -22,6 +22,17 @@ class PowerState(BaseModel):
     max_limit_w: float | None = None
 
 
+class Reading(BaseModel):
+    """What one GPU's counters say at one moment: energy (mJ since the driver loaded), temperature, clocks."""
+
+    model_config = ConfigDict(frozen=True)
+
+    energy_mj: int
+    temperature_c: float | None = None
+    sm_clock_mhz: int | None = None
+    mem_clock_mhz: int | None = None
+
+
 class Gpu(BaseModel):
     """One GPU as the planner and the operator see it."""
 

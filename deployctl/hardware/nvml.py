@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from deployctl.errors import DeployctlError, EnvironmentProblem
-from deployctl.hardware.gpu import Gpu, Host, PowerState
+from deployctl.hardware.gpu import Gpu, Host, PowerState, Reading
 
 T = TypeVar("T")
 
@@ -159,6 +159,30 @@ class Nvml:
             persistence_mode=bool(persist) if persist is not None else None,
             power=self.power(index),
             source="nvml",
+        )
+
+    def energy_mj(self, index: int) -> int:
+        """Give the GPU's energy counter: millijoules since the driver was loaded (Volta and newer)."""
+        return int(
+            self._call(
+                self.lib.nvmlDeviceGetTotalEnergyConsumption, self._handle(index), what=f"GPU {index} energy counter"
+            )
+        )
+
+    def reading(self, index: int) -> Reading:
+        """Give one GPU's energy counter, temperature and current clocks (None where the board does not say)."""
+        h = self._handle(index)
+        lib = self.lib
+        where = f"GPU {index}"
+        return Reading(
+            energy_mj=self.energy_mj(index),
+            temperature_c=self._optional(
+                lib.nvmlDeviceGetTemperature, h, lib.NVML_TEMPERATURE_GPU, what=f"{where} temperature"
+            ),
+            sm_clock_mhz=self._optional(lib.nvmlDeviceGetClockInfo, h, lib.NVML_CLOCK_SM, what=f"{where} SM clock"),
+            mem_clock_mhz=self._optional(
+                lib.nvmlDeviceGetClockInfo, h, lib.NVML_CLOCK_MEM, what=f"{where} memory clock"
+            ),
         )
 
     def p2p_ok(self, a: int, b: int) -> bool:

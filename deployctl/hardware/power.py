@@ -6,13 +6,14 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from deployctl.errors import DeployctlError, InputError
-from deployctl.hardware.gpu import Gpu
-from deployctl.hardware.nvml import Nvml
+from deployctl.hardware.gpu import Gpu, Reading
+from deployctl.hardware.nvml import NoPermission, NotSupported, Nvml
 
 DEFAULT_STATE = Path("/var/lib/deployctl/power-state.json")
 TOLERANCE_W = 1.0  # NVML rounds to the board's step; anything further off did not take
@@ -190,3 +191,128 @@ def apply_policy(nvml: Nvml, watts: int, state: Path) -> list[Applied]:
     return apply(nvml, [c for c in changes if c.changes_anything], state) + [
         Applied(c, c.from_w) for c in changes if not c.changes_anything
     ]
+
+
+# -- power tune: the GPUs whose caps a sweep moves ------------------------------------------------------
+@dataclass(frozen=True)
+class GpuPower:
+    """One GPU a sweep caps: its NVML constraints and the limit it enforces now, in watts."""
+
+    index: int
+    uuid: str
+    name: str
+    min_w: float
+    max_w: float
+    default_w: float
+    limit_w: float
+
+
+class PowerControl(Protocol):
+    """Set, read and restore the caps of the GPUs under test (NVML's, or the simulator's)."""
+
+    simulated: bool
+
+    def gpus(self) -> list[GpuPower]: ...
+
+    def check(self) -> None:
+        """Raise, before anything changes, when the caps cannot be set or the energy cannot be read."""
+
+    def set_limit(self, watts: float) -> None:
+        """Cap every GPU at `watts` and read it back."""
+
+    def readings(self) -> list[Reading]: ...
+
+    def restore(self) -> list[str]:
+        """Put back the limits found at the start, GPU by GPU whatever fails; give what could not be restored."""
+
+    def keep(self) -> None:
+        """Leave the current caps in place (`power tune --apply`)."""
+
+
+class NvmlControl:
+    """The GPUs named by UUID (all when none are), capped through NVML; originals recorded in the state file."""
+
+    simulated = False
+
+    def __init__(self, nvml: Nvml, uuids: list[str], state: Path, *, euid: Callable[[], int] | None = None) -> None:
+        self.nvml = nvml
+        self.state = state
+        self._euid = euid or (lambda: os.geteuid())  # looked up at check time
+        found = nvml.gpus()
+        self._gpus = [g for g in found if g.uuid in uuids] if uuids else found
+        missing = set(uuids) - {g.uuid for g in self._gpus}
+        if missing:
+            raise InputError(
+                f"the stack's GPU {', '.join(sorted(missing))} is not on this host", "run `deployctl gpus`"
+            )
+        self._recorded_before = set(read_state(state))
+        self._originals = {g.uuid: (g.index, g.power.enforced_limit_w) for g in self._gpus}
+
+    def gpus(self) -> list[GpuPower]:
+        out = []
+        for g in self._gpus:
+            p = g.power
+            if None in (p.min_limit_w, p.max_limit_w, p.default_limit_w, p.enforced_limit_w):
+                raise NotSupported(
+                    f"GPU {g.index} ({g.name}) does not report its power limits", "this board cannot be capped"
+                )
+            out.append(
+                GpuPower(
+                    g.index,
+                    g.uuid,
+                    g.name,
+                    p.min_limit_w or 0,
+                    p.max_limit_w or 0,
+                    p.default_limit_w or 0,
+                    p.enforced_limit_w or 0,
+                )
+            )
+        return out
+
+    def check(self) -> None:
+        if self._euid() != 0:
+            raise NoPermission(
+                "power tune sets GPU power limits: permission denied",
+                "run as root (sudo deployctl power tune ...), or rehearse with --simulate",
+            )
+        for g in self.gpus():
+            try:
+                self.nvml.energy_mj(g.index)
+            except NotSupported:
+                raise NotSupported(
+                    f"GPU {g.index} ({g.name}) has no energy counter (NVML's total energy consumption)",
+                    "power tune needs a Volta or newer board",
+                ) from None
+        for gpu in self._gpus:
+            # Writing the limit it already has changes nothing, and meets NoPermission or NotSupported now.
+            # The requested limit, not the enforced one: a driver policy may enforce less than was asked.
+            asked = gpu.power.limit_w or gpu.power.enforced_limit_w
+            if asked is not None:
+                self.nvml.set_power_limit(gpu.index, asked)
+
+    def set_limit(self, watts: float) -> None:
+        current = [self.nvml.gpu(index) for index, _ in self._originals.values()]
+        apply(self.nvml, plan_set(current, watts), self.state)
+
+    def readings(self) -> list[Reading]:
+        return [self.nvml.reading(index) for index, _ in self._originals.values()]
+
+    def restore(self) -> list[str]:
+        problems = []
+        for uuid, (index, watts) in self._originals.items():
+            if watts is None:
+                continue
+            try:
+                _set_and_verify(self.nvml, index, watts)
+            except DeployctlError as exc:
+                problems.append(f"GPU {index} ({uuid}): not restored to {watts:g} W: {exc.message}")
+        if not problems:
+            # Forget what this run recorded; limits recorded before it stay for `power reset`.
+            recorded = read_state(self.state)
+            left = {u: v for u, v in recorded.items() if u in self._recorded_before or u not in self._originals}
+            if left != recorded:
+                write_state(self.state, left)
+        return problems
+
+    def keep(self) -> None:
+        """The state file keeps the limits found before, so `deployctl power reset` can still go back."""

@@ -196,9 +196,19 @@ def _session(w: Workload, connections: int) -> Any:
 
 
 async def closed_loop(
-    w: Workload, concurrency: int, requests: int, warmup: int = 0, tick: Callable[[int], None] | None = None
+    w: Workload,
+    concurrency: int,
+    requests: int,
+    warmup: int = 0,
+    tick: Callable[[int], None] | None = None,
+    *,
+    seconds: float | None = None,
+    at_start: Callable[[float], None] | None = None,
 ) -> tuple[list[Result], float, str]:
-    """Give results of `requests` requests (after `warmup`) at fixed concurrency, the measured span and the prompt note."""
+    """Give results of `requests` requests (after `warmup`) at fixed concurrency, the measured span and the prompt note.
+
+    With `seconds`, no request starts after that long (from the first worker's start): a fixed window.
+    """
     async with _session(w, concurrency) as session:
         ratio, note = await calibrate(session, w)
         rng = random.Random(w.seed)
@@ -210,11 +220,15 @@ async def closed_loop(
         # stay in lockstep and every round hits the server as one burst the generator made.
         probe = await one(session, w, prompts[0], -1, Result(scheduled=time.perf_counter()))
         spread = (probe.end - probe.scheduled) if probe.ok and probe.end else 0.0
+        start = time.perf_counter()
+        if at_start:
+            at_start(start)
+        deadline = start + seconds if seconds is not None else float("inf")
 
         async def worker(k: int) -> None:
             nonlocal issued
             await asyncio.sleep(spread * k / concurrency)
-            while issued < total:
+            while issued < total and time.perf_counter() < deadline:
                 i = issued
                 issued += 1
                 r = Result(scheduled=time.perf_counter(), warmup=i < warmup)

@@ -31,6 +31,9 @@ class SimConfig:
     crash_after: int | None = None  # exit the process after N generation requests
     never_healthy: bool = False
     control: bool = False  # the /_sim/* routes (stall): only for stacks rendered with --sim-fault
+    # SIM_POWER_MODEL: simulated power limits and energy counters (sim/power.py) for `power tune --simulate`.
+    power_model: str | None = None
+    num_shard: int = 1
     version: str = "3.3.4-sim"
     sha: str = "deployctl-simulator"
 
@@ -46,6 +49,7 @@ _INT_FLAGS = {
     "--max-stop-sequences": "max_stop_sequences",
     "--max-client-batch-size": "max_client_batch_size",
     "--validation-workers": "validation_workers",
+    "--num-shard": "num_shard",
 }
 _STR_FLAGS = {"--model-id": "model_id", "--hostname": "hostname", "--api-key": "api_key"}
 # Flags TGI has that take no value (the simulator accepts and ignores them).
@@ -162,4 +166,5 @@ def _with_sim_env(cfg: SimConfig, env: dict[str, str]) -> SimConfig:
         cfg.crash_after = _int("SIM_CRASH_AFTER", env["SIM_CRASH_AFTER"])
     cfg.never_healthy = env.get("SIM_NEVER_HEALTHY", "") not in ("", "0", "false")
     cfg.control = env.get("SIM_CONTROL", "") not in ("", "0", "false")
+    cfg.power_model = env.get("SIM_POWER_MODEL") or None
     return cfg

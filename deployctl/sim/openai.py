@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from deployctl.sim import auth, latency
+from deployctl.sim import auth, latency, power
 from deployctl.sim.config import SimConfig
 from deployctl.sim.server import Request, Simulator
 
@@ -293,7 +293,7 @@ def app(cfg: SimConfig) -> web.Application:
     r = VllmRoutes(sim)
     gate = auth.middleware(
         cfg.api_key,
-        control=cfg.control,
+        control=cfg.control or bool(cfg.power_model),
         probes=VLLM_PROBES,
         denied=lambda: web.json_response({"error": "Unauthorized"}, status=401),
     )
@@ -309,4 +309,6 @@ def app(cfg: SimConfig) -> web.Application:
     application.router.add_post("/v1/chat/completions", r.chat)
     if cfg.control:
         application.router.add_post("/_sim/stall", r.stall)
+    if sim.power:
+        power.add_routes(application, sim.power, cfg.api_key)
     return application

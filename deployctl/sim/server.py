@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from deployctl.sim import auth, latency
+from deployctl.sim import auth, latency, power
 from deployctl.sim.config import SimConfig
 from deployctl.sim.metrics import Metrics
 
@@ -63,6 +63,16 @@ class Simulator:
         self.requests = 0
         self.stall_until = 0.0
         self.metrics = Metrics()
+        self.power = power.from_config(cfg.power_model, cfg.num_shard)
+
+    def latency_model(self) -> latency.LatencyModel:
+        return self.power.latency(self.cfg.latency) if self.power else self.cfg.latency
+
+    def _streams(self, change: int) -> None:
+        self.streams += change
+        self.metrics.batch_size = self.streams
+        if self.power:
+            self.power.streams_changed(self.streams)
 
     # -- health -------------------------------------------------------------------------------
     def healthy(self) -> bool:
@@ -136,10 +146,9 @@ class Simulator:
             await asyncio.sleep(self.stall_until - arrived)
         self.metrics.queue_size -= 1
         queued = loop.time() - arrived
-        self.streams += 1
-        self.metrics.batch_size = self.streams
+        self._streams(+1)
         try:
-            due = max(arrived, self.stall_until) + self.cfg.latency.ttft_s(req.input_tokens)
+            due = max(arrived, self.stall_until) + self.latency_model().ttft_s(req.input_tokens)
             text = ""
             for i in range(req.max_new_tokens):
                 delay = due - loop.time()
@@ -160,10 +169,9 @@ class Simulator:
                 yield i, tok, finish
                 if finish:
                     break
-                due += self.cfg.latency.itl_s(self.streams)
+                due += self.latency_model().itl_s(self.streams)
         finally:
-            self.streams -= 1
-            self.metrics.batch_size = self.streams
+            self._streams(-1)
             self.metrics.observe_request(loop.time() - arrived, queued, req.input_tokens)
 
     def release(self, generated: int, duration: float, ok: bool) -> None:
@@ -488,7 +496,7 @@ def app(cfg: SimConfig) -> web.Application:
     """Give the simulator's aiohttp application."""
     sim = Simulator(cfg)
     r = Routes(sim)
-    gate = auth.middleware(cfg.api_key, control=cfg.control)
+    gate = auth.middleware(cfg.api_key, control=cfg.control or bool(cfg.power_model))
     application = web.Application(middlewares=[auth.arrival, gate, _errors], client_max_size=2_000_000)
     application.router.add_get("/", r.health)
     application.router.add_post("/", r.compat)
@@ -506,4 +514,6 @@ def app(cfg: SimConfig) -> web.Application:
     application.router.add_post("/v1/completions", r.completions)
     if cfg.control:
         application.router.add_post("/_sim/stall", r.stall)
+    if sim.power:
+        power.add_routes(application, sim.power, cfg.api_key)
     return application

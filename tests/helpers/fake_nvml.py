@@ -6,9 +6,13 @@ It has pynvml's names, units (milliwatts, bytes) and error classes, so the real 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
+
+from deployctl.probe.http import request
 
 GiB = 1024**3
 
@@ -58,10 +62,15 @@ class Board:
     draw_mw: int = 31_250
     temperature: int = 41
     persistence: int = 0
+    energy_mj: int = 0  # NVML's total energy counter
+    energy_counter: bool = True  # False: NotSupported, as on boards older than Volta
+    sm_clock_mhz: int = 210  # idle clocks as nvidia-smi shows them on an idle 4090
+    mem_clock_mhz: int = 405
     settable: bool = True  # False: NotSupported on set
     silent_setter: bool = False  # True: set reports success and changes nothing
     lost: bool = False
     sets: list[int] = field(default_factory=list)
+    on_set: Callable[[int], None] | None = None  # called with the milliwatts before a set takes (tests raise here)
 
 
 class FakeNvml:
@@ -74,18 +83,34 @@ class FakeNvml:
     NVMLError_NotSupported = NVMLError_NotSupported
     NVMLError_GpuIsLost = NVMLError_GpuIsLost
     NVML_TEMPERATURE_GPU = 0
+    NVML_CLOCK_SM = 1  # pynvml's values
+    NVML_CLOCK_MEM = 2
     NVML_FEATURE_DISABLED = 0
     NVML_FEATURE_ENABLED = 1
     NVML_P2P_CAPS_INDEX_READ = 0
     NVML_P2P_STATUS_OK = 0
     NVML_P2P_STATUS_NOT_SUPPORTED = 5
 
-    def __init__(self, boards: list[Board], root: bool = True, driver: bool = True, p2p: bool = False) -> None:
+    def __init__(
+        self,
+        boards: list[Board],
+        root: bool = True,
+        driver: bool = True,
+        p2p: bool = False,
+        physics: Physics | None = None,
+    ) -> None:
         self.boards = boards
         self.root = root
         self.driver = driver
         self.p2p = p2p
+        self.physics = physics
         self.initialised = 0
+
+    def _sensed(self, b: Board) -> Board:
+        b = self._alive(b)
+        if self.physics:
+            self.physics.sense(b)
+        return b
 
     # -- session ----------------------------------------------------------------------------
     def nvmlInit(self) -> None:
@@ -134,7 +159,20 @@ class FakeNvml:
         return SimpleNamespace(busId=self._alive(b).pci_bus_id.encode())
 
     def nvmlDeviceGetTemperature(self, b: Board, sensor: int) -> int:
-        return self._alive(b).temperature
+        return self._sensed(b).temperature
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, b: Board) -> int:
+        if not self._alive(b).energy_counter:
+            raise NVMLError_NotSupported("Not Supported")
+        return self._sensed(b).energy_mj
+
+    def nvmlDeviceGetClockInfo(self, b: Board, kind: int) -> int:
+        b = self._sensed(b)
+        if kind == self.NVML_CLOCK_SM:
+            return b.sm_clock_mhz
+        if kind == self.NVML_CLOCK_MEM:
+            return b.mem_clock_mhz
+        raise NVMLError_InvalidArgument("Invalid Argument")
 
     def nvmlDeviceGetPersistenceMode(self, b: Board) -> int:
         return self._alive(b).persistence
@@ -167,14 +205,53 @@ class FakeNvml:
             raise NVMLError_NoPermission("Insufficient Permissions")
         if not b.min_mw <= mw <= b.max_mw:
             raise NVMLError_InvalidArgument("Invalid Argument")
+        if b.on_set:
+            b.on_set(mw)
         b.sets.append(mw)
         if not b.silent_setter:
             b.limit_mw = mw
+            if self.physics:
+                self.physics.limit(b, mw)
 
     def nvmlDeviceSetPersistenceMode(self, b: Board, mode: int) -> None:
         if not self.root:
             raise NVMLError_NoPermission("Insufficient Permissions")
         self._alive(b).persistence = mode
+
+
+class Physics:
+    """What makes a fake board's counters move: nothing by default (they stay where a test puts them)."""
+
+    def sense(self, b: Board) -> None:
+        pass
+
+    def limit(self, b: Board, mw: int) -> None:
+        pass
+
+
+class SimulatedPhysics(Physics):
+    """Boards whose limit, energy counter, temperature and clocks are the simulator's power model (/_sim/power).
+
+    The fake NVML then behaves like real boards under a real engine: a cap set through NVML slows
+    the simulator, and the energy counter moves with the simulated draw.
+    """
+
+    def __init__(self, endpoint: str, api_key: str | None = None) -> None:
+        self.endpoint = endpoint
+        self.api_key = api_key
+
+    def limit(self, b: Board, mw: int) -> None:
+        status, body = request(
+            f"{self.endpoint}/_sim/power", 5.0, body={"index": b.index, "limit_w": mw / 1000}, api_key=self.api_key
+        )
+        assert status == 200, body
+
+    def sense(self, b: Board) -> None:
+        status, body = request(f"{self.endpoint}/_sim/power", 5.0, api_key=self.api_key)
+        assert status == 200, body
+        g = json.loads(body)["gpus"][b.index]
+        b.energy_mj, b.temperature = g["energy_mj"], round(g["temperature_c"])
+        b.sm_clock_mhz, b.mem_clock_mhz, b.draw_mw = g["sm_clock_mhz"], g["mem_clock_mhz"], round(g["draw_w"] * 1000)
 
 
 def two_4090s(**kwargs: Any) -> FakeNvml:
