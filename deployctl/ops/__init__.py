@@ -1,0 +1,1 @@
+"""Workflows: orchestration and side effects, in order, with clean-up on failure."""

@@ -1,0 +1,1 @@
+"""Renderers from a plan to a deployment target (Compose, Helm)."""
