@@ -203,9 +203,11 @@ def pod_state(pod: dict[str, Any]) -> PodState:
     )
 
 
-def pods(kube: Kube, release: str) -> list[PodState]:
+def pods(kube: Kube, release: str, *, terminating: bool = False) -> list[PodState]:
+    """Give the release's pods (and, with `terminating`, those being deleted too)."""
     data = kube.json("kubectl", "get", "pods", "-l", f"{INSTANCE_LABEL}={release}")
-    return [pod_state(p) for p in data.get("items", []) if not p["metadata"].get("deletionTimestamp")]
+    items = data.get("items", [])
+    return [pod_state(p) for p in items if terminating or not p["metadata"].get("deletionTimestamp")]
 
 
 def probe_failure(kube: Kube, release: str) -> str | None:
@@ -382,6 +384,7 @@ def _install(kube: Kube, release: str, args: list[str], timeout: int) -> None:
             f"the upgrade of {release} did not become ready: {why}", "Helm rolled it back: the previous revision serves"
         )
     if "has been uninstalled" in stderr:
+        _wait_gone(kube, release, timeout_s=60)
         raise RolloutFailed(
             f"the install of {release} did not become ready: {why}", "Helm removed it: nothing is left behind"
         )
@@ -534,12 +537,19 @@ def down(cluster: Cluster, release: str, *, timeout_s: int = 120, dry_run: bool 
     if dry_run:
         return DownResult(release, cluster.namespace, removed, [], True)
     kube.run("helm", "uninstall", release, "--wait", "--timeout", f"{timeout_s}s", timeout=timeout_s + 30)
+    left = _wait_gone(kube, release, timeout_s=timeout_s)
+    return DownResult(release, cluster.namespace, removed, [f"Pod/{name}" for name in left], False)
+
+
+def _wait_gone(kube: Kube, release: str, *, timeout_s: float) -> list[str]:
+    """Wait until the release has no pod left (the garbage collector removes them after their
+    Deployment); give the names of those still there at the deadline."""
     deadline = time.monotonic() + timeout_s
-    left = [p.name for p in pods(kube, release)]
+    left = [p.name for p in pods(kube, release, terminating=True)]
     while left and time.monotonic() < deadline:
         time.sleep(POLL_S)
-        left = [p.name for p in pods(kube, release)]
-    return DownResult(release, cluster.namespace, removed, [f"Pod/{name}" for name in left], False)
+        left = [p.name for p in pods(kube, release, terminating=True)]
+    return left
 
 
 # -- from a spec ----------------------------------------------------------------------------------
