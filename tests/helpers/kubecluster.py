@@ -53,6 +53,7 @@ class KubeCluster:
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     ports: dict[str, int] = field(default_factory=dict)
     netns_before: set[str] = field(default_factory=set)
+    netns_dir_existed: bool = True
 
     @property
     def kubeconfig(self) -> Path:
@@ -96,7 +97,8 @@ class KubeCluster:
     def start(self) -> None:
         for d in ("logs", "pki", "etcd", "containerd", "cni/net.d", "cni/ipam", "kubelet"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
-        self.netns_before = set(os.listdir(NETNS_DIR)) if NETNS_DIR.is_dir() else set()
+        self.netns_dir_existed = NETNS_DIR.is_dir()
+        self.netns_before = set(os.listdir(NETNS_DIR)) if self.netns_dir_existed else set()
         self.ports = {name: _free_port() for name in ("etcd", "etcd-peer", "api", "kubelet", "kubelet-healthz")}
         self._start_control_plane()
         self._start_containerd()
@@ -383,6 +385,8 @@ state = "{c / "state"}"
         for ns in sorted(set(os.listdir(NETNS_DIR)) - self.netns_before if NETNS_DIR.is_dir() else ()):
             if subprocess.run(["ip", "netns", "delete", ns], capture_output=True).returncode != 0:
                 problems.append(f"netns {ns}")
+        if not self.netns_dir_existed and NETNS_DIR.is_dir() and not any(NETNS_DIR.iterdir()):
+            NETNS_DIR.rmdir()  # containerd made it for this cluster's pods
         has_bridge = subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode == 0
         if has_bridge and subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True).returncode != 0:
             problems.append(f"bridge {BRIDGE}")

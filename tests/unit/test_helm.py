@@ -297,3 +297,35 @@ def test_k8s_up_needs_a_gpu_model_and_a_kubeconfig(tmp_path: Path, monkeypatch: 
     assert no_config.exit_code == 3
     doc = yaml.safe_load(no_config.stdout)
     assert doc["ok"] is False and doc["error"].startswith("no kubeconfig:")
+
+
+class FakeKube:
+    """What kubectl says about a cluster's nodes and RuntimeClasses (the shape of `kubectl get -o json`)."""
+
+    def __init__(self, gpus_per_node: list[int], runtime_classes: set[str]) -> None:
+        self.nodes = [
+            {"metadata": {"name": f"node-{i}"}, "status": {"allocatable": {"cpu": "8", "nvidia.com/gpu": str(n)}}}
+            for i, n in enumerate(gpus_per_node)
+        ]
+        self.runtime_classes = runtime_classes
+
+    def json(self, tool: str, *args: str) -> Any:
+        assert args == ("get", "nodes")
+        return {"items": self.nodes}
+
+    def run(self, tool: str, *args: str, **kw: Any) -> str:
+        name = args[2]
+        if name not in self.runtime_classes:
+            raise ops.NotFound(f'runtimeclasses.node.k8s.io "{name}" not found')
+        return f"runtimeclass.node.k8s.io/{name}"
+
+
+def test_preflight_names_a_cluster_without_gpu_nodes_or_runtime_class() -> None:
+    with pytest.raises(EnvironmentProblem) as err:
+        ops.check_cluster(FakeKube([0, 1], {"nvidia"}), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
+    assert err.value.message == "no GPU node: no node offers 2 nvidia.com/gpu (node-0: 0, node-1: 1)"
+    assert err.value.exit_code == 3
+    with pytest.raises(EnvironmentProblem, match="RuntimeClass 'nvidia' does not exist"):
+        ops.check_cluster(FakeKube([2], set()), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
+    ops.check_cluster(FakeKube([0, 2], {"nvidia"}), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
+    ops.check_cluster(FakeKube([2], set()), gpus=2, runtime_class="")  # type: ignore[arg-type]
