@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 from helpers.k8stools import path_with_tools, tool
 from helpers.kubecluster import KubeCluster
@@ -56,6 +57,17 @@ def k8s(c: KubeCluster, cwd: Path, *args: str, timeout: float = 240) -> subproce
 def pods(c: KubeCluster, ns: str, release: str) -> list[dict[str, Any]]:
     out = c.kubectl("-n", ns, "get", "pods", "-l", f"app.kubernetes.io/instance={release}", "-o", "json").stdout
     return [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def endpoint_urls(c: KubeCluster, ns: str, service: str) -> list[str]:
+    """Give the URLs behind a Service's endpoints (pod IPs on the test bridge, reachable from this host)."""
+    ep = json.loads(c.kubectl("-n", ns, "get", "endpoints", service, "-o", "json").stdout)
+    return [
+        f"http://{a['ip']}:{p['port']}"
+        for s in ep.get("subsets") or []
+        for a in s.get("addresses", [])
+        for p in s["ports"]
+    ]
 
 
 def manifests(chart_dir: Path, *sets: str) -> list[dict[str, Any]]:
@@ -116,6 +128,12 @@ def test_up_upgrade_rollback_status_down(cluster: KubeCluster, workdir: Path) ->
     assert status.returncode == 0, status.stdout + status.stderr
     st = json.loads(status.stdout)
     assert st["ok"] and st["endpoints"] == 2 and st["helm_status"] == "deployed"
+    # The model answers behind the Service: each endpoint (no kube-proxy here, so not the ClusterIP).
+    urls = endpoint_urls(cluster, ns, "e2e-llm")
+    assert len(urls) == 2
+    for url in urls:
+        assert requests.get(f"{url}/health", timeout=10).status_code == 200
+        assert requests.get(f"{url}/info", timeout=10).json()["max_total_tokens"] == 8192
 
     # An upgrade with a changed value rolls out: a new plan, a new revision, new pods.
     changed = k8s(cluster, workdir, "up", "--simulate", "-n", ns, "--max-total-tokens", "4096", *FAST, "--json")
