@@ -101,6 +101,13 @@ def keygen(name: Path) -> None:
 @click.option(
     "--wheels", default="auto", show_default=True, help="'auto' (build and download), 'none', or a folder of wheels."
 )
+@click.option(
+    "--target",
+    type=click.Choice(["compose", "helm"]),
+    default="compose",
+    show_default=True,
+    help="helm: also carry the Helm chart (stack/chart/NAME-VERSION.tgz); see docs/kubernetes.md.",
+)
 @json_option
 def create(
     output: Path,
@@ -110,10 +117,11 @@ def create(
     as_tar: bool,
     split: str | None,
     wheels: str,
+    target: str,
     as_json: bool,
     **kwargs: Any,
 ) -> None:
-    """Gather images, weights, the stack and deployctl's wheels into one bundle."""
+    """Gather images, weights, the stack (or Helm chart) and deployctl's wheels into one bundle."""
     from deployctl import deploy
     from deployctl.bundle import create as core
     from deployctl.bundle.format import parse_size
@@ -124,7 +132,7 @@ def create(
     plan = deploy.make_plan(spec, simulate=simulate)
     chosen = list(images) or [SIM_IMAGE if simulate else spec.image]
     with _Bars(not as_json) as bars:
-        made = core.create(spec, plan, output, chosen, sign_key, wheels, simulate, as_tar, size, bars)
+        made = core.create(spec, plan, output, chosen, sign_key, wheels, simulate, as_tar, size, bars, target=target)
     if as_json:
         echo_json({**made.__dict__, "path": str(made.path)})
         return

@@ -208,6 +208,25 @@ def render(src: ChartSource, *, replicas: int = 1, runtime_class: str = "nvidia"
     }
 
 
+def package(files: dict[str, bytes]) -> tuple[str, bytes]:
+    """Give the chart as Helm packages it (NAME-VERSION.tgz, files under NAME/), byte for byte the same each time."""
+    import gzip
+    import io
+    import tarfile
+
+    import yaml
+
+    meta = yaml.safe_load(files["Chart.yaml"])
+    name, version = meta["name"], meta["version"]
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for rel in sorted(files):
+            info = tarfile.TarInfo(f"{name}/{rel}")
+            info.size, info.mode, info.mtime = len(files[rel]), 0o644, 0
+            tar.addfile(info, io.BytesIO(files[rel]))
+    return f"{name}-{version}.tgz", gzip.compress(raw.getvalue(), mtime=0)
+
+
 def write_chart(files: dict[str, bytes], out_dir: Path) -> Path:
     """Write the chart as `out_dir`, replacing a chart deployctl wrote there whole or not at all."""
     from deployctl.compose.render import write_stack

@@ -329,3 +329,23 @@ def test_preflight_names_a_cluster_without_gpu_nodes_or_runtime_class() -> None:
         ops.check_cluster(FakeKube([2], set()), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
     ops.check_cluster(FakeKube([0, 2], {"nvidia"}), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
     ops.check_cluster(FakeKube([2], set()), gpus=2, runtime_class="")  # type: ignore[arg-type]
+
+
+def test_bundle_target_helm_carries_a_chart_helm_installs(tmp_path: Path) -> None:
+    from helpers.tinymodel import write_spec, write_tiny_model
+
+    from deployctl import deploy
+    from deployctl.bundle import create
+    from deployctl.bundle.install import verify
+
+    source = spec.load(write_spec(tmp_path, write_tiny_model(tmp_path / "tiny-llama")))
+    plan = deploy.make_plan(source, simulate=True)
+    out = create.create(source, plan, tmp_path / "b", images=[], wheels="none", simulate=True, target="helm").path
+    (packaged,) = (out / "stack" / "chart").glob("*.tgz")
+    assert verify(out, None, insecure=True).entries >= 5
+    assert run_helm("lint", "--strict", str(packaged)).returncode == 0
+    docs = [d for d in yaml.safe_load_all(run_helm("template", "rel", str(packaged)).stdout) if d]
+    assert kind(docs, "Deployment")["metadata"]["labels"]["ai.deployctl/plan-hash"] == plan.digest()
+    # Packaging is deterministic: the same plan gives the same bytes (and the same manifest checksum).
+    again = helm.package(helm.render(helm.source_from_plan(plan, simulate=True)))
+    assert again == (packaged.name, packaged.read_bytes())
