@@ -349,3 +349,21 @@ def test_bundle_target_helm_carries_a_chart_helm_installs(tmp_path: Path) -> Non
     # Packaging is deterministic: the same plan gives the same bytes (and the same manifest checksum).
     again = helm.package(helm.render(helm.source_from_plan(plan, simulate=True)))
     assert again == (packaged.name, packaged.read_bytes())
+
+
+GOLDEN = Path(__file__).parents[1] / "golden" / "helm-2x4090"
+
+
+def test_golden_chart(tmp_path: Path, update_golden: bool) -> None:
+    """values.yaml and `helm template` of the 2 x RTX 4090 chart, pinned (pytest --update-golden to refresh)."""
+    chart_dir = chart(tmp_path, gpus=2, replicas=2)
+    rendered = {
+        "values.yaml": (chart_dir / "values.yaml").read_text(),
+        "manifests.yaml": run_helm("template", "golden", str(chart_dir), "--namespace", "llm").stdout,
+    }
+    for name, text in rendered.items():
+        path = GOLDEN / name
+        if update_golden:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        assert text == path.read_text(), f"{path} differs: run pytest --update-golden if intended"
