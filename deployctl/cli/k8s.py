@@ -91,8 +91,8 @@ def up(
     """
     from deployctl.ops import k8s as ops
 
-    cluster = _cluster(kwargs)
     try:
+        cluster = _cluster(kwargs)
         spec = load_spec(kwargs)
         src = ops.chart_source(spec, simulate=simulate, faults=faults)
         req = ops.UpRequest(
@@ -140,8 +140,8 @@ def status(as_json: bool, release: str | None, **kwargs: Any) -> None:
     """
     from deployctl.ops import k8s as ops
 
-    cluster = _cluster(kwargs)
     try:
+        cluster = _cluster(kwargs)
         st = ops.status(cluster, release or _spec_release())
     except DeployctlError as exc:
         if as_json:
@@ -183,8 +183,8 @@ def down(as_json: bool, release: str | None, timeout: int, dry_run: bool, **kwar
     """
     from deployctl.ops import k8s as ops
 
-    cluster = _cluster(kwargs)
     try:
+        cluster = _cluster(kwargs)
         result = ops.down(cluster, release or _spec_release(), timeout_s=timeout, dry_run=dry_run)
     except DeployctlError as exc:
         if as_json:

@@ -52,6 +52,12 @@ class Cluster:
     context: str | None = None
     kubeconfig: str | None = None
 
+    def __post_init__(self) -> None:
+        if not chart.RELEASE_NAME.match(self.namespace) or len(self.namespace) > 63:
+            raise InputError(
+                f"namespace {self.namespace!r} is not a Kubernetes name", "use lower-case letters, digits and '-'"
+            )
+
     def flags(self, tool: str) -> list[str]:
         out = ["--namespace", self.namespace]
         if self.context:
@@ -59,6 +65,10 @@ class Cluster:
         if self.kubeconfig:
             out += ["--kubeconfig", self.kubeconfig]
         return out
+
+
+class Forbidden(EnvironmentProblem):
+    """The kubeconfig's user may not do this (RBAC)."""
 
 
 class ToolError(DeployctlError):
@@ -91,7 +101,9 @@ def explain(err: ToolError) -> DeployctlError:
     if any(s in low for s in ("connection refused", "unreachable", "no such host", "i/o timeout", "unable to connect")):
         return EnvironmentProblem(f"cannot reach the Kubernetes cluster: {last_line(text)}", where)
     if "unauthorized" in low or "forbidden" in low:
-        return EnvironmentProblem(f"the cluster refused the request: {last_line(text)}", "check the kubeconfig's user")
+        return Forbidden(
+            f"the cluster refused the request: {last_line(text)}", "check the kubeconfig's user and its RBAC roles"
+        )
     if "release: not found" in low:
         return NotFound("no such release in that namespace", "helm list -A shows every release")
     if "(notfound)" in low:
@@ -210,13 +222,13 @@ def pods(kube: Kube, release: str, *, terminating: bool = False) -> list[PodStat
     return [pod_state(p) for p in items if terminating or not p["metadata"].get("deletionTimestamp")]
 
 
-def probe_failure(kube: Kube, release: str) -> str | None:
-    """Give the last probe-failure event of the release's pods, if any (why a running pod is not Ready)."""
+def probe_failure(kube: Kube, pod_names: set[str]) -> str | None:
+    """Give the last probe-failure event of these pods, if any (why a running pod is not Ready)."""
     try:
         events = kube.json("kubectl", "get", "events", "--field-selector", "type=Warning,reason=Unhealthy")
     except DeployctlError:
         return None
-    mine = [e for e in events.get("items", []) if e.get("involvedObject", {}).get("name", "").startswith(release)]
+    mine = [e for e in events.get("items", []) if e.get("involvedObject", {}).get("name") in pod_names]
     if not mine:
         return None
     last = max(mine, key=lambda e: e.get("lastTimestamp") or "")
@@ -242,7 +254,7 @@ class Watch:
             if problems:
                 self.problem = problems[0]
                 if "health probe" in self.problem:
-                    event = probe_failure(self.kube, self.release)
+                    event = probe_failure(self.kube, {s.name for s in states})
                     if event:
                         self.problem = f"running, but not Ready: {event}"
 
@@ -255,8 +267,11 @@ class Watch:
 
 def check_cluster(kube: Kube, *, gpus: int, runtime_class: str) -> None:
     """Raise when the cluster cannot run the chart: no node with the GPUs, no such RuntimeClass."""
-    nodes = kube.json("kubectl", "get", "nodes").get("items", [])
-    if gpus > 0:
+    try:
+        nodes = kube.json("kubectl", "get", "nodes").get("items", [])
+    except Forbidden:
+        nodes = None  # a namespace-scoped user may not list nodes: the scheduler will say it instead
+    if gpus > 0 and nodes is not None:
         offers = {
             n["metadata"]["name"]: int(n.get("status", {}).get("allocatable", {}).get(GPU_RESOURCE, "0")) for n in nodes
         }
@@ -269,6 +284,8 @@ def check_cluster(kube: Kube, *, gpus: int, runtime_class: str) -> None:
     if runtime_class:
         try:
             kube.run("kubectl", "get", "runtimeclass", runtime_class, "-o", "name")
+        except Forbidden:
+            pass
         except NotFound:
             raise EnvironmentProblem(
                 f"RuntimeClass {runtime_class!r} does not exist on the cluster",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -367,3 +368,18 @@ def test_golden_chart(tmp_path: Path, update_golden: bool) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         assert text == path.read_text(), f"{path} differs: run pytest --update-golden if intended"
+
+
+def test_a_bad_namespace_is_refused_in_json_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["k8s", "status", "--release", "llm", "-n", "Bad_NS", "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["error"] == "namespace 'Bad_NS' is not a Kubernetes name"
+
+
+def test_a_user_who_may_not_list_nodes_is_not_stopped_by_the_preflight() -> None:
+    class Restricted(FakeKube):
+        def json(self, tool: str, *args: str) -> Any:
+            raise ops.Forbidden('nodes is forbidden: User "dev" cannot list resource "nodes"')
+
+    ops.check_cluster(Restricted([], {"nvidia"}), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
