@@ -33,6 +33,8 @@ fi
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+  # The tests run their own etcd on ports of their own; the package's service is not wanted.
+  if [ -d /run/systemd/system ]; then systemctl disable --now etcd >/dev/null 2>&1 || true; fi
 fi
 
 dest="$K8S_CACHE/$K8S_SRC_VERSION"
