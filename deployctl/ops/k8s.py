@@ -39,9 +39,13 @@ class NotFound(DeployctlError):
 
 
 class RolloutFailed(DeployctlError):
-    """Helm could not bring the release up; it rolled back (or removed a first install)."""
+    """Helm could not bring the release up; it rolled back (or removed a first install: `removed`)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None, *, removed: bool = False) -> None:
+        super().__init__(message, hint)
+        self.removed = removed
 
 
 @dataclass(frozen=True)
@@ -392,20 +396,35 @@ def _install(kube: Kube, release: str, args: list[str], timeout: int) -> None:
         thread.join(timeout=10)
     if proc.returncode == 0:
         return
-    err = explain(ToolError(["helm", "upgrade"], proc.returncode, stderr))
+    err = rollout_failure(release, proc.returncode, stderr, watch.problem)
+    if isinstance(err, RolloutFailed) and err.removed:
+        _wait_gone(kube, release, timeout_s=60)
+    raise err
+
+
+def rollout_failure(release: str, returncode: int, stderr: str, problem: str | None) -> DeployctlError:
+    """Give the one-line error for a failed `helm upgrade --install --atomic`, with what Helm did about it."""
+    err = explain(ToolError(["helm", "upgrade"], returncode, stderr))
     if not isinstance(err, ToolError):
-        raise err
-    why = watch.problem or last_line(stderr)
+        return err
+    why = problem or last_line(stderr)
+    if "an error occurred while rolling back the release" in stderr:
+        return RolloutFailed(
+            f"the upgrade of {release} did not become ready: {why}",
+            "Helm's rollback to the previous revision did not become ready in --timeout either: "
+            "see `deployctl k8s status`, then `helm rollback` or `deployctl k8s up` again with a longer --timeout",
+        )
     if "has been rolled back" in stderr:
-        raise RolloutFailed(
+        return RolloutFailed(
             f"the upgrade of {release} did not become ready: {why}", "Helm rolled it back: the previous revision serves"
         )
     if "has been uninstalled" in stderr:
-        _wait_gone(kube, release, timeout_s=60)
-        raise RolloutFailed(
-            f"the install of {release} did not become ready: {why}", "Helm removed it: nothing is left behind"
+        return RolloutFailed(
+            f"the install of {release} did not become ready: {why}",
+            "Helm removed it: nothing is left behind",
+            removed=True,
         )
-    raise RolloutFailed(f"helm could not install {release}: {why}")
+    return RolloutFailed(f"helm could not install {release}: {why}")
 
 
 def _template(cluster: Cluster, req: UpRequest, chart_dir: Path, values: list[str]) -> UpResult:

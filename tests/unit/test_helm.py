@@ -383,3 +383,27 @@ def test_a_user_who_may_not_list_nodes_is_not_stopped_by_the_preflight() -> None
             raise ops.Forbidden('nodes is forbidden: User "dev" cannot list resource "nodes"')
 
     ops.check_cluster(Restricted([], {"nvidia"}), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("stderr", "says"),
+    [
+        (
+            "Error: UPGRADE FAILED: release llm failed, and has been rolled back due to atomic being set: timed out waiting for the condition",
+            "Helm rolled it back: the previous revision serves",
+        ),
+        (
+            "Error: INSTALLATION FAILED: release llm failed, and has been uninstalled due to atomic being set: timed out waiting for the condition",
+            "Helm removed it: nothing is left behind",
+        ),
+        (
+            "Error: UPGRADE FAILED: an error occurred while rolling back the release. original upgrade error: timed out waiting for the condition: timed out waiting for the condition",
+            "Helm's rollback to the previous revision did not become ready in --timeout either",
+        ),
+    ],
+)
+def test_a_failed_rollout_says_what_helm_did(stderr: str, says: str) -> None:
+    err = ops.rollout_failure("llm", 1, stderr, "image x:1 is not present on node gpu-1 (ErrImagePull)")
+    assert isinstance(err, ops.RolloutFailed) and err.exit_code == 1
+    assert "did not become ready: image x:1 is not present on node gpu-1 (ErrImagePull)" in err.message
+    assert err.hint is not None and err.hint.startswith(says)
