@@ -101,26 +101,32 @@ def read_stack(stack_dir: Path) -> RenderedStack | None:
     return RenderedStack(stack_dir.absolute(), info, plan, key)
 
 
-def write_stack(files: dict[str, bytes], stack_dir: Path) -> Path:
-    """Write the files as `stack_dir`, replacing an existing stack whole or not at all."""
-    stack_dir = check_dir(stack_dir, "stack_dir").absolute()
+def write_stack(files: dict[str, bytes], stack_dir: Path, marker: str = "stack.json", what: str = "stack_dir") -> Path:
+    """Write the files as `stack_dir`, replacing an existing stack whole or not at all.
+
+    Names may hold `/` (a chart's templates/); a non-empty directory is replaced only when it
+    holds `marker`, the file that says deployctl wrote it.
+    """
+    stack_dir = check_dir(stack_dir, what).absolute()
     parent = stack_dir.parent
     if stack_dir.exists() and not stack_dir.is_dir():
-        raise InputError(f"stack_dir {stack_dir} exists and is not a directory")
-    if stack_dir.is_dir() and any(stack_dir.iterdir()) and not (stack_dir / "stack.json").exists():
-        raise InputError(f"stack_dir {stack_dir} holds other files", "choose an empty or new directory")
+        raise InputError(f"{what} {stack_dir} exists and is not a directory")
+    if stack_dir.is_dir() and any(stack_dir.iterdir()) and not (stack_dir / marker).exists():
+        raise InputError(f"{what} {stack_dir} holds other files", "choose an empty or new directory")
     created_parent = not parent.exists()
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{stack_dir.name}.new-", dir=parent))
     except OSError as exc:
         raise InputError(
-            f"stack_dir {stack_dir}: cannot write there: {exc.strerror}", "choose a writable directory"
+            f"{what} {stack_dir}: cannot write there: {exc.strerror}", "choose a writable directory"
         ) from None
     try:
         for name, data in files.items():
             mode = 0o600 if name == SECRET_FILE else 0o644
-            fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            path = tmp / name  # names are deployctl's own, never user input
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()

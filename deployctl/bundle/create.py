@@ -151,6 +151,14 @@ def _stack_entries(staging: Path, plan: Plan, simulate: bool) -> list[Entry]:
     return out
 
 
+def _chart_entry(staging: Path, plan: Plan, simulate: bool) -> Entry:
+    """The plan as a packaged Helm chart (stack/chart/NAME-VERSION.tgz), for `helm install` at the site."""
+    from deployctl.targets import helm
+
+    name, data = helm.package(helm.render(helm.source_from_plan(plan, simulate=simulate)))
+    return _write(staging, f"stack/chart/{name}", data, "stack")
+
+
 def _tar_members(staging: Path, manifest_entries: list[Entry], signed: bool) -> Iterator[tuple[str, Path]]:
     yield MANIFEST, staging / MANIFEST
     if signed:
@@ -223,6 +231,7 @@ def create(
     as_tar: bool = False,
     split: int | None = None,
     progress: Progress | None = None,
+    target: str = "compose",
 ) -> Created:
     """Write the bundle at `out` (a folder, `out` as a .tar, or its parts); nothing is left half-written."""
     progress = progress or (lambda item, done, total: None)
@@ -245,6 +254,8 @@ def create(
             image_entries.append(ie)
         entries += _model_entries(staging, spec.model.path, model_name, progress)
         entries += _stack_entries(staging, plan, simulate)
+        if target == "helm":
+            entries.append(_chart_entry(staging, plan, simulate))
         entries.append(_write(staging, "spec/deployctl.yaml", bundled_spec(spec, model_name), "spec"))
         if wheels != "none":
             from deployctl.bundle import wheels as wheels_mod

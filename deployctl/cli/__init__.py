@@ -13,7 +13,11 @@ from deployctl import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "init": ("deployctl.cli.plan", "init", "Write a commented starter deployctl.yaml."),
     "plan": ("deployctl.cli.plan", "plan", "Show the per-GPU memory plan and the engine's arguments."),
-    "render": ("deployctl.cli.plan", "render", "Write the Docker Compose stack for the plan."),
+    "render": (
+        "deployctl.cli.plan",
+        "render",
+        "Write the Docker Compose stack (or, --target helm, a Helm chart) for the plan.",
+    ),
     "up": ("deployctl.cli.run", "up", "Plan, render, start the stack and wait until the model answers."),
     "down": ("deployctl.cli.run", "down", "Stop the stack and remove its containers and network."),
     "status": ("deployctl.cli.run", "status", "Show each service's state, health, uptime and restarts."),
@@ -22,6 +26,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "deployctl.cli.health",
         "health",
         "Check the endpoint: /health, /info against the plan, one generation.",
+    ),
+    "k8s": (
+        "deployctl.cli.k8s",
+        "k8s",
+        "Install, check and remove the plan as a Helm release on a Kubernetes GPU cluster.",
     ),
     "bundle": (
         "deployctl.cli.bundle",
@@ -45,6 +54,7 @@ Examples:
   deployctl up --gpus 2                            # the real engine on two GPUs
   deployctl status --json ; deployctl logs -F ; deployctl down
   deployctl health --json >> health.jsonl          # one JSON line per check
+  deployctl render --target helm --gpu-model rtx4090 --gpus 2 --replicas 3 -o ./llm-chart
   deployctl bench --preset ttft --slo-ttft 500 --cost 4200  # SLO and cost report
   deployctl bundle create -o llm.tar --sign site-key --split 4G   # then, at the site:
   sudo deployctl bundle install llm.tar.parts.json --pubkey site-key.pub --target /srv/deployctl

@@ -63,6 +63,13 @@ def keygen(name: Path) -> None:
 @click.option(
     "--wheels", default="auto", show_default=True, help="'auto' (build and download), 'none', or a folder of wheels."
 )
+@click.option(
+    "--target",
+    type=click.Choice(["compose", "helm"]),
+    default="compose",
+    show_default=True,
+    help="helm: also carry the Helm chart (stack/chart/NAME-VERSION.tgz); see docs/kubernetes.md.",
+)
 @json_option
 def create(
     output: Path,
@@ -72,10 +79,11 @@ def create(
     as_tar: bool,
     split: str | None,
     wheels: str,
+    target: str,
     as_json: bool,
     **kwargs: Any,
 ) -> None:
-    """Gather images, weights, the stack and deployctl's wheels into one bundle.
+    """Gather images, weights, the stack (or Helm chart) and deployctl's wheels into one bundle.
 
     \b
     Examples:
@@ -98,6 +106,7 @@ def create(
             as_tar=as_tar,
             split_size=size,
             progress=bars,
+            target=target,
         )
     if as_json:
         echo_json({**made.__dict__, "path": str(made.path)})

@@ -202,18 +202,51 @@ def plan(
 @click.command()
 @spec_options
 @click.option("--simulate", is_flag=True, help="Render the simulator in place of the engine.")
+@click.option(
+    "--target", type=click.Choice(["compose", "helm"]), default="compose", show_default=True, help="What to render."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="helm: the chart directory (default ./NAME-chart); compose: same as --stack-dir.",
+)
+@click.option(
+    "--replicas", type=int, default=1, show_default=True, help="helm: engine instances, each on its own GPUs."
+)
 @sim_fault_option
 @json_option
-def render(as_json: bool, simulate: bool, faults: dict[str, str], **kwargs: Any) -> None:
-    """Write the stack directory: compose.yaml, .env (mode 0600), plan.json.
+def render(
+    as_json: bool,
+    simulate: bool,
+    target: str,
+    output: Path | None,
+    replicas: int,
+    faults: dict[str, str],
+    **kwargs: Any,
+) -> None:
+    """Write the stack directory (compose.yaml, .env mode 0600, plan.json) or a Helm chart.
 
     \b
-    Example:
+    Examples:
       deployctl render --gpu-model rtx4090 --gpus 2 --model ./Llama-3-70B-GPTQ --stack-dir ./stack
+      deployctl render --target helm --gpu-model rtx4090 --gpus 2 --replicas 3 -o ./llm-chart
     """
     from deployctl.ops import plan as ops
 
+    if target == "compose" and output is not None:
+        kwargs["stack_dir"] = output
     spec = load_spec(kwargs)
+    if target == "helm":
+        from deployctl.ops import k8s
+
+        chart_dir = output or Path(f"{spec.name}-chart")
+        out, src = k8s.render_chart(spec, chart_dir, simulate=simulate, faults=faults, replicas=replicas)
+        if as_json:
+            echo_json({"chart_dir": str(out), "plan_hash": src.plan_hash, "simulate": simulate, "replicas": replicas})
+        else:
+            click.echo(f"wrote {out}: Chart.yaml, values.yaml, values.schema.json, templates/ (plan {src.plan_hash})")
+        return
     p = ops.make_plan(spec, simulate=simulate)
     out = ops.render_stack(spec, p, simulate=simulate, faults=faults)
     if as_json:

@@ -23,6 +23,7 @@ def create(
     as_tar: bool,
     split_size: int | None,
     progress: Progress,
+    target: str = "compose",
 ) -> Any:
     """Plan the spec and gather its images (default: the engine's, or the simulator's), weights and stack."""
     from deployctl.bundle import create as core
@@ -30,7 +31,9 @@ def create(
 
     plan = plan_ops.make_plan(spec, simulate=simulate)
     chosen = images or [SIM_IMAGE if simulate else plan.engine.image]
-    return core.create(spec, plan, output, chosen, sign_key, wheels, simulate, as_tar, split_size, progress)
+    return core.create(
+        spec, plan, output, chosen, sign_key, wheels, simulate, as_tar, split_size, progress, target=target
+    )
 
 
 def install(

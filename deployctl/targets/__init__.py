@@ -1,1 +1,1 @@
-"""Targets: an engine-neutral Workload (workload.py) and one renderer per target (compose.py; helm.py to come)."""
+"""Targets: an engine-neutral Workload (workload.py) and one renderer per target (compose.py, helm.py)."""

@@ -1,0 +1,209 @@
+"""`deployctl k8s up/status/down`: the plan as a Helm release on a Kubernetes GPU cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from deployctl.cli.options import echo_json, json_option, load_spec, sim_fault_option, spec_options
+from deployctl.errors import DeployctlError
+
+CLUSTER_OPTIONS = [
+    click.option("-n", "--namespace", default="default", show_default=True, help="The release's namespace."),
+    click.option("--kube-context", help="The kubeconfig context (default: the current one)."),
+    click.option(
+        "--kubeconfig",
+        type=click.Path(dir_okay=False),
+        help="The kubeconfig file (default: $KUBECONFIG or ~/.kube/config).",
+    ),
+]
+
+
+def cluster_options(fn: Any) -> Any:
+    for option in reversed(CLUSTER_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def _cluster(kwargs: dict[str, Any]) -> Any:
+    from deployctl.ops.k8s import Cluster
+
+    return Cluster(
+        namespace=kwargs.pop("namespace"), context=kwargs.pop("kube_context"), kubeconfig=kwargs.pop("kubeconfig")
+    )
+
+
+def _fail_json(exc: DeployctlError) -> None:
+    """With --json, a failure is still one JSON document on stdout (and the error's exit code)."""
+    echo_json({"ok": False, "error": exc.message, "hint": exc.hint})
+    raise click.exceptions.Exit(exc.exit_code)
+
+
+@click.group()
+def k8s() -> None:
+    """Run the plan on a Kubernetes GPU cluster through Helm (see docs/kubernetes.md).
+
+    \b
+    Examples:
+      deployctl k8s up --gpu-model rtx4090 --gpus 2 --replicas 3 -n llm --dry-run
+      deployctl k8s status --release my-llm -n llm
+      deployctl k8s down --release my-llm -n llm --dry-run
+    """
+
+
+@k8s.command()
+@spec_options
+@cluster_options
+@click.option("--simulate", is_flag=True, help="Install the simulator in place of the engine (no GPU node needed).")
+@click.option("--release", help="The Helm release name (default: the spec's name).")
+@click.option("--replicas", type=int, default=1, show_default=True, help="Engine instances, each on its own GPUs.")
+@click.option("--runtime-class", default="nvidia", show_default=True, help="The pods' RuntimeClass; '' for none.")
+@click.option(
+    "--values", "values_files", multiple=True, type=click.Path(path_type=Path, dir_okay=False), help="More Helm values."
+)
+@click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE", help="A Helm value (repeatable).")
+@click.option("--timeout", type=int, help="Seconds to wait for every replica to be Ready (default: the plan's).")
+@click.option("--dry-run", is_flag=True, help="Render the manifests (helm template); change nothing.")
+@sim_fault_option
+@json_option
+def up(
+    as_json: bool,
+    simulate: bool,
+    release: str | None,
+    replicas: int,
+    runtime_class: str,
+    values_files: tuple[Path, ...],
+    set_values: tuple[str, ...],
+    timeout: int | None,
+    dry_run: bool,
+    faults: dict[str, str],
+    **kwargs: Any,
+) -> None:
+    """Install or upgrade the release and wait until every replica is Ready.
+
+    A rollout that does not become Ready in time is rolled back by Helm (--atomic), and said so.
+
+    \b
+    Example:
+      deployctl k8s up --gpu-model rtx4090 --gpus 2 --replicas 2 -n llm --dry-run
+    """
+    from deployctl.ops import k8s as ops
+
+    try:
+        cluster = _cluster(kwargs)
+        spec = load_spec(kwargs)
+        src = ops.chart_source(spec, simulate=simulate, faults=faults)
+        req = ops.UpRequest(
+            source=src,
+            release=release or spec.name.replace("_", "-"),
+            replicas=replicas,
+            runtime_class=runtime_class,
+            api_key=spec.resolve_api_key() if src.api_key_required else None,
+            values_files=values_files,
+            set_values=set_values,
+            timeout_s=timeout,
+        )
+        result = ops.up(cluster, req, dry_run=dry_run, report=None if as_json else lambda s: click.echo(s, err=True))
+    except DeployctlError as exc:
+        if as_json:
+            _fail_json(exc)
+        raise
+    if as_json:
+        echo_json({"ok": True, **result.__dict__})
+        return
+    if result.dry_run:
+        click.echo(
+            f"dry run: would install {', '.join(result.manifests)} as release {result.release} in {result.namespace}"
+        )
+        return
+    click.echo(
+        f"ready: {result.ready}/{result.replicas} replica(s) of {result.release} (revision {result.revision}, plan {result.plan_hash})"
+    )
+    click.echo(f"service: {result.url} (ClusterIP {result.cluster_ip})")
+    click.echo(f"from here: {result.port_forward}")
+
+
+@k8s.command()
+@cluster_options
+@click.option("--release", help="The Helm release name (default: the name in ./deployctl.yaml).")
+@json_option
+def status(as_json: bool, release: str | None, **kwargs: Any) -> None:
+    """Show the release: Helm revision, Ready replicas, pods and their problems, the Service.
+
+    Exits 0 when every replica is Ready and behind the Service, 1 otherwise, 5 when there is no such release.
+
+    \b
+    Example:
+      deployctl k8s status --release my-llm -n llm --json
+    """
+    from deployctl.ops import k8s as ops
+
+    try:
+        cluster = _cluster(kwargs)
+        st = ops.status(cluster, release or _spec_release())
+    except DeployctlError as exc:
+        if as_json:
+            _fail_json(exc)
+        raise
+    if as_json:
+        echo_json({"ok": st.ok, **st.__dict__})
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(
+            title=f"{st.release} in {st.namespace}: revision {st.revision} {st.helm_status}, "
+            f"{st.ready}/{st.replicas} Ready, {st.endpoints} endpoint(s) at {st.url}"
+        )
+        for col in ("pod", "phase", "ready", "restarts", "node", "problem"):
+            table.add_column(col)
+        for p in st.pods:
+            table.add_row(
+                p["name"], p["phase"], "yes" if p["ready"] else "no", str(p["restarts"]), p["node"], p["problem"] or ""
+            )
+        Console().print(table)
+    if not st.ok:
+        raise click.exceptions.Exit(1)
+
+
+@k8s.command()
+@cluster_options
+@click.option("--release", help="The Helm release name (default: the name in ./deployctl.yaml).")
+@click.option("--timeout", type=int, default=120, show_default=True, help="Seconds to wait for the pods to go.")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@json_option
+def down(as_json: bool, release: str | None, timeout: int, dry_run: bool, **kwargs: Any) -> None:
+    """Uninstall the release and wait until its pods are gone.
+
+    \b
+    Example:
+      deployctl k8s down --release my-llm -n llm --dry-run
+    """
+    from deployctl.ops import k8s as ops
+
+    try:
+        cluster = _cluster(kwargs)
+        result = ops.down(cluster, release or _spec_release(), timeout_s=timeout, dry_run=dry_run)
+    except DeployctlError as exc:
+        if as_json:
+            _fail_json(exc)
+        raise
+    if as_json:
+        echo_json({"ok": not result.left, **result.__dict__})
+    elif result.dry_run:
+        click.echo(f"dry run: would remove {', '.join(result.removed)}")
+    elif result.left:
+        click.echo(f"uninstalled {result.release}, but these remain: {', '.join(result.left)}", err=True)
+    else:
+        click.echo(f"uninstalled {result.release} from {result.namespace}: no release and no pod left")
+    if result.left:
+        raise click.exceptions.Exit(1)
+
+
+def _spec_release() -> str:
+    from deployctl import spec
+
+    name: str = spec.load(None).name
+    return name.replace("_", "-")

@@ -1,0 +1,195 @@
+"""deployctl k8s on a real single-node cluster (API server, scheduler, controller-manager, kubelet on containerd).
+
+The cluster is started once for the session and removed at the end (tests/helpers/kubecluster.py).
+The simulator stands in for the engine; the node advertises fake nvidia.com/gpu capacity and an
+`nvidia` RuntimeClass exists, as the GPU Operator makes them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from helpers.k8stools import path_with_tools, tool
+from helpers.kubecluster import KubeCluster
+
+from .conftest import deployctl
+
+# Short probe periods: the simulator is Ready in about two seconds.
+FAST = ("--set", "probes.readiness.periodSeconds=1", "--set", "probes.liveness.periodSeconds=2")
+
+
+@pytest.fixture(scope="session")
+def cluster(sim_image: str) -> Iterator[KubeCluster]:
+    for name in ("kube-apiserver", "kubelet", "helm", "kubectl"):
+        tool(name)
+    started = time.monotonic()
+    c = KubeCluster(Path(tempfile.mkdtemp(prefix="dctl-k8s-", dir="/tmp")))
+    try:
+        c.start()
+        c.import_image(sim_image)
+        print(f"\ncluster ready in {time.monotonic() - started:.1f}s")
+        yield c
+    finally:
+        problems = c.stop()
+        assert not problems, f"the test cluster left behind: {problems}"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "deployctl.yaml").write_text("name: e2e-llm\n")
+    return tmp_path
+
+
+def k8s(c: KubeCluster, cwd: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {"KUBECONFIG": str(c.kubeconfig), "PATH": path_with_tools()}
+    t = time.monotonic()
+    done = deployctl("k8s", *args, env=env, cwd=cwd, timeout=timeout)
+    print(f"k8s {args[0]}: {time.monotonic() - t:.1f}s")
+    return done
+
+
+def pods(c: KubeCluster, ns: str, release: str) -> list[dict[str, Any]]:
+    out = c.kubectl("-n", ns, "get", "pods", "-l", f"app.kubernetes.io/instance={release}", "-o", "json").stdout
+    return [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def endpoint_urls(c: KubeCluster, ns: str, service: str) -> list[str]:
+    """Give the URLs behind a Service's endpoints (pod IPs on the test bridge, reachable from this host)."""
+    ep = json.loads(c.kubectl("-n", ns, "get", "endpoints", service, "-o", "json").stdout)
+    return [
+        f"http://{a['ip']}:{p['port']}"
+        for s in ep.get("subsets") or []
+        for a in s.get("addresses", [])
+        for p in s["ports"]
+    ]
+
+
+def manifests(chart_dir: Path, *sets: str) -> list[dict[str, Any]]:
+    args = [tool("helm"), "template", "e2e", str(chart_dir)]
+    for s in sets:
+        args += ["--set", s]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def server_dry_run(c: KubeCluster, doc: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    return c.kubectl("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(doc), check=False)
+
+
+def test_server_dry_run_catches_what_schemas_do_not(cluster: KubeCluster, workdir: Path) -> None:
+    render = deployctl("render", "--target", "helm", "--simulate", "-o", "chart", cwd=workdir)
+    assert render.returncode == 0, render.stderr
+    docs = manifests(workdir / "chart")
+    for doc in docs:
+        ok = server_dry_run(cluster, doc)
+        assert ok.returncode == 0, ok.stderr
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    # A selector that does not match the pod's labels: schemas accept it, the API server does not.
+    broken = json.loads(json.dumps(deploy))
+    broken["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] = "other"
+    refused = server_dry_run(cluster, broken)
+    assert refused.returncode != 0
+    assert "selector` does not match template `labels`" in refused.stderr
+    # A RuntimeClass the cluster does not have: the RuntimeClass admission refuses the pod.
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "e2e-dry-run", "namespace": "default"},
+        "spec": {**deploy["spec"]["template"]["spec"], "runtimeClassName": "nvidia-missing"},
+    }
+    refused = server_dry_run(cluster, pod)
+    assert refused.returncode != 0
+    assert 'RuntimeClass "nvidia-missing" not found' in refused.stderr
+    pod["spec"]["runtimeClassName"] = "nvidia"
+    assert server_dry_run(cluster, pod).returncode == 0
+
+
+def test_up_upgrade_rollback_status_down(cluster: KubeCluster, workdir: Path) -> None:
+    ns = "llm"
+    started = time.monotonic()
+    up = k8s(cluster, workdir, "up", "--simulate", "-n", ns, "--replicas", "2", *FAST, "--json")
+    assert up.returncode == 0, up.stderr
+    first = json.loads(up.stdout)
+    assert first["ok"] and first["ready"] == 2 and first["revision"] == 1
+    assert first["url"] == f"http://e2e-llm.{ns}.svc:8080" and first["cluster_ip"]
+    print(f"first install Ready in {time.monotonic() - started:.1f}s")
+    running = pods(cluster, ns, "e2e-llm")
+    assert len(running) == 2
+    assert {p["spec"]["runtimeClassName"] for p in running} == {"nvidia"}
+    assert all(p["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1" for p in running)
+
+    status = k8s(cluster, workdir, "status", "-n", ns, "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    st = json.loads(status.stdout)
+    assert st["ok"] and st["endpoints"] == 2 and st["helm_status"] == "deployed"
+    # The model answers behind the Service: each endpoint (no kube-proxy here, so not the ClusterIP).
+    urls = endpoint_urls(cluster, ns, "e2e-llm")
+    assert len(urls) == 2
+    for url in urls:
+        assert requests.get(f"{url}/health", timeout=10).status_code == 200
+        assert requests.get(f"{url}/info", timeout=10).json()["max_total_tokens"] == 8192
+
+    # An upgrade with a changed value rolls out: a new plan, a new revision, new pods.
+    changed = k8s(cluster, workdir, "up", "--simulate", "-n", ns, "--max-total-tokens", "4096", *FAST, "--json")
+    assert changed.returncode == 0, changed.stderr
+    second = json.loads(changed.stdout)
+    assert second["revision"] == 2 and second["plan_hash"] != first["plan_hash"] and second["ready"] == 1
+    args = pods(cluster, ns, "e2e-llm")[0]["spec"]["containers"][0]["args"]
+    assert args[args.index("--max-total-tokens") + 1] == "4096"
+
+    # An upgrade whose pod never becomes Ready is rolled back by Helm, and deployctl says so.
+    broken = k8s(
+        cluster, workdir, "up", "--simulate", "-n", ns, "--sim-fault", "never-healthy", *FAST, "--timeout", "15"
+    )
+    assert broken.returncode == 1, broken.stderr
+    (line,) = [s for s in broken.stderr.splitlines() if s.startswith("error:")]
+    assert "did not become ready" in line and "Helm rolled it back" in line
+    assert "probe" in line  # the cause: the health probe fails
+    after = json.loads(k8s(cluster, workdir, "status", "-n", ns, "--json").stdout)
+    assert after["ok"] and after["plan_hash"] == second["plan_hash"] and after["revision"] == 4
+
+    down = k8s(cluster, workdir, "down", "-n", ns, "--json")
+    assert down.returncode == 0, down.stderr
+    assert json.loads(down.stdout)["left"] == []
+    gone = k8s(cluster, workdir, "status", "-n", ns)
+    assert gone.returncode == 5 and "no such release" in gone.stderr
+    assert pods(cluster, ns, "e2e-llm") == []
+    helm_list = subprocess.run(
+        [tool("helm"), "list", "-A", "-q", f"--kubeconfig={cluster.kubeconfig}"], capture_output=True, text=True
+    )
+    assert helm_list.stdout.strip() == ""
+
+
+def test_missing_image_and_missing_runtime_class_are_one_line_each(cluster: KubeCluster, workdir: Path) -> None:
+    missing = k8s(
+        cluster,
+        workdir,
+        "up",
+        "--simulate",
+        "-n",
+        "img",
+        *("--set", "image.tag=not-imported", "--set", "image.pullPolicy=Never"),  # never reach a registry
+        *FAST,
+        "--timeout",
+        "15",
+    )
+    assert missing.returncode == 1
+    (line,) = [s for s in missing.stderr.splitlines() if s.startswith("error:")]
+    assert "deployctl/tgi-sim:not-imported is not present on node" in line and "Helm removed it" in line
+    assert pods(cluster, "img", "e2e-llm") == []
+
+    no_class = k8s(cluster, workdir, "up", "--simulate", "-n", "rc", "--runtime-class", "gpu-runtime")
+    assert no_class.returncode == 3
+    assert no_class.stderr.strip().splitlines() == [
+        "error: RuntimeClass 'gpu-runtime' does not exist on the cluster; install the GPU Operator (it makes `nvidia`), "
+        "or pass --runtime-class '' to use the default runtime"
+    ]
