@@ -152,7 +152,9 @@ class Simulator:
             text = ""
             for i in range(req.max_new_tokens):
                 delay = due - loop.time()
-                if delay > 0:
+                if i == 0:
+                    await _until(loop, due)
+                elif delay > 0:
                     await asyncio.sleep(delay)
                 if self.stall_until > loop.time():
                     await asyncio.sleep(self.stall_until - loop.time())
@@ -178,6 +180,19 @@ class Simulator:
         self.in_flight -= 1
         if ok:
             self.metrics.success(generated, duration)
+
+
+# The event loop waits in whole milliseconds (selectors round epoll's timeout up), so a sleep ends up to
+# ~1 ms late. For the first token, which TTFT measures, sleep to just before it is due and yield from there.
+FIRST_TOKEN_SPIN_S = 0.002
+
+
+async def _until(loop: asyncio.AbstractEventLoop, due: float) -> None:
+    """Return at loop time `due`, give or take the loop's own scheduling (not its millisecond rounding)."""
+    if due - loop.time() > FIRST_TOKEN_SPIN_S:
+        await asyncio.sleep(due - loop.time() - FIRST_TOKEN_SPIN_S)
+    while loop.time() < due:
+        await asyncio.sleep(0)
 
 
 def _token_json(tok: tuple[int, str], finish: str | None) -> dict[str, Any]:
