@@ -31,6 +31,7 @@ from deployctl.bundle.format import (
 )
 from deployctl.errors import DeployctlError, InputError
 from deployctl.planner.types import Plan
+from deployctl.safepath import check_name, check_relative
 from deployctl.spec import DeploymentSpec
 
 Progress = Callable[[str, int, int | None], None]  # (item, bytes done, bytes total or None)
@@ -124,6 +125,7 @@ def _model_entries(staging: Path, model_dir: Path, name: str, progress: Progress
         if rel_in.startswith(".") or "/." in rel_in:
             continue  # caches and hidden files (.cache/huggingface) stay behind
         rel = f"model/{name}/{rel_in}"
+        check_relative(rel_in, f"model file {src}")  # a name the site would refuse is refused here
         size, sha = _copy(src, staging / rel, f"model {rel_in}", progress)
         out.append(Entry(path=rel, size=size, sha256=sha, kind="model"))
     if not out:
@@ -138,6 +140,7 @@ def bundled_spec(spec: DeploymentSpec, model_name: str) -> bytes:
     data["model"].pop("preset", None)
     data["stack_dir"] = "stack"
     data["serve"].pop("api_key", None)
+    data["serve"].pop("api_key_file", None)  # a file on this host; the site names its own
     header = f"# From a deployctl {__version__} bundle. Paths are relative to this file.\n"
     return (header + yaml.safe_dump(data, sort_keys=False)).encode()
 
@@ -150,7 +153,7 @@ def _stack_entries(staging: Path, plan: Plan, simulate: bool) -> list[Entry]:
     out = []
     for name, data in files.items():
         if name == ".env":
-            name, data = ".env.template", data.replace(key.encode(), b"") if key else data
+            name, data = "env.template", data.replace(key.encode(), b"") if key else data
         out.append(_write(staging, f"stack/{name}", data, "stack"))
     return out
 
@@ -284,7 +287,7 @@ def create(
         raise InputError(f"{out} already exists", "choose a new name; bundles are never overwritten")
     if sign_key is not None and not sign_key.is_file():
         raise InputError(f"--sign {sign_key}: no such key file")
-    model_name = spec.model.path.name
+    model_name = check_name(spec.model.path.name, "the model's folder name")
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deployctl.errors import InputError
+from deployctl.safepath import check_name, check_relative
 
 FORMAT = "deployctl-bundle"
 FORMAT_VERSION = 1
@@ -36,7 +37,26 @@ def safe_path(path: str) -> str:
         raise BundleError(f"unsafe path in bundle: {path!r} (absolute, '..' or empty parts)")
     if p.parts[0] not in TOP_DIRS:
         raise BundleError(f"unexpected path in bundle: {path!r} (outside {', '.join(TOP_DIRS)})")
+    try:
+        check_relative(path, "path in bundle")
+    except InputError as exc:
+        raise BundleError(exc.message) from None
     return path
+
+
+# Where each kind of entry lives, and how many path parts it has (None: any number from the minimum).
+_KIND_LAYOUT: dict[str, tuple[str, int, int | None]] = {
+    "image": ("images", 2, None),
+    "model": ("model", 3, None),  # model/<model_name>/<file, possibly in folders>
+    "stack": ("stack", 2, 2),
+    "spec": ("spec", 2, 2),
+    "wheel": ("wheels", 2, 2),
+}
+# A Docker image reference (name[:tag]), as `docker tag` accepts it; never a path or an option.
+_IMAGE_REF = re.compile(
+    r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$"
+)
 
 
 class Entry(BaseModel):
@@ -71,6 +91,22 @@ class ImageEntry(BaseModel):
     image_id: str
     uncompressed_size: int = Field(ge=0)
 
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: str) -> str:
+        try:
+            return safe_path(value)
+        except BundleError as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            if len(tag) > 255 or not _IMAGE_REF.match(tag):
+                raise ValueError(f"{tag[:60]!r} is not an image name (registry/name:tag)")
+        return value
+
 
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -91,8 +127,14 @@ class Manifest(BaseModel):
             raise ValueError(
                 f"format version {self.format_version} is not supported (this deployctl reads {FORMAT_VERSION})"
             )
+        if self.model_name is not None:
+            try:
+                check_name(self.model_name, "model_name")
+            except InputError as exc:
+                raise ValueError(exc.message) from None
         seen: set[str] = set()
         for e in self.entries:
+            _check_kind(e, self.model_name)
             if e.path in seen:
                 raise ValueError(f"duplicate path {e.path!r}")
             seen.add(e.path)
@@ -115,20 +157,32 @@ class Manifest(BaseModel):
         return sum(e.size for e in self.entries if kind is None or e.kind == kind)
 
 
+def _check_kind(entry: Entry, model_name: str | None) -> None:
+    """Refuse an entry outside its kind's folder, or a model file outside model/<model_name>/."""
+    top, least, most = _KIND_LAYOUT[entry.kind]
+    parts = entry.path.split("/")
+    if parts[0] != top or len(parts) < least or (most is not None and len(parts) > most):
+        shape = f"{top}/{'NAME' if most == 2 else '...'}" if entry.kind != "model" else "model/MODEL_NAME/FILE"
+        raise ValueError(f"{entry.kind} entry {entry.path!r} is not of the form {shape}")
+    if entry.kind == "model" and parts[1] != model_name:
+        raise ValueError(f"model entry {entry.path!r} lies outside model/{model_name}/")
+
+
 def parse_manifest(raw: bytes) -> Manifest:
     """Give the manifest in `raw`, or a BundleError naming what is wrong."""
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BundleError("manifest.json is not valid JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BundleError("manifest.json is not valid JSON (or nested too deep)") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError("manifest.json is not a deployctl bundle manifest")
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise BundleError(f"manifest.json: {where}: {err['msg'].removeprefix('Value error, ')}") from None
+        loc = ".".join(str(p) for p in err["loc"])
+        where = f"{loc}: " if loc else ""
+        raise BundleError(f"manifest.json: {where}{err['msg'].removeprefix('Value error, ')}") from None
 
 
 def dump_manifest(manifest: Manifest) -> bytes:

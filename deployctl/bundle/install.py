@@ -15,12 +15,14 @@ from typing import Any
 
 from deployctl.bundle import signing
 from deployctl.bundle.archive import Chunks, Reader, drain, open_bundle
-from deployctl.bundle.format import BundleError, Manifest
-from deployctl.errors import DeployctlError, EnvironmentProblem
+from deployctl.bundle.format import CHUNK, BundleError, Manifest
+from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
+from deployctl.safepath import is_under, within
 
 Progress = Callable[[str, int, int | None], None]
 Say = Callable[[str], None]
 JOURNAL_DIR = ".deployctl-install"
+SPEC_ENTRY = "spec/deployctl.yaml"
 
 
 @dataclass(frozen=True)
@@ -44,20 +46,32 @@ def _open_trusted(path: Path, pubkey: Path | None, insecure: bool) -> tuple[Read
 
 def verify(path: Path, pubkey: Path | None, insecure: bool = False, progress: Progress | None = None) -> Verified:
     """Check completeness, every checksum and the signature, reading each byte once; name the first bad file."""
+    return _verify(path, pubkey, insecure, progress)[0]
+
+
+def _verify(
+    path: Path, pubkey: Path | None, insecure: bool, progress: Progress | None, keep: frozenset[str] = frozenset()
+) -> tuple[Verified, dict[str, bytes]]:
+    """Verify as `verify` does; also give the bytes of the (small) entries named in `keep`."""
     reader, trust = _open_trusted(path, pubkey, insecure)
     total = reader.manifest.total_size()
     done = 0
+    kept: dict[str, bytes] = {}
     try:
         for entry, chunks in reader.entries():
+            held: list[bytes] | None = [] if entry.path in keep else None
             for chunk in chunks:
                 done += len(chunk)
+                if held is not None:
+                    held.append(chunk)
                 if progress:
                     progress(entry.path, done, total)
+            if held is not None:
+                kept[entry.path] = b"".join(held)
     finally:
         reader.close()
-    return Verified(
-        reader.manifest.name, hashlib.sha256(reader.manifest_raw).hexdigest(), trust, len(reader.manifest.entries), done
-    )
+    manifest_sha = hashlib.sha256(reader.manifest_raw).hexdigest()
+    return Verified(reader.manifest.name, manifest_sha, trust, len(reader.manifest.entries), done), kept
 
 
 @dataclass
@@ -68,8 +82,8 @@ class Journal:
     data: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, target: Path, manifest_sha: str) -> Journal:
-        path = target / JOURNAL_DIR / f"{manifest_sha[:24]}.json"
+    def load(cls, journal_dir: Path, manifest_sha: str) -> Journal:
+        path = journal_dir / f"{manifest_sha[:24]}.json"
         try:
             data = json.loads(path.read_text())
         except (FileNotFoundError, ValueError):
@@ -117,6 +131,64 @@ def _free(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
+@dataclass(frozen=True)
+class Places:
+    """Every path an install writes, each checked to stay under the target (symlinks resolved)."""
+
+    target: Path
+    journal_dir: Path
+    images: Path  # verified image bytes wait here for `docker load`
+    model: Path
+    staging: Path
+    spec: Path
+    stack: Path
+
+
+def _places(manifest: Manifest, target: Path, manifest_sha: str) -> Places:
+    """Give where the install writes, or a BundleError before anything is written."""
+    if manifest.model_name is None:
+        raise BundleError("the bundle carries no model")
+    if target.exists() and not target.is_dir():
+        raise InputError(f"--target {target} exists and is not a directory")
+    root = target.resolve()
+    model = within(root, f"models/{manifest.model_name}", "model_name")
+    journal_dir = root / JOURNAL_DIR
+    staging = model.parent / f".{model.name}.partial-{manifest_sha[:12]}"
+    places = Places(
+        target=root,
+        journal_dir=journal_dir,
+        images=journal_dir / "images",
+        model=model,
+        staging=staging,
+        spec=within(root, "deployctl.yaml", "the spec"),
+        stack=within(root, "stack", "the stack"),
+    )
+    for p in (journal_dir, places.images, staging):
+        if not is_under(root, p):
+            raise BundleError(f"{p.relative_to(root)} leads outside {target} (through a symlink)")
+    return places
+
+
+def _check_spec(raw: bytes | None, manifest: Manifest) -> None:
+    """Refuse a bundled spec that would put the model or the stack anywhere but under the target."""
+    from deployctl import spec as specs
+
+    where = f"{SPEC_ENTRY} in the bundle"
+    if raw is None:
+        raise BundleError(f"the bundle carries no {SPEC_ENTRY}")
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise BundleError(f"{where}: not UTF-8 text") from None
+    s = specs.parse(text, where)
+    if s.model.path != Path("models", str(manifest.model_name)):
+        raise BundleError(f"{where}: model.path must be models/{manifest.model_name}, not {s.model.path}")
+    if s.stack_dir != Path("stack"):
+        raise BundleError(f"{where}: stack_dir must be stack, not {s.stack_dir}")
+    if s.serve.api_key_file is not None:
+        raise BundleError(f"{where}: serve.api_key_file is set", "a bundle never names files on the site")
+
+
 def _preflight(manifest: Manifest, target: Path, journal: Journal) -> None:
     from deployctl.docker_engine import client
 
@@ -137,30 +209,8 @@ def _preflight(manifest: Manifest, target: Path, journal: Journal) -> None:
         )
 
 
-def _load_image(chunks: Chunks, progress: Progress, label: str, total: int) -> None:
-    import zstandard
-
-    from deployctl.docker_engine import client
-
-    def decompressed() -> Iterator[bytes]:
-        d = zstandard.ZstdDecompressor().decompressobj()
-        done = 0
-        for chunk in chunks:
-            done += len(chunk)
-            progress(label, done, total)
-            out = d.decompress(chunk)
-            if out:
-                yield out
-
-    try:
-        list(client().api.load_image(decompressed()))
-    except BundleError:
-        raise
-    except Exception as exc:
-        raise DeployctlError(f"docker load of {label} failed: {exc}") from None
-
-
-def _write_model_file(chunks: Chunks, dest: Path, progress: Progress, label: str, total: int) -> None:
+def _stage(chunks: Chunks, dest: Path, progress: Progress, label: str, total: int) -> None:
+    """Write an entry to `dest` only once every byte matched its sha256 (a temporary name until then)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.part")
     done = 0
@@ -176,6 +226,22 @@ def _write_model_file(chunks: Chunks, dest: Path, progress: Progress, label: str
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _load_image(staged: Path, label: str) -> None:
+    """`docker load` an image archive whose bytes were verified when staged."""
+    import zstandard
+
+    from deployctl.docker_engine import client
+
+    def decompressed() -> Iterator[bytes]:
+        with staged.open("rb") as f:
+            yield from zstandard.ZstdDecompressor().read_to_iter(f, read_size=CHUNK, write_size=CHUNK)
+
+    try:
+        list(client().api.load_image(decompressed()))
+    except Exception as exc:
+        raise DeployctlError(f"docker load of {label} failed: {exc}") from None
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -196,34 +262,27 @@ def install(
 ) -> Installed:
     """Verify the bundle, then load its images, place its model and render its stack under `target`.
 
-    Run again after an interruption: finished steps are skipped, half-copied files are not trusted.
+    Every path is checked and every byte verified before anything is written. Run again after
+    an interruption: finished steps are skipped, half-copied files are not trusted, and the
+    bundle is verified again (it may have changed in between).
     """
     progress = progress or (lambda item, done, total: None)
     say = say or (lambda text: None)
-    target = target.absolute()
     reader, trust = _open_trusted(path, pubkey, insecure)
     reader.close()
     manifest = reader.manifest
     manifest_sha = hashlib.sha256(reader.manifest_raw).hexdigest()
-    journal = Journal.load(target, manifest_sha)
+    places = _places(manifest, target.absolute(), manifest_sha)
+    journal = Journal.load(places.journal_dir, manifest_sha)
+    _preflight(manifest, places.target, journal)
+    say("verifying every file before changing anything")
+    _, kept = _verify(path, pubkey, insecure, progress, keep=frozenset({SPEC_ENTRY}))
+    _check_spec(kept.get(SPEC_ENTRY), manifest)
     skipped = []
-    if manifest.model_name is None:
-        raise BundleError("the bundle carries no model")
-    _preflight(manifest, target, journal)
-    if journal.done("verified"):
-        skipped.append("verify")
-    else:
-        say("verifying every file before changing anything")
-        verify(path, pubkey, insecure, progress)
-        journal.mark("verified")
-    models = target / "models"
-    final_model = models / manifest.model_name
-    staging = models / f".{manifest.model_name}.partial-{manifest_sha[:12]}"
     if journal.done("model_placed"):
         skipped.append("model")
     elif not journal.data["model_files"]:
-        shutil.rmtree(staging, ignore_errors=True)  # left by an earlier run that recorded nothing: not trusted
-    spec_raw = b""
+        shutil.rmtree(places.staging, ignore_errors=True)  # left by an earlier run that recorded nothing: not trusted
     reader, _ = _open_trusted(path, pubkey, insecure)
     try:
         for entry, chunks in reader.entries():
@@ -233,7 +292,10 @@ def install(
                     drain(chunks)
                     continue
                 say(f"loading {entry.path} into Docker")
-                _load_image(chunks, progress, entry.path, entry.size)
+                staged = places.images / entry.sha256
+                _stage(chunks, staged, progress, entry.path, entry.size)
+                _load_image(staged, entry.path)
+                staged.unlink()
                 journal.add("images", entry.path)
                 say(f"loaded {entry.path}")
             elif entry.kind == "model":
@@ -242,26 +304,23 @@ def install(
                     drain(chunks)
                     continue
                 say(f"copying model file {rel}")
-                _write_model_file(chunks, staging / rel, progress, entry.path, entry.size)
+                _stage(chunks, within(places.staging, rel, entry.path), progress, entry.path, entry.size)
                 journal.add("model_files", entry.path)
-            elif entry.kind == "spec":
-                spec_raw = b"".join(chunks)
             else:
                 drain(chunks)
     finally:
         reader.close()
     if not journal.done("model_placed"):
-        _place(staging, final_model)
+        _place(places.staging, places.model)
         journal.mark("model_placed")
-        say(f"model in place at {final_model}")
-    spec_path = target / "deployctl.yaml"
-    _atomic_write(spec_path, spec_raw)
-    stack_dir = _render(spec_path, simulate)
+        say(f"model in place at {places.model}")
+    _atomic_write(places.spec, kept[SPEC_ENTRY])
+    stack_dir = _render(places.spec, simulate)
     journal.mark("stack", str(stack_dir))
     journal.mark("completed_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     say(f"stack rendered in {stack_dir}")
     tags = [t for i in manifest.images for t in i.tags]
-    return Installed(str(target), str(final_model), str(spec_path), str(stack_dir), tags, skipped, trust)
+    return Installed(str(target), str(places.model), str(places.spec), str(stack_dir), tags, skipped, trust)
 
 
 def _place(staging: Path, final: Path) -> None:

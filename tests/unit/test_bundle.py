@@ -77,7 +77,7 @@ def test_bundle_holds_manifest_model_stack_spec(bundles: dict[str, Path]) -> Non
     manifest = parse_manifest((root / "manifest.json").read_bytes())
     kinds = {e.kind for e in manifest.entries}
     assert kinds == {"model", "stack", "spec"}
-    assert (root / "stack" / ".env.template").exists() and not (root / "stack" / ".env").exists()
+    assert (root / "stack" / "env.template").exists() and not (root / "stack" / ".env").exists()
     assert manifest.plan["model"]["name"] == "tiny-llama" and manifest.deployctl_version
     assert "models/tiny-llama" in (root / "spec" / "deployctl.yaml").read_text()
 
