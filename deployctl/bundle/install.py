@@ -8,15 +8,16 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from deployctl.bundle import signing
-from deployctl.bundle.archive import Chunks, Reader, drain, open_bundle
-from deployctl.bundle.format import CHUNK, BundleError, Manifest
-from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
+from deployctl.bundle import delta, images, signing
+from deployctl.bundle.archive import Reader, drain, open_bundle
+from deployctl.bundle.blobs import stage_blob, stage_file
+from deployctl.bundle.format import CHUNK, BundleError, Manifest, blob_file
+from deployctl.errors import EnvironmentProblem, InputError
 from deployctl.safepath import is_under, within
 
 Progress = Callable[[str, int, int | None], None]
@@ -88,7 +89,6 @@ class Journal:
             data = json.loads(path.read_text())
         except (FileNotFoundError, ValueError):
             data = {}
-        data.setdefault("images", [])
         data.setdefault("model_files", [])
         return cls(path, data)
 
@@ -193,55 +193,22 @@ def _preflight(manifest: Manifest, target: Path, journal: Journal) -> None:
     from deployctl.docker_engine import client
 
     info = client().info()  # raises EnvironmentProblem when the engine is not there
-    model_left = sum(
-        e.size for e in manifest.entries if e.kind == "model" and e.path not in journal.data["model_files"]
-    )
-    if _free(target) < model_left + 64 * 1024 * 1024:
+    done = set(journal.data["model_files"])
+    model_left = sum(e.size for e in manifest.entries if e.kind == "model" and e.path not in done)
+    model_left += sum(f.size for f in manifest.from_base if f.path not in done)
+    images_left = 0 if journal.done("images_loaded") else sum(b.size for b in manifest.blobs)
+    # Verified blobs wait at the target for `docker load`, which unpacks them again at Docker's root.
+    needed = model_left + images_left + 64 * 1024 * 1024
+    if _free(target) < needed:
         raise EnvironmentProblem(
-            f"not enough disk at {target}: the model needs {model_left / 2**30:.1f} GiB, {_free(target) / 2**30:.1f} GiB free",
+            f"not enough disk at {target}: {needed / 2**30:.1f} GiB needed (model and images), {_free(target) / 2**30:.1f} GiB free",
             "free space there or choose --target elsewhere",
         )
-    images_left = sum(i.uncompressed_size for i in manifest.images if i.file not in journal.data["images"])
     root = Path(info.get("DockerRootDir") or "/var/lib/docker")
     if images_left and root.exists() and _free(root) < images_left:
         raise EnvironmentProblem(
             f"not enough disk for the images at {root}: {images_left / 2**30:.1f} GiB needed, {_free(root) / 2**30:.1f} GiB free"
         )
-
-
-def _stage(chunks: Chunks, dest: Path, progress: Progress, label: str, total: int) -> None:
-    """Write an entry to `dest` only once every byte matched its sha256 (a temporary name until then)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part")
-    done = 0
-    try:
-        with tmp.open("wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-                done += len(chunk)
-                progress(label, done, total)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _load_image(staged: Path, label: str) -> None:
-    """`docker load` an image archive whose bytes were verified when staged."""
-    import zstandard
-
-    from deployctl.docker_engine import client
-
-    def decompressed() -> Iterator[bytes]:
-        with staged.open("rb") as f:
-            yield from zstandard.ZstdDecompressor().read_to_iter(f, read_size=CHUNK, write_size=CHUNK)
-
-    try:
-        list(client().api.load_image(decompressed()))
-    except Exception as exc:
-        raise DeployctlError(f"docker load of {label} failed: {exc}") from None
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -259,12 +226,16 @@ def install(
     simulate: bool = False,
     progress: Progress | None = None,
     say: Say | None = None,
+    *,
+    base: Path | None = None,
 ) -> Installed:
     """Verify the bundle, then load its images, place its model and render its stack under `target`.
 
-    Every path is checked and every byte verified before anything is written. Run again after
-    an interruption: finished steps are skipped, half-copied files are not trusted, and the
-    bundle is verified again (it may have changed in between).
+    Every path is checked and every byte verified before anything is written. A delta bundle
+    takes what it does not carry from the base installed at `target` (or from `base`, the base
+    bundle), checking those bytes against its own manifest. Run again after an interruption:
+    finished steps are skipped, half-copied files are not trusted, and the bundle is verified
+    again (it may have changed in between).
     """
     progress = progress or (lambda item, done, total: None)
     say = say or (lambda text: None)
@@ -274,43 +245,39 @@ def install(
     manifest_sha = hashlib.sha256(reader.manifest_raw).hexdigest()
     places = _places(manifest, target.absolute(), manifest_sha)
     journal = Journal.load(places.journal_dir, manifest_sha)
+    model_done = journal.done("model_placed")
+    sources = delta.find(
+        manifest,
+        target=places.target,
+        base_done=manifest.base is not None
+        and Journal.load(places.journal_dir, manifest.base.manifest_sha256).done("completed_at"),
+        need_blobs=not journal.done("images_loaded"),
+        files_done={f.path for f in manifest.from_base} if model_done else set(journal.data["model_files"]),
+        base_bundle=base,
+    )
     _preflight(manifest, places.target, journal)
     say("verifying every file before changing anything")
     _, kept = _verify(path, pubkey, insecure, progress, keep=frozenset({SPEC_ENTRY}))
     _check_spec(kept.get(SPEC_ENTRY), manifest)
-    skipped = []
-    if journal.done("model_placed"):
-        skipped.append("model")
-    elif not journal.data["model_files"]:
+    skipped = [step for step, key in (("model", "model_placed"), ("images", "images_loaded")) if journal.done(key)]
+    if not model_done and not journal.data["model_files"]:
         shutil.rmtree(places.staging, ignore_errors=True)  # left by an earlier run that recorded nothing: not trusted
-    reader, _ = _open_trusted(path, pubkey, insecure)
-    try:
-        for entry, chunks in reader.entries():
-            if entry.kind == "image":
-                if entry.path in journal.data["images"]:
-                    skipped.append(entry.path)
-                    drain(chunks)
-                    continue
-                say(f"loading {entry.path} into Docker")
-                staged = places.images / entry.sha256
-                _stage(chunks, staged, progress, entry.path, entry.size)
-                _load_image(staged, entry.path)
-                staged.unlink()
-                journal.add("images", entry.path)
-                say(f"loaded {entry.path}")
-            elif entry.kind == "model":
-                rel = entry.path.split("/", 2)[2]
-                if journal.done("model_placed") or entry.path in journal.data["model_files"]:
-                    drain(chunks)
-                    continue
-                say(f"copying model file {rel}")
-                _stage(chunks, within(places.staging, rel, entry.path), progress, entry.path, entry.size)
-                journal.add("model_files", entry.path)
-            else:
-                drain(chunks)
-    finally:
-        reader.close()
-    if not journal.done("model_placed"):
+    _copy_pass(path, pubkey, insecure, manifest, places, journal, progress, say)
+    delta.stage(
+        sources,
+        blob_dir=places.images,
+        model_staging=places.staging,
+        copied=lambda p: journal.add("model_files", p),
+        progress=progress,
+        say=say,
+    )
+    if manifest.images and not journal.done("images_loaded"):
+        say(f"loading {len(manifest.images)} image(s) into Docker")
+        _load_images(manifest, places.images)
+        journal.mark("images_loaded")
+        shutil.rmtree(places.images, ignore_errors=True)
+        say("loaded " + ", ".join(t for i in manifest.images for t in i.tags))
+    if not model_done:
         _place(places.staging, places.model)
         journal.mark("model_placed")
         say(f"model in place at {places.model}")
@@ -321,6 +288,52 @@ def install(
     say(f"stack rendered in {stack_dir}")
     tags = [t for i in manifest.images for t in i.tags]
     return Installed(str(target), str(places.model), str(places.spec), str(stack_dir), tags, skipped, trust)
+
+
+def _copy_pass(
+    path: Path,
+    pubkey: Path | None,
+    insecure: bool,
+    manifest: Manifest,
+    places: Places,
+    journal: Journal,
+    progress: Progress,
+    say: Say,
+) -> None:
+    """Read the bundle again: stage its blobs (verified) and copy its model files into the staging folder."""
+    by_file = {blob_file(b.digest): b for b in manifest.blobs if b.carried}
+    reader, _ = _open_trusted(path, pubkey, insecure)
+    try:
+        for entry, chunks in reader.entries():
+            if entry.kind == "image" and not journal.done("images_loaded"):
+                say(f"staging {entry.path}")
+                stage_blob(chunks, by_file[entry.path], places.images, entry.path, progress)
+            elif (
+                entry.kind == "model"
+                and not journal.done("model_placed")
+                and entry.path not in journal.data["model_files"]
+            ):
+                rel = entry.path.split("/", 2)[2]
+                say(f"copying model file {rel}")
+                stage_file(chunks, within(places.staging, rel, entry.path), progress, entry.path, entry.size)
+                journal.add("model_files", entry.path)
+            else:
+                drain(chunks)
+    finally:
+        reader.close()
+
+
+def _load_images(manifest: Manifest, blob_dir: Path) -> None:
+    """`docker load` the images from blobs staged (and verified) in `blob_dir`."""
+    sizes = {b.digest: b.size for b in manifest.blobs}
+    for digest in sizes:
+        if not (blob_dir / digest.removeprefix("sha256:")).is_file():
+            raise BundleError(f"blob {digest[:19]} was not staged: run install again")
+
+    def open_blob(digest: str) -> IO[bytes]:
+        return (blob_dir / digest.removeprefix("sha256:")).open("rb", buffering=CHUNK)
+
+    images.load(images.archive_stream(manifest.images, sizes, open_blob))
 
 
 def _place(staging: Path, final: Path) -> None:

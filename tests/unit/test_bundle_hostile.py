@@ -144,20 +144,34 @@ def add_entry(kind: str, value: str) -> Callable[[Manifest, Path], None]:
     return change
 
 
-def add_image(file: str, tag: str = "deployctl/sim:test") -> Callable[[Manifest, Path], None]:
+ZERO = "sha256:" + "0" * 64
+ZERO_FILE = "images/sha256/" + "0" * 64 + ".zst"
+
+
+def add_image(
+    file: str = ZERO_FILE, tag: str = "deployctl/sim:test", digest: str = ZERO
+) -> Callable[[Manifest, Path], None]:
+    """An image of one config blob stored at `file` (hostile values in any of the three)."""
+
     def change(m: Manifest, b: Path) -> None:
         m["entries"].append({"path": file, "size": 1, "sha256": "0" * 64, "kind": "image"})
-        m["images"].append({"file": file, "tags": [tag], "image_id": "sha256:" + "0" * 64, "uncompressed_size": 1})
+        m["images"].append({"tags": [tag], "config": digest, "layers": []})
+        m["blobs"].append({"digest": digest, "size": 1, "carried": True})
 
     return change
 
 
-def image_file_differs(file: str) -> Callable[[Manifest, Path], None]:
-    """An image whose `file` is hostile while a harmless entry exists."""
+BASE = {"manifest_sha256": "1" * 64, "name": "old", "model_name": "tiny-llama"}
+
+
+def from_base(
+    path: str, base_path: str = "model/tiny-llama/old.bin", base: object = BASE
+) -> Callable[[Manifest, Path], None]:
+    """A delta's model file taken from its base (hostile values in the paths or the base)."""
 
     def change(m: Manifest, b: Path) -> None:
-        add_image("images/ok.tar.zst")(m, b)
-        m["images"][-1]["file"] = file
+        m["base"] = base
+        m["from_base"].append({"path": path, "size": 1, "sha256": "0" * 64, "base_path": base_path})
 
     return change
 
@@ -205,16 +219,31 @@ MANIFEST_CASES = {
     "wheel name absolute": add_entry("wheel", "/tmp/victim.whl"),
     "wheel in a sub-folder": add_entry("wheel", "wheels/sub/x.whl"),
     "wheel name over-long": add_entry("wheel", f"wheels/{LONG}.whl"),
-    "image file ..": add_image("images/../../victim.tar.zst"),
-    "image file absolute": add_image("/tmp/victim.tar.zst"),
-    "image file over-long": add_image(f"images/{LONG}.tar.zst"),
-    "image file outside images/": add_image("model/tiny-llama/x.tar.zst"),
-    "image's file not an entry": image_file_differs("images/other.tar.zst"),
-    "image's file ..": image_file_differs("images/../victim"),
-    "image name ../": add_image("images/ok.tar.zst", tag="../../victim"),
-    "image name an option": add_image("images/ok.tar.zst", tag="--help"),
-    "image name absolute": add_image("images/ok.tar.zst", tag="/tmp/victim:1"),
-    "image name over-long": add_image("images/ok.tar.zst", tag="a" * 300),
+    "image blob file ..": add_image("images/../../victim.zst"),
+    "image blob file absolute": add_image("/tmp/victim.zst"),
+    "image blob file over-long": add_image(f"images/{LONG}.zst"),
+    "image blob file outside images/": add_image("model/tiny-llama/x.zst"),
+    "image blob file not its digest's": add_image("images/sha256/other.zst"),
+    "image blob digest ..": add_image(digest="sha256:../../victim"),
+    "image blob digest absolute": add_image(digest="/tmp/victim"),
+    "image blob digest over-long": add_image(digest="sha256:" + "0" * 300),
+    "image name ../": add_image(tag="../../victim"),
+    "image name an option": add_image(tag="--help"),
+    "image name absolute": add_image(tag="/tmp/victim:1"),
+    "image name over-long": add_image(tag="a" * 300),
+    "delta base model_name ..": from_base("model/tiny-llama/x.bin", base={**BASE, "model_name": "../victim"}),
+    "delta base model_name absolute": from_base("model/tiny-llama/x.bin", base={**BASE, "model_name": "/victim"}),
+    "delta from_base path ..": from_base("model/tiny-llama/../../victim/x"),
+    "delta from_base path absolute": from_base("/tmp/victim/x"),
+    "delta from_base path without a model folder": from_base("model/x.bin"),
+    "delta from_base path over-long": from_base(f"model/tiny-llama/{LONG}"),
+    "delta from_base base_path ..": from_base("model/tiny-llama/x.bin", "model/tiny-llama/../../../victim/canary.txt"),
+    "delta from_base base_path absolute": from_base("model/tiny-llama/x.bin", "/tmp/victim/canary.txt"),
+    "delta from_base base_path in another folder": from_base("model/tiny-llama/x.bin", "model/other/x.bin"),
+    "delta from_base without a base": from_base("model/tiny-llama/x.bin", base=None),
+    "delta blob not carried without a base": lambda m, b: m["blobs"].append(
+        {"digest": ZERO, "size": 1, "carried": False}
+    ),
     "spec stack_dir ..": rewrite_spec(lambda t: t.replace("stack_dir: stack", "stack_dir: ../victim")),
     "spec stack_dir absolute": rewrite_spec(lambda t: t.replace("stack_dir: stack", "stack_dir: /tmp/victim")),
     "spec model.path ..": rewrite_spec(lambda t: t.replace("path: models/tiny-llama", "path: ../victim")),
@@ -274,7 +303,18 @@ def test_a_target_that_is_a_file_is_refused(good: Path, key: Path, site: Path) -
 
 pieces = st.sampled_from(["..", ".", "", "/", "\\", "\x00", "victim", "a", "é", " ", "-", ".wh.", "~", LONG])
 hostile_text = st.lists(pieces, min_size=1, max_size=6).map("".join) | st.text(max_size=40)
-FIELDS = ["model_name", "model", "stack", "spec", "wheel", "image_file", "image_tag"]
+FIELDS = [
+    "model_name",
+    "model",
+    "stack",
+    "spec",
+    "wheel",
+    "image_file",
+    "image_tag",
+    "image_digest",
+    "base_path",
+    "base_model_name",
+]
 HOSTILE_RUNS: list[int] = []
 
 
@@ -288,7 +328,13 @@ def generated(field: str, value: str) -> Callable[[Manifest, Path], None]:
         return add_entry("wheel", "wheels/" + value)
     if field == "image_file":
         return add_image("images/" + value)
-    return add_image("images/ok.tar.zst", tag=value)
+    if field == "image_digest":
+        return add_image(digest="sha256:" + value)
+    if field == "base_path":
+        return from_base("model/tiny-llama/x.bin", "model/tiny-llama/" + value)
+    if field == "base_model_name":
+        return from_base("model/tiny-llama/x.bin", base={**BASE, "model_name": value})
+    return add_image(tag=value)
 
 
 @settings(
