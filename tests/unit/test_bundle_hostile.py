@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from helpers.fake_engine import use_fake_engine
 from helpers.tinymodel import write_spec, write_tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -46,16 +47,6 @@ def good(tmp_path_factory: pytest.TempPathFactory, key: Path) -> Path:
     return create.create(source, plan, d / "b", images=[], sign_key=key, wheels="none", simulate=True).path
 
 
-class FakeEngine:
-    """Just enough of the Docker SDK for install's preflight: an engine that answers, with its root dir."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def info(self) -> dict[str, str]:
-        return {"DockerRootDir": str(self.root)}
-
-
 @pytest.fixture
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """tmp/site is the target (holding a previous install's file); tmp/victim/canary beside it."""
@@ -63,8 +54,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "victim" / "canary.txt").write_text("do not touch")
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "keep.txt").write_text("an earlier file")
-    engine = FakeEngine(tmp_path)
-    monkeypatch.setattr("deployctl.docker_engine.client", lambda: engine)
+    use_fake_engine(monkeypatch, tmp_path)
     return tmp_path / "site"
 
 
