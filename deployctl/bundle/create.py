@@ -55,7 +55,11 @@ class Created:
 def _add_image(store: BlobStore, name: str) -> ImageEntry:
     """Store an image's config and layers as blobs (each once; none the base has) and give its entry."""
     attrs = images.inspect(name)
-    tags = [t for t in attrs.get("RepoTags") or [] if t == name] or [name]
+    repo_tags = list(attrs.get("RepoTags") or [])
+    wanted = name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"  # docker load needs name:tag
+    tags = [wanted] if wanted in repo_tags else repo_tags[:1]
+    if not tags:
+        raise InputError(f"image {name} has no name:tag to be loaded back under", f"docker tag {name} NAME:TAG")
     config = str(attrs["Id"])
     layers = list((attrs.get("RootFS") or {}).get("Layers") or [])
     if layers and all(d in store.skip or d in store.blobs for d in [config, *layers]):
