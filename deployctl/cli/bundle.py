@@ -21,7 +21,7 @@ def bundle() -> None:
       deployctl bundle create -o llm.bundle --sign site-key --split 4G --model /srv/models/Qwen2.5-32B-GPTQ
       deployctl bundle verify llm.bundle.parts.json --pubkey site-key.pub
       sudo deployctl bundle install llm.bundle.parts.json --pubkey site-key.pub --target /srv/deployctl
-      deployctl bundle create -o llm-v2.bundle --sign site-key --base llm.bundle.parts.json
+      deployctl bundle create -o llm-v2.bundle --sign site-key --base llm.bundle.parts.json --model /srv/models/Qwen2.5-32B-GPTQ
       deployctl bundle diff llm.bundle.parts.json llm-v2.bundle
     """
 
