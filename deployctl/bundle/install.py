@@ -281,6 +281,7 @@ def install(
         _place(places.staging, places.model)
         journal.mark("model_placed")
         say(f"model in place at {places.model}")
+    _sweep(places)
     _atomic_write(places.spec, kept[SPEC_ENTRY])
     stack_dir = _render(places.spec, simulate)
     journal.mark("stack", str(stack_dir))
@@ -334,6 +335,15 @@ def _load_images(manifest: Manifest, blob_dir: Path) -> None:
         return (blob_dir / digest.removeprefix("sha256:")).open("rb", buffering=CHUNK)
 
     images.load(images.archive_stream(manifest.images, sizes, open_blob))
+
+
+def _sweep(places: Places) -> None:
+    """Remove what a run killed mid-rename left at the target: a half-written stack, a replaced model."""
+    stale = [*places.target.glob(f".{places.stack.name}.new-*"), *places.target.glob(f".{places.stack.name}.old-*")]
+    stale += places.model.parent.glob(f".{places.model.name}.old-*")
+    for path in stale:
+        if path.is_dir() and not path.is_symlink() and is_under(places.target, path):
+            shutil.rmtree(path)
 
 
 def _place(staging: Path, final: Path) -> None:
