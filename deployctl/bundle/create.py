@@ -8,8 +8,10 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -19,7 +21,7 @@ import yaml
 from deployctl import __version__
 from deployctl.bundle import images
 from deployctl.bundle.archive import read_manifest
-from deployctl.bundle.blobs import BlobStore
+from deployctl.bundle.blobs import BlobStore, Syncer
 from deployctl.bundle.format import (
     CHUNK,
     FORMAT,
@@ -73,7 +75,7 @@ def _add_image(store: BlobStore, name: str) -> ImageEntry:
     return ImageEntry(tags=tags, config=saved.config, layers=saved.layers)
 
 
-def _copy(src: Path, dest: Path, label: str, progress: Progress) -> tuple[int, str]:
+def _copy(src: Path, dest: Path, label: str, progress: Progress, syncer: Syncer) -> tuple[int, str]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     total = src.stat().st_size
     h = hashlib.sha256()
@@ -84,8 +86,7 @@ def _copy(src: Path, dest: Path, label: str, progress: Progress) -> tuple[int, s
             h.update(chunk)
             n += len(chunk)
             progress(label, n, total)
-        fout.flush()
-        os.fsync(fout.fileno())
+        syncer.later(fout)
     return n, h.hexdigest()
 
 
@@ -97,7 +98,7 @@ def _write(staging: Path, rel: str, data: bytes, kind: str) -> Entry:
 
 
 def _model_entries(
-    staging: Path, model_dir: Path, name: str, progress: Progress, base: BaseBundle | None
+    staging: Path, model_dir: Path, name: str, progress: Progress, base: BaseBundle | None, syncer: Syncer
 ) -> tuple[list[Entry], list[BaseFile]]:
     """Copy the model's files (hashing them in the same read); a file the base has (by sha256) is only listed."""
     out: list[Entry] = []
@@ -113,7 +114,7 @@ def _model_entries(
             if sha in base.model_files:
                 from_base.append(BaseFile(path=rel, size=size, sha256=sha, base_path=base.model_files[sha]))
                 continue
-        size, sha = _copy(src, staging / rel, f"model {rel_in}", progress)
+        size, sha = _copy(src, staging / rel, f"model {rel_in}", progress, syncer)
         out.append(Entry(path=rel, size=size, sha256=sha, kind="model"))
     if not out and not from_base:
         raise InputError(f"{model_dir} holds no files to bundle")
@@ -305,11 +306,27 @@ def create(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        store = BlobStore.open(staging, old.blobs if old else {}, progress)
-        image_entries = [_add_image(store, name) for name in images]
-        entries: list[Entry] = list(store.entries)
-        model_entries, from_base = _model_entries(staging, spec.model.path, model_name, progress, old)
-        entries += model_entries
+        syncer = Syncer()
+        store = BlobStore.open(staging, old.blobs if old else {}, progress, syncer)
+        # `docker save` is paced by the engine (it waits on dockerd most of the time), so the
+        # model is copied in a second thread meanwhile; the plain tools do one after the other.
+        stop = threading.Event()
+
+        def model_progress(item: str, done: int, total: int | None) -> None:
+            if stop.is_set():
+                raise InputError("bundle create stopped")
+            progress(item, done, total)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model") as pool:
+            model_job = pool.submit(_model_entries, staging, spec.model.path, model_name, model_progress, old, syncer)
+            try:
+                image_entries = [_add_image(store, name) for name in images]
+            except BaseException:
+                stop.set()  # the copy stops at its next chunk; the staging folder goes below
+                raise
+            model_entries, from_base = model_job.result()
+        syncer.wait()
+        entries: list[Entry] = [*store.entries, *model_entries]
         entries += _stack_entries(staging, plan, simulate)
         entries.append(_write(staging, "spec/deployctl.yaml", bundled_spec(spec, model_name), "spec"))
         if wheels != "none":
