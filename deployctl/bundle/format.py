@@ -162,7 +162,12 @@ class Base(BaseModel):
     @field_validator("model_name")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
-        return None if value is None else _valid(check_name, value, "base.model_name")
+        if value is None:
+            return None
+        try:
+            return check_name(value, "base.model_name")
+        except InputError as exc:  # pydantic names the field already
+            raise ValueError(exc.message.removeprefix("base.model_name: ")) from None
 
 
 class BaseFile(BaseModel):
