@@ -34,7 +34,7 @@ from deployctl.bundle.format import (
 Chunks = Iterator[bytes]
 
 
-def _checked(entry: Entry, chunks: Chunks) -> Chunks:
+def checked(entry: Entry, chunks: Chunks) -> Chunks:
     """Yield the chunks, then fail unless they add up to the entry's size and sha256."""
     h = hashlib.sha256()
     n = 0
@@ -97,10 +97,10 @@ class DirReader(Reader):
                 raise BundleError(f"{entry.path} is missing from the bundle") from None
             if not stat.S_ISREG(mode):
                 raise BundleError(f"{entry.path} is not a plain file")
-            yield entry, _checked(entry, _file_chunks(path))
+            yield entry, checked(entry, file_chunks(path))
 
 
-def _file_chunks(path: Path) -> Chunks:
+def file_chunks(path: Path) -> Chunks:
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
             yield chunk
@@ -240,7 +240,7 @@ class TarReader(Reader):
                 seen.add(name)
                 f = self.tar.extractfile(member)
                 assert f is not None
-                yield entry, _checked(entry, self._chunks(f))
+                yield entry, checked(entry, self._chunks(f))
                 member = self.tar.next()
         except (tarfile.TarError, EOFError) as exc:
             raise BundleError(f"{self.name} is damaged or truncated: {exc}") from None
@@ -272,6 +272,16 @@ def open_bundle(path: Path) -> Reader:
     if index is not None:
         return TarReader(io.BufferedReader(PartsStream(read_parts(index)), CHUNK), index.name.removesuffix("." + PARTS))
     return TarReader(path.open("rb"), path.name)
+
+
+def read_manifest(path: Path) -> tuple[bytes, Manifest]:
+    """Give a bundle's manifest (raw and parsed) from the bundle (folder, .tar, parts) or its manifest.json alone."""
+    if path.is_file() and path.suffix == ".json" and not path.name.endswith(PARTS):
+        raw = _read_small(path)
+        return raw, parse_manifest(raw)
+    reader = open_bundle(path)
+    reader.close()
+    return reader.manifest_raw, reader.manifest
 
 
 def _parts_index(path: Path) -> Path | None:

@@ -6,8 +6,10 @@ import hashlib
 import os
 import shutil
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -15,6 +17,9 @@ from typing import IO, Any
 import yaml
 
 from deployctl import __version__
+from deployctl.bundle import images
+from deployctl.bundle.archive import read_manifest
+from deployctl.bundle.blobs import BlobStore, Syncer
 from deployctl.bundle.format import (
     CHUNK,
     FORMAT,
@@ -22,6 +27,8 @@ from deployctl.bundle.format import (
     MANIFEST,
     PARTS,
     SIGNATURE,
+    Base,
+    BaseFile,
     Entry,
     ImageEntry,
     Manifest,
@@ -29,27 +36,10 @@ from deployctl.bundle.format import (
 )
 from deployctl.errors import InputError
 from deployctl.planner.types import Plan
+from deployctl.safepath import check_name, check_relative
 from deployctl.spec import DeploymentSpec
 
 Progress = Callable[[str, int, int | None], None]  # (item, bytes done, bytes total or None)
-
-
-class HashingWriter:
-    """A file that hashes and counts what is written to it."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f = f
-        self.h = hashlib.sha256()
-        self.n = 0
-
-    def write(self, data: bytes) -> int:
-        self.f.write(data)
-        self.h.update(data)
-        self.n += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        self.f.flush()
 
 
 @dataclass(frozen=True)
@@ -62,35 +52,28 @@ class Created:
     parts: list[str]
 
 
-def _image_entry(staging: Path, name: str, progress: Progress) -> tuple[Entry, ImageEntry]:
-    import zstandard
-
-    from deployctl import docker
-
-    try:
-        image = docker.image(name)
-    except docker.ImageMissing:
-        raise docker.ImageMissing(name, "build or pull it first (deployctl image build-sim)") from None
-    rel = f"images/{name.replace('/', '_').replace(':', '_')}.tar.zst"
-    out = staging / rel
-    out.parent.mkdir(parents=True, exist_ok=True)
-    total = image.size or None
-    raw = 0
-    with out.open("wb") as f:
-        hw = HashingWriter(f)
-        cctx = zstandard.ZstdCompressor(level=3, threads=-1)
-        with cctx.stream_writer(hw, closefd=False) as z:  # type: ignore[arg-type]  # a file-like writer
-            for chunk in docker.save_image(name, chunk_size=CHUNK):
-                z.write(chunk)
-                raw += len(chunk)
-                progress(f"image {name}", raw, total)
-        f.flush()
-        os.fsync(f.fileno())
-    entry = Entry(path=rel, size=hw.n, sha256=hw.h.hexdigest(), kind="image")
-    return entry, ImageEntry(file=rel, tags=image.tags or [name], image_id=image.id, uncompressed_size=raw)
+def _add_image(store: BlobStore, name: str) -> ImageEntry:
+    """Store an image's config and layers as blobs (each once; none the base has) and give its entry."""
+    attrs = images.inspect(name)
+    repo_tags = list(attrs.get("RepoTags") or [])
+    wanted = name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"  # docker load needs name:tag
+    tags = [wanted] if wanted in repo_tags else repo_tags[:1]
+    if not tags:
+        raise InputError(f"image {name} has no name:tag to be loaded back under", f"docker tag {name} NAME:TAG")
+    config = str(attrs["Id"])
+    layers = list((attrs.get("RootFS") or {}).get("Layers") or [])
+    if layers and all(d in store.skip or d in store.blobs for d in [config, *layers]):
+        # The base (or an image already stored) has every blob: nothing to read.
+        for d in [config, *layers]:
+            store.known(d)
+        return ImageEntry(tags=tags, config=config, layers=layers)
+    saved = images.split_saved(images.save(name), store.put, f"image {name}")
+    if saved.config in store.small:
+        images.check_diff_ids(saved, store.small[saved.config], name)
+    return ImageEntry(tags=tags, config=saved.config, layers=saved.layers)
 
 
-def _copy(src: Path, dest: Path, label: str, progress: Progress) -> tuple[int, str]:
+def _copy(src: Path, dest: Path, label: str, progress: Progress, syncer: Syncer) -> tuple[int, str]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     total = src.stat().st_size
     h = hashlib.sha256()
@@ -101,8 +84,7 @@ def _copy(src: Path, dest: Path, label: str, progress: Progress) -> tuple[int, s
             h.update(chunk)
             n += len(chunk)
             progress(label, n, total)
-        fout.flush()
-        os.fsync(fout.fileno())
+        syncer.later(fout)
     return n, h.hexdigest()
 
 
@@ -113,18 +95,47 @@ def _write(staging: Path, rel: str, data: bytes, kind: str) -> Entry:
     return Entry(path=rel, size=len(data), sha256=hashlib.sha256(data).hexdigest(), kind=kind)  # type: ignore[arg-type]
 
 
-def _model_entries(staging: Path, model_dir: Path, name: str, progress: Progress) -> list[Entry]:
-    out = []
+def _model_entries(
+    staging: Path, model_dir: Path, name: str, progress: Progress, base: BaseBundle | None, syncer: Syncer
+) -> tuple[list[Entry], list[BaseFile]]:
+    """Copy the model's files (hashing them in the same read); a file the base has (by sha256) is only listed."""
+    out: list[Entry] = []
+    from_base: list[BaseFile] = []
     for src in sorted(p for p in model_dir.rglob("*") if p.is_file()):
         rel_in = src.relative_to(model_dir).as_posix()
         if rel_in.startswith(".") or "/." in rel_in:
             continue  # caches and hidden files (.cache/huggingface) stay behind
         rel = f"model/{name}/{rel_in}"
-        size, sha = _copy(src, staging / rel, f"model {rel_in}", progress)
+        check_relative(rel_in, f"model file {src}")  # a name the site would refuse is refused here
+        if base is not None and base.model_files:
+            sha, size = _sha_file(src)
+            if sha in base.model_files:
+                from_base.append(BaseFile(path=rel, size=size, sha256=sha, base_path=base.model_files[sha]))
+                continue
+        size, sha = _copy(src, staging / rel, f"model {rel_in}", progress, syncer)
         out.append(Entry(path=rel, size=size, sha256=sha, kind="model"))
-    if not out:
+    if not out and not from_base:
         raise InputError(f"{model_dir} holds no files to bundle")
-    return out
+    return out, from_base
+
+
+@dataclass(frozen=True)
+class BaseBundle:
+    """What a delta leaves out: the base's blobs (digest -> size) and model files (sha256 -> path)."""
+
+    manifest: Manifest
+    sha256: str
+    blobs: dict[str, int]
+    model_files: dict[str, str]
+
+
+def load_base(path: Path) -> BaseBundle:
+    """Read the base of a delta: a bundle (folder, .tar, parts) or its manifest.json alone."""
+    raw, manifest = read_manifest(path)
+    files = {e.sha256: e.path for e in manifest.entries if e.kind == "model"}
+    for f in manifest.from_base:  # a delta as base: the site has those files at their own path
+        files.setdefault(f.sha256, f.path)
+    return BaseBundle(manifest, hashlib.sha256(raw).hexdigest(), {b.digest: b.size for b in manifest.blobs}, files)
 
 
 def bundled_spec(spec: DeploymentSpec, model_name: str) -> bytes:
@@ -134,6 +145,7 @@ def bundled_spec(spec: DeploymentSpec, model_name: str) -> bytes:
     data["model"].pop("preset", None)
     data["stack_dir"] = "stack"
     data["serve"].pop("api_key", None)
+    data["serve"].pop("api_key_file", None)  # a file on this host; the site names its own
     header = f"# From a deployctl {__version__} bundle. Paths are relative to this file.\n"
     return (header + yaml.safe_dump(data, sort_keys=False)).encode()
 
@@ -146,7 +158,7 @@ def _stack_entries(staging: Path, plan: Plan, simulate: bool) -> list[Entry]:
     out = []
     for name, data in files.items():
         if name == ".env":
-            name, data = ".env.template", data.replace(key.encode(), b"") if key else data
+            name, data = "env.template", data.replace(key.encode(), b"") if key else data
         out.append(_write(staging, f"stack/{name}", data, "stack"))
     return out
 
@@ -216,7 +228,7 @@ def _write_tar(staging: Path, out: IO[bytes], entries: list[Entry], signed: bool
             info.size = path.stat().st_size
             info.mode = 0o644
             info.mtime = 0
-            with path.open("rb") as f:
+            with path.open("rb", buffering=CHUNK) as f:
                 tar.addfile(info, f)
 
 
@@ -231,9 +243,15 @@ def create(
     as_tar: bool = False,
     split: int | None = None,
     progress: Progress | None = None,
+    *,
+    base: Path | None = None,
     target: str = "compose",
 ) -> Created:
-    """Write the bundle at `out` (a folder, `out` as a .tar, or its parts); nothing is left half-written."""
+    """Write the bundle at `out` (a folder, `out` as a .tar, or its parts); nothing is left half-written.
+
+    With `base` (an earlier bundle or its manifest.json), a delta: every blob and model file the
+    base has is left out, and the base's manifest sha256 is recorded.
+    """
     progress = progress or (lambda item, done, total: None)
     if spec.model.path is None:
         raise InputError("a bundle carries the model's weights: set model.path (or --model DIR)")
@@ -241,18 +259,33 @@ def create(
         raise InputError(f"{out} already exists", "choose a new name; bundles are never overwritten")
     if sign_key is not None and not sign_key.is_file():
         raise InputError(f"--sign {sign_key}: no such key file")
-    model_name = spec.model.path.name
+    model_name = check_name(spec.model.path.name, "the model's folder name")
+    old = load_base(base) if base is not None else None
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        entries: list[Entry] = []
-        image_entries: list[ImageEntry] = []
-        for name in images:
-            e, ie = _image_entry(staging, name, progress)
-            entries.append(e)
-            image_entries.append(ie)
-        entries += _model_entries(staging, spec.model.path, model_name, progress)
+        syncer = Syncer()
+        store = BlobStore.open(staging, old.blobs if old else {}, progress, syncer)
+        # `docker save` is paced by the engine (it waits on dockerd most of the time), so the
+        # model is copied in a second thread meanwhile; the plain tools do one after the other.
+        stop = threading.Event()
+
+        def model_progress(item: str, done: int, total: int | None) -> None:
+            if stop.is_set():
+                raise InputError("bundle create stopped")
+            progress(item, done, total)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model") as pool:
+            model_job = pool.submit(_model_entries, staging, spec.model.path, model_name, model_progress, old, syncer)
+            try:
+                image_entries = [_add_image(store, name) for name in images]
+            except BaseException:
+                stop.set()  # the copy stops at its next chunk; the staging folder goes below
+                raise
+            model_entries, from_base = model_job.result()
+        syncer.wait()
+        entries: list[Entry] = [*store.entries, *model_entries]
         entries += _stack_entries(staging, plan, simulate)
         if target == "helm":
             entries.append(_chart_entry(staging, plan, simulate))
@@ -272,7 +305,12 @@ def create(
             plan=plan.model_dump(mode="json"),
             model_name=model_name,
             images=image_entries,
+            blobs=list(store.blobs.values()),
             entries=entries,
+            base=Base(manifest_sha256=old.sha256, name=old.manifest.name, model_name=old.manifest.model_name)
+            if old
+            else None,
+            from_base=from_base,
         )
         raw = dump_manifest(manifest)
         (staging / MANIFEST).write_bytes(raw)

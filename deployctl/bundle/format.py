@@ -11,9 +11,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deployctl.errors import InputError
+from deployctl.safepath import check_name, check_relative
 
 FORMAT = "deployctl-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: images as content-addressed blobs; delta bundles (base, from_base)
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 PARTS = "parts.json"
@@ -36,7 +37,26 @@ def safe_path(path: str) -> str:
         raise BundleError(f"unsafe path in bundle: {path!r} (absolute, '..' or empty parts)")
     if p.parts[0] not in TOP_DIRS:
         raise BundleError(f"unexpected path in bundle: {path!r} (outside {', '.join(TOP_DIRS)})")
+    try:
+        check_relative(path, "path in bundle")
+    except InputError as exc:
+        raise BundleError(exc.message) from None
     return path
+
+
+# Where each kind of entry lives, and how many path parts it has (None: any number from the minimum).
+_KIND_LAYOUT: dict[str, tuple[str, int, int | None]] = {
+    "image": ("images", 2, None),
+    "model": ("model", 3, None),  # model/<model_name>/<file, possibly in folders>
+    "stack": ("stack", 2, 3),  # stack/<file>, or stack/chart/<NAME-VERSION.tgz> (bundle create --target helm)
+    "spec": ("spec", 2, 2),
+    "wheel": ("wheels", 2, 2),
+}
+# A Docker image reference (name[:tag]), as `docker tag` accepts it; never a path or an option.
+_IMAGE_REF = re.compile(
+    r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$"
+)
 
 
 class Entry(BaseModel):
@@ -63,13 +83,117 @@ class Entry(BaseModel):
         return value
 
 
-class ImageEntry(BaseModel):
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def blob_file(digest: str) -> str:
+    """Give where a blob (an image's config or layer, by its sha256) is stored in the bundle."""
+    return f"images/sha256/{digest.removeprefix('sha256:')}.zst"
+
+
+def _valid(check: Any, value: Any, what: str) -> Any:
+    """Run a safepath check inside a pydantic validator (its InputError becomes a ValueError)."""
+    try:
+        return check(value, what)
+    except InputError as exc:
+        raise ValueError(exc.message) from None
+
+
+class Blob(BaseModel):
+    """One config or layer of the bundle's images, content-addressed as in an OCI layout.
+
+    `digest` is the sha256 of the uncompressed bytes (for a layer, its diff_id); `size` their
+    length. The bundle stores it zstd-compressed at `blob_file(digest)` (an entry with its own
+    sha256), or, in a delta bundle, not at all (`carried` false): the base has it.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    file: str
-    tags: list[str]
-    image_id: str
-    uncompressed_size: int = Field(ge=0)
+    digest: str
+    size: int = Field(ge=0)
+    carried: bool
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, value: str) -> str:
+        if not _DIGEST.match(value):
+            raise ValueError(f"{value[:80]!r} is not a digest (sha256: and 64 lowercase hex digits)")
+        return value
+
+
+class ImageEntry(BaseModel):
+    """An image as `docker load` gets it back: its names, its config blob and its layer blobs, in order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tags: list[str] = Field(min_length=1)
+    config: str
+    layers: list[str]
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            if len(tag) > 255 or not _IMAGE_REF.match(tag):
+                raise ValueError(f"{tag[:60]!r} is not an image name (registry/name:tag)")
+        return value
+
+    @property
+    def blobs(self) -> list[str]:
+        return [self.config, *self.layers]
+
+
+class Base(BaseModel):
+    """The bundle a delta builds on: its manifest's sha256 and the folder its model lives in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    manifest_sha256: str
+    name: str
+    model_name: str | None
+
+    @field_validator("manifest_sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if not _HEX64.match(value):
+            raise ValueError("manifest_sha256 must be 64 lowercase hex digits")
+        return value
+
+    @field_validator("model_name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check_name(value, "base.model_name")
+        except InputError as exc:  # pydantic names the field already
+            raise ValueError(exc.message.removeprefix("base.model_name: ")) from None
+
+
+class BaseFile(BaseModel):
+    """A model file a delta does not carry: the same bytes are at `base_path` in the base."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    size: int = Field(ge=0)
+    sha256: str
+    base_path: str
+
+    @field_validator("path", "base_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        try:
+            return safe_path(value)
+        except BundleError as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if not _HEX64.match(value):
+            raise ValueError("sha256 must be 64 lowercase hex digits")
+        return value
 
 
 class Manifest(BaseModel):
@@ -83,7 +207,10 @@ class Manifest(BaseModel):
     plan: dict[str, Any]
     model_name: str | None
     images: list[ImageEntry]
+    blobs: list[Blob] = Field(default_factory=list)
     entries: list[Entry]
+    base: Base | None = None
+    from_base: list[BaseFile] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -91,8 +218,11 @@ class Manifest(BaseModel):
             raise ValueError(
                 f"format version {self.format_version} is not supported (this deployctl reads {FORMAT_VERSION})"
             )
+        if self.model_name is not None:
+            _valid(check_name, self.model_name, "model_name")
         seen: set[str] = set()
         for e in self.entries:
+            _check_kind(e, self.model_name)
             if e.path in seen:
                 raise ValueError(f"duplicate path {e.path!r}")
             seen.add(e.path)
@@ -103,10 +233,44 @@ class Manifest(BaseModel):
         for e in self.entries:
             if any(str(parent) in seen for parent in PurePosixPath(e.path).parents):
                 raise ValueError(f"{e.path!r} lies under another entry")
-        for image in self.images:
-            if image.file not in seen:
-                raise ValueError(f"image file {image.file!r} has no entry")
+        self._check_blobs(seen)
+        self._check_from_base(seen)
         return self
+
+    def _check_blobs(self, seen: set[str]) -> None:
+        blobs = {b.digest: b for b in self.blobs}
+        if len(blobs) != len(self.blobs):
+            raise ValueError("a blob is listed twice")
+        for b in self.blobs:
+            if b.carried and blob_file(b.digest) not in seen:
+                raise ValueError(f"blob {b.digest} has no entry {blob_file(b.digest)}")
+            if not b.carried and self.base is None:
+                raise ValueError(f"blob {b.digest} is not carried, and the bundle names no base")
+        carried = {blob_file(b.digest) for b in self.blobs if b.carried}
+        for e in self.entries:
+            if e.kind == "image" and e.path not in carried:
+                raise ValueError(f"image entry {e.path!r} is no blob of the manifest")
+        for image in self.images:
+            for digest in image.blobs:
+                if digest not in blobs:
+                    raise ValueError(f"image {image.tags[0]}: blob {digest[:80]!r} is not listed in blobs")
+
+    def _check_from_base(self, seen: set[str]) -> None:
+        if self.from_base and (self.base is None or self.base.model_name is None):
+            raise ValueError("from_base lists model files, and the bundle names no base with a model")
+        for f in self.from_base:
+            parts = f.path.split("/")
+            if parts[0] != "model" or len(parts) < 3 or parts[1] != self.model_name:
+                raise ValueError(f"from_base path {f.path!r} lies outside model/{self.model_name}/")
+            base_parts = f.base_path.split("/")
+            if base_parts[0] != "model" or len(base_parts) < 3 or base_parts[1] != self.base.model_name:  # type: ignore[union-attr]
+                raise ValueError(f"from_base base_path {f.base_path!r} lies outside the base's model folder")
+            if f.path in seen:
+                raise ValueError(f"{f.path!r} is both carried and taken from the base")
+            seen.add(f.path)
+
+    def blob_map(self) -> dict[str, Blob]:
+        return {b.digest: b for b in self.blobs}
 
     def entry_map(self) -> dict[str, Entry]:
         return {e.path: e for e in self.entries}
@@ -115,20 +279,34 @@ class Manifest(BaseModel):
         return sum(e.size for e in self.entries if kind is None or e.kind == kind)
 
 
+def _check_kind(entry: Entry, model_name: str | None) -> None:
+    """Refuse an entry outside its kind's folder, or a model file outside model/<model_name>/."""
+    top, least, most = _KIND_LAYOUT[entry.kind]
+    parts = entry.path.split("/")
+    if parts[0] != top or len(parts) < least or (most is not None and len(parts) > most):
+        shape = f"{top}/{'NAME' if most == 2 else '...'}" if entry.kind != "model" else "model/MODEL_NAME/FILE"
+        raise ValueError(f"{entry.kind} entry {entry.path!r} is not of the form {shape}")
+    if entry.kind == "stack" and len(parts) == 3 and parts[1] != "chart":
+        raise ValueError(f"stack entry {entry.path!r} is not of the form stack/NAME or stack/chart/NAME")
+    if entry.kind == "model" and parts[1] != model_name:
+        raise ValueError(f"model entry {entry.path!r} lies outside model/{model_name}/")
+
+
 def parse_manifest(raw: bytes) -> Manifest:
     """Give the manifest in `raw`, or a BundleError naming what is wrong."""
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BundleError("manifest.json is not valid JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BundleError("manifest.json is not valid JSON (or nested too deep)") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError("manifest.json is not a deployctl bundle manifest")
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise BundleError(f"manifest.json: {where}: {err['msg'].removeprefix('Value error, ')}") from None
+        loc = ".".join(str(p) for p in err["loc"])
+        where = f"{loc}: " if loc else ""
+        raise BundleError(f"manifest.json: {where}{err['msg'].removeprefix('Value error, ')}") from None
 
 
 def dump_manifest(manifest: Manifest) -> bytes:

@@ -8,19 +8,22 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from deployctl.bundle import signing
-from deployctl.bundle.archive import Chunks, Reader, drain, open_bundle
-from deployctl.bundle.format import BundleError, Manifest
-from deployctl.errors import DeployctlError, EnvironmentProblem
+from deployctl.bundle import delta, images, signing
+from deployctl.bundle.archive import Reader, drain, open_bundle
+from deployctl.bundle.blobs import stage_blob, stage_file
+from deployctl.bundle.format import CHUNK, BundleError, Manifest, blob_file
+from deployctl.errors import EnvironmentProblem, InputError
+from deployctl.safepath import is_under, within
 
 Progress = Callable[[str, int, int | None], None]
 Say = Callable[[str], None]
 JOURNAL_DIR = ".deployctl-install"
+SPEC_ENTRY = "spec/deployctl.yaml"
 
 
 @dataclass(frozen=True)
@@ -44,20 +47,32 @@ def _open_trusted(path: Path, pubkey: Path | None, insecure: bool) -> tuple[Read
 
 def verify(path: Path, pubkey: Path | None, insecure: bool = False, progress: Progress | None = None) -> Verified:
     """Check completeness, every checksum and the signature, reading each byte once; name the first bad file."""
+    return _verify(path, pubkey, insecure, progress)[0]
+
+
+def _verify(
+    path: Path, pubkey: Path | None, insecure: bool, progress: Progress | None, keep: frozenset[str] = frozenset()
+) -> tuple[Verified, dict[str, bytes]]:
+    """Verify as `verify` does; also give the bytes of the (small) entries named in `keep`."""
     reader, trust = _open_trusted(path, pubkey, insecure)
     total = reader.manifest.total_size()
     done = 0
+    kept: dict[str, bytes] = {}
     try:
         for entry, chunks in reader.entries():
+            held: list[bytes] | None = [] if entry.path in keep else None
             for chunk in chunks:
                 done += len(chunk)
+                if held is not None:
+                    held.append(chunk)
                 if progress:
                     progress(entry.path, done, total)
+            if held is not None:
+                kept[entry.path] = b"".join(held)
     finally:
         reader.close()
-    return Verified(
-        reader.manifest.name, hashlib.sha256(reader.manifest_raw).hexdigest(), trust, len(reader.manifest.entries), done
-    )
+    manifest_sha = hashlib.sha256(reader.manifest_raw).hexdigest()
+    return Verified(reader.manifest.name, manifest_sha, trust, len(reader.manifest.entries), done), kept
 
 
 @dataclass
@@ -68,13 +83,12 @@ class Journal:
     data: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, target: Path, manifest_sha: str) -> Journal:
-        path = target / JOURNAL_DIR / f"{manifest_sha[:24]}.json"
+    def load(cls, journal_dir: Path, manifest_sha: str) -> Journal:
+        path = journal_dir / f"{manifest_sha[:24]}.json"
         try:
             data = json.loads(path.read_text())
         except (FileNotFoundError, ValueError):
             data = {}
-        data.setdefault("images", [])
         data.setdefault("model_files", [])
         return cls(path, data)
 
@@ -117,63 +131,84 @@ def _free(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
+@dataclass(frozen=True)
+class Places:
+    """Every path an install writes, each checked to stay under the target (symlinks resolved)."""
+
+    target: Path
+    journal_dir: Path
+    images: Path  # verified image bytes wait here for `docker load`
+    model: Path
+    staging: Path
+    spec: Path
+    stack: Path
+
+
+def _places(manifest: Manifest, target: Path, manifest_sha: str) -> Places:
+    """Give where the install writes, or a BundleError before anything is written."""
+    if manifest.model_name is None:
+        raise BundleError("the bundle carries no model")
+    if target.exists() and not target.is_dir():
+        raise InputError(f"--target {target} exists and is not a directory")
+    root = target.resolve()
+    model = within(root, f"models/{manifest.model_name}", "model_name")
+    journal_dir = root / JOURNAL_DIR
+    staging = model.parent / f".{model.name}.partial-{manifest_sha[:12]}"
+    places = Places(
+        target=root,
+        journal_dir=journal_dir,
+        images=journal_dir / "images",
+        model=model,
+        staging=staging,
+        spec=within(root, "deployctl.yaml", "the spec"),
+        stack=within(root, "stack", "the stack"),
+    )
+    for p in (journal_dir, places.images, staging):
+        if not is_under(root, p):
+            raise BundleError(f"{p.relative_to(root)} leads outside {target} (through a symlink)")
+    return places
+
+
+def _check_spec(raw: bytes | None, manifest: Manifest) -> None:
+    """Refuse a bundled spec that would put the model or the stack anywhere but under the target."""
+    from deployctl import spec as specs
+
+    where = f"{SPEC_ENTRY} in the bundle"
+    if raw is None:
+        raise BundleError(f"the bundle carries no {SPEC_ENTRY}")
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise BundleError(f"{where}: not UTF-8 text") from None
+    s = specs.parse(text, where)
+    if s.model.path != Path("models", str(manifest.model_name)):
+        raise BundleError(f"{where}: model.path must be models/{manifest.model_name}, not {s.model.path}")
+    if s.stack_dir != Path("stack"):
+        raise BundleError(f"{where}: stack_dir must be stack, not {s.stack_dir}")
+    if s.serve.api_key_file is not None:
+        raise BundleError(f"{where}: serve.api_key_file is set", "a bundle never names files on the site")
+
+
 def _preflight(manifest: Manifest, target: Path, journal: Journal) -> None:
     from deployctl import docker
 
     info = docker.info()  # raises EnvironmentProblem when the engine is not there
-    model_left = sum(
-        e.size for e in manifest.entries if e.kind == "model" and e.path not in journal.data["model_files"]
-    )
-    if _free(target) < model_left + 64 * 1024 * 1024:
+    done = set(journal.data["model_files"])
+    model_left = sum(e.size for e in manifest.entries if e.kind == "model" and e.path not in done)
+    model_left += sum(f.size for f in manifest.from_base if f.path not in done)
+    images_left = 0 if journal.done("images_loaded") else sum(b.size for b in manifest.blobs)
+    # Verified blobs wait at the target for `docker load`, which unpacks them again at Docker's root.
+    needed = model_left + images_left + 64 * 1024 * 1024
+    if _free(target) < needed:
         raise EnvironmentProblem(
-            f"not enough disk at {target}: the model needs {model_left / 2**30:.1f} GiB, {_free(target) / 2**30:.1f} GiB free",
+            f"not enough disk at {target}: {needed / 2**30:.1f} GiB needed (model and images), {_free(target) / 2**30:.1f} GiB free",
             "free space there or choose --target elsewhere",
         )
-    images_left = sum(i.uncompressed_size for i in manifest.images if i.file not in journal.data["images"])
     root = Path(info.root_dir)
     if images_left and root.exists() and _free(root) < images_left:
         raise EnvironmentProblem(
             f"not enough disk for the images at {root}: {images_left / 2**30:.1f} GiB needed, {_free(root) / 2**30:.1f} GiB free"
         )
-
-
-def _load_image(chunks: Chunks, progress: Progress, label: str, total: int) -> None:
-    import zstandard
-
-    from deployctl import docker
-
-    def decompressed() -> Iterator[bytes]:
-        d = zstandard.ZstdDecompressor().decompressobj()
-        done = 0
-        for chunk in chunks:
-            done += len(chunk)
-            progress(label, done, total)
-            out = d.decompress(chunk)
-            if out:
-                yield out
-
-    try:
-        docker.load_image(decompressed())
-    except docker.DockerFailed as exc:
-        raise DeployctlError(f"docker load of {label} failed: {exc.message}") from None
-
-
-def _write_model_file(chunks: Chunks, dest: Path, progress: Progress, label: str, total: int) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part")
-    done = 0
-    try:
-        with tmp.open("wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-                done += len(chunk)
-                progress(label, done, total)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -193,77 +228,125 @@ def install(
     say: Say | None = None,
     *,
     render: Callable[[Path], Path],
+    base: Path | None = None,
 ) -> Installed:
     """Verify the bundle, then load its images, place its model and render its stack under `target`.
 
     `render` renders the stack of the spec file it is given and gives the stack's directory.
 
-    Run again after an interruption: finished steps are skipped, half-copied files are not trusted.
+    Every path is checked and every byte verified before anything is written. A delta bundle
+    takes what it does not carry from the base installed at `target` (or from `base`, the base
+    bundle), checking those bytes against its own manifest. Run again after an interruption:
+    finished steps are skipped, half-copied files are not trusted, and the bundle is verified
+    again (it may have changed in between).
     """
     progress = progress or (lambda item, done, total: None)
     say = say or (lambda text: None)
-    target = target.absolute()
     reader, trust = _open_trusted(path, pubkey, insecure)
     reader.close()
     manifest = reader.manifest
     manifest_sha = hashlib.sha256(reader.manifest_raw).hexdigest()
-    journal = Journal.load(target, manifest_sha)
-    skipped = []
-    if manifest.model_name is None:
-        raise BundleError("the bundle carries no model")
-    _preflight(manifest, target, journal)
-    if journal.done("verified"):
-        skipped.append("verify")
-    else:
-        say("verifying every file before changing anything")
-        verify(path, pubkey, insecure, progress)
-        journal.mark("verified")
-    models = target / "models"
-    final_model = models / manifest.model_name
-    staging = models / f".{manifest.model_name}.partial-{manifest_sha[:12]}"
-    if journal.done("model_placed"):
-        skipped.append("model")
-    elif not journal.data["model_files"]:
-        shutil.rmtree(staging, ignore_errors=True)  # left by an earlier run that recorded nothing: not trusted
-    spec_raw = b""
-    reader, _ = _open_trusted(path, pubkey, insecure)
-    try:
-        for entry, chunks in reader.entries():
-            if entry.kind == "image":
-                if entry.path in journal.data["images"]:
-                    skipped.append(entry.path)
-                    drain(chunks)
-                    continue
-                say(f"loading {entry.path} into Docker")
-                _load_image(chunks, progress, entry.path, entry.size)
-                journal.add("images", entry.path)
-                say(f"loaded {entry.path}")
-            elif entry.kind == "model":
-                rel = entry.path.split("/", 2)[2]
-                if journal.done("model_placed") or entry.path in journal.data["model_files"]:
-                    drain(chunks)
-                    continue
-                say(f"copying model file {rel}")
-                _write_model_file(chunks, staging / rel, progress, entry.path, entry.size)
-                journal.add("model_files", entry.path)
-            elif entry.kind == "spec":
-                spec_raw = b"".join(chunks)
-            else:
-                drain(chunks)
-    finally:
-        reader.close()
-    if not journal.done("model_placed"):
-        _place(staging, final_model)
+    places = _places(manifest, target.absolute(), manifest_sha)
+    journal = Journal.load(places.journal_dir, manifest_sha)
+    model_done = journal.done("model_placed")
+    sources = delta.find(
+        manifest,
+        target=places.target,
+        base_done=manifest.base is not None
+        and Journal.load(places.journal_dir, manifest.base.manifest_sha256).done("completed_at"),
+        need_blobs=not journal.done("images_loaded"),
+        files_done={f.path for f in manifest.from_base} if model_done else set(journal.data["model_files"]),
+        base_bundle=base,
+    )
+    _preflight(manifest, places.target, journal)
+    say("verifying every file before changing anything")
+    _, kept = _verify(path, pubkey, insecure, progress, keep=frozenset({SPEC_ENTRY}))
+    _check_spec(kept.get(SPEC_ENTRY), manifest)
+    skipped = [step for step, key in (("model", "model_placed"), ("images", "images_loaded")) if journal.done(key)]
+    if not model_done and not journal.data["model_files"]:
+        shutil.rmtree(places.staging, ignore_errors=True)  # left by an earlier run that recorded nothing: not trusted
+    _copy_pass(path, pubkey, insecure, manifest, places, journal, progress, say)
+    delta.stage(
+        sources,
+        blob_dir=places.images,
+        model_staging=places.staging,
+        copied=lambda p: journal.add("model_files", p),
+        progress=progress,
+        say=say,
+    )
+    if manifest.images and not journal.done("images_loaded"):
+        say(f"loading {len(manifest.images)} image(s) into Docker")
+        _load_images(manifest, places.images)
+        journal.mark("images_loaded")
+        shutil.rmtree(places.images, ignore_errors=True)
+        say("loaded " + ", ".join(t for i in manifest.images for t in i.tags))
+    if not model_done:
+        _place(places.staging, places.model)
         journal.mark("model_placed")
-        say(f"model in place at {final_model}")
-    spec_path = target / "deployctl.yaml"
-    _atomic_write(spec_path, spec_raw)
-    stack_dir = render(spec_path)
+        say(f"model in place at {places.model}")
+    _sweep(places)
+    _atomic_write(places.spec, kept[SPEC_ENTRY])
+    stack_dir = render(places.spec)
     journal.mark("stack", str(stack_dir))
     journal.mark("completed_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     say(f"stack rendered in {stack_dir}")
     tags = [t for i in manifest.images for t in i.tags]
-    return Installed(str(target), str(final_model), str(spec_path), str(stack_dir), tags, skipped, trust)
+    return Installed(str(target), str(places.model), str(places.spec), str(stack_dir), tags, skipped, trust)
+
+
+def _copy_pass(
+    path: Path,
+    pubkey: Path | None,
+    insecure: bool,
+    manifest: Manifest,
+    places: Places,
+    journal: Journal,
+    progress: Progress,
+    say: Say,
+) -> None:
+    """Read the bundle again: stage its blobs (verified) and copy its model files into the staging folder."""
+    by_file = {blob_file(b.digest): b for b in manifest.blobs if b.carried}
+    reader, _ = _open_trusted(path, pubkey, insecure)
+    try:
+        for entry, chunks in reader.entries():
+            if entry.kind == "image" and not journal.done("images_loaded"):
+                say(f"staging {entry.path}")
+                stage_blob(chunks, by_file[entry.path], places.images, entry.path, progress)
+            elif (
+                entry.kind == "model"
+                and not journal.done("model_placed")
+                and entry.path not in journal.data["model_files"]
+            ):
+                rel = entry.path.split("/", 2)[2]
+                say(f"copying model file {rel}")
+                stage_file(chunks, within(places.staging, rel, entry.path), progress, entry.path, entry.size)
+                journal.add("model_files", entry.path)
+            else:
+                drain(chunks)
+    finally:
+        reader.close()
+
+
+def _load_images(manifest: Manifest, blob_dir: Path) -> None:
+    """`docker load` the images from blobs staged (and verified) in `blob_dir`."""
+    sizes = {b.digest: b.size for b in manifest.blobs}
+    for digest in sizes:
+        if not (blob_dir / digest.removeprefix("sha256:")).is_file():
+            raise BundleError(f"blob {digest[:19]} was not staged: run install again")
+
+    def open_blob(digest: str) -> IO[bytes]:
+        return (blob_dir / digest.removeprefix("sha256:")).open("rb", buffering=CHUNK)
+
+    images.load(images.archive_stream(manifest.images, sizes, open_blob))
+
+
+def _sweep(places: Places) -> None:
+    """Remove what a run killed mid-rename left at the target: a half-written stack, a replaced model."""
+    stale = [*places.target.glob(f".{places.stack.name}.new-*"), *places.target.glob(f".{places.stack.name}.old-*")]
+    stale += places.model.parent.glob(f".{places.model.name}.old-*")
+    for path in stale:
+        if path.is_dir() and not path.is_symlink() and is_under(places.target, path):
+            shutil.rmtree(path)
 
 
 def _place(staging: Path, final: Path) -> None:

@@ -21,6 +21,8 @@ def bundle() -> None:
       deployctl bundle create -o llm.bundle --sign site-key --split 4G --model /srv/models/Qwen2.5-32B-GPTQ
       deployctl bundle verify llm.bundle.parts.json --pubkey site-key.pub
       sudo deployctl bundle install llm.bundle.parts.json --pubkey site-key.pub --target /srv/deployctl
+      deployctl bundle create -o llm-v2.bundle --sign site-key --base llm.bundle.parts.json --model /srv/models/Qwen2.5-32B-GPTQ
+      deployctl bundle diff llm.bundle.parts.json llm-v2.bundle
     """
 
 
@@ -70,6 +72,11 @@ def keygen(name: Path) -> None:
     show_default=True,
     help="helm: also carry the Helm chart (stack/chart/NAME-VERSION.tgz); see docs/kubernetes.md.",
 )
+@click.option(
+    "--base",
+    type=click.Path(path_type=Path, exists=True),
+    help="A delta: leave out every layer and model file this earlier bundle (or its manifest.json) has.",
+)
 @json_option
 def create(
     output: Path,
@@ -80,6 +87,7 @@ def create(
     split: str | None,
     wheels: str,
     target: str,
+    base: Path | None,
     as_json: bool,
     **kwargs: Any,
 ) -> None:
@@ -107,6 +115,7 @@ def create(
             split_size=size,
             progress=bars,
             target=target,
+            base=base,
         )
     if as_json:
         echo_json({**made.__dict__, "path": str(made.path)})
@@ -173,8 +182,15 @@ def verify(path: Path, pubkey: Path | None, insecure: bool, as_json: bool) -> No
     help="Where models/, the stack and deployctl.yaml go.",
 )
 @click.option("--simulate", is_flag=True, help="Render the stack with the simulator (a rehearsal without GPUs).")
+@click.option(
+    "--base",
+    type=click.Path(path_type=Path, exists=True),
+    help="For a delta whose base is not installed at --target: the base bundle to take the rest from.",
+)
 @json_option
-def install(path: Path, pubkey: Path | None, insecure: bool, target: Path, simulate: bool, as_json: bool) -> None:
+def install(
+    path: Path, pubkey: Path | None, insecure: bool, target: Path, simulate: bool, base: Path | None, as_json: bool
+) -> None:
     """Verify, then docker load the images, put the model in place and render the stack.
 
     Interrupted (Ctrl-C, kill, disk full, a pulled USB stick)? Run it again: it finishes the job.
@@ -195,9 +211,37 @@ def install(path: Path, pubkey: Path | None, insecure: bool, target: Path, simul
             simulate=simulate,
             progress=bars,
             say=bars.say if not as_json else None,
+            base=base,
         )
     if as_json:
         echo_json(result.__dict__)
         return
     click.echo(f"installed into {result.target}: model {result.model_dir}, images {', '.join(result.images)}")
     click.echo(f"next: deployctl up -f {result.spec}" + (" --simulate" if simulate else ""))
+
+
+@bundle.command()
+@click.argument("old", type=click.Path(path_type=Path, exists=True))
+@click.argument("new", type=click.Path(path_type=Path, exists=True))
+@click.option("--all", "show_all", is_flag=True, help="List unchanged items too.")
+@json_option
+def diff(old: Path, new: Path, show_all: bool, as_json: bool) -> None:
+    """Show what upgrading from bundle OLD to NEW changes, and what a delta (--base OLD) carries.
+
+    \b
+    Example:
+      deployctl bundle diff llm.tar.parts.json llm.bundle.parts.json --all
+    """
+    from deployctl.bundle import diff as core
+
+    result = core.diff(old, new)
+    if as_json:
+        echo_json({**result.__dict__, "changes": [c.__dict__ for c in result.changes]})
+        return
+    for c in result.changes:
+        if show_all or c.change != "same":
+            click.echo(f"{c.change:8} {c.kind:10} {c.name:60} {c.bytes / 1e6:10.1f} MB")
+    click.echo(
+        f"a delta of {new} over {old} carries {result.delta_bytes / 1e6:.1f} MB "
+        f"of {result.full_bytes / 1e6:.1f} MB (uncompressed)"
+    )

@@ -31,6 +31,7 @@ class ImageInfo:
     tags: list[str]
     size: int
     config: dict[str, Any] = field(default_factory=dict)  # the image's Config (Env, Cmd, Entrypoint, ...)
+    layers: list[str] = field(default_factory=list)  # RootFS.Layers: the layers' diff_ids, bottom first
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,23 @@ def image(name: str) -> ImageInfo:
         found = _client().images.get(name)
     attrs = found.attrs
     return ImageInfo(
-        id=found.id, tags=list(found.tags), size=int(attrs.get("Size") or 0), config=dict(attrs.get("Config") or {})
+        id=found.id,
+        tags=list(found.tags),
+        size=int(attrs.get("Size") or 0),
+        config=dict(attrs.get("Config") or {}),
+        layers=list((attrs.get("RootFS") or {}).get("Layers") or []),
     )
+
+
+def local_blobs() -> dict[str, str]:
+    """Give every layer diff_id and image config digest the engine holds, each with an image that has it."""
+    found: dict[str, str] = {}
+    with _sdk("listing images"):
+        for img in _client().images.list(all=True):
+            found.setdefault(img.id, img.id)
+            for layer in (img.attrs.get("RootFS") or {}).get("Layers") or []:
+                found.setdefault(layer, img.id)
+    return found
 
 
 def save_image(name: str, chunk_size: int) -> Iterator[bytes]:

@@ -24,6 +24,7 @@ def create(
     split_size: int | None,
     progress: Progress,
     target: str = "compose",
+    base: Path | None = None,
 ) -> Any:
     """Plan the spec and gather its images (default: the engine's, or the simulator's), weights and stack."""
     from deployctl.bundle import create as core
@@ -32,7 +33,7 @@ def create(
     plan = plan_ops.make_plan(spec, simulate=simulate)
     chosen = images or [SIM_IMAGE if simulate else plan.engine.image]
     return core.create(
-        spec, plan, output, chosen, sign_key, wheels, simulate, as_tar, split_size, progress, target=target
+        spec, plan, output, chosen, sign_key, wheels, simulate, as_tar, split_size, progress, target=target, base=base
     )
 
 
@@ -45,6 +46,7 @@ def install(
     simulate: bool,
     progress: Progress,
     say: Callable[[str], None] | None,
+    base: Path | None = None,
 ) -> Any:
     """Verify the bundle, load its images, place its model, then render its stack for this host."""
     from deployctl import spec as spec_mod
@@ -54,4 +56,4 @@ def install(
         s = spec_mod.load(spec_path)
         return plan_ops.render_stack(s, plan_ops.make_plan(s, simulate=simulate), simulate=simulate)
 
-    return core.install(path, target, pubkey, insecure, simulate, progress, say, render=render)
+    return core.install(path, target, pubkey, insecure, simulate, progress, say, render=render, base=base)

@@ -123,7 +123,7 @@ def test_a_flipped_byte_stops_install_before_anything_is_loaded_or_written(
 
 
 @pytest.mark.parametrize(
-    "kill_at", ["loading images/", "copying model file model-00001", "copying model file model-00003", "model in place"]
+    "kill_at", ["staging images/", "copying model file model-00001", "copying model file model-00003", "model in place"]
 )
 def test_killed_install_finishes_on_rerun_and_equals_an_uninterrupted_one(
     made: dict[str, Path], tmp_path: Path, kill_at: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import shutil
@@ -78,7 +79,7 @@ def test_bundle_holds_manifest_model_stack_spec(bundles: dict[str, Path]) -> Non
     manifest = parse_manifest((root / "manifest.json").read_bytes())
     kinds = {e.kind for e in manifest.entries}
     assert kinds == {"model", "stack", "spec"}
-    assert (root / "stack" / ".env.template").exists() and not (root / "stack" / ".env").exists()
+    assert (root / "stack" / "env.template").exists() and not (root / "stack" / ".env").exists()
     assert manifest.plan["model"]["name"] == "tiny-llama" and manifest.deployctl_version
     assert "models/tiny-llama" in (root / "spec" / "deployctl.yaml").read_text()
 
@@ -335,3 +336,84 @@ def test_archive_reader_survives_any_damage(
     except BundleError:
         return
     pytest.fail("a damaged bundle verified")
+
+
+# -- delta bundles (model files; images are in tests/e2e/test_bundle_delta.py) ---------------------------
+
+
+@pytest.fixture
+def revisions(tmp_path: Path, keys: tuple[Path, Path]) -> dict[str, Path]:
+    """Full bundles of two model revisions (one shard of four changed) and the delta of the second."""
+    from helpers.tinymodel import write_spec, write_tiny_model
+
+    rev1 = write_tiny_model(tmp_path / "rev1" / "tiny-llama", files=4, mib=1)
+    rev2 = Path(shutil.copytree(rev1, tmp_path / "rev2" / "tiny-llama"))
+    shard = rev2 / "model-00002.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-8] + b"\x01" * 8)
+    out = {"rev2": rev2}
+    for name, model, base in (("full1", rev1, None), ("full2", rev2, None), ("delta2", rev2, tmp_path / "full1")):
+        s = spec.load(write_spec(model.parent, model))
+        plan = deploy.make_plan(s, simulate=True)
+        out[name] = create.create(
+            s, plan, tmp_path / name, images=[], sign_key=keys[0], wheels="none", simulate=True, base=base
+        ).path
+    return out
+
+
+def test_a_delta_carries_only_the_changed_shard(revisions: dict[str, Path]) -> None:
+    manifest = parse_manifest((revisions["delta2"] / "manifest.json").read_bytes())
+    assert [e.path for e in manifest.entries if e.kind == "model"] == ["model/tiny-llama/model-00002.safetensors"]
+    assert len(manifest.from_base) == 5 and manifest.base is not None
+    assert (
+        manifest.base.manifest_sha256 == hashlib.sha256((revisions["full1"] / "manifest.json").read_bytes()).hexdigest()
+    )
+
+
+def test_delta_install_on_the_base_site_equals_the_full_install(
+    revisions: dict[str, Path], keys: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from helpers.bundle_install import install
+    from helpers.fake_engine import use_fake_engine
+
+    use_fake_engine(monkeypatch, tmp_path)
+    site, full = tmp_path / "site", tmp_path / "full"
+    install(revisions["full1"], site, keys[1], simulate=True)
+    install(revisions["delta2"], site, keys[1], simulate=True)
+    install(revisions["full2"], full, keys[1], simulate=True)
+    tree = {p.name: p.read_bytes() for p in (site / "models" / "tiny-llama").iterdir()}
+    assert tree == {p.name: p.read_bytes() for p in (full / "models" / "tiny-llama").iterdir()}
+    assert tree == {p.name: p.read_bytes() for p in revisions["rev2"].iterdir()}
+
+
+def test_delta_install_names_a_changed_base_file_and_a_missing_base(
+    revisions: dict[str, Path], keys: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from helpers.bundle_install import install
+    from helpers.fake_engine import use_fake_engine
+
+    use_fake_engine(monkeypatch, tmp_path)
+    with pytest.raises(BundleError, match=r"needs its base 'tiny' \(manifest [0-9a-f]{12}\) installed"):
+        install(revisions["delta2"], tmp_path / "bare", keys[1], simulate=True)
+    assert not (tmp_path / "bare").exists()
+    site = tmp_path / "site"
+    install(revisions["full1"], site, keys[1], simulate=True)
+    (site / "models" / "tiny-llama" / "model-00003.safetensors").unlink()
+    with pytest.raises(BundleError, match=r"lacks pieces .*model file .*model-00003\.safetensors"):
+        install(revisions["delta2"], site, keys[1], simulate=True)
+    # A base file changed in place (same size) is caught by its sha256 while it is copied, before the model moves.
+    shutil.copy(revisions["full1"] / "model" / "tiny-llama" / "model-00003.safetensors", site / "models" / "tiny-llama")
+    _flip(site / "models" / "tiny-llama" / "config.json")
+    with pytest.raises(BundleError, match=r"config\.json is corrupt"):
+        install(revisions["delta2"], site, keys[1], simulate=True)
+    assert (site / "models" / "tiny-llama" / "model-00002.safetensors").read_bytes() == (
+        revisions["full1"] / "model" / "tiny-llama" / "model-00002.safetensors"
+    ).read_bytes()
+
+
+def test_bundle_diff_lists_the_changed_shard(revisions: dict[str, Path]) -> None:
+    from deployctl.bundle.diff import diff
+
+    result = diff(revisions["full1"], revisions["full2"])
+    changed = [(c.name, c.change) for c in result.changes if c.change != "same" and c.kind == "model file"]
+    assert changed == [("model-00002.safetensors", "changed")]
+    assert 0 < result.delta_bytes < result.full_bytes
