@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
         # vLLM binds its port only once the model is loaded: until then connections are refused.
         time.sleep(cfg.load_seconds)
     print(
-        f"simulator ({cfg.engine}): serving {cfg.model_id} on {cfg.hostname}:{cfg.port} "
+        f"simulator: serving {cfg.model_id} ({cfg.engine} API) on {cfg.hostname}:{cfg.port} "
         f"(max_input_tokens={cfg.max_input_tokens}, max_total_tokens={cfg.max_total_tokens}, "
         f"loading for {cfg.load_seconds}s, api key {'on' if cfg.api_key else 'off'})",
         flush=True,

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import json
 import socket
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from helpers import simserver
 
+from deployctl.cli import cli
 from deployctl.probe import health
 from deployctl.sim import latency
 from deployctl.sim.config import SimConfig
@@ -100,3 +104,18 @@ def test_vllm_wrong_key_is_down_and_says_401() -> None:
     with simserver.running(_vllm(api_key="k-1")) as url:
         r = health.check(url, VLLM_EXPECTED, api_key="wrong", dialect="openai")
     assert r.exit_code == health.DOWN and "401" in r.checks[-1].detail
+
+
+@pytest.mark.parametrize("command", [["health", "--json"], ["bench", "run", "--concurrency", "1", "--json"]])
+def test_health_and_bench_find_the_stack_through_the_spec_file(tmp_path: Path, command: list[str]) -> None:
+    root = tmp_path
+    port = _free_port()
+    spec_file = root / "site.yaml"
+    spec_file.write_text(f"name: t\nengine: vllm\nserve:\n  port: {port}\nstack_dir: somewhere/stack\n")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["render", "--simulate", "-f", str(spec_file)]).exit_code == 0
+    result = runner.invoke(cli, [*command, "-f", str(spec_file)])
+    if command[0] == "health":
+        assert result.exit_code == health.DOWN and json.loads(result.stdout)["endpoint"] == f"http://127.0.0.1:{port}"
+    else:  # nothing listens: bench names the vLLM route it asked
+        assert result.exit_code == 1 and f"http://127.0.0.1:{port}/v1/models" in result.stderr
