@@ -61,6 +61,7 @@ class Serve(_Strict):
     api_key_env: str | None = Field(None, description="name of the environment variable holding the key")
     api_key_file: Path | None = Field(None, description="file holding the key")
     api_key: Any = Field(None, exclude=True)
+    allow_open: bool = Field(False, description="serve a non-loopback bind without an API key, on purpose")
 
     @field_validator("api_key")
     @classmethod

@@ -15,6 +15,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "plan": ("deployctl.cli.plan", "plan", "Show the per-GPU memory plan and the engine's arguments."),
     "render": ("deployctl.cli.plan", "render", "Write the Docker Compose stack for the plan."),
     "up": ("deployctl.cli.run", "up", "Plan, render, start the stack and wait until the model answers."),
+    "rollback": (
+        "deployctl.cli.run",
+        "rollback",
+        "Go back to the stack's last good revision (the one before the running one).",
+    ),
     "down": ("deployctl.cli.run", "down", "Stop the stack and remove its containers and network."),
     "status": ("deployctl.cli.run", "status", "Show each service's state, health, uptime and restarts."),
     "logs": ("deployctl.cli.run", "logs", "Show (or follow) the stack's logs."),
@@ -49,7 +54,7 @@ Examples:
   deployctl image build-sim                        # the TGI-protocol simulator image
   deployctl gpus ; deployctl power set 300 --dry-run ; deployctl doctor
 
-Exit codes: 0 ok, 1 failed, 2 bad input, 3 host problem, 4 model does not fit.
+Exit codes: 0 ok, 1 failed, 2 bad input, 3 host problem, 4 model does not fit, 5 not running, 130 interrupted.
 """
 
 

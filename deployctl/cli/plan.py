@@ -118,11 +118,13 @@ def render(as_json: bool, simulate: bool, faults: dict[str, str], **kwargs: Any)
     Example:
       deployctl render --gpu-model rtx4090 --gpus 2 --model ./Llama-3-70B-GPTQ --stack-dir ./stack
     """
+    from deployctl.ops import owner
     from deployctl.ops import plan as ops
 
+    spec_path = owner.spec_file(kwargs.get("spec_path"))
     spec = load_spec(kwargs)
     p = ops.make_plan(spec, simulate=simulate)
-    out = ops.render_stack(spec, p, simulate=simulate, faults=faults)
+    out = ops.render_stack(spec, p, simulate=simulate, faults=faults, spec_path=spec_path)
     if as_json:
         echo_json({"stack_dir": str(out), "plan_hash": p.digest(), "simulate": simulate})
     else:

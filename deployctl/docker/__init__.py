@@ -4,7 +4,7 @@ Only this package imports `docker` or runs the `docker` CLI; the rest of deployc
 and project errors (errors.py holds the one table from Docker's failures to them).
 """
 
-from deployctl.docker.compose import ComposeError, ComposeProject, ServiceState
+from deployctl.docker.compose import OVERRIDE_FILE, ComposeError, ComposeProject, ServiceState, down_project
 from deployctl.docker.engine import (
     ContainerState,
     EngineInfo,
@@ -16,6 +16,7 @@ from deployctl.docker.engine import (
     image_exists,
     import_rootfs,
     info,
+    labelled_containers,
     load_image,
     ping,
     remove_image,
@@ -26,6 +27,7 @@ from deployctl.docker.engine import (
 from deployctl.docker.errors import DockerFailed, ImageMissing
 
 __all__ = [
+    "OVERRIDE_FILE",
     "ComposeError",
     "ComposeProject",
     "ContainerState",
@@ -37,10 +39,12 @@ __all__ = [
     "ServiceState",
     "build_image",
     "docker_binary",
+    "down_project",
     "image",
     "image_exists",
     "import_rootfs",
     "info",
+    "labelled_containers",
     "load_image",
     "ping",
     "remove_image",
