@@ -29,6 +29,7 @@ SECRET_FILE = ".env"
 API_KEY_NAME = "DEPLOYCTL_API_KEY"  # the key's name in .env (templates/env.j2 writes it)
 STATE_DIR = ".deployctl"  # deployctl's own state inside the stack dir (never a rendered or user file)
 GOOD_DIR = "good"  # .deployctl/good/<revision>/: the revisions that answered /health
+FAILED_DIR = "failed"  # .deployctl/failed/<revision>/: revisions that were rolled back
 KEEP_GOOD = 3  # how many good revisions a stack dir keeps (each is a few kilobytes)
 IMAGES_FILE = "images.json"  # in the good copy: image reference -> image id it ran
 DIFF_FILES = ("compose.yaml", "plan.json")  # what `up --dry-run` compares (.env holds the secret: never shown)
@@ -166,7 +167,11 @@ def next_revision(previous: dict[str, bytes] | None, files: dict[str, bytes]) ->
     if previous is None:
         return 1
     was = info_of(previous).revision
-    return was if same_render(previous, files) else was + 1
+    if same_render(previous, files):
+        return was
+    stack_dir = Path(info_of(previous).stack_dir or ".")
+    kept = [*_good_revisions(stack_dir), *_good_revisions(stack_dir, FAILED_DIR)]
+    return max([was, *kept]) + 1  # a number once given (even to a revision rolled back) is not given again
 
 
 def _plan_hash(files: dict[str, bytes]) -> str:
@@ -312,13 +317,13 @@ def remove_rendered(stack_dir: Path) -> None:
             stack_dir.rmdir()
 
 
-def save_good(stack_dir: Path, images: dict[str, str]) -> None:
-    """Keep the stack's rendered files (and the image ids they ran) as a good copy of its revision."""
+def save_good(stack_dir: Path, images: dict[str, str], kind: str = GOOD_DIR) -> None:
+    """Keep the stack's rendered files (and the image ids they ran) as a good (or failed) copy of its revision."""
     stack_dir = stack_dir.absolute()
     files = rendered_files(stack_dir)
     if files is None:
         return
-    good = stack_dir / STATE_DIR / GOOD_DIR
+    good = stack_dir / STATE_DIR / kind
     good.mkdir(mode=0o700, parents=True, exist_ok=True)
     final = good / str(info_of(files).revision)
     tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=good))
@@ -337,12 +342,17 @@ def save_good(stack_dir: Path, images: dict[str, str]) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in _good_revisions(stack_dir)[:-KEEP_GOOD]:
+    for old in _good_revisions(stack_dir, kind)[:-KEEP_GOOD]:
         shutil.rmtree(good / str(old), ignore_errors=True)
 
 
-def _good_revisions(stack_dir: Path) -> list[int]:
-    good = stack_dir / STATE_DIR / GOOD_DIR
+def save_failed(stack_dir: Path) -> None:
+    """Keep the stack's rendered files as a failed revision (for reading later; its number is not reused)."""
+    save_good(stack_dir, {}, kind=FAILED_DIR)
+
+
+def _good_revisions(stack_dir: Path, kind: str = GOOD_DIR) -> list[int]:
+    good = stack_dir / STATE_DIR / kind
     if not good.is_dir():
         return []
     return sorted(int(p.name) for p in good.iterdir() if p.name.isdigit() and (p / "stack.json").is_file())

@@ -137,9 +137,7 @@ def _print_failure(console: Any, exc: Any) -> None:
         console.print(exc.log_tail, markup=False, highlight=False)
     for d in exc.diagnoses:
         console.print(f"[bold red]likely cause:[/bold red] {d.cause}: {d.hint}", highlight=False)
-    if isinstance(exc, RolledBack):
-        console.print(f"[bold]rolled back:[/bold] {exc.message}", highlight=False)
-    elif exc.stack_dir:
+    if exc.stack_dir and not isinstance(exc, RolledBack):
         console.print(
             f"the stack is left as it is for inspection: deployctl logs / deployctl down --stack-dir {exc.stack_dir}",
             highlight=False,

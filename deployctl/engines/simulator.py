@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 from deployctl import __version__
 from deployctl.planner.types import Plan
 
-SIM_IMAGE = f"deployctl/tgi-sim:{__version__}"
+# DEPLOYCTL_SIM_IMAGE names another tag for the simulator (parallel test runs build and run their own).
+SIM_IMAGE = os.environ.get("DEPLOYCTL_SIM_IMAGE") or f"deployctl/tgi-sim:{__version__}"
 LOAD_SECONDS = 2
 
 

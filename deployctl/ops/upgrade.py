@@ -18,7 +18,7 @@ from deployctl import docker, stackdir
 from deployctl.errors import InputError
 from deployctl.ops import owner
 from deployctl.ops import plan as plan_ops
-from deployctl.ops.diagnose import diagnose
+from deployctl.ops.diagnose import Diagnosis, diagnose
 from deployctl.ops.interrupt import Guard, Interrupted, Signalled
 from deployctl.ops.power import apply_policy
 from deployctl.ops.stack import (
@@ -39,6 +39,13 @@ from deployctl.stackdir import GoodCopy
 
 class RolledBack(UpFailed):
     """The new revision did not answer; the last good one was restored and answers."""
+
+    def __init__(self, reason: str, log_tail: str, diagnoses: list[Diagnosis]) -> None:
+        super().__init__(reason, log_tail, diagnoses)
+        if not diagnoses:
+            self.hint = (
+                "the log lines above are the failed revision's; fix the spec or image and run `deployctl up` again"
+            )
 
 
 def open_to_network(bind: str, api_key: bool) -> bool:
@@ -245,6 +252,7 @@ class _Up:
         if self.good is None:
             failure.stack_dir = str(self.dir)  # nothing ran before: leave it for inspection
             raise failure
+        stackdir.save_failed(self.dir)
         restored = self._restore(self.good)
         raise RolledBack(
             reason=(

@@ -107,3 +107,16 @@ def test_a_broken_stack_json_is_named(tmp_path: Path) -> None:
     (target / "stack.json").write_text(json.dumps({"project": "x"}))
     with pytest.raises(InputError, match=r"stack\.json is unreadable"):
         stackdir.StackInfo.read(target)
+
+
+def test_a_rolled_back_revision_number_is_not_given_again(tmp_path: Path) -> None:
+    target = tmp_path / "stack"
+    _render(target)  # 1, good
+    stackdir.save_good(target, {})
+    _render(target, gpus=2)  # 2, fails
+    stackdir.save_failed(target)
+    good = stackdir.read_good(target)
+    assert good is not None
+    stackdir.write_stack(good.files, target)  # rolled back to 1
+    _render(target, gpus=2)
+    assert stackdir.StackInfo.read(target).revision == 3
