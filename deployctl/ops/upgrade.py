@@ -87,7 +87,7 @@ def _states(stack: Stack) -> list[docker.ContainerState]:
     return docker.labelled_containers(f"{owner.PROJECT_LABEL}={stack.info.project}")
 
 
-def _is_running(project: str) -> bool:
+def is_running(project: str) -> bool:
     found = docker.labelled_containers(f"{owner.PROJECT_LABEL}={project}")
     return any(c.state in ("running", "restarting") for c in found)
 
@@ -158,13 +158,14 @@ class _Up:
         try:
             self.guard.checkpoint("before-start")
             self._say("planning")
+            stackdir.check_writable(self.dir)
             plan = plan_ops.make_plan(self.spec, simulate=self.simulate)
             check_exposure(self.spec, plan, allow_open)
             owner.check_free(plan.name, self.dir)
             files = self._render(plan, faults)
             self.before = stackdir.rendered_files(self.dir)
             was = stackdir.info_of(self.before) if self.before else None
-            running = was is not None and _is_running(was.project)
+            running = was is not None and is_running(was.project)
             unchanged = stackdir.same_render(self.before, files)
             revision = stackdir.next_revision(self.before, files)
             if dry_run:
@@ -272,6 +273,8 @@ class _Up:
     def _interrupted(self, sig: Signalled) -> Interrupted:
         """Clean up after a first signal; give the error that says what is left running."""
         what = f"interrupted ({sig.name}) while {self.phase}"
+        if self.guard.count >= 2:  # the first one was noted during the rollback: this one stops it
+            return self._stopped(what, sig)
         try:
             with self.guard.cleaning_up():
                 if not self.touched:
@@ -285,12 +288,15 @@ class _Up:
                 remove_new(self.dir, self.before)
                 return Interrupted(f"{what}: removed the new stack's containers and network; nothing of it runs")
         except Signalled as again:
-            return Interrupted(
-                f"{what}, then {again.name} again: stopped the clean-up at once, containers may be left",
-                f"`deployctl status --stack-dir {self.dir}` shows them; `deployctl rollback` or `deployctl down` tidies up",
-            )
+            return self._stopped(what, again)
         except (UpFailed, docker.DockerFailed) as exc:
             return Interrupted(f"{what}: the clean-up failed: {exc.message}", "`deployctl down` removes what is left")
+
+    def _stopped(self, what: str, again: Signalled) -> Interrupted:
+        return Interrupted(
+            f"{what}, then {again.name} again: stopped the clean-up at once, containers may be left",
+            f"`deployctl status --stack-dir {self.dir}` shows them; `deployctl rollback` or `deployctl down` tidies up",
+        )
 
     def _left_as_is(self) -> str:
         return "the running stack, if any, is as it was" if self.before else "nothing was started"
