@@ -254,12 +254,16 @@ class _Up:
             failure.stack_dir = str(self.dir)  # nothing ran before: leave it for inspection
             raise failure
         stackdir.save_failed(self.dir)
+        signals = self.guard.count
         restored = self._restore(self.good)
+        outcome = (
+            f"revision {revision} failed: {failure.message}; rolled back to revision {restored.info.revision}, "
+            f"which answers at {restored.info.endpoint}"
+        )
+        if self.guard.count > signals:  # a first Ctrl-C during the rollback: it was finished, then we stop
+            raise Interrupted(f"interrupted while rolling back, which was finished first: {outcome}")
         raise RolledBack(
-            reason=(
-                f"revision {revision} failed: {failure.message}; rolled back to revision {restored.info.revision}, "
-                f"which answers at {restored.info.endpoint}"
-            ),
+            reason=outcome,
             log_tail=failure.log_tail,
             diagnoses=failure.diagnoses,
         )
