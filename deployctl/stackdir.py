@@ -162,14 +162,13 @@ def same_render(old: dict[str, bytes] | None, new: dict[str, bytes]) -> bool:
     return all(old.get(n) == new.get(n) for n in names - {"stack.json"}) and _plan_hash(old) == _plan_hash(new)
 
 
-def next_revision(previous: dict[str, bytes] | None, files: dict[str, bytes]) -> int:
+def next_revision(previous: dict[str, bytes] | None, files: dict[str, bytes], stack_dir: Path) -> int:
     """Give the revision a render gets: the same when nothing changed, else one more than before."""
     if previous is None:
         return 1
     was = info_of(previous).revision
     if same_render(previous, files):
         return was
-    stack_dir = Path(info_of(previous).stack_dir or ".")
     kept = [*_good_revisions(stack_dir), *_good_revisions(stack_dir, FAILED_DIR)]
     return max([was, *kept]) + 1  # a number once given (even to a revision rolled back) is not given again
 

@@ -167,7 +167,7 @@ class _Up:
             was = stackdir.info_of(self.before) if self.before else None
             running = was is not None and is_running(was.project)
             unchanged = stackdir.same_render(self.before, files)
-            revision = stackdir.next_revision(self.before, files)
+            revision = stackdir.next_revision(self.before, files, self.dir)
             if dry_run:
                 return Preview(
                     stack_dir=str(self.dir),

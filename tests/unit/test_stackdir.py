@@ -16,7 +16,7 @@ from .test_render import files_for
 
 def _render(target: Path, gpus: int = 1) -> dict[str, bytes]:
     files = files_for(gpus)
-    revision = stackdir.next_revision(stackdir.rendered_files(target), files)
+    revision = stackdir.next_revision(stackdir.rendered_files(target), files, target)
     stackdir.write_stack(files, target, revision=revision, spec=Path("/srv/deployctl.yaml"))
     return files
 
