@@ -158,7 +158,6 @@ class _Up:
         try:
             self.guard.checkpoint("before-start")
             self._say("planning")
-            stackdir.check_writable(self.dir)
             plan = plan_ops.make_plan(self.spec, simulate=self.simulate)
             check_exposure(self.spec, plan, allow_open)
             owner.check_free(plan.name, self.dir)
@@ -179,6 +178,7 @@ class _Up:
                     diff=stackdir.changes(self.before, files),
                     renamed_from=owner.renamed_from(plan.name, self.dir),
                 )
+            stackdir.check_writable(self.dir)
             removed = owner.check_renamed(plan.name, self.dir, replace)
             running = running and not (was is not None and was.project in removed)
             if not running and not port_free(plan.bind, plan.port):

@@ -195,6 +195,9 @@ def _failure_windows(results: list[tuple[float, bool]]) -> list[float]:
 def test_good_upgrade_shows_its_diff_moves_the_revision_and_rollback_by_hand(stacks: Stacks) -> None:
     p = stacks.new("s")
     assert _up(p).returncode == 0 and _revision(p) == 1
+    [before] = p.containers()
+    again = _up(p)  # nothing changed: same revision, same container, no restart
+    assert again.returncode == 0 and "(revision 1)" in again.stdout and p.containers() == [before]
     p.write(GOOD)
     dry = _up(p, "--dry-run")
     assert dry.returncode == 0
