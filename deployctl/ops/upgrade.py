@@ -135,7 +135,7 @@ class _Up:
         self.guard = guard
         self.dir = spec.stack_dir.absolute()
         self.started = time.monotonic()
-        self.phase = "before start"
+        self.phase = "starting"
         self.touched = False  # files or containers of the new revision may exist
         self.before: dict[str, bytes] | None = None  # the rendered files found (restored if nothing ran)
         self.good: GoodCopy | None = None  # what to go back to when the new revision fails
@@ -186,8 +186,8 @@ class _Up:
                     f"port {plan.port} on {plan.bind} is in use by another program",
                     "choose another with --port or serve.port, or stop the other program (ss -ltnp)",
                 )
-            self.guard.checkpoint("image-build")
             self._say("checking the image")
+            self.guard.checkpoint("image-build")
             ensure_image(plan, self.simulate, sim_base, self.report)
             power = apply_policy(self.spec, self.simulate, skip_power)
             if running:
@@ -239,9 +239,11 @@ class _Up:
             stack.compose.validate()
             self._say("creating containers")
             stack.compose.create()
+            self._say("containers created")
             self.guard.checkpoint("containers-created")
             self._say("starting containers")
             stack.compose.up()
+            self._say("waiting for /health")
             self.guard.checkpoint("waiting-health")
             return wait_healthy(stack, limit, self.report, self.started)
         except docker.ComposeError as exc:
@@ -282,7 +284,7 @@ class _Up:
         try:
             with self.guard.cleaning_up():
                 if not self.touched:
-                    return Interrupted(f"{what}: nothing was changed", self._left_as_is())
+                    return Interrupted(f"{what}: nothing was changed; what ran before still runs")
                 if self.good is not None:
                     stack = self._restore(self.good)
                     return Interrupted(
@@ -301,9 +303,6 @@ class _Up:
             f"{what}, then {again.name} again: stopped the clean-up at once, containers may be left",
             f"`deployctl status --stack-dir {self.dir}` shows them; `deployctl rollback` or `deployctl down` tidies up",
         )
-
-    def _left_as_is(self) -> str:
-        return "the running stack, if any, is as it was" if self.before else "nothing was started"
 
 
 def remove_new(stack_dir: Path, before: dict[str, bytes] | None) -> None:
