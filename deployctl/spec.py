@@ -127,6 +127,7 @@ class Serve(_Strict):
     )
     api_key_file: LocalPath | None = Field(None, description="file holding the key")
     api_key: Any = Field(None, exclude=True)
+    allow_open: bool = Field(False, description="serve a non-loopback bind without an API key, on purpose")
 
     @field_validator("api_key")
     @classmethod

@@ -19,6 +19,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Write the Docker Compose stack (or, --target helm, a Helm chart) for the plan.",
     ),
     "up": ("deployctl.cli.run", "up", "Plan, render, start the stack and wait until the model answers."),
+    "rollback": (
+        "deployctl.cli.run",
+        "rollback",
+        "Go back to the stack's last good revision (the one before the running one).",
+    ),
     "down": ("deployctl.cli.run", "down", "Stop the stack and remove its containers and network."),
     "status": ("deployctl.cli.run", "status", "Show each service's state, health, uptime and restarts."),
     "logs": ("deployctl.cli.run", "logs", "Show (or follow) the stack's logs."),

@@ -232,10 +232,12 @@ def render(
       deployctl render --gpu-model rtx4090 --gpus 2 --model ./Llama-3-70B-GPTQ --stack-dir ./stack
       deployctl render --target helm --gpu-model rtx4090 --gpus 2 --replicas 3 -o ./llm-chart
     """
+    from deployctl.ops import owner
     from deployctl.ops import plan as ops
 
     if target == "compose" and output is not None:
         kwargs["stack_dir"] = output
+    spec_path = owner.spec_file(kwargs.get("spec_path"))
     spec = load_spec(kwargs)
     if target == "helm":
         from deployctl.ops import k8s
@@ -248,7 +250,7 @@ def render(
             click.echo(f"wrote {out}: Chart.yaml, values.yaml, values.schema.json, templates/ (plan {src.plan_hash})")
         return
     p = ops.make_plan(spec, simulate=simulate)
-    out = ops.render_stack(spec, p, simulate=simulate, faults=faults)
+    out = ops.render_stack(spec, p, simulate=simulate, faults=faults, spec_path=spec_path)
     if as_json:
         echo_json({"stack_dir": str(out), "plan_hash": p.digest(), "simulate": simulate})
     else:

@@ -36,6 +36,9 @@ def _stack_dir(stack_dir: Path | None, spec_path: Path | None = None) -> Path:
 )
 @click.option("--sim-base", help="Base image for building the simulator image if it is missing.")
 @click.option("--skip-power", is_flag=True, help="Start without applying the spec's power.limit_watts.")
+@click.option("--dry-run", is_flag=True, help="Print what would change (compose file and plan diff) and exit.")
+@click.option("--allow-open", is_flag=True, help="Serve a non-loopback bind without an API key, on purpose.")
+@click.option("--replace", is_flag=True, help="Remove the project this stack ran under before its name changed.")
 @sim_fault_option
 @json_option
 def up(
@@ -45,19 +48,28 @@ def up(
     sim_base: str | None,
     faults: dict[str, str],
     skip_power: bool,
+    dry_run: bool,
+    allow_open: bool,
+    replace: bool,
     **kwargs: Any,
 ) -> None:
     """Plan, render and start the stack, then wait until the model answers.
+
+    On a running stack this is an upgrade: the new revision replaces the running one, and if it does
+    not answer /health within the plan's budget the last good revision is restored.
 
     \b
     Examples:
       deployctl up --simulate            # the whole flow on any machine with Docker
       deployctl up --simulate --engine vllm
+      deployctl up --simulate --dry-run  # what an upgrade would change
       deployctl up --gpus 2 -f deployctl.yaml
     """
     from deployctl.cli import output
+    from deployctl.ops import owner, upgrade
     from deployctl.ops import stack as ops
 
+    spec_path = owner.spec_file(kwargs.get("spec_path"))
     spec = load_spec(kwargs)
     with output.Progress() as progress:
 
@@ -66,27 +78,39 @@ def up(
             progress.step(p.phase, f"{p.elapsed_s:5.1f}s{line}")
 
         try:
-            result = ops.up(
+            result = upgrade.up(
                 spec,
+                spec_path=spec_path,
                 simulate=simulate,
                 report=report,
                 timeout_s=timeout,
                 sim_base=sim_base,
                 faults=faults,
                 skip_power=skip_power,
+                allow_open=allow_open,
+                replace=replace,
+                dry_run=dry_run,
             )
         except ops.UpFailed as exc:
             _print_failure(progress, exc)
             raise
+    if isinstance(result, upgrade.Preview):
+        _print_preview(result, as_json)
+        return
     if as_json:
         echo_json(result.__dict__)
         return
+    for old in result.removed_projects:
+        click.echo(f"removed {old}, the name this stack ran under before")
     if result.power:
         click.echo(f"power: {result.power}")
     auth = ' -H "Authorization: Bearer $API_KEY"' if result.api_key else ""
     mode = " (simulated engine)" if result.simulate else ""
+    rev = f"revision {result.revision}"
+    if result.previous_revision is not None and result.previous_revision != result.revision:
+        rev = f"upgraded revision {result.previous_revision} -> {result.revision}"
     click.echo(
-        f"ready{mode} in {result.seconds_to_healthy:.1f}s: {result.endpoint}  {result.engine} model {result.model_id}"
+        f"ready{mode} in {result.seconds_to_healthy:.1f}s ({rev}): {result.endpoint}  {result.engine} model {result.model_id}"
     )
     if result.dialect == "openai":
         body = f'{{"model":"{result.served_name}","prompt":"Hello","max_tokens":20}}'
@@ -96,17 +120,33 @@ def up(
             f"try:  curl {result.endpoint}/generate{auth} -H 'Content-Type: application/json' "
             """-d '{"inputs":"Hello","parameters":{"max_new_tokens":20}}'"""
         )
-    click.echo(f"stack: {result.stack_dir}  (deployctl status | logs | health | down)")
+    click.echo(f"stack: {result.stack_dir}  (deployctl status | logs | health | rollback | down)")
+
+
+def _print_preview(preview: Any, as_json: bool) -> None:
+    if as_json:
+        echo_json(preview.as_dict())
+        return
+    now = f"revision {preview.running_revision} runs" if preview.running else "nothing runs"
+    if not preview.changed:
+        click.echo(f"{preview.project}: {now}; nothing would change (dry run)")
+        return
+    click.echo(preview.diff, nl=False)
+    for old in preview.renamed_from:
+        click.echo(f"{old} still runs from this directory: `up --replace` would remove it")
+    click.echo(f"{preview.project}: {now}; `deployctl up` would start revision {preview.next_revision} (dry run)")
 
 
 def _print_failure(progress: Any, exc: Any) -> None:
+    from deployctl.ops.upgrade import RolledBack
+
     if exc.log_tail:
         progress.say("last log lines:")
         for line in exc.log_tail.splitlines():
             progress.say(line)
     for d in exc.diagnoses:
         progress.say(f"likely cause: {d.cause}: {d.hint}")
-    if exc.stack_dir:
+    if exc.stack_dir and not isinstance(exc, RolledBack):
         progress.say(
             f"the stack is left as it is for inspection: deployctl logs / deployctl down --stack-dir {exc.stack_dir}"
         )
@@ -115,9 +155,10 @@ def _print_failure(progress: Any, exc: Any) -> None:
 @click.command()
 @stack_dir_option
 @click.option("-f", "--spec", "spec_path", type=click.Path(path_type=Path, dir_okay=False), help="Spec file.")
+@click.option("--project", help="Remove the project this stack ran under before it was renamed.")
 @json_option
-def down(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> None:
-    """Stop the stack and remove its containers and network (nothing to stop is not an error).
+def down(stack_dir: Path | None, spec_path: Path | None, project: str | None, as_json: bool) -> None:
+    """Stop the stack and remove its containers and network (only its own; nothing to stop is not an error).
 
     \b
     Example:
@@ -126,7 +167,7 @@ def down(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> None:
     from deployctl.ops import stack as ops
 
     directory = _stack_dir(stack_dir, spec_path)
-    left = ops.down(directory)
+    left = ops.down(directory, project=project)
     if left is None:
         if as_json:
             echo_json({"stack_dir": str(directory.absolute()), "left": [], "note": "no stack here: nothing to stop"})
@@ -176,7 +217,7 @@ def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> Non
         from deployctl.cli import output
 
         answering = "answering" if found.answering else "not answering"
-        table = Table(title=f"{found.project}: {found.endpoint} ({answering})")
+        table = Table(title=f"{found.project} revision {found.revision}: {found.endpoint} ({answering})")
         for col in ("service", "state", "health", "uptime", "restarts", "image"):
             table.add_column(col)
         for s in found.services:
@@ -184,6 +225,8 @@ def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> Non
         if not found.services:
             table.add_row("-", "not running", "-", "-", "-", "-")
         output.console().print(table)
+        for old in found.other_projects:
+            click.echo(f"{old} still runs from this directory under its old name: deployctl down --project {old}")
     if not found.services:
         raise click.exceptions.Exit(NotRunning.exit_code)
     if not found.ok:
@@ -227,3 +270,26 @@ def _sigterm_interrupts() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, interrupt)
+
+
+@click.command()
+@stack_dir_option
+@click.option("-f", "--spec", "spec_path", type=click.Path(path_type=Path, dir_okay=False), help="Spec file.")
+@json_option
+def rollback(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> None:
+    """Go back to the last good revision before the running one, and wait until it answers.
+
+    \b
+    Example:
+      deployctl rollback --stack-dir ./deployctl-stack
+    """
+    from deployctl.ops import upgrade
+
+    result = upgrade.rollback(_stack_dir(stack_dir, spec_path))
+    if as_json:
+        echo_json(result.__dict__)
+        return
+    click.echo(
+        f"rolled back from revision {result.from_revision} to {result.revision} in {result.seconds:.1f}s: "
+        f"{result.endpoint} answers"
+    )

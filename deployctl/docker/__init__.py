@@ -4,7 +4,7 @@ Only this package imports `docker` or runs the `docker` CLI; the rest of deployc
 and project errors (errors.py holds the one table from Docker's failures to them).
 """
 
-from deployctl.docker.compose import ComposeError, ComposeProject, ServiceState
+from deployctl.docker.compose import OVERRIDE_FILE, ComposeError, ComposeProject, ServiceState, down_project
 from deployctl.docker.engine import (
     ContainerState,
     EngineInfo,
@@ -17,6 +17,7 @@ from deployctl.docker.engine import (
     image_ids,
     import_rootfs,
     info,
+    labelled_containers,
     load_image,
     local_blobs,
     ping,
@@ -29,6 +30,7 @@ from deployctl.docker.engine import (
 from deployctl.docker.errors import DockerFailed, ImageMissing
 
 __all__ = [
+    "OVERRIDE_FILE",
     "ComposeError",
     "ComposeProject",
     "ContainerState",
@@ -40,11 +42,13 @@ __all__ = [
     "ServiceState",
     "build_image",
     "docker_binary",
+    "down_project",
     "image",
     "image_exists",
     "image_ids",
     "import_rootfs",
     "info",
+    "labelled_containers",
     "load_image",
     "local_blobs",
     "ping",

@@ -11,6 +11,8 @@ from deployctl.docker import engine
 from deployctl.docker.errors import DockerFailed, cli_missing, from_text
 from deployctl.errors import EnvironmentProblem
 
+OVERRIDE_FILE = "compose.override.yaml"  # the operator's local changes, merged over compose.yaml
+
 
 class ComposeError(DockerFailed):
     """`docker compose` failed; the message carries the command and its last lines."""
@@ -56,15 +58,11 @@ class ComposeProject:
         self.project = project
 
     def _cmd(self, *args: str) -> list[str]:
-        return [
-            engine.docker_binary(),
-            "compose",
-            "--project-directory",
-            str(self.dir),
-            "-f",
-            str(self.dir / "compose.yaml"),
-            *args,
-        ]
+        files = ["-f", str(self.dir / "compose.yaml")]
+        override = self.dir / OVERRIDE_FILE
+        if override.is_file():  # what `docker compose` reads on its own when no -f is given
+            files += ["-f", str(override)]
+        return [engine.docker_binary(), "compose", "--project-directory", str(self.dir), *files, *args]
 
     def _run(self, *args: str, timeout: float | None = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = self._cmd(*args)
@@ -91,6 +89,10 @@ class ComposeProject:
 
     def up(self) -> None:
         self._run("up", "--detach", "--remove-orphans", "--pull", "never")
+
+    def create(self) -> None:
+        """Create (or recreate) the containers without starting them."""
+        self._run("up", "--no-start", "--remove-orphans", "--pull", "never")
 
     def down(self) -> None:
         self._run("down", "--remove-orphans", "--timeout", "30")
@@ -151,3 +153,17 @@ class ComposeProject:
 
     def networks(self) -> list[str]:
         return engine.project_networks(self.project)
+
+
+def down_project(project: str) -> None:
+    """Stop and remove a compose project by its name alone (its files may be gone or renamed)."""
+    cmd = [engine.docker_binary(), "compose", "--project-name", project, "down", "--remove-orphans", "--timeout", "30"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd="/")
+    except FileNotFoundError:
+        raise cli_missing() from None
+    except subprocess.TimeoutExpired:
+        raise ComposeError("docker compose down took longer than 600s", cmd) from None
+    if done.returncode != 0:
+        text = (done.stderr or done.stdout).strip()
+        raise from_text(text) or ComposeError(f"docker compose down failed: {text.splitlines()[-1:]}", cmd)

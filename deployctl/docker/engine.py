@@ -45,6 +45,8 @@ class ContainerState:
     started_at: str | None
     uptime_s: float | None
     image: str
+    image_id: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -299,7 +301,17 @@ def container(container_id: str) -> ContainerState | None:
         started_at=started,
         uptime_s=round(max(0.0, uptime), 1) if uptime is not None else None,
         image=attrs["Config"].get("Image", ""),
+        image_id=attrs.get("Image", ""),
+        labels=dict(labels),
     )
+
+
+def labelled_containers(label: str) -> list[ContainerState]:
+    """Give the state of every container (running or not) that carries `label` ("key" or "key=value")."""
+    with _sdk("listing containers"):
+        found = _client().api.containers(all=True, filters={"label": label})
+    states = [container(c["Id"]) for c in found]
+    return [s for s in states if s is not None]
 
 
 def last_log_line(container_id: str) -> str | None:

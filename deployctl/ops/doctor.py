@@ -36,6 +36,7 @@ class Context:
     docker_info: EngineInfo | None = None
     docker_error: str | None = None
     compose_version: str | None = None
+    open_stack: str | None = None  # "bind:port" of a running stack that serves the network without a key
 
 
 def _nvml(ctx: Context) -> list[Check]:
@@ -219,9 +220,20 @@ def _port(ctx: Context, port_free: Callable[[str, int], bool]) -> Check:
     )
 
 
+def _exposure(ctx: Context) -> Check:
+    if ctx.open_stack is None:
+        return Check("exposure", "OK", "no running stack serves the network without an API key")
+    return Check(
+        "exposure",
+        "FAIL",
+        f"the stack in {ctx.spec.stack_dir} serves {ctx.open_stack} to the network without an API key",
+        "set serve.api_key_env (or api_key_file) and run `deployctl up`, or bind 127.0.0.1",
+    )
+
+
 def run(ctx: Context, port_free: Callable[[str, int], bool], need_bytes: int | None = None) -> list[Check]:
     """Give every check, GPUs first."""
-    return [*_nvml(ctx), *_docker(ctx), *_disk(ctx, need_bytes), _port(ctx, port_free)]
+    return [*_nvml(ctx), *_docker(ctx), *_disk(ctx, need_bytes), _port(ctx, port_free), _exposure(ctx)]
 
 
 def gather(spec: DeploymentSpec) -> Context:
@@ -240,7 +252,25 @@ def gather(spec: DeploymentSpec) -> Context:
     except DeployctlError as exc:
         ctx.docker_error = exc.message
     ctx.compose_version = compose.version()
+    if ctx.docker_info is not None:
+        ctx.open_stack = _open_stack(spec.stack_dir)
     return ctx
+
+
+def _open_stack(stack_dir: Path) -> str | None:
+    """Give "bind:port" when the stack in `stack_dir` runs and serves the network without an API key."""
+    from deployctl import stackdir
+    from deployctl.ops.upgrade import is_running, open_to_network
+
+    try:
+        found = stackdir.read_stack(stack_dir.absolute())
+    except DeployctlError:
+        return None
+    if found is None or not open_to_network(found.plan.bind, found.plan.api_key):
+        return None
+    if not is_running(found.info.project):
+        return None
+    return f"{found.plan.bind}:{found.plan.port}"
 
 
 def doctor(spec_path: Path | None) -> list[Check]:

@@ -36,13 +36,18 @@ def render_stack(
     simulate: bool = False,
     stack_dir: Path | None = None,
     faults: dict[str, str] | None = None,
+    spec_path: Path | None = None,
 ) -> Path:
-    """Render the plan into the spec's stack directory and give its path."""
+    """Render the plan into the spec's stack directory (keeping the operator's files there) and give its path."""
     from deployctl import stackdir
+    from deployctl.ops import owner
     from deployctl.targets import compose
 
-    files = compose.render(plan, simulate=simulate, api_key=spec.resolve_api_key(), faults=faults)
-    return stackdir.write_stack(files, stack_dir or spec.stack_dir)
+    target = (stack_dir or spec.stack_dir).absolute()
+    labels = owner.labels(target, spec_path)
+    files = compose.render(plan, simulate=simulate, api_key=spec.resolve_api_key(), faults=faults, labels=labels)
+    revision = stackdir.next_revision(stackdir.rendered_files(target), files, target)
+    return stackdir.write_stack(files, target, revision=revision, spec=spec_path)
 
 
 def write_starter(output: Path, name: str, force: bool) -> Path:

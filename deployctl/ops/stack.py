@@ -6,20 +6,17 @@ import errno
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deployctl import docker, engines, stackdir
+from deployctl import docker, stackdir
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import DeployctlError, InputError, NotRunning
-from deployctl.ops import plan as plan_ops
 from deployctl.ops.diagnose import Diagnosis, diagnose
-from deployctl.ops.power import apply_policy
 from deployctl.planner.types import Plan
 from deployctl.probe.http import request
 from deployctl.safepath import check_dir
-from deployctl.spec import DeploymentSpec
 from deployctl.stackdir import StackInfo
 
 MAX_RESTARTS = 3
@@ -48,6 +45,9 @@ class UpResult:
     dialect: str  # tgi or openai: which routes the endpoint serves
     served_name: str
     power: str | None = None
+    revision: int = 0
+    previous_revision: int | None = None  # the revision this one replaced, when it upgraded a running stack
+    removed_projects: list[str] = field(default_factory=list)  # old names of this stack removed by --replace
 
 
 class UpFailed(DeployctlError):
@@ -91,13 +91,6 @@ def port_free(bind: str, port: int) -> bool:
 def probe_health(endpoint: str, timeout: float = 2.0) -> int | None:
     """Give the HTTP status of GET /health, or None when nothing answers."""
     return request(f"{endpoint}/health", timeout)[0]
-
-
-def _running(stack: Stack) -> list[docker.ServiceState]:
-    try:
-        return [s for s in stack.compose.services() if s.state in ("running", "restarting")]
-    except docker.ComposeError:
-        return []
 
 
 def ensure_image(plan: Plan, simulate: bool, sim_base: str | None, report: Report) -> None:
@@ -152,58 +145,6 @@ def _failure(stack: Stack, reason: str) -> UpFailed:
     return UpFailed(reason=reason, log_tail=tail, diagnoses=diagnose(tail), stack_dir=str(stack.dir))
 
 
-def up(
-    spec: DeploymentSpec,
-    simulate: bool = False,
-    report: Report | None = None,
-    timeout_s: float | None = None,
-    sim_base: str | None = None,
-    faults: dict[str, str] | None = None,
-    skip_power: bool = False,
-) -> UpResult:
-    """Plan, render and start the stack, then wait until it answers; give where it is."""
-    report = report or (lambda p: None)
-    started = time.monotonic()
-    report(Progress("planning", 0.0))
-    plan = plan_ops.make_plan(spec, simulate=simulate)
-    ensure_image(plan, simulate, sim_base, report)
-    stack_dir = spec.stack_dir.absolute()
-    already = bool((stack_dir / "compose.yaml").is_file() and _running(Stack(stack_dir)))
-    if not already and not port_free(plan.bind, plan.port):
-        raise InputError(
-            f"port {plan.port} on {plan.bind} is in use by another program",
-            "choose another with --port or serve.port, or stop the other program (ss -ltnp)",
-        )
-    power = apply_policy(spec, simulate, skip_power)
-    report(Progress("rendering", time.monotonic() - started))
-    plan_ops.render_stack(spec, plan, simulate=simulate, faults=faults)
-    stack = Stack(stack_dir)
-    stack.compose.validate()
-    report(Progress("starting containers", time.monotonic() - started))
-    try:
-        stack.compose.up()
-    except docker.ComposeError as exc:
-        found = diagnose(exc.message)
-        raise UpFailed(
-            reason=exc.message, log_tail=stack.compose.logs(tail=30), diagnoses=found, stack_dir=str(stack.dir)
-        ) from None
-    limit = timeout_s if timeout_s is not None else stack.info.load_timeout_s
-    seconds = wait_healthy(stack, limit, report, started)
-    return UpResult(
-        endpoint=stack.info.endpoint,
-        stack_dir=str(stack.dir),
-        plan_hash=plan.digest(),
-        simulate=simulate,
-        seconds_to_healthy=round(seconds, 2),
-        model_id=plan.model_id,
-        api_key=plan.api_key,
-        engine=plan.engine.kind,
-        dialect=engines.get(plan.engine.kind).dialect,
-        served_name=plan.served_name,
-        power=power,
-    )
-
-
 def existing(stack_dir: Path) -> Stack:
     """Give the Stack in `stack_dir`, or NotRunning (exit 5) when there is none."""
     check_dir(stack_dir, "stack_dir")
@@ -212,13 +153,22 @@ def existing(stack_dir: Path) -> Stack:
     return Stack(stack_dir)
 
 
-def down(stack_dir: Path) -> list[str] | None:
+def down(stack_dir: Path, project: str | None = None) -> list[str] | None:
     """Stop and remove the stack's containers and network; give what is left (should be nothing),
-    or None when no stack was rendered there (nothing to stop)."""
+    or None when no stack was rendered there (nothing to stop).
+
+    With `project`, remove that project instead: a name this stack ran under before it was renamed.
+    """
+    from deployctl.ops import owner
+
     check_dir(stack_dir, "stack_dir")
     if not (stack_dir / "compose.yaml").is_file():
         return None
     stack = Stack(stack_dir)
+    if project is not None and project != stack.info.project:
+        owner.down_old_project(project, stack.dir)
+        return [c.name for c in docker.labelled_containers(f"{owner.PROJECT_LABEL}={project}")]
+    owner.check_own(stack.info.project, stack.dir)
     stack.compose.down()
     return [s.container for s in stack.compose.services()] + stack.compose.networks()
 
@@ -232,6 +182,8 @@ class StackStatus:
     answering: bool
     ok: bool
     services: list[docker.ServiceState]
+    revision: int = 0
+    other_projects: list[str] = field(default_factory=list)  # still running from here under an old name
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "services": [s.as_dict() for s in self.services]}
@@ -243,7 +195,10 @@ def status(stack_dir: Path) -> StackStatus:
     Healthy: the endpoint answers /health, at least one service runs, every one runs and none is
     unhealthy (Docker's own healthcheck says "starting" until its first interval has passed).
     """
+    from deployctl.ops import owner
+
     stack = existing(stack_dir)
+    owner.check_own(stack.info.project, stack.dir)
     services = stack.compose.services()
     answering = probe_health(stack.info.endpoint) == 200
     ok = answering and bool(services) and all(s.state == "running" and s.health != "unhealthy" for s in services)
@@ -255,6 +210,8 @@ def status(stack_dir: Path) -> StackStatus:
         answering=answering,
         ok=ok,
         services=services,
+        revision=stack.info.revision,
+        other_projects=owner.renamed_from(stack.info.project, stack.dir),
     )
 
 

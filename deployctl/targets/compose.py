@@ -29,7 +29,7 @@ def _port_mapping(w: Workload) -> str:
     return f"{bind}:{w.host_port}:{w.container_port}"
 
 
-def context(w: Workload) -> dict[str, Any]:
+def context(w: Workload, owner_labels: dict[str, str] | None = None) -> dict[str, Any]:
     """Give the values the templates are rendered from; all decisions are made here."""
     return {
         "version": w.version,
@@ -51,6 +51,7 @@ def context(w: Workload) -> dict[str, Any]:
         "no_new_privileges": w.no_new_privileges,
         "security": w.security,
         "gpu_device_ids": list(w.gpu_ids) or None,
+        "owner_labels": [(k, _escape(v)) for k, v in sorted((owner_labels or {}).items())],
     }
 
 
@@ -60,12 +61,16 @@ def render(
     api_key: str | None = None,
     sim_image: str = SIM_IMAGE,
     faults: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> dict[str, bytes]:
-    """Give the stack's files, byte for byte; the same input always gives the same bytes."""
+    """Give the stack's files, byte for byte; the same input always gives the same bytes.
+
+    `labels` go on the container as they are (ownership: the stack dir and spec it runs from).
+    """
     if api_key is not None and any(c in api_key for c in "'\n\r\\"):
         raise InputError("the API key holds a quote, backslash or newline", "use letters, digits and -_.~+/=")
     w = wl.from_plan(plan, simulate=simulate, api_key=api_key, sim_image=sim_image, faults=faults)
-    ctx = context(w)
+    ctx = context(w, labels)
     info = StackInfo(
         project=w.name,
         service=w.service,

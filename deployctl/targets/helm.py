@@ -229,9 +229,9 @@ def package(files: dict[str, bytes]) -> tuple[str, bytes]:
 
 def write_chart(files: dict[str, bytes], out_dir: Path) -> Path:
     """Write the chart as `out_dir`, replacing a chart deployctl wrote there whole or not at all."""
-    from deployctl.stackdir import write_stack
+    from deployctl.stackdir import write_tree
 
-    return write_stack(files, out_dir, marker=MARKER, what="chart directory")
+    return write_tree(files, out_dir, marker=MARKER, what="chart directory")
 
 
 def check_release_name(name: str) -> str:

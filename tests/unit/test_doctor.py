@@ -61,3 +61,11 @@ def test_doctor_cli_json_and_exit_code(monkeypatch: pytest.MonkeyPatch) -> None:
     assert names[:3] == ["nvidia driver", "gpu 0", "gpu 1"]
     assert result.exit_code == (0 if data["ok"] else 1)
     assert {"docker engine", "compose v2", "docker socket", "serving port", "/dev/shm"} <= set(names)
+
+
+def test_a_running_open_stack_is_flagged() -> None:
+    ctx = doctor.Context(spec=spec.parse(""), docker_info=DOCKER_INFO, host_error="no driver")
+    assert doctor._exposure(ctx).status == "OK"
+    ctx.open_stack = "0.0.0.0:8080"
+    check = doctor._exposure(ctx)
+    assert check.status == "FAIL" and "0.0.0.0:8080" in check.detail and "api_key_env" in check.hint

@@ -1,0 +1,292 @@
+"""A workstation that must not break (#13), on the real engine: ownership, safe re-render, upgrades with
+health-gated rollback, interrupted `up`. Each test has its own project names, ports and directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import Project, deployctl
+
+GOOD = "limits:\n  max_total_tokens: 4096\n"  # a second, healthy revision of the same stack
+BODY = {"inputs": "hi", "parameters": {"max_new_tokens": 1}}
+
+
+class Stacks:
+    """Projects made by a test, each removed afterwards by name (whatever directory it ran from)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.names: set[str] = set()
+
+    def new(self, where: str, name: str | None = None) -> Project:
+        (self.root / where).mkdir()
+        p = Project(self.root / where)
+        if name is not None:
+            p.name = name
+            p.write()
+        self.names.add(p.name)
+        return p
+
+    def cleanup(self) -> None:
+        for name in self.names:
+            subprocess.run(
+                ["docker", "compose", "-p", name, "down", "--remove-orphans", "-t", "1"], capture_output=True
+            )
+
+
+@pytest.fixture
+def stacks(tmp_path: Path, sim_image: str) -> Iterator[Stacks]:
+    s = Stacks(tmp_path)
+    yield s
+    s.cleanup()
+
+
+def _up(p: Project, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    done = p.run("up", "--simulate", *args, **kw)  # type: ignore[arg-type]
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def _revision(p: Project) -> int:
+    return int(json.loads(p.run("status", "--json").stdout)["revision"])
+
+
+def test_same_name_in_two_directories_is_refused_and_the_first_untouched(stacks: Stacks) -> None:
+    first = stacks.new("prod")
+    second = stacks.new("rehearsal", name=first.name)
+    assert _up(first).returncode == 0
+    refused = _up(second)
+    assert refused.returncode == 2
+    [line] = [x for x in refused.stderr.splitlines() if x.startswith("error:")]
+    assert str(first.stack) in line and f"deployctl down --stack-dir {first.stack}" in line
+    assert first.run("health").returncode == 0
+    # a stack rendered in the second directory sees the project but does not act on it
+    assert second.run("render", "--simulate").returncode == 0
+    assert second.run("status").returncode == 5 and second.run("down").returncode == 5
+    assert first.run("health").returncode == 0 and len(first.containers()) == 1
+
+
+def test_a_renamed_stack_is_detected_then_replaced_or_removed_by_name(stacks: Stacks) -> None:
+    p = stacks.new("s")
+    old = p.name
+    assert _up(p).returncode == 0
+    p.name = f"{old}-renamed"
+    stacks.names.add(p.name)
+    p.write()
+    refused = _up(p)
+    assert refused.returncode == 2 and f"down --project {old}" in refused.stderr and "--replace" in refused.stderr
+    replaced = _up(p, "--replace")
+    assert replaced.returncode == 0, replaced.stderr
+    assert f"removed {old}" in replaced.stdout
+    assert _containers(old) == [] and len(p.containers()) == 1
+    # renamed again, only rendered: status names the old project, `down --project` removes it
+    older = p.name
+    p.name = f"{old}-third"
+    stacks.names.add(p.name)
+    p.write()
+    assert p.run("render", "--simulate").returncode == 0
+    status = p.run("status")
+    assert f"deployctl down --project {older}" in status.stdout
+    assert p.run("down", "--project", older).returncode == 0
+    assert _containers(older) == []
+
+
+def _containers(project: str) -> list[str]:
+    out = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.split()
+
+
+def test_user_file_and_override_survive_render_and_up_uses_the_override(stacks: Stacks) -> None:
+    p = stacks.new("s")
+    assert p.run("render", "--simulate").returncode == 0
+    (p.stack / "notes.txt").write_text("ask Ann before restarting\n")
+    (p.stack / "compose.override.yaml").write_text(
+        'services:\n  engine:\n    labels:\n      site.local-change: "kept"\n'
+    )
+    p.write(GOOD)
+    assert p.run("render", "--simulate").returncode == 0
+    assert (p.stack / "notes.txt").read_text() == "ask Ann before restarting\n"
+    assert _up(p).returncode == 0
+    [cid] = p.containers()
+    labels = json.loads(subprocess.run(["docker", "inspect", cid], capture_output=True, text=True).stdout)[0]
+    assert labels["Config"]["Labels"]["site.local-change"] == "kept"
+    assert labels["Config"]["Labels"]["ai.deployctl.stack-dir"] == str(p.stack)
+    assert (p.stack / "compose.override.yaml").exists() and (p.stack / "notes.txt").exists()
+
+
+class Poller(threading.Thread):
+    """A client that keeps asking for one token and notes each answer's time and success."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.results: list[tuple[float, bool]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            t = time.monotonic()
+            try:
+                ok = requests.post(f"{self.url}/generate", json=BODY, timeout=2).status_code == 200
+            except requests.RequestException:
+                ok = False
+            self.results.append((t, ok))
+            time.sleep(0.05)
+
+
+def test_never_healthy_upgrade_rolls_back_with_one_gap_only(stacks: Stacks) -> None:
+    p = stacks.new("s")
+    assert _up(p).returncode == 0
+    client = Poller(p.url)
+    client.start()
+    time.sleep(1)
+    p.write(GOOD)
+    started = time.monotonic()
+    failed = _up(p, "--sim-fault", "never-healthy", "--timeout", "5")
+    took = time.monotonic() - started
+    health = p.run("health")
+    time.sleep(1)
+    client.stop.set()
+    client.join()
+    assert failed.returncode == 1, failed.stderr
+    assert "rolled back to revision 1" in failed.stderr and "last log lines" in failed.stderr
+    assert health.returncode == 0, health.stdout  # at once: the rollback waited for /health itself
+    assert _revision(p) == 1
+    gaps = _failure_windows(client.results)
+    shown = ", ".join(f"{g:.1f}s" for g in gaps)
+    failures = sum(not ok for _, ok in client.results)
+    print(f"\nrollback: up took {took:.1f}s; {len(client.results)} requests, {failures} failed, in gaps of {shown}")
+    # the only failures: the swap to the new revision and the swap back (never-healthy still serves in between)
+    assert 1 <= len(gaps) <= 2 and client.results[-1][1]
+    assert sum(gaps) < took
+
+
+def _failure_windows(results: list[tuple[float, bool]]) -> list[float]:
+    """Give the length of each run of failed requests (first failure to the next success)."""
+    windows: list[float] = []
+    start: float | None = None
+    for t, ok in results:
+        if not ok and start is None:
+            start = t
+        elif ok and start is not None:
+            windows.append(t - start)
+            start = None
+    if start is not None:
+        windows.append(results[-1][0] - start)
+    return windows
+
+
+def test_good_upgrade_shows_its_diff_moves_the_revision_and_rollback_by_hand(stacks: Stacks) -> None:
+    p = stacks.new("s")
+    assert _up(p).returncode == 0 and _revision(p) == 1
+    [before] = p.containers()
+    again = _up(p)  # nothing changed: same revision, same container, no restart
+    assert again.returncode == 0 and "(revision 1)" in again.stdout and p.containers() == [before]
+    p.write(GOOD)
+    dry = _up(p, "--dry-run")
+    assert dry.returncode == 0
+    assert '+      - "4096"' in dry.stdout and "+++ new/plan.json" in dry.stdout
+    assert "would start revision 2" in dry.stdout and _revision(p) == 1
+    up = _up(p)
+    assert up.returncode == 0 and "upgraded revision 1 -> 2" in up.stdout
+    assert _revision(p) == 2
+    back = p.run("rollback")
+    assert back.returncode == 0 and "rolled back from revision 2 to 1" in back.stdout
+    assert p.run("health").returncode == 0 and _revision(p) == 1
+    assert "8192" in (p.stack / "compose.yaml").read_text()
+    assert p.run("rollback").returncode == 5  # nothing older than revision 1
+
+
+def _interrupt(
+    p: Project, point: str, signum: int, *args: str, twice: bool = False
+) -> subprocess.CompletedProcess[str]:
+    marker = p.root / f"paused-{uuid.uuid4().hex[:6]}"
+    env = {"DEPLOYCTL_TEST_PAUSE_AT": point, "DEPLOYCTL_TEST_PAUSE_FILE": str(marker)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deployctl", "up", "--simulate", *args],
+        cwd=p.root,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"up never reached {point}"
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    if twice:
+        time.sleep(0.5)
+        proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+UPGRADE_ARGS = {
+    "before-start": (),
+    "image-build": (),
+    "containers-created": (),
+    "waiting-health": (),
+    "rollback": ("--sim-fault", "never-healthy", "--timeout", "3"),
+}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("point", list(UPGRADE_ARGS))
+def test_an_interrupted_upgrade_leaves_the_old_stack_answering(stacks: Stacks, point: str, signum: int) -> None:
+    p = stacks.new("s")
+    assert _up(p).returncode == 0
+    p.write(GOOD)
+    done = _interrupt(p, point, signum, *UPGRADE_ARGS[point])
+    print(f"\n{point} {signal.Signals(signum).name}: {done.stderr.strip().splitlines()[-1]}")
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "error: interrupted" in done.stderr
+    assert p.run("health").returncode == 0
+    assert _revision(p) == 1 and "8192" in (p.stack / "compose.yaml").read_text()
+
+
+@pytest.mark.parametrize("point", ["image-build", "containers-created", "waiting-health"])
+def test_an_interrupted_first_up_leaves_nothing_of_the_new_stack(stacks: Stacks, point: str) -> None:
+    p = stacks.new("s")
+    done = _interrupt(p, point, signal.SIGTERM)
+    assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr
+    assert p.containers() == [] and p.networks() == []
+    assert not (p.stack / "compose.yaml").exists()
+
+
+def test_a_second_ctrl_c_stops_the_rollback_at_once(stacks: Stacks) -> None:
+    p = stacks.new("s")
+    assert _up(p).returncode == 0
+    p.write(GOOD)
+    done = _interrupt(p, "rollback", signal.SIGINT, *UPGRADE_ARGS["rollback"], twice=True)
+    assert done.returncode == 130 and "Traceback" not in done.stderr
+    assert "again: stopped the clean-up at once" in done.stderr
+    assert p.run("down").returncode == 0  # what is left is ours to remove
+
+
+def test_open_bind_without_a_key_is_refused_unless_allowed(stacks: Stacks) -> None:
+    p = stacks.new("s")
+    p.spec.write_text(f"name: {p.name}\nserve:\n  bind: 0.0.0.0\n  port: {p.port}\nstack_dir: stack\n")
+    refused = _up(p)
+    assert refused.returncode == 2 and "--allow-open" in refused.stderr and p.containers() == []
+    assert _up(p, "--allow-open").returncode == 0
+    doctor = json.loads(deployctl("doctor", "--json", cwd=p.root).stdout)
+    [check] = [c for c in doctor["checks"] if c["name"] == "exposure"]
+    assert check["status"] == "FAIL" and f"0.0.0.0:{p.port}" in check["detail"]
