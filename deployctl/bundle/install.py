@@ -360,3 +360,77 @@ def _place(staging: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, final)
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: str
+    images: list[str]
+    bytes: int
+    trust: str
+
+
+def export_images(
+    path: Path,
+    out: Path,
+    pubkey: Path | None,
+    insecure: bool = False,
+    progress: Progress | None = None,
+    say: Say | None = None,
+    *,
+    base: Path | None = None,
+) -> Exported:
+    """Write the bundle's images as one archive for `ctr -n k8s.io images import` (or `docker load`) elsewhere.
+
+    For Kubernetes nodes, whose container runtime is containerd: every blob is verified before
+    it goes into the archive, which appears under its name only once complete. A delta takes
+    the blobs it does not carry from `base` (the base bundle).
+    """
+    progress = progress or (lambda item, done, total: None)
+    say = say or (lambda text: None)
+    reader, trust = _open_trusted(path, pubkey, insecure)
+    reader.close()
+    manifest = reader.manifest
+    if not manifest.images:
+        raise BundleError("the bundle carries no images")
+    if out.exists():
+        raise InputError(f"{out} already exists", "choose a new name; archives are never overwritten")
+    if not out.parent.is_dir():
+        raise InputError(f"{out.parent} is not a directory")
+    sources = delta.find(
+        manifest,
+        target=out.parent,
+        base_done=False,
+        need_blobs=True,
+        files_done={f.path for f in manifest.from_base},
+        base_bundle=base,
+    )
+    work = out.with_name(f".{out.name}.blobs")
+    tmp = out.with_name(f".{out.name}.part")
+    by_file = {blob_file(b.digest): b for b in manifest.blobs if b.carried}
+    try:
+        reader, _ = _open_trusted(path, pubkey, insecure)
+        try:
+            for entry, chunks in reader.entries():
+                if entry.kind == "image":
+                    say(f"checking {entry.path}")
+                    stage_blob(chunks, by_file[entry.path], work, entry.path, progress)
+                else:
+                    drain(chunks)
+        finally:
+            reader.close()
+        delta.stage(sources, blob_dir=work, model_staging=work, copied=lambda p: None, progress=progress, say=say)
+        sizes = {b.digest: b.size for b in manifest.blobs}
+        with tmp.open("wb", buffering=CHUNK) as f:
+            for chunk in images.archive_stream(
+                manifest.images, sizes, lambda d: (work / d.removeprefix("sha256:")).open("rb", buffering=CHUNK)
+            ):
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+    tags = [t for i in manifest.images for t in i.tags]
+    return Exported(str(out), tags, out.stat().st_size, trust)

@@ -245,3 +245,43 @@ def diff(old: Path, new: Path, show_all: bool, as_json: bool) -> None:
         f"a delta of {new} over {old} carries {result.delta_bytes / 1e6:.1f} MB "
         f"of {result.full_bytes / 1e6:.1f} MB (uncompressed)"
     )
+
+
+@bundle.command("export-images")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True, help="The archive.")
+@pubkey_option
+@insecure_option
+@click.option(
+    "--base", type=click.Path(path_type=Path, exists=True), help="For a delta: the base bundle with the other layers."
+)
+@json_option
+def export_images(
+    path: Path, output: Path, pubkey: Path | None, insecure: bool, base: Path | None, as_json: bool
+) -> None:
+    """Write the bundle's images, verified, as one archive for Kubernetes nodes (or docker load).
+
+    Then, on each node: sudo ctr -n k8s.io images import images.tar
+
+    \b
+    Example:
+      deployctl bundle export-images llm.bundle.parts.json -o images.tar --pubkey site-key.pub
+    """
+    from deployctl.ops import bundle as ops
+
+    _warn_insecure(insecure)
+    with _bars() as bars:
+        result = ops.export_images(
+            path,
+            output=output,
+            pubkey=pubkey,
+            insecure=insecure,
+            progress=bars,
+            say=bars.say if not as_json else None,
+            base=base,
+        )
+    if as_json:
+        echo_json(result.__dict__)
+        return
+    click.echo(f"wrote {result.path}: {', '.join(result.images)}, {result.bytes / 1e6:.1f} MB, {result.trust}")
+    click.echo(f"next, on each node: sudo ctr -n k8s.io images import {result.path}")

@@ -57,3 +57,19 @@ def install(
         return plan_ops.render_stack(s, plan_ops.make_plan(s, simulate=simulate), simulate=simulate)
 
     return core.install(path, target, pubkey, insecure, simulate, progress, say, render=render, base=base)
+
+
+def export_images(
+    path: Path,
+    *,
+    output: Path,
+    pubkey: Path | None,
+    insecure: bool,
+    progress: Progress,
+    say: Callable[[str], None] | None,
+    base: Path | None = None,
+) -> Any:
+    """Write the bundle's images, each blob verified, as one archive for Kubernetes nodes (ctr) or docker load."""
+    from deployctl.bundle import install as core
+
+    return core.export_images(path, output, pubkey, insecure, progress, say=say, base=base)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -233,14 +234,10 @@ def test_killed_delta_install_finishes_on_rerun(
     assert not list((site / "models").glob(".*"))
 
 
-def test_the_rebuilt_archive_imports_into_containerd(
+def test_the_exported_archive_imports_into_containerd(
     made: dict[str, Path], test_images: dict[str, str], tmp_path: Path
 ) -> None:
-    """What install hands to `docker load` is also what `ctr images import` (Kubernetes nodes) accepts."""
-    from deployctl.bundle.archive import open_bundle
-    from deployctl.bundle.blobs import stage_blob
-    from deployctl.bundle.images import archive_stream
-
+    """`bundle export-images` (the archive install hands to `docker load`) is what `ctr images import` accepts."""
     socket = next(
         (s for s in ("/run/containerd/containerd.sock", "/var/run/docker/containerd/containerd.sock") if _ctr_ok(s)),
         None,
@@ -249,29 +246,20 @@ def test_the_rebuilt_archive_imports_into_containerd(
         if os.environ.get("CI") == "true":
             pytest.fail("CI needs ctr and a containerd socket")
         pytest.skip("no containerd reachable with ctr")
-    reader = open_bundle(made["full2"])
-    blobs = reader.manifest.blob_map()
-    for entry, chunks in reader.entries():
-        if entry.kind == "image":
-            digest = "sha256:" + entry.path.rsplit("/", 1)[1].removesuffix(".zst")
-            stage_blob(chunks, blobs[digest], tmp_path / "blobs", entry.path, lambda *a: None)
-        else:
-            for _ in chunks:
-                pass
     archive = tmp_path / "images.tar"
-    sizes = {d: b.size for d, b in blobs.items()}
-    with archive.open("wb") as f:
-        for chunk in archive_stream(
-            reader.manifest.images, sizes, lambda d: (tmp_path / "blobs" / d.removeprefix("sha256:")).open("rb")
-        ):
-            f.write(chunk)
+    args = ["bundle", "export-images", str(made["delta2"]), "-o", str(archive), "--pubkey", str(made["pub"])]
+    refused = deployctl(*args)
+    assert refused.returncode == 2 and "--base" in refused.stderr and not archive.exists()
+    done = deployctl(*args, "--base", str(made["full1"]))
+    assert done.returncode == 0, done.stderr
     namespace = f"deployctl-test-{os.getpid()}"
     ctr = ["ctr", "--address", socket, "-n", namespace]
     try:
         done = subprocess.run([*ctr, "images", "import", str(archive)], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-        listed = subprocess.run([*ctr, "images", "ls", "-q"], capture_output=True, text=True).stdout.split()
-        assert f"docker.io/{test_images['app2']}" in listed, listed
+        checked = subprocess.run([*ctr, "images", "check"], capture_output=True, text=True).stdout
+        lines = [line for line in checked.splitlines() if f"docker.io/{test_images['app2']}" in line]
+        assert len(lines) == 1 and re.search(r"complete \((\d+)/\1\)", lines[0]), checked  # every blob present
     finally:
         for name in subprocess.run([*ctr, "images", "ls", "-q"], capture_output=True, text=True).stdout.split():
             subprocess.run([*ctr, "images", "rm", "--sync", name], capture_output=True)
