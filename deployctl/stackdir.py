@@ -293,7 +293,15 @@ def write_stack(
             _write_file(tmp / name, data, 0o600 if name == SECRET_FILE else 0o644)
         os.chmod(tmp, 0o755)
         with signals_held():
-            _swap_in(tmp, stack_dir, keep)
+            if os.path.ismount(stack_dir):  # a mount point cannot be renamed: replace file by file
+                _replace_files(tmp, stack_dir, written - set(files))
+            else:
+                _swap_in(tmp, stack_dir, keep)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created_parent:
+            shutil.rmtree(parent, ignore_errors=True)
+        raise EnvironmentProblem(f"stack_dir {stack_dir}: cannot write there: {exc.strerror}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if created_parent:
@@ -340,6 +348,16 @@ def _write_file(path: Path, data: bytes, mode: int) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _replace_files(new: Path, target: Path, stale: set[str]) -> None:
+    """Move each file of `new` over its namesake in `target` (stack.json last), then drop `stale` ones."""
+    names = sorted(p.name for p in new.iterdir())
+    for name in [n for n in names if n != "stack.json"] + ["stack.json"]:
+        os.replace(new / name, target / name)
+    for name in stale:
+        (target / name).unlink(missing_ok=True)
+    new.rmdir()
 
 
 def _swap_in(new: Path, target: Path, keep: list[str]) -> None:

@@ -21,6 +21,9 @@ import click
 # How often a plain (non-terminal) progress line may repeat for the same item: often enough that a
 # log shows a long step is alive, rarely enough that a 10-minute copy stays a short log.
 PLAIN_EVERY_S = 2.0
+# Off a terminal, progress starts once work has run this long: a command that finishes (or fails) sooner
+# prints only its result or its one error line.
+PLAIN_AFTER_S = 2.0
 
 
 def is_terminal(stream: IO[str] | None) -> bool:
@@ -86,8 +89,11 @@ class Progress:
     `heartbeat(text)` keeps saying that a step without its own progress is still running.
     """
 
-    def __init__(self, *, enabled: bool = True, unit: str = "", every_s: float = PLAIN_EVERY_S) -> None:
+    def __init__(
+        self, *, enabled: bool = True, unit: str = "", every_s: float = PLAIN_EVERY_S, after_s: float = PLAIN_AFTER_S
+    ) -> None:
         self.enabled = enabled
+        self.after_s = after_s
         self.unit = unit
         self.every_s = every_s
         self.stream = sys.stderr
@@ -97,6 +103,8 @@ class Progress:
         self._last: dict[str, float] = {}
         self._phase: str | None = None
         self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._pending: str | None = None  # the latest progress line held back during the first PLAIN_AFTER_S
 
     def __enter__(self) -> Progress:
         if self.live:
@@ -125,6 +133,17 @@ class Progress:
         with self._lock:
             click.echo(text, err=True)
 
+    def _progress_line(self, text: str) -> None:
+        """A progress line off a terminal: held back (only the latest) until the work has run PLAIN_AFTER_S."""
+        if time.monotonic() - self._started < self.after_s:
+            self._pending = text
+            return
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            if pending != text:
+                self._plain(pending)
+        self._plain(text)
+
     def say(self, text: str) -> None:
         """Print one line on stderr (above the live display on a terminal)."""
         if not self.enabled:
@@ -148,7 +167,7 @@ class Progress:
         if text != self._phase or now - self._last.get("_phase", 0.0) >= self.every_s:
             self._phase = text
             self._last["_phase"] = now
-            self._plain(f"{text} {detail}".rstrip())
+            self._progress_line(f"{text} {detail}".rstrip())
 
     def update(self, item: str, done: float, total: float | None = None) -> None:
         """Advance `item` to `done` of `total` (in this Progress's unit)."""
@@ -167,7 +186,7 @@ class Progress:
             if finished and self._last.get(item) == -1.0:
                 return  # its last line was printed already
             self._last[item] = -1.0 if finished else now
-            self._plain(f"{item}: {amount}")
+            self._progress_line(f"{item}: {amount}")
 
     __call__ = update  # the (item, done, total) callback the core functions take
 

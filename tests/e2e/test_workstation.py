@@ -290,3 +290,26 @@ def test_open_bind_without_a_key_is_refused_unless_allowed(stacks: Stacks) -> No
     doctor = json.loads(deployctl("doctor", "--json", cwd=p.root).stdout)
     [check] = [c for c in doctor["checks"] if c["name"] == "exposure"]
     assert check["status"] == "FAIL" and f"0.0.0.0:{p.port}" in check["detail"]
+
+
+def _image_id(ref: str) -> str:
+    done = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", ref], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def test_a_broken_image_under_the_same_tag_is_rolled_back_to_the_image_that_ran(stacks: Stacks, sim_image: str) -> None:
+    """A bundle upgrade re-tags the engine image; the good copy remembers the image id and takes it back."""
+    from deployctl.images.build import DEBIAN_BASE
+
+    p = stacks.new("s")
+    assert _up(p).returncode == 0
+    good_id = _image_id(sim_image)
+    try:
+        subprocess.run(["docker", "tag", DEBIAN_BASE, sim_image], check=True)  # no simulator in it: never starts
+        p.write(GOOD)
+        failed = _up(p, "--timeout", "8")
+        assert failed.returncode == 1 and "rolled back to revision 1" in failed.stderr, failed.stderr
+        assert _image_id(sim_image) == good_id
+        assert p.run("health").returncode == 0
+    finally:
+        subprocess.run(["docker", "tag", good_id, sim_image], check=True)

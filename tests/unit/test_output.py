@@ -11,7 +11,7 @@ from deployctl.cli import cli, output
 
 
 def test_progress_off_a_terminal_is_plain_rate_limited_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    with output.Progress(unit="bytes", every_s=3600) as p:
+    with output.Progress(unit="bytes", every_s=3600, after_s=0) as p:
         assert not p.live
         p.step("planning")
         p.step("planning", "0.5s")  # the same phase again within the interval: quiet
@@ -29,10 +29,18 @@ def test_progress_off_a_terminal_is_plain_rate_limited_lines(capsys: pytest.Capt
     ]
 
 
+def test_work_that_ends_within_the_quiet_time_prints_no_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    with output.Progress(unit="bytes", after_s=3600) as p:
+        p.step("planning")
+        p.update("image x", 5_000_000, 100_000_000)
+        p.say("error context is always said")
+    assert capsys.readouterr().err.splitlines() == ["error context is always said"]
+
+
 def test_heartbeat_says_a_long_step_is_alive(capsys: pytest.CaptureFixture[str]) -> None:
     import threading
 
-    with output.Progress(every_s=0.01) as p, p.heartbeat("downloading wheels"):
+    with output.Progress(every_s=0.01, after_s=0) as p, p.heartbeat("downloading wheels"):
         threading.Event().wait(0.1)
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "downloading wheels" and len(err) >= 3 and err[1].startswith("downloading wheels (")

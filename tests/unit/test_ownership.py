@@ -103,3 +103,16 @@ def test_an_open_bind_needs_a_key_or_allow_open(serve: str, allowed: bool) -> No
         with pytest.raises(InputError, match="without an API key"):
             upgrade.check_exposure(s, p, allow_open=False)
         upgrade.check_exposure(s, p, allow_open=True)
+
+
+def test_up_refuses_an_open_bind_in_one_line_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from deployctl.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(cli, ["up", "--simulate", "--bind", "0.0.0.0", "--stack-dir", "stack"])
+    assert done.exit_code == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: serve.bind 0.0.0.0 would serve the model to the network without an API key")
+    assert "--allow-open" in line and list(tmp_path.iterdir()) == []

@@ -10,7 +10,7 @@ import yaml
 from deployctl import gpus as profiles
 from deployctl import models, planner, spec
 from deployctl.engines.simulator import SIM_IMAGE
-from deployctl.errors import InputError
+from deployctl.errors import EnvironmentProblem, InputError
 from deployctl.stackdir import write_stack
 from deployctl.targets import compose as render
 
@@ -105,7 +105,7 @@ def test_a_failed_write_leaves_the_old_stack_whole(tmp_path: Path, monkeypatch: 
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
-    with pytest.raises(OSError):
+    with pytest.raises(EnvironmentProblem, match="No space left on device"):
         write_stack(files_for(2), target)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stack"]

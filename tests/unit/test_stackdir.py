@@ -120,3 +120,16 @@ def test_a_rolled_back_revision_number_is_not_given_again(tmp_path: Path) -> Non
     stackdir.write_stack(good.files, target)  # rolled back to 1
     _render(target, gpus=2)
     assert stackdir.StackInfo.read(target).revision == 3
+
+
+def test_a_mount_point_stack_dir_is_replaced_file_by_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "stack"
+    _render(target)
+    (target / "compose.override.yaml").write_text("services: {}\n")
+    inode = target.stat().st_ino
+    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == target)
+    _render(target, gpus=2)
+    assert target.stat().st_ino == inode  # the directory itself stayed: only its files were replaced
+    assert b"golden-2x4090" in (target / "compose.yaml").read_bytes()
+    assert (target / "compose.override.yaml").exists() and stackdir.StackInfo.read(target).revision == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stack"]
