@@ -18,7 +18,7 @@ import shutil
 import signal
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -279,34 +279,14 @@ def write_stack(
         files = stamp(files, stack_dir, revision=revision, spec=spec)
     written = set(info_of(previous).files or previous) if previous else set()
     keep = [p.name for p in stack_dir.iterdir() if p.name not in written and p.name not in files] if previous else []
-    parent = stack_dir.parent
-    created_parent = not parent.exists()
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{stack_dir.name}.new-", dir=parent))
-    except OSError as exc:
-        raise InputError(
-            f"stack_dir {stack_dir}: cannot write there: {exc.strerror}", "choose a writable directory"
-        ) from None
-    try:
-        for name, data in files.items():
-            _write_file(tmp / name, data, 0o600 if name == SECRET_FILE else 0o644)
-        os.chmod(tmp, 0o755)
-        with signals_held():
-            if os.path.ismount(stack_dir):  # a mount point cannot be renamed: replace file by file
-                _replace_files(tmp, stack_dir, written - set(files))
-            else:
-                _swap_in(tmp, stack_dir, keep)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created_parent:
-            shutil.rmtree(parent, ignore_errors=True)
-        raise EnvironmentProblem(f"stack_dir {stack_dir}: cannot write there: {exc.strerror}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created_parent:
-            shutil.rmtree(parent, ignore_errors=True)
-        raise
+
+    def swap(tmp: Path) -> None:
+        if os.path.ismount(stack_dir):  # a mount point cannot be renamed: replace file by file
+            _replace_files(tmp, stack_dir, written - set(files))
+        else:
+            _swap_in(tmp, stack_dir, keep)
+
+    _write_staged(files, stack_dir, "stack_dir", swap)
     return stack_dir
 
 
@@ -318,27 +298,38 @@ def write_tree(files: dict[str, bytes], out_dir: Path, marker: str, what: str) -
         raise InputError(f"{what} {out_dir} exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / marker).exists():
         raise InputError(f"{what} {out_dir} holds other files", "choose an empty or new directory")
-    parent = out_dir.parent
+    _write_staged(files, out_dir, what, lambda tmp: _swap_in(tmp, out_dir, []))
+    return out_dir
+
+
+def _write_staged(files: dict[str, bytes], target: Path, what: str, swap: Callable[[Path], None]) -> None:
+    """Write `files` into a fresh folder beside `target` (fsynced; .env mode 0600), then `swap` it in with
+    Ctrl-C and SIGTERM held; on any failure the staged folder (and a parent made for it) goes."""
+    parent = target.parent
     created_parent = not parent.exists()
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=parent))
     except OSError as exc:
         raise InputError(
-            f"{what} {out_dir}: cannot write there: {exc.strerror}", "choose a writable directory"
+            f"{what} {target}: cannot write there: {exc.strerror}", "choose a writable directory"
         ) from None
     try:
         for name, data in files.items():
-            _write_file(tmp / name, data, 0o644)
+            _write_file(tmp / name, data, 0o600 if name == SECRET_FILE else 0o644)
         os.chmod(tmp, 0o755)
         with signals_held():
-            _swap_in(tmp, out_dir, [])
+            swap(tmp)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created_parent:
+            shutil.rmtree(parent, ignore_errors=True)
+        raise EnvironmentProblem(f"{what} {target}: cannot write there: {exc.strerror}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if created_parent:
             shutil.rmtree(parent, ignore_errors=True)
         raise
-    return out_dir
 
 
 def _write_file(path: Path, data: bytes, mode: int) -> None:
