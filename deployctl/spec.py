@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from deployctl.errors import InputError
 
-DEFAULT_TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.4"
 DEFAULT_SPEC_FILE = "deployctl.yaml"
 DEFAULT_PRESET = "llama-3.1-8b-instruct-gptq"
 
@@ -97,8 +96,8 @@ class Power(_Strict):
 
 class DeploymentSpec(_Strict):
     name: str = Field("deployctl", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    engine: Literal["tgi"] = "tgi"
-    image: str = DEFAULT_TGI_IMAGE
+    engine: Literal["tgi", "vllm"] = "tgi"
+    image: str | None = Field(None, description="the engine image; default: the engine's pinned image")
     model: ModelSource = ModelSource(preset=DEFAULT_PRESET)
     gpus: int | list[int | str] = 1
     gpu_model: str | None = None
@@ -271,8 +270,8 @@ def _relative_to(spec: DeploymentSpec, base: Path, overrides: dict[str, Any]) ->
 STARTER = """\
 # deployctl.yaml: one deployment. CLI flags override these values.
 name: {name}                 # compose project name (lowercase, digits, - and _)
-engine: tgi                    # Hugging Face text-generation-inference
-image: {image}
+engine: tgi                    # tgi (Hugging Face text-generation-inference) or vllm (vLLM)
+# image: ghcr.io/...           # default: the engine's pinned image (deployctl plan shows it)
 
 model:
   path: ./models/my-model-gptq # a local directory with config.json and *.safetensors
@@ -305,4 +304,4 @@ stack_dir: ./deployctl-stack   # where compose.yaml, .env and plan.json are writ
 
 def starter(name: str = "my-llm") -> str:
     """Give the commented starter spec that `deployctl init` writes."""
-    return STARTER.format(name=name, image=DEFAULT_TGI_IMAGE, preset=DEFAULT_PRESET)
+    return STARTER.format(name=name, preset=DEFAULT_PRESET)

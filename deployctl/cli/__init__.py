@@ -46,12 +46,13 @@ Examples:
   deployctl plan --gpu-model rtx4090 --gpus 2 --model ./Llama-3-70B-GPTQ
   deployctl render --stack-dir ./stack             # compose.yaml, .env, plan.json
   deployctl up --simulate                          # whole flow, no GPU needed
+  deployctl up --simulate --engine vllm            # the same with vLLM's API
   deployctl up --gpus 2                            # the real engine on two GPUs
   deployctl status --json ; deployctl logs -f ; deployctl down
   deployctl health --endpoint http://127.0.0.1:8080
   deployctl bench --preset ttft --slo-ttft 500 --cost 4200  # SLO and cost report
   deployctl bundle create -o llm.bundle --sign key --split 4G ; deployctl bundle install llm.bundle --pubkey key.pub
-  deployctl image build-sim                        # the TGI-protocol simulator image
+  deployctl image build-sim                        # the protocol simulator image
   deployctl gpus ; deployctl power set 300 --dry-run ; deployctl doctor
 
 Exit codes: 0 ok, 1 failed, 2 bad input, 3 host problem, 4 model does not fit, 5 not running, 130 interrupted.

@@ -51,7 +51,12 @@ def bench() -> None:
 @click.option("--warmup", type=int, default=5, show_default=True, help="Requests per level left out of the figures.")
 @click.option("--prompt-tokens", type=int, help="Prompt length in tokens (default 256, or the preset's).")
 @click.option("--output-tokens", type=int, help="Tokens to generate per request (default 64, or the preset's).")
-@click.option("--api", type=click.Choice(["generate", "chat"]), default="generate", show_default=True)
+@click.option(
+    "--api",
+    type=click.Choice(["generate", "chat", "completions"]),
+    default=None,
+    help="Route to load (default: the engine's own, generate or completions).",
+)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--slo-ttft", type=float, help="SLO: time to first token, ms.")
 @click.option("--slo-itl", type=float, help="SLO: inter-token latency, ms (each request's worst gap for goodput).")
@@ -85,7 +90,7 @@ def run(
     warmup: int,
     prompt_tokens: int | None,
     output_tokens: int | None,
-    api: str,
+    api: str | None,
     seed: int,
     slo_ttft: float | None,
     slo_itl: float | None,

@@ -14,10 +14,10 @@ def image() -> None:
 
 @image.command("build-sim")
 @click.option("--base-image", help="Base with python3 (default: a local Debian base, else python:3.11-slim).")
-@click.option("-t", "--tag", default=None, help="Tag (default: deployctl/tgi-sim:VERSION).")
+@click.option("-t", "--tag", default=None, help="Tag (default: deployctl/tgi-sim:VERSION-SOURCES).")
 @json_option
 def build_sim(base_image: str | None, tag: str | None, as_json: bool) -> None:
-    """Build the TGI-protocol simulator image used by `up --simulate`.
+    """Build the protocol simulator image used by `up --simulate` (it speaks each engine's API).
 
     \b
     Example:

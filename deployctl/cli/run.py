@@ -26,7 +26,7 @@ def _stack_dir(stack_dir: Path | None, spec_path: Path | None = None) -> Path:
 
 @click.command()
 @spec_options
-@click.option("--simulate", is_flag=True, help="Run the TGI-protocol simulator in place of the engine (no GPU needed).")
+@click.option("--simulate", is_flag=True, help="Run the protocol simulator in place of the engine (no GPU needed).")
 @click.option(
     "--timeout", type=float, help="Seconds to wait for /health (default: 60 simulated, minutes for real weights)."
 )
@@ -58,6 +58,7 @@ def up(
     Examples:
       deployctl up --simulate            # the whole flow on any machine with Docker
       deployctl up --simulate --dry-run  # what an upgrade would change
+      deployctl up --simulate --engine vllm
       deployctl up --gpus 2 -f deployctl.yaml
     """
     from rich.console import Console
@@ -107,11 +108,17 @@ def up(
     rev = f"revision {result.revision}"
     if result.previous_revision is not None and result.previous_revision != result.revision:
         rev = f"upgraded revision {result.previous_revision} -> {result.revision}"
-    click.echo(f"ready{mode} in {result.seconds_to_healthy:.1f}s ({rev}): {result.endpoint}  model {result.model_id}")
     click.echo(
-        f"try:  curl {result.endpoint}/generate{auth} -H 'Content-Type: application/json' "
-        """-d '{"inputs":"Hello","parameters":{"max_new_tokens":20}}'"""
+        f"ready{mode} in {result.seconds_to_healthy:.1f}s ({rev}): {result.endpoint}  {result.engine} model {result.model_id}"
     )
+    if result.dialect == "openai":
+        body = f'{{"model":"{result.served_name}","prompt":"Hello","max_tokens":20}}'
+        click.echo(f"try:  curl {result.endpoint}/v1/completions{auth} -H 'Content-Type: application/json' -d '{body}'")
+    else:
+        click.echo(
+            f"try:  curl {result.endpoint}/generate{auth} -H 'Content-Type: application/json' "
+            """-d '{"inputs":"Hello","parameters":{"max_new_tokens":20}}'"""
+        )
     click.echo(f"stack: {result.stack_dir}  (deployctl status | logs | health | rollback | down)")
 
 

@@ -1,14 +1,26 @@
-"""The TGI-protocol simulator as a stand-in engine: its image and the latency model a plan implies."""
+"""The protocol simulator as a stand-in engine: its image and the latency model a plan implies."""
 
 from __future__ import annotations
 
-import os
+import hashlib
+from pathlib import Path
 
 from deployctl import __version__
 from deployctl.planner.types import Plan
 
-# DEPLOYCTL_SIM_IMAGE names another tag for the simulator (parallel test runs build and run their own).
-SIM_IMAGE = os.environ.get("DEPLOYCTL_SIM_IMAGE") or f"deployctl/tgi-sim:{__version__}"
+
+def _sources_digest() -> str:
+    """Give a short hash of what goes into the simulator image (deployctl/sim/*.py and its Dockerfile)."""
+    package = Path(__file__).parents[1]
+    h = hashlib.sha256()
+    for path in sorted([*(package / "sim").glob("*.py"), package / "images" / "sim.Dockerfile"]):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:10]
+
+
+# Named by its sources as well as the version: an image built from older simulator code (which
+# may not speak every engine's API) is never taken for the current one.
+SIM_IMAGE = f"deployctl/tgi-sim:{__version__}-{_sources_digest()}"
 LOAD_SECONDS = 2
 
 
@@ -18,6 +30,7 @@ def sim_env(plan: Plan) -> dict[str, str]:
     # Prefill is compute-bound: about half of an RTX 4090's 165 fp16 TFLOP/s, 2 FLOPs per parameter per token.
     prefill_rate = int(0.5 * 165e12 * plan.num_shard / (2 * plan.model.parameters))
     return {
+        "SIM_ENGINE": plan.engine.kind,  # which API the simulator speaks: the engine's
         "SIM_LOAD_SECONDS": str(LOAD_SECONDS),
         "SIM_TTFT_BASE_MS": f"{15 + floor_ms:.1f}",
         "SIM_PREFILL_TOKENS_PER_S": str(prefill_rate),

@@ -70,7 +70,7 @@ def _nvml(ctx: Context) -> list[Check]:
                 f"gpu {g.index}",
                 "OK" if ok else "WARN",
                 f"{g.name}, compute {cc}, {g.memory_total / GiB:.1f} GiB, {g.uuid}",
-                "" if ok else "GPTQ kernels in TGI want compute capability 8.0 or newer",
+                "" if ok else "the engines' GPTQ/AWQ kernels (Marlin) want compute capability 8.0 or newer",
             )
         )
     if len(h.gpus) > 1:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deployctl.engines.base import Dialect
 from deployctl.errors import InputError
 from deployctl.planner.types import Plan
 
@@ -42,12 +43,21 @@ def resolve_target(
     return Target(url, key, stack.plan if stack else None, stack.dir if stack else None)
 
 
+def dialect_of(target: Target) -> Dialect:
+    """Give the API dialect of the target's engine (TGI's when no plan says otherwise)."""
+    from deployctl import engines
+
+    return engines.get(target.plan.engine.kind).dialect if target.plan else "tgi"
+
+
 def health(target: Target, *, max_ttft_ms: float, timeout: float) -> Any:
     """Give the health report of the target (a probe.health.HealthReport)."""
     from deployctl.probe import health as probe
 
-    expected = probe.Expected.from_plan(target.plan) if target.plan else None
-    return probe.check(target.endpoint, expected, target.api_key, max_ttft_ms=max_ttft_ms, timeout=timeout)
+    expected = probe.Expected.from_plan(target.plan, dialect_of(target)) if target.plan else None
+    return probe.check(
+        target.endpoint, expected, target.api_key, max_ttft_ms=max_ttft_ms, timeout=timeout, dialect=dialect_of(target)
+    )
 
 
 def bench_config(
@@ -63,7 +73,7 @@ def bench_config(
     warmup: int,
     prompt_tokens: int | None,
     output_tokens: int | None,
-    api: str,
+    api: str | None,
     seed: int,
     slo_ttft: float | None,
     slo_itl: float | None,
@@ -86,6 +96,16 @@ def bench_config(
     if requests < 1 or warmup < 0:
         raise InputError("--requests must be at least 1 and --warmup at least 0")
     target = resolve_target(endpoint=endpoint, stack_dir=stack_dir, spec_path=spec_path, api_key_env=api_key_env)
+    dialect: Dialect = dialect_of(target)
+    if api is None:
+        api = "completions" if dialect == "openai" else "generate"
+    elif api == "completions":
+        dialect = "openai"  # a bare --endpoint: the API asked for says which dialect
+    elif api == "generate" and dialect == "openai":
+        raise InputError(
+            "--api generate is not a route of this stack's engine (it speaks the OpenAI API)",
+            "use --api completions or chat",
+        )
     return core.BenchConfig(
         endpoint=target.endpoint,
         mode=mode,  # type: ignore[arg-type]  # closed or open, chosen above
@@ -94,7 +114,8 @@ def bench_config(
         warmup=warmup,
         prompt_tokens=prompt_tokens or p.get("prompt_tokens", 256),
         output_tokens=output_tokens or p.get("output_tokens", 64),
-        api=api,  # type: ignore[arg-type]  # a click.Choice of generate, chat
+        api=api,  # type: ignore[arg-type]  # a click.Choice of generate, chat, completions
+        dialect=dialect,
         seed=seed,
         slo=Slo(
             slo_ttft if slo_ttft is not None else p.get("slo_ttft_ms"),

@@ -40,6 +40,9 @@ class UpResult:
     seconds_to_healthy: float
     model_id: str
     api_key: bool
+    engine: str
+    dialect: str  # tgi or openai: which routes the endpoint serves
+    served_name: str
     power: str | None = None
     revision: int = 0
     previous_revision: int | None = None  # the revision this one replaced, when it upgraded a running stack

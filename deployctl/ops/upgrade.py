@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deployctl import docker, stackdir
+from deployctl import docker, engines, stackdir
 from deployctl.errors import InputError
 from deployctl.ops import owner
 from deployctl.ops import plan as plan_ops
@@ -205,6 +205,9 @@ class _Up:
             seconds_to_healthy=round(seconds, 2),
             model_id=plan.model_id,
             api_key=plan.api_key,
+            engine=plan.engine.kind,
+            dialect=engines.get(plan.engine.kind).dialect,
+            served_name=plan.served_name,
             power=power,
             revision=stack.info.revision,
             previous_revision=was.revision if running and was else None,

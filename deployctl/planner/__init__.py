@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deployctl import __version__
-from deployctl.engines import tgi
+from deployctl import __version__, engines
+from deployctl.engines.base import EngineInputs
 from deployctl.errors import InputError, PlanRefused
 from deployctl.hardware.gpu import Gpu, Host
 from deployctl.hardware.profiles import PROFILES, for_name
@@ -222,7 +222,7 @@ def _assemble(spec: DeploymentSpec, model: ModelFacts, host: Host, gpus: list[Gp
         total = min(b.total for b in fit.budgets)
         fraction = int((total - others) / total * 100) / 100
         warnings.append(
-            f"another process holds {gib(others)} on a chosen GPU: TGI is limited to {fraction:.2f} of memory"
+            f"another process holds {gib(others)} on a chosen GPU: the engine is limited to {fraction:.2f} of memory"
         )
     if n > 1 and not host.p2p:
         warnings.append("no peer-to-peer between the GPUs: NCCL goes through host memory (NCCL_P2P_DISABLE=1)")
@@ -239,22 +239,25 @@ def _assemble(spec: DeploymentSpec, model: ModelFacts, host: Host, gpus: list[Gp
     floor = None
     if bandwidth:
         floor = round(fit.budgets[0].weights / (bandwidth * 1e9) * 1000, 1)
-    engine = tgi.engine_config(
-        image=spec.image,
-        served_name=served,
-        quantize=quantize,
-        num_shard=n,
-        limits=limits,
-        p2p=host.p2p,
-        cuda_memory_fraction=fraction,
-        mount_model=model.path is not None,
+    chosen = engines.get(spec.engine)
+    engine = chosen.configure(
+        EngineInputs(
+            image=spec.image or chosen.default_image,
+            served_name=served,
+            quantize=quantize,
+            num_shard=n,
+            limits=limits,
+            p2p=host.p2p,
+            memory_fraction=fraction,
+            mount_model=model.path is not None,
+        )
     )
     device_ids = [str(g.index) if g.source == "profile" else g.uuid for g in gpus]
     return Plan(
         deployctl_version=__version__,
         name=spec.name,
         model=model,
-        model_id=tgi.model_id(served),
+        model_id=chosen.model_id(served),
         served_name=served,
         revision=spec.model.revision,
         gpu_profile=host.profile,

@@ -1,1 +1,1 @@
-"""Talk to a running endpoint over TGI's HTTP API: health checks and the load generator."""
+"""Talk to a running endpoint in its engine's HTTP API (TGI's routes or OpenAI's): health checks and the load generator."""

@@ -38,6 +38,7 @@ class BenchConfig:
     prompt_tokens: int = 256
     output_tokens: int = 64
     api: load.Api = "generate"
+    dialect: load.Dialect = "tgi"
     seed: int = 42
     slo: Slo = field(default_factory=Slo)
     cost: float | None = None
@@ -75,27 +76,34 @@ def parse_loads(text: str) -> list[float]:
     return values
 
 
-def _info(endpoint: str) -> dict[str, Any] | None:
-    status, body = request(f"{endpoint}/info", 5.0)
+def _info(endpoint: str, dialect: load.Dialect, api_key: str | None) -> dict[str, Any] | None:
+    """Give what the server says about its model: TGI's /info, or vLLM's /v1/models card."""
+    path = "/v1/models" if dialect == "openai" else "/info"
+    status, body = request(f"{endpoint}{path}", 5.0, api_key=api_key)
     try:
         data = json.loads(body) if status == 200 else None
     except ValueError:
         return None
+    if dialect == "openai" and isinstance(data, dict):
+        cards = data.get("data") or [{}]
+        return {"model_id": cards[0].get("id"), "max_model_len": cards[0].get("max_model_len")}
     return data if isinstance(data, dict) else None
 
 
 def run(config: BenchConfig, tick: Callable[[str, int, int], None] | None = None) -> BenchResult:
     """Run every load level in turn and give the result."""
-    info = _info(config.endpoint)
+    info = _info(config.endpoint, config.dialect, config.api_key)
     if info is None:
+        where = "/v1/models" if config.dialect == "openai" else "/info"
         raise DeployctlError(
-            f"nothing answers at {config.endpoint}/info", "start the stack (deployctl up) or pass --endpoint"
+            f"nothing answers at {config.endpoint}{where}", "start the stack (deployctl up) or pass --endpoint"
         )
     workload = load.Workload(
         endpoint=config.endpoint,
         prompt_tokens=config.prompt_tokens,
         output_tokens=config.output_tokens,
         api=config.api,
+        dialect=config.dialect,
         seed=config.seed,
         api_key=config.api_key,
     )

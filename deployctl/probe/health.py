@@ -1,15 +1,21 @@
-"""`deployctl health`: /health, /info against the plan, and one short streamed generation."""
+"""`deployctl health`: /health, the model the server reports against the plan, one short streamed generation.
+
+Each engine's routes: TGI's /info and /generate_stream, or vLLM's /v1/models and /v1/completions.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from deployctl.planner.types import Plan
 from deployctl.probe.http import request
 
+Dialect = Literal["tgi", "openai"]
 HEALTHY, DEGRADED, DOWN = 0, 1, 2
 PROMPT = "Reply with one short sentence: is the service up?"
 
@@ -40,30 +46,91 @@ class HealthReport:
 
 @dataclass(frozen=True)
 class Expected:
-    """What /info should say, from the plan."""
+    """What the server should say about its model (TGI's /info, vLLM's /v1/models card), from the plan."""
 
-    model_id: str
-    max_input_tokens: int
-    max_total_tokens: int
-    max_concurrent_requests: int
+    fields: dict[str, Any]
 
     @classmethod
-    def from_plan(cls, plan: Plan) -> Expected:
+    def from_plan(cls, plan: Plan, dialect: Dialect = "tgi") -> Expected:
         limits = plan.limits
-        return cls(plan.model_id, limits.max_input_tokens, limits.max_total_tokens, limits.max_concurrent_requests)
+        if dialect == "openai":
+            return cls({"id": plan.served_name, "max_model_len": limits.max_total_tokens})
+        return cls(
+            {
+                "model_id": plan.model_id,
+                "max_input_tokens": limits.max_input_tokens,
+                "max_total_tokens": limits.max_total_tokens,
+                "max_concurrent_requests": limits.max_concurrent_requests,
+            }
+        )
 
 
 def _info_check(info: dict[str, Any], expected: Expected | None) -> Check:
+    name = info.get("model_id") or info.get("id")
     if expected is None:
-        return Check("info", True, f"model {info.get('model_id')} (no plan to compare with)")
+        return Check("info", True, f"model {name} (no plan to compare with)")
     diffs = [
-        f"{key} {info.get(key)!r} != plan {value!r}"
-        for key, value in asdict(expected).items()
-        if info.get(key) != value
+        f"{key} {info.get(key)!r} != plan {value!r}" for key, value in expected.fields.items() if info.get(key) != value
     ]
     if diffs:
         return Check("info", False, "differs from the plan: " + "; ".join(diffs))
-    return Check("info", True, f"matches the plan ({expected.model_id}, {expected.max_total_tokens} total tokens)")
+    return Check("info", True, "matches the plan (" + ", ".join(f"{k} {v}" for k, v in expected.fields.items()) + ")")
+
+
+def _model_info(endpoint: str, dialect: Dialect, api_key: str | None, timeout: float) -> tuple[int | None, Any]:
+    """Give (status, what the server says about its model): TGI's /info, or the first /v1/models card."""
+    path = "/v1/models" if dialect == "openai" else "/info"
+    status, body = request(f"{endpoint}{path}", min(timeout, 5.0), api_key=api_key if dialect == "openai" else None)
+    try:
+        data = json.loads(body) if status == 200 else None
+    except ValueError:
+        data = None
+    if dialect == "openai" and isinstance(data, dict):
+        cards = data.get("data")
+        data = cards[0] if isinstance(cards, list) and cards and isinstance(cards[0], dict) else None
+    return status, data
+
+
+def _openai_generation(
+    endpoint: str, api_key: str | None, timeout: float, max_tokens: int
+) -> tuple[float, float | None, int]:
+    """Give (time to first token in ms, tokens/s after it, tokens) of one streamed /v1/completions."""
+    body = {
+        "prompt": PROMPT,
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+    req = urllib.request.Request(f"{endpoint}/v1/completions", json.dumps(body).encode(), headers)
+    start = time.perf_counter()
+    first = last = None
+    chunks, usage = 0, None
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        for raw in resp:
+            line = raw.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                break
+            event = json.loads(data)
+            if "error" in event:
+                raise RuntimeError(str(event["error"]))
+            if event.get("usage") and not event.get("choices"):
+                usage = event["usage"].get("completion_tokens")
+                continue
+            if not (event.get("choices") or [{}])[0].get("text"):
+                continue
+            now = time.perf_counter()
+            first = first or now
+            last = now
+            chunks += 1
+    if first is None or last is None:
+        raise RuntimeError("the stream ended without a token")
+    n = usage if isinstance(usage, int) else chunks
+    rate = (n - 1) / (last - first) if n > 1 and last > first else None
+    return (first - start) * 1000, rate, n
 
 
 def _generation(
@@ -96,6 +163,7 @@ def check(
     max_ttft_ms: float = 2000.0,
     timeout: float = 30.0,
     max_new_tokens: int = 16,
+    dialect: Dialect = "tgi",
 ) -> HealthReport:
     """Give the endpoint's health: down if /health fails, degraded if /info or speed disappoint."""
     endpoint = endpoint.rstrip("/")
@@ -107,27 +175,29 @@ def check(
         report.status = "down"
         return report
     report.checks.append(Check("health", True, "/health answered 200"))
-    status, body = request(f"{endpoint}/info", min(timeout, 5.0))
-    try:
-        info = json.loads(body) if status == 200 else None
-    except ValueError:
-        info = None
+    status, info = _model_info(endpoint, dialect, api_key, timeout)
     if not isinstance(info, dict):
-        report.checks.append(Check("info", False, f"/info answered {status} without model information"))
+        path = "/v1/models" if dialect == "openai" else "/info"
+        hint = ": pass the right API key (--api-key-env)" if status == 401 else ""
+        report.checks.append(Check("info", False, f"{path} answered {status} without model information{hint}"))
         report.status = "degraded"
     else:
         c = _info_check(info, expected)
         report.checks.append(c)
         if not c.ok:
             report.status = "degraded"
+    generate = _openai_generation if dialect == "openai" else _generation
     try:
-        ttft, rate, n = _generation(endpoint, api_key, timeout, max_new_tokens)
-    except Exception as exc:  # the client raises many kinds; any of them means the model does not answer
+        ttft, rate, n = generate(endpoint, api_key, timeout, max_new_tokens)
+    except Exception as exc:  # the clients raise many kinds; any of them means the model does not answer
         kind = type(exc).__name__
         text = str(exc).splitlines()[0][:200] if str(exc) else kind
-        # TGI answers a bad key with an empty 401 that the client cannot parse: ask once more, by hand.
-        ping = {"inputs": "ping", "parameters": {"max_new_tokens": 1}}
-        unauthorized = request(f"{endpoint}/generate", timeout, ping, api_key)[0] == 401
+        if dialect == "openai":
+            unauthorized = isinstance(exc, urllib.error.HTTPError) and exc.code == 401
+        else:
+            # TGI answers a bad key with an empty 401 that the client cannot parse: ask once more, by hand.
+            ping = {"inputs": "ping", "parameters": {"max_new_tokens": 1}}
+            unauthorized = request(f"{endpoint}/generate", timeout, ping, api_key)[0] == 401
         detail = "401 Unauthorized: pass the right API key (--api-key-env)" if unauthorized else f"{kind}: {text}"
         report.checks.append(Check("generate", False, detail))
         report.status = "down"

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Api = Literal["generate", "chat"]
+Api = Literal["generate", "chat", "completions"]
+Dialect = Literal["tgi", "openai"]  # TGI's routes, or the OpenAI-compatible API (vLLM)
 WORDS = [
     "patient",
     "record",
@@ -74,6 +75,7 @@ class Workload:
     seed: int = 42
     api_key: str | None = None
     timeout_s: float = 300.0
+    dialect: Dialect = "tgi"
 
 
 def make_prompt(n_tokens: int, rng: random.Random, words_per_token: float = 1.0) -> str:
@@ -82,16 +84,19 @@ def make_prompt(n_tokens: int, rng: random.Random, words_per_token: float = 1.0)
 
 
 async def calibrate(session: Any, workload: Workload) -> tuple[float, str]:
-    """Give (words per token, how it was measured) using the server's own tokenizer (TGI's /tokenize)."""
+    """Give (words per token, how it was measured) using the server's own tokenizer (/tokenize)."""
     sample = make_prompt(200, random.Random(workload.seed))
+    # TGI takes {"inputs"} and answers a list of tokens; vLLM takes {"prompt"} and answers {"count"}.
+    body = {"prompt": sample} if workload.dialect == "openai" else {"inputs": sample}
     try:
-        async with session.post(
-            f"{workload.endpoint}/tokenize", json={"inputs": sample}, headers=_headers(workload)
-        ) as resp:
+        async with session.post(f"{workload.endpoint}/tokenize", json=body, headers=_headers(workload)) as resp:
             if resp.status == 200:
                 tokens = await resp.json()
-                if isinstance(tokens, list) and tokens:
-                    return 200 / len(tokens), "the server's tokenizer (/tokenize)"
+                count = (
+                    tokens.get("count") if isinstance(tokens, dict) else len(tokens) if isinstance(tokens, list) else 0
+                )
+                if isinstance(count, int) and count > 0:
+                    return 200 / count, "the server's tokenizer (/tokenize)"
     except Exception:  # any failure falls back to the stated approximation
         pass
     return 1 / 1.3, "approximation: 1.3 tokens per word (the server has no /tokenize)"
@@ -102,12 +107,25 @@ def _headers(w: Workload) -> dict[str, str]:
 
 
 def _body(w: Workload, prompt: str, i: int) -> tuple[str, dict[str, Any]]:
+    # vLLM: usage in a last chunk (stream_options), and exactly max_tokens (ignore_eos, its extension).
+    openai_extras: dict[str, Any] = (
+        {"stream_options": {"include_usage": True}, "ignore_eos": True} if w.dialect == "openai" else {}
+    )
+    if w.api == "completions":
+        return "/v1/completions", {
+            "prompt": prompt,
+            "max_tokens": w.output_tokens,
+            "stream": True,
+            "seed": w.seed + i,
+            **openai_extras,
+        }
     if w.api == "chat":
         return "/v1/chat/completions", {
             "messages": [{"role": "user", "content": prompt}],
             "max_tokens": w.output_tokens,
             "stream": True,
             "seed": w.seed + i,
+            **openai_extras,
         }
     return "/generate_stream", {
         "inputs": prompt,
@@ -120,6 +138,7 @@ async def one(session: Any, w: Workload, prompt: str, i: int, result: Result) ->
     import aiohttp
 
     path, body = _body(w, prompt, i)
+    usage_tokens: int | None = None
     result.sent = time.perf_counter()
     try:
         async with session.post(w.endpoint + path, json=body, headers=_headers(w)) as resp:
@@ -137,11 +156,19 @@ async def one(session: Any, w: Workload, prompt: str, i: int, result: Result) ->
                     break
                 event = json.loads(data)
                 if "error" in event:
-                    result.error = str(event.get("error_type") or "stream_error")
+                    error = event["error"]
+                    kind = error.get("type") if isinstance(error, dict) else event.get("error_type")
+                    result.error = str(kind or "stream_error")
                     return result
+                if isinstance(event.get("usage"), dict) and not event.get("choices"):
+                    usage_tokens = event["usage"].get("completion_tokens")
+                    continue
                 if w.api == "chat":
                     choice = (event.get("choices") or [{}])[0]
                     if not (choice.get("delta") or {}).get("content"):
+                        continue
+                elif w.api == "completions":
+                    if not (event.get("choices") or [{}])[0].get("text"):
                         continue
                 elif (event.get("token") or {}).get("special"):
                     continue
@@ -150,6 +177,8 @@ async def one(session: Any, w: Workload, prompt: str, i: int, result: Result) ->
                 result.token_times.append(now)
                 result.output_tokens += 1
             result.end = time.perf_counter()
+            if isinstance(usage_tokens, int):
+                result.output_tokens = usage_tokens  # the server's own count beats counting chunks
             if result.first_token is None:
                 result.error = "no_tokens"
     except TimeoutError:

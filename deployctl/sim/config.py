@@ -1,4 +1,4 @@
-"""The simulator's settings: TGI's launcher flags (the same command line as the engine) and SIM_* variables."""
+"""The simulator's settings: the engine's own command line (TGI launcher or `vllm serve` flags) and SIM_* variables."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ from deployctl.sim.latency import LatencyModel
 
 @dataclass
 class SimConfig:
+    engine: str = "tgi"  # the API it speaks: tgi, or vllm (OpenAI-compatible)
     model_id: str = "deployctl/simulated-model"
+    model_path: str | None = None  # vLLM: the positional model argument (`root` in /v1/models)
     hostname: str = "0.0.0.0"
     port: int = 80
     max_input_tokens: int = 4095
     max_total_tokens: int = 4096
     max_batch_prefill_tokens: int = 4146
     max_concurrent_requests: int = 128
+    max_num_seqs: int = 256  # vLLM: the running batch's size; more requests wait in its queue
     max_best_of: int = 2
     max_stop_sequences: int = 4
     max_client_batch_size: int = 4
@@ -61,9 +64,53 @@ def _env_float(env: dict[str, str], name: str, default: float) -> float:
     return float(value) if value not in (None, "") else default
 
 
+# `vllm serve` flags the simulator reads (tests/data/vllm/serve-flags.md); others are accepted and ignored.
+_VLLM_INT = {
+    "--max-model-len": "max_total_tokens",
+    "--max-num-seqs": "max_num_seqs",
+    "--max-num-batched-tokens": "max_batch_prefill_tokens",
+    "--port": "port",
+}
+_VLLM_STR = {"--served-model-name": "model_id", "--host": "hostname", "--api-key": "api_key"}
+_VLLM_BOOL = {"--disable-custom-all-reduce", "--enforce-eager", "--trust-remote-code", "--disable-log-stats"}
+VLLM_PORT = 8000  # `vllm serve --port` default
+VLLM_VERSION = "0.30.0"
+
+
+def _from_vllm_args(argv: list[str], env: dict[str, str]) -> SimConfig:
+    """Give the settings from `vllm serve MODEL --flags` and VLLM_API_KEY (the flag wins, as in vLLM)."""
+    cfg = SimConfig(engine="vllm", port=VLLM_PORT, version=VLLM_VERSION, api_key=env.get("VLLM_API_KEY") or None)
+    cfg.max_concurrent_requests = 1_000_000  # vLLM queues what does not fit its batch; it never answers 429
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        flag, _, inline = arg.partition("=")
+        if not flag.startswith("-"):
+            if cfg.model_path is not None:
+                raise SystemExit(f"simulator: unexpected argument {arg!r}")
+            cfg.model_path = arg
+            i += 1
+            continue
+        if flag in _VLLM_BOOL:
+            i += 1
+            continue
+        value = inline if inline else (argv[i + 1] if i + 1 < len(argv) else "")
+        i += 1 if inline else 2
+        if flag in _VLLM_INT:
+            setattr(cfg, _VLLM_INT[flag], int(value))
+        elif flag in _VLLM_STR:
+            setattr(cfg, _VLLM_STR[flag], value)
+    if cfg.model_id == SimConfig.model_id and cfg.model_path:
+        cfg.model_id = cfg.model_path  # vLLM serves the model under its path without --served-model-name
+    cfg.max_input_tokens = cfg.max_total_tokens - 1
+    return cfg
+
+
 def from_args(argv: list[str], env: dict[str, str] | None = None) -> SimConfig:
-    """Give the settings from TGI launcher arguments and the environment (flags win, as in TGI)."""
+    """Give the settings from the engine's arguments and the environment (flags win, as in the engines)."""
     env = dict(os.environ if env is None else env)
+    if env.get("SIM_ENGINE", "tgi") == "vllm":
+        return _with_sim_env(_from_vllm_args(argv, env), env)
     cfg = SimConfig()
     for flag, attr in {**_INT_FLAGS, **_STR_FLAGS}.items():
         name = flag[2:].upper().replace("-", "_")
@@ -84,6 +131,10 @@ def from_args(argv: list[str], env: dict[str, str] | None = None) -> SimConfig:
             setattr(cfg, _INT_FLAGS[flag], int(value))
         elif flag in _STR_FLAGS:
             setattr(cfg, _STR_FLAGS[flag], value)
+    return _with_sim_env(cfg, env)
+
+
+def _with_sim_env(cfg: SimConfig, env: dict[str, str]) -> SimConfig:
     cfg.load_seconds = _env_float(env, "SIM_LOAD_SECONDS", cfg.load_seconds)
     cfg.latency = LatencyModel(
         ttft_base_ms=_env_float(env, "SIM_TTFT_BASE_MS", cfg.latency.ttft_base_ms),

@@ -1,4 +1,4 @@
-"""Prometheus metrics under TGI's names, rendered as text."""
+"""Prometheus metrics under the engine's names (TGI's or vLLM's), rendered as text."""
 
 from __future__ import annotations
 
@@ -43,6 +43,14 @@ class Metrics:
     per_token: Histogram = field(default_factory=Histogram)
     input_length: Histogram = field(default_factory=lambda: Histogram(_LENGTH_BUCKETS))
     generated_tokens: Histogram = field(default_factory=lambda: Histogram(_LENGTH_BUCKETS))
+    ttft: Histogram = field(default_factory=Histogram)
+    itl: Histogram = field(default_factory=Histogram)
+    prompt_tokens_total: int = 0
+    generation_tokens_total: int = 0
+
+    def count_tokens(self, prompt: int, generated: int) -> None:
+        self.prompt_tokens_total += prompt
+        self.generation_tokens_total += generated
 
     def observe_request(self, seconds: float, queued: float, input_tokens: int) -> None:
         self.request_count += 1
@@ -81,4 +89,34 @@ class Metrics:
         ):
             lines.append(f"# TYPE {name} histogram")
             lines += hist.lines(name)
+        return "\n".join(lines) + "\n"
+
+    def render_vllm(self, model_name: str) -> str:
+        """Give the metrics under vLLM's names (v1/metrics/loggers.py): counters with _total, `model_name` label."""
+        label = f'model_name="{model_name}",engine="0"'
+        lines = [
+            "# TYPE vllm:num_requests_running gauge",
+            f"vllm:num_requests_running{{{label}}} {self.batch_size}",
+            "# TYPE vllm:num_requests_waiting gauge",
+            f"vllm:num_requests_waiting{{{label}}} {self.queue_size}",
+            "# TYPE vllm:kv_cache_usage_perc gauge",
+            f"vllm:kv_cache_usage_perc{{{label}}} 0.0",
+            "# TYPE vllm:prompt_tokens_total counter",
+            f"vllm:prompt_tokens_total{{{label}}} {self.prompt_tokens_total}",
+            "# TYPE vllm:generation_tokens_total counter",
+            f"vllm:generation_tokens_total{{{label}}} {self.generation_tokens_total}",
+            "# TYPE vllm:request_success_total counter",
+            f'vllm:request_success_total{{{label},finished_reason="stop"}} {self.request_success}',
+        ]
+        for name, hist in (
+            ("vllm:time_to_first_token_seconds", self.ttft),
+            ("vllm:inter_token_latency_seconds", self.itl),
+            ("vllm:e2e_request_latency_seconds", self.duration),
+            ("vllm:request_queue_time_seconds", self.queue_duration),
+        ):
+            lines.append(f"# TYPE {name} histogram")
+            lines += [
+                line.replace("{", f"{{{label},", 1) if "{" in line else line.replace(" ", f"{{{label}}} ", 1)
+                for line in hist.lines(name)
+            ]
         return "\n".join(lines) + "\n"

@@ -133,10 +133,15 @@ class Simulator:
         self.requests += 1
         self.in_flight += 1
 
-    async def tokens(self, req: Request) -> AsyncIterator[tuple[int, tuple[int, str], str | None]]:
-        """Yield (index, token, finish_reason or None) at the times the latency model gives."""
+    async def tokens(
+        self, req: Request, arrived: float | None = None
+    ) -> AsyncIterator[tuple[int, tuple[int, str], str | None]]:
+        """Yield (index, token, finish_reason or None) at the times the latency model gives.
+
+        `arrived` (loop time) is when the request reached the server; the first token is due a TTFT after it.
+        """
         loop = asyncio.get_running_loop()
-        arrived = loop.time()
+        arrived = loop.time() if arrived is None else arrived
         self.metrics.queue_size += 1
         if self.stall_until > arrived:
             await asyncio.sleep(self.stall_until - arrived)
@@ -145,11 +150,13 @@ class Simulator:
         self.streams += 1
         self.metrics.batch_size = self.streams
         try:
-            due = loop.time() + self.cfg.latency.ttft_s(req.input_tokens)
+            due = max(arrived, self.stall_until) + self.cfg.latency.ttft_s(req.input_tokens)
             text = ""
             for i in range(req.max_new_tokens):
                 delay = due - loop.time()
-                if delay > 0:
+                if i == 0:
+                    await _until(loop, due)
+                elif delay > 0:
                     await asyncio.sleep(delay)
                 if self.stall_until > loop.time():
                     await asyncio.sleep(self.stall_until - loop.time())
@@ -176,6 +183,19 @@ class Simulator:
         self.in_flight -= 1
         if ok:
             self.metrics.success(generated, duration)
+
+
+# The event loop waits in whole milliseconds (selectors round epoll's timeout up), so a sleep ends up to
+# ~1 ms late. For the first token, which TTFT measures, sleep to just before it is due and yield from there.
+FIRST_TOKEN_SPIN_S = 0.002
+
+
+async def _until(loop: asyncio.AbstractEventLoop, due: float) -> None:
+    """Return at loop time `due`, give or take the loop's own scheduling (not its millisecond rounding)."""
+    if due - loop.time() > FIRST_TOKEN_SPIN_S:
+        await asyncio.sleep(due - loop.time() - FIRST_TOKEN_SPIN_S)
+    while loop.time() < due:
+        await asyncio.sleep(0)
 
 
 def _token_json(tok: tuple[int, str], finish: str | None) -> dict[str, Any]:
@@ -333,7 +353,7 @@ class Routes:
             return resp
         start, count, text = time.monotonic(), 0, ""
         try:
-            async for i, tok, finish in self.sim.tokens(req):
+            async for i, tok, finish in self.sim.tokens(req, request.get("arrived")):
                 count += 1
                 text += _visible(tok, finish)
                 event: dict[str, Any] = {
@@ -482,6 +502,7 @@ def _auth(cfg: SimConfig) -> Any:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        request["arrived"] = asyncio.get_running_loop().time()  # TTFT counts from here, not after parsing
         if (
             expected
             and request.path in PROTECTED

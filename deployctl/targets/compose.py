@@ -12,8 +12,11 @@ from deployctl.stackdir import StackInfo
 from deployctl.targets import workload as wl
 from deployctl.targets.workload import Workload
 
-# Same check for the engine and the simulator: both images carry curl.
-HEALTH_COMMAND = "curl -fsS -o /dev/null http://127.0.0.1:{port}{path} || exit 1"
+# The in-container check, by what the engine's image carries (the simulator's image has both).
+HEALTH_COMMANDS = {
+    "curl": "curl -fsS -o /dev/null http://127.0.0.1:{port}{path} || exit 1",
+    "python3": "python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=4)\" || exit 1",
+}
 FILES = ("compose.yaml", ".env", "plan.json", "stack.json")
 
 
@@ -42,7 +45,7 @@ def context(w: Workload, owner_labels: dict[str, str] | None = None) -> dict[str
         "port_mapping": _port_mapping(w),
         "mounts": [{"source": _escape(m.source), "target": m.target, "read_only": m.read_only} for m in w.mounts],
         "shm_size": w.shm_size,
-        "health_command": HEALTH_COMMAND.format(port=w.probe.port, path=w.probe.path),
+        "health_command": HEALTH_COMMANDS[w.probe.tool].format(port=w.probe.port, path=w.probe.path),
         "probe": w.probe,
         "stop_grace": w.stop_grace_s,
         "no_new_privileges": w.no_new_privileges,

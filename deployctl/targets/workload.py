@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deployctl import __version__
+from deployctl import __version__, engines
 from deployctl.engines.simulator import SIM_IMAGE, fault_env, sim_env
 from deployctl.errors import InputError
 from deployctl.planner.types import Plan
+from deployctl.stackdir import API_KEY_NAME
 
 SERVICE = "engine"
 SIMULATED_START_S = 60  # the simulator loads nothing: a minute is plenty, even on a busy CI host
@@ -24,6 +25,7 @@ class Probe:
     path: str
     port: int
     start_budget_s: int  # how long start-up (weights, warm-up) may take before failures count
+    tool: str = "curl"  # what the image carries for a check run inside it (curl or python3)
     interval_s: int = 5
     timeout_s: int = 5
     retries: int = 3
@@ -77,10 +79,10 @@ def endpoint(plan: Plan) -> str:
 
 
 def load_timeout_s(plan: Plan, simulate: bool) -> int:
-    """Give how long a start may take: the simulator is quick; the engine reads ~1 GB/s and warms up."""
+    """Give how long a start may take: the simulator is quick; the engine says what it needs."""
     if simulate:
         return SIMULATED_START_S
-    return 120 + int(sum(g.weights for g in plan.gpus) / 1e9 * 10)
+    return engines.get(plan.engine.kind).start_budget_s(sum(g.weights for g in plan.gpus))
 
 
 def from_plan(
@@ -93,6 +95,8 @@ def from_plan(
 ) -> Workload:
     """Give the workload that serves `plan` (the simulator in the engine's place with `simulate`)."""
     engine = plan.engine
+    chosen = engines.get(engine.kind)
+    api_key_env = chosen.api_key_env
     if plan.api_key and not api_key:
         raise InputError("the spec asks for an API key but none was resolved")
     env = dict(engine.env)
@@ -102,7 +106,7 @@ def from_plan(
     elif faults:
         raise InputError("--sim-fault needs --simulate")
     mounts = (Mount(plan.model.path, engine.model_mount),) if engine.model_mount and plan.model.path else ()
-    secrets = (Secret("API_KEY", "DEPLOYCTL_API_KEY", api_key),) if plan.api_key and api_key else ()
+    secrets = (Secret(api_key_env, API_KEY_NAME, api_key),) if plan.api_key and api_key else ()
     return Workload(
         name=plan.name,
         service=SERVICE,
@@ -115,7 +119,7 @@ def from_plan(
         container_port=engine.container_port,
         bind=plan.bind,
         host_port=plan.port,
-        probe=Probe(engine.health_path, engine.container_port, load_timeout_s(plan, simulate)),
+        probe=Probe(engine.health_path, engine.container_port, load_timeout_s(plan, simulate), chosen.probe_tool),
         mounts=mounts,
         secrets=secrets,
         shm_size=engine.shm_size,

@@ -9,19 +9,20 @@ from contextlib import contextmanager
 
 from aiohttp import web
 
+from deployctl.sim import openai, server
 from deployctl.sim.config import SimConfig
-from deployctl.sim.server import app
 
 
 @contextmanager
 def running(cfg: SimConfig) -> Iterator[str]:
-    """Give the base URL of a simulator serving `cfg` until the block ends."""
+    """Give the base URL of a simulator serving `cfg` (in its engine's dialect) until the block ends."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     holder: dict[str, object] = {}
 
     async def start() -> None:
-        runner = web.AppRunner(app(cfg), access_log=None)
+        application = openai.app(cfg) if cfg.engine == "vllm" else server.app(cfg)
+        runner = web.AppRunner(application, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

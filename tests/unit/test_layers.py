@@ -117,3 +117,20 @@ def test_only_the_docker_facade_talks_to_docker() -> None:
 )
 def test_the_docker_cli_check_catches_each_way_of_running_it(source: str) -> None:
     assert _runs_docker_cli(ast.parse(source))
+
+
+def test_every_module_imports_first_without_a_cycle() -> None:
+    """Import each module as the first deployctl module of a process (a cycle shows only in some orders)."""
+    import subprocess
+    import sys
+
+    names = [n for n, _ in MODULES if not n.endswith("__main__")]
+    script = (
+        "import importlib, sys\n"
+        f"for name in {names!r}:\n"
+        "    for loaded in [m for m in sys.modules if m == 'deployctl' or m.startswith('deployctl.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    importlib.import_module(name)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -17,19 +17,21 @@ GOLDEN = Path(__file__).parents[1] / "golden"
 KEY = "golden-test-key"
 
 
-def golden_plan(gpus: int) -> planner.Plan:
+def golden_plan(gpus: int, engine: str = "tgi") -> planner.Plan:
     """The plans behind the golden files: 8B on one 4090, 70B on two (with an API key)."""
     preset = "llama-3.1-8b-instruct-gptq" if gpus == 1 else "llama-3-70b-instruct-gptq"
     name = "Llama-3.1-8B-Instruct-GPTQ" if gpus == 1 else "Llama-3.3-70B-Instruct-GPTQ"
     facts = models.preset(preset).model_copy(update={"path": f"/srv/models/{name}", "name": name})
     text = f"name: golden-{gpus}x4090\ngpus: {gpus}\n"
+    if engine != "tgi":
+        text = f"name: golden-{engine}-{gpus}x4090\nengine: {engine}\ngpus: {gpus}\n"
     if gpus == 2:
         text += "serve:\n  bind: 0.0.0.0\n  port: 8081\n  api_key_env: GOLDEN_KEY\n"
     return planner.plan(spec.parse(text), facts, profiles.host("rtx4090", gpus))
 
 
-def files_for(gpus: int, simulate: bool = False) -> dict[str, bytes]:
-    return render.render(golden_plan(gpus), simulate=simulate, api_key=KEY if gpus == 2 else None)
+def files_for(gpus: int, simulate: bool = False, engine: str = "tgi") -> dict[str, bytes]:
+    return render.render(golden_plan(gpus, engine), simulate=simulate, api_key=KEY if gpus == 2 else None)
 
 
 @pytest.mark.parametrize("gpus", [1, 2])

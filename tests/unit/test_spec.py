@@ -11,7 +11,7 @@ from deployctl.errors import InputError
 def test_embedded_defaults() -> None:
     s = spec.parse("")
     assert s.serve.bind == "127.0.0.1" and s.serve.port == 8080
-    assert s.image.startswith("ghcr.io/huggingface/text-generation-inference:3.3.")
+    assert s.engine == "tgi" and s.image is None  # no image: the engine's pinned one (test_engines.py)
     assert s.model.preset and s.gpus == 1
 
 
