@@ -62,12 +62,13 @@ def kind(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("gpus", [1, 2])
-@pytest.mark.parametrize("simulate", [False, True], ids=["tgi", "simulator"])
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+@pytest.mark.parametrize("simulate", [False, True], ids=["engine", "simulator"])
 @pytest.mark.parametrize("replicas", [1, 3])
 def test_every_chart_lints_templates_and_validates_strictly(
-    tmp_path: Path, gpus: int, simulate: bool, replicas: int
+    tmp_path: Path, gpus: int, engine: str, simulate: bool, replicas: int
 ) -> None:
-    chart_dir = chart(tmp_path, gpus, simulate, replicas)
+    chart_dir = chart(tmp_path, gpus, simulate, replicas, engine=engine)
     lint = run_helm("lint", "--strict", str(chart_dir))
     assert "1 chart(s) linted, 0 chart(s) failed" in lint.stdout
     # Every optional object on, so each template is checked too.
@@ -81,6 +82,13 @@ def test_every_chart_lints_templates_and_validates_strictly(
     limits = pod["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == gpus  # the plan's shard count, per replica
     assert kind(docs, "Deployment")["spec"]["replicas"] == replicas
+    c = pod["containers"][0]
+    images = {"tgi": "huggingface/text-generation-inference:", "vllm": "vllm/vllm-openai:"}
+    assert c["image"] == SIM_IMAGE if simulate else images[engine] in c["image"]
+    assert {e["name"] for e in c["env"] if "valueFrom" in e} == {"VLLM_API_KEY" if engine == "vllm" else "API_KEY"}
+    port = c["ports"][0]["containerPort"]
+    assert port == {"tgi": helm.SIM_PORT if simulate else 80, "vllm": 8000}[engine]
+    assert kind(docs, "Service")["spec"]["ports"][0]["targetPort"] == c["ports"][0]["name"]
 
 
 def test_deployment_carries_the_plan(tmp_path: Path) -> None:
@@ -389,18 +397,19 @@ def test_bundle_target_helm_carries_a_chart_helm_installs(tmp_path: Path) -> Non
     assert again == (packaged.name, packaged.read_bytes())
 
 
-GOLDEN = Path(__file__).parents[1] / "golden" / "helm-2x4090"
+GOLDEN = Path(__file__).parents[1] / "golden"
 
 
-def test_golden_chart(tmp_path: Path, update_golden: bool) -> None:
-    """values.yaml and `helm template` of the 2 x RTX 4090 chart, pinned (pytest --update-golden to refresh)."""
-    chart_dir = chart(tmp_path, gpus=2, replicas=2)
+@pytest.mark.parametrize(("engine", "folder"), [("tgi", "helm-2x4090"), ("vllm", "helm-vllm-2x4090")])
+def test_golden_chart(tmp_path: Path, update_golden: bool, engine: str, folder: str) -> None:
+    """values.yaml and `helm template` of the 2 x RTX 4090 chart per engine, pinned (pytest --update-golden to refresh)."""
+    chart_dir = chart(tmp_path, gpus=2, replicas=2, engine=engine)
     rendered = {
         "values.yaml": (chart_dir / "values.yaml").read_text(),
         "manifests.yaml": run_helm("template", "golden", str(chart_dir), "--namespace", "llm").stdout,
     }
     for name, text in rendered.items():
-        path = GOLDEN / name
+        path = GOLDEN / folder / name
         if update_golden:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
