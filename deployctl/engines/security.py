@@ -1,6 +1,7 @@
 """Least privilege for each engine's container: user, capabilities, writable paths, limits.
 
-Target-neutral (Compose renders it now; a Helm securityContext can render the same). What each
+Target-neutral: Compose renders it (user, cap_drop, tmpfs, limits) and so does the Helm chart
+(securityContext, memory emptyDirs, resources.limits.memory). What each
 image writes and which user it runs as was read from the images' own build files:
 
 TGI 3.3 (huggingface/text-generation-inference: Dockerfile, tgi-entrypoint.sh)

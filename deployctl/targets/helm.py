@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from deployctl import __version__, templating
-from deployctl.engines.simulator import SIM_IMAGE, fault_env, sim_env
+from deployctl import __version__, engines, templating
+from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import InputError
 from deployctl.planner.types import Plan
 
@@ -25,9 +25,13 @@ MARKER = "Chart.yaml"
 # and Helm caps release names at 53 characters (helm/pkg/chartutil/validate_name.go).
 RELEASE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 RELEASE_NAME_MAX = 53
-# The simulator listens above 1024 so it runs as a user with every capability dropped.
+# The simulator listens above 1024 so it runs as a user with every capability dropped: TGI's
+# port 80 is moved to this one (the simulator reads TGI's PORT variable, deployctl/sim/config.py).
 SIM_PORT = 8080
-SIM_USER = 65532
+PRIVILEGED_PORTS = 1024  # ports below it need NET_BIND_SERVICE outside Docker's namespaced sysctl
+# Stands in for the API key when the Workload is built: the chart never holds the key, a Kubernetes
+# Secret does (apiKey.existingSecret or apiKey.value); only the variable's name is taken.
+KEY_IN_SECRET = "<in a Kubernetes Secret>"
 # Start-up probe period for a real engine; the budget (the plan's load time) sets the failure count.
 STARTUP_PERIOD_S = 10
 # The toleration the GPU Operator's and most sites' GPU node taints ask for.
@@ -59,8 +63,16 @@ class ImageRef:
 
 
 @dataclass(frozen=True)
+class Scratch:
+    """A writable in-memory folder of the engine's (engines/security.py), as a Kubernetes quantity."""
+
+    path: str
+    size: str
+
+
+@dataclass(frozen=True)
 class ChartSource:
-    """What a chart needs from a plan, engine-neutral (the one place that reads the Plan)."""
+    """What a chart needs from a plan, engine-neutral: read from the Workload the Compose target renders too."""
 
     name: str
     engine: str
@@ -77,47 +89,76 @@ class ChartSource:
     weight_bytes: int
     startup_budget_s: int
     api_key_required: bool
+    api_key_env: str
     service_port: int
     plan_hash: str
     simulate: bool
+    run_as_user: int
+    run_as_group: int
+    scratch: list[Scratch]
+    memory_limit: str
+    stop_grace_s: int
 
 
 def source_from_plan(
     plan: Plan, *, simulate: bool, sim_image: str = SIM_IMAGE, faults: dict[str, str] | None = None
 ) -> ChartSource:
-    """Give the chart's inputs from a plan (the simulator in place of the engine when `simulate`)."""
-    from deployctl.targets.workload import load_timeout_s
+    """Give the chart's inputs from a plan (the simulator in place of the engine when `simulate`).
 
-    engine = plan.engine
-    env = dict(engine.env)
-    port = engine.container_port
-    if simulate:
-        env.update(sim_env(plan))
-        env.update(fault_env(faults or {}))
+    Every decision (image, arguments, environment, probe, shared memory, secrets, user, writable
+    paths, limits) is the Workload's (targets/workload.py), the same one the Compose target renders;
+    only what Kubernetes needs in its own words is translated here.
+    """
+    from deployctl.targets import workload
+
+    wl = workload.from_plan(
+        plan,
+        simulate=simulate,
+        api_key=KEY_IN_SECRET if plan.api_key else None,
+        sim_image=sim_image,
+        faults=faults,
+    )
+    env = dict(wl.env)
+    port = wl.container_port
+    if simulate and port < PRIVILEGED_PORTS:
         env["PORT"] = str(SIM_PORT)  # the simulator reads TGI's PORT variable
         port = SIM_PORT
-    elif faults:
-        raise InputError("--sim-fault needs --simulate")
+    user, _, group = wl.security.user.partition(":")
+    mount = wl.mounts[0] if wl.mounts else None
+    (api_key_env,) = {s.env for s in wl.secrets} or {engines.get(plan.engine.kind).api_key_env}
     return ChartSource(
-        name=plan.name,
-        engine=f"{engine.kind}-simulator" if simulate else engine.kind,
-        image=sim_image if simulate else engine.image,
-        args=list(engine.args),
+        name=wl.name,
+        engine=wl.engine,
+        image=wl.image,
+        args=list(wl.args),
         env=env,
         port=port,
-        health_path=engine.health_path,
-        model_mount=engine.model_mount or plan.model_id,
-        model_host_path=None if simulate or not engine.model_mount else plan.model.path,
-        shm_size=_quantity(engine.shm_size) if engine.shm_size else None,
+        health_path=wl.probe.path,
+        model_mount=mount.target if mount else plan.model_id,
+        # The simulator reads no weights: its chart mounts nothing (no model folder on the nodes).
+        model_host_path=mount.source if mount and not simulate else None,
+        shm_size=_quantity(wl.shm_size) if wl.shm_size else None,
         gpus=plan.num_shard,
         gpu_name=plan.gpus[0].name,
         weight_bytes=plan.model.weight_bytes,
-        startup_budget_s=load_timeout_s(plan, simulate),
+        startup_budget_s=wl.probe.start_budget_s,
         api_key_required=plan.api_key,
+        api_key_env=api_key_env,
         service_port=plan.port,
-        plan_hash=plan.digest(),
+        plan_hash=wl.plan_hash,
         simulate=simulate,
+        run_as_user=int(user),
+        run_as_group=int(group or user),
+        scratch=[Scratch(s.path, _mebibytes(s.size_bytes)) for s in wl.security.scratch],
+        memory_limit=_mebibytes(wl.security.memory_bytes),
+        stop_grace_s=wl.stop_grace_s,
     )
+
+
+def _mebibytes(size: int) -> str:
+    """Give bytes as a Kubernetes quantity in whole MiB, rounded up ("1536Mi"), or in GiB when whole ("2Gi")."""
+    mib = -(-size // 2**20)
+    return f"{mib // 1024}Gi" if mib and mib % 1024 == 0 else f"{mib}Mi"
 
 
 def _quantity(docker_size: str) -> str:
@@ -129,12 +170,15 @@ def _quantity(docker_size: str) -> str:
 
 
 def _resources(src: ChartSource) -> dict[str, Any]:
+    # The limit is the Workload's memory ceiling (engines/security.py: weights, shards, scratch and
+    # /dev/shm, whose tmpfs pages count against the container's cgroup in Kubernetes as in Docker).
+    # Kubernetes has no per-container pids limit (the kubelet's podPidsLimit is a node setting).
     if src.simulate:
         # The simulator: one Python process, measured at about 60 MiB resident under load.
-        return {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+        return {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": src.memory_limit}}
     # Not measured on a cluster: a floor for TGI's launcher and router plus one Python process per shard
     # (torch with a CUDA context, a few GiB each). The weights are mmap'd (page cache, not counted here).
-    return {"requests": {"cpu": "2", "memory": f"{2 + 3 * src.gpus}Gi"}}
+    return {"requests": {"cpu": "2", "memory": f"{2 + 3 * src.gpus}Gi"}, "limits": {"memory": src.memory_limit}}
 
 
 def context(src: ChartSource, *, replicas: int = 1, runtime_class: str = "nvidia") -> dict[str, Any]:
@@ -170,21 +214,22 @@ def context(src: ChartSource, *, replicas: int = 1, runtime_class: str = "nvidia
         "pvc_size": f"{max(1, math.ceil(src.weight_bytes * 1.1 / 2**30))}Gi",
         "weight_gb": f"{weight_gb:.1f}",
         "api_key_required": src.api_key_required,
+        "api_key_env": src.api_key_env,
         "shm_size": src.shm_size,
         "startup_budget_s": src.startup_budget_s,
         "startup_period": period,
         "startup_failures": max(1, math.ceil(src.startup_budget_s / period)),
         "resources": _resources(src),
-        "run_as_non_root": src.simulate,
-        "run_as_user": SIM_USER if src.simulate else 0,
-        "read_only_root": src.simulate,
-        "read_only_reason": (
-            "The simulator writes nothing but /tmp (an emptyDir below)."
-            if src.simulate
-            else "TGI and vLLM write kernel caches (~/.triton, ~/.cache, /tmp) under their root; not verified read-only."
+        "run_as_non_root": src.run_as_user != 0,
+        "run_as_user": src.run_as_user,
+        "run_as_group": src.run_as_group,
+        "user_reason": (
+            "TGI >= 3.1 runs only as root (its Python lives under /root, issue #3082), with every capability dropped."
+            if src.run_as_user == 0
+            else "The engine's image runs as any uid (engines/security.py)."
         ),
-        "writable_paths": ["/tmp"] if src.simulate else [],
-        "stop_grace": 10 if src.simulate else 90,
+        "scratch": [{"path": s.path, "sizeLimit": s.size} for s in src.scratch],
+        "stop_grace": src.stop_grace_s,
         "tolerations": [GPU_TOLERATION],
         "service_port": src.service_port,
     }

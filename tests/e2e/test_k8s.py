@@ -21,6 +21,8 @@ import yaml
 from helpers.k8stools import path_with_tools, tool
 from helpers.kubecluster import KubeCluster
 
+from deployctl.engines.simulator import SIM_IMAGE
+
 from .conftest import deployctl
 
 # Short probe periods: the simulator is Ready in about two seconds.
@@ -184,7 +186,8 @@ def test_missing_image_and_missing_runtime_class_are_one_line_each(cluster: Kube
     )
     assert missing.returncode == 1
     (line,) = [s for s in missing.stderr.splitlines() if s.startswith("error:")]
-    assert "deployctl/tgi-sim:not-imported is not present on node" in line and "Helm removed it" in line
+    repository = SIM_IMAGE.rsplit(":", 1)[0]  # this run's simulator image (tests/conftest.py names it)
+    assert f"{repository}:not-imported is not present on node" in line and "Helm removed it" in line
     assert pods(cluster, "img", "e2e-llm") == []
 
     no_class = k8s(cluster, workdir, "up", "--simulate", "-n", "rc", "--runtime-class", "gpu-runtime")
@@ -193,3 +196,28 @@ def test_missing_image_and_missing_runtime_class_are_one_line_each(cluster: Kube
         "error: RuntimeClass 'gpu-runtime' does not exist on the cluster; install the GPU Operator (it makes `nvidia`), "
         "or pass --runtime-class '' to use the default runtime"
     ]
+
+
+def test_vllm_simulator_chart_runs_as_the_workload_says(cluster: KubeCluster, tmp_path: Path) -> None:
+    """A vLLM chart (simulated) reaches Ready as uid 1000 with a read-only root and HOME on its scratch."""
+    (tmp_path / "deployctl.yaml").write_text("name: e2e-vllm\nengine: vllm\n")
+    ns = "vllm"
+    up = k8s(cluster, tmp_path, "up", "--simulate", "-n", ns, *FAST, "--json")
+    assert up.returncode == 0, up.stderr
+    assert json.loads(up.stdout)["ready"] == 1
+    try:
+        (running,) = pods(cluster, ns, "e2e-vllm")
+        spec = running["spec"]
+        c = spec["containers"][0]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["ports"][0]["containerPort"] == 8000  # vLLM's own port: unprivileged, not moved
+        (url,) = endpoint_urls(cluster, ns, "e2e-vllm")
+        assert requests.get(f"{url}/health", timeout=10).status_code == 200
+        models = requests.get(f"{url}/v1/models", timeout=10).json()
+        served = c["args"][c["args"].index("--served-model-name") + 1]
+        assert [m["id"] for m in models["data"]] == [served]  # the vLLM API, with the plan's served name
+    finally:
+        down = k8s(cluster, tmp_path, "down", "-n", ns, "--json")
+        assert down.returncode == 0, down.stderr
+    assert pods(cluster, ns, "e2e-vllm") == []

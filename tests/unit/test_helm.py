@@ -20,24 +20,25 @@ from deployctl.cli import cli
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import EnvironmentProblem, InputError
 from deployctl.ops import k8s as ops
-from deployctl.targets import helm
+from deployctl.targets import helm, workload
 
 KUBE_VERSIONS = ("1.28.0", "1.33.0")
 # The Kubernetes 1.20 test cluster serves only these groups; users run 1.28 to 1.33.
 API_VERSIONS = {"apps/v1", "v1", "node.k8s.io/v1", "networking.k8s.io/v1"}
 
 
-def plan_for(gpus: int, api_key: bool = False) -> planner.Plan:
+def plan_for(gpus: int, api_key: bool = False, engine: str = "tgi") -> planner.Plan:
     preset = "llama-3.1-8b-instruct-gptq" if gpus == 1 else "llama-3-70b-instruct-gptq"
     facts = models.preset(preset).model_copy(update={"path": f"/srv/models/{preset}"})
-    text = f"name: chart-{gpus}x4090\ngpus: {gpus}\n"
+    text = f"name: chart-{gpus}x4090\ngpus: {gpus}\nengine: {engine}\n"
     if api_key:
         text += "serve:\n  api_key_env: CHART_KEY\n"
     return planner.plan(spec.parse(text), facts, profiles.host("rtx4090", gpus))
 
 
 def chart(tmp_path: Path, gpus: int = 1, simulate: bool = False, replicas: int = 1, **kw: Any) -> Path:
-    src = helm.source_from_plan(plan_for(gpus, kw.pop("api_key", False)), simulate=simulate)
+    p = plan_for(gpus, kw.pop("api_key", False), kw.pop("engine", "tgi"))
+    src = helm.source_from_plan(p, simulate=simulate)
     return helm.write_chart(helm.render(src, replicas=replicas, **kw), tmp_path / "chart")
 
 
@@ -61,12 +62,13 @@ def kind(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("gpus", [1, 2])
-@pytest.mark.parametrize("simulate", [False, True], ids=["tgi", "simulator"])
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+@pytest.mark.parametrize("simulate", [False, True], ids=["engine", "simulator"])
 @pytest.mark.parametrize("replicas", [1, 3])
 def test_every_chart_lints_templates_and_validates_strictly(
-    tmp_path: Path, gpus: int, simulate: bool, replicas: int
+    tmp_path: Path, gpus: int, engine: str, simulate: bool, replicas: int
 ) -> None:
-    chart_dir = chart(tmp_path, gpus, simulate, replicas)
+    chart_dir = chart(tmp_path, gpus, simulate, replicas, engine=engine)
     lint = run_helm("lint", "--strict", str(chart_dir))
     assert "1 chart(s) linted, 0 chart(s) failed" in lint.stdout
     # Every optional object on, so each template is checked too.
@@ -80,6 +82,13 @@ def test_every_chart_lints_templates_and_validates_strictly(
     limits = pod["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == gpus  # the plan's shard count, per replica
     assert kind(docs, "Deployment")["spec"]["replicas"] == replicas
+    c = pod["containers"][0]
+    images = {"tgi": "huggingface/text-generation-inference:", "vllm": "vllm/vllm-openai:"}
+    assert c["image"] == SIM_IMAGE if simulate else images[engine] in c["image"]
+    assert {e["name"] for e in c["env"] if "valueFrom" in e} == {"VLLM_API_KEY" if engine == "vllm" else "API_KEY"}
+    port = c["ports"][0]["containerPort"]
+    assert port == {"tgi": helm.SIM_PORT if simulate else 80, "vllm": 8000}[engine]
+    assert kind(docs, "Service")["spec"]["ports"][0]["targetPort"] == c["ports"][0]["name"]
 
 
 def test_deployment_carries_the_plan(tmp_path: Path) -> None:
@@ -119,9 +128,44 @@ def test_one_gpu_has_no_shm_and_the_simulator_runs_as_a_user_read_only(tmp_path:
     assert all(v["name"] != "shm" for v in pod["volumes"])
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
-    assert {"name": "writable-0", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert {"name": "scratch-0", "mountPath": "/tmp"} in c["volumeMounts"]
     assert c["ports"][0]["containerPort"] == helm.SIM_PORT
     assert c["image"] == SIM_IMAGE  # this run's own simulator image (tests/conftest.py names it)
+
+
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+@pytest.mark.parametrize("simulate", [False, True], ids=["engine", "simulator"])
+def test_chart_and_compose_share_the_workloads_decisions(tmp_path: Path, engine: str, simulate: bool) -> None:
+    """The pod runs what the Compose stack runs: one Workload (image, args, env, probe, user, scratch, limits)."""
+    p = plan_for(2, api_key=True, engine=engine)
+    wl = workload.from_plan(p, simulate=simulate, api_key="k")
+    docs = template(chart(tmp_path, gpus=2, simulate=simulate, engine=engine, api_key=True), "apiKey.value=k")
+    pod = kind(docs, "Deployment")["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["image"] == wl.image and tuple(c["args"]) == wl.args
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    (secret,) = wl.secrets
+    assert c["env"][-1]["valueFrom"]["secretKeyRef"]["key"] == "api-key" and env.pop(secret.env) is None
+    moved = {"PORT": str(helm.SIM_PORT)} if simulate and engine == "tgi" else {}
+    assert env == {**dict(wl.env), **moved}
+    assert c["startupProbe"]["httpGet"]["path"] == wl.probe.path
+    start = c["startupProbe"]
+    assert start["periodSeconds"] * start["failureThreshold"] >= wl.probe.start_budget_s
+    assert pod["terminationGracePeriodSeconds"] == wl.stop_grace_s
+    uid, gid = (int(x) for x in wl.security.user.split(":"))
+    ctx = pod["securityContext"]
+    assert (ctx["runAsUser"], ctx["runAsGroup"]) == (uid, gid)
+    assert ctx.get("runAsNonRoot", False) is (uid != 0)
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    scratch = {mounts[n]: volumes[n]["emptyDir"] for n in mounts if n.startswith("scratch-")}
+    assert scratch == {
+        s.path: {"medium": "Memory", "sizeLimit": helm._mebibytes(s.size_bytes)} for s in wl.security.scratch
+    }
+    limit = c["resources"]["limits"]["memory"]
+    assert limit == helm._mebibytes(wl.security.memory_bytes)
+    kubernetes_validate.validate(kind(docs, "Deployment"), KUBE_VERSIONS[-1], strict=True)  # raises when invalid
 
 
 def test_runtime_class_registry_and_pull_policy_are_values(tmp_path: Path) -> None:
@@ -353,18 +397,19 @@ def test_bundle_target_helm_carries_a_chart_helm_installs(tmp_path: Path) -> Non
     assert again == (packaged.name, packaged.read_bytes())
 
 
-GOLDEN = Path(__file__).parents[1] / "golden" / "helm-2x4090"
+GOLDEN = Path(__file__).parents[1] / "golden"
 
 
-def test_golden_chart(tmp_path: Path, update_golden: bool) -> None:
-    """values.yaml and `helm template` of the 2 x RTX 4090 chart, pinned (pytest --update-golden to refresh)."""
-    chart_dir = chart(tmp_path, gpus=2, replicas=2)
+@pytest.mark.parametrize(("engine", "folder"), [("tgi", "helm-2x4090"), ("vllm", "helm-vllm-2x4090")])
+def test_golden_chart(tmp_path: Path, update_golden: bool, engine: str, folder: str) -> None:
+    """values.yaml and `helm template` of the 2 x RTX 4090 chart per engine, pinned (pytest --update-golden to refresh)."""
+    chart_dir = chart(tmp_path, gpus=2, replicas=2, engine=engine)
     rendered = {
         "values.yaml": (chart_dir / "values.yaml").read_text(),
         "manifests.yaml": run_helm("template", "golden", str(chart_dir), "--namespace", "llm").stdout,
     }
     for name, text in rendered.items():
-        path = GOLDEN / name
+        path = GOLDEN / folder / name
         if update_golden:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
