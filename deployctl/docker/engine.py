@@ -239,7 +239,7 @@ def remove_build_intermediates(short_ids: list[str], keep: set[str]) -> None:
             found = _client().images.get(short)
             if found.id in keep or found.tags:
                 continue
-            _client().images.remove(found.id, noprune=False)
+            _client().images.remove(found.id, noprune=True)  # never a parent it did not make
 
 
 def run_once(image_ref: str, entrypoint: list[str], command: list[str], timeout: int = 120) -> RunResult:

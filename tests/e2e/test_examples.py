@@ -138,10 +138,17 @@ def _follow(run: examples.Run, ws: Path) -> list[str]:
     return problems + ([] if first else [f"{run.text}: printed no log line"])
 
 
+# Commands that act on the running stack: a stack belongs to its directory (issue #13's ownership), so
+# they run in the workspace itself, not in a copy (a copied stack dir may not act on the original's project).
+ON_THE_STACK = {"up", "down", "status", "logs", "health", "rollback", "bench"}
+
+
 def run_line(line: str, base: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], int, int]:
-    ws = tmp / "ws"
-    shutil.copytree(base, ws, symlinks=True)
     plan = examples.runs(line)
+    in_place = any(run.args and run.args[0] in ON_THE_STACK for run in plan)
+    ws = base if in_place else tmp / "ws"
+    if not in_place:
+        shutil.copytree(base, ws, symlinks=True)
     if plan[0].args[:2] == ["bundle", "create"]:
         for f in ws.glob("llm.*"):
             f.unlink()  # the line makes its own bundle
@@ -172,7 +179,8 @@ def run_line(line: str, base: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch) 
                 json.loads(result.stdout)
             except ValueError:
                 problems.append(f"{run.text}: stdout is not JSON: {result.stdout[:200]!r}")
-    shutil.rmtree(ws)
+    if not in_place:
+        shutil.rmtree(ws)
     return problems, ran, skipped
 
 
