@@ -11,89 +11,22 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from helpers.fake_nvml import FakeNvml, SimulatedPhysics, two_4090s
-from helpers.simserver import running
+from helpers.fake_nvml import FakeNvml
+from helpers.tune import DECODE, KEY, ORIGINAL, fake, limits, recorded, sim, sim_limits, tune
 
 from deployctl.cli import cli
-from deployctl.hardware import inventory, nvml, persist
+from deployctl.hardware import nvml
 from deployctl.hardware import power as pw
 from deployctl.ops import power_tune as ops
-from deployctl.probe.http import request
-from deployctl.sim.config import SimConfig
-from deployctl.sim.latency import LatencyModel
 
-GOLDEN = Path(__file__).parents[1] / "golden"
-KEY = "tune-test-key"
-FAST = LatencyModel(ttft_base_ms=2, prefill_tokens_per_s=100_000, itl_ms=10, itl_per_stream_ms=0)
-# A decode-bound load: 16 prompt tokens, 24 generated, 4 in flight.
-DECODE = ["--concurrency", "4", "--prompt-tokens", "16", "--output-tokens", "24", "--settle", "0", "--window", "1.5"]
-ORIGINAL = [450_000, 450_000]
-
-
-@pytest.fixture
-def sim() -> Iterator[str]:
-    cfg = SimConfig(load_seconds=0, api_key=KEY, power_model="rtx4090", num_shard=2, latency=FAST)
-    with running(cfg) as url:
-        yield url
-
-
-@pytest.fixture
-def fake(sim: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeNvml:
-    board = two_4090s(physics=SimulatedPhysics(sim, KEY))
-    monkeypatch.setattr(inventory, "NVML_LIB", board)
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setenv("DEPLOYCTL_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("TUNE_KEY", KEY)
-    monkeypatch.chdir(tmp_path)
-    return board
-
-
-def tune(sim: str, *args: str) -> Any:
-    return CliRunner().invoke(cli, ["power", "tune", "--endpoint", sim, "--api-key-env", "TUNE_KEY", *args])
-
-
-def limits(fake: FakeNvml) -> list[int]:
-    return [b.limit_mw for b in fake.boards]
-
-
-def sim_limits(url: str) -> list[float]:
-    status, body = request(f"{url}/_sim/power", 5, api_key=KEY)
-    assert status == 200
-    return [g["limit_w"] for g in json.loads(body)["gpus"]]
-
-
-def recorded() -> dict[str, Any]:
-    return pw.read_state(pw.state_path())
-
-
-def test_the_sweep_finds_the_knee_the_model_implies_and_restores(fake: FakeNvml, sim: str) -> None:
-    # The model (docs/power.md) keeps the memory clock, and so decode, whole down to 250 W; below it
-    # the memory clock falls with the power above 30 W idle: 225 W gives 195/220 = 89% and 200 W
-    # 170/220 = 77% of the speed. A decode-bound load therefore keeps 95% down to 250 W, not below.
-    result = tune(sim, *DECODE, "--caps", "450,300,250,225,200,175,150", "--json")
-    assert result.exit_code == 0, result.stderr
-    data = json.loads(result.stdout)
-    rows = {r["cap_w"]: r for r in data["rows"]}
-    assert data["chosen_w"] == 250
-    assert data["stopped_early"] and list(rows) == [450, 300, 250, 225, 200]  # 175 and 150 never set
-    assert rows[200]["throughput_ratio"] == pytest.approx(170 / 220, abs=0.08)
-    # Board power from the energy counter: the model draws 380 W per GPU uncapped, the cap below that.
-    assert rows[450]["power_w"] == pytest.approx(2 * 380, rel=0.1)
-    assert rows[250]["power_w"] == pytest.approx(2 * 250, rel=0.1)
-    assert rows[250]["joules_per_token"] < 0.8 * rows[450]["joules_per_token"]
-    assert rows[450]["peak_temperature_c"] > rows[250]["peak_temperature_c"]
-    assert rows[450]["mem_clock_mhz"] == 10501 and rows[200]["mem_clock_mhz"] < 10501
-    assert limits(fake) == ORIGINAL and sim_limits(sim) == [450, 450]
-    assert {mw for b in fake.boards for mw in b.sets} == {450_000, 300_000, 250_000, 225_000, 200_000}
-    assert recorded() == {}  # nothing left for `power reset` to do
-    assert Path(data["files"]["png"]).stat().st_size > 0
+__all__ = ["fake", "sim"]  # fixtures shared with tests/e2e/test_power_tune_sweep.py
 
 
 def test_dry_run_prints_the_sweep_and_its_duration_and_changes_nothing(fake: FakeNvml, sim: str) -> None:
@@ -241,64 +174,10 @@ def test_a_gpu_that_stops_answering_is_named_and_the_others_restored(fake: FakeN
     assert fake.boards[1].uuid in recorded()  # kept, so `power reset` can finish the job
 
 
-def test_apply_persist_leaves_the_cap_and_writes_the_unit(
-    fake: FakeNvml, sim: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, update_golden: bool
-) -> None:
-    log = tmp_path / "systemctl.log"
-    stub = tmp_path / "systemctl"
-    stub.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
-    stub.chmod(0o755)
-    monkeypatch.setenv("DEPLOYCTL_SYSTEMCTL", str(stub))
-    units = tmp_path / "units"
-    result = tune(sim, *DECODE, "--caps", "450,250,200", "--apply", "--persist", "--unit-dir", str(units))
-    assert result.exit_code == 0, result.stderr
-    assert "lowest cap that holds: 250 W" in result.stdout and "left at 250 W" in result.stdout
-    assert limits(fake) == [250_000, 250_000] and sim_limits(sim) == [250, 250]
-    text = (units / persist.UNIT_NAME).read_text()
-    golden = GOLDEN / "deployctl-power-tune.service"
-    if update_golden:
-        golden.write_text(text)
-    assert text == golden.read_text()
-    assert log.read_text().splitlines() == ["daemon-reload", f"enable {persist.UNIT_NAME}"]
-    assert {v["original_w"] for v in recorded().values()} == {450}  # `power reset` goes back
-    assert CliRunner().invoke(cli, ["power", "reset"]).exit_code == 0
-    assert limits(fake) == ORIGINAL
-
-
 def test_persist_without_apply_is_refused(fake: FakeNvml, sim: str) -> None:
     result = tune(sim, "--persist")
     assert result.exit_code == 2 and "--persist goes with --apply" in result.stderr
     assert all(not b.sets for b in fake.boards)
-
-
-def test_simulate_rehearses_against_the_simulator_and_says_so_on_every_line(sim: str, tmp_path: Path) -> None:
-    # A prefill-bound load under a TTFT SLO: a 300-token prompt takes 300 ms at full core clock; the
-    # model's core clock at a cap c below 380 W is ((c - 90) / 290) ** (1/3) of full, so prefill takes
-    # 311 ms at 350 W and 335 ms at 300 W: with 2 ms of base, an SLO of 324 ms holds at 350 W, not at 300 W.
-    cfg = SimConfig(
-        load_seconds=0,
-        api_key=KEY,
-        power_model="rtx4090",
-        latency=LatencyModel(ttft_base_ms=2, prefill_tokens_per_s=1000, itl_ms=4, itl_per_stream_ms=0),
-    )
-    os.environ["TUNE_KEY"] = KEY
-    try:
-        with running(cfg) as url:
-            args = ["--simulate", "--concurrency", "2", "--prompt-tokens", "300", "--output-tokens", "8"]
-            args += ["--caps", "450,400,350,300,250,200", "--slo-ttft", "324", "--settle", "0", "--window", "1.5"]
-            args += ["--min-throughput", "0.5"]  # the SLO decides here: 8 tokens a request come in bursts
-            result = tune(url, *args, "-o", str(tmp_path / "out"))
-            assert result.exit_code == 0, result.stderr
-            assert sim_limits(url) == [450]
-    finally:
-        del os.environ["TUNE_KEY"]
-    lines = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.strip()]
-    from_model = [ln for ln in lines if not ln.startswith("wrote ")]
-    assert from_model and all(ln.startswith("simulated: ") for ln in from_model), lines
-    assert "lowest cap that holds: 350 W" in result.stdout, result.stdout + result.stderr
-    data = json.loads((tmp_path / "out" / "tune.json").read_text())
-    assert data["simulated"] and all(r["simulated"] for r in data["rows"])
-    assert [r["cap_w"] for r in data["rows"]] == [450, 400, 350, 300, 250]  # 300 and 250 miss: stop
 
 
 def _gpu(index: int, min_w: float = 150, max_w: float = 600, default_w: float = 450) -> pw.GpuPower:
