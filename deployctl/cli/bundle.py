@@ -22,7 +22,7 @@ def bundle() -> None:
       deployctl bundle verify llm.bundle.parts.json --pubkey site-key.pub
       sudo deployctl bundle install llm.bundle.parts.json --pubkey site-key.pub --target /srv/deployctl
       deployctl bundle create -o llm-v2.bundle --sign site-key --base llm.bundle.parts.json --model /srv/models/Qwen2.5-32B-GPTQ
-      deployctl bundle diff llm.bundle.parts.json llm-v2.bundle
+      deployctl bundle diff llm.tar.parts.json llm.bundle.parts.json
     """
 
 

@@ -299,7 +299,7 @@ def tune(
     Examples:
       sudo deployctl power tune --dry-run
       sudo deployctl power tune --concurrency 8 --slo-itl 50 --apply --persist
-      deployctl power tune --simulate --caps 450,350,250 --window 10
+      deployctl power tune --simulate --caps 450,350,250 --settle 1 --window 3   # a stack started with --sim-fault power-model=rtx4090
     """
     from deployctl.errors import InputError
     from deployctl.ops import power_tune as ops

@@ -40,7 +40,10 @@ NO_TGI = "the TGI image is not on a test host and no registry can be reached"
 NOT_RUN = {
     "install into /srv/deployctl": "writes to /srv/deployctl on the host, outside the test's directories",
     "deployctl image build-base": "replaces the suite's cached Debian base (and runs mmdebstrap for minutes)",
+    "deployctl k8s": "needs a Kubernetes cluster and helm: tests/e2e/test_k8s.py runs k8s up/status/down on the session's own cluster",
 }
+# `power tune` on real GPUs: the workspace's stack is simulated, and tune refuses to cap GPUs for a simulator.
+SIMULATED_STACK = "the workspace's stack runs the simulator: tune refuses to cap GPUs for it (exit 2)"
 
 
 def _image_here(name: str) -> bool:
@@ -58,8 +61,10 @@ def expected(run: examples.Run) -> tuple[int, str]:
     if "--base-image deployctl/debian-base:bookworm" in text:
         base = "deployctl/debian-base:bookworm"
         return (0, "the base is here") if _image_here(base) else (3, f"{base} is not here and cannot be pulled")
-    if text.startswith("deployctl up --gpus 2"):
-        return 2, NO_TGI
+    if text.startswith("deployctl up --gpus 2") or text == "deployctl up":
+        return 2, NO_TGI  # the workspace's spec names the real engine
+    if run.args[:2] == ["power", "tune"] and "--simulate" not in run.args:
+        return 2, SIMULATED_STACK
     if text.startswith("deployctl bundle create") and "--simulate" not in text:
         if "/srv/models/" in text:
             return 2, "no model under /srv/models on a test host"
@@ -72,6 +77,8 @@ def not_run(run: examples.Run) -> str | None:
         return NOT_RUN["install into /srv/deployctl"]
     if run.args[:2] == ["image", "build-base"]:
         return NOT_RUN["deployctl image build-base"]
+    if run.args[:1] == ["k8s"]:
+        return NOT_RUN["deployctl k8s"]
     return None
 
 
@@ -145,7 +152,11 @@ ON_THE_STACK = {"up", "down", "status", "logs", "health", "rollback", "bench"}
 
 def run_line(line: str, base: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], int, int]:
     plan = examples.runs(line)
-    in_place = any(run.args and run.args[0] in ON_THE_STACK for run in plan)
+    rehearsal = any(run.args[:2] == ["power", "tune"] and "--simulate" in run.args for run in plan)
+    in_place = rehearsal or any(run.args and run.args[0] in ON_THE_STACK for run in plan)
+    if rehearsal:  # `power tune --simulate` needs the simulator's power model, as its help says
+        monkeypatch.chdir(base)
+        assert CliRunner().invoke(cli, ["up", "--simulate", "--sim-fault", "power-model=rtx4090"]).exit_code == 0
     ws = base if in_place else tmp / "ws"
     if not in_place:
         shutil.copytree(base, ws, symlinks=True)

@@ -118,7 +118,9 @@ def test_slim_of_an_image_of_another_family_is_refused_in_one_line(sim_image: st
 def test_slim_removes_verifies_keeps_config_and_still_starts(tgi_shaped: str) -> None:
     before = dangling()
     done = slim(tgi_shaped, "deployctl-test/tgi-shaped:slim", "--json")
-    assert dangling() == before  # the removal stage (the source's size) does not stay behind
+    # The removal stage (the source's size) does not stay behind. (`<=`: a cached build may reuse an identical
+    # result an earlier run left untagged; tagging it then takes it off the dangling list.)
+    assert dangling() <= before
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert all(c["ok"] for c in data["checks"]) and data["size_after"] < 0.8 * data["size_before"]
