@@ -6,9 +6,9 @@ import hashlib
 import json
 import re
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deployctl.errors import InputError
 from deployctl.safepath import check_name, check_relative
@@ -20,7 +20,7 @@ SIGNATURE = "manifest.sig"
 PARTS = "parts.json"
 CHUNK = 4 * 1024 * 1024
 TOP_DIRS = ("images", "model", "stack", "spec", "wheels")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.I)
 
 
@@ -59,28 +59,32 @@ _IMAGE_REF = re.compile(
 )
 
 
+def _sha256(value: str, what: str = "sha256") -> str:
+    # fullmatch: `$` alone would let a trailing newline through
+    if not _HEX64.fullmatch(value):
+        raise ValueError(f"{what} must be 64 lowercase hex digits")
+    return value
+
+
+def _bundle_path(value: str) -> str:
+    try:
+        return safe_path(value)
+    except BundleError as exc:
+        raise ValueError(exc.message) from None
+
+
+# A relative path inside the bundle (safe_path's rule) and a sha256 in hex, as manifest fields.
+BundlePath = Annotated[str, AfterValidator(_bundle_path)]
+Sha256 = Annotated[str, AfterValidator(_sha256)]
+
+
 class Entry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: str
+    path: BundlePath
     size: int = Field(ge=0)
-    sha256: str
+    sha256: Sha256
     kind: Literal["image", "model", "stack", "spec", "wheel"]
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        try:
-            return safe_path(value)
-        except BundleError as exc:
-            raise ValueError(exc.message) from None
-
-    @field_validator("sha256")
-    @classmethod
-    def _hex(cls, value: str) -> str:
-        if not _HEX64.match(value):
-            raise ValueError("sha256 must be 64 lowercase hex digits")
-        return value
 
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -116,7 +120,7 @@ class Blob(BaseModel):
     @field_validator("digest")
     @classmethod
     def _digest(cls, value: str) -> str:
-        if not _DIGEST.match(value):
+        if not _DIGEST.fullmatch(value):
             raise ValueError(f"{value[:80]!r} is not a digest (sha256: and 64 lowercase hex digits)")
         return value
 
@@ -134,7 +138,7 @@ class ImageEntry(BaseModel):
     @classmethod
     def _tags(cls, value: list[str]) -> list[str]:
         for tag in value:
-            if len(tag) > 255 or not _IMAGE_REF.match(tag):
+            if len(tag) > 255 or not _IMAGE_REF.fullmatch(tag):
                 raise ValueError(f"{tag[:60]!r} is not an image name (registry/name:tag)")
         return value
 
@@ -155,9 +159,7 @@ class Base(BaseModel):
     @field_validator("manifest_sha256")
     @classmethod
     def _hex(cls, value: str) -> str:
-        if not _HEX64.match(value):
-            raise ValueError("manifest_sha256 must be 64 lowercase hex digits")
-        return value
+        return _sha256(value, "manifest_sha256")
 
     @field_validator("model_name")
     @classmethod
@@ -175,25 +177,10 @@ class BaseFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: str
+    path: BundlePath
     size: int = Field(ge=0)
-    sha256: str
-    base_path: str
-
-    @field_validator("path", "base_path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        try:
-            return safe_path(value)
-        except BundleError as exc:
-            raise ValueError(exc.message) from None
-
-    @field_validator("sha256")
-    @classmethod
-    def _hex(cls, value: str) -> str:
-        if not _HEX64.match(value):
-            raise ValueError("sha256 must be 64 lowercase hex digits")
-        return value
+    sha256: Sha256
+    base_path: BundlePath
 
 
 class Manifest(BaseModel):

@@ -417,3 +417,20 @@ def test_bundle_diff_lists_the_changed_shard(revisions: dict[str, Path]) -> None
     changed = [(c.name, c.change) for c in result.changes if c.change != "same" and c.kind == "model file"]
     assert changed == [("model-00002.safetensors", "changed")]
     assert 0 < result.delta_bytes < result.full_bytes
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"path": "model/x/a.bin", "size": 1, "sha256": "a" * 64 + "\n", "kind": "model"},
+        {"path": "model/x/a.bin\n", "size": 1, "sha256": "a" * 64, "kind": "model"},
+    ],
+)
+def test_a_trailing_newline_in_a_manifest_field_is_refused(field: dict[str, object]) -> None:
+    # `$` matches before a final newline: every manifest pattern must match the whole value.
+    from pydantic import ValidationError
+
+    from deployctl.bundle.format import Entry
+
+    with pytest.raises(ValidationError):
+        Entry(**field)  # type: ignore[arg-type]
