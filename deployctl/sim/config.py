@@ -37,6 +37,11 @@ class SimConfig:
     version: str = "3.3.4-sim"
     sha: str = "deployctl-simulator"
 
+    @property
+    def control_routes(self) -> bool:
+        """Whether the /_sim/* routes exist: with fault injection, or with the power model (its /_sim/power)."""
+        return self.control or self.power_model is not None
+
 
 _INT_FLAGS = {
     "--max-input-tokens": "max_input_tokens",

@@ -17,14 +17,14 @@ from aiohttp import web
 
 from deployctl.sim import auth, latency, power
 from deployctl.sim.config import SimConfig
-from deployctl.sim.server import Request, Simulator
+from deployctl.sim.server import HttpError, Request, Simulator, errors
 
 # Paths vLLM's auth middleware guards (entrypoints/serve/middleware/authenticate.py); OPTIONS never.
 AUTH_PREFIXES = ("/v1", "/v2", "/inference")
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # CompletionRequest.max_tokens default
 
 
-class OpenAIError(Exception):
+class OpenAIError(HttpError):
     """vLLM's error envelope: {"error": {"message", "type", "param", "code"}}."""
 
     def __init__(self, status: int, message: str, kind: str, param: str | None = None) -> None:
@@ -279,25 +279,17 @@ class VllmRoutes:
 VLLM_PROBES = frozenset({"/health", "/ping", "/version", "/metrics"})
 
 
-@web.middleware
-async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        return await handler(request)  # type: ignore[no-any-return]
-    except OpenAIError as exc:
-        return web.json_response(exc.body, status=exc.status)
-
-
 def app(cfg: SimConfig) -> web.Application:
     """Give the vLLM-dialect simulator's aiohttp application."""
     sim = Simulator(cfg)
     r = VllmRoutes(sim)
     gate = auth.middleware(
         cfg.api_key,
-        control=cfg.control or bool(cfg.power_model),
+        control=cfg.control_routes,
         probes=VLLM_PROBES,
         denied=lambda: web.json_response({"error": "Unauthorized"}, status=401),
     )
-    application = web.Application(middlewares=[auth.arrival, gate, _errors], client_max_size=2_000_000)
+    application = web.Application(middlewares=[auth.arrival, gate, errors], client_max_size=2_000_000)
     application.router.add_get("/health", r.health)
     application.router.add_get("/ping", r.health)
     application.router.add_post("/ping", r.health)

@@ -18,7 +18,14 @@ from deployctl.sim.config import SimConfig
 from deployctl.sim.metrics import Metrics
 
 
-class ApiError(Exception):
+class HttpError(Exception):
+    """An error a route answers with: its status and its dialect's JSON body (`errors` turns it into the answer)."""
+
+    status: int
+    body: dict[str, Any]
+
+
+class ApiError(HttpError):
     """An error TGI answers with {"error": ..., "error_type": ...}."""
 
     def __init__(self, status: int, message: str, error_type: str) -> None:
@@ -500,10 +507,11 @@ class Routes:
 
 
 @web.middleware
-async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Answer a route's HttpError (either dialect's) with its status and body."""
     try:
         return await handler(request)  # type: ignore[no-any-return]
-    except ApiError as exc:
+    except HttpError as exc:
         return web.json_response(exc.body, status=exc.status)
 
 
@@ -511,8 +519,8 @@ def app(cfg: SimConfig) -> web.Application:
     """Give the simulator's aiohttp application."""
     sim = Simulator(cfg)
     r = Routes(sim)
-    gate = auth.middleware(cfg.api_key, control=cfg.control or bool(cfg.power_model))
-    application = web.Application(middlewares=[auth.arrival, gate, _errors], client_max_size=2_000_000)
+    gate = auth.middleware(cfg.api_key, control=cfg.control_routes)
+    application = web.Application(middlewares=[auth.arrival, gate, errors], client_max_size=2_000_000)
     application.router.add_get("/", r.health)
     application.router.add_post("/", r.compat)
     application.router.add_post("/invocations", r.invocations)
