@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deployctl.errors import InputError
-from deployctl.hardware.gpu import GiB, Gpu, Host, PowerState
+from deployctl.gpus.gpu import GiB, Gpu, Host, PowerState
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from deployctl import gpus as profiles
+from deployctl.gpus.gpu import Host
 from deployctl.hardware import nvml
-from deployctl.hardware.gpu import Host
 
 # Tests put a fake pynvml module here; production leaves it None (the real pynvml).
 NVML_LIB: Any = None

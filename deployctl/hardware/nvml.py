@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from deployctl.errors import DeployctlError, EnvironmentProblem
-from deployctl.hardware.gpu import Gpu, Host, PowerState, Reading
+from deployctl.gpus.gpu import Gpu, Host, PowerState, Reading
 
 T = TypeVar("T")
 

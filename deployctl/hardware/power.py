@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from deployctl.errors import DeployctlError, InputError
-from deployctl.hardware.gpu import Gpu, Reading
+from deployctl.gpus.gpu import Gpu, Reading
 from deployctl.hardware.nvml import NoPermission, NotSupported, Nvml
 
 DEFAULT_STATE = Path("/var/lib/deployctl/power-state.json")

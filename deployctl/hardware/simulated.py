@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from deployctl.errors import DeployctlError, InputError
-from deployctl.hardware.gpu import Reading
+from deployctl.gpus.gpu import Reading
 from deployctl.hardware.power import TOLERANCE_W, GpuPower
 from deployctl.probe.http import request
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from deployctl.docker import EngineInfo
 from deployctl.errors import DeployctlError
-from deployctl.hardware.gpu import GiB, Host
+from deployctl.gpus.gpu import GiB, Host
 from deployctl.spec import DeploymentSpec
 
 Status = Literal["OK", "WARN", "FAIL"]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from deployctl.errors import DeployctlError, InputError
-from deployctl.hardware.gpu import Reading
+from deployctl.gpus.gpu import Reading
 from deployctl.hardware.power import GpuPower, PowerControl, PowerError
 from deployctl.probe import load as loadgen
 from deployctl.probe.stats import LevelStats, Slo, summarize

@@ -7,7 +7,7 @@ from deployctl.engines import tgi_rules
 from deployctl.engines.base import EngineInputs
 from deployctl.errors import InputError, PlanRefused
 from deployctl.gpus import PROFILES, for_name
-from deployctl.hardware.gpu import Gpu, Host
+from deployctl.gpus.gpu import Gpu, Host
 from deployctl.models import ModelFacts
 from deployctl.planner import memory
 from deployctl.planner.fit import (

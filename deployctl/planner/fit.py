@@ -7,7 +7,7 @@ from typing import Any
 
 from deployctl.engines import tgi_rules
 from deployctl.engines.memory import KvBudget, StartupInput
-from deployctl.hardware.gpu import Gpu, Host
+from deployctl.gpus.gpu import Gpu, Host, cuda_total, used_by_others
 from deployctl.models import ModelFacts
 from deployctl.planner import memory
 from deployctl.planner.rules import EngineRules
@@ -47,7 +47,7 @@ def gpu_budgets(ask: Ask) -> tuple[list[GpuBudget], list[KvBudget], float]:
     weights = model.shard_weight_bytes(n, tied_copy=rules.tied_copy)
     out, kvs, fractions = [], [], []
     for g in ask.gpus:
-        total, others = memory.cuda_total(g), memory.used_by_others(g)
+        total, others = cuda_total(g), used_by_others(g)
         fraction = rules.fraction(total, others)
         kv = rules.startup_kv(
             StartupInput(
@@ -179,7 +179,7 @@ def what_would_fit(base: Ask, spec: DeploymentSpec, host: Host, wanted: int) -> 
             break
     if not ways:
         limit = host.max_gpus
-        usable = sum(memory.cuda_total(g) for g in _profile_gpus(base.gpus[0], limit))
+        usable = sum(cuda_total(g) for g in _profile_gpus(base.gpus[0], limit))
         # Keep a quarter for runtime, activations and KV cache; 4-bit GPTQ weighs ~0.52 bytes a parameter.
         params = usable * 0.75 / 0.52 / 1e9
         ways.append(f"a smaller model: about {params:.0f}B parameters at 4 bit fit on {limit} x {base.gpus[0].name}")

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import math
 
-from deployctl.hardware.gpu import GiB, Gpu
+from deployctl.gpus.gpu import GiB
 from deployctl.models import ModelFacts
 
-MiB = 1024**2
-
-# Others' use of a GPU below this is the display server or the driver, not a workload
-# (NVML counts the driver's reserve as used: 480 MiB on an idle H100, docs/hardware-readings.md).
-IDLE_USE = 512 * MiB
 # KV element widths for `--kv-cache-dtype` (TGI fp8_e4m3fn, vLLM fp8: one byte per element).
 KV_DTYPE_BYTES = {"fp8": 1}
 
@@ -41,17 +36,6 @@ def kv_bytes_per_token_per_shard(model: ModelFacts, shards: int, kv_dtype: str =
     kv_heads = math.ceil(model.num_kv_heads / shards)
     width = KV_DTYPE_BYTES.get(kv_dtype, model.dtype_bytes)
     return 2 * model.num_layers * kv_heads * model.head_dim * width
-
-
-def used_by_others(g: Gpu) -> int:
-    """Give what other processes hold on a GPU (less is the driver's own reserve)."""
-    return g.memory_used if g.memory_used > IDLE_USE else 0
-
-
-def cuda_total(g: Gpu) -> int:
-    """Give the GPU's total as CUDA reports it."""
-    # NVML's total includes what the driver keeps (it shows as used on an idle GPU); CUDA's does not.
-    return g.memory_total if g.source == "profile" else g.memory_total - min(g.memory_used, IDLE_USE)
 
 
 def gib(n: int | float) -> str:

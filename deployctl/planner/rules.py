@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from deployctl.engines import tgi_rules, vllm_rules
 from deployctl.engines.memory import KvBudget, StartupInput
 from deployctl.errors import InputError
-from deployctl.hardware.gpu import Gpu
-from deployctl.planner import memory
+from deployctl.gpus.gpu import Gpu, cuda_total
 
 TGI_MAX_CONCURRENT = 128  # TGI launcher default for --max-concurrent-requests (shared/tgi/launcher-flags.md)
 
@@ -34,7 +33,7 @@ def _tgi_batches(gpu: Gpu, max_input: int) -> list[int]:
 
 
 def _vllm_batches(gpu: Gpu, max_input: int) -> list[int]:
-    first = vllm_rules.default_batch_tokens(memory.cuda_total(gpu), gpu.name)
+    first = vllm_rules.default_batch_tokens(cuda_total(gpu), gpu.name)
     return sorted({first, 2048}, reverse=True)
 
 
@@ -59,7 +58,7 @@ RULES = {
         batch_name="max_num_batched_tokens",
         batch_candidates=_vllm_batches,
         fraction=vllm_rules.utilization_for,
-        max_seqs=lambda gpu: vllm_rules.default_max_seqs(memory.cuda_total(gpu), gpu.name),
+        max_seqs=lambda gpu: vllm_rules.default_max_seqs(cuda_total(gpu), gpu.name),
     ),
 }
 

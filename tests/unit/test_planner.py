@@ -11,7 +11,7 @@ from deployctl import gpus as profiles
 from deployctl import models, planner, spec
 from deployctl.engines import tgi
 from deployctl.errors import InputError, PlanRefused
-from deployctl.hardware.gpu import GiB
+from deployctl.gpus.gpu import GiB
 
 LAUNCHER_FLAGS = Path(__file__).parents[1] / "data" / "tgi" / "launcher-flags.md"
 

@@ -1,4 +1,4 @@
-"""Plain data about GPUs, shared by the NVML adapter, the profiles and the planner."""
+"""Plain data about GPUs, shared by the NVML adapter, the profiles and the planner, and the memory CUDA sees."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 GiB = 1024**3
+MiB = 1024**2
+
+# Others' use of a GPU below this is the display server or the driver, not a workload
+# (NVML counts the driver's reserve as used: 480 MiB on an idle H100, docs/hardware-readings.md).
+IDLE_USE = 512 * MiB
 
 
 class PowerState(BaseModel):
@@ -62,3 +67,14 @@ class Host(BaseModel):
     cuda_driver_version: str | None = None
     profile: str | None = None
     max_gpus: int
+
+
+def used_by_others(g: Gpu) -> int:
+    """Give what other processes hold on a GPU (less is the driver's own reserve)."""
+    return g.memory_used if g.memory_used > IDLE_USE else 0
+
+
+def cuda_total(g: Gpu) -> int:
+    """Give the GPU's total as CUDA reports it."""
+    # NVML's total includes what the driver keeps (it shows as used on an idle GPU); CUDA's does not.
+    return g.memory_total if g.source == "profile" else g.memory_total - min(g.memory_used, IDLE_USE)
