@@ -35,7 +35,7 @@ from deployctl.bundle.format import (
     dump_manifest,
 )
 from deployctl.errors import InputError
-from deployctl.planner.types import Plan
+from deployctl.plan import Plan
 from deployctl.safepath import check_name, check_relative
 from deployctl.spec import DeploymentSpec
 

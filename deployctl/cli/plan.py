@@ -9,8 +9,8 @@ import click
 
 from deployctl.cli.options import echo_json, json_option, load_spec, sim_fault_option, spec_options
 from deployctl.errors import DeployctlError, InputError, PlanRefused
+from deployctl.plan import GpuBudget, Plan
 from deployctl.planner.memory import gib
-from deployctl.planner.types import GpuBudget, Plan
 
 if TYPE_CHECKING:
     from deployctl.planner.compare import Comparison

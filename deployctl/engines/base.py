@@ -10,7 +10,7 @@ if TYPE_CHECKING:  # the planner imports this module: only types flow back
     from collections.abc import Mapping
 
     from deployctl.models.quant import Quantization
-    from deployctl.planner.types import ChosenLimits, EngineConfig
+    from deployctl.plan import ChosenLimits, EngineConfig
 
 # The HTTP API the probes and the simulator speak: TGI's own routes, or OpenAI's (vLLM).
 Dialect = Literal["tgi", "openai"]

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from deployctl import __version__
-from deployctl.planner.types import Plan
+from deployctl.plan import Plan
 
 
 def _sources_digest() -> str:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from deployctl.engines.base import Dialect, EngineInputs
 from deployctl.models.quant import Quantization
-from deployctl.planner.types import ChosenLimits, EngineConfig
+from deployctl.plan import ChosenLimits, EngineConfig
 
 DEFAULT_IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.4"
 CONTAINER_PORT = 80  # the official image sets PORT=80

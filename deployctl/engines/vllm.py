@@ -9,7 +9,7 @@ from typing import Literal
 
 from deployctl.engines.base import Dialect, EngineInputs
 from deployctl.models.quant import Quantization
-from deployctl.planner.types import EngineConfig
+from deployctl.plan import EngineConfig
 
 # docker/Dockerfile, target vllm-openai: ENTRYPOINT ["vllm", "serve"], so the command is the model and flags.
 DEFAULT_IMAGE = "vllm/vllm-openai:v0.30.0"

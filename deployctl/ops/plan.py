@@ -8,8 +8,8 @@ from deployctl import models, planner
 from deployctl.errors import InputError
 from deployctl.hardware import inventory
 from deployctl.models import ModelFacts
+from deployctl.plan import Plan
 from deployctl.planner.compare import Comparison
-from deployctl.planner.types import Plan
 from deployctl.spec import DeploymentSpec
 
 SIMULATED_GPU = "rtx4090"

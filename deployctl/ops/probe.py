@@ -9,7 +9,7 @@ from typing import Any
 
 from deployctl.engines.base import Dialect
 from deployctl.errors import InputError, NotRunning
-from deployctl.planner.types import Plan
+from deployctl.plan import Plan
 from deployctl.probe.http import check_url
 
 

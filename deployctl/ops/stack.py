@@ -14,7 +14,7 @@ from deployctl import docker, stackdir
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import DeployctlError, InputError, NotRunning
 from deployctl.ops.diagnose import Diagnosis, diagnose
-from deployctl.planner.types import Plan
+from deployctl.plan import Plan
 from deployctl.probe.http import request
 from deployctl.safepath import check_dir
 from deployctl.stackdir import StackInfo

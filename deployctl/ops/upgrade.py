@@ -32,7 +32,7 @@ from deployctl.ops.stack import (
     probe_health,
     wait_healthy,
 )
-from deployctl.planner.types import Plan
+from deployctl.plan import Plan
 from deployctl.spec import DeploymentSpec
 from deployctl.stackdir import GoodCopy
 

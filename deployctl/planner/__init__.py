@@ -9,6 +9,7 @@ from deployctl.errors import InputError, PlanRefused
 from deployctl.gpus import PROFILES, for_name
 from deployctl.gpus.gpu import Gpu, Host
 from deployctl.models import ModelFacts
+from deployctl.plan import Plan
 from deployctl.planner import memory
 from deployctl.planner.fit import (
     ANSWER_ROOM,
@@ -26,7 +27,6 @@ from deployctl.planner.fit import (
 )
 from deployctl.planner.memory import gib
 from deployctl.planner.rules import EngineRules, rules_for
-from deployctl.planner.types import Plan
 from deployctl.spec import DeploymentSpec
 
 __all__ = ["EngineRules", "Plan", "plan", "rules_for"]

@@ -9,9 +9,9 @@ from deployctl.engines import tgi_rules
 from deployctl.engines.memory import KvBudget, StartupInput
 from deployctl.gpus.gpu import Gpu, Host, cuda_total, used_by_others
 from deployctl.models import ModelFacts
+from deployctl.plan import ChosenLimits, GpuBudget
 from deployctl.planner import memory
 from deployctl.planner.rules import EngineRules
-from deployctl.planner.types import ChosenLimits, GpuBudget
 from deployctl.spec import DeploymentSpec
 
 # deployctl's policy, not an engine's: the longest context it plans by default, the shortest it

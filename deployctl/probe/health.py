@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from deployctl.planner.types import Plan
+from deployctl.plan import Plan
 from deployctl.probe.http import check_url, request
 
 Dialect = Literal["tgi", "openai"]

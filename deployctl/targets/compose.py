@@ -7,7 +7,7 @@ from typing import Any
 from deployctl import templating
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import InputError
-from deployctl.planner.types import Plan
+from deployctl.plan import Plan
 from deployctl.stackdir import StackInfo
 from deployctl.targets import workload as wl
 from deployctl.targets.workload import Workload

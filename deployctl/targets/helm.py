@@ -17,7 +17,7 @@ from typing import Any
 from deployctl import __version__, engines, templating
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import InputError
-from deployctl.planner.types import Plan
+from deployctl.plan import Plan
 
 CHART_FILES = "templates/helm"
 MARKER = "Chart.yaml"

@@ -13,7 +13,7 @@ from deployctl.engines import security as hardening
 from deployctl.engines.security import ContainerSecurity
 from deployctl.engines.simulator import SIM_IMAGE, fault_env, sim_env
 from deployctl.errors import InputError
-from deployctl.planner.types import Plan
+from deployctl.plan import Plan
 from deployctl.safepath import check_name
 from deployctl.stackdir import API_KEY_NAME
 

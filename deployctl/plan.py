@@ -1,4 +1,4 @@
-"""The Plan: everything the renderer needs, and everything an operator needs to trust it."""
+"""The Plan and its parts: what every layer below ops passes around, and what an operator needs to trust it."""
 
 from __future__ import annotations
 
