@@ -25,8 +25,8 @@ from typing import Any
 
 from deployctl.boundedparse import shown
 from deployctl.errors import EnvironmentProblem, InputError
+from deployctl.http import check_url
 from deployctl.plan import Plan
-from deployctl.probe.http import check_url
 from deployctl.safepath import check_dir, check_name
 
 SECRET_FILE = ".env"

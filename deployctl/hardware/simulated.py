@@ -11,7 +11,7 @@ from typing import Any
 from deployctl.errors import DeployctlError, InputError
 from deployctl.gpus.gpu import Reading
 from deployctl.hardware.power import TOLERANCE_W, GpuPower
-from deployctl.probe.http import request
+from deployctl.http import request
 
 CONTROL_PATH = "/_sim/power"  # the route deployctl/sim/power.py serves
 

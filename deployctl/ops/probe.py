@@ -9,8 +9,8 @@ from typing import Any
 
 from deployctl.engines.base import Dialect
 from deployctl.errors import InputError, NotRunning
+from deployctl.http import check_url
 from deployctl.plan import Plan
-from deployctl.probe.http import check_url
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from typing import Any
 from deployctl import docker, stackdir
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import DeployctlError, InputError, NotRunning
+from deployctl.http import request
 from deployctl.ops.diagnose import Diagnosis, diagnose
 from deployctl.plan import Plan
-from deployctl.probe.http import request
 from deployctl.safepath import check_dir
 from deployctl.stackdir import StackInfo
 

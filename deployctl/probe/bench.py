@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from deployctl import __version__
 from deployctl.boundedparse import read_json, shown
 from deployctl.errors import DeployctlError, InputError
+from deployctl.http import check_url, request
 from deployctl.probe import load
-from deployctl.probe.http import check_url, request
 from deployctl.probe.stats import LevelStats, Slo, max_qps_under_slo, summarize
 from deployctl.safepath import check_dir
 

@@ -12,8 +12,8 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from deployctl.http import check_url, request
 from deployctl.plan import Plan
-from deployctl.probe.http import check_url, request
 
 Dialect = Literal["tgi", "openai"]
 # Exit codes: 5 is "not running" in the CLI's table, apart from 2 (bad input) so a cron job can tell them apart.

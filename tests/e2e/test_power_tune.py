@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from deployctl.probe.http import request
+from deployctl.http import request
 
 from .conftest import Project
 

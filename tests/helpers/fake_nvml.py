@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from deployctl.probe.http import request
+from deployctl.http import request
 
 GiB = 1024**3
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from deployctl.cli import cli
 from deployctl.hardware import inventory
 from deployctl.hardware import power as pw
-from deployctl.probe.http import request
+from deployctl.http import request
 from deployctl.sim.config import SimConfig
 from deployctl.sim.latency import LatencyModel
 from helpers.fake_nvml import FakeNvml, SimulatedPhysics, two_4090s

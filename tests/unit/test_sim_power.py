@@ -9,7 +9,7 @@ from helpers.fake_nvml import two_4090s
 from helpers.simserver import running
 
 from deployctl.hardware.nvml import NotSupported, Nvml
-from deployctl.probe.http import request
+from deployctl.http import request
 from deployctl.sim.config import SimConfig, from_args
 from deployctl.sim.latency import LatencyModel
 from deployctl.sim.power import RTX4090, SimulatedGpus

@@ -1,4 +1,4 @@
-"""One small HTTP call for probes: a status and a body, or None when nothing answers."""
+"""One small HTTP call (a status and a body, or None when nothing answers) and the URL check, for every layer."""
 
 from __future__ import annotations
 
