@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 if TYPE_CHECKING:  # the planner imports this module: only types flow back
     from collections.abc import Mapping
 
+    from deployctl.engines.security import ContainerSecurity
     from deployctl.models.quant import Quantization
     from deployctl.plan import ChosenLimits, EngineConfig
 
@@ -26,7 +27,7 @@ class EngineInputs:
     num_shard: int  # GPUs the model is split over (tensor parallel)
     limits: ChosenLimits
     p2p: bool  # whether the GPUs reach each other peer to peer
-    # The settings the engine's memory rule assumed (engines/<name>_rules.py): flags with their values
+    # The settings the engine's memory rule assumed (in engines/<name>.py): flags with their values
     # (`--gpu-memory-utilization`, `--cuda-memory-fraction`) and environment variables (upper-case names).
     knobs: Mapping[str, str]
     kv_cache_dtype: str  # auto or fp8: the KV cache's storage type
@@ -43,7 +44,7 @@ class Engine(Protocol):
     api_key_env: str  # the variable it reads its API key from (the key itself comes from .env)
     probe_tool: Literal["curl", "python3"]  # what its image carries for an in-container health check
     flags: tuple[str, ...]  # every flag deployctl may pass; tests check each against the engine's own list
-    # The module holding the engine's start-up memory rule (engines/<name>_rules.py): the planner asks it
+    # The module holding the engine's start-up memory rule (in engines/<name>.py): the planner asks it
     # what the engine reserves and what it gives the KV cache.
     memory_rules: str
 
@@ -57,6 +58,10 @@ class Engine(Protocol):
 
     def configure(self, inputs: EngineInputs) -> EngineConfig:
         """Give the container's image, arguments, environment, port, health path, mount and shm size."""
+        ...
+
+    def container_security(self, weights: int, shards: int, shm: int) -> ContainerSecurity:
+        """Give how its container runs (user, writable paths, limits) for `weights` bytes over `shards` GPUs."""
         ...
 
     def start_budget_s(self, weight_bytes: int) -> int:

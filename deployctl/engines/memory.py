@@ -1,11 +1,16 @@
-"""What an engine's start-up memory rule takes and gives (engines/<name>_rules.py), as plain numbers.
+"""What an engine's start-up memory rule takes and gives (in engines/<name>.py), as plain numbers.
 
 These live with the engines, not the planner, so that a rule imports nothing of the planner.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deployctl.gpus.gpu import Gpu
 
 
 @dataclass(frozen=True)
@@ -34,3 +39,17 @@ class KvBudget:
     activations: int  # the warm-up / profiling peak the rule subtracts
     held_back: int  # what the rule keeps free (TGI: wiggle room; vLLM: 1 - utilization)
     knobs: dict[str, str] = field(default_factory=dict)  # flags / env the rule's numbers assume
+
+
+@dataclass(frozen=True)
+class EngineRules:
+    """One engine's start-up memory rule and the choices that go with it (pure functions)."""
+
+    name: str
+    startup_kv: Callable[[StartupInput], KvBudget]
+    accepts: Callable[[int, int], bool]
+    tied_copy: bool  # loads a tied lm_head as a second copy of the embedding
+    batch_name: str  # the flag that sets the prefill budget
+    batch_candidates: Callable[[Gpu, int], list[int]]  # (GPU, max_input_tokens) -> budgets, largest first
+    fraction: Callable[[int, int], float]  # (GPU total, used by others) -> memory fraction knob
+    max_seqs: Callable[[Gpu], int]

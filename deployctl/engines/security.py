@@ -1,28 +1,10 @@
 """Least privilege for each engine's container: user, capabilities, writable paths, limits.
 
 Target-neutral: Compose renders it (user, cap_drop, tmpfs, limits) and so does the Helm chart
-(securityContext, memory emptyDirs, resources.limits.memory). What each
-image writes and which user it runs as was read from the images' own build files:
-
-TGI 3.3 (huggingface/text-generation-inference: Dockerfile, tgi-entrypoint.sh)
-  - No USER line: runs as root. It cannot run as another uid since 3.1: the launcher links
-    libpython from /root/.local/share/uv (uv-managed Python) and /root is mode 0700
-    (text-generation-inference issue #3082). So TGI keeps uid 0, with every capability dropped.
-  - ENV HF_HOME=/data, PORT=80, WORKDIR /usr/src. Writes: /data (hub cache and lock files;
-    the model is bind-mounted read-only below it, at /data/models/<name>), /tmp (the launcher's
-    shard sockets /tmp/text-generation-server-<rank>, torch inductor's /tmp/torchinductor_root),
-    /root/.cache (torch extensions, outlines) and /root/.triton (Triton's kernel cache).
-  - tgi-entrypoint.sh runs `ldconfig` first and goes on when it fails ("not a big deal"): with a
-    read-only root it fails, and that is the only write outside the paths above.
-vLLM (vllm-project/vllm: docker/Dockerfile, target vllm-openai)
-  - No USER line either, but Python and vLLM are installed system-wide (`uv pip install
-    --system`, /usr/local/lib/python3.*/dist-packages), readable by any uid: it runs as 1000.
-  - ENTRYPOINT python3 -m vllm.entrypoints.openai.api_server, WORKDIR /vllm-workspace.
-    Writes under $HOME: ~/.cache/vllm (torch.compile artifacts, VLLM_CACHE_ROOT),
-    ~/.config/vllm (VLLM_CONFIG_ROOT, usage stats), ~/.triton, ~/.cache/flashinfer (JIT),
-    ~/.cache/huggingface; and /tmp. HOME=/tmp puts all of them on one tmpfs; USER is set because
-    torch's cache paths call getpass.getuser(), which fails for a uid without a passwd entry.
-The simulator (deployctl/images/sim.Dockerfile): runs as nobody (65534) and writes nothing.
+(securityContext, memory emptyDirs, resources.limits.memory). What each engine's image writes
+and which user it runs as was read from the image's own build files; each engine's profile lives
+with the engine (`container_security` in engines/tgi.py, engines/vllm.py). The simulator
+(deployctl/images/sim.Dockerfile) runs as nobody (65534) and writes nothing (`simulator` below).
 
 Capabilities: every engine gets `cap_drop: [ALL]` and none back.
   - NET_BIND_SERVICE is not needed for port 80: Docker (20.10+) sets the namespaced sysctl
@@ -82,39 +64,11 @@ SIM_MEMORY = 512 * 1024 * 1024  # measured: 46 MiB RSS at 512 concurrent streams
 PER_SHARD = 6 * GIB
 
 
-def _ceiling(weights: int, shards: int, scratch: list[Scratch], shm: int) -> int:
+def ceiling(weights: int, shards: int, scratch: list[Scratch], shm: int) -> int:
     # Weights are read by mmap (safetensors safe_open), so resident pages stay below the file
     # size; twice covers a CPU-side copy while GPTQ weights are repacked for the kernels.
     # tmpfs and /dev/shm pages count against the container's memory cgroup too.
     return 2 * weights + shards * PER_SHARD + sum(s.size_bytes for s in scratch) + shm
-
-
-def tgi(weights: int, shards: int, shm: int) -> ContainerSecurity:
-    """Give TGI's container settings for a model of `weights` bytes over `shards` GPUs."""
-    scratch = [
-        Scratch("/tmp", 2 * GIB, "shard sockets, torch inductor cache"),
-        Scratch("/data", 1 * GIB, "HF_HOME: hub cache and locks; the model is mounted read-only below"),
-        Scratch("/root/.cache", 1 * GIB, "torch extensions, outlines"),
-        Scratch("/root/.triton", 1 * GIB, "Triton kernel cache"),
-    ]
-    return ContainerSecurity(
-        user="0:0",  # TGI >= 3.1 cannot start as another uid (issue #3082); no capabilities
-        scratch=scratch,
-        pids_limit=ENGINE_PIDS,
-        memory_bytes=_ceiling(weights, shards, scratch, shm),
-    )
-
-
-def vllm(weights: int, shards: int, shm: int) -> ContainerSecurity:
-    """Give vLLM's container settings: a non-root uid whose HOME is its tmpfs."""
-    scratch = [Scratch("/tmp", 4 * GIB, "HOME: vLLM, torch.compile, Triton, FlashInfer and HF caches")]
-    return ContainerSecurity(
-        user="1000:1000",
-        scratch=scratch,
-        env={"HOME": "/tmp", "USER": "vllm", "VLLM_NO_USAGE_STATS": "1"},
-        pids_limit=ENGINE_PIDS,
-        memory_bytes=_ceiling(weights, shards, scratch, shm),
-    )
 
 
 def simulator() -> ContainerSecurity:
@@ -134,12 +88,3 @@ def shm_bytes(size: str | None) -> int:
     text = size.lower().removesuffix("b")
     units = {"k": 1024, "m": 1024**2, "g": 1024**3}
     return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
-
-
-def for_engine(kind: str, *, weights: int, shards: int, shm: int, simulate: bool) -> ContainerSecurity:
-    """Give the settings for an engine kind ('tgi', 'vllm'), or the simulator's when simulating."""
-    if simulate:
-        return simulator()
-    if kind == "vllm":
-        return vllm(weights, shards, shm)
-    return tgi(weights, shards, shm)

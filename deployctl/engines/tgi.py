@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 from deployctl.engines.base import Dialect, EngineInputs
+from deployctl.engines.memory import EngineRules, KvBudget, StartupInput
+from deployctl.engines.security import ENGINE_PIDS, GIB, ContainerSecurity, Scratch, ceiling
+from deployctl.gpus.gpu import Gpu
 from deployctl.models.quant import Quantization
 from deployctl.plan import ChosenLimits, EngineConfig
 
@@ -95,6 +98,141 @@ def engine_config(
     )
 
 
+# Least privilege: what the image writes and which user it runs as, read from its build files
+# (engines/security.py has the rule every engine's container follows).
+# TGI 3.3 (huggingface/text-generation-inference: Dockerfile, tgi-entrypoint.sh)
+#   - No USER line: runs as root. It cannot run as another uid since 3.1: the launcher links
+#     libpython from /root/.local/share/uv (uv-managed Python) and /root is mode 0700
+#     (text-generation-inference issue #3082). So TGI keeps uid 0, with every capability dropped.
+#   - ENV HF_HOME=/data, PORT=80, WORKDIR /usr/src. Writes: /data (hub cache and lock files;
+#     the model is bind-mounted read-only below it, at /data/models/<name>), /tmp (the launcher's
+#     shard sockets /tmp/text-generation-server-<rank>, torch inductor's /tmp/torchinductor_root),
+#     /root/.cache (torch extensions, outlines) and /root/.triton (Triton's kernel cache).
+#   - tgi-entrypoint.sh runs `ldconfig` first and goes on when it fails ("not a big deal"): with a
+#     read-only root it fails, and that is the only write outside the paths above.
+
+
+def container_security(weights: int, shards: int, shm: int) -> ContainerSecurity:
+    """Give TGI's container settings for a model of `weights` bytes over `shards` GPUs."""
+    scratch = [
+        Scratch("/tmp", 2 * GIB, "shard sockets, torch inductor cache"),
+        Scratch("/data", 1 * GIB, "HF_HOME: hub cache and locks; the model is mounted read-only below"),
+        Scratch("/root/.cache", 1 * GIB, "torch extensions, outlines"),
+        Scratch("/root/.triton", 1 * GIB, "Triton kernel cache"),
+    ]
+    return ContainerSecurity(
+        user="0:0",  # TGI >= 3.1 cannot start as another uid (issue #3082); no capabilities
+        scratch=scratch,
+        pids_limit=ENGINE_PIDS,
+        memory_bytes=ceiling(weights, shards, scratch, shm),
+    )
+
+
+# Start-up memory rule.
+# TGI 3.3's own start-up memory rule: how many KV-cache tokens it allocates on one GPU. Pure math.
+#
+# Read from TGI's source (`server/text_generation_server/models/flash_causal_lm.py`,
+# `FlashCausalLM.warmup()`, and `utils/import_utils.py`, `get_cuda_free_memory()`):
+#
+# 1. the shard loads its weights (CUDA context, kernels and NCCL buffers already live);
+# 2. warm-up: one prefill of `max_batch_prefill_tokens` tokens; PyTorch's caching allocator keeps
+#    the peak, so `torch.cuda.mem_get_info()` reports what is free *below* that peak;
+# 3. `free = max(0, free_after_warmup - (1 - cuda_memory_fraction) x total)`;
+# 4. `num_blocks = int(free x TGI_WIGGLE_ROOM // block_bytes)` (+ the warm-up batch's own
+#    blocks, which it freed): the cache gets 90% of what is free, and CUDA graphs are captured
+#    afterwards out of the remaining 10%;
+# 5. warm-up returns `num_blocks x BLOCK_SIZE` as the supported total tokens, and the v3 router
+#    refuses to start when `max_total_tokens` is above it (`backends/v3/src/lib.rs`).
+#
+# Note that the wiggle room multiplies what is free after warm-up, not the total: design.md's
+# paraphrase `free - (1 - 0.90 x fraction) x total` keeps back 10% of the whole card instead.
+
+MiB = 1024**2
+
+# `models/globals.py`: TGI_WIGGLE_ROOM = float(os.getenv("TGI_WIGGLE_ROOM", "0.90")).
+WIGGLE_ROOM = 0.90
+# `models/globals.py`: BLOCK_SIZE is 1 with the flashinfer attention TGI 3.x uses on CUDA
+# (prefix caching on), 256 with flashdecoding, 16 with paged attention.
+BLOCK_SIZE = 1
+# Memory a shard holds before weights: CUDA context with PyTorch, flash-attention/Marlin kernels
+# and cuBLAS workspaces. Estimate (0.5-0.8 GiB for a CUDA 12 PyTorch process with these kernels
+# loaded, as nvidia-smi shows it); not measured with TGI on this machine: take the upper end.
+CUDA_CONTEXT = 768 * MiB
+# NCCL's communicator buffers per rank when sharded (NCCL_BUFFSIZE 4 MiB x channels x peers
+# plus its proxy buffers; estimate, rounded up).
+NCCL_BUFFERS = 256 * MiB
+# Prefill logprobs are off by default since TGI 3.0 (`--enable-prefill-logprobs` turns them on;
+# maintainers in huggingface/text-generation-inference#3070): the warm-up then computes logits
+# for each request's last token only, so its peak is the decoder layers' activations, not a
+# max_batch_prefill_tokens x vocabulary logits tensor. deployctl never passes that flag.
+PREFILL_LOGPROBS = False
+# Chunked prefill is on by default in TGI 3.x for the flash-attention models deployctl
+# serves (`utils/prefill_chunking.py` `get_support_chunking`); the launcher then accepts a
+# `max_batch_prefill_tokens` below `max_input_tokens` (`launcher/src/main.rs`).
+CHUNKED_PREFILL = True
+# The smallest prefill budget deployctl chooses (one chunk per forward; below this the time to
+# first token of long prompts grows with little memory saved).
+MIN_PREFILL = 2048
+
+
+def runtime_bytes(shards: int) -> int:
+    """Give what a TGI shard holds besides weights, activations and KV cache."""
+    return CUDA_CONTEXT + (NCCL_BUFFERS if shards > 1 else 0)
+
+
+def startup_kv(inp: StartupInput) -> KvBudget:
+    """Give the KV cache TGI allocates on one GPU at start-up (its warmup() arithmetic)."""
+    runtime = runtime_bytes(inp.shards)
+    activations = inp.batch_tokens * inp.activation_bytes_per_token
+    free_after_warmup = inp.total - inp.used_by_others - runtime - inp.weights - activations
+    free = max(0.0, free_after_warmup - (1 - inp.memory_fraction) * inp.total)
+    block = BLOCK_SIZE * inp.kv_bytes_per_token
+    blocks = int(free * WIGGLE_ROOM // block)
+    knobs = {"--max-batch-prefill-tokens": str(inp.batch_tokens)}
+    if inp.memory_fraction < 1:
+        knobs["--cuda-memory-fraction"] = f"{inp.memory_fraction:.2f}"
+    return KvBudget(
+        kv_bytes=blocks * block,
+        kv_tokens=blocks * BLOCK_SIZE,
+        runtime=runtime,
+        activations=activations,
+        held_back=int(max(0, free_after_warmup) - blocks * block),
+        knobs=knobs,
+    )
+
+
+def accepts(max_total_tokens: int, kv_tokens: int) -> bool:
+    """Whether TGI's router starts with this `max_total_tokens` and this many KV tokens."""
+    return 0 < max_total_tokens <= kv_tokens
+
+
+def prefill_budget_legal(max_batch_prefill_tokens: int, max_input_tokens: int) -> bool:
+    """Whether the launcher accepts this prefill budget (any size with chunked prefill)."""
+    return max_batch_prefill_tokens > 0 and (CHUNKED_PREFILL or max_batch_prefill_tokens >= max_input_tokens)
+
+
+MAX_CONCURRENT = 128  # TGI launcher default for --max-concurrent-requests (shared/tgi/launcher-flags.md)
+
+
+def batch_candidates(gpu: Gpu, max_input: int) -> list[int]:
+    # Chunked prefill: any budget is legal; 4096 keeps prompts to one or two chunks, 2048 frees memory.
+    return [4096, MIN_PREFILL]
+
+
+MEMORY_RULE = EngineRules(
+    name="tgi",
+    startup_kv=startup_kv,
+    accepts=accepts,
+    tied_copy=True,
+    batch_name="max_batch_prefill_tokens",
+    batch_candidates=batch_candidates,
+    # TGI measures free memory itself (torch.cuda.mem_get_info), so others' use is already
+    # excluded; a fraction below 1 would take it off a second time.
+    fraction=lambda total, others: 1.0,
+    max_seqs=lambda gpu: MAX_CONCURRENT,
+)
+
+
 class Tgi:
     name = "tgi"
     title = "text-generation-inference (TGI)"
@@ -105,7 +243,7 @@ class Tgi:
     probe_tool: Literal["curl", "python3"] = "curl"  # the official image installs curl (Dockerfile, base stage)
     api_key_env = "API_KEY"  # the launcher's --api-key reads it (launcher/src/main.rs, `env` on the flag)
     flags = FLAGS
-    memory_rules = "deployctl.engines.tgi_rules"
+    memory_rules = "deployctl.engines.tgi"
 
     def model_id(self, served_name: str) -> str:
         return model_id(served_name)
@@ -128,6 +266,9 @@ class Tgi:
             # TGI's launcher spells fp8 KV as fp8_e4m3fn (launcher/src/main.rs, KVCacheDtype).
             kv_cache_dtype="fp8_e4m3fn" if inputs.kv_cache_dtype == "fp8" else None,
         )
+
+    def container_security(self, weights: int, shards: int, shm: int) -> ContainerSecurity:
+        return container_security(weights, shards, shm)
 
     def start_budget_s(self, weight_bytes: int) -> int:
         # An allowance, not a measurement: two minutes for the shards' start and warm-up, then

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from deployctl import __version__, engines
-from deployctl.engines import tgi_rules
+from deployctl.engines import tgi
 from deployctl.engines.base import EngineInputs
+from deployctl.engines.memory import EngineRules
 from deployctl.errors import InputError, PlanRefused
 from deployctl.gpus import PROFILES, for_name
 from deployctl.gpus.gpu import Gpu, Host
@@ -26,7 +27,7 @@ from deployctl.planner.fit import (
     with_,
 )
 from deployctl.planner.memory import gib
-from deployctl.planner.rules import EngineRules, rules_for
+from deployctl.planner.rules import rules_for
 from deployctl.spec import DeploymentSpec
 
 __all__ = ["EngineRules", "Plan", "plan", "rules_for"]
@@ -233,7 +234,7 @@ def _assemble(
     if kv_dtype == "fp8":
         knobs["--kv-cache-dtype"] = "fp8_e4m3fn" if rules.name == "tgi" else "fp8"
     if rules.name == "tgi":
-        knobs["TGI_WIGGLE_ROOM"] = f"{tgi_rules.WIGGLE_ROOM:.2f} (default, not set)"
+        knobs["TGI_WIGGLE_ROOM"] = f"{tgi.WIGGLE_ROOM:.2f} (default, not set)"
     return Plan(
         deployctl_version=__version__,
         name=spec.name,

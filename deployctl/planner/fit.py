@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from deployctl.engines import tgi_rules
-from deployctl.engines.memory import KvBudget, StartupInput
+from deployctl.engines import tgi
+from deployctl.engines.memory import EngineRules, KvBudget, StartupInput
 from deployctl.gpus.gpu import Gpu, Host, cuda_total, used_by_others
 from deployctl.models import ModelFacts
 from deployctl.plan import ChosenLimits, GpuBudget
 from deployctl.planner import memory
-from deployctl.planner.rules import EngineRules
 from deployctl.spec import DeploymentSpec
 
 # deployctl's policy, not an engine's: the longest context it plans by default, the shortest it
@@ -165,10 +164,10 @@ def what_would_fit(base: Ask, spec: DeploymentSpec, host: Host, wanted: int) -> 
                 f"--kv-cache-dtype fp8 gives {fp8.limits.kv_cache_tokens} KV tokens"
                 f" (max_total_tokens {fp8.limits.max_total_tokens})"
             )
-    if spec.limits.max_batch_prefill_tokens and spec.limits.max_batch_prefill_tokens > tgi_rules.MIN_PREFILL:
-        small = first_fit(with_(base, batch_tokens=tgi_rules.MIN_PREFILL), free_batch(spec), wanted)
+    if spec.limits.max_batch_prefill_tokens and spec.limits.max_batch_prefill_tokens > tgi.MIN_PREFILL:
+        small = first_fit(with_(base, batch_tokens=tgi.MIN_PREFILL), free_batch(spec), wanted)
         if small:
-            ways.append(f"{rules.batch_name} {tgi_rules.MIN_PREFILL} fits max_total_tokens {wanted}")
+            ways.append(f"{rules.batch_name} {tgi.MIN_PREFILL} fits max_total_tokens {wanted}")
     for more in range(n + 1, host.max_gpus + 1):
         if base.model.sharding_problem(more):
             continue

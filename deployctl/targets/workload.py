@@ -106,12 +106,12 @@ def from_plan(
         ) from None
     engine = plan.engine
     chosen = engines.get(engine.kind)
-    security = hardening.for_engine(
-        engine.kind,
-        weights=sum(g.weights for g in plan.gpus),
-        shards=plan.num_shard,
-        shm=hardening.shm_bytes(engine.shm_size),
-        simulate=simulate,
+    security = (
+        hardening.simulator()
+        if simulate
+        else chosen.container_security(
+            sum(g.weights for g in plan.gpus), plan.num_shard, hardening.shm_bytes(engine.shm_size)
+        )
     )
     api_key_env = chosen.api_key_env
     if plan.api_key and not api_key:

@@ -109,11 +109,11 @@ def test_the_image_follows_the_engine_unless_the_spec_names_one() -> None:
 
 
 def test_another_process_on_the_gpu_lowers_vllms_memory_share() -> None:
-    from deployctl.engines import vllm_rules
+    from deployctl.engines import vllm
 
     total = int(23.64 * 1024**3)
-    alone = vllm_rules.utilization_for(total, 0)
-    shared = vllm_rules.utilization_for(total, 4 * 1024**3)
+    alone = vllm.utilization_for(total, 0)
+    shared = vllm.utilization_for(total, 4 * 1024**3)
     assert alone == 0.90 and shared <= 0.75  # 4 GiB held elsewhere is 17% of the card
 
 
@@ -128,7 +128,7 @@ def test_each_engine_declares_what_the_targets_need() -> None:
     for name in engines.names():
         e = engines.get(name)
         assert e.name == name and e.health_path.startswith("/") and e.dialect in ("tgi", "openai")
-        assert e.memory_rules == f"deployctl.engines.{name}_rules"
+        assert e.memory_rules == f"deployctl.engines.{name}"
     assert workload.load_timeout_s(golden_plan(1, "vllm"), simulate=False) > workload.load_timeout_s(
         golden_plan(1, "tgi"), simulate=False
     )

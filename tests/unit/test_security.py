@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deployctl.engines import security
+from deployctl.engines import security, vllm
 from unit.test_render import files_for, golden_plan
 
 
@@ -55,7 +55,7 @@ def test_memory_limit_grows_with_the_weights_it_must_hold() -> None:
 
 
 def test_vllm_runs_as_a_non_root_uid_with_home_on_its_tmpfs() -> None:
-    s = security.for_engine("vllm", weights=10 * security.GIB, shards=1, shm=0, simulate=False)
+    s = vllm.container_security(10 * security.GIB, 1, 0)
     assert s.user == "1000:1000" and s.env["HOME"] == "/tmp"
     assert [x.path for x in s.scratch] == ["/tmp"]
     assert s.memory_bytes >= 20 * security.GIB
