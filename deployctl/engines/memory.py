@@ -1,16 +1,15 @@
-"""What an engine's start-up memory rule takes and gives (in engines/<name>.py), as plain numbers.
+"""What an engine's start-up memory rule takes and gives, as plain numbers, and how a rule is kept per release.
 
 These live with the engines, not the planner, so that a rule imports nothing of the planner.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from deployctl.gpus.gpu import Gpu
+from deployctl.gpus.gpu import Gpu
 
 
 @dataclass(frozen=True)
@@ -41,15 +40,59 @@ class KvBudget:
     knobs: dict[str, str] = field(default_factory=dict)  # flags / env the rule's numbers assume
 
 
-@dataclass(frozen=True)
-class EngineRules:
-    """One engine's start-up memory rule and the choices that go with it (pure functions)."""
+def version_of(image: str) -> tuple[int, ...] | None:
+    """Give the release an image's tag names (`vllm/vllm-openai:v0.30.0` -> (0, 30, 0)), or None.
 
-    name: str
+    None for a tag that names no release (`latest`, a site's own tag) and for an image pinned by digest only.
+    """
+    name = image.partition("@")[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return None
+    match = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", last.rpartition(":")[2])
+    return tuple(int(part) for part in match.groups() if part is not None) if match else None
+
+
+@dataclass(frozen=True)
+class Releases:
+    """The engine releases a memory rule was read from: `first` up to, not including, `before`."""
+
+    first: tuple[int, ...]
+    before: tuple[int, ...]
+
+    def covers(self, version: tuple[int, ...]) -> bool:
+        """Whether `version` is one of these releases."""
+        return self.first <= version < self.before
+
+    def __str__(self) -> str:
+        return f"{'.'.join(map(str, self.first))} up to {'.'.join(map(str, self.before))}"
+
+
+@dataclass(frozen=True)
+class MemoryRule:
+    """One engine's start-up memory rule for a range of its releases, and the choices that go with it (pure)."""
+
+    releases: Releases  # the releases whose source the rule was read from
     startup_kv: Callable[[StartupInput], KvBudget]
-    accepts: Callable[[int, int], bool]
+    accepts: Callable[[int, int], bool]  # (max total tokens, KV tokens) -> whether the engine starts
     tied_copy: bool  # loads a tied lm_head as a second copy of the embedding
     batch_name: str  # the flag that sets the prefill budget
     batch_candidates: Callable[[Gpu, int], list[int]]  # (GPU, max_input_tokens) -> budgets, largest first
     fraction: Callable[[int, int], float]  # (GPU total, used by others) -> memory fraction knob
-    max_seqs: Callable[[Gpu], int]
+    max_seqs: Callable[[Gpu], int]  # the concurrency it plans for when the spec names none
+    min_prefill: int  # the smallest prefill budget deployctl offers under this rule
+    # Settings the rule's numbers take at their defaults: shown beside the plan's knobs, never set.
+    assumed: Mapping[str, str] = field(default_factory=dict)
+
+
+def rule_for(rules: Sequence[MemoryRule], image: str, pinned: str) -> MemoryRule:
+    """Give the rule of the release `image` runs; the pinned image's rule for a tag that names none.
+
+    A tag naming a release outside every range gets the pinned release's rule too (as before rules
+    were kept per release); refusing it is for when more than one range is known.
+    """
+    for version in (version_of(image), version_of(pinned)):
+        for rule in rules:
+            if version is not None and rule.releases.covers(version):
+                return rule
+    return rules[0]

@@ -1,18 +1,23 @@
-"""vLLM's OpenAI-compatible server (`vllm serve`): arguments, environment, port, health path.
+"""vLLM's OpenAI-compatible server (`vllm serve`): everything deployctl knows of vLLM.
 
-Flags, defaults and the image are read from vLLM v0.30's source (tests/data/vllm/serve-flags.md).
+Its image and port, arguments and environment from a plan, its API (the OpenAI-compatible one), its
+start-up memory rule per release, its container's security profile, the spelling of its KV-cache dtype
+and quantization flags, and what it prints at start-up. Flags, defaults and the image are read from
+vLLM v0.30's source (tests/data/vllm/serve-flags.md).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from deployctl.engines.base import Dialect, EngineInputs
-from deployctl.engines.memory import EngineRules, KvBudget, StartupInput
-from deployctl.engines.security import ENGINE_PIDS, GIB, ContainerSecurity, Scratch, ceiling
+from deployctl.engines import dialects
+from deployctl.engines.base import EngineDefaults, EngineInputs, container
+from deployctl.engines.memory import KvBudget, MemoryRule, Releases, StartupInput
+from deployctl.engines.security import ENGINE_PIDS, GIB, ceiling
 from deployctl.gpus.gpu import Gpu, cuda_total
+from deployctl.models import ModelFacts
 from deployctl.models.quant import Quantization
-from deployctl.plan import EngineConfig
+from deployctl.plan import ContainerSecurity, EngineConfig, Scratch
 
 # docker/Dockerfile, target vllm-openai: ENTRYPOINT ["vllm", "serve"], so the command is the model and flags.
 DEFAULT_IMAGE = "vllm/vllm-openai:v0.30.0"
@@ -71,7 +76,9 @@ def model_id(served_name: str) -> str:
 
 def container_security(weights: int, shards: int, shm: int) -> ContainerSecurity:
     """Give vLLM's container settings: a non-root uid whose HOME is its tmpfs."""
-    scratch = [Scratch("/tmp", 4 * GIB, "HOME: vLLM, torch.compile, Triton, FlashInfer and HF caches")]
+    scratch = [
+        Scratch(path="/tmp", size_bytes=4 * GIB, why="HOME: vLLM, torch.compile, Triton, FlashInfer and HF caches")
+    ]
     return ContainerSecurity(
         user="1000:1000",
         scratch=scratch,
@@ -81,7 +88,7 @@ def container_security(weights: int, shards: int, shm: int) -> ContainerSecurity
     )
 
 
-# Start-up memory rule.
+# Start-up memory rule, vLLM 0.30 to 0.33 (0.34 changed it: design.md).
 # vLLM's own start-up memory rule: how many KV-cache tokens it allocates on one GPU. Pure math.
 #
 # Read from vLLM's source (`vllm/v1/worker/gpu_worker.py` `init_device` and
@@ -132,8 +139,12 @@ def _large(total: int, name: str) -> bool:
     return total >= LARGE_GPU and "a100" not in name.lower()
 
 
+# The smaller of the two max_num_batched_tokens defaults, and the smallest prefill budget deployctl offers.
+MIN_PREFILL = 2048
+
+
 def default_batch_tokens(total: int, name: str) -> int:
-    return 8192 if _large(total, name) else 2048
+    return 8192 if _large(total, name) else MIN_PREFILL
 
 
 def default_max_seqs(total: int, name: str) -> int:
@@ -185,33 +196,81 @@ def accepts(max_model_len: int, kv_tokens: int) -> bool:
 
 def batch_candidates(gpu: Gpu, max_input: int) -> list[int]:
     first = default_batch_tokens(cuda_total(gpu), gpu.name)
-    return sorted({first, 2048}, reverse=True)
+    return sorted({first, MIN_PREFILL}, reverse=True)
 
 
-MEMORY_RULE = EngineRules(
-    name="vllm",
-    startup_kv=startup_kv,
-    accepts=accepts,
-    tied_copy=False,
-    batch_name="max_num_batched_tokens",
-    batch_candidates=batch_candidates,
-    fraction=utilization_for,
-    max_seqs=lambda gpu: default_max_seqs(cuda_total(gpu), gpu.name),
+# Every release range deployctl has a rule for; the image's tag picks one (engines/memory.py rule_for).
+MEMORY_RULES = (
+    MemoryRule(
+        releases=Releases(first=(0, 30), before=(0, 34)),
+        startup_kv=startup_kv,
+        accepts=accepts,
+        tied_copy=False,
+        batch_name="max_num_batched_tokens",
+        batch_candidates=batch_candidates,
+        fraction=utilization_for,
+        max_seqs=lambda gpu: default_max_seqs(cuda_total(gpu), gpu.name),
+        min_prefill=MIN_PREFILL,
+    ),
 )
+# `--kv-cache-dtype` values for the KV-cache dtypes deployctl plans for (vllm/config/cache.py CacheDType).
+KV_CACHE_DTYPES = {"fp8": "fp8"}
 
 
-class Vllm:
+def launch_args(inputs: EngineInputs) -> list[str]:
+    """Give `vllm serve`'s arguments for a plan's choices."""
+    limits = inputs.limits
+    n = inputs.num_shard
+    # No --quantization: for GPTQ and AWQ checkpoints vLLM reads quantization_config and picks the
+    # Marlin kernels on sm_89 itself; an explicit `gptq` forced the slow exllama kernels in older releases.
+    args = [
+        model_id(inputs.served_name),
+        "--served-model-name",
+        inputs.served_name,
+        "--tensor-parallel-size",
+        str(n),
+        "--max-model-len",
+        str(limits.max_total_tokens),
+        # The share the memory rule sized the KV cache with (above), always passed:
+        # the release's default (0.92 since PR #38284, 0.9 before) must not change the plan.
+        "--gpu-memory-utilization",
+        inputs.knobs.get("--gpu-memory-utilization", f"{DEFAULT_GPU_MEMORY_UTILIZATION:.2f}"),
+        "--max-num-seqs",
+        str(limits.max_concurrent_requests),
+        # The planner's prefill budget: the tokens one scheduler step may process.
+        "--max-num-batched-tokens",
+        str(limits.max_batch_prefill_tokens),
+    ]
+    if (flag := quantization_flag(inputs.quantization)) is not None:
+        args += ["--quantization", flag]
+    if (dtype := KV_CACHE_DTYPES.get(inputs.kv_cache_dtype)) is not None:
+        args += ["--kv-cache-dtype", dtype]
+    if n > 1 and not inputs.p2p:
+        # Custom all-reduce needs P2P; say so instead of relying on vLLM's own fallback.
+        args.append("--disable-custom-all-reduce")
+    return args
+
+
+# What vLLM prints at start-up (the real-engine tier reads it): "GPU KV cache size: N tokens"
+# (v1/core/kv_cache_utils.py). The parser goes here.
+def reported_kv_tokens(log_line: str) -> int | None:
+    """Give the KV-cache tokens vLLM reports in one start-up log line, or None (no parser yet)."""
+    return None
+
+
+class Vllm(EngineDefaults):
     name = "vllm"
     title = "vLLM"
     default_image = DEFAULT_IMAGE
     container_port = CONTAINER_PORT
     health_path = HEALTH_PATH
-    dialect: Dialect = "openai"
+    dialect: dialects.Dialect = dialects.OPENAI
     # The image is a Python install (ENTRYPOINT vllm serve); curl in it is not something to count on.
     probe_tool: Literal["curl", "python3"] = "python3"
     api_key_env = "VLLM_API_KEY"  # read when --api-key is absent (entrypoints/openai/cli_args.py)
-    flags = FLAGS
-    memory_rules = "deployctl.engines.vllm"
+    flags: tuple[str, ...] = FLAGS
+    memory_rules = MEMORY_RULES
+    kv_cache_dtypes = KV_CACHE_DTYPES
 
     def model_id(self, served_name: str) -> str:
         return model_id(served_name)
@@ -219,36 +278,11 @@ class Vllm:
     def quantization_flag(self, q: Quantization) -> str | None:
         return quantization_flag(q)
 
+    def loads(self, model: ModelFacts) -> str | None:
+        # The slot for what the pinned release refuses to load (act-order GPTQ: design.md); not decided here.
+        return None
+
     def configure(self, inputs: EngineInputs) -> EngineConfig:
-        limits = inputs.limits
-        n = inputs.num_shard
-        # No --quantization: for GPTQ and AWQ checkpoints vLLM reads quantization_config and picks the
-        # Marlin kernels on sm_89 itself; an explicit `gptq` forced the slow exllama kernels in older releases.
-        args = [
-            model_id(inputs.served_name),
-            "--served-model-name",
-            inputs.served_name,
-            "--tensor-parallel-size",
-            str(n),
-            "--max-model-len",
-            str(limits.max_total_tokens),
-            # The share the memory rule sized the KV cache with (below), always passed:
-            # the release's default (0.92 since PR #38284, 0.9 before) must not change the plan.
-            "--gpu-memory-utilization",
-            inputs.knobs.get("--gpu-memory-utilization", f"{DEFAULT_GPU_MEMORY_UTILIZATION:.2f}"),
-            "--max-num-seqs",
-            str(limits.max_concurrent_requests),
-            # The planner's prefill budget: the tokens one scheduler step may process.
-            "--max-num-batched-tokens",
-            str(limits.max_batch_prefill_tokens),
-        ]
-        if (flag := quantization_flag(inputs.quantization)) is not None:
-            args += ["--quantization", flag]
-        if inputs.kv_cache_dtype == "fp8":
-            args += ["--kv-cache-dtype", "fp8"]
-        if n > 1 and not inputs.p2p:
-            # Custom all-reduce needs P2P; say so instead of relying on vLLM's own fallback.
-            args.append("--disable-custom-all-reduce")
         env = {
             "HF_HUB_OFFLINE": "1",  # huggingface_hub never calls the Hub
             "TRANSFORMERS_OFFLINE": "1",  # transformers' own switch (vLLM does not read HF_HUB_OFFLINE for it)
@@ -256,16 +290,8 @@ class Vllm:
         }
         # Environment the memory rule assumed (e.g. VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS).
         env.update({k: v for k, v in inputs.knobs.items() if not k.startswith("-")})
-        return EngineConfig(
-            kind=self.name,
-            image=inputs.image,
-            args=args,
-            env=env,
-            container_port=CONTAINER_PORT,
-            health_path=HEALTH_PATH,
-            model_mount=model_id(inputs.served_name) if inputs.mount_model else None,
-            shm_size=SHARDED_SHM if n > 1 else None,
-        )
+        shm = SHARDED_SHM if inputs.num_shard > 1 else None
+        return container(self, inputs, args=launch_args(inputs), env=env, shm_size=shm)
 
     def container_security(self, weights: int, shards: int, shm: int) -> ContainerSecurity:
         return container_security(weights, shards, shm)
@@ -274,6 +300,9 @@ class Vllm:
         # An allowance, not a measurement: vLLM profiles a forward pass and captures CUDA graphs
         # after loading (v1/worker/gpu_worker.py), so a minute more than TGI, then 10 s per GB.
         return 180 + int(weight_bytes / 1e9 * 10)
+
+    def reported_kv_tokens(self, log_line: str) -> int | None:
+        return reported_kv_tokens(log_line)
 
 
 ENGINE = Vllm()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from deployctl import __version__, engines
-from deployctl.engines import tgi
-from deployctl.engines.base import EngineInputs
-from deployctl.engines.memory import EngineRules
+from deployctl.engines.base import Engine, EngineInputs
 from deployctl.errors import InputError, PlanRefused
 from deployctl.gpus import PROFILES, for_name
 from deployctl.gpus.gpu import Gpu, Host
@@ -27,10 +25,9 @@ from deployctl.planner.fit import (
     with_,
 )
 from deployctl.planner.memory import gib
-from deployctl.planner.rules import rules_for
 from deployctl.spec import DeploymentSpec
 
-__all__ = ["EngineRules", "Plan", "plan", "rules_for"]
+__all__ = ["Plan", "plan"]
 
 
 def _select(spec: DeploymentSpec, host: Host) -> list[Gpu]:
@@ -54,8 +51,9 @@ def _select(spec: DeploymentSpec, host: Host) -> list[Gpu]:
 
 
 def _why(
-    spec: DeploymentSpec, model: ModelFacts, gpu: Gpu, fit: Fit, rules: EngineRules, shrunk: bool, kv_dtype: str
+    spec: DeploymentSpec, model: ModelFacts, gpu: Gpu, fit: Fit, engine: Engine, shrunk: bool, kv_dtype: str
 ) -> list[str]:
+    rules = fit.rule
     limits = fit.limits
     reasons = []
     if spec.limits.max_total_tokens:
@@ -79,17 +77,17 @@ def _why(
     else:
         src = "the smaller chunked-prefill budget: its warm-up peak is smaller, leaving the KV cache room for max_total_tokens"
     reasons.append(f"{rules.batch_name} {batch}: {src}")
-    src = "from the spec" if spec.limits.max_concurrent_requests else f"{rules.name}'s default; more wait in its queue"
+    src = "from the spec" if spec.limits.max_concurrent_requests else f"{engine.name}'s default; more wait in its queue"
     reasons.append(f"max_concurrent_requests {limits.max_concurrent_requests}: {src}")
     dtype = "fp8 (1 byte per element)" if kv_dtype == "fp8" else f"{model.dtype} (the model's dtype)"
     reasons.append(
-        f"KV cache: {limits.kv_cache_tokens} tokens in {dtype} under {rules.name}'s start-up rule,"
+        f"KV cache: {limits.kv_cache_tokens} tokens in {dtype} under {engine.name}'s start-up rule,"
         f" {limits.full_length_requests} request(s) of full length at once"
     )
     return reasons
 
 
-def _quantize_warning(spec: DeploymentSpec, model: ModelFacts) -> str | None:
+def _quantize_warning(spec: DeploymentSpec, model: ModelFacts, engine: Engine) -> str | None:
     """The checkpoint says how it is quantized; say so when the spec's model.quantize disagrees.
 
     A warning, not an error: `deployctl init` writes `quantize: gptq` into every starter spec.
@@ -97,7 +95,7 @@ def _quantize_warning(spec: DeploymentSpec, model: ModelFacts) -> str | None:
     if "quantize" not in spec.model.model_fields_set or spec.model.quantize == model.quantization.method:
         return None
     said = model.quantization.method if model.quantization.method != "none" else f"unquantized {model.dtype}"
-    flag = engines.get(spec.engine).quantization_flag(model.quantization)
+    flag = engine.quantization_flag(model.quantization)
     return (
         f"model.quantize: {spec.model.quantize} is ignored: the checkpoint is {said}"
         f" ({'no flag, the engine reads it' if flag is None else 'flag ' + flag})"
@@ -125,10 +123,24 @@ def bandwidth_of(host: Host, gpu: Gpu) -> float | None:
 
 
 def plan(
-    spec: DeploymentSpec, model: ModelFacts, host: Host, simulate: bool = False, *, kv_cache_dtype: str = "auto"
+    spec: DeploymentSpec,
+    model: ModelFacts,
+    host: Host,
+    simulate: bool = False,
+    *,
+    kv_cache_dtype: str = "auto",
+    engine: Engine | None = None,
 ) -> Plan:
-    """Give the plan for serving `model` on `host` as `spec` asks, or raise PlanRefused saying what would fit."""
-    rules = rules_for(spec.engine)
+    """Give the plan for serving `model` on `host` as `spec` asks, or raise PlanRefused saying what would fit.
+
+    `engine` is the spec's engine when the caller has it already (`plan --compare` plans many hosts).
+    """
+    engine = engine or engines.get(spec.engine)
+    image = spec.image or engine.default_image
+    refusal = engine.loads(model)
+    if refusal:
+        raise InputError(f"{engine.title} ({image}) cannot load {model.name}: {refusal}")
+    rules = engine.memory_rule(image)
     gpus = _select(spec, host)
     n = len(gpus)
     problem = model.sharding_problem(n)
@@ -155,13 +167,13 @@ def plan(
         what = (
             f"weights {gib(b.weights)} per GPU"
             if b.weights + b.runtime_reserve + b.used_by_others >= b.total
-            else f"{gib(b.weights)} of weights per GPU leave {rules.name} room for {b.kv_tokens} KV tokens, {wanted} needed"
+            else f"{gib(b.weights)} of weights per GPU leave {engine.name} room for {b.kv_tokens} KV tokens, {wanted} needed"
         )
         raise PlanRefused(
-            f"{model.name} does not fit {n} x {gpus[0].name} ({gib(gpus[0].memory_total)} each) with {rules.name}: {what}",
+            f"{model.name} does not fit {n} x {gpus[0].name} ({gib(gpus[0].memory_total)} each) with {engine.name}: {what}",
             "what would fit: " + what_would_fit(with_(base, batch_tokens=batch), spec, host, wanted),
         )
-    return _assemble(spec, model, host, gpus, fit, shrunk, rules, kv_cache_dtype)
+    return _assemble(spec, model, host, gpus, fit, shrunk, engine, image, kv_cache_dtype)
 
 
 def _assemble(
@@ -171,11 +183,12 @@ def _assemble(
     gpus: list[Gpu],
     fit: Fit,
     shrunk: bool,
-    rules: EngineRules,
+    engine: Engine,
+    image: str,
     kv_dtype: str,
 ) -> Plan:
     n = len(gpus)
-    warnings = [w] if (w := _quantize_warning(spec, model)) else []
+    warnings = [w] if (w := _quantize_warning(spec, model, engine)) else []
     limits = fit.limits
     if limits.full_length_requests < 2:
         warnings.append(
@@ -185,7 +198,7 @@ def _assemble(
     others = max(b.used_by_others for b in fit.budgets)
     if others:
         warnings.append(
-            f"another process holds {gib(others)} on a chosen GPU: {rules.name} sized its cache around it;"
+            f"another process holds {gib(others)} on a chosen GPU: {engine.name} sized its cache around it;"
             " if that process grows, the engine runs out of memory"
         )
     if n > 1 and not host.p2p:
@@ -215,10 +228,9 @@ def _assemble(
         if bandwidth
         else None
     )
-    chosen = engines.get(spec.engine)
-    engine = chosen.configure(
+    config = engine.configure(
         EngineInputs(
-            image=spec.image or chosen.default_image,
+            image=image,
             served_name=served,
             quantization=model.quantization,
             num_shard=n,
@@ -227,19 +239,16 @@ def _assemble(
             knobs=fit.kv[0].knobs,
             kv_cache_dtype=kv_dtype,
             mount_model=model.path is not None,
+            weight_bytes=sum(b.weights for b in fit.budgets),
         )
     )
     device_ids = [str(g.index) if g.source == "profile" else g.uuid for g in gpus]
-    knobs = dict(fit.kv[0].knobs)
-    if kv_dtype == "fp8":
-        knobs["--kv-cache-dtype"] = "fp8_e4m3fn" if rules.name == "tgi" else "fp8"
-    if rules.name == "tgi":
-        knobs["TGI_WIGGLE_ROOM"] = f"{tgi.WIGGLE_ROOM:.2f} (default, not set)"
+    knobs = {**fit.kv[0].knobs, **engine.kv_cache_dtype_knobs(kv_dtype), **fit.rule.assumed}
     return Plan(
         deployctl_version=__version__,
         name=spec.name,
         model=model,
-        model_id=chosen.model_id(served),
+        model_id=engine.model_id(served),
         served_name=served,
         revision=spec.model.revision,
         gpu_profile=host.profile,
@@ -248,15 +257,15 @@ def _assemble(
         p2p=host.p2p,
         gpus=fit.budgets,
         limits=limits,
-        engine=engine,
+        engine=config,
         bind=spec.serve.bind,
         port=spec.serve.port,
         api_key=bool(spec.serve.api_key_env or spec.serve.api_key_file),
         power_limit_watts=spec.power.limit_watts,
         decode_floor_ms=floor,
-        reasons=_why(spec, model, gpus[0], fit, rules, shrunk, kv_dtype),
+        reasons=_why(spec, model, gpus[0], fit, engine, shrunk, kv_dtype),
         warnings=warnings,
-        engine_name=rules.name,
+        engine_name=engine.name,
         kv_cache_dtype=kv_dtype,
         memory_fraction=fit.fraction,
         knobs=knobs,

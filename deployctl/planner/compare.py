@@ -11,10 +11,11 @@ import re
 
 from pydantic import BaseModel, ConfigDict
 
-from deployctl import gpus
+from deployctl import engines, gpus
+from deployctl.engines.base import Engine
 from deployctl.errors import DeployctlError, InputError
 from deployctl.models import ModelFacts
-from deployctl.planner import memory, plan, rules_for
+from deployctl.planner import memory, plan
 from deployctl.spec import DeploymentSpec
 
 TYPICAL_PROMPT = 1024  # tokens: the prompt the estimates assume (a page of context plus a question)
@@ -105,15 +106,22 @@ def _decode(model: ModelFacts, n: int, profile: gpus.GpuProfile, weights_per_gpu
 
 
 def _row(
-    spec: DeploymentSpec, model: ModelFacts, count: int, name: str, cost: float | None, kv_dtype: str
+    spec: DeploymentSpec,
+    model: ModelFacts,
+    engine: Engine,
+    host_of: tuple[int, str],
+    cost: float | None,
+    kv_dtype: str,
 ) -> CompareRow:
+    count, name = host_of
     profile = gpus.PROFILES[name]
     host = gpus.host(name, count).model_copy(update={"max_gpus": max(count, profile.max_gpus)})
-    rules = rules_for(spec.engine)
+    rules = engine.memory_rule(spec.image or engine.default_image)
     weights = model.shard_weight_bytes(count, tied_copy=rules.tied_copy)
     base = {"host": f"{count}x{name}", "gpus": count, "gpu": profile.marketing_name, "weights_per_gpu": weights}
     try:
-        p = plan(spec.model_copy(update={"gpus": count, "gpu_model": name}), model, host, kv_cache_dtype=kv_dtype)
+        asked = spec.model_copy(update={"gpus": count, "gpu_model": name})
+        p = plan(asked, model, host, kv_cache_dtype=kv_dtype, engine=engine)
     except DeployctlError as exc:
         return CompareRow(**base, fits=False, why=f"{exc.message}; {exc.hint}" if exc.hint else exc.message, cost=cost)
     lim = p.limits
@@ -145,7 +153,8 @@ def compare(
     unknown = set(costs) - {f"{c}x{n}" for c, n in hosts}
     if unknown:
         raise InputError(f"--cost: {', '.join(sorted(unknown))} is not among the compared hosts")
-    rows = [_row(spec, model, c, n, costs.get(f"{c}x{n}"), kv_cache_dtype) for c, n in hosts]
+    engine = engines.get(spec.engine)
+    rows = [_row(spec, model, engine, (c, n), costs.get(f"{c}x{n}"), kv_cache_dtype) for c, n in hosts]
     notes = [
         "decode FLOOR: bytes each GPU reads per token (its weights + the KV of one full-length request) / memory"
         " bandwidth; no engine goes below it, and all-reduces over PCIe add to it",

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from deployctl import __version__, engines, templating
+from deployctl import __version__, templating
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import InputError
 from deployctl.plan import Plan
@@ -125,7 +125,7 @@ def source_from_plan(
         port = SIM_PORT
     user, _, group = wl.security.user.partition(":")
     mount = wl.mounts[0] if wl.mounts else None
-    (api_key_env,) = {s.env for s in wl.secrets} or {engines.get(plan.engine.kind).api_key_env}
+    (api_key_env,) = {s.env for s in wl.secrets} or {plan.engine.api_key_env}
     return ChartSource(
         name=wl.name,
         engine=wl.engine,
