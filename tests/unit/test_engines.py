@@ -120,8 +120,11 @@ def test_another_process_on_the_gpu_lowers_vllms_memory_share() -> None:
 def test_an_unknown_engine_is_refused_with_the_choices() -> None:
     with pytest.raises(InputError, match="allowed: tgi, vllm"):
         engines.get("llamacpp")
-    with pytest.raises(InputError, match="engine"):
-        spec.parse("engine: llamacpp\n")
+    # The spec checks the name's form; the registry says which engines exist, when the plan asks it.
+    with pytest.raises(InputError, match=r"engine: 'llamacpp' is not supported \(allowed: tgi, vllm\)"):
+        _plan("engine: llamacpp\n")
+    with pytest.raises(InputError, match=r"engine: .* is not an engine's name"):
+        spec.parse("engine: Llama CPP\n")
 
 
 def test_each_engine_declares_what_the_targets_need() -> None:
