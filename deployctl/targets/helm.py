@@ -1,8 +1,9 @@
 """Render a Plan into a Helm chart: Chart.yaml, values.yaml (the plan's choices), a schema, templates.
 
-The chart's templates are fixed files (deployctl/templates/helm/templates/); only Chart.yaml and
-values.yaml are rendered from the plan, so `helm template` with other values gives what a site
-asks for and `values.schema.json` refuses what cannot work.
+The chart's templates are fixed files (deployctl/templates/helm/templates/); only Chart.yaml,
+values.yaml and values.schema.json (which names the engine's key variable) are rendered from the
+plan, so `helm template` with other values gives what a site asks for and the schema refuses what
+cannot work.
 """
 
 from __future__ import annotations
@@ -237,7 +238,7 @@ def context(src: ChartSource, *, replicas: int = 1, runtime_class: str = "nvidia
 
 def _fixed_files() -> dict[str, bytes]:
     root = resources.files("deployctl").joinpath(CHART_FILES)
-    out = {"values.schema.json": root.joinpath("values.schema.json").read_bytes()}
+    out = {}
     for entry in sorted(root.joinpath("templates").iterdir(), key=lambda e: e.name):
         out[f"templates/{entry.name}"] = entry.read_bytes()
     return out
@@ -249,6 +250,8 @@ def render(src: ChartSource, *, replicas: int = 1, runtime_class: str = "nvidia"
     return {
         "Chart.yaml": templating.render("helm/Chart.yaml.j2", **ctx).encode(),
         "values.yaml": templating.render("helm/values.yaml.j2", **ctx).encode(),
+        # The schema refuses the engine's key variable in plain env: the key comes from a Secret.
+        "values.schema.json": templating.render("helm/values.schema.json.j2", **ctx).encode(),
         **_fixed_files(),
     }
 
