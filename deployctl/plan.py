@@ -68,6 +68,7 @@ class ContainerSecurity(_Frozen):
     """How an engine's container runs: as whom, with which capabilities, writing where, within which limits."""
 
     user: str
+    user_reason: str  # why this user: a chart says it beside runAsUser
     scratch: list[Scratch]
     env: dict[str, str] = {}
     cap_add: list[str] = []  # none today; each would carry its reason here

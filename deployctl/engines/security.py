@@ -29,6 +29,8 @@ GIB = 1024**3
 # with a thread per core for torch and the tokenizers; 4096 tasks leave room on a 64-core host (pids_limit
 # counts threads).
 ENGINE_PIDS = 4096
+# What a profile says of a user that any uid can be (the images keep nothing in a home of their own).
+ANY_UID = "The engine's image runs as any uid (engines/security.py)."
 # The simulator is one Python process with a few threads.
 SIM_PIDS = 256
 SIM_MEMORY = 512 * 1024 * 1024  # measured: 46 MiB RSS at 512 concurrent streams (10x headroom)
@@ -51,6 +53,7 @@ def simulator() -> ContainerSecurity:
     """Give the simulator's container settings: nobody, a small /tmp, small limits."""
     return ContainerSecurity(
         user="65534:65534",
+        user_reason=ANY_UID,
         scratch=[
             Scratch(path="/tmp", size_bytes=16 * 1024 * 1024, why="nothing today; Python's tempfile falls back to it")
         ],

@@ -82,7 +82,8 @@ def container_security(weights: int, shards: int, shm: int) -> ContainerSecurity
         Scratch(path="/root/.triton", size_bytes=1 * GIB, why="Triton kernel cache"),
     ]
     return ContainerSecurity(
-        user="0:0",  # TGI >= 3.1 cannot start as another uid (issue #3082); no capabilities
+        user="0:0",
+        user_reason="TGI >= 3.1 runs only as root (its Python lives under /root, issue #3082), with every capability dropped.",
         scratch=scratch,
         pids_limit=ENGINE_PIDS,
         memory_bytes=ceiling(weights, shards, scratch, shm),

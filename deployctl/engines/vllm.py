@@ -13,7 +13,7 @@ from typing import Literal
 from deployctl.engines import dialects
 from deployctl.engines.base import EngineDefaults, EngineInputs, container
 from deployctl.engines.memory import KvBudget, MemoryRule, Releases, StartupInput
-from deployctl.engines.security import ENGINE_PIDS, GIB, ceiling
+from deployctl.engines.security import ANY_UID, ENGINE_PIDS, GIB, ceiling
 from deployctl.gpus.gpu import Gpu, cuda_total
 from deployctl.models import ModelFacts
 from deployctl.models.quant import Quantization
@@ -81,6 +81,7 @@ def container_security(weights: int, shards: int, shm: int) -> ContainerSecurity
     ]
     return ContainerSecurity(
         user="1000:1000",
+        user_reason=ANY_UID,
         scratch=scratch,
         env={"HOME": "/tmp", "USER": "vllm", "VLLM_NO_USAGE_STATS": "1"},
         pids_limit=ENGINE_PIDS,

@@ -44,7 +44,7 @@ class BenchConfig:
     prompt_tokens: int = 256
     output_tokens: int = 64
     api: load.Api = "generate"
-    dialect: str = "tgi"  # the API the server speaks, by name (engines/dialects.py)
+    dialect: str = dialects.TGI.name  # the API the server speaks, by name (engines/dialects.py)
     seed: int = 42
     slo: Slo = field(default_factory=Slo)
     cost: float | None = None

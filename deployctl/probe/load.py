@@ -76,7 +76,7 @@ class Workload:
     seed: int = 42
     api_key: str | None = None
     timeout_s: float = 300.0
-    dialect: str = "tgi"  # the API the server speaks, by name (engines/dialects.py)
+    dialect: str = dialects.TGI.name  # the API the server speaks, by name (engines/dialects.py)
 
 
 def make_prompt(n_tokens: int, rng: random.Random, words_per_token: float = 1.0) -> str:

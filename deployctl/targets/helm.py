@@ -96,6 +96,7 @@ class ChartSource:
     simulate: bool
     run_as_user: int
     run_as_group: int
+    user_reason: str
     scratch: list[Scratch]
     memory_limit: str
     stop_grace_s: int
@@ -150,6 +151,7 @@ def source_from_plan(
         simulate=simulate,
         run_as_user=int(user),
         run_as_group=int(group or user),
+        user_reason=wl.security.user_reason,
         scratch=[Scratch(s.path, _mebibytes(s.size_bytes)) for s in wl.security.scratch],
         memory_limit=_mebibytes(wl.security.memory_bytes),
         stop_grace_s=wl.stop_grace_s,
@@ -224,11 +226,7 @@ def context(src: ChartSource, *, replicas: int = 1, runtime_class: str = "nvidia
         "run_as_non_root": src.run_as_user != 0,
         "run_as_user": src.run_as_user,
         "run_as_group": src.run_as_group,
-        "user_reason": (
-            "TGI >= 3.1 runs only as root (its Python lives under /root, issue #3082), with every capability dropped."
-            if src.run_as_user == 0
-            else "The engine's image runs as any uid (engines/security.py)."
-        ),
+        "user_reason": src.user_reason,
         "scratch": [{"path": s.path, "sizeLimit": s.size} for s in src.scratch],
         "stop_grace": src.stop_grace_s,
         "tolerations": [GPU_TOLERATION],

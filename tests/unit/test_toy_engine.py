@@ -105,6 +105,7 @@ def test_the_toy_renders_a_chart_that_lints_and_validates(tmp_path: Path) -> Non
     (container,) = pod["containers"]
     assert container["image"] == toy_engine.DEFAULT_IMAGE and "--memory-share" in container["args"]
     assert pod["securityContext"]["runAsUser"] == 2000
+    assert "# ToyServe runs as its own uid (2000)." in (chart_dir / "values.yaml").read_text()
 
 
 def test_the_simulator_stands_in_for_the_toy_and_answers_as_planned() -> None:

@@ -107,6 +107,7 @@ class Toy(EngineDefaults):
         scratch = [Scratch(path="/tmp", size_bytes=1 * GIB, why="ToyServe's compile cache")]
         return ContainerSecurity(
             user="2000:2000",
+            user_reason="ToyServe runs as its own uid (2000).",
             scratch=scratch,
             pids_limit=ENGINE_PIDS,
             memory_bytes=ceiling(weights, shards, scratch, shm),
