@@ -244,11 +244,10 @@ class Tgi(EngineDefaults):
     memory_rules = MEMORY_RULES
     kv_cache_dtypes = KV_CACHE_DTYPES
 
-    def model_id(self, served_name: str) -> str:
-        return model_id(served_name)
-
-    def quantization_flag(self, q: Quantization) -> str | None:
-        return quantize_flag(q)
+    model_id = staticmethod(model_id)
+    quantization_flag = staticmethod(quantize_flag)
+    container_security = staticmethod(container_security)
+    reported_kv_tokens = staticmethod(reported_kv_tokens)
 
     def configure(self, inputs: EngineInputs) -> EngineConfig:
         env = {"HF_HUB_OFFLINE": "1"}
@@ -257,16 +256,10 @@ class Tgi(EngineDefaults):
         shm = "1gb" if inputs.num_shard > 1 else None
         return container(self, inputs, args=launch_args(inputs), env=env, shm_size=shm)
 
-    def container_security(self, weights: int, shards: int, shm: int) -> ContainerSecurity:
-        return container_security(weights, shards, shm)
-
     def start_budget_s(self, weight_bytes: int) -> int:
         # An allowance, not a measurement: two minutes for the shards' start and warm-up, then
         # ten seconds per GB of weights (a slow disk reads about 100 MB/s).
         return 120 + int(weight_bytes / 1e9 * 10)
-
-    def reported_kv_tokens(self, log_line: str) -> int | None:
-        return reported_kv_tokens(log_line)
 
 
 ENGINE = Tgi()

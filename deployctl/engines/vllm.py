@@ -273,11 +273,10 @@ class Vllm(EngineDefaults):
     memory_rules = MEMORY_RULES
     kv_cache_dtypes = KV_CACHE_DTYPES
 
-    def model_id(self, served_name: str) -> str:
-        return model_id(served_name)
-
-    def quantization_flag(self, q: Quantization) -> str | None:
-        return quantization_flag(q)
+    model_id = staticmethod(model_id)
+    quantization_flag = staticmethod(quantization_flag)
+    container_security = staticmethod(container_security)
+    reported_kv_tokens = staticmethod(reported_kv_tokens)
 
     def loads(self, model: ModelFacts) -> str | None:
         # The slot for what the pinned release refuses to load (act-order GPTQ: design.md); not decided here.
@@ -294,16 +293,10 @@ class Vllm(EngineDefaults):
         shm = SHARDED_SHM if inputs.num_shard > 1 else None
         return container(self, inputs, args=launch_args(inputs), env=env, shm_size=shm)
 
-    def container_security(self, weights: int, shards: int, shm: int) -> ContainerSecurity:
-        return container_security(weights, shards, shm)
-
     def start_budget_s(self, weight_bytes: int) -> int:
         # An allowance, not a measurement: vLLM profiles a forward pass and captures CUDA graphs
         # after loading (v1/worker/gpu_worker.py), so a minute more than TGI, then 10 s per GB.
         return 180 + int(weight_bytes / 1e9 * 10)
-
-    def reported_kv_tokens(self, log_line: str) -> int | None:
-        return reported_kv_tokens(log_line)
 
 
 ENGINE = Vllm()
