@@ -37,6 +37,10 @@ FLOORS: dict[str, int] = {
 }
 GROUND = 4
 MIDDLE = 2
+# A helper module at the package's root (deployctl/<name>.py) not named above sits on the ground floor, and
+# the rules below hold it to that (it imports nothing above it); a new package has to be placed above.
+for _path in PACKAGE.glob("*.py"):
+    FLOORS.setdefault("" if _path.stem == "__init__" else _path.stem, GROUND)
 SIM = "sim"  # apart from the floors: nothing but --simulate (through its own process) and tests use it
 
 RULES = [
@@ -155,7 +159,7 @@ def test_every_rule_names_a_check_that_exists() -> None:
 
 def test_every_module_is_on_a_floor() -> None:
     tops = {_top(m) for m, _ in MODULES} - {SIM}
-    assert not tops - set(FLOORS), f"put these on a floor of design.md: {sorted(tops - set(FLOORS))}"
+    assert not tops - set(FLOORS), f"put these packages on a floor of design.md: {sorted(tops - set(FLOORS))}"
 
 
 def _package_cycles(edges: set[tuple[str, str]]) -> list[list[str]]:
