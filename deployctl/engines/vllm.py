@@ -252,8 +252,8 @@ def launch_args(inputs: EngineInputs) -> list[str]:
     return args
 
 
-# What vLLM prints at start-up (the real-engine tier reads it): "GPU KV cache size: N tokens"
-# (v1/core/kv_cache_utils.py). The parser goes here.
+# What vLLM prints at start-up: its "GPU KV cache size: N tokens" line, which the real-engine tier reads.
+# The parser goes here (with the file and function of vLLM that prints it).
 def reported_kv_tokens(log_line: str) -> int | None:
     """Give the KV-cache tokens vLLM reports in one start-up log line, or None (no parser yet)."""
     return None
