@@ -193,7 +193,8 @@ MEMORY_RULES = (
         assumed={"TGI_WIGGLE_ROOM": f"{WIGGLE_ROOM:.2f} (default, not set)"},
     ),
 )
-# The launcher's spelling of the KV-cache dtypes deployctl plans for (launcher/src/main.rs, KVCacheDtype).
+# The launcher's spelling of the KV-cache dtypes deployctl plans for (launcher/src/main.rs KVCacheDtype;
+# tests/data/tgi/launcher-flags.md).
 KV_CACHE_DTYPES = {"fp8": "fp8_e4m3fn"}
 
 

@@ -214,7 +214,7 @@ MEMORY_RULES = (
         min_prefill=MIN_PREFILL,
     ),
 )
-# `--kv-cache-dtype` values for the KV-cache dtypes deployctl plans for (vllm/config/cache.py CacheDType).
+# `--kv-cache-dtype` values for the KV-cache dtypes deployctl plans for (`config/cache.py`, tests/data/vllm/serve-flags.md).
 KV_CACHE_DTYPES = {"fp8": "fp8"}
 
 
