@@ -19,7 +19,7 @@ from deployctl.errors import InputError
 from deployctl.ops import owner
 from deployctl.ops import plan as plan_ops
 from deployctl.ops.diagnose import Diagnosis, diagnose
-from deployctl.ops.interrupt import Guard, Interrupted, Signalled
+from deployctl.interrupt import Guard, Interrupted, Signalled
 from deployctl.ops.power import apply_policy
 from deployctl.ops.stack import (
     Progress,

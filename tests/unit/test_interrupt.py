@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from deployctl.ops.interrupt import Guard, Signalled
+from deployctl.interrupt import Guard, Signalled
 
 
 def _signal_self(signum: int) -> None:
