@@ -28,7 +28,7 @@ def cluster_options(fn: Any) -> Any:
 
 
 def _cluster(kwargs: dict[str, Any]) -> Any:
-    from deployctl.ops.k8s import Cluster
+    from deployctl.ops.kubernetes import Cluster
 
     return Cluster(
         namespace=kwargs.pop("namespace"), context=kwargs.pop("kube_context"), kubeconfig=kwargs.pop("kubeconfig")
@@ -89,13 +89,13 @@ def up(
     Example:
       deployctl k8s up --gpu-model rtx4090 --gpus 2 --replicas 2 -n llm --dry-run
     """
-    from deployctl.ops import k8s as ops
+    from deployctl.ops import kubernetes
 
     try:
         cluster = _cluster(kwargs)
         spec = load_spec(kwargs)
-        src = ops.chart_source(spec, simulate=simulate, faults=faults)
-        req = ops.UpRequest(
+        src = kubernetes.chart_source(spec, simulate=simulate, faults=faults)
+        req = kubernetes.UpRequest(
             source=src,
             release=release or spec.name.replace("_", "-"),
             replicas=replicas,
@@ -105,7 +105,9 @@ def up(
             set_values=set_values,
             timeout_s=timeout,
         )
-        result = ops.up(cluster, req, dry_run=dry_run, report=None if as_json else lambda s: click.echo(s, err=True))
+        result = kubernetes.up(
+            cluster, req, dry_run=dry_run, report=None if as_json else lambda s: click.echo(s, err=True)
+        )
     except DeployctlError as exc:
         if as_json:
             _fail_json(exc)
@@ -138,11 +140,11 @@ def status(as_json: bool, release: str | None, **kwargs: Any) -> None:
     Example:
       deployctl k8s status --release my-llm -n llm --json
     """
-    from deployctl.ops import k8s as ops
+    from deployctl.ops import kubernetes
 
     try:
         cluster = _cluster(kwargs)
-        st = ops.status(cluster, release or _spec_release())
+        st = kubernetes.status(cluster, release or _spec_release())
     except DeployctlError as exc:
         if as_json:
             _fail_json(exc)
@@ -181,11 +183,11 @@ def down(as_json: bool, release: str | None, timeout: int, dry_run: bool, **kwar
     Example:
       deployctl k8s down --release my-llm -n llm --dry-run
     """
-    from deployctl.ops import k8s as ops
+    from deployctl.ops import kubernetes
 
     try:
         cluster = _cluster(kwargs)
-        result = ops.down(cluster, release or _spec_release(), timeout_s=timeout, dry_run=dry_run)
+        result = kubernetes.down(cluster, release or _spec_release(), timeout_s=timeout, dry_run=dry_run)
     except DeployctlError as exc:
         if as_json:
             _fail_json(exc)

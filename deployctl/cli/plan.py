@@ -31,7 +31,7 @@ def init(output: Path, name: str, force: bool) -> None:
     Example:
       deployctl init --name helpdesk && $EDITOR deployctl.yaml
     """
-    from deployctl.ops.plan import write_starter
+    from deployctl.ops.planning import write_starter
 
     write_starter(output, name, force)
     click.echo(f"wrote {output}: set model.path, then run `deployctl plan`")
@@ -175,7 +175,7 @@ def plan(
       deployctl plan --gpu-model rtx4090 --gpus 2 --model ./Llama-3-70B-GPTQ
       deployctl plan --preset llama-3-70b-instruct-gptq --compare 1xrtx4090,2xrtx4090,2xa100-80gb --cost 1xrtx4090=18999,2xrtx4090=33998,2xa100-80gb=74000
     """
-    from deployctl.ops import plan as ops
+    from deployctl.ops import planning
 
     try:
         spec = load_spec(kwargs)
@@ -185,10 +185,10 @@ def plan(
                 "e.g. --compare 1xrtx4090,2xrtx4090 --cost 1xrtx4090=18999",
             )
         if hosts:
-            c = ops.make_comparison(spec, hosts, costs, kv_cache_dtype)
+            c = planning.make_comparison(spec, hosts, costs, kv_cache_dtype)
             click.echo(c.model_dump_json(indent=2) if as_json else format_comparison(c))
             return
-        p = ops.make_plan(spec, simulate=simulate)
+        p = planning.make_plan(spec, simulate=simulate)
     except DeployctlError as exc:
         if as_json:
             _fail_json(exc)
@@ -232,25 +232,24 @@ def render(
       deployctl render --gpu-model rtx4090 --gpus 2 --model ./Llama-3-70B-GPTQ --stack-dir ./stack
       deployctl render --target helm --gpu-model rtx4090 --gpus 2 --replicas 3 -o ./llm-chart
     """
-    from deployctl.ops import owner
-    from deployctl.ops import plan as ops
+    from deployctl.ops import owner, planning
 
     if target == "compose" and output is not None:
         kwargs["stack_dir"] = output
     spec_path = owner.spec_file(kwargs.get("spec_path"))
     spec = load_spec(kwargs)
     if target == "helm":
-        from deployctl.ops import k8s
+        from deployctl.ops import kubernetes
 
         chart_dir = output or Path(f"{spec.name}-chart")
-        out, src = k8s.render_chart(spec, chart_dir, simulate=simulate, faults=faults, replicas=replicas)
+        out, src = kubernetes.render_chart(spec, chart_dir, simulate=simulate, faults=faults, replicas=replicas)
         if as_json:
             echo_json({"chart_dir": str(out), "plan_hash": src.plan_hash, "simulate": simulate, "replicas": replicas})
         else:
             click.echo(f"wrote {out}: Chart.yaml, values.yaml, values.schema.json, templates/ (plan {src.plan_hash})")
         return
-    p = ops.make_plan(spec, simulate=simulate)
-    out = ops.render_stack(spec, p, simulate=simulate, faults=faults, spec_path=spec_path)
+    p = planning.make_plan(spec, simulate=simulate)
+    out = planning.render_stack(spec, p, simulate=simulate, faults=faults, spec_path=spec_path)
     if as_json:
         echo_json({"stack_dir": str(out), "plan_hash": p.digest(), "simulate": simulate})
     else:

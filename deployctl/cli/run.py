@@ -66,14 +66,13 @@ def up(
       deployctl up --gpus 2 -f deployctl.yaml
     """
     from deployctl.cli import output
-    from deployctl.ops import owner, upgrade
-    from deployctl.ops import stack as ops
+    from deployctl.ops import owner, stack, upgrade
 
     spec_path = owner.spec_file(kwargs.get("spec_path"))
     spec = load_spec(kwargs)
     with output.Progress() as progress:
 
-        def report(p: ops.Progress) -> None:
+        def report(p: stack.Progress) -> None:
             line = f" · {p.last_log}" if p.last_log else ""
             progress.step(p.phase, f"{p.elapsed_s:5.1f}s{line}")
 
@@ -91,7 +90,7 @@ def up(
                 replace=replace,
                 dry_run=dry_run,
             )
-        except ops.UpFailed as exc:
+        except stack.UpFailed as exc:
             _print_failure(progress, exc)
             raise
     if isinstance(result, upgrade.Preview):
@@ -164,10 +163,10 @@ def down(stack_dir: Path | None, spec_path: Path | None, project: str | None, as
     Example:
       deployctl down --stack-dir ./deployctl-stack
     """
-    from deployctl.ops import stack as ops
+    from deployctl.ops import stack
 
     directory = _stack_dir(stack_dir, spec_path)
-    left = ops.down(directory, project=project)
+    left = stack.down(directory, project=project)
     if left is None:
         if as_json:
             echo_json({"stack_dir": str(directory.absolute()), "left": [], "note": "no stack here: nothing to stop"})
@@ -206,9 +205,9 @@ def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> Non
     Example:
       deployctl status --json | jq '.services[].health'
     """
-    from deployctl.ops import stack as ops
+    from deployctl.ops import stack
 
-    found = ops.status(_stack_dir(stack_dir, spec_path))
+    found = stack.status(_stack_dir(stack_dir, spec_path))
     if as_json:
         echo_json(found.as_dict())
     else:
@@ -246,15 +245,15 @@ def logs(stack_dir: Path | None, spec_path: Path | None, follow: bool, tail: int
       deployctl logs -n 20
       deployctl logs -F -n 20            # follow until Ctrl-C (or SIGTERM)
     """
-    from deployctl.ops import stack as ops
+    from deployctl.ops import stack
 
     directory = _stack_dir(stack_dir, spec_path)
     if not follow:
-        click.echo(ops.logs(directory, tail=tail))
+        click.echo(stack.logs(directory, tail=tail))
         return
     _sigterm_interrupts()
     try:
-        for line in ops.follow_logs(directory, tail=tail):
+        for line in stack.follow_logs(directory, tail=tail):
             click.echo(line)
     except KeyboardInterrupt:
         pass  # Ctrl-C or SIGTERM: follow_logs stops `docker compose logs --follow` on its way out

@@ -473,7 +473,7 @@ class TuneRequest:
 
 def _target(req: TuneRequest) -> tuple[TuneConfig, list[str]]:
     """Give the config with the stack's endpoint, API key and dialect filled in, and the UUIDs of the stack's GPUs."""
-    from deployctl.ops import probe
+    from deployctl.ops import probing
     from deployctl.stackdir import StackInfo
 
     recorded = (req.stack_dir / "stack.json").is_file()
@@ -484,13 +484,13 @@ def _target(req: TuneRequest) -> tuple[TuneConfig, list[str]]:
         )
     if not req.config.endpoint and not recorded and req.dry_run and not req.simulate:
         return req.config, []  # a dry run on real GPUs benches nothing: no endpoint needed
-    target = probe.resolve_target(
+    target = probing.resolve_target(
         endpoint=req.config.endpoint or None, stack_dir=req.stack_dir, api_key_env=req.api_key_env
     )
     plan = target.plan
     uuids = [g.uuid for g in plan.gpus] if plan and plan.gpu_profile is None else []
     return replace(
-        req.config, endpoint=target.endpoint, api_key=target.api_key, dialect=probe.dialect_of(target)
+        req.config, endpoint=target.endpoint, api_key=target.api_key, dialect=probing.dialect_of(target)
     ), uuids
 
 

@@ -16,11 +16,10 @@ from typing import Any
 
 from deployctl import docker, engines, stackdir
 from deployctl.errors import InputError
-from deployctl.ops import owner
-from deployctl.ops import plan as plan_ops
-from deployctl.ops.diagnose import Diagnosis, diagnose
 from deployctl.interrupt import Guard, Interrupted, Signalled
-from deployctl.ops.power import apply_policy
+from deployctl.ops import owner, planning
+from deployctl.ops.diagnose import Diagnosis, diagnose
+from deployctl.ops.power_policy import apply_policy
 from deployctl.ops.stack import (
     Progress,
     Report,
@@ -158,7 +157,7 @@ class _Up:
         try:
             self.guard.checkpoint("before-start")
             self._say("planning")
-            plan = plan_ops.make_plan(self.spec, simulate=self.simulate)
+            plan = planning.make_plan(self.spec, simulate=self.simulate)
             check_exposure(self.spec, plan, allow_open)
             owner.check_free(plan.name, self.dir)
             files = self._render(plan, faults)

@@ -19,7 +19,7 @@ from deployctl import models, planner, spec
 from deployctl.cli import cli
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import EnvironmentProblem, InputError
-from deployctl.ops import k8s as ops
+from deployctl.ops import kubernetes
 from deployctl.targets import helm, workload
 
 KUBE_VERSIONS = ("1.28.0", "1.33.0")
@@ -215,9 +215,9 @@ def test_a_broken_values_file_is_refused_with_a_clear_message(
     bad = tmp_path / "site-values.yaml"
     bad.write_text(yaml.safe_dump(values))
     src = helm.source_from_plan(plan_for(1), simulate=True)
-    req = ops.UpRequest(source=src, release="rel", values_files=(bad,))
+    req = kubernetes.UpRequest(source=src, release="rel", values_files=(bad,))
     with pytest.raises(InputError) as err:
-        ops.up(ops.Cluster(), req, dry_run=True)
+        kubernetes.up(kubernetes.Cluster(), req, dry_run=True)
     assert err.value.message.startswith("values refused by the chart's values.schema.json: ")
     assert says in err.value.message
     assert "\n" not in err.value.message
@@ -271,7 +271,7 @@ def test_pod_problems_are_named() -> None:
             "containerStatuses": [{"image": "x:1", "state": {"waiting": {"reason": "ErrImageNeverPull"}}}],
         }
     )
-    assert ops.pod_state(pull).problem == "image x:1 is not present on node gpu-1 (ErrImageNeverPull)"
+    assert kubernetes.pod_state(pull).problem == "image x:1 is not present on node gpu-1 (ErrImageNeverPull)"
     gpu = pod(
         {
             "phase": "Pending",
@@ -284,7 +284,7 @@ def test_pod_problems_are_named() -> None:
             ],
         }
     )
-    assert ops.pod_state(gpu).problem.startswith("no node has the free GPUs it asks for")
+    assert kubernetes.pod_state(gpu).problem.startswith("no node has the free GPUs it asks for")
     crash = pod(
         {
             "phase": "Running",
@@ -297,19 +297,19 @@ def test_pod_problems_are_named() -> None:
             ],
         }
     )
-    assert ops.pod_state(crash).problem == "the engine keeps exiting (exit code 1, 3 restarts)"
+    assert kubernetes.pod_state(crash).problem == "the engine keeps exiting (exit code 1, 3 restarts)"
     ready = pod({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
-    assert ops.pod_state(ready).problem is None and ops.pod_state(ready).ready
+    assert kubernetes.pod_state(ready).problem is None and kubernetes.pod_state(ready).ready
 
 
 def test_tool_errors_become_one_line_each() -> None:
     def err(text: str) -> Any:
-        return ops.explain(ops.ToolError(["helm", "upgrade"], 1, text))
+        return kubernetes.explain(kubernetes.ToolError(["helm", "upgrade"], 1, text))
 
     assert isinstance(
         err("Error: Kubernetes cluster unreachable: Get ...: dial tcp: connection refused"), EnvironmentProblem
     )
-    assert isinstance(err("Error: release: not found"), ops.NotFound)
+    assert isinstance(err("Error: release: not found"), kubernetes.NotFound)
     assert err("Error: release: not found").exit_code == 5
     assert isinstance(err('error: context "prod" does not exist'), InputError)
 
@@ -362,19 +362,19 @@ class FakeKube:
     def run(self, tool: str, *args: str, **kw: Any) -> str:
         name = args[2]
         if name not in self.runtime_classes:
-            raise ops.NotFound(f'runtimeclasses.node.k8s.io "{name}" not found')
+            raise kubernetes.NotFound(f'runtimeclasses.node.k8s.io "{name}" not found')
         return f"runtimeclass.node.k8s.io/{name}"
 
 
 def test_preflight_names_a_cluster_without_gpu_nodes_or_runtime_class() -> None:
     with pytest.raises(EnvironmentProblem) as err:
-        ops.check_cluster(FakeKube([0, 1], {"nvidia"}), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
+        kubernetes.check_cluster(FakeKube([0, 1], {"nvidia"}), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
     assert err.value.message == "no GPU node: no node offers 2 nvidia.com/gpu (node-0: 0, node-1: 1)"
     assert err.value.exit_code == 3
     with pytest.raises(EnvironmentProblem, match="RuntimeClass 'nvidia' does not exist"):
-        ops.check_cluster(FakeKube([2], set()), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
-    ops.check_cluster(FakeKube([0, 2], {"nvidia"}), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
-    ops.check_cluster(FakeKube([2], set()), gpus=2, runtime_class="")  # type: ignore[arg-type]
+        kubernetes.check_cluster(FakeKube([2], set()), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
+    kubernetes.check_cluster(FakeKube([0, 2], {"nvidia"}), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
+    kubernetes.check_cluster(FakeKube([2], set()), gpus=2, runtime_class="")  # type: ignore[arg-type]
 
 
 def test_bundle_target_helm_carries_a_chart_helm_installs(tmp_path: Path) -> None:
@@ -382,10 +382,10 @@ def test_bundle_target_helm_carries_a_chart_helm_installs(tmp_path: Path) -> Non
 
     from deployctl.bundle import create
     from deployctl.bundle.install import verify
-    from deployctl.ops import plan as deploy
+    from deployctl.ops import planning
 
     source = spec.load(write_spec(tmp_path, write_tiny_model(tmp_path / "tiny-llama")))
-    plan = deploy.make_plan(source, simulate=True)
+    plan = planning.make_plan(source, simulate=True)
     out = create.create(source, plan, tmp_path / "b", images=[], wheels="none", simulate=True, target="helm").path
     (packaged,) = (out / "stack" / "chart").glob("*.tgz")
     assert verify(out, None, insecure=True).entries >= 5
@@ -426,9 +426,9 @@ def test_a_bad_namespace_is_refused_in_json_too(tmp_path: Path, monkeypatch: pyt
 def test_a_user_who_may_not_list_nodes_is_not_stopped_by_the_preflight() -> None:
     class Restricted(FakeKube):
         def json(self, tool: str, *args: str) -> Any:
-            raise ops.Forbidden('nodes is forbidden: User "dev" cannot list resource "nodes"')
+            raise kubernetes.Forbidden('nodes is forbidden: User "dev" cannot list resource "nodes"')
 
-    ops.check_cluster(Restricted([], {"nvidia"}), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
+    kubernetes.check_cluster(Restricted([], {"nvidia"}), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -449,7 +449,7 @@ def test_a_user_who_may_not_list_nodes_is_not_stopped_by_the_preflight() -> None
     ],
 )
 def test_a_failed_rollout_says_what_helm_did(stderr: str, says: str) -> None:
-    err = ops.rollout_failure("llm", 1, stderr, "image x:1 is not present on node gpu-1 (ErrImagePull)")
-    assert isinstance(err, ops.RolloutFailed) and err.exit_code == 1
+    err = kubernetes.rollout_failure("llm", 1, stderr, "image x:1 is not present on node gpu-1 (ErrImagePull)")
+    assert isinstance(err, kubernetes.RolloutFailed) and err.exit_code == 1
     assert "did not become ready: image x:1 is not present on node gpu-1 (ErrImagePull)" in err.message
     assert err.hint is not None and err.hint.startswith(says)

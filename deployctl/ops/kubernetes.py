@@ -593,14 +593,14 @@ def _wait_gone(kube: Kube, release: str, *, timeout_s: float) -> list[str]:
 
 def chart_source(spec: Any, *, simulate: bool, faults: dict[str, str] | None = None) -> chart.ChartSource:
     """Give the chart's inputs for a spec: the plan per replica, from a GPU profile (the nodes are not here)."""
-    from deployctl.ops import plan as deploy
+    from deployctl.ops import planning
 
     if not simulate and spec.gpu_model is None:
         raise InputError(
             "a plan for a cluster needs the nodes' GPU model",
             "pass --gpu-model (e.g. rtx4090); each replica gets --gpus of them",
         )
-    plan = deploy.make_plan(spec, simulate=simulate)
+    plan = planning.make_plan(spec, simulate=simulate)
     return chart.source_from_plan(plan, simulate=simulate, faults=faults)
 
 
