@@ -28,7 +28,7 @@ def cluster_options(fn: Any) -> Any:
 
 
 def _cluster(kwargs: dict[str, Any]) -> Any:
-    from deployctl.ops.kubernetes import Cluster
+    from deployctl.kube import Cluster
 
     return Cluster(
         namespace=kwargs.pop("namespace"), context=kwargs.pop("kube_context"), kubeconfig=kwargs.pop("kubeconfig")

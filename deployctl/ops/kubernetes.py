@@ -8,7 +8,6 @@ failing) rather than Helm's "timed out waiting for the condition".
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -23,19 +22,23 @@ from typing import Any
 import yaml
 
 from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
+from deployctl.kube import (
+    GPU_RESOURCE,
+    INSTANCE_LABEL,
+    Cluster,
+    Forbidden,
+    Kube,
+    NotFound,
+    ToolError,
+    check_release_name,
+    explain,
+    last_line,
+    pods,
+    probe_failure,
+)
 from deployctl.targets import helm as chart
 
-GPU_RESOURCE = "nvidia.com/gpu"
-INSTANCE_LABEL = "app.kubernetes.io/instance"
 POLL_S = 2.0
-# Container waiting reasons that mean the image is not on the node (kubelet's images/types.go).
-IMAGE_REASONS = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName")
-
-
-class NotFound(DeployctlError):
-    """The release is not installed in that namespace."""
-
-    exit_code = 5
 
 
 class RolloutFailed(DeployctlError):
@@ -46,197 +49,6 @@ class RolloutFailed(DeployctlError):
     def __init__(self, message: str, hint: str | None = None, *, removed: bool = False) -> None:
         super().__init__(message, hint)
         self.removed = removed
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """Where to talk to: kubeconfig (None: $KUBECONFIG or ~/.kube/config), context and namespace."""
-
-    namespace: str = "default"
-    context: str | None = None
-    kubeconfig: str | None = None
-
-    def __post_init__(self) -> None:
-        if not chart.RELEASE_NAME.match(self.namespace) or len(self.namespace) > 63:
-            raise InputError(
-                f"namespace {self.namespace!r} is not a Kubernetes name", "use lower-case letters, digits and '-'"
-            )
-
-    def flags(self, tool: str) -> list[str]:
-        out = ["--namespace", self.namespace]
-        if self.context:
-            out += ["--kube-context" if tool == "helm" else "--context", self.context]
-        if self.kubeconfig:
-            out += ["--kubeconfig", self.kubeconfig]
-        return out
-
-
-class Forbidden(EnvironmentProblem):
-    """The kubeconfig's user may not do this (RBAC)."""
-
-
-class ToolError(DeployctlError):
-    """helm or kubectl failed: the command, its exit status and its last words."""
-
-    def __init__(self, command: list[str], returncode: int, stderr: str) -> None:
-        self.command = command
-        self.returncode = returncode
-        self.stderr = stderr.strip()
-        super().__init__(f"{command[0]} {command[1]} failed: {last_line(self.stderr)}")
-
-
-def last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "(no output)"
-
-
-def explain(err: ToolError) -> DeployctlError:
-    """Give the one-line error a user acts on for a helm/kubectl failure."""
-    text = err.stderr
-    low = text.lower()
-    where = "check KUBECONFIG, --kubeconfig and --kube-context"
-    if "values don't meet the specifications of the schema" in text:
-        problems = [line.strip("- ").strip() for line in text.splitlines() if line.startswith("- ")]
-        return InputError("values refused by the chart's values.schema.json: " + "; ".join(problems))
-    if "no configuration has been provided" in low or ("kubeconfig" in low and "no such file" in low):
-        return EnvironmentProblem("no kubeconfig: deployctl does not know which cluster to use", where)
-    if "context" in low and "does not exist" in low:
-        return InputError(f"kube context: {last_line(text)}", "kubectl config get-contexts lists them")
-    if any(s in low for s in ("connection refused", "unreachable", "no such host", "i/o timeout", "unable to connect")):
-        return EnvironmentProblem(f"cannot reach the Kubernetes cluster: {last_line(text)}", where)
-    if "unauthorized" in low or "forbidden" in low:
-        return Forbidden(
-            f"the cluster refused the request: {last_line(text)}", "check the kubeconfig's user and its RBAC roles"
-        )
-    if "release: not found" in low:
-        return NotFound("no such release in that namespace", "helm list -A shows every release")
-    if "(notfound)" in low:
-        return NotFound(last_line(text).removeprefix("Error from server (NotFound): "))
-    return err
-
-
-def _check_kubeconfig(cluster: Cluster) -> None:
-    """Raise when no kubeconfig can be found (helm would otherwise try http://localhost:8080)."""
-    if cluster.kubeconfig:
-        if not Path(cluster.kubeconfig).is_file():
-            raise InputError(f"--kubeconfig {cluster.kubeconfig}: no such file")
-        return
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return  # inside a pod: the service account's in-cluster config
-    paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
-    paths = paths or [str(Path.home() / ".kube" / "config")]
-    if not any(Path(p).is_file() for p in paths):
-        raise EnvironmentProblem(
-            f"no kubeconfig: deployctl does not know which cluster to use (looked for {', '.join(paths)})",
-            "set KUBECONFIG or pass --kubeconfig FILE",
-        )
-
-
-class Kube:
-    """The one transport to the cluster: helm and kubectl, run with the same kubeconfig, context, namespace."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        _check_kubeconfig(cluster)
-        for tool in ("helm", "kubectl"):
-            if not shutil.which(tool):
-                raise EnvironmentProblem(
-                    f"{tool} is not installed",
-                    "see docs/kubernetes.md; deployctl drives the cluster through helm and kubectl",
-                )
-
-    def run(self, tool: str, *args: str, timeout: float = 60, stdin: str | None = None) -> str:
-        cmd = [tool, *args, *self.cluster.flags(tool)]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=stdin)
-        except subprocess.TimeoutExpired:
-            raise EnvironmentProblem(
-                f"{tool} {args[0]} did not answer in {timeout:.0f}s", "is the cluster reachable?"
-            ) from None
-        if done.returncode != 0:
-            raise explain(ToolError(cmd, done.returncode, done.stderr))
-        return done.stdout
-
-    def json(self, tool: str, *args: str) -> Any:
-        return json.loads(self.run(tool, *args, "-o", "json"))
-
-    def start(self, tool: str, *args: str) -> subprocess.Popen[str]:
-        cmd = [tool, *args, *self.cluster.flags(tool)]
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-# -- what the cluster says about the release -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PodState:
-    name: str
-    phase: str
-    ready: bool
-    restarts: int
-    node: str
-    problem: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def pod_state(pod: dict[str, Any]) -> PodState:
-    """Give a pod's state and, when it is not Ready, the reason in the user's words."""
-    status = pod.get("status", {})
-    conditions = {c["type"]: c for c in status.get("conditions", [])}
-    containers = status.get("containerStatuses", [])
-    ready = conditions.get("Ready", {}).get("status") == "True"
-    problem = None
-    scheduled = conditions.get("PodScheduled", {})
-    if scheduled.get("status") == "False":
-        msg = scheduled.get("message", "")
-        if GPU_RESOURCE in msg:
-            problem = f"no node has the free GPUs it asks for ({msg})"
-        else:
-            problem = f"not scheduled: {msg or scheduled.get('reason', 'unknown')}"
-    for c in containers:
-        waiting = c.get("state", {}).get("waiting") or {}
-        reason = waiting.get("reason", "")
-        if reason in IMAGE_REASONS:
-            problem = f"image {c.get('image')} is not present on node {pod['spec'].get('nodeName', '?')} ({reason})"
-        elif reason == "CrashLoopBackOff":
-            last = (c.get("lastState", {}).get("terminated") or {}).get("exitCode")
-            problem = f"the engine keeps exiting (exit code {last}, {c.get('restartCount', 0)} restarts)"
-        elif reason and reason != "ContainerCreating":
-            problem = f"{reason}: {waiting.get('message', '')}".strip(": ")
-        elif c.get("state", {}).get("running") and not c.get("ready"):
-            problem = problem or "running, but its health probe does not pass yet"
-    if not problem and status.get("reason"):
-        problem = f"{status['reason']}: {status.get('message', '')}"
-    return PodState(
-        name=pod["metadata"]["name"],
-        phase=status.get("phase", "Unknown"),
-        ready=ready,
-        restarts=sum(c.get("restartCount", 0) for c in containers),
-        node=pod["spec"].get("nodeName") or "-",
-        problem=None if ready else problem,
-    )
-
-
-def pods(kube: Kube, release: str, *, terminating: bool = False) -> list[PodState]:
-    """Give the release's pods (and, with `terminating`, those being deleted too)."""
-    data = kube.json("kubectl", "get", "pods", "-l", f"{INSTANCE_LABEL}={release}")
-    items = data.get("items", [])
-    return [pod_state(p) for p in items if terminating or not p["metadata"].get("deletionTimestamp")]
-
-
-def probe_failure(kube: Kube, pod_names: set[str]) -> str | None:
-    """Give the last probe-failure event of these pods, if any (why a running pod is not Ready)."""
-    try:
-        events = kube.json("kubectl", "get", "events", "--field-selector", "type=Warning,reason=Unhealthy")
-    except DeployctlError:
-        return None
-    mine = [e for e in events.get("items", []) if e.get("involvedObject", {}).get("name") in pod_names]
-    if not mine:
-        return None
-    last = max(mine, key=lambda e: e.get("lastTimestamp") or "")
-    return str(last.get("message", "")).strip()
 
 
 @dataclass
@@ -361,7 +173,7 @@ def up(
     cluster: Cluster, req: UpRequest, *, dry_run: bool = False, report: Callable[[str], None] | None = None
 ) -> UpResult:
     """Install or upgrade the release and wait until every replica is Ready; Helm rolls back a failure."""
-    chart.check_release_name(req.release)
+    check_release_name(req.release)
     files = chart.render(req.source, replicas=req.replicas, runtime_class=req.runtime_class)
     with tempfile.TemporaryDirectory(prefix="deployctl-chart-") as tmp_name:
         tmp = Path(tmp_name)
@@ -511,7 +323,7 @@ class Status:
 
 def status(cluster: Cluster, release: str) -> Status:
     """Give the release's Helm status, its Deployment's readiness, its pods and where its Service is."""
-    chart.check_release_name(release)
+    check_release_name(release)
     kube = Kube(cluster)
     info = kube.json("helm", "status", release)
     selector = f"{INSTANCE_LABEL}={release}"
@@ -566,7 +378,7 @@ class DownResult:
 
 def down(cluster: Cluster, release: str, *, timeout_s: int = 120, dry_run: bool = False) -> DownResult:
     """Uninstall the release and wait until none of its pods is left."""
-    chart.check_release_name(release)
+    check_release_name(release)
     kube = Kube(cluster)
     manifest = kube.run("helm", "get", "manifest", release)
     removed = [f"{d['kind']}/{d['metadata']['name']}" for d in yaml.safe_load_all(manifest) if d]

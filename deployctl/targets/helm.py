@@ -17,14 +17,11 @@ from typing import Any
 from deployctl import __version__, engines, templating
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import InputError
+from deployctl.kube import RELEASE_NAME
 from deployctl.planner.types import Plan
 
 CHART_FILES = "templates/helm"
 MARKER = "Chart.yaml"
-# Kubernetes names: a release name becomes part of Service and Deployment names (DNS-1123 label),
-# and Helm caps release names at 53 characters (helm/pkg/chartutil/validate_name.go).
-RELEASE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-RELEASE_NAME_MAX = 53
 # The simulator listens above 1024 so it runs as a user with every capability dropped: TGI's
 # port 80 is moved to this one (the simulator reads TGI's PORT variable, deployctl/sim/config.py).
 SIM_PORT = 8080
@@ -277,13 +274,3 @@ def write_chart(files: dict[str, bytes], out_dir: Path) -> Path:
     from deployctl.stackdir import write_tree
 
     return write_tree(files, out_dir, marker=MARKER, what="chart directory")
-
-
-def check_release_name(name: str) -> str:
-    """Give `name` if Helm and Kubernetes accept it as a release name; an InputError otherwise."""
-    if len(name) > RELEASE_NAME_MAX or not RELEASE_NAME.match(name):
-        raise InputError(
-            f"release name {name!r} is not a Kubernetes name",
-            f"use lower-case letters, digits and '-', at most {RELEASE_NAME_MAX} characters (--release NAME)",
-        )
-    return name

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from helpers.k8stools import path_with_tools, tool
 
 from deployctl import gpus as profiles
-from deployctl import models, planner, spec
+from deployctl import kube, models, planner, spec
 from deployctl.cli import cli
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import EnvironmentProblem, InputError
@@ -217,7 +217,7 @@ def test_a_broken_values_file_is_refused_with_a_clear_message(
     src = helm.source_from_plan(plan_for(1), simulate=True)
     req = kubernetes.UpRequest(source=src, release="rel", values_files=(bad,))
     with pytest.raises(InputError) as err:
-        kubernetes.up(kubernetes.Cluster(), req, dry_run=True)
+        kubernetes.up(kube.Cluster(), req, dry_run=True)
     assert err.value.message.startswith("values refused by the chart's values.schema.json: ")
     assert says in err.value.message
     assert "\n" not in err.value.message
@@ -271,7 +271,7 @@ def test_pod_problems_are_named() -> None:
             "containerStatuses": [{"image": "x:1", "state": {"waiting": {"reason": "ErrImageNeverPull"}}}],
         }
     )
-    assert kubernetes.pod_state(pull).problem == "image x:1 is not present on node gpu-1 (ErrImageNeverPull)"
+    assert kube.pod_state(pull).problem == "image x:1 is not present on node gpu-1 (ErrImageNeverPull)"
     gpu = pod(
         {
             "phase": "Pending",
@@ -284,7 +284,7 @@ def test_pod_problems_are_named() -> None:
             ],
         }
     )
-    assert kubernetes.pod_state(gpu).problem.startswith("no node has the free GPUs it asks for")
+    assert kube.pod_state(gpu).problem.startswith("no node has the free GPUs it asks for")
     crash = pod(
         {
             "phase": "Running",
@@ -297,19 +297,19 @@ def test_pod_problems_are_named() -> None:
             ],
         }
     )
-    assert kubernetes.pod_state(crash).problem == "the engine keeps exiting (exit code 1, 3 restarts)"
+    assert kube.pod_state(crash).problem == "the engine keeps exiting (exit code 1, 3 restarts)"
     ready = pod({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
-    assert kubernetes.pod_state(ready).problem is None and kubernetes.pod_state(ready).ready
+    assert kube.pod_state(ready).problem is None and kube.pod_state(ready).ready
 
 
 def test_tool_errors_become_one_line_each() -> None:
     def err(text: str) -> Any:
-        return kubernetes.explain(kubernetes.ToolError(["helm", "upgrade"], 1, text))
+        return kube.explain(kube.ToolError(["helm", "upgrade"], 1, text))
 
     assert isinstance(
         err("Error: Kubernetes cluster unreachable: Get ...: dial tcp: connection refused"), EnvironmentProblem
     )
-    assert isinstance(err("Error: release: not found"), kubernetes.NotFound)
+    assert isinstance(err("Error: release: not found"), kube.NotFound)
     assert err("Error: release: not found").exit_code == 5
     assert isinstance(err('error: context "prod" does not exist'), InputError)
 
@@ -362,7 +362,7 @@ class FakeKube:
     def run(self, tool: str, *args: str, **kw: Any) -> str:
         name = args[2]
         if name not in self.runtime_classes:
-            raise kubernetes.NotFound(f'runtimeclasses.node.k8s.io "{name}" not found')
+            raise kube.NotFound(f'runtimeclasses.node.k8s.io "{name}" not found')
         return f"runtimeclass.node.k8s.io/{name}"
 
 
@@ -426,7 +426,7 @@ def test_a_bad_namespace_is_refused_in_json_too(tmp_path: Path, monkeypatch: pyt
 def test_a_user_who_may_not_list_nodes_is_not_stopped_by_the_preflight() -> None:
     class Restricted(FakeKube):
         def json(self, tool: str, *args: str) -> Any:
-            raise kubernetes.Forbidden('nodes is forbidden: User "dev" cannot list resource "nodes"')
+            raise kube.Forbidden('nodes is forbidden: User "dev" cannot list resource "nodes"')
 
     kubernetes.check_cluster(Restricted([], {"nvidia"}), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
 
