@@ -94,19 +94,18 @@ def up(
     try:
         cluster = _cluster(kwargs)
         spec = load_spec(kwargs)
-        src = kubernetes.chart_source(spec, simulate=simulate, faults=faults)
         req = kubernetes.UpRequest(
-            source=src,
             release=release or spec.name.replace("_", "-"),
+            simulate=simulate,
+            faults=faults,
             replicas=replicas,
             runtime_class=runtime_class,
-            api_key=spec.resolve_api_key() if src.api_key_required else None,
             values_files=values_files,
             set_values=set_values,
             timeout_s=timeout,
         )
         result = kubernetes.up(
-            cluster, req, dry_run=dry_run, report=None if as_json else lambda s: click.echo(s, err=True)
+            spec, cluster, req, dry_run=dry_run, report=None if as_json else lambda s: click.echo(s, err=True)
         )
     except DeployctlError as exc:
         if as_json:

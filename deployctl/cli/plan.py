@@ -238,19 +238,26 @@ def render(
         kwargs["stack_dir"] = output
     spec_path = owner.spec_file(kwargs.get("spec_path"))
     spec = load_spec(kwargs)
+    done = planning.render(
+        spec,
+        target=target,
+        output=output if target == "helm" else None,
+        simulate=simulate,
+        faults=faults,
+        replicas=replicas,
+        spec_path=spec_path,
+    )
     if target == "helm":
-        from deployctl.ops import kubernetes
-
-        chart_dir = output or Path(f"{spec.name}-chart")
-        out, src = kubernetes.render_chart(spec, chart_dir, simulate=simulate, faults=faults, replicas=replicas)
         if as_json:
-            echo_json({"chart_dir": str(out), "plan_hash": src.plan_hash, "simulate": simulate, "replicas": replicas})
+            echo_json(
+                {"chart_dir": str(done.path), "plan_hash": done.plan_hash, "simulate": simulate, "replicas": replicas}
+            )
         else:
-            click.echo(f"wrote {out}: Chart.yaml, values.yaml, values.schema.json, templates/ (plan {src.plan_hash})")
+            click.echo(
+                f"wrote {done.path}: Chart.yaml, values.yaml, values.schema.json, templates/ (plan {done.plan_hash})"
+            )
         return
-    p = planning.make_plan(spec, simulate=simulate)
-    out = planning.render_stack(spec, p, simulate=simulate, faults=faults, spec_path=spec_path)
     if as_json:
-        echo_json({"stack_dir": str(out), "plan_hash": p.digest(), "simulate": simulate})
+        echo_json({"stack_dir": str(done.path), "plan_hash": done.plan_hash, "simulate": simulate})
     else:
-        click.echo(f"wrote {out}/compose.yaml, .env, plan.json (plan {p.digest()})")
+        click.echo(f"wrote {done.path}/compose.yaml, .env, plan.json (plan {done.plan_hash})")

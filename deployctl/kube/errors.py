@@ -1,8 +1,9 @@
-"""helm and kubectl failures: one error that carries the command, and the table from their words to errors a user acts on."""
+"""The one table from helm's and kubectl's words (a ToolError: command, exit code, stdout, stderr) to errors a user acts on."""
 
 from __future__ import annotations
 
 from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
+from deployctl.tools import ToolError, last_line
 
 
 class NotFound(DeployctlError):
@@ -13,21 +14,6 @@ class NotFound(DeployctlError):
 
 class Forbidden(EnvironmentProblem):
     """The kubeconfig's user may not do this (RBAC)."""
-
-
-class ToolError(DeployctlError):
-    """helm or kubectl failed: the command, its exit status and its last words."""
-
-    def __init__(self, command: list[str], returncode: int, stderr: str) -> None:
-        self.command = command
-        self.returncode = returncode
-        self.stderr = stderr.strip()
-        super().__init__(f"{command[0]} {command[1]} failed: {last_line(self.stderr)}")
-
-
-def last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "(no output)"
 
 
 def explain(err: ToolError) -> DeployctlError:

@@ -1,16 +1,18 @@
-"""From a spec to a plan and a rendered stack: the steps `init`, `plan`, `render` and `up` share."""
+"""From a spec to a plan and its rendered files: the steps `init`, `plan`, `render`, `up` and `k8s up` share."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from deployctl import models, planner
+from deployctl import models, planner, targets
 from deployctl.errors import InputError
 from deployctl.hardware import inventory
 from deployctl.models import ModelFacts
 from deployctl.planner.compare import Comparison
 from deployctl.planner.types import Plan
 from deployctl.spec import DeploymentSpec
+from deployctl.targets import RenderOptions
 
 SIMULATED_GPU = "rtx4090"
 
@@ -30,6 +32,42 @@ def make_plan(spec: DeploymentSpec, simulate: bool = False) -> Plan:
     return planner.plan(spec, facts, host, simulate=simulate)
 
 
+def cluster_plan(spec: DeploymentSpec, *, simulate: bool) -> Plan:
+    """Give the plan per replica on a cluster, from a GPU profile (the nodes are not here to be asked)."""
+    if not simulate and spec.gpu_model is None:
+        raise InputError(
+            "a plan for a cluster needs the nodes' GPU model",
+            "pass --gpu-model (e.g. rtx4090); each replica gets --gpus of them",
+        )
+    return make_plan(spec, simulate=simulate)
+
+
+def stack_options(
+    spec: DeploymentSpec,
+    stack_dir: Path,
+    *,
+    simulate: bool,
+    faults: dict[str, str] | None = None,
+    spec_path: Path | None = None,
+) -> RenderOptions:
+    """Give how a stack directory is rendered: the spec's API key, and labels naming the directory that owns it."""
+    from deployctl.ops import owner
+
+    return RenderOptions(
+        simulate=simulate,
+        api_key=spec.resolve_api_key(),
+        faults=dict(faults or {}),
+        labels=owner.labels(stack_dir.absolute(), spec_path),
+    )
+
+
+def chart_options(
+    *, simulate: bool, faults: dict[str, str] | None = None, replicas: int = 1, runtime_class: str = "nvidia"
+) -> RenderOptions:
+    """Give how a chart is rendered: never with the API key (a Kubernetes Secret holds it)."""
+    return RenderOptions(simulate=simulate, faults=dict(faults or {}), replicas=replicas, runtime_class=runtime_class)
+
+
 def render_stack(
     spec: DeploymentSpec,
     plan: Plan,
@@ -40,14 +78,46 @@ def render_stack(
 ) -> Path:
     """Render the plan into the spec's stack directory (keeping the operator's files there) and give its path."""
     from deployctl import stackdir
-    from deployctl.ops import owner
-    from deployctl.targets import compose
 
     target = (stack_dir or spec.stack_dir).absolute()
-    labels = owner.labels(target, spec_path)
-    files = compose.render(plan, simulate=simulate, api_key=spec.resolve_api_key(), faults=faults, labels=labels)
+    options = stack_options(spec, target, simulate=simulate, faults=faults, spec_path=spec_path)
+    files = targets.render(plan, "compose", options)
     revision = stackdir.next_revision(stackdir.rendered_files(target), files, target)
     return stackdir.write_stack(files, target, revision=revision, spec=spec_path)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What `render` wrote: the stack or chart directory, and the plan it holds."""
+
+    target: str
+    path: Path
+    plan_hash: str
+    simulate: bool
+    replicas: int
+
+
+def render(
+    spec: DeploymentSpec,
+    *,
+    target: str,
+    output: Path | None = None,
+    simulate: bool = False,
+    faults: dict[str, str] | None = None,
+    replicas: int = 1,
+    spec_path: Path | None = None,
+) -> Rendered:
+    """Plan the spec and write it for `target`: a stack directory (compose) or a chart directory (helm)."""
+    if target == "helm":
+        from deployctl.targets.helm import write_chart
+
+        plan = cluster_plan(spec, simulate=simulate)
+        files = targets.render(plan, "helm", chart_options(simulate=simulate, faults=faults, replicas=replicas))
+        out = write_chart(files, output or Path(f"{spec.name}-chart"))
+    else:
+        plan = make_plan(spec, simulate=simulate)
+        out = render_stack(spec, plan, simulate=simulate, stack_dir=output, faults=faults, spec_path=spec_path)
+    return Rendered(target, out, plan.digest(), simulate, replicas)
 
 
 def write_starter(output: Path, name: str, force: bool) -> Path:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deployctl import docker, engines, stackdir
+from deployctl import docker, engines, stackdir, targets
 from deployctl.errors import InputError
 from deployctl.interrupt import Guard, Interrupted, Signalled
 from deployctl.ops import owner, planning
@@ -214,15 +214,10 @@ class _Up:
         )
 
     def _render(self, plan: Plan, faults: dict[str, str] | None) -> dict[str, bytes]:
-        from deployctl.targets import compose
-
-        return compose.render(
-            plan,
-            simulate=self.simulate,
-            api_key=self.spec.resolve_api_key(),
-            faults=faults,
-            labels=owner.labels(self.dir, self.spec_path),
+        options = planning.stack_options(
+            self.spec, self.dir, simulate=self.simulate, faults=faults, spec_path=self.spec_path
         )
+        return targets.render(plan, "compose", options)
 
     def _keep_running_as_good(self) -> None:
         """Keep the running revision as the good copy when it answers now; else the last one that did."""

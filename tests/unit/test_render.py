@@ -8,11 +8,10 @@ import pytest
 import yaml
 
 from deployctl import gpus as profiles
-from deployctl import models, planner, spec
+from deployctl import models, planner, spec, targets
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import EnvironmentProblem, InputError
 from deployctl.stackdir import write_stack
-from deployctl.targets import compose as render
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 KEY = "golden-test-key"
@@ -32,7 +31,8 @@ def golden_plan(gpus: int, engine: str = "tgi") -> planner.Plan:
 
 
 def files_for(gpus: int, simulate: bool = False, engine: str = "tgi") -> dict[str, bytes]:
-    return render.render(golden_plan(gpus, engine), simulate=simulate, api_key=KEY if gpus == 2 else None)
+    options = targets.RenderOptions(simulate=simulate, api_key=KEY if gpus == 2 else None)
+    return targets.render(golden_plan(gpus, engine), "compose", options)
 
 
 @pytest.mark.parametrize("gpus", [1, 2])
