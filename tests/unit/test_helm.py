@@ -349,6 +349,27 @@ def test_k8s_up_needs_a_gpu_model_and_a_kubeconfig(tmp_path: Path, monkeypatch: 
     assert doc["ok"] is False and doc["error"].startswith("no kubeconfig:")
 
 
+def test_k8s_up_names_every_missing_prerequisite_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No kubeconfig, no helm, no kubectl: one line names all three (no --dry-run needed to see helm is missing)."""
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["k8s", "up", "--simulate"])
+    assert result.exit_code == 3
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(
+        f"error: 3 problems: no kubeconfig: deployctl does not know which cluster to use (looked for {tmp_path}/missing); "
+    )
+    assert (
+        "; helm is not installed; kubectl is not installed; set KUBECONFIG or pass --kubeconfig FILE; see docs/kubernetes.md"
+        in line
+    )
+    dry = CliRunner().invoke(cli, ["k8s", "up", "--simulate", "--dry-run", "--json"])
+    assert dry.exit_code == 3 and json.loads(dry.stdout)["error"] == "helm is not installed"  # all a dry run needs
+
+
 class FakeKube(kube.Kube):
     """A cluster's nodes and RuntimeClasses as kubectl prints them (`kubectl get -o json`), parsed by the real transport."""
 
