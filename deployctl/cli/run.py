@@ -251,24 +251,15 @@ def logs(stack_dir: Path | None, spec_path: Path | None, follow: bool, tail: int
     if not follow:
         click.echo(stack.logs(directory, tail=tail))
         return
-    _sigterm_interrupts()
+    from deployctl.interrupt import Guard
+
     try:
-        for line in stack.follow_logs(directory, tail=tail):
-            click.echo(line)
+        # SIGTERM unwinds like Ctrl-C, so that follow_logs stops `docker compose logs --follow` on its way out.
+        with Guard().installed():
+            for line in stack.follow_logs(directory, tail=tail):
+                click.echo(line)
     except KeyboardInterrupt:
-        pass  # Ctrl-C or SIGTERM: follow_logs stops `docker compose logs --follow` on its way out
-
-
-def _sigterm_interrupts() -> None:
-    """Make SIGTERM unwind like Ctrl-C, so that `finally` blocks stop the child processes we started."""
-    import signal
-    import threading
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, interrupt)
+        pass
 
 
 @click.command()
