@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from deployctl.planner.types import Plan
 from deployctl.probe.http import check_url, request
+from deployctl.probe.sse import DONE, parse_sse_line
 
 Dialect = Literal["tgi", "openai"]
 # Exit codes: 5 is "not running" in the CLI's table, apart from 2 (bad input) so a cron job can tell them apart.
@@ -109,13 +110,11 @@ def _openai_generation(
     chunks, usage = 0, None
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         for raw in resp:
-            line = raw.strip()
-            if not line.startswith(b"data:"):
+            event = parse_sse_line(raw)
+            if event is None:
                 continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
+            if event is DONE:
                 break
-            event = json.loads(data)
             if "error" in event:
                 raise RuntimeError(str(event["error"]))
             if event.get("usage") and not event.get("choices"):

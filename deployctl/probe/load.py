@@ -8,12 +8,13 @@ coordinated omission). Times come from one monotonic clock (perf_counter).
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from deployctl.probe.sse import DONE, parse_sse_line
 
 Api = Literal["generate", "chat", "completions"]
 Dialect = Literal["tgi", "openai"]  # TGI's routes, or the OpenAI-compatible API (vLLM)
@@ -148,13 +149,15 @@ async def one(session: Any, w: Workload, prompt: str, i: int, result: Result) ->
                 return result
             async for raw in resp.content:
                 now = time.perf_counter()
-                line = raw.strip()
-                if not line.startswith(b"data:"):
+                try:
+                    event = parse_sse_line(raw)
+                except ValueError:
+                    result.error = "bad_stream"  # one garbled line fails this request, not the whole bench
+                    return result
+                if event is None:
                     continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
+                if event is DONE:
                     break
-                event = json.loads(data)
                 if "error" in event:
                     error = event["error"]
                     kind = error.get("type") if isinstance(error, dict) else event.get("error_type")
