@@ -160,7 +160,7 @@ def _run_with_progress(config: Any) -> Any:
     import deployctl.probe.bench
 
     with output.Progress() as progress:
-        return deployctl.probe.bench.run(config, progress.update)
+        return deployctl.probe.bench.run(config, progress)
 
 
 def _ms(v: float | None) -> str:

@@ -89,6 +89,7 @@ def up(
     Example:
       deployctl k8s up --gpu-model rtx4090 --gpus 2 --replicas 2 -n llm --dry-run
     """
+    from deployctl.cli import output
     from deployctl.ops import kubernetes
 
     try:
@@ -104,9 +105,7 @@ def up(
             set_values=set_values,
             timeout_s=timeout,
         )
-        result = kubernetes.up(
-            spec, cluster, req, dry_run=dry_run, report=None if as_json else lambda s: click.echo(s, err=True)
-        )
+        result = kubernetes.up(spec, cluster, req, dry_run=dry_run, report=output.lines(enabled=not as_json))
     except DeployctlError as exc:
         if as_json:
             _fail_json(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +71,14 @@ def up(
 
     spec_path = owner.spec_file(kwargs.get("spec_path"))
     spec = load_spec(kwargs)
+    started = time.monotonic()
     with output.Progress() as progress:
 
-        def report(p: stack.Progress) -> None:
-            line = f" · {p.last_log}" if p.last_log else ""
-            progress.step(p.phase, f"{p.elapsed_s:5.1f}s{line}")
+        def report(
+            what: str, done: float | None = None, total: float | None = None, /, *, detail: str | None = None
+        ) -> None:
+            line = f" · {detail}" if detail else ""
+            progress.step(what, f"{time.monotonic() - started:5.1f}s{line}")
 
         try:
             result = upgrade.up(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -14,8 +14,7 @@ from typing import Any
 
 from deployctl.docker.errors import DockerFailed, ImageMissing, cli_missing, from_sdk
 from deployctl.errors import EnvironmentProblem
-
-Progress = Callable[[str], None]
+from deployctl.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -68,8 +67,6 @@ def _client() -> Any:
     try:
         import docker
     except ImportError:
-        from deployctl.errors import EnvironmentProblem
-
         raise EnvironmentProblem("the docker Python SDK is not installed", "pip install docker") from None
     try:
         c = docker.from_env(timeout=120)

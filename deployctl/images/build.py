@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -14,13 +13,12 @@ import deployctl
 from deployctl import __version__, docker, tools
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
+from deployctl.progress import Progress
 
 # DEPLOYCTL_DEBIAN_BASE: the test suite keeps its cached base under a name of its own.
 DEBIAN_BASE = os.environ.get("DEPLOYCTL_DEBIAN_BASE") or "deployctl/debian-base:bookworm"
 REGISTRY_BASE = "python:3.11-slim"
 DEBIAN_PACKAGES = ("python3-minimal", "python3-aiohttp", "curl", "ca-certificates")
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

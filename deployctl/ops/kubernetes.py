@@ -14,7 +14,7 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from deployctl import kube, targets, tools
 from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
 from deployctl.kube import GPU_RESOURCE, Cluster, Kube, check_release_name
 from deployctl.ops import planning
+from deployctl.progress import Progress, quiet
 from deployctl.spec import DeploymentSpec
 from deployctl.targets.helm import (
     HELM,
@@ -202,7 +203,7 @@ def up(
     req: UpRequest,
     *,
     dry_run: bool = False,
-    report: Callable[[str], None] | None = None,
+    report: Progress = quiet,
 ) -> UpResult:
     """Install or upgrade the release and wait until every replica is Ready; Helm rolls back a failure.
 
@@ -244,8 +245,7 @@ def up(
         conn = preflight(cluster, gpus=plan.num_shard, runtime_class=req.runtime_class)
         timeout = req.timeout_s or default_timeout(budget)
         release = HelmRelease(conn, req.release, chart_dir, tuple(values), timeout)
-        if report:
-            report(f"helm upgrade --install {req.release} (waiting up to {timeout}s for {req.replicas} replica(s))")
+        report(f"helm upgrade --install {req.release} (waiting up to {timeout}s for {req.replicas} replica(s))")
         _install(release)
     st = HELM.status(release)
     return UpResult(

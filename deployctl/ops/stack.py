@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,20 +16,11 @@ from deployctl.errors import DeployctlError, InputError, NotRunning
 from deployctl.ops.diagnose import Diagnosis, diagnose
 from deployctl.planner.types import Plan
 from deployctl.probe.http import request
+from deployctl.progress import Progress, each_line
 from deployctl.safepath import check_dir
 from deployctl.stackdir import StackInfo
 
 MAX_RESTARTS = 3
-
-
-@dataclass(frozen=True)
-class Progress:
-    phase: str
-    elapsed_s: float
-    last_log: str | None = None
-
-
-Report = Callable[[Progress], None]
 
 
 @dataclass(frozen=True)
@@ -93,17 +84,14 @@ def probe_health(endpoint: str, timeout: float = 2.0) -> int | None:
     return request(f"{endpoint}/health", timeout)[0]
 
 
-def ensure_image(plan: Plan, simulate: bool, sim_base: str | None, report: Report) -> None:
+def ensure_image(plan: Plan, simulate: bool, sim_base: str | None, report: Progress) -> None:
     """Make sure the image the stack runs is on this host (building the simulator's if needed)."""
     if simulate:
         if not docker.image_exists(SIM_IMAGE):
             from deployctl.images.build import build_sim
 
-            start = time.monotonic()
-            build_sim(
-                sim_base,
-                progress=lambda line: report(Progress("building simulator image", time.monotonic() - start, line)),
-            )
+            # Each line of the build, under one phase.
+            build_sim(sim_base, progress=each_line(lambda line: report("building simulator image", detail=line)))
         return
     if not docker.image_exists(plan.engine.image):
         raise docker.ImageMissing(
@@ -112,7 +100,7 @@ def ensure_image(plan: Plan, simulate: bool, sim_base: str | None, report: Repor
         )
 
 
-def wait_healthy(stack: Stack, timeout_s: float, report: Report, started: float) -> float:
+def wait_healthy(stack: Stack, timeout_s: float, report: Progress, started: float) -> float:
     """Poll /health until 200; give the seconds it took, or raise UpFailed."""
     endpoint = stack.info.endpoint
     deadline = time.monotonic() + timeout_s
@@ -134,7 +122,7 @@ def wait_healthy(stack: Stack, timeout_s: float, report: Report, started: float)
             if states and all(s.state == "exited" for s in states):
                 raise _failure(stack, f"the engine exited with code {states[0].exit_code}")
         phase = "loading model" if status == 503 else "starting"
-        report(Progress(phase, now - started, last_log))
+        report(phase, detail=last_log)
         if now >= deadline:
             raise _failure(stack, f"the model did not answer /health within {timeout_s:.0f}s")
         time.sleep(0.25)

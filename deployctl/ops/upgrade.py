@@ -21,8 +21,6 @@ from deployctl.ops import owner, planning
 from deployctl.ops.diagnose import Diagnosis, diagnose
 from deployctl.ops.power_policy import apply_policy
 from deployctl.ops.stack import (
-    Progress,
-    Report,
     Stack,
     UpFailed,
     UpResult,
@@ -32,6 +30,7 @@ from deployctl.ops.stack import (
     wait_healthy,
 )
 from deployctl.planner.types import Plan
+from deployctl.progress import Progress, quiet
 from deployctl.spec import DeploymentSpec
 from deployctl.stackdir import GoodCopy
 
@@ -96,7 +95,7 @@ def up(
     *,
     spec_path: Path | None = None,
     simulate: bool = False,
-    report: Report | None = None,
+    report: Progress | None = None,
     timeout_s: float | None = None,
     sim_base: str | None = None,
     faults: dict[str, str] | None = None,
@@ -106,8 +105,8 @@ def up(
     dry_run: bool = False,
 ) -> UpResult | Preview:
     """Plan, render and start (or upgrade) the stack, then wait until it answers; give where it is."""
-    report = report or (lambda p: None)
-    guard = Guard(notice=lambda text: report(Progress(text, 0.0)))
+    report = report or quiet
+    guard = Guard(notice=report)
     with guard.installed():
         run = _Up(spec, spec_path, simulate, report, guard)
         return run.go(
@@ -125,7 +124,7 @@ class _Up:
     """One `up`: what ran before, what is being started, and how far it got (for clean-up)."""
 
     def __init__(
-        self, spec: DeploymentSpec, spec_path: Path | None, simulate: bool, report: Report, guard: Guard
+        self, spec: DeploymentSpec, spec_path: Path | None, simulate: bool, report: Progress, guard: Guard
     ) -> None:
         self.spec = spec
         self.spec_path = spec_path
@@ -141,7 +140,7 @@ class _Up:
 
     def _say(self, phase: str) -> None:
         self.phase = phase
-        self.report(Progress(phase, time.monotonic() - self.started))
+        self.report(phase)
 
     def go(
         self,
@@ -312,7 +311,7 @@ def remove_new(stack_dir: Path, before: dict[str, bytes] | None) -> None:
         stackdir.remove_rendered(stack_dir)
 
 
-def restore(stack_dir: Path, good: GoodCopy, guard: Guard, report: Report, started: float) -> Stack:
+def restore(stack_dir: Path, good: GoodCopy, guard: Guard, report: Progress, started: float) -> Stack:
     """Replace whatever runs from `stack_dir` by the good copy; give it once it answers (UpFailed if not)."""
     if (stack_dir / "compose.yaml").is_file():
         Stack(stack_dir).compose.down()
@@ -337,9 +336,9 @@ class RollbackResult:
     seconds: float
 
 
-def rollback(stack_dir: Path, report: Report | None = None) -> RollbackResult:
+def rollback(stack_dir: Path, report: Progress | None = None) -> RollbackResult:
     """Go back to the newest good revision older than the one in `stack_dir`; give it once it answers."""
-    report = report or (lambda p: None)
+    report = report or quiet
     stack_dir = stack_dir.absolute()
     current = Stack(stack_dir)
     owner.check_own(current.info.project, stack_dir)
@@ -350,7 +349,7 @@ def rollback(stack_dir: Path, report: Report | None = None) -> RollbackResult:
             "a revision is kept each time `deployctl up` sees it answer",
         )
     started = time.monotonic()
-    guard = Guard(notice=lambda text: report(Progress(text, 0.0)))
+    guard = Guard(notice=report)
     with guard.installed(), guard.cleaning_up():
         try:
             stack = restore(stack_dir, good, guard, report, started)
