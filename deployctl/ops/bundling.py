@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from deployctl.ops import planning
+from deployctl.progress import Progress
 from deployctl.spec import DeploymentSpec
-
-Progress = Callable[[str, int, int | None], None]
 
 
 def create(
