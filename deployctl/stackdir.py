@@ -24,6 +24,7 @@ from typing import Any
 
 from deployctl.boundedparse import shown
 from deployctl.errors import EnvironmentProblem, InputError
+from deployctl.fsio import atomic_writer
 from deployctl.interrupt import held
 from deployctl.planner.types import Plan
 from deployctl.probe.http import check_url
@@ -319,11 +320,8 @@ def _write_staged(files: dict[str, bytes], target: Path, what: str, swap: Callab
 
 def _write_file(path: Path, data: bytes, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)  # a chart's templates/; names are deployctl's own
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as f:
+    with atomic_writer(path, mode=mode) as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _replace_files(new: Path, target: Path, stale: set[str]) -> None:

@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from deployctl import __version__, templating, tools
+from deployctl import __version__, fsio, templating, tools
 from deployctl.errors import DeployctlError, EnvironmentProblem
 
 UNIT_NAME = "deployctl-power.service"
@@ -41,13 +41,13 @@ def install(text: str, unit_dir: Path = UNIT_DIR) -> Path:
             "systemctl not found: this host does not run systemd", "use --persist --print and install the unit by hand"
         )
     path = unit_dir / UNIT_NAME
-    tmp = path.with_name(f".{UNIT_NAME}.tmp")
     try:
         unit_dir.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        fsio.write_atomic(path, text.encode())
     except OSError as exc:
         raise DeployctlError(f"cannot write {path}: {exc.strerror}", "run as root") from None
+    except DeployctlError as exc:
+        raise DeployctlError(exc.message, "run as root") from None
     for args in (["daemon-reload"], ["enable", UNIT_NAME]):
         try:
             tools.run([systemctl, *args], timeout=SYSTEMCTL_TIMEOUT_S)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from deployctl import models, planner, targets
-from deployctl.errors import InputError
+from deployctl import fsio, models, planner, targets
+from deployctl.errors import EnvironmentProblem, InputError
 from deployctl.hardware import inventory
 from deployctl.models import ModelFacts
 from deployctl.planner.compare import Comparison
@@ -130,11 +130,9 @@ def write_starter(output: Path, name: str, force: bool) -> Path:
     # The starter names a model directory that does not exist yet: check the rest of it parses.
     spec.parse(text.replace("path: ./models/my-model-gptq", "path: ./m"), str(output))
     try:
-        tmp = output.with_name(f".{output.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(output)
-    except OSError as exc:
-        raise InputError(f"{output}: cannot write: {exc.strerror}") from None
+        fsio.write_atomic(output, text.encode())
+    except EnvironmentProblem as exc:  # where to write is the user's choice: bad input, as before
+        raise InputError(exc.message, "choose a writable place with -o FILE") from None
     return output
 
 
