@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import echo_json, json_option, load_spec, spec_options
+from deployctl.cli.options import json_option, load_spec, spec_options
+from deployctl.cli.output import echo_json
 
 
 @click.group()

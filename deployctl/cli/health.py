@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import echo_json, json_option, seconds, spec_file_option
+from deployctl.cli.options import json_option, seconds, spec_file_option
+from deployctl.cli.output import echo_json
 
 
 @click.command()

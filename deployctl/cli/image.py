@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import echo_json, json_option
+from deployctl.cli.options import json_option
+from deployctl.cli.output import echo_json
 
 
 @click.group()

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from deployctl.cli.options import echo_json, json_option, load_spec, sim_fault_option, spec_options
+from deployctl.cli.options import json_option, load_spec, sim_fault_option, spec_options
+from deployctl.cli.output import echo_json
 from deployctl.errors import DeployctlError, InputError, PlanRefused
 from deployctl.planner.memory import gib
 from deployctl.planner.types import GpuBudget, Plan

@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import echo_json, json_option
+from deployctl.cli.options import json_option
+from deployctl.cli.output import echo_json
 
 gpu_option = click.option(
     "--gpu", "gpu_refs", multiple=True, metavar="ID", help="A GPU index or UUID (repeatable; default: all)."

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from deployctl.cli.options import echo_json, json_option, load_spec, seconds, sim_fault_option, spec_options
+from deployctl.cli.options import json_option, load_spec, seconds, sim_fault_option, spec_options
+from deployctl.cli.output import echo_json
 from deployctl.errors import NotRunning
 
 stack_dir_option = click.option(
