@@ -87,19 +87,24 @@ def stop(proc: subprocess.Popen[str], grace_s: float = STOP_GRACE_S) -> None:
         proc.wait()
 
 
-def start(command: Sequence[str], *, cwd: Path | None = None) -> subprocess.Popen[str]:
-    """Start a tool whose output is read as it comes (stdout and stderr as one stream); ToolMissing when absent."""
+def _spawn(command: Sequence[str], *, stdin: bool, merged: bool, cwd: Path | None) -> subprocess.Popen[str]:
+    """Start the command with its output piped (stderr into stdout when `merged`); ToolMissing when absent."""
     try:
         return subprocess.Popen(
             list(command),
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if merged else subprocess.PIPE,
             text=True,
             cwd=cwd,
         )
     except FileNotFoundError:
         raise ToolMissing(Path(command[0]).name) from None
+
+
+def start(command: Sequence[str], *, cwd: Path | None = None) -> subprocess.Popen[str]:
+    """Start a tool whose output is read as it comes (stdout and stderr as one stream); ToolMissing when absent."""
+    return _spawn(command, stdin=False, merged=True, cwd=cwd)
 
 
 def run(
@@ -117,17 +122,7 @@ def run(
     while waiting (Ctrl-C included) the child is stopped before the exception goes on.
     """
     cmd = list(command)
-    try:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=cwd,
-        )
-    except FileNotFoundError:
-        raise ToolMissing(Path(cmd[0]).name) from None
+    proc = _spawn(cmd, stdin=stdin is not None, merged=False, cwd=cwd)
     try:
         out, err = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:

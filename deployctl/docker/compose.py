@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from deployctl import tools
@@ -20,16 +20,16 @@ class ComposeError(tools.ToolError, DockerFailed):
 
 
 @dataclass(frozen=True)
-class ServiceState:
+class ServiceState(engine.RunState):
+    """One container of a compose project, named by its service."""
+
     service: str
     container: str
-    state: str  # running, restarting, exited, created, ...
-    health: str | None  # healthy, unhealthy, starting, or None without a healthcheck
-    exit_code: int | None
-    restarts: int
-    started_at: str | None
-    uptime_s: float | None
-    image: str
+
+    @classmethod
+    def of(cls, c: engine.ContainerState) -> ServiceState:
+        running = {f.name: getattr(c, f.name) for f in fields(engine.RunState)}
+        return cls(**running, service=c.service or c.name, container=c.name)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -86,19 +86,7 @@ class ComposeProject:
             c = engine.container(cid)
             if c is None:
                 continue
-            out.append(
-                ServiceState(
-                    service=c.service or c.name,
-                    container=c.name,
-                    state=c.state,
-                    health=c.health,
-                    exit_code=c.exit_code,
-                    restarts=c.restarts,
-                    started_at=c.started_at,
-                    uptime_s=c.uptime_s,
-                    image=c.image,
-                )
-            )
+            out.append(ServiceState.of(c))
         return out
 
     def last_log_line(self) -> str | None:

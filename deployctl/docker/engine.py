@@ -34,9 +34,9 @@ class ImageInfo:
 
 
 @dataclass(frozen=True)
-class ContainerState:
-    name: str
-    service: str | None  # the compose service label, if any
+class RunState:
+    """How a container runs: what a container's and a compose service's state have in common."""
+
     state: str  # running, restarting, exited, created, ...
     health: str | None  # healthy, unhealthy, starting, or None without a healthcheck
     exit_code: int | None
@@ -44,6 +44,12 @@ class ContainerState:
     started_at: str | None
     uptime_s: float | None
     image: str
+
+
+@dataclass(frozen=True)
+class ContainerState(RunState):
+    name: str
+    service: str | None  # the compose service label, if any
     image_id: str = ""
     labels: dict[str, str] = field(default_factory=dict)
 

@@ -15,7 +15,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -248,20 +248,8 @@ def up(
         report(f"helm upgrade --install {req.release} (waiting up to {timeout}s for {req.replicas} replica(s))")
         _install(release)
     st = HELM.status(release)
-    return UpResult(
-        release=st.release,
-        namespace=st.namespace,
-        revision=st.revision,
-        plan_hash=st.plan_hash or plan.digest(),
-        replicas=st.replicas,
-        ready=st.ready,
-        service=st.service,
-        cluster_ip=st.cluster_ip,
-        port=st.port,
-        url=st.url,
-        port_forward=st.port_forward,
-        pods=st.pods,
-    )
+    shared = {f.name: getattr(st, f.name) for f in fields(UpResult) if hasattr(st, f.name)}
+    return UpResult(**{**shared, "plan_hash": st.plan_hash or plan.digest()})
 
 
 def _install(release: HelmRelease) -> None:

@@ -19,6 +19,7 @@ from deployctl.probe.http import request
 from deployctl.progress import Progress, each_line
 from deployctl.safepath import check_dir
 from deployctl.stackdir import StackInfo
+from deployctl.targets.compose import COMPOSE
 
 MAX_RESTARTS = 3
 
@@ -157,8 +158,7 @@ def down(stack_dir: Path, project: str | None = None) -> list[str] | None:
         owner.down_old_project(project, stack.dir)
         return [c.name for c in docker.labelled_containers(f"{owner.PROJECT_LABEL}={project}")]
     owner.check_own(stack.info.project, stack.dir)
-    stack.compose.down()
-    return [s.container for s in stack.compose.services()] + stack.compose.networks()
+    return COMPOSE.down(stack.compose)
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ def status(stack_dir: Path) -> StackStatus:
 
     stack = existing(stack_dir)
     owner.check_own(stack.info.project, stack.dir)
-    services = stack.compose.services()
+    services = COMPOSE.status(stack.compose)
     answering = probe_health(stack.info.endpoint) == 200
     ok = answering and bool(services) and all(s.state == "running" and s.health != "unhealthy" for s in services)
     return StackStatus(
