@@ -31,6 +31,7 @@ from deployctl.targets.helm import (
     HELM,
     POLL_S,
     HelmRelease,
+    ReleaseFacts,
     ReleaseStatus,
     pods,
     port_forward,
@@ -152,19 +153,9 @@ class UpRequest:
 
 
 @dataclass(frozen=True)
-class UpResult:
-    release: str
-    namespace: str
-    revision: int
-    plan_hash: str
-    replicas: int
-    ready: int
-    service: str
-    cluster_ip: str
-    port: int
-    url: str
-    port_forward: str
-    pods: list[dict[str, Any]]
+class UpResult(ReleaseFacts):
+    """The release once every replica is Ready (or, in a dry run, what would be installed)."""
+
     dry_run: bool = False
     manifests: list[str] = field(default_factory=list)
 
@@ -248,8 +239,8 @@ def up(
         report(f"helm upgrade --install {req.release} (waiting up to {timeout}s for {req.replicas} replica(s))")
         _install(release)
     st = HELM.status(release)
-    shared = {f.name: getattr(st, f.name) for f in fields(UpResult) if hasattr(st, f.name)}
-    return UpResult(**{**shared, "plan_hash": st.plan_hash or plan.digest()})
+    facts = {f.name: getattr(st, f.name) for f in fields(ReleaseFacts)}
+    return UpResult(**{**facts, "plan_hash": st.plan_hash or plan.digest()})
 
 
 def _install(release: HelmRelease) -> None:

@@ -219,25 +219,31 @@ class HelmRelease:
 
 
 @dataclass(frozen=True)
-class ReleaseStatus:
-    """What `k8s status` shows: Helm's revision and state, the Deployment's readiness, pods, the Service."""
+class ReleaseFacts:
+    """Where a release serves and how ready it is: what `k8s up` and `k8s status` both report."""
 
     release: str
     namespace: str
     revision: int
-    helm_status: str
-    chart: str
-    app_version: str
     plan_hash: str
     replicas: int
     ready: int
     service: str
     cluster_ip: str
     port: int
-    endpoints: int
     url: str
     port_forward: str
     pods: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ReleaseStatus(ReleaseFacts):
+    """What `k8s status` shows: besides the facts, Helm's state and chart and the Service's endpoints."""
+
+    helm_status: str
+    chart: str
+    app_version: str
+    endpoints: int
 
     @property
     def ok(self) -> bool:
