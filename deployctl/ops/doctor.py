@@ -272,7 +272,7 @@ def _open_stack(stack_dir: Path) -> str | None:
 
 def doctor(spec_path: Path | None) -> list[Check]:
     """Give every check of this host for the spec at `spec_path` (or the defaults)."""
-    from deployctl import spec as spec_mod
+    from deployctl import spec
     from deployctl.ops.stack import port_free
 
-    return run(gather(spec_mod.load(spec_path)), port_free)
+    return run(gather(spec.load(spec_path)), port_free)
