@@ -112,7 +112,7 @@ def up(
             _fail_json(exc)
         raise
     if as_json:
-        echo_json({"ok": True, **result.__dict__})
+        echo_json({"ok": True, **result.as_dict()})
         return
     if result.dry_run:
         click.echo(
@@ -149,7 +149,7 @@ def status(as_json: bool, release: str | None, **kwargs: Any) -> None:
             _fail_json(exc)
         raise
     if as_json:
-        echo_json({"ok": st.ok, **st.__dict__})
+        echo_json({"ok": st.ok, **st.as_dict()})
     else:
         from rich.console import Console
         from rich.table import Table
@@ -161,9 +161,7 @@ def status(as_json: bool, release: str | None, **kwargs: Any) -> None:
         for col in ("pod", "phase", "ready", "restarts", "node", "problem"):
             table.add_column(col)
         for p in st.pods:
-            table.add_row(
-                p["name"], p["phase"], "yes" if p["ready"] else "no", str(p["restarts"]), p["node"], p["problem"] or ""
-            )
+            table.add_row(p.name, p.phase, "yes" if p.ready else "no", str(p.restarts), p.node, p.problem or "")
         Console().print(table)
     if not st.ok:
         raise click.exceptions.Exit(1)
@@ -192,7 +190,7 @@ def down(as_json: bool, release: str | None, timeout: int, dry_run: bool, **kwar
             _fail_json(exc)
         raise
     if as_json:
-        echo_json({"ok": not result.left, **result.__dict__})
+        echo_json({"ok": not result.left, **result.as_dict()})
     elif result.dry_run:
         click.echo(f"dry run: would remove {', '.join(result.removed)}")
     elif result.left:

@@ -159,9 +159,6 @@ class UpResult(ReleaseFacts):
     dry_run: bool = False
     manifests: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def default_timeout(startup_budget_s: int) -> int:
     """Give helm's --timeout: the plan's start-up budget plus a minute for scheduling and image start."""

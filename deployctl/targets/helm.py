@@ -233,7 +233,10 @@ class ReleaseFacts:
     port: int
     url: str
     port_forward: str
-    pods: list[dict[str, Any]]
+    pods: list[PodState]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -312,7 +315,7 @@ class Helm:
             endpoints=endpoints,
             url=f"http://{service}.{namespace}.svc:{port}",
             port_forward=port_forward(namespace, service, port),
-            pods=[p.as_dict() for p in pods(place)],
+            pods=pods(place),
         )
 
     def down(self, place: HelmRelease) -> list[str]:

@@ -447,3 +447,88 @@ def test_a_failed_rollout_says_what_helm_did(stderr: str, says: str) -> None:
     assert isinstance(err, kubernetes.RolloutFailed) and err.exit_code == 1
     assert "did not become ready: image x:1 is not present on node gpu-1 (ErrImagePull)" in err.message
     assert err.hint is not None and err.hint.startswith(says)
+
+
+class FakeCluster(kube.Kube):
+    """A release as helm and kubectl print it (`-o json`), read through the real transport's parsing."""
+
+    def __init__(self, answers: dict[tuple[str, ...], Any]) -> None:
+        self.cluster = kube.Cluster(namespace="llm")
+        self.answers = answers
+
+    def run(self, tool: str, *args: str, timeout: float = 60, stdin: str | None = None) -> str:
+        key = (tool, *[a for a in args if a not in ("-o", "json")])
+        if key not in self.answers:
+            raise kube.NotFound(f"{key} not found")
+        return json.dumps(self.answers[key])
+
+
+def test_the_helm_target_reads_a_release_from_what_helm_and_kubectl_print() -> None:
+    from deployctl.targets.helm import HELM, HelmRelease
+
+    selector = "app.kubernetes.io/instance=llm"
+    ready_pod = {
+        "metadata": {"name": "llm-a", "labels": {}},
+        "spec": {"nodeName": "gpu-1"},
+        "status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": "engine", "image": "x:1", "ready": True, "restartCount": 1}],
+        },
+    }
+    pulling = {
+        "metadata": {"name": "llm-b"},
+        "spec": {"nodeName": "gpu-2"},
+        "status": {
+            "phase": "Pending",
+            "containerStatuses": [{"image": "x:1", "state": {"waiting": {"reason": "ErrImagePull"}}}],
+        },
+    }
+    gone = {"metadata": {"name": "llm-old", "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+    cluster = FakeCluster(
+        {
+            ("helm", "status", "llm"): {
+                "name": "llm",
+                "version": 3,
+                "info": {"status": "deployed", "notes": "ignored"},
+                "chart": {"metadata": {"name": "llm", "version": "0.9.0", "appVersion": "3.3.4"}},
+            },
+            ("kubectl", "get", "deployments", "-l", selector): {
+                "items": [
+                    {
+                        "metadata": {"name": "llm", "labels": {"ai.deployctl/plan-hash": "abc123"}},
+                        "spec": {"replicas": 2},
+                        "status": {"readyReplicas": 1},
+                    }
+                ]
+            },
+            ("kubectl", "get", "services", "-l", selector): {
+                "items": [{"metadata": {"name": "llm"}, "spec": {"clusterIP": "10.0.0.7", "ports": [{"port": 8080}]}}]
+            },
+            ("kubectl", "get", "endpoints", "llm"): {
+                "metadata": {"name": "llm"},
+                "subsets": [{"addresses": [{"ip": "10.1.0.4"}]}],
+            },
+            ("kubectl", "get", "pods", "-l", selector): {"items": [ready_pod, pulling, gone]},
+        }
+    )
+    st = HELM.status(HelmRelease(cluster, "llm"))
+    assert (st.revision, st.helm_status, st.chart, st.app_version) == (3, "deployed", "llm-0.9.0", "3.3.4")
+    assert (st.replicas, st.ready, st.endpoints, st.plan_hash) == (2, 1, 1, "abc123")
+    assert (st.service, st.cluster_ip, st.port, st.url) == ("llm", "10.0.0.7", 8080, "http://llm.llm.svc:8080")
+    assert st.port_forward == "kubectl -n llm port-forward svc/llm 8080:8080"
+    assert [(p.name, p.ready, p.restarts, p.node) for p in st.pods] == [
+        ("llm-a", True, 1, "gpu-1"),
+        ("llm-b", False, 0, "gpu-2"),
+    ]
+    assert st.pods[1].problem == "image x:1 is not present on node gpu-2 (ErrImagePull)"
+    assert not st.ok  # one replica of two is Ready
+    doc = st.as_dict()
+    assert doc["pods"][0] == {
+        "name": "llm-a",
+        "phase": "Running",
+        "ready": True,
+        "restarts": 1,
+        "node": "gpu-1",
+        "problem": None,
+    }
