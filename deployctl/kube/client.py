@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
+from pydantic import ValidationError
 
 from deployctl import tools
 from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
@@ -130,7 +131,7 @@ class Kube:
 
     def _get(self, model: type[M], *args: str) -> list[M]:
         raw = self.run("kubectl", "get", *args, "-o", "json")
-        return ObjectList[model].model_validate_json(raw).items  # type: ignore[valid-type]
+        return parse(ObjectList[model], raw, f"kubectl get {args[0]}").items  # type: ignore[valid-type]
 
     def check_reachable(self) -> None:
         """Raise when the API server does not answer (any user may read /version)."""
@@ -146,7 +147,7 @@ class Kube:
         return self._get(Service, "services", "-l", selector)
 
     def endpoints(self, name: str) -> Endpoints:
-        return Endpoints.model_validate_json(self.run("kubectl", "get", "endpoints", name, "-o", "json"))
+        return parse(Endpoints, self.run("kubectl", "get", "endpoints", name, "-o", "json"), "kubectl get endpoints")
 
     def events(self, field_selector: str) -> list[Event]:
         return self._get(Event, "events", "--field-selector", field_selector)
@@ -170,7 +171,7 @@ class Kube:
 
     def release(self, name: str) -> Release:
         """Give `helm status` of the release (NotFound when it is not installed here)."""
-        return Release.model_validate_json(self.run("helm", "status", name, "-o", "json"))
+        return parse(Release, self.run("helm", "status", name, "-o", "json"), "helm status")
 
     def manifest(self, release: str) -> list[ManifestObject]:
         """Give the objects the installed release is made of."""
@@ -188,6 +189,19 @@ class Kube:
 
     def uninstall(self, release: str, *, timeout_s: int) -> None:
         self.run("helm", "uninstall", release, "--wait", "--timeout", f"{timeout_s}s", timeout=timeout_s + 30)
+
+
+def parse(model: type[M], raw: str, what: str) -> M:
+    """Give `what`'s JSON as `model`; a shape deployctl cannot read is one line naming the field, not a traceback."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the document"
+        raise DeployctlError(
+            f"{what} printed JSON deployctl cannot read: {where}: {first['msg']}",
+            "check that helm and kubectl are the versions docs/kubernetes.md names",
+        ) from None
 
 
 def template(release: str, chart_dir: Path, namespace: str, values: Sequence[str]) -> list[ManifestObject]:

@@ -18,7 +18,7 @@ from deployctl import gpus as profiles
 from deployctl import kube, models, planner, spec, targets, tools
 from deployctl.cli import cli
 from deployctl.engines.simulator import SIM_IMAGE
-from deployctl.errors import EnvironmentProblem, InputError
+from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
 from deployctl.ops import kubernetes
 from deployctl.targets import helm, workload
 
@@ -532,3 +532,10 @@ def test_the_helm_target_reads_a_release_from_what_helm_and_kubectl_print() -> N
         "node": "gpu-1",
         "problem": None,
     }
+
+
+def test_json_of_a_shape_deployctl_cannot_read_is_one_line_not_a_traceback() -> None:
+    broken = FakeCluster({("kubectl", "get", "pods", "-l", "x=y"): {"items": [{"metadata": {}}]}})
+    with pytest.raises(DeployctlError) as err:
+        broken.pods("x=y")
+    assert err.value.message == "kubectl get pods printed JSON deployctl cannot read: items.0.metadata.name: Field required"
