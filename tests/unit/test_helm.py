@@ -538,4 +538,7 @@ def test_json_of_a_shape_deployctl_cannot_read_is_one_line_not_a_traceback() -> 
     broken = FakeCluster({("kubectl", "get", "pods", "-l", "x=y"): {"items": [{"metadata": {}}]}})
     with pytest.raises(DeployctlError) as err:
         broken.pods("x=y")
-    assert err.value.message == "kubectl get pods printed JSON deployctl cannot read: items.0.metadata.name: Field required"
+    assert (
+        err.value.message
+        == "kubectl get pods printed JSON deployctl cannot read: items.0.metadata.name: Field required"
+    )
