@@ -33,6 +33,7 @@ from deployctl.planner.types import Plan
 from deployctl.progress import Progress, quiet
 from deployctl.spec import DeploymentSpec
 from deployctl.stackdir import GoodCopy
+from deployctl.targets.compose import COMPOSE
 
 
 class RolledBack(UpFailed):
@@ -238,7 +239,7 @@ class _Up:
             self._say("containers created")
             self.guard.checkpoint("containers-created")
             self._say("starting containers")
-            stack.compose.up()
+            COMPOSE.up(stack.compose)
             self._say("waiting for /health")
             self.guard.checkpoint("waiting-health")
             return wait_healthy(stack, limit, self.report, self.started)
