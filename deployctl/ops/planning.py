@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from deployctl import fsio, models, planner, targets
+from deployctl import fsio, models, planner
 from deployctl.errors import EnvironmentProblem, InputError
 from deployctl.hardware import inventory
 from deployctl.models import ModelFacts
 from deployctl.planner.compare import Comparison
 from deployctl.planner.types import Plan
 from deployctl.spec import DeploymentSpec
-from deployctl.targets import RenderOptions
+
+if TYPE_CHECKING:
+    from deployctl.targets import RenderOptions
 
 SIMULATED_GPU = "rtx4090"
 
@@ -52,6 +55,7 @@ def stack_options(
 ) -> RenderOptions:
     """Give how a stack directory is rendered: the spec's API key, and labels naming the directory that owns it."""
     from deployctl.ops import owner
+    from deployctl.targets import RenderOptions
 
     return RenderOptions(
         simulate=simulate,
@@ -65,6 +69,8 @@ def chart_options(
     *, simulate: bool, faults: dict[str, str] | None = None, replicas: int = 1, runtime_class: str = "nvidia"
 ) -> RenderOptions:
     """Give how a chart is rendered: never with the API key (a Kubernetes Secret holds it)."""
+    from deployctl.targets import RenderOptions
+
     return RenderOptions(simulate=simulate, faults=dict(faults or {}), replicas=replicas, runtime_class=runtime_class)
 
 
@@ -77,7 +83,7 @@ def render_stack(
     spec_path: Path | None = None,
 ) -> Path:
     """Render the plan into the spec's stack directory (keeping the operator's files there) and give its path."""
-    from deployctl import stackdir
+    from deployctl import stackdir, targets
 
     target = (stack_dir or spec.stack_dir).absolute()
     options = stack_options(spec, target, simulate=simulate, faults=faults, spec_path=spec_path)
@@ -109,6 +115,7 @@ def render(
 ) -> Rendered:
     """Plan the spec and write it for `target`: a stack directory (compose) or a chart directory (helm)."""
     if target == "helm":
+        from deployctl import targets
         from deployctl.targets.helm import write_chart
 
         plan = cluster_plan(spec, simulate=simulate)
