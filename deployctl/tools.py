@@ -10,9 +10,10 @@ also when the caller is interrupted.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from deployctl.errors import DeployctlError, EnvironmentProblem
@@ -87,7 +88,9 @@ def stop(proc: subprocess.Popen[str], grace_s: float = STOP_GRACE_S) -> None:
         proc.wait()
 
 
-def _spawn(command: Sequence[str], *, stdin: bool, merged: bool, cwd: Path | None) -> subprocess.Popen[str]:
+def _spawn(
+    command: Sequence[str], *, stdin: bool, merged: bool, cwd: Path | None, env: Mapping[str, str] | None
+) -> subprocess.Popen[str]:
     """Start the command with its output piped (stderr into stdout when `merged`); ToolMissing when absent."""
     try:
         return subprocess.Popen(
@@ -97,14 +100,20 @@ def _spawn(command: Sequence[str], *, stdin: bool, merged: bool, cwd: Path | Non
             stderr=subprocess.STDOUT if merged else subprocess.PIPE,
             text=True,
             cwd=cwd,
+            env=None if env is None else {**os.environ, **env},
         )
     except FileNotFoundError:
         raise ToolMissing(Path(command[0]).name) from None
 
 
-def start(command: Sequence[str], *, cwd: Path | None = None) -> subprocess.Popen[str]:
-    """Start a tool whose output is read as it comes (stdout and stderr as one stream); ToolMissing when absent."""
-    return _spawn(command, stdin=False, merged=True, cwd=cwd)
+def start(
+    command: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """Start a tool whose output is read as it comes (stdout and stderr as one stream); ToolMissing when absent.
+
+    `env` is added to this process's environment.
+    """
+    return _spawn(command, stdin=False, merged=True, cwd=cwd, env=env)
 
 
 def run(
@@ -115,14 +124,16 @@ def run(
     cwd: Path | None = None,
     check: bool = True,
     grace_s: float = STOP_GRACE_S,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Give the finished command (stdout, stderr, exit code); ToolError when it fails and `check` is set.
 
-    ToolTimedOut past `timeout` seconds, ToolMissing when the binary is not there. On any exception
-    while waiting (Ctrl-C included) the child is stopped before the exception goes on.
+    `env` is added to this process's environment. ToolTimedOut past `timeout` seconds, ToolMissing
+    when the binary is not there. On any exception while waiting (Ctrl-C included) the child is
+    stopped before the exception goes on.
     """
     cmd = list(command)
-    proc = _spawn(cmd, stdin=stdin is not None, merged=False, cwd=cwd)
+    proc = _spawn(cmd, stdin=stdin is not None, merged=False, cwd=cwd, env=env)
     try:
         out, err = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -542,3 +542,35 @@ def test_json_of_a_shape_deployctl_cannot_read_is_one_line_not_a_traceback() -> 
         err.value.message
         == "kubectl get pods printed JSON deployctl cannot read: items.0.metadata.name: Field required"
     )
+
+
+class FailingInstall(FakeCluster):
+    """A cluster where `helm upgrade --install` fails the way Helm says it (its stderr), or takes too long."""
+
+    def __init__(self, failure: tools.ToolError) -> None:
+        super().__init__({("kubectl", "get", "pods", "-l", "app.kubernetes.io/instance=llm"): {"items": []}})
+        self.failure = failure
+        self.installs = 0
+
+    def install(self, release: str, chart_dir: Path, values: Any, *, timeout_s: int) -> None:
+        self.installs += 1
+        raise self.failure
+
+
+def test_a_failed_install_says_what_helm_did_and_a_slow_helm_is_a_host_problem(tmp_path: Path) -> None:
+    from deployctl.targets.helm import HelmRelease
+
+    uninstalled = (
+        "Error: INSTALLATION FAILED: release llm failed, and has been uninstalled due to atomic being set: "
+        "timed out waiting for the condition"
+    )
+    cluster = FailingInstall(tools.ToolError(["helm", "upgrade", "--install", "llm"], 1, stderr=uninstalled))
+    with pytest.raises(kubernetes.RolloutFailed) as err:
+        kubernetes._install(HelmRelease(cluster, "llm", tmp_path, (), 60))
+    assert cluster.installs == 1 and err.value.removed and err.value.exit_code == 1
+    assert err.value.message == f"the install of llm did not become ready: {uninstalled}"  # no pod said more
+    assert err.value.hint == "Helm removed it: nothing is left behind"
+    slow = FailingInstall(tools.ToolTimedOut(["helm", "upgrade"], 180))
+    with pytest.raises(EnvironmentProblem) as late:
+        kubernetes._install(HelmRelease(slow, "llm", tmp_path, (), 60))
+    assert late.value.message == "helm upgrade did not finish in 180s" and late.value.exit_code == 3

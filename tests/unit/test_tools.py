@@ -53,9 +53,15 @@ def test_a_command_past_its_limit_is_stopped(tmp_path: Path) -> None:
         os.kill(pid, 0)  # stopped and reaped: no such process
 
 
-def test_stdin_reaches_the_tool() -> None:
+def test_stdin_and_added_environment_reach_the_tool() -> None:
     done = tools.run([sys.executable, "-c", "import sys; print(sys.stdin.read().upper())"], timeout=60, stdin="abc")
     assert done.stdout == "ABC\n"
+    script = "import os; print(os.environ['DEPLOYCTL_TOOL_TEST'], 'PATH' in os.environ)"
+    added = tools.run([sys.executable, "-c", script], timeout=60, env={"DEPLOYCTL_TOOL_TEST": "seen"})
+    assert added.stdout == "seen True\n"  # added to the environment, which is kept
+    proc = tools.start([sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr)"])
+    assert proc.stdout is not None and sorted(proc.stdout.read().split()) == ["err", "out"]  # one stream
+    assert proc.wait() == 0
 
 
 def test_a_compose_failure_is_the_tool_error_with_docker_words_turned_into_host_problems() -> None:
