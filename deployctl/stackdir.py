@@ -15,10 +15,9 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import struct
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,9 @@ from typing import Any
 from deployctl import engines
 from deployctl.boundedparse import shown
 from deployctl.errors import EnvironmentProblem, InputError
+from deployctl.fsio import atomic_writer
 from deployctl.http import check_url
+from deployctl.interrupt import held
 from deployctl.plan import Plan
 from deployctl.safepath import check_dir, check_name
 
@@ -248,21 +249,6 @@ def check_writable(stack_dir: Path) -> None:
             raise EnvironmentProblem(f"stack_dir {stack_dir}: cannot write {place}: {why[0]}", why[1])
 
 
-@contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM (delivered on leaving) so that a few renames run to the end together."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except ValueError:  # not the main thread's business
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 def write_stack(
     files: dict[str, bytes], stack_dir: Path, *, revision: int | None = None, spec: Path | None = None
 ) -> Path:
@@ -321,7 +307,7 @@ def _write_staged(files: dict[str, bytes], target: Path, what: str, swap: Callab
         for name, data in files.items():
             _write_file(tmp / name, data, 0o600 if name == SECRET_FILE else 0o644)
         os.chmod(tmp, 0o755)
-        with signals_held():
+        with held():
             swap(tmp)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -337,11 +323,8 @@ def _write_staged(files: dict[str, bytes], target: Path, what: str, swap: Callab
 
 def _write_file(path: Path, data: bytes, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)  # a chart's templates/; names are deployctl's own
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as f:
+    with atomic_writer(path, mode=mode) as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _replace_files(new: Path, target: Path, stale: set[str]) -> None:
@@ -383,7 +366,7 @@ def remove_rendered(stack_dir: Path) -> None:
     files = rendered_files(stack_dir)
     if files is None:
         return
-    with signals_held():
+    with held():
         for name in files:
             if name != "stack.json":
                 (stack_dir / name).unlink(missing_ok=True)
@@ -407,7 +390,7 @@ def save_good(stack_dir: Path, images: dict[str, str], kind: str = GOOD_DIR) -> 
         for name, data in files.items():
             _write_file(tmp / name, data, 0o600 if name == SECRET_FILE else 0o644)
         _write_file(tmp / IMAGES_FILE, (json.dumps(images, indent=2, sort_keys=True) + "\n").encode(), 0o644)
-        with signals_held():
+        with held():
             if final.exists():
                 aside = good / f".old-{os.getpid()}"
                 os.rename(final, aside)

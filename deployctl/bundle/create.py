@@ -150,25 +150,26 @@ def bundled_spec(spec: DeploymentSpec, model_name: str) -> bytes:
     return (header + yaml.safe_dump(data, sort_keys=False)).encode()
 
 
-def _stack_entries(staging: Path, plan: Plan, simulate: bool) -> list[Entry]:
-    from deployctl.targets import compose as render
+KEY_PLACEHOLDER = "set-DEPLOYCTL_API_KEY-in-.env"  # rendered in place of the key, then cut from env.template
 
-    key = "set-DEPLOYCTL_API_KEY-in-.env" if plan.api_key else None
-    files = render.render(plan, simulate=simulate, api_key=key)
+
+def _stack_entries(staging: Path, plan: Plan, simulate: bool, target: str) -> list[Entry]:
+    """The plan's stack files (stack/), and with target helm its packaged chart (stack/chart/NAME-VERSION.tgz),
+    both rendered from one context."""
+    from deployctl import targets
+    from deployctl.targets.helm import package
+
+    key = KEY_PLACEHOLDER if plan.api_key else None
+    context = targets.context(plan, targets.RenderOptions(simulate=simulate, api_key=key))
     out = []
-    for name, data in files.items():
+    for name, data in targets.get("compose").render(context).items():
         if name == ".env":
             name, data = "env.template", data.replace(key.encode(), b"") if key else data
         out.append(_write(staging, f"stack/{name}", data, "stack"))
+    if target == "helm":
+        chart_name, chart = package(targets.get("helm").render(context))
+        out.append(_write(staging, f"stack/chart/{chart_name}", chart, "stack"))
     return out
-
-
-def _chart_entry(staging: Path, plan: Plan, simulate: bool) -> Entry:
-    """The plan as a packaged Helm chart (stack/chart/NAME-VERSION.tgz), for `helm install` at the site."""
-    from deployctl.targets import helm
-
-    name, data = helm.package(helm.render(helm.source_from_plan(plan, simulate=simulate)))
-    return _write(staging, f"stack/chart/{name}", data, "stack")
 
 
 def _tar_members(staging: Path, manifest_entries: list[Entry], signed: bool) -> Iterator[tuple[str, Path]]:
@@ -286,9 +287,7 @@ def create(
             model_entries, from_base = model_job.result()
         syncer.wait()
         entries: list[Entry] = [*store.entries, *model_entries]
-        entries += _stack_entries(staging, plan, simulate)
-        if target == "helm":
-            entries.append(_chart_entry(staging, plan, simulate))
+        entries += _stack_entries(staging, plan, simulate, target)
         entries.append(_write(staging, "spec/deployctl.yaml", bundled_spec(spec, model_name), "spec"))
         if wheels != "none":
             from deployctl.bundle import wheels as wheels_mod

@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import echo_json, json_option, spec_file_option
+from deployctl.cli.options import json_option, spec_file_option
+from deployctl.cli.output import echo_json
 
 
 class DefaultRun(click.Group):
@@ -113,11 +114,11 @@ def run(
       deployctl bench run --rate 10,20 --requests 40 --slo-ttft 500 --slo-itl 50 -o results/open
       deployctl bench run --concurrency 1,4,16 --api chat --json    # --endpoint URL: another server
     """
-    from deployctl.ops import probe as ops
-    from deployctl.probe import bench as core
+    import deployctl.probe.bench
+    from deployctl.ops import probing
 
-    core.check_output_dir(output_dir)
-    config = ops.bench_config(
+    deployctl.probe.bench.check_output_dir(output_dir)
+    config = probing.bench_config(
         endpoint=endpoint,
         stack_dir=stack_dir,
         spec_path=spec_path,
@@ -139,8 +140,8 @@ def run(
         currency=currency,
     )
     mode = config.mode
-    result = _run_with_progress(core, config)
-    paths = core.write(result, output_dir)
+    result = _run_with_progress(config)
+    paths = deployctl.probe.bench.write(result, output_dir)
     if as_json:
         echo_json({**result.as_dict(), "files": {k: str(v) for k, v in paths.items()}})
         return
@@ -156,9 +157,11 @@ def run(
     click.echo("wrote " + ", ".join(str(v) for v in paths.values()))
 
 
-def _run_with_progress(core: Any, config: Any) -> Any:
+def _run_with_progress(config: Any) -> Any:
+    import deployctl.probe.bench
+
     with output.Progress() as progress:
-        return core.run(config, progress.update)
+        return deployctl.probe.bench.run(config, progress)
 
 
 def _ms(v: float | None) -> str:
@@ -218,14 +221,14 @@ def compare(a: Path, b: Path, as_json: bool) -> None:
     Example:
       deployctl bench compare results/1gpu/bench.json results/2gpu/bench.json --json
     """
-    from deployctl.probe import bench as core
+    import deployctl.probe.bench
 
-    ra, rb = core.read(a), core.read(b)
+    ra, rb = deployctl.probe.bench.read(a), deployctl.probe.bench.read(b)
     if as_json:
-        values = core.compare_values(ra, rb)
+        values = deployctl.probe.bench.compare_values(ra, rb)
         echo_json([{"metric": m, "a": x, "b": y, "b_over_a": r} for m, x, y, r in values])
         return
-    rows = core.compare(ra, rb)
+    rows = deployctl.probe.bench.compare(ra, rb)
     from rich.markup import escape
     from rich.table import Table
 

@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import echo_json, json_option, load_spec, spec_options
+from deployctl.cli.options import json_option, load_spec, spec_options
+from deployctl.cli.output import echo_json
 
 
 @click.group()
@@ -99,12 +100,12 @@ def create(
       deployctl bundle create -o llm.tar --split 4G --simulate --model ./m --wheels none --sign site-key
     """
     from deployctl.bundle.format import parse_size
-    from deployctl.ops import bundle as ops
+    from deployctl.ops import bundling
 
     spec = load_spec(kwargs)
     size = parse_size(split) if split else None
     with _bars() as bars:
-        made = ops.create(
+        made = bundling.create(
             spec,
             output=output,
             images=list(images),
@@ -199,11 +200,11 @@ def install(
     Example:
       sudo deployctl bundle install llm.tar.parts.json --pubkey site-key.pub --target /srv/deployctl
     """
-    from deployctl.ops import bundle as ops
+    from deployctl.ops import bundling
 
     _warn_insecure(insecure)
     with _bars() as bars:
-        result = ops.install(
+        result = bundling.install(
             path,
             target=target,
             pubkey=pubkey,
@@ -267,11 +268,11 @@ def export_images(
     Example:
       deployctl bundle export-images llm.bundle.parts.json -o images.tar --pubkey site-key.pub
     """
-    from deployctl.ops import bundle as ops
+    from deployctl.ops import bundling
 
     _warn_insecure(insecure)
     with _bars() as bars:
-        result = ops.export_images(
+        result = bundling.export_images(
             path,
             output=output,
             pubkey=pubkey,

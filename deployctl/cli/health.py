@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import echo_json, json_option, seconds, spec_file_option
+from deployctl.cli.options import json_option, seconds, spec_file_option
+from deployctl.cli.output import echo_json
 
 
 @click.command()
@@ -50,11 +51,13 @@ def health(
       deployctl health --stack-dir ./deployctl-stack --max-ttft-ms 500 --json
       deployctl health --json >> llm-health.jsonl       # in cron: */5 * * * *
     """
-    from deployctl.ops import probe as ops
+    from deployctl.ops import probing
 
-    target = ops.resolve_target(endpoint=endpoint, stack_dir=stack_dir, spec_path=spec_path, api_key_env=api_key_env)
+    target = probing.resolve_target(
+        endpoint=endpoint, stack_dir=stack_dir, spec_path=spec_path, api_key_env=api_key_env
+    )
     while True:
-        report = ops.health(target, max_ttft_ms=max_ttft_ms, timeout=timeout)
+        report = probing.health(target, max_ttft_ms=max_ttft_ms, timeout=timeout)
         if as_json:
             echo_json({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **report.as_dict()}, line=True)
         else:

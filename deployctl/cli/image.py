@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import echo_json, json_option
+from deployctl.cli.options import json_option
+from deployctl.cli.output import echo_json
 
 
 @click.group()
@@ -30,14 +31,11 @@ def build_sim(base_image: str | None, tag: str | None, as_json: bool) -> None:
     Example:
       deployctl image build-sim --base-image deployctl/debian-base:bookworm
     """
+    from deployctl.cli import output
     from deployctl.engines.simulator import SIM_IMAGE
-    from deployctl.images.build import build_sim as build
+    from deployctl.images import build
 
-    def show(line: str) -> None:
-        if not as_json:
-            click.echo(f"  {line}", err=True)
-
-    built = build(base_image, tag or SIM_IMAGE, progress=show)
+    built = build.build_sim(base_image, tag or SIM_IMAGE, progress=output.lines(enabled=not as_json, indent="  "))
     if as_json:
         echo_json(built.__dict__)
     else:
@@ -55,9 +53,10 @@ def build_base(tag: str | None, suite: str, as_json: bool) -> None:
     Example:
       deployctl image build-base && deployctl image build-sim
     """
+    from deployctl.cli import output
     from deployctl.images.build import DEBIAN_BASE, build_debian_base
 
-    built = build_debian_base(tag or DEBIAN_BASE, suite, progress=lambda line: click.echo(f"  {line}", err=True))
+    built = build_debian_base(tag or DEBIAN_BASE, suite, progress=output.lines(indent="  "))
     if as_json:
         echo_json(built.__dict__)
     else:
@@ -128,13 +127,12 @@ def slim(source: str, profile_name: str, tag: str, dry_run: bool, as_json: bool)
     Example:
       deployctl image slim ghcr.io/huggingface/text-generation-inference:3.3.4 --profile tgi-3.3-gptq-ada -t tgi:3.3.4-slim
     """
-    from deployctl.images import slim as core
+    import deployctl.images.slim
+    from deployctl.cli import output
 
-    def show(line: str) -> None:
-        if not as_json:
-            click.echo(f"  {line}", err=True)
-
-    result = core.slim(source, profile_name, tag, dry_run=dry_run, progress=show)
+    result = deployctl.images.slim.slim(
+        source, profile_name, tag, dry_run=dry_run, progress=output.lines(enabled=not as_json, indent="  ")
+    )
     if as_json:
         echo_json(result.as_dict())
         return

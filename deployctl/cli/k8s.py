@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from deployctl.cli.options import echo_json, json_option, load_spec, sim_fault_option, spec_options
+from deployctl.cli.options import json_option, load_spec, sim_fault_option, spec_options
+from deployctl.cli.output import echo_json
 from deployctl.errors import DeployctlError
 
 CLUSTER_OPTIONS = [
@@ -28,7 +29,7 @@ def cluster_options(fn: Any) -> Any:
 
 
 def _cluster(kwargs: dict[str, Any]) -> Any:
-    from deployctl.ops.k8s import Cluster
+    from deployctl.kube import Cluster
 
     return Cluster(
         namespace=kwargs.pop("namespace"), context=kwargs.pop("kube_context"), kubeconfig=kwargs.pop("kubeconfig")
@@ -89,29 +90,29 @@ def up(
     Example:
       deployctl k8s up --gpu-model rtx4090 --gpus 2 --replicas 2 -n llm --dry-run
     """
-    from deployctl.ops import k8s as ops
+    from deployctl.cli import output
+    from deployctl.ops import kubernetes
 
     try:
         cluster = _cluster(kwargs)
         spec = load_spec(kwargs)
-        src = ops.chart_source(spec, simulate=simulate, faults=faults)
-        req = ops.UpRequest(
-            source=src,
+        req = kubernetes.UpRequest(
             release=release or spec.name.replace("_", "-"),
+            simulate=simulate,
+            faults=faults,
             replicas=replicas,
             runtime_class=runtime_class,
-            api_key=spec.resolve_api_key() if src.api_key_required else None,
             values_files=values_files,
             set_values=set_values,
             timeout_s=timeout,
         )
-        result = ops.up(cluster, req, dry_run=dry_run, report=None if as_json else lambda s: click.echo(s, err=True))
+        result = kubernetes.up(spec, cluster, req, dry_run=dry_run, report=output.lines(enabled=not as_json))
     except DeployctlError as exc:
         if as_json:
             _fail_json(exc)
         raise
     if as_json:
-        echo_json({"ok": True, **result.__dict__})
+        echo_json({"ok": True, **result.as_dict()})
         return
     if result.dry_run:
         click.echo(
@@ -138,17 +139,17 @@ def status(as_json: bool, release: str | None, **kwargs: Any) -> None:
     Example:
       deployctl k8s status --release my-llm -n llm --json
     """
-    from deployctl.ops import k8s as ops
+    from deployctl.ops import kubernetes
 
     try:
         cluster = _cluster(kwargs)
-        st = ops.status(cluster, release or _spec_release())
+        st = kubernetes.status(cluster, release or _spec_release())
     except DeployctlError as exc:
         if as_json:
             _fail_json(exc)
         raise
     if as_json:
-        echo_json({"ok": st.ok, **st.__dict__})
+        echo_json({"ok": st.ok, **st.as_dict()})
     else:
         from rich.console import Console
         from rich.table import Table
@@ -160,9 +161,7 @@ def status(as_json: bool, release: str | None, **kwargs: Any) -> None:
         for col in ("pod", "phase", "ready", "restarts", "node", "problem"):
             table.add_column(col)
         for p in st.pods:
-            table.add_row(
-                p["name"], p["phase"], "yes" if p["ready"] else "no", str(p["restarts"]), p["node"], p["problem"] or ""
-            )
+            table.add_row(p.name, p.phase, "yes" if p.ready else "no", str(p.restarts), p.node, p.problem or "")
         Console().print(table)
     if not st.ok:
         raise click.exceptions.Exit(1)
@@ -181,17 +180,17 @@ def down(as_json: bool, release: str | None, timeout: int, dry_run: bool, **kwar
     Example:
       deployctl k8s down --release my-llm -n llm --dry-run
     """
-    from deployctl.ops import k8s as ops
+    from deployctl.ops import kubernetes
 
     try:
         cluster = _cluster(kwargs)
-        result = ops.down(cluster, release or _spec_release(), timeout_s=timeout, dry_run=dry_run)
+        result = kubernetes.down(cluster, release or _spec_release(), timeout_s=timeout, dry_run=dry_run)
     except DeployctlError as exc:
         if as_json:
             _fail_json(exc)
         raise
     if as_json:
-        echo_json({"ok": not result.left, **result.__dict__})
+        echo_json({"ok": not result.left, **result.as_dict()})
     elif result.dry_run:
         click.echo(f"dry run: would remove {', '.join(result.removed)}")
     elif result.left:

@@ -105,13 +105,6 @@ def _check_flag(flag: str, raw: Any, key: str, value: Any) -> None:
             raise InputError(f"{flag} {raw}: {message} ({key})") from None
 
 
-def echo_json(data: Any, *, line: bool = False) -> None:
-    """Write one JSON document on stdout (see cli/output.py)."""
-    from deployctl.cli.output import echo_json as emit
-
-    emit(data, line=line)
-
-
 spec_file_option = click.option(
     "-f",
     "--spec",

@@ -14,9 +14,12 @@ import json
 import sys
 import threading
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    import deployctl.progress
 
 # How often a plain (non-terminal) progress line may repeat for the same item: often enough that a
 # log shows a long step is alive, rarely enough that a 10-minute copy stays a short log.
@@ -72,6 +75,15 @@ def table(title: str, columns: list[str], rows: list[list[str]], *, right: tuple
     for r in rows:
         t.add_row(*r)
     console().print(t)
+
+
+def lines(*, enabled: bool = True, indent: str = "") -> deployctl.progress.Progress:
+    """Give a progress report (deployctl.progress.Progress) that prints every report as its own line on
+    stderr: a tool's output (image builds), or the one step a command then waits on."""
+
+    from deployctl.progress import each_line, quiet
+
+    return each_line(lambda text: click.echo(f"{indent}{text}", err=True)) if enabled else quiet
 
 
 def _amount(done: float, total: float | None, unit: str) -> str:
@@ -188,7 +200,14 @@ class Progress:
             self._last[item] = -1.0 if finished else now
             self._progress_line(f"{item}: {amount}")
 
-    __call__ = update  # the (item, done, total) callback the core functions take
+    def __call__(
+        self, what: str, done: float | None = None, total: float | None = None, /, *, detail: str | None = None
+    ) -> None:
+        """Show a report of a core function (deployctl.progress.Progress): a phase, or an item's amount."""
+        if done is None:
+            self.step(what, detail or "")
+        else:
+            self.update(what, done, total)
 
     def heartbeat(self, text: str) -> _Heartbeat:
         """Give a context that prints `text (N s)` every few seconds until it ends (plain mode only)."""

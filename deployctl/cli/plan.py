@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from deployctl.cli.options import echo_json, json_option, load_spec, sim_fault_option, spec_options
+from deployctl.cli.options import json_option, load_spec, sim_fault_option, spec_options
+from deployctl.cli.output import echo_json
 from deployctl.errors import DeployctlError, InputError, PlanRefused
 from deployctl.plan import GpuBudget, Plan
 from deployctl.planner.memory import gib
@@ -31,7 +32,7 @@ def init(output: Path, name: str, force: bool) -> None:
     Example:
       deployctl init --name helpdesk && $EDITOR deployctl.yaml
     """
-    from deployctl.ops.plan import write_starter
+    from deployctl.ops.planning import write_starter
 
     write_starter(output, name, force)
     click.echo(f"wrote {output}: set model.path, then run `deployctl plan`")
@@ -175,7 +176,7 @@ def plan(
       deployctl plan --gpu-model rtx4090 --gpus 2 --model ./Llama-3-70B-GPTQ
       deployctl plan --preset llama-3-70b-instruct-gptq --compare 1xrtx4090,2xrtx4090,2xa100-80gb --cost 1xrtx4090=18999,2xrtx4090=33998,2xa100-80gb=74000
     """
-    from deployctl.ops import plan as ops
+    from deployctl.ops import planning
 
     try:
         spec = load_spec(kwargs)
@@ -185,10 +186,10 @@ def plan(
                 "e.g. --compare 1xrtx4090,2xrtx4090 --cost 1xrtx4090=18999",
             )
         if hosts:
-            c = ops.make_comparison(spec, hosts, costs, kv_cache_dtype)
+            c = planning.make_comparison(spec, hosts, costs, kv_cache_dtype)
             click.echo(c.model_dump_json(indent=2) if as_json else format_comparison(c))
             return
-        p = ops.make_plan(spec, simulate=simulate)
+        p = planning.make_plan(spec, simulate=simulate)
     except DeployctlError as exc:
         if as_json:
             _fail_json(exc)
@@ -232,26 +233,32 @@ def render(
       deployctl render --gpu-model rtx4090 --gpus 2 --model ./Llama-3-70B-GPTQ --stack-dir ./stack
       deployctl render --target helm --gpu-model rtx4090 --gpus 2 --replicas 3 -o ./llm-chart
     """
-    from deployctl.ops import owner
-    from deployctl.ops import plan as ops
+    from deployctl.ops import owner, planning
 
     if target == "compose" and output is not None:
         kwargs["stack_dir"] = output
     spec_path = owner.spec_file(kwargs.get("spec_path"))
     spec = load_spec(kwargs)
+    done = planning.render(
+        spec,
+        target=target,
+        output=output if target == "helm" else None,
+        simulate=simulate,
+        faults=faults,
+        replicas=replicas,
+        spec_path=spec_path,
+    )
     if target == "helm":
-        from deployctl.ops import k8s
-
-        chart_dir = output or Path(f"{spec.name}-chart")
-        out, src = k8s.render_chart(spec, chart_dir, simulate=simulate, faults=faults, replicas=replicas)
         if as_json:
-            echo_json({"chart_dir": str(out), "plan_hash": src.plan_hash, "simulate": simulate, "replicas": replicas})
+            echo_json(
+                {"chart_dir": str(done.path), "plan_hash": done.plan_hash, "simulate": simulate, "replicas": replicas}
+            )
         else:
-            click.echo(f"wrote {out}: Chart.yaml, values.yaml, values.schema.json, templates/ (plan {src.plan_hash})")
+            click.echo(
+                f"wrote {done.path}: Chart.yaml, values.yaml, values.schema.json, templates/ (plan {done.plan_hash})"
+            )
         return
-    p = ops.make_plan(spec, simulate=simulate)
-    out = ops.render_stack(spec, p, simulate=simulate, faults=faults, spec_path=spec_path)
     if as_json:
-        echo_json({"stack_dir": str(out), "plan_hash": p.digest(), "simulate": simulate})
+        echo_json({"stack_dir": str(done.path), "plan_hash": done.plan_hash, "simulate": simulate})
     else:
-        click.echo(f"wrote {out}/compose.yaml, .env, plan.json (plan {p.digest()})")
+        click.echo(f"wrote {done.path}/compose.yaml, .env, plan.json (plan {done.plan_hash})")

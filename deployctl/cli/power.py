@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import echo_json, json_option
+from deployctl.cli.options import json_option
+from deployctl.cli.output import echo_json
 
 gpu_option = click.option(
     "--gpu", "gpu_refs", multiple=True, metavar="ID", help="A GPU index or UUID (repeatable; default: all)."
@@ -302,7 +303,7 @@ def tune(
       deployctl power tune --simulate --caps 450,350,250 --settle 1 --window 3   # a stack started with --sim-fault power-model=rtx4090
     """
     from deployctl.errors import InputError
-    from deployctl.ops import power_tune as ops
+    from deployctl.ops import power_tune
     from deployctl.probe.bench import PRESETS, parse_loads
     from deployctl.probe.stats import Slo
 
@@ -315,7 +316,7 @@ def tune(
     if window <= 0 or settle < 0:
         raise InputError("--window must be more than 0 s and --settle at least 0 s")
     p = PRESETS.get(preset or "", {})
-    load = ops.Load(
+    load = power_tune.Load(
         mode="open" if rate is not None else "closed",
         value=rate if rate is not None else float(concurrency or max(p.get("concurrency", [8]))),
         prompt_tokens=prompt_tokens or p.get("prompt_tokens", 256),
@@ -325,8 +326,8 @@ def tune(
         from deployctl import spec
 
         stack_dir = spec.load(None).stack_dir
-    request = ops.TuneRequest(
-        config=ops.TuneConfig(
+    request = power_tune.TuneRequest(
+        config=power_tune.TuneConfig(
             endpoint=endpoint or "",
             load=load,
             caps=tuple(parse_loads(caps)) if caps else (),
@@ -347,7 +348,9 @@ def tune(
         output_dir=output_dir,
         api_key_env=api_key_env,
     )
-    result = ops.run(request, report=(lambda line: None) if as_json else (lambda line: click.echo(line, err=True)))
+    result = power_tune.run(
+        request, report=(lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
+    )
     if as_json:
         echo_json(result.as_dict())
     else:
@@ -439,9 +442,9 @@ def doctor(spec_path: Path | None, as_json: bool) -> None:
     Example:
       deployctl doctor --json | jq '.checks[] | select(.status != "OK")'
     """
-    from deployctl.ops.doctor import doctor as run_checks
+    import deployctl.ops.doctor
 
-    checks = run_checks(spec_path)
+    checks = deployctl.ops.doctor.doctor(spec_path)
     failed = any(c.status == "FAIL" for c in checks)
     if as_json:
         echo_json({"ok": not failed, "checks": [c.as_dict() for c in checks]})

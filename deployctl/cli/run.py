@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from deployctl.cli.options import echo_json, json_option, load_spec, seconds, sim_fault_option, spec_options
+from deployctl.cli.options import json_option, load_spec, seconds, sim_fault_option, spec_options
+from deployctl.cli.output import echo_json
 from deployctl.errors import NotRunning
 
 stack_dir_option = click.option(
@@ -66,16 +68,18 @@ def up(
       deployctl up --gpus 2 -f deployctl.yaml
     """
     from deployctl.cli import output
-    from deployctl.ops import owner, upgrade
-    from deployctl.ops import stack as ops
+    from deployctl.ops import owner, stack, upgrade
 
     spec_path = owner.spec_file(kwargs.get("spec_path"))
     spec = load_spec(kwargs)
+    started = time.monotonic()
     with output.Progress() as progress:
 
-        def report(p: ops.Progress) -> None:
-            line = f" · {p.last_log}" if p.last_log else ""
-            progress.step(p.phase, f"{p.elapsed_s:5.1f}s{line}")
+        def report(
+            what: str, done: float | None = None, total: float | None = None, /, *, detail: str | None = None
+        ) -> None:
+            line = f" · {detail}" if detail else ""
+            progress.step(what, f"{time.monotonic() - started:5.1f}s{line}")
 
         try:
             result = upgrade.up(
@@ -91,7 +95,7 @@ def up(
                 replace=replace,
                 dry_run=dry_run,
             )
-        except ops.UpFailed as exc:
+        except stack.UpFailed as exc:
             _print_failure(progress, exc)
             raise
     if isinstance(result, upgrade.Preview):
@@ -156,10 +160,10 @@ def down(stack_dir: Path | None, spec_path: Path | None, project: str | None, as
     Example:
       deployctl down --stack-dir ./deployctl-stack
     """
-    from deployctl.ops import stack as ops
+    from deployctl.ops import stack
 
     directory = _stack_dir(stack_dir, spec_path)
-    left = ops.down(directory, project=project)
+    left = stack.down(directory, project=project)
     if left is None:
         if as_json:
             echo_json({"stack_dir": str(directory.absolute()), "left": [], "note": "no stack here: nothing to stop"})
@@ -198,9 +202,9 @@ def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> Non
     Example:
       deployctl status --json | jq '.services[].health'
     """
-    from deployctl.ops import stack as ops
+    from deployctl.ops import stack
 
-    found = ops.status(_stack_dir(stack_dir, spec_path))
+    found = stack.status(_stack_dir(stack_dir, spec_path))
     if as_json:
         echo_json(found.as_dict())
     else:
@@ -238,30 +242,21 @@ def logs(stack_dir: Path | None, spec_path: Path | None, follow: bool, tail: int
       deployctl logs -n 20
       deployctl logs -F -n 20            # follow until Ctrl-C (or SIGTERM)
     """
-    from deployctl.ops import stack as ops
+    from deployctl.ops import stack
 
     directory = _stack_dir(stack_dir, spec_path)
     if not follow:
-        click.echo(ops.logs(directory, tail=tail))
+        click.echo(stack.logs(directory, tail=tail))
         return
-    _sigterm_interrupts()
+    from deployctl.interrupt import Guard
+
     try:
-        for line in ops.follow_logs(directory, tail=tail):
-            click.echo(line)
+        # SIGTERM unwinds like Ctrl-C, so that follow_logs stops `docker compose logs --follow` on its way out.
+        with Guard().installed():
+            for line in stack.follow_logs(directory, tail=tail):
+                click.echo(line)
     except KeyboardInterrupt:
-        pass  # Ctrl-C or SIGTERM: follow_logs stops `docker compose logs --follow` on its way out
-
-
-def _sigterm_interrupts() -> None:
-    """Make SIGTERM unwind like Ctrl-C, so that `finally` blocks stop the child processes we started."""
-    import signal
-    import threading
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, interrupt)
+        pass
 
 
 @click.command()

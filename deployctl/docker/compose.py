@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from deployctl import tools
 from deployctl.docker import engine
 from deployctl.docker.errors import DockerFailed, cli_missing, from_text
 from deployctl.errors import EnvironmentProblem
@@ -14,26 +15,21 @@ from deployctl.errors import EnvironmentProblem
 OVERRIDE_FILE = "compose.override.yaml"  # the operator's local changes, merged over compose.yaml
 
 
-class ComposeError(DockerFailed):
-    """`docker compose` failed; the message carries the command and its last lines."""
-
-    def __init__(self, message: str, command: list[str] | None = None, returncode: int | None = None) -> None:
-        super().__init__(message)
-        self.command = command or []
-        self.returncode = returncode
+class ComposeError(tools.ToolError, DockerFailed):
+    """`docker compose` failed: the command, its exit code, stdout and stderr; the message has its last lines."""
 
 
 @dataclass(frozen=True)
-class ServiceState:
+class ServiceState(engine.RunState):
+    """One container of a compose project, named by its service."""
+
     service: str
     container: str
-    state: str  # running, restarting, exited, created, ...
-    health: str | None  # healthy, unhealthy, starting, or None without a healthcheck
-    exit_code: int | None
-    restarts: int
-    started_at: str | None
-    uptime_s: float | None
-    image: str
+
+    @classmethod
+    def of(cls, c: engine.ContainerState) -> ServiceState:
+        running = {f.name: getattr(c, f.name) for f in fields(engine.RunState)}
+        return cls(**running, service=c.service or c.name, container=c.name)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -42,10 +38,8 @@ class ServiceState:
 def version() -> str | None:
     """Give `docker compose version --short`, or None when the CLI or the plugin is missing."""
     try:
-        done = subprocess.run(
-            [engine.docker_binary(), "compose", "version", "--short"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired, EnvironmentProblem):
+        done = tools.run([engine.docker_binary(), "compose", "version", "--short"], timeout=30, check=False)
+    except (OSError, EnvironmentProblem, tools.ToolError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
 
@@ -64,24 +58,8 @@ class ComposeProject:
             files += ["-f", str(override)]
         return [engine.docker_binary(), "compose", "--project-directory", str(self.dir), *files, *args]
 
-    def _run(self, *args: str, timeout: float | None = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = self._cmd(*args)
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except FileNotFoundError:
-            raise cli_missing() from None
-        except subprocess.TimeoutExpired:
-            raise ComposeError(f"docker compose {args[0]} took longer than {timeout:.0f}s", cmd) from None
-        if check and done.returncode != 0:
-            text = (done.stderr or done.stdout).strip()
-            problem = from_text(text)
-            if problem is not None:
-                raise problem
-            lines = [line for line in text.splitlines() if line.strip()]
-            raise ComposeError(
-                f"docker compose {args[0]} failed: {' | '.join(lines[-3:]) or 'no output'}", cmd, done.returncode
-            )
-        return done
+    def _run(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _compose(self._cmd(*args), args[0], timeout=timeout, check=check)
 
     def validate(self) -> None:
         """Check the file with `docker compose config -q`."""
@@ -108,19 +86,7 @@ class ComposeProject:
             c = engine.container(cid)
             if c is None:
                 continue
-            out.append(
-                ServiceState(
-                    service=c.service or c.name,
-                    container=c.name,
-                    state=c.state,
-                    health=c.health,
-                    exit_code=c.exit_code,
-                    restarts=c.restarts,
-                    started_at=c.started_at,
-                    uptime_s=c.uptime_s,
-                    image=c.image,
-                )
-            )
+            out.append(ServiceState.of(c))
         return out
 
     def last_log_line(self) -> str | None:
@@ -138,18 +104,15 @@ class ComposeProject:
 
     def follow_logs(self, tail: int = 50) -> Iterator[str]:
         """Yield log lines as they come (until the project stops or the caller stops reading)."""
-        proc = subprocess.Popen(
-            self._cmd("logs", "--no-color", "--follow", "--tail", str(tail)),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        try:
+            proc = tools.start(self._cmd("logs", "--no-color", "--follow", "--tail", str(tail)))
+        except tools.ToolMissing:
+            raise cli_missing() from None
         try:
             assert proc.stdout is not None
             yield from (line.rstrip("\n") for line in proc.stdout)
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+            tools.stop(proc)
 
     def networks(self) -> list[str]:
         return engine.project_networks(self.project)
@@ -158,12 +121,31 @@ class ComposeProject:
 def down_project(project: str) -> None:
     """Stop and remove a compose project by its name alone (its files may be gone or renamed)."""
     cmd = [engine.docker_binary(), "compose", "--project-name", project, "down", "--remove-orphans", "--timeout", "30"]
+    _compose(cmd, "down", timeout=600, cwd=Path("/"))
+
+
+def _compose(
+    cmd: Sequence[str], verb: str, *, timeout: float, check: bool = True, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a `docker compose <verb>` command; Docker's own words about the host become its host problem."""
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd="/")
-    except FileNotFoundError:
+        return tools.run(cmd, timeout=timeout, check=check, cwd=cwd)
+    except tools.ToolMissing:
         raise cli_missing() from None
-    except subprocess.TimeoutExpired:
-        raise ComposeError("docker compose down took longer than 600s", cmd) from None
-    if done.returncode != 0:
-        text = (done.stderr or done.stdout).strip()
-        raise from_text(text) or ComposeError(f"docker compose down failed: {text.splitlines()[-1:]}", cmd)
+    except tools.ToolTimedOut as exc:
+        raise ComposeError(
+            cmd, None, exc.stdout, exc.stderr, message=f"docker compose {verb} took longer than {timeout:.0f}s"
+        ) from None
+    except tools.ToolError as exc:
+        text = (exc.stderr or exc.stdout).strip()
+        problem = from_text(text)
+        if problem is not None:
+            raise problem from None
+        lines = [line for line in text.splitlines() if line.strip()]
+        raise ComposeError(
+            cmd,
+            exc.returncode,
+            exc.stdout,
+            exc.stderr,
+            message=f"docker compose {verb} failed: {' | '.join(lines[-3:]) or 'no output'}",
+        ) from None

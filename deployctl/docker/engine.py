@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -14,8 +14,7 @@ from typing import Any
 
 from deployctl.docker.errors import DockerFailed, ImageMissing, cli_missing, from_sdk
 from deployctl.errors import EnvironmentProblem
-
-Progress = Callable[[str], None]
+from deployctl.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -35,9 +34,9 @@ class ImageInfo:
 
 
 @dataclass(frozen=True)
-class ContainerState:
-    name: str
-    service: str | None  # the compose service label, if any
+class RunState:
+    """How a container runs: what a container's and a compose service's state have in common."""
+
     state: str  # running, restarting, exited, created, ...
     health: str | None  # healthy, unhealthy, starting, or None without a healthcheck
     exit_code: int | None
@@ -45,6 +44,12 @@ class ContainerState:
     started_at: str | None
     uptime_s: float | None
     image: str
+
+
+@dataclass(frozen=True)
+class ContainerState(RunState):
+    name: str
+    service: str | None  # the compose service label, if any
     image_id: str = ""
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -68,8 +73,6 @@ def _client() -> Any:
     try:
         import docker
     except ImportError:
-        from deployctl.errors import EnvironmentProblem
-
         raise EnvironmentProblem("the docker Python SDK is not installed", "pip install docker") from None
     try:
         c = docker.from_env(timeout=120)

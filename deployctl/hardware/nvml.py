@@ -231,13 +231,6 @@ class Nvml:
             what=f"GPU {index}: set power limit",
         )
 
-    def set_persistence_mode(self, index: int, enabled: bool) -> None:
-        lib = self.lib
-        mode = lib.NVML_FEATURE_ENABLED if enabled else lib.NVML_FEATURE_DISABLED
-        self._call(
-            lib.nvmlDeviceSetPersistenceMode, self._handle(index), mode, what=f"GPU {index}: set persistence mode"
-        )
-
 
 @contextlib.contextmanager
 def session(lib: Any | None = None) -> Iterator[Nvml]:

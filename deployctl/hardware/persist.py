@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from deployctl import __version__, templating
+from deployctl import __version__, fsio, templating, tools
 from deployctl.errors import DeployctlError, EnvironmentProblem
 
 UNIT_NAME = "deployctl-power.service"
 UNIT_DIR = Path("/etc/systemd/system")
+SYSTEMCTL_TIMEOUT_S = 120  # daemon-reload waits on every unit file; a hung systemd must not hang `power set`
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,17 @@ def install(text: str, unit_dir: Path = UNIT_DIR) -> Path:
             "systemctl not found: this host does not run systemd", "use --persist --print and install the unit by hand"
         )
     path = unit_dir / UNIT_NAME
-    tmp = path.with_name(f".{UNIT_NAME}.tmp")
     try:
         unit_dir.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        fsio.write_atomic(path, text.encode())
     except OSError as exc:
         raise DeployctlError(f"cannot write {path}: {exc.strerror}", "run as root") from None
+    except DeployctlError as exc:
+        raise DeployctlError(exc.message, "run as root") from None
     for args in (["daemon-reload"], ["enable", UNIT_NAME]):
-        done = subprocess.run([systemctl, *args], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise DeployctlError(f"systemctl {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
+        try:
+            tools.run([systemctl, *args], timeout=SYSTEMCTL_TIMEOUT_S)
+        except tools.ToolError as exc:
+            said = exc.stderr or exc.stdout.strip() or exc.message
+            raise DeployctlError(f"systemctl {' '.join(args)} failed: {said}") from None
     return path

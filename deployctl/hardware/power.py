@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from deployctl import fsio
 from deployctl.errors import DeployctlError, InputError
 from deployctl.gpus.gpu import Gpu, Reading
 from deployctl.hardware.nvml import NoPermission, NotSupported, Nvml
@@ -99,19 +99,16 @@ def read_state(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def write_state(path: Path, gpus: dict[str, dict[str, Any]]) -> None:
-    """Write the state atomically (temp file, fsync, rename)."""
+    """Write the state whole or not at all (fsio.write_atomic: no link followed, fsynced, renamed)."""
+    hint = "run as root, or set DEPLOYCTL_STATE_DIR"
+    text = json.dumps({"version": 1, "gpus": gpus}, indent=2, sort_keys=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".power-state.", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"version": 1, "gpus": gpus}, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        fsio.write_atomic(path, text.encode(), mode=0o600)
     except OSError as exc:
-        raise PowerError(
-            f"cannot write the power state {path}: {exc.strerror}", "run as root, or set DEPLOYCTL_STATE_DIR"
-        ) from None
+        raise PowerError(f"cannot write the power state {path}: {exc.strerror}", hint) from None
+    except DeployctlError as exc:
+        raise PowerError(f"cannot write the power state: {exc.message}", hint) from None
 
 
 # -- setting ------------------------------------------------------------------------------------------

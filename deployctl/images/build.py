@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import deployctl
-from deployctl import __version__, docker
+from deployctl import __version__, docker, tools
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
+from deployctl.progress import Progress
 
 # DEPLOYCTL_DEBIAN_BASE: the test suite keeps its cached base under a name of its own.
 DEBIAN_BASE = os.environ.get("DEPLOYCTL_DEBIAN_BASE") or "deployctl/debian-base:bookworm"
 REGISTRY_BASE = "python:3.11-slim"
 DEBIAN_PACKAGES = ("python3-minimal", "python3-aiohttp", "curl", "ca-certificates")
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -43,10 +40,10 @@ def build_debian_base(tag: str = DEBIAN_BASE, suite: str = "bookworm", progress:
         cmd = ["mmdebstrap", "--variant=apt", f"--include={','.join(DEBIAN_PACKAGES)}", suite, str(rootfs)]
         if progress:
             progress(f"mmdebstrap {suite} with {', '.join(DEBIAN_PACKAGES)}")
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise DeployctlError(f"mmdebstrap failed: {tail}")
+        try:
+            tools.run(cmd, timeout=None)
+        except tools.ToolError as exc:
+            raise DeployctlError(f"mmdebstrap failed: {tools.last_line(exc.stderr)}") from None
         image = docker.import_rootfs(rootfs, tag)
     return BuiltImage(tag=tag, image_id=image.id, size=image.size, base=f"debian:{suite} (mmdebstrap)")
 

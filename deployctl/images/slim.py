@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import tempfile
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -18,8 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from deployctl import __version__, templating
 from deployctl.errors import DeployctlError, InputError
 from deployctl.images.layers import ImageScan, scan
-
-Progress = Callable[[str], None]
+from deployctl.progress import Progress, each_line, quiet
 
 
 class Group(BaseModel):
@@ -271,7 +269,7 @@ def slim(
     from deployctl import docker
     from deployctl.images.build import build
 
-    say = progress or (lambda line: None)
+    say = progress or quiet
     profile = load_profile(profile_name)
     if ":" not in tag.rsplit("/", 1)[-1]:
         tag += ":latest"
@@ -297,7 +295,7 @@ def slim(
             ctx = Path(tmp)
             (ctx / "removals.txt").write_text("".join(f"{p}\n" for p in slim_plan.roots()))
             (ctx / "Dockerfile").write_text(dockerfile(source, profile.name, config))
-            image_id = build(ctx, temporary, {}, watch)
+            image_id = build(ctx, temporary, {}, each_line(watch))
         checks = []
         for check in profile.verify:
             ok, out = run_check(image_id, check)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from deployctl import fsio
 from deployctl.docker import EngineInfo
 from deployctl.errors import DeployctlError
 from deployctl.gpus.gpu import GiB, Host
@@ -173,17 +173,14 @@ def _disk(ctx: Context, need_bytes: int | None) -> list[Check]:
     if ctx.docker_info and ctx.docker_info.root_dir:
         places["images"] = Path(ctx.docker_info.root_dir)
     for label, path in places.items():
-        probe = path
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        free = shutil.disk_usage(probe).free
+        free = fsio.free_bytes(path)
         want = 20 * GiB if label == "images" else (need_bytes or GiB)
         status: Status = "OK" if free >= want else "WARN"
         out.append(
             Check(
                 f"disk ({label})",
                 status,
-                f"{free / GiB:.0f} GiB free at {probe}",
+                f"{free / GiB:.0f} GiB free at {path}",
                 "" if status == "OK" else f"free at least {want / GiB:.0f} GiB there",
             )
         )
@@ -275,7 +272,7 @@ def _open_stack(stack_dir: Path) -> str | None:
 
 def doctor(spec_path: Path | None) -> list[Check]:
     """Give every check of this host for the spec at `spec_path` (or the defaults)."""
-    from deployctl import spec as spec_mod
+    from deployctl import spec
     from deployctl.ops.stack import port_free
 
-    return run(gather(spec_mod.load(spec_path)), port_free)
+    return run(gather(spec.load(spec_path)), port_free)

@@ -10,14 +10,12 @@ unless `--apply` keeps the chosen one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
-import signal
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +23,7 @@ from typing import Any, Literal
 from deployctl.errors import DeployctlError, InputError
 from deployctl.gpus.gpu import Reading
 from deployctl.hardware.power import GpuPower, PowerControl, PowerError
+from deployctl.interrupt import Guard, held
 from deployctl.probe import load as loadgen
 from deployctl.probe.stats import LevelStats, Slo, summarize
 
@@ -259,42 +258,12 @@ def _check_bench(stats: LevelStats, cap_w: float) -> None:
 
 
 # -- the sweep ---------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Make SIGTERM interrupt like Ctrl-C (so the caps go back), while the sweep runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM off while the original caps go back (a second Ctrl-C must not cut that short)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def _restore(control: PowerControl, report: Report) -> list[str]:
-    with _signals_held():
+    # Ctrl-C and SIGTERM wait until the caps are back and said so (a second Ctrl-C must not cut that short).
+    with held():
         problems = control.restore()
-    for p in problems:
-        report(f"NOT RESTORED: {p}")
+        for p in problems:
+            report(f"NOT RESTORED: {p}")
     return problems
 
 
@@ -314,7 +283,7 @@ def sweep(
     result = TuneResult(control.simulated, gpus, caps, config.load, config.min_throughput)
     kept = False
     try:
-        with _sigterm_interrupts():
+        with Guard().installed():  # SIGTERM interrupts like Ctrl-C, so the caps go back
             below = 0
             for cap in caps:
                 row = _measure_cap(control, config, cap, result, report, measure_one, sleep)
@@ -473,7 +442,7 @@ class TuneRequest:
 
 def _target(req: TuneRequest) -> tuple[TuneConfig, list[str]]:
     """Give the config with the stack's endpoint, API key and dialect filled in, and the UUIDs of the stack's GPUs."""
-    from deployctl.ops import probe
+    from deployctl.ops import probing
     from deployctl.stackdir import StackInfo
 
     recorded = (req.stack_dir / "stack.json").is_file()
@@ -484,13 +453,13 @@ def _target(req: TuneRequest) -> tuple[TuneConfig, list[str]]:
         )
     if not req.config.endpoint and not recorded and req.dry_run and not req.simulate:
         return req.config, []  # a dry run on real GPUs benches nothing: no endpoint needed
-    target = probe.resolve_target(
+    target = probing.resolve_target(
         endpoint=req.config.endpoint or None, stack_dir=req.stack_dir, api_key_env=req.api_key_env
     )
     plan = target.plan
     uuids = [g.uuid for g in plan.gpus] if plan and plan.gpu_profile is None else []
     return replace(
-        req.config, endpoint=target.endpoint, api_key=target.api_key, dialect=probe.dialect_of(target).name
+        req.config, endpoint=target.endpoint, api_key=target.api_key, dialect=probing.dialect_of(target).name
     ), uuids
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,20 +16,12 @@ from deployctl.errors import DeployctlError, InputError, NotRunning
 from deployctl.http import request
 from deployctl.ops.diagnose import Diagnosis, diagnose
 from deployctl.plan import Plan
+from deployctl.progress import Progress, each_line
 from deployctl.safepath import check_dir
 from deployctl.stackdir import StackInfo
+from deployctl.targets.compose import COMPOSE
 
 MAX_RESTARTS = 3
-
-
-@dataclass(frozen=True)
-class Progress:
-    phase: str
-    elapsed_s: float
-    last_log: str | None = None
-
-
-Report = Callable[[Progress], None]
 
 
 @dataclass(frozen=True)
@@ -94,17 +86,14 @@ def probe_health(endpoint: str, timeout: float = 2.0) -> int | None:
     return request(f"{endpoint}/health", timeout)[0]
 
 
-def ensure_image(plan: Plan, simulate: bool, sim_base: str | None, report: Report) -> None:
+def ensure_image(plan: Plan, simulate: bool, sim_base: str | None, report: Progress) -> None:
     """Make sure the image the stack runs is on this host (building the simulator's if needed)."""
     if simulate:
         if not docker.image_exists(SIM_IMAGE):
             from deployctl.images.build import build_sim
 
-            start = time.monotonic()
-            build_sim(
-                sim_base,
-                progress=lambda line: report(Progress("building simulator image", time.monotonic() - start, line)),
-            )
+            # Each line of the build, under one phase.
+            build_sim(sim_base, progress=each_line(lambda line: report("building simulator image", detail=line)))
         return
     if not docker.image_exists(plan.engine.image):
         raise docker.ImageMissing(
@@ -113,7 +102,7 @@ def ensure_image(plan: Plan, simulate: bool, sim_base: str | None, report: Repor
         )
 
 
-def wait_healthy(stack: Stack, timeout_s: float, report: Report, started: float) -> float:
+def wait_healthy(stack: Stack, timeout_s: float, report: Progress, started: float) -> float:
     """Poll /health until 200; give the seconds it took, or raise UpFailed."""
     endpoint = stack.info.endpoint
     deadline = time.monotonic() + timeout_s
@@ -135,7 +124,7 @@ def wait_healthy(stack: Stack, timeout_s: float, report: Report, started: float)
             if states and all(s.state == "exited" for s in states):
                 raise _failure(stack, f"the engine exited with code {states[0].exit_code}")
         phase = "loading model" if status == 503 else "starting"
-        report(Progress(phase, now - started, last_log))
+        report(phase, detail=last_log)
         if now >= deadline:
             raise _failure(stack, f"the model did not answer /health within {timeout_s:.0f}s")
         time.sleep(0.25)
@@ -170,8 +159,7 @@ def down(stack_dir: Path, project: str | None = None) -> list[str] | None:
         owner.down_old_project(project, stack.dir)
         return [c.name for c in docker.labelled_containers(f"{owner.PROJECT_LABEL}={project}")]
     owner.check_own(stack.info.project, stack.dir)
-    stack.compose.down()
-    return [s.container for s in stack.compose.services()] + stack.compose.networks()
+    return COMPOSE.down(stack.compose)
 
 
 @dataclass(frozen=True)
@@ -200,7 +188,7 @@ def status(stack_dir: Path) -> StackStatus:
 
     stack = existing(stack_dir)
     owner.check_own(stack.info.project, stack.dir)
-    services = stack.compose.services()
+    services = COMPOSE.status(stack.compose)
     answering = probe_health(stack.info.endpoint) == 200
     ok = answering and bool(services) and all(s.state == "running" and s.health != "unhealthy" for s in services)
     return StackStatus(

@@ -14,17 +14,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deployctl import docker, stackdir
+from deployctl import docker, stackdir, targets
 from deployctl.engines import dialects
 from deployctl.errors import InputError
-from deployctl.ops import owner
-from deployctl.ops import plan as plan_ops
+from deployctl.interrupt import Guard, Interrupted, Signalled
+from deployctl.ops import owner, planning
 from deployctl.ops.diagnose import Diagnosis, diagnose
-from deployctl.ops.interrupt import Guard, Interrupted, Signalled
-from deployctl.ops.power import apply_policy
+from deployctl.ops.power_policy import apply_policy
 from deployctl.ops.stack import (
-    Progress,
-    Report,
     Stack,
     UpFailed,
     UpResult,
@@ -34,8 +31,10 @@ from deployctl.ops.stack import (
     wait_healthy,
 )
 from deployctl.plan import Plan
+from deployctl.progress import Progress, quiet
 from deployctl.spec import DeploymentSpec
 from deployctl.stackdir import GoodCopy
+from deployctl.targets.compose import COMPOSE
 
 
 class RolledBack(UpFailed):
@@ -98,7 +97,7 @@ def up(
     *,
     spec_path: Path | None = None,
     simulate: bool = False,
-    report: Report | None = None,
+    report: Progress | None = None,
     timeout_s: float | None = None,
     sim_base: str | None = None,
     faults: dict[str, str] | None = None,
@@ -108,8 +107,8 @@ def up(
     dry_run: bool = False,
 ) -> UpResult | Preview:
     """Plan, render and start (or upgrade) the stack, then wait until it answers; give where it is."""
-    report = report or (lambda p: None)
-    guard = Guard(notice=lambda text: report(Progress(text, 0.0)))
+    report = report or quiet
+    guard = Guard(notice=report)
     with guard.installed():
         run = _Up(spec, spec_path, simulate, report, guard)
         return run.go(
@@ -127,7 +126,7 @@ class _Up:
     """One `up`: what ran before, what is being started, and how far it got (for clean-up)."""
 
     def __init__(
-        self, spec: DeploymentSpec, spec_path: Path | None, simulate: bool, report: Report, guard: Guard
+        self, spec: DeploymentSpec, spec_path: Path | None, simulate: bool, report: Progress, guard: Guard
     ) -> None:
         self.spec = spec
         self.spec_path = spec_path
@@ -143,7 +142,7 @@ class _Up:
 
     def _say(self, phase: str) -> None:
         self.phase = phase
-        self.report(Progress(phase, time.monotonic() - self.started))
+        self.report(phase)
 
     def go(
         self,
@@ -159,7 +158,7 @@ class _Up:
         try:
             self.guard.checkpoint("before-start")
             self._say("planning")
-            plan = plan_ops.make_plan(self.spec, simulate=self.simulate)
+            plan = planning.make_plan(self.spec, simulate=self.simulate)
             check_exposure(self.spec, plan, allow_open)
             owner.check_free(plan.name, self.dir)
             files = self._render(plan, faults)
@@ -219,15 +218,10 @@ class _Up:
         )
 
     def _render(self, plan: Plan, faults: dict[str, str] | None) -> dict[str, bytes]:
-        from deployctl.targets import compose
-
-        return compose.render(
-            plan,
-            simulate=self.simulate,
-            api_key=self.spec.resolve_api_key(),
-            faults=faults,
-            labels=owner.labels(self.dir, self.spec_path),
+        options = planning.stack_options(
+            self.spec, self.dir, simulate=self.simulate, faults=faults, spec_path=self.spec_path
         )
+        return targets.render(plan, "compose", options)
 
     def _keep_running_as_good(self) -> None:
         """Keep the running revision as the good copy when it answers now; else the last one that did."""
@@ -249,7 +243,7 @@ class _Up:
             self._say("containers created")
             self.guard.checkpoint("containers-created")
             self._say("starting containers")
-            stack.compose.up()
+            COMPOSE.up(stack.compose)
             self._say("waiting for /health")
             self.guard.checkpoint("waiting-health")
             return wait_healthy(stack, limit, self.report, self.started)
@@ -322,7 +316,7 @@ def remove_new(stack_dir: Path, before: dict[str, bytes] | None) -> None:
         stackdir.remove_rendered(stack_dir)
 
 
-def restore(stack_dir: Path, good: GoodCopy, guard: Guard, report: Report, started: float) -> Stack:
+def restore(stack_dir: Path, good: GoodCopy, guard: Guard, report: Progress, started: float) -> Stack:
     """Replace whatever runs from `stack_dir` by the good copy; give it once it answers (UpFailed if not)."""
     if (stack_dir / "compose.yaml").is_file():
         Stack(stack_dir).compose.down()
@@ -347,9 +341,9 @@ class RollbackResult:
     seconds: float
 
 
-def rollback(stack_dir: Path, report: Report | None = None) -> RollbackResult:
+def rollback(stack_dir: Path, report: Progress | None = None) -> RollbackResult:
     """Go back to the newest good revision older than the one in `stack_dir`; give it once it answers."""
-    report = report or (lambda p: None)
+    report = report or quiet
     stack_dir = stack_dir.absolute()
     current = Stack(stack_dir)
     owner.check_own(current.info.project, stack_dir)
@@ -360,7 +354,7 @@ def rollback(stack_dir: Path, report: Report | None = None) -> RollbackResult:
             "a revision is kept each time `deployctl up` sees it answer",
         )
     started = time.monotonic()
-    guard = Guard(notice=lambda text: report(Progress(text, 0.0)))
+    guard = Guard(notice=report)
     with guard.installed(), guard.cleaning_up():
         try:
             stack = restore(stack_dir, good, guard, report, started)

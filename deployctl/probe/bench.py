@@ -8,7 +8,6 @@ import io
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +21,7 @@ from deployctl.errors import DeployctlError, InputError
 from deployctl.http import check_url, request
 from deployctl.probe import load
 from deployctl.probe.stats import LevelStats, Slo, max_qps_under_slo, summarize
+from deployctl.progress import Progress, quiet
 from deployctl.safepath import check_dir
 
 Mode = Literal["closed", "open"]
@@ -137,7 +137,7 @@ def _info(endpoint: str, dialect: dialects.Dialect, api_key: str | None) -> dict
     return dialect.bench_info(data)
 
 
-def run(config: BenchConfig, tick: Callable[[str, int, int], None] | None = None) -> BenchResult:
+def run(config: BenchConfig, progress: Progress = quiet) -> BenchResult:
     """Run every load level in turn and give the result."""
     check_url(config.endpoint, "--endpoint")
     dialect = dialects.get(config.dialect)
@@ -162,16 +162,15 @@ def run(config: BenchConfig, tick: Callable[[str, int, int], None] | None = None
     for value in config.loads:
         label = f"{'concurrency' if config.mode == 'closed' else 'rate'} {value:g}"
 
-        def progress(n: int, label: str = label) -> None:
-            if tick:
-                tick(label, n, config.requests + config.warmup)
+        def tick(n: int, label: str = label) -> None:
+            progress(label, n, config.requests + config.warmup)
 
         if config.mode == "closed":
             results, span, note = asyncio.run(
-                load.closed_loop(workload, int(value), config.requests, config.warmup, progress)
+                load.closed_loop(workload, int(value), config.requests, config.warmup, tick)
             )
         else:
-            results, span, note = asyncio.run(load.open_loop(workload, value, config.requests, config.warmup, progress))
+            results, span, note = asyncio.run(load.open_loop(workload, value, config.requests, config.warmup, tick))
         levels.append(summarize(config.mode, value, results, span, config.slo))
     best = max_qps_under_slo(levels)
     qps = best.requests_per_s if best else None

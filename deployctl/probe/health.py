@@ -16,6 +16,7 @@ from typing import Any, Literal
 from deployctl.engines.dialects import TGI, Dialect
 from deployctl.http import check_url, request
 from deployctl.plan import Plan
+from deployctl.probe.sse import DONE, parse_sse_line
 
 # Exit codes: 5 is "not running" in the CLI's table, apart from 2 (bad input) so a cron job can tell them apart.
 HEALTHY, DEGRADED, DOWN = 0, 1, 5
@@ -93,13 +94,12 @@ def _generation(
     chunks, usage = 0, None
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         for raw in resp:
-            line = raw.strip()
-            if not line.startswith(b"data:"):
+            event = parse_sse_line(raw)
+            if event is None:
                 continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
+            if event is DONE:
                 break
-            chunk = dialect.read_chunk(api, json.loads(data))
+            chunk = dialect.read_chunk(api, event)
             if chunk.error is not None:
                 raise RuntimeError(chunk.detail)
             if chunk.usage is not None:

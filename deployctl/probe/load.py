@@ -8,7 +8,6 @@ coordinated omission). Times come from one monotonic clock (perf_counter).
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any
 
 from deployctl.engines import dialects
 from deployctl.engines.dialects import Api
+from deployctl.probe.sse import DONE, parse_sse_line
 
 WORDS = [
     "patient",
@@ -127,13 +127,16 @@ async def one(session: Any, w: Workload, prompt: str, i: int, result: Result) ->
                 return result
             async for raw in resp.content:
                 now = time.perf_counter()
-                line = raw.strip()
-                if not line.startswith(b"data:"):
+                try:
+                    event = parse_sse_line(raw)
+                except ValueError:
+                    result.error = "bad_stream"  # one garbled line fails this request, not the whole bench
+                    return result
+                if event is None:
                     continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
+                if event is DONE:
                     break
-                chunk = dialect.read_chunk(w.api, json.loads(data))
+                chunk = dialect.read_chunk(w.api, event)
                 if chunk.error is not None:
                     result.error = chunk.error
                     return result

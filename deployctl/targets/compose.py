@@ -1,16 +1,15 @@
-"""The Docker Compose target: a Workload as compose.yaml, .env, plan.json and stack.json (deterministic bytes)."""
+"""The Docker Compose target: a Workload as compose.yaml, .env, plan.json and stack.json (deterministic bytes),
+run on this host through `docker compose` (deployctl/docker/)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from deployctl import templating
-from deployctl.engines.simulator import SIM_IMAGE
+from deployctl import docker, templating
 from deployctl.errors import InputError
-from deployctl.plan import Plan
 from deployctl.stackdir import StackInfo
-from deployctl.targets import workload as wl
-from deployctl.targets.workload import Workload
+from deployctl.targets.base import RenderContext
+from deployctl.targets.workload import Workload, endpoint
 
 # The in-container check, by what the engine's image carries (the simulator's image has both).
 HEALTH_COMMANDS = {
@@ -29,8 +28,8 @@ def _port_mapping(w: Workload) -> str:
     return f"{bind}:{w.host_port}:{w.container_port}"
 
 
-def context(w: Workload, owner_labels: dict[str, str] | None = None) -> dict[str, Any]:
-    """Give the values the templates are rendered from; all decisions are made here."""
+def variables(w: Workload, owner_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """Give the values the templates are rendered from, in Compose's words; all decisions are made here."""
     return {
         "version": w.version,
         "plan_hash": w.plan_hash,
@@ -55,33 +54,47 @@ def context(w: Workload, owner_labels: dict[str, str] | None = None) -> dict[str
     }
 
 
-def render(
-    plan: Plan,
-    simulate: bool = False,
-    api_key: str | None = None,
-    sim_image: str = SIM_IMAGE,
-    faults: dict[str, str] | None = None,
-    labels: dict[str, str] | None = None,
-) -> dict[str, bytes]:
-    """Give the stack's files, byte for byte; the same input always gives the same bytes.
+class Compose:
+    """The Compose target: a stack directory's files, run as one compose project (docker/compose.py)."""
 
-    `labels` go on the container as they are (ownership: the stack dir and spec it runs from).
-    """
-    if api_key is not None and any(c in api_key for c in "'\n\r\\"):
-        raise InputError("the API key holds a quote, backslash or newline", "use letters, digits and -_.~+/=")
-    w = wl.from_plan(plan, simulate=simulate, api_key=api_key, sim_image=sim_image, faults=faults)
-    ctx = context(w, labels)
-    info = StackInfo(
-        project=w.name,
-        service=w.service,
-        endpoint=wl.endpoint(plan),
-        simulate=simulate,
-        plan_hash=w.plan_hash,
-        load_timeout_s=w.probe.start_budget_s,
-    )
-    return {
-        "compose.yaml": templating.render("compose.yaml.j2", **ctx).encode(),
-        ".env": templating.render("env.j2", **ctx).encode(),
-        "plan.json": plan.canonical_json().encode(),
-        "stack.json": info.to_json(),
-    }
+    name = "compose"
+
+    def render(self, context: RenderContext) -> dict[str, bytes]:
+        """Give the stack's files, byte for byte; the same context always gives the same bytes.
+
+        The context's `labels` go on the container as they are (ownership: the stack dir and spec it runs from).
+        """
+        plan, w, options = context.plan, context.workload, context.options
+        if plan.api_key and not context.key_rendered:
+            raise InputError("the spec asks for an API key but none was resolved")
+        api_key = options.api_key
+        if api_key is not None and any(c in api_key for c in "'\n\r\\"):
+            raise InputError("the API key holds a quote, backslash or newline", "use letters, digits and -_.~+/=")
+        ctx = variables(w, options.labels)
+        info = StackInfo(
+            project=w.name,
+            service=w.service,
+            endpoint=endpoint(plan),
+            simulate=options.simulate,
+            plan_hash=w.plan_hash,
+            load_timeout_s=w.probe.start_budget_s,
+        )
+        return {
+            "compose.yaml": templating.render("compose.yaml.j2", **ctx).encode(),
+            ".env": templating.render("env.j2", **ctx).encode(),
+            "plan.json": plan.canonical_json().encode(),
+            "stack.json": info.to_json(),
+        }
+
+    def up(self, place: docker.ComposeProject) -> None:
+        place.up()
+
+    def status(self, place: docker.ComposeProject) -> list[docker.ServiceState]:
+        return place.services()
+
+    def down(self, place: docker.ComposeProject) -> list[str]:
+        place.down()
+        return [s.container for s in place.services()] + place.networks()
+
+
+COMPOSE = Compose()

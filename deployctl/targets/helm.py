@@ -1,4 +1,5 @@
-"""Render a Plan into a Helm chart: Chart.yaml, values.yaml (the plan's choices), a schema, templates.
+"""The Helm target: a plan as a chart (Chart.yaml, values.yaml, a schema, templates), run on a cluster as
+a Helm release through kube/ (helm upgrade --install --wait --atomic, helm status, helm uninstall).
 
 The chart's templates are fixed files (deployctl/templates/helm/templates/); only Chart.yaml,
 values.yaml and values.schema.json (which names the engine's key variable) are rendered from the
@@ -10,31 +11,26 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from deployctl import __version__, templating
-from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import InputError
-from deployctl.plan import Plan
+from deployctl.kube import INSTANCE_LABEL, PLAN_HASH_LABEL, RELEASE_NAME, Kube, NotFound, PodState
+from deployctl.targets.base import RenderContext
 
 CHART_FILES = "templates/helm"
 MARKER = "Chart.yaml"
-# Kubernetes names: a release name becomes part of Service and Deployment names (DNS-1123 label),
-# and Helm caps release names at 53 characters (helm/pkg/chartutil/validate_name.go).
-RELEASE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-RELEASE_NAME_MAX = 53
 # The simulator listens above 1024 so it runs as a user with every capability dropped: TGI's
 # port 80 is moved to this one (the simulator reads TGI's PORT variable, deployctl/sim/config.py).
 SIM_PORT = 8080
 PRIVILEGED_PORTS = 1024  # ports below it need NET_BIND_SERVICE outside Docker's namespaced sysctl
-# Stands in for the API key when the Workload is built: the chart never holds the key, a Kubernetes
-# Secret does (apiKey.existingSecret or apiKey.value); only the variable's name is taken.
-KEY_IN_SECRET = "<in a Kubernetes Secret>"
 # Start-up probe period for a real engine; the budget (the plan's load time) sets the failure count.
 STARTUP_PERIOD_S = 10
+POLL_S = 2.0  # how often the cluster is asked again while waiting
 # The toleration the GPU Operator's and most sites' GPU node taints ask for.
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
@@ -63,101 +59,6 @@ class ImageRef:
         return cls("", name, tag or "latest", digest)
 
 
-@dataclass(frozen=True)
-class Scratch:
-    """A writable in-memory folder of the engine's (engines/security.py), as a Kubernetes quantity."""
-
-    path: str
-    size: str
-
-
-@dataclass(frozen=True)
-class ChartSource:
-    """What a chart needs from a plan, engine-neutral: read from the Workload the Compose target renders too."""
-
-    name: str
-    engine: str
-    image: str
-    args: list[str]
-    env: dict[str, str]
-    port: int
-    health_path: str
-    model_mount: str
-    model_host_path: str | None
-    shm_size: str | None
-    gpus: int
-    gpu_name: str
-    weight_bytes: int
-    startup_budget_s: int
-    api_key_required: bool
-    api_key_env: str
-    service_port: int
-    plan_hash: str
-    simulate: bool
-    run_as_user: int
-    run_as_group: int
-    user_reason: str
-    scratch: list[Scratch]
-    memory_limit: str
-    stop_grace_s: int
-
-
-def source_from_plan(
-    plan: Plan, *, simulate: bool, sim_image: str = SIM_IMAGE, faults: dict[str, str] | None = None
-) -> ChartSource:
-    """Give the chart's inputs from a plan (the simulator in place of the engine when `simulate`).
-
-    Every decision (image, arguments, environment, probe, shared memory, secrets, user, writable
-    paths, limits) is the Workload's (targets/workload.py), the same one the Compose target renders;
-    only what Kubernetes needs in its own words is translated here.
-    """
-    from deployctl.targets import workload
-
-    wl = workload.from_plan(
-        plan,
-        simulate=simulate,
-        api_key=KEY_IN_SECRET if plan.api_key else None,
-        sim_image=sim_image,
-        faults=faults,
-    )
-    env = dict(wl.env)
-    port = wl.container_port
-    if simulate and port < PRIVILEGED_PORTS:
-        env["PORT"] = str(SIM_PORT)  # the simulator reads TGI's PORT variable
-        port = SIM_PORT
-    user, _, group = wl.security.user.partition(":")
-    mount = wl.mounts[0] if wl.mounts else None
-    (api_key_env,) = {s.env for s in wl.secrets} or {plan.engine.api_key_env}
-    return ChartSource(
-        name=wl.name,
-        engine=wl.engine,
-        image=wl.image,
-        args=list(wl.args),
-        env=env,
-        port=port,
-        health_path=wl.probe.path,
-        model_mount=mount.target if mount else plan.model_id,
-        # The simulator reads no weights: its chart mounts nothing (no model folder on the nodes).
-        model_host_path=mount.source if mount and not simulate else None,
-        shm_size=_quantity(wl.shm_size) if wl.shm_size else None,
-        gpus=plan.num_shard,
-        gpu_name=plan.gpus[0].name,
-        weight_bytes=plan.model.weight_bytes,
-        startup_budget_s=wl.probe.start_budget_s,
-        api_key_required=plan.api_key,
-        api_key_env=api_key_env,
-        service_port=plan.port,
-        plan_hash=wl.plan_hash,
-        simulate=simulate,
-        run_as_user=int(user),
-        run_as_group=int(group or user),
-        user_reason=wl.security.user_reason,
-        scratch=[Scratch(s.path, _mebibytes(s.size_bytes)) for s in wl.security.scratch],
-        memory_limit=_mebibytes(wl.security.memory_bytes),
-        stop_grace_s=wl.stop_grace_s,
-    )
-
-
 def _mebibytes(size: int) -> str:
     """Give bytes as a Kubernetes quantity in whole MiB, rounded up ("1536Mi"), or in GiB when whole ("2Gi")."""
     mib = -(-size // 2**20)
@@ -172,65 +73,93 @@ def _quantity(docker_size: str) -> str:
     return m.group(1) + {"": "", "k": "Ki", "m": "Mi", "g": "Gi"}[m.group(2)]
 
 
-def _resources(src: ChartSource) -> dict[str, Any]:
+def _resources(simulate: bool, gpus: int, memory_limit: str) -> dict[str, Any]:
     # The limit is the Workload's memory ceiling (engines/security.py: weights, shards, scratch and
     # /dev/shm, whose tmpfs pages count against the container's cgroup in Kubernetes as in Docker).
     # Kubernetes has no per-container pids limit (the kubelet's podPidsLimit is a node setting).
-    if src.simulate:
+    if simulate:
         # The simulator: one Python process, measured at about 60 MiB resident under load.
-        return {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": src.memory_limit}}
+        return {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": memory_limit}}
     # Not measured on a cluster: a floor for TGI's launcher and router plus one Python process per shard
     # (torch with a CUDA context, a few GiB each). The weights are mmap'd (page cache, not counted here).
-    return {"requests": {"cpu": "2", "memory": f"{2 + 3 * src.gpus}Gi"}, "limits": {"memory": src.memory_limit}}
+    return {"requests": {"cpu": "2", "memory": f"{2 + 3 * gpus}Gi"}, "limits": {"memory": memory_limit}}
 
 
-def context(src: ChartSource, *, replicas: int = 1, runtime_class: str = "nvidia") -> dict[str, Any]:
-    """Give the values Chart.yaml and values.yaml are rendered from; every decision is made here."""
+def service_port(context: RenderContext) -> int:
+    """Give the port the chart's Service listens on: the plan's port."""
+    return context.plan.port
+
+
+def startup_budget_s(context: RenderContext) -> int:
+    """Give how long the engine's start-up may take (the plan's load time) before its probes fail."""
+    return context.workload.probe.start_budget_s
+
+
+def variables(context: RenderContext) -> dict[str, Any]:
+    """Give the values Chart.yaml and values.yaml are rendered from, in Kubernetes' words; every decision is
+    the Workload's (targets/workload.py), the same one the Compose target renders; only what Kubernetes
+    needs in its own words is translated here."""
+    plan, w, options = context.plan, context.workload, context.options
+    replicas, runtime_class, simulate = options.replicas, options.runtime_class, options.simulate
     if replicas < 0:
         raise InputError(f"--replicas {replicas}: must be 0 or more")
     if runtime_class and not RELEASE_NAME.match(runtime_class):
         raise InputError(f"runtime class {runtime_class!r} is not a Kubernetes name")
-    image = ImageRef.parse(src.image)
-    period = 1 if src.simulate else STARTUP_PERIOD_S
-    weight_gb = src.weight_bytes / 1e9
+    env = dict(w.env)
+    port = w.container_port
+    if simulate and port < PRIVILEGED_PORTS:
+        env["PORT"] = str(SIM_PORT)  # the simulator reads TGI's PORT variable
+        port = SIM_PORT
+    user, _, group = w.security.user.partition(":")
+    run_as_user, run_as_group = int(user), int(group or user)
+    mount = w.mounts[0] if w.mounts else None
+    model_mount = mount.target if mount else plan.model_id
+    # The simulator reads no weights: its chart mounts nothing (no model folder on the nodes).
+    model_host_path = mount.source if mount and not simulate else None
+    (api_key_env,) = {s.env for s in w.secrets} or {plan.engine.api_key_env}
+    gpus = plan.num_shard
+    weight_bytes = plan.model.weight_bytes
+    budget = startup_budget_s(context)
+    image = ImageRef.parse(w.image)
+    period = 1 if simulate else STARTUP_PERIOD_S
     return {
         "version": __version__,
-        "plan_hash": src.plan_hash,
-        "simulate": src.simulate,
-        "chart_name": src.name.replace("_", "-"),
-        "description": f"{src.engine} serving {Path(src.model_mount).name} on {src.gpus} GPU(s) per replica (deployctl)",
-        "engine": src.engine,
+        "plan_hash": w.plan_hash,
+        "simulate": simulate,
+        "chart_name": w.name.replace("_", "-"),
+        "description": f"{w.engine} serving {Path(model_mount).name} on {gpus} GPU(s) per replica (deployctl)",
+        "engine": w.engine,
         "app_version": image.digest or image.tag,
         "replicas": replicas,
-        "gpus": src.gpus,
-        "gpu_name": src.gpu_name,
+        "gpus": gpus,
+        "gpu_name": plan.gpus[0].name,
         "runtime_class": runtime_class,
         "image": asdict(image),
-        "args": src.args,
-        "env": dict(sorted(src.env.items())),
-        "port": src.port,
-        "health_path": src.health_path,
-        "model_source": "hostPath" if src.model_host_path else "none",
-        "model_mount": src.model_mount,
-        "model_host_path": src.model_host_path or "",
+        "args": list(w.args),
+        "env": dict(sorted(env.items())),
+        "port": port,
+        "health_path": w.probe.path,
+        "model_source": "hostPath" if model_host_path else "none",
+        "model_mount": model_mount,
+        "model_host_path": model_host_path or "",
         # The weights plus a tenth for tokenizer, configs and file-system overhead; at least 1 GiB.
-        "pvc_size": f"{max(1, math.ceil(src.weight_bytes * 1.1 / 2**30))}Gi",
-        "weight_gb": f"{weight_gb:.1f}",
-        "api_key_required": src.api_key_required,
-        "api_key_env": src.api_key_env,
-        "shm_size": src.shm_size,
-        "startup_budget_s": src.startup_budget_s,
+        "pvc_size": f"{max(1, math.ceil(weight_bytes * 1.1 / 2**30))}Gi",
+        "weight_gb": f"{weight_bytes / 1e9:.1f}",
+        "api_key_required": plan.api_key,
+        "api_key_env": api_key_env,
+        "shm_size": _quantity(w.shm_size) if w.shm_size else None,
+        "startup_budget_s": budget,
         "startup_period": period,
-        "startup_failures": max(1, math.ceil(src.startup_budget_s / period)),
-        "resources": _resources(src),
-        "run_as_non_root": src.run_as_user != 0,
-        "run_as_user": src.run_as_user,
-        "run_as_group": src.run_as_group,
-        "user_reason": src.user_reason,
-        "scratch": [{"path": s.path, "sizeLimit": s.size} for s in src.scratch],
-        "stop_grace": src.stop_grace_s,
+        "startup_failures": max(1, math.ceil(budget / period)),
+        "resources": _resources(simulate, gpus, _mebibytes(w.security.memory_bytes)),
+        "run_as_non_root": run_as_user != 0,
+        "run_as_user": run_as_user,
+        "run_as_group": run_as_group,
+        "user_reason": w.security.user_reason,
+        "scratch": [{"path": s.path, "sizeLimit": _mebibytes(s.size_bytes)} for s in w.security.scratch],
+        "stop_grace": w.stop_grace_s,
         "tolerations": [GPU_TOLERATION],
-        "service_port": src.service_port,
+        "service_port": service_port(context),
     }
 
 
@@ -240,18 +169,6 @@ def _fixed_files() -> dict[str, bytes]:
     for entry in sorted(root.joinpath("templates").iterdir(), key=lambda e: e.name):
         out[f"templates/{entry.name}"] = entry.read_bytes()
     return out
-
-
-def render(src: ChartSource, *, replicas: int = 1, runtime_class: str = "nvidia") -> dict[str, bytes]:
-    """Give the chart's files, byte for byte; the same input always gives the same bytes."""
-    ctx = context(src, replicas=replicas, runtime_class=runtime_class)
-    return {
-        "Chart.yaml": templating.render("helm/Chart.yaml.j2", **ctx).encode(),
-        "values.yaml": templating.render("helm/values.yaml.j2", **ctx).encode(),
-        # The schema refuses the engine's key variable in plain env: the key comes from a Secret.
-        "values.schema.json": templating.render("helm/values.schema.json.j2", **ctx).encode(),
-        **_fixed_files(),
-    }
 
 
 def package(files: dict[str, bytes]) -> tuple[str, bytes]:
@@ -280,11 +197,141 @@ def write_chart(files: dict[str, bytes], out_dir: Path) -> Path:
     return write_tree(files, out_dir, marker=MARKER, what="chart directory")
 
 
-def check_release_name(name: str) -> str:
-    """Give `name` if Helm and Kubernetes accept it as a release name; an InputError otherwise."""
-    if len(name) > RELEASE_NAME_MAX or not RELEASE_NAME.match(name):
-        raise InputError(
-            f"release name {name!r} is not a Kubernetes name",
-            f"use lower-case letters, digits and '-', at most {RELEASE_NAME_MAX} characters (--release NAME)",
+@dataclass(frozen=True)
+class HelmRelease:
+    """A Helm release on a cluster: where the Helm target's up, status and down act.
+
+    `chart_dir`, `values` (helm's --values/--set arguments) and `timeout_s` are what `up` installs.
+    """
+
+    kube: Kube
+    name: str
+    chart_dir: Path | None = None
+    values: tuple[str, ...] = ()
+    timeout_s: int = 300
+
+    @property
+    def selector(self) -> str:
+        return f"{INSTANCE_LABEL}={self.name}"
+
+
+@dataclass(frozen=True)
+class ReleaseFacts:
+    """Where a release serves and how ready it is: what `k8s up` and `k8s status` both report."""
+
+    release: str
+    namespace: str
+    revision: int
+    plan_hash: str
+    replicas: int
+    ready: int
+    service: str
+    cluster_ip: str
+    port: int
+    url: str
+    port_forward: str
+    pods: list[PodState]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReleaseStatus(ReleaseFacts):
+    """What `k8s status` shows: besides the facts, Helm's state and chart and the Service's endpoints."""
+
+    helm_status: str
+    chart: str
+    app_version: str
+    endpoints: int
+
+    @property
+    def ok(self) -> bool:
+        return self.helm_status == "deployed" and self.ready >= self.replicas > 0 and self.endpoints >= self.ready
+
+
+def port_forward(namespace: str, service: str, port: int) -> str:
+    """Give the kubectl command that reaches the Service from this host."""
+    return f"kubectl -n {namespace} port-forward svc/{service} {port}:{port}"
+
+
+def pods(release: HelmRelease, *, terminating: bool = False) -> list[PodState]:
+    """Give the release's pods (and, with `terminating`, those being deleted too)."""
+    found = release.kube.pods(release.selector)
+    return [p.state() for p in found if terminating or not p.metadata.deletion_timestamp]
+
+
+class Helm:
+    """The Helm target: a chart rendered from the plan, installed as a release through kube/."""
+
+    name = "helm"
+
+    def render(self, context: RenderContext) -> dict[str, bytes]:
+        """Give the chart's files, byte for byte; the same context always gives the same bytes."""
+        ctx = variables(context)
+        return {
+            "Chart.yaml": templating.render("helm/Chart.yaml.j2", **ctx).encode(),
+            "values.yaml": templating.render("helm/values.yaml.j2", **ctx).encode(),
+            # The schema refuses the engine's key variable in plain env: the key comes from a Secret.
+            "values.schema.json": templating.render("helm/values.schema.json.j2", **ctx).encode(),
+            **_fixed_files(),
+        }
+
+    def up(self, place: HelmRelease) -> None:
+        """Install or upgrade the release and wait until every replica is Ready (Helm rolls back a failure)."""
+        if place.chart_dir is None:
+            raise InputError(f"release {place.name}: no chart to install")
+        place.kube.install(place.name, place.chart_dir, place.values, timeout_s=place.timeout_s)
+
+    def status(self, place: HelmRelease) -> ReleaseStatus:
+        """Give the release's Helm status, its Deployment's readiness, its pods and where its Service is."""
+        kube, namespace = place.kube, place.kube.cluster.namespace
+        info = kube.release(place.name)
+        deploys = kube.deployments(place.selector)
+        services = kube.services(place.selector)
+        service, cluster_ip, port, endpoints = place.name, "", 0, 0
+        if services:
+            svc = services[0]
+            service, cluster_ip, port = svc.metadata.name, svc.spec.cluster_ip, svc.port
+            try:
+                endpoints = kube.endpoints(service).ready_addresses
+            except NotFound:
+                endpoints = 0
+        meta = info.chart.metadata
+        return ReleaseStatus(
+            release=place.name,
+            namespace=namespace,
+            revision=info.version,
+            helm_status=info.info.status,
+            chart=f"{meta.name}-{meta.version}",
+            app_version=meta.app_version,
+            plan_hash=next((d.metadata.labels.get(PLAN_HASH_LABEL, "") for d in deploys), ""),
+            replicas=sum(d.spec.replicas for d in deploys),
+            ready=sum(d.status.ready_replicas for d in deploys),
+            service=service,
+            cluster_ip=cluster_ip,
+            port=port,
+            endpoints=endpoints,
+            url=f"http://{service}.{namespace}.svc:{port}",
+            port_forward=port_forward(namespace, service, port),
+            pods=pods(place),
         )
-    return name
+
+    def down(self, place: HelmRelease) -> list[str]:
+        """Uninstall the release and wait until none of its pods is left; give those still there at the deadline."""
+        place.kube.uninstall(place.name, timeout_s=place.timeout_s)
+        return [f"Pod/{name}" for name in wait_gone(place, timeout_s=place.timeout_s)]
+
+
+def wait_gone(release: HelmRelease, *, timeout_s: float) -> list[str]:
+    """Wait until the release has no pod left (the garbage collector removes them after their
+    Deployment); give the names of those still there at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    left = [p.name for p in pods(release, terminating=True)]
+    while left and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+        left = [p.name for p in pods(release, terminating=True)]
+    return left
+
+
+HELM = Helm()

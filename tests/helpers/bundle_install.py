@@ -1,4 +1,4 @@
-"""`bundle install` as the CLI runs it (ops.bundle: verify, load, place, then render the stack), positional
+"""`bundle install` as the CLI runs it (ops.bundling: verify, load, place, then render the stack), positional
 like the core function, for tests that drive it from Python."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ def install(
     *,
     base: Path | None = None,
 ) -> Any:
-    from deployctl.ops import bundle
+    from deployctl.ops import bundling
 
-    return bundle.install(
+    return bundling.install(
         path,
         target=target,
         pubkey=pubkey,

@@ -19,7 +19,7 @@ from deployctl import spec
 from deployctl.bundle import create, signing
 from deployctl.bundle.format import BundleError, parse_manifest, parse_size, safe_path
 from deployctl.bundle.install import verify
-from deployctl.ops import plan as deploy
+from deployctl.ops import planning
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> spec.DeploymentSpec:
 
 
 def make(source: spec.DeploymentSpec, out: Path, key: Path | None, **kw: object) -> Path:
-    plan = deploy.make_plan(source, simulate=True)
+    plan = planning.make_plan(source, simulate=True)
     return create.create(source, plan, out, images=[], sign_key=key, wheels="none", simulate=True, **kw).path  # type: ignore[arg-type]
 
 
@@ -353,7 +353,7 @@ def revisions(tmp_path: Path, keys: tuple[Path, Path]) -> dict[str, Path]:
     out = {"rev2": rev2}
     for name, model, base in (("full1", rev1, None), ("full2", rev2, None), ("delta2", rev2, tmp_path / "full1")):
         s = spec.load(write_spec(model.parent, model))
-        plan = deploy.make_plan(s, simulate=True)
+        plan = planning.make_plan(s, simulate=True)
         out[name] = create.create(
             s, plan, tmp_path / name, images=[], sign_key=keys[0], wheels="none", simulate=True, base=base
         ).path

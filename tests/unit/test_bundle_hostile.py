@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from deployctl import spec
 from deployctl.bundle import create, signing
 from deployctl.cli import cli
-from deployctl.ops import plan as deploy
+from deployctl.ops import planning
 
 Manifest = dict[str, Any]
 LONG = "a" * 300
@@ -44,7 +44,7 @@ def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def good(tmp_path_factory: pytest.TempPathFactory, key: Path) -> Path:
     d = tmp_path_factory.mktemp("good")
     source = spec.load(write_spec(d, write_tiny_model(d / "tiny-llama", files=2, mib=1)))
-    plan = deploy.make_plan(source, simulate=True)
+    plan = planning.make_plan(source, simulate=True)
     return create.create(source, plan, d / "b", images=[], sign_key=key, wheels="none", simulate=True).path
 
 

@@ -109,5 +109,16 @@ def test_read_bounded_refuses_devices_fifos_and_large_files_without_blocking(tmp
         read_bounded(tmp_path / "nope", 10, "--pubkey")
 
 
-def test_free_bytes_looks_at_the_nearest_existing_parent(tmp_path: Path) -> None:
-    assert free_bytes(tmp_path / "not" / "yet") == free_bytes(tmp_path) > 0
+def test_free_bytes_looks_at_the_nearest_existing_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import deployctl.fsio as fsio
+
+    asked: list[Path] = []
+    real = fsio.shutil.disk_usage
+
+    def disk_usage(path: Path):  # type: ignore[no-untyped-def]
+        asked.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(fsio.shutil, "disk_usage", disk_usage)
+    assert free_bytes(tmp_path / "not" / "yet") > 0
+    assert asked == [tmp_path]

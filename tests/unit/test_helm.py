@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from helpers.k8stools import path_with_tools, tool
 
 from deployctl import gpus as profiles
-from deployctl import models, planner, spec
+from deployctl import kube, models, planner, spec, targets, tools
 from deployctl.cli import cli
 from deployctl.engines.simulator import SIM_IMAGE
-from deployctl.errors import EnvironmentProblem, InputError
-from deployctl.ops import k8s as ops
+from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
+from deployctl.ops import kubernetes
 from deployctl.targets import helm, workload
 
 KUBE_VERSIONS = ("1.28.0", "1.33.0")
@@ -38,8 +38,8 @@ def plan_for(gpus: int, api_key: bool = False, engine: str = "tgi") -> planner.P
 
 def chart(tmp_path: Path, gpus: int = 1, simulate: bool = False, replicas: int = 1, **kw: Any) -> Path:
     p = plan_for(gpus, kw.pop("api_key", False), kw.pop("engine", "tgi"))
-    src = helm.source_from_plan(p, simulate=simulate)
-    return helm.write_chart(helm.render(src, replicas=replicas, **kw), tmp_path / "chart")
+    files = targets.render(p, "helm", targets.RenderOptions(simulate=simulate, replicas=replicas, **kw))
+    return helm.write_chart(files, tmp_path / "chart")
 
 
 def run_helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -214,19 +214,20 @@ def test_a_broken_values_file_is_refused_with_a_clear_message(
     monkeypatch.setenv("PATH", path_with_tools())
     bad = tmp_path / "site-values.yaml"
     bad.write_text(yaml.safe_dump(values))
-    src = helm.source_from_plan(plan_for(1), simulate=True)
-    req = ops.UpRequest(source=src, release="rel", values_files=(bad,))
+    source = spec.parse("name: chart-1x4090\ngpus: 1\n")
+    req = kubernetes.UpRequest(release="rel", simulate=True, values_files=(bad,))
     with pytest.raises(InputError) as err:
-        ops.up(ops.Cluster(), req, dry_run=True)
+        kubernetes.up(source, kube.Cluster(), req, dry_run=True)
     assert err.value.message.startswith("values refused by the chart's values.schema.json: ")
     assert says in err.value.message
     assert "\n" not in err.value.message
 
 
 def test_chart_is_deterministic_and_versions_come_from_deployctl_and_the_engine(tmp_path: Path) -> None:
-    src = helm.source_from_plan(plan_for(2), simulate=False)
-    assert helm.render(src, replicas=3) == helm.render(src, replicas=3)
-    meta = yaml.safe_load(helm.render(src)["Chart.yaml"])
+    p = plan_for(2)
+    three = targets.RenderOptions(replicas=3)
+    assert targets.render(p, "helm", three) == targets.render(p, "helm", three)
+    meta = yaml.safe_load(targets.render(p, "helm", targets.RenderOptions())["Chart.yaml"])
     from deployctl import __version__
 
     assert meta["version"] == __version__ and meta["appVersion"] == "3.3.4"
@@ -260,8 +261,11 @@ def test_chart_dir_with_other_files_is_refused(tmp_path: Path) -> None:
 # -- what the cluster says, in the user's words ----------------------------------------------------
 
 
-def pod(status: dict[str, Any], node: str = "gpu-1") -> dict[str, Any]:
-    return {"metadata": {"name": "rel-abc"}, "spec": {"nodeName": node}, "status": status}
+def pod(status: dict[str, Any], node: str = "gpu-1") -> kube.PodState:
+    """The state of a pod whose `kubectl get pod -o json` says `status`."""
+    return kube.Pod.model_validate(
+        {"metadata": {"name": "rel-abc"}, "spec": {"nodeName": node}, "status": status}
+    ).state()
 
 
 def test_pod_problems_are_named() -> None:
@@ -271,7 +275,7 @@ def test_pod_problems_are_named() -> None:
             "containerStatuses": [{"image": "x:1", "state": {"waiting": {"reason": "ErrImageNeverPull"}}}],
         }
     )
-    assert ops.pod_state(pull).problem == "image x:1 is not present on node gpu-1 (ErrImageNeverPull)"
+    assert pull.problem == "image x:1 is not present on node gpu-1 (ErrImageNeverPull)"
     gpu = pod(
         {
             "phase": "Pending",
@@ -284,7 +288,7 @@ def test_pod_problems_are_named() -> None:
             ],
         }
     )
-    assert ops.pod_state(gpu).problem.startswith("no node has the free GPUs it asks for")
+    assert gpu.problem.startswith("no node has the free GPUs it asks for")
     crash = pod(
         {
             "phase": "Running",
@@ -297,19 +301,19 @@ def test_pod_problems_are_named() -> None:
             ],
         }
     )
-    assert ops.pod_state(crash).problem == "the engine keeps exiting (exit code 1, 3 restarts)"
+    assert crash.problem == "the engine keeps exiting (exit code 1, 3 restarts)"
     ready = pod({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
-    assert ops.pod_state(ready).problem is None and ops.pod_state(ready).ready
+    assert ready.problem is None and ready.ready
 
 
 def test_tool_errors_become_one_line_each() -> None:
     def err(text: str) -> Any:
-        return ops.explain(ops.ToolError(["helm", "upgrade"], 1, text))
+        return kube.explain(tools.ToolError(["helm", "upgrade"], 1, stderr=text))
 
     assert isinstance(
         err("Error: Kubernetes cluster unreachable: Get ...: dial tcp: connection refused"), EnvironmentProblem
     )
-    assert isinstance(err("Error: release: not found"), ops.NotFound)
+    assert isinstance(err("Error: release: not found"), kube.NotFound)
     assert err("Error: release: not found").exit_code == 5
     assert isinstance(err('error: context "prod" does not exist'), InputError)
 
@@ -345,75 +349,67 @@ def test_k8s_up_needs_a_gpu_model_and_a_kubeconfig(tmp_path: Path, monkeypatch: 
     assert doc["ok"] is False and doc["error"].startswith("no kubeconfig:")
 
 
-class FakeKube:
-    """What kubectl says about a cluster's nodes and RuntimeClasses (the shape of `kubectl get -o json`)."""
+def test_k8s_up_names_every_missing_prerequisite_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No kubeconfig, no helm, no kubectl: one line names all three (no --dry-run needed to see helm is missing)."""
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["k8s", "up", "--simulate"])
+    assert result.exit_code == 3
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(
+        f"error: 3 problems: no kubeconfig: deployctl does not know which cluster to use (looked for {tmp_path}/missing); "
+    )
+    assert (
+        "; helm is not installed; kubectl is not installed; set KUBECONFIG or pass --kubeconfig FILE; see docs/kubernetes.md"
+        in line
+    )
+    dry = CliRunner().invoke(cli, ["k8s", "up", "--simulate", "--dry-run", "--json"])
+    assert dry.exit_code == 3 and json.loads(dry.stdout)["error"] == "helm is not installed"  # all a dry run needs
 
-    def __init__(self, gpus_per_node: list[int], runtime_classes: set[str]) -> None:
-        self.nodes = [
-            {"metadata": {"name": f"node-{i}"}, "status": {"allocatable": {"cpu": "8", "nvidia.com/gpu": str(n)}}}
-            for i, n in enumerate(gpus_per_node)
-        ]
+
+class FakeKube(kube.Kube):
+    """A cluster's nodes and RuntimeClasses as kubectl prints them (`kubectl get -o json`), parsed by the real transport."""
+
+    def __init__(self, gpus_per_node: list[int], runtime_classes: set[str], *, may_list_nodes: bool = True) -> None:
+        self.cluster = kube.Cluster()
+        self.node_list = {
+            "items": [
+                {"metadata": {"name": f"node-{i}"}, "status": {"allocatable": {"cpu": "8", "nvidia.com/gpu": str(n)}}}
+                for i, n in enumerate(gpus_per_node)
+            ]
+        }
         self.runtime_classes = runtime_classes
+        self.may_list_nodes = may_list_nodes
 
-    def json(self, tool: str, *args: str) -> Any:
-        assert args == ("get", "nodes")
-        return {"items": self.nodes}
-
-    def run(self, tool: str, *args: str, **kw: Any) -> str:
+    def run(self, tool: str, *args: str, timeout: float = 60, stdin: str | None = None) -> str:
+        if args[:2] == ("get", "nodes"):
+            if not self.may_list_nodes:
+                raise kube.Forbidden('nodes is forbidden: User "dev" cannot list resource "nodes"')
+            return json.dumps(self.node_list)
+        assert args[:2] == ("get", "runtimeclass")
         name = args[2]
         if name not in self.runtime_classes:
-            raise ops.NotFound(f'runtimeclasses.node.k8s.io "{name}" not found')
+            raise kube.NotFound(f'runtimeclasses.node.k8s.io "{name}" not found')
         return f"runtimeclass.node.k8s.io/{name}"
 
 
 def test_preflight_names_a_cluster_without_gpu_nodes_or_runtime_class() -> None:
-    with pytest.raises(EnvironmentProblem) as err:
-        ops.check_cluster(FakeKube([0, 1], {"nvidia"}), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
-    assert err.value.message == "no GPU node: no node offers 2 nvidia.com/gpu (node-0: 0, node-1: 1)"
-    assert err.value.exit_code == 3
-    with pytest.raises(EnvironmentProblem, match="RuntimeClass 'nvidia' does not exist"):
-        ops.check_cluster(FakeKube([2], set()), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
-    ops.check_cluster(FakeKube([0, 2], {"nvidia"}), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
-    ops.check_cluster(FakeKube([2], set()), gpus=2, runtime_class="")  # type: ignore[arg-type]
-
-
-def test_bundle_target_helm_carries_a_chart_helm_installs(tmp_path: Path) -> None:
-    from helpers.tinymodel import write_spec, write_tiny_model
-
-    from deployctl.bundle import create
-    from deployctl.bundle.install import verify
-    from deployctl.ops import plan as deploy
-
-    source = spec.load(write_spec(tmp_path, write_tiny_model(tmp_path / "tiny-llama")))
-    plan = deploy.make_plan(source, simulate=True)
-    out = create.create(source, plan, tmp_path / "b", images=[], wheels="none", simulate=True, target="helm").path
-    (packaged,) = (out / "stack" / "chart").glob("*.tgz")
-    assert verify(out, None, insecure=True).entries >= 5
-    assert run_helm("lint", "--strict", str(packaged)).returncode == 0
-    docs = [d for d in yaml.safe_load_all(run_helm("template", "rel", str(packaged)).stdout) if d]
-    assert kind(docs, "Deployment")["metadata"]["labels"]["ai.deployctl/plan-hash"] == plan.digest()
-    # Packaging is deterministic: the same plan gives the same bytes (and the same manifest checksum).
-    again = helm.package(helm.render(helm.source_from_plan(plan, simulate=True)))
-    assert again == (packaged.name, packaged.read_bytes())
-
-
-GOLDEN = Path(__file__).parents[1] / "golden"
-
-
-@pytest.mark.parametrize(("engine", "folder"), [("tgi", "helm-2x4090"), ("vllm", "helm-vllm-2x4090")])
-def test_golden_chart(tmp_path: Path, update_golden: bool, engine: str, folder: str) -> None:
-    """values.yaml and `helm template` of the 2 x RTX 4090 chart per engine, pinned (pytest --update-golden to refresh)."""
-    chart_dir = chart(tmp_path, gpus=2, replicas=2, engine=engine)
-    rendered = {
-        "values.yaml": (chart_dir / "values.yaml").read_text(),
-        "manifests.yaml": run_helm("template", "golden", str(chart_dir), "--namespace", "llm").stdout,
-    }
-    for name, text in rendered.items():
-        path = GOLDEN / folder / name
-        if update_golden:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        assert text == path.read_text(), f"{path} differs: run pytest --update-golden if intended"
+    (no_gpu,) = kubernetes.cluster_problems(FakeKube([0, 1], {"nvidia"}), gpus=2, runtime_class="nvidia")
+    assert no_gpu.message == "no GPU node: no node offers 2 nvidia.com/gpu (node-0: 0, node-1: 1)"
+    assert no_gpu.exit_code == 3
+    (no_class,) = kubernetes.cluster_problems(FakeKube([2], set()), gpus=2, runtime_class="nvidia")
+    assert no_class.message.startswith("RuntimeClass 'nvidia' does not exist")
+    assert kubernetes.cluster_problems(FakeKube([0, 2], {"nvidia"}), gpus=2, runtime_class="nvidia") == []
+    assert kubernetes.cluster_problems(FakeKube([2], set()), gpus=2, runtime_class="") == []
+    # Both at once: one error names each, with both hints.
+    both = kube.one_error(kubernetes.cluster_problems(FakeKube([1], set()), gpus=2, runtime_class="nvidia"))
+    assert isinstance(both, EnvironmentProblem) and both.exit_code == 3
+    assert both.message.startswith("2 problems: no GPU node: no node offers 2 nvidia.com/gpu (node-0: 1); ")
+    assert "RuntimeClass 'nvidia' does not exist" in both.message
+    assert both.hint is not None and "device plugin" in both.hint and "--runtime-class ''" in both.hint
 
 
 def test_a_bad_namespace_is_refused_in_json_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -424,11 +420,8 @@ def test_a_bad_namespace_is_refused_in_json_too(tmp_path: Path, monkeypatch: pyt
 
 
 def test_a_user_who_may_not_list_nodes_is_not_stopped_by_the_preflight() -> None:
-    class Restricted(FakeKube):
-        def json(self, tool: str, *args: str) -> Any:
-            raise ops.Forbidden('nodes is forbidden: User "dev" cannot list resource "nodes"')
-
-    ops.check_cluster(Restricted([], {"nvidia"}), gpus=2, runtime_class="nvidia")  # type: ignore[arg-type]
+    restricted = FakeKube([], {"nvidia"}, may_list_nodes=False)
+    assert kubernetes.cluster_problems(restricted, gpus=2, runtime_class="nvidia") == []
 
 
 @pytest.mark.parametrize(
@@ -449,7 +442,135 @@ def test_a_user_who_may_not_list_nodes_is_not_stopped_by_the_preflight() -> None
     ],
 )
 def test_a_failed_rollout_says_what_helm_did(stderr: str, says: str) -> None:
-    err = ops.rollout_failure("llm", 1, stderr, "image x:1 is not present on node gpu-1 (ErrImagePull)")
-    assert isinstance(err, ops.RolloutFailed) and err.exit_code == 1
+    failed = tools.ToolError(["helm", "upgrade", "--install", "llm"], 1, stderr=stderr)
+    err = kubernetes.rollout_failure("llm", failed, "image x:1 is not present on node gpu-1 (ErrImagePull)")
+    assert isinstance(err, kubernetes.RolloutFailed) and err.exit_code == 1
     assert "did not become ready: image x:1 is not present on node gpu-1 (ErrImagePull)" in err.message
     assert err.hint is not None and err.hint.startswith(says)
+
+
+class FakeCluster(kube.Kube):
+    """A release as helm and kubectl print it (`-o json`), read through the real transport's parsing."""
+
+    def __init__(self, answers: dict[tuple[str, ...], Any]) -> None:
+        self.cluster = kube.Cluster(namespace="llm")
+        self.answers = answers
+
+    def run(self, tool: str, *args: str, timeout: float = 60, stdin: str | None = None) -> str:
+        key = (tool, *[a for a in args if a not in ("-o", "json")])
+        if key not in self.answers:
+            raise kube.NotFound(f"{key} not found")
+        return json.dumps(self.answers[key])
+
+
+def test_the_helm_target_reads_a_release_from_what_helm_and_kubectl_print() -> None:
+    from deployctl.targets.helm import HELM, HelmRelease
+
+    selector = "app.kubernetes.io/instance=llm"
+    ready_pod = {
+        "metadata": {"name": "llm-a", "labels": {}},
+        "spec": {"nodeName": "gpu-1"},
+        "status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": "engine", "image": "x:1", "ready": True, "restartCount": 1}],
+        },
+    }
+    pulling = {
+        "metadata": {"name": "llm-b"},
+        "spec": {"nodeName": "gpu-2"},
+        "status": {
+            "phase": "Pending",
+            "containerStatuses": [{"image": "x:1", "state": {"waiting": {"reason": "ErrImagePull"}}}],
+        },
+    }
+    gone = {"metadata": {"name": "llm-old", "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+    cluster = FakeCluster(
+        {
+            ("helm", "status", "llm"): {
+                "name": "llm",
+                "version": 3,
+                "info": {"status": "deployed", "notes": "ignored"},
+                "chart": {"metadata": {"name": "llm", "version": "0.9.0", "appVersion": "3.3.4"}},
+            },
+            ("kubectl", "get", "deployments", "-l", selector): {
+                "items": [
+                    {
+                        "metadata": {"name": "llm", "labels": {"ai.deployctl/plan-hash": "abc123"}},
+                        "spec": {"replicas": 2},
+                        "status": {"readyReplicas": 1},
+                    }
+                ]
+            },
+            ("kubectl", "get", "services", "-l", selector): {
+                "items": [{"metadata": {"name": "llm"}, "spec": {"clusterIP": "10.0.0.7", "ports": [{"port": 8080}]}}]
+            },
+            ("kubectl", "get", "endpoints", "llm"): {
+                "metadata": {"name": "llm"},
+                "subsets": [{"addresses": [{"ip": "10.1.0.4"}]}],
+            },
+            ("kubectl", "get", "pods", "-l", selector): {"items": [ready_pod, pulling, gone]},
+        }
+    )
+    st = HELM.status(HelmRelease(cluster, "llm"))
+    assert (st.revision, st.helm_status, st.chart, st.app_version) == (3, "deployed", "llm-0.9.0", "3.3.4")
+    assert (st.replicas, st.ready, st.endpoints, st.plan_hash) == (2, 1, 1, "abc123")
+    assert (st.service, st.cluster_ip, st.port, st.url) == ("llm", "10.0.0.7", 8080, "http://llm.llm.svc:8080")
+    assert st.port_forward == "kubectl -n llm port-forward svc/llm 8080:8080"
+    assert [(p.name, p.ready, p.restarts, p.node) for p in st.pods] == [
+        ("llm-a", True, 1, "gpu-1"),
+        ("llm-b", False, 0, "gpu-2"),
+    ]
+    assert st.pods[1].problem == "image x:1 is not present on node gpu-2 (ErrImagePull)"
+    assert not st.ok  # one replica of two is Ready
+    doc = st.as_dict()
+    assert doc["pods"][0] == {
+        "name": "llm-a",
+        "phase": "Running",
+        "ready": True,
+        "restarts": 1,
+        "node": "gpu-1",
+        "problem": None,
+    }
+
+
+def test_json_of_a_shape_deployctl_cannot_read_is_one_line_not_a_traceback() -> None:
+    broken = FakeCluster({("kubectl", "get", "pods", "-l", "x=y"): {"items": [{"metadata": {}}]}})
+    with pytest.raises(DeployctlError) as err:
+        broken.pods("x=y")
+    assert (
+        err.value.message
+        == "kubectl get pods printed JSON deployctl cannot read: items.0.metadata.name: Field required"
+    )
+
+
+class FailingInstall(FakeCluster):
+    """A cluster where `helm upgrade --install` fails the way Helm says it (its stderr), or takes too long."""
+
+    def __init__(self, failure: tools.ToolError) -> None:
+        super().__init__({("kubectl", "get", "pods", "-l", "app.kubernetes.io/instance=llm"): {"items": []}})
+        self.failure = failure
+        self.installs = 0
+
+    def install(self, release: str, chart_dir: Path, values: Any, *, timeout_s: int) -> None:
+        self.installs += 1
+        raise self.failure
+
+
+def test_a_failed_install_says_what_helm_did_and_a_slow_helm_is_a_host_problem(tmp_path: Path) -> None:
+    from deployctl.targets.helm import HelmRelease
+
+    uninstalled = (
+        "Error: INSTALLATION FAILED: release llm failed, and has been uninstalled due to atomic being set: "
+        "timed out waiting for the condition"
+    )
+    cluster = FailingInstall(tools.ToolError(["helm", "upgrade", "--install", "llm"], 1, stderr=uninstalled))
+    with pytest.raises(kubernetes.RolloutFailed) as err:
+        kubernetes._install(HelmRelease(cluster, "llm", tmp_path, (), 60))
+    assert cluster.installs == 1 and err.value.removed and err.value.exit_code == 1
+    assert err.value.message == f"the install of llm did not become ready: {uninstalled}"  # no pod said more
+    assert err.value.hint == "Helm removed it: nothing is left behind"
+    slow = FailingInstall(tools.ToolTimedOut(["helm", "upgrade"], 180))
+    with pytest.raises(EnvironmentProblem) as late:
+        kubernetes._install(HelmRelease(slow, "llm", tmp_path, (), 60))
+    assert late.value.message == "helm upgrade did not finish in 180s" and late.value.exit_code == 3

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from deployctl.ops.interrupt import Guard, Signalled
+from deployctl.interrupt import Guard, Signalled, held
 
 
 def _signal_self(signum: int) -> None:
@@ -50,3 +50,24 @@ def test_the_test_pause_waits_only_at_its_point(monkeypatch: pytest.MonkeyPatch,
         finally:
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
     assert marker.read_text().startswith("rollback ") and guard.count == 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_held_signal_waits_until_the_steps_are_done_then_stops_the_workflow(signum: int) -> None:
+    steps: list[str] = []
+    before = signal.getsignal(signum)
+    with pytest.raises(Signalled) as caught, Guard().installed():
+        with held():
+            steps.append("first rename")
+            _signal_self(signum)  # held: the next step still runs
+            steps.append("second rename")
+        steps.append("after the block")  # never reached: the signal is delivered as the block ends
+    assert steps == ["first rename", "second rename"] and caught.value.signum == signum
+    assert signal.getsignal(signum) == before
+
+
+def test_held_without_a_signal_changes_nothing() -> None:
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with held():
+        pass
+    assert {s: signal.getsignal(s) for s in before} == before

@@ -318,6 +318,7 @@ CLI_BELOW_OPS = {
     ("deployctl.cli.bench", "probe"),
     ("deployctl.cli.bundle", "bundle"),
     ("deployctl.cli.image", "images"),
+    ("deployctl.cli.k8s", "kube"),
     ("deployctl.cli.power", "hardware"),
     ("deployctl.cli.power", "probe"),
 }

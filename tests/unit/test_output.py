@@ -29,6 +29,27 @@ def test_progress_off_a_terminal_is_plain_rate_limited_lines(capsys: pytest.Capt
     ]
 
 
+def test_the_display_shows_every_kind_of_report_core_functions_give(capsys: pytest.CaptureFixture[str]) -> None:
+    """One Progress type (deployctl/progress.py): a phase, a phase with the engine's last log line, an item's bytes."""
+    from deployctl.progress import Progress, each_line
+
+    def work(report: Progress) -> None:
+        report("waiting for /health")
+        report("loading model", detail="Loading shard 1/2")
+        report("model weights.safetensors", 50_000_000, 50_000_000)
+
+    with output.Progress(unit="bytes", every_s=3600, after_s=0) as p:
+        work(p)
+    seen: list[str] = []
+    work(each_line(seen.append))
+    assert capsys.readouterr().err.splitlines() == [
+        "waiting for /health",
+        "loading model Loading shard 1/2",
+        "model weights.safetensors: 50.0 MB of 50.0 MB",
+    ]
+    assert seen == ["waiting for /health", "loading model", "model weights.safetensors"]
+
+
 def test_work_that_ends_within_the_quiet_time_prints_no_progress(capsys: pytest.CaptureFixture[str]) -> None:
     with output.Progress(unit="bytes", after_s=3600) as p:
         p.step("planning")

@@ -326,10 +326,10 @@ def test_on_real_gpus_the_plan_uses_nvmls_numbers(m70: Path, monkeypatch: pytest
     from helpers.fake_nvml import two_4090s
 
     from deployctl.hardware import inventory
-    from deployctl.ops import plan as deploy
+    from deployctl.ops import planning
 
     monkeypatch.setattr(inventory, "NVML_LIB", two_4090s())
-    p = deploy.make_plan(spec.parse("", overrides={"gpus": 2, "model.path": str(m70)}))
+    p = planning.make_plan(spec.parse("", overrides={"gpus": 2, "model.path": str(m70)}))
     # NVML's 24564 MiB less the 420 MiB the idle driver holds: what CUDA can hand out.
     assert p.gpus[0].total == (24564 - 420) * MiB
     assert p.gpu_profile is None and p.decode_floor_ms is not None  # bandwidth from the catalogue by name

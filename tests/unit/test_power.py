@@ -168,13 +168,13 @@ def test_up_with_a_power_policy_needs_root_unless_skipped(
     fake: FakeNvml, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from deployctl import spec
-    from deployctl.ops import power as power_ops
+    from deployctl.ops import power_policy
 
     s = spec.parse("power:\n  limit_watts: 300\n")
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(Exception, match="needs root"):
-        power_ops.apply_policy(s, simulate=False, skip=False)
-    assert "skipped" in (power_ops.apply_policy(s, simulate=False, skip=True) or "")
+        power_policy.apply_policy(s, simulate=False, skip=False)
+    assert "skipped" in (power_policy.apply_policy(s, simulate=False, skip=True) or "")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    assert power_ops.apply_policy(s, simulate=False, skip=False) == "GPU 0, 1 capped at 300 W (read back)"
+    assert power_policy.apply_policy(s, simulate=False, skip=False) == "GPU 0, 1 capped at 300 W (read back)"
     assert limits(fake) == [300_000, 300_000]

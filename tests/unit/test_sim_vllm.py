@@ -14,8 +14,7 @@ from helpers import simserver
 
 from deployctl import spec
 from deployctl.errors import InputError
-from deployctl.ops import plan as plan_ops
-from deployctl.ops import probe as ops
+from deployctl.ops import planning, probing
 from deployctl.probe import load
 from deployctl.sim import latency
 from deployctl.sim.config import SimConfig, from_args
@@ -171,7 +170,7 @@ def test_load_generator_streams_completions_and_counts_tokens_from_usage(sim: st
 
 def test_bench_config_follows_the_stacks_engine(tmp_path: Path) -> None:
     s = spec_for(tmp_path, "vllm")
-    plan_ops.render_stack(s, plan_ops.make_plan(s, simulate=True), simulate=True)
+    planning.render_stack(s, planning.make_plan(s, simulate=True), simulate=True)
     common = {"endpoint": None, "stack_dir": s.stack_dir, "spec_path": None, "api_key_env": None, "preset": None}
     rest = {
         "concurrency": "1",
@@ -188,10 +187,10 @@ def test_bench_config_follows_the_stacks_engine(tmp_path: Path) -> None:
         "cost": None,
         "currency": "",
     }
-    config = ops.bench_config(**common, api=None, **rest)  # type: ignore[arg-type]
+    config = probing.bench_config(**common, api=None, **rest)  # type: ignore[arg-type]
     assert (config.api, config.dialect) == ("completions", "openai")
     with pytest.raises(InputError, match="not a route of this stack's engine"):
-        ops.bench_config(**common, api="generate", **rest)  # type: ignore[arg-type]
+        probing.bench_config(**common, api="generate", **rest)  # type: ignore[arg-type]
 
 
 def spec_for(root: Path, engine: str) -> spec.DeploymentSpec:

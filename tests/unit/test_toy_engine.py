@@ -13,14 +13,14 @@ import yaml
 from click.testing import CliRunner
 from helpers import simserver
 
-from deployctl import engines, models, planner, spec
+from deployctl import engines, models, planner, spec, targets
 from deployctl import gpus as profiles
 from deployctl.cli import cli
 from deployctl.engines import dialects
 from deployctl.errors import InputError
 from deployctl.probe import health
 from deployctl.sim.config import from_args
-from deployctl.targets import compose, helm
+from deployctl.targets import helm
 from unit import toy_engine
 from unit.test_helm import API_VERSIONS, KUBE_VERSIONS, kind, run_helm, template
 
@@ -84,7 +84,7 @@ def test_the_cli_takes_the_toy_from_the_registry(tmp_path: Path) -> None:
 
 
 def test_the_toy_renders_for_compose() -> None:
-    files = compose.render(_plan())
+    files = targets.render(_plan(), "compose", targets.RenderOptions())
     svc = yaml.safe_load(files["compose.yaml"])["services"]["engine"]
     assert svc["image"] == toy_engine.DEFAULT_IMAGE and svc["command"][0] == "/models/llama-3.1-8b-instruct-gptq"
     assert svc["environment"]["TOY_OFFLINE"] == "1" and svc["user"] == "2000:2000"
@@ -93,7 +93,7 @@ def test_the_toy_renders_for_compose() -> None:
 
 
 def test_the_toy_renders_a_chart_that_lints_and_validates(tmp_path: Path) -> None:
-    chart_dir = helm.write_chart(helm.render(helm.source_from_plan(_plan(), simulate=False)), tmp_path / "chart")
+    chart_dir = helm.write_chart(targets.render(_plan(), "helm", targets.RenderOptions()), tmp_path / "chart")
     lint = run_helm("lint", "--strict", str(chart_dir))
     assert "1 chart(s) linted, 0 chart(s) failed" in lint.stdout
     docs = template(chart_dir)
@@ -110,7 +110,9 @@ def test_the_toy_renders_a_chart_that_lints_and_validates(tmp_path: Path) -> Non
 
 def test_the_simulator_stands_in_for_the_toy_and_answers_as_planned() -> None:
     p = _plan()
-    svc = yaml.safe_load(compose.render(p, simulate=True)["compose.yaml"])["services"]["engine"]
+    svc = yaml.safe_load(targets.render(p, "compose", targets.RenderOptions(simulate=True))["compose.yaml"])[
+        "services"
+    ]["engine"]
     env = {k: str(v) for k, v in svc["environment"].items()}
     assert env["SIM_ENGINE"] == dialects.OPENAI.simulated_by
     cfg = from_args([str(a) for a in svc["command"]], {**env, "SIM_LOAD_SECONDS": "0"})
@@ -122,6 +124,6 @@ def test_the_simulator_stands_in_for_the_toy_and_answers_as_planned() -> None:
 
 
 def test_the_toy_chart_keeps_its_key_out_of_plain_env(tmp_path: Path) -> None:
-    chart_dir = helm.write_chart(helm.render(helm.source_from_plan(_plan(), simulate=False)), tmp_path / "chart")
+    chart_dir = helm.write_chart(targets.render(_plan(), "helm", targets.RenderOptions()), tmp_path / "chart")
     refused = run_helm("template", "rel", str(chart_dir), "--set", "engine.env.TOY_API_KEY=plain", check=False)
     assert refused.returncode != 0 and "TOY_API_KEY" in refused.stderr

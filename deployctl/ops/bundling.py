@@ -6,10 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deployctl.ops import plan as plan_ops
+from deployctl.ops import planning
+from deployctl.progress import Progress
 from deployctl.spec import DeploymentSpec
-
-Progress = Callable[[str, int, int | None], None]
 
 
 def create(
@@ -30,7 +29,7 @@ def create(
     from deployctl.bundle import create as core
     from deployctl.engines.simulator import SIM_IMAGE
 
-    plan = plan_ops.make_plan(spec, simulate=simulate)
+    plan = planning.make_plan(spec, simulate=simulate)
     chosen = images or [SIM_IMAGE if simulate else plan.engine.image]
     return core.create(
         spec, plan, output, chosen, sign_key, wheels, simulate, as_tar, split_size, progress, target=target, base=base
@@ -54,7 +53,7 @@ def install(
 
     def render(spec_path: Path) -> Path:
         s = spec_mod.load(spec_path)
-        return plan_ops.render_stack(s, plan_ops.make_plan(s, simulate=simulate), simulate=simulate)
+        return planning.render_stack(s, planning.make_plan(s, simulate=simulate), simulate=simulate)
 
     return core.install(path, target, pubkey, insecure, simulate, progress, say, render=render, base=base)
 

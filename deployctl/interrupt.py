@@ -1,7 +1,10 @@
-"""Ctrl-C and SIGTERM during a workflow that changes the machine: clean up once, stop at a second signal.
+"""Ctrl-C and SIGTERM, one way for every command: the one signal guard.
 
-Python turns SIGINT into KeyboardInterrupt and lets SIGTERM kill the process outright; `up` needs both
-to reach its clean-up, and needs a second Ctrl-C during that clean-up to stop it.
+Python turns SIGINT into KeyboardInterrupt and lets SIGTERM kill the process outright. `Guard` makes
+both raise `Signalled` (a KeyboardInterrupt, so every `finally` runs): `up` and `rollback` clean up
+once and stop at a second signal, `power tune` puts the caps back, `logs -F` stops its child. `held`
+holds both off while a few steps must finish together (renames, caps going back) and delivers them
+when the block ends.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from deployctl.errors import DeployctlError
 
@@ -23,7 +27,9 @@ from deployctl.errors import DeployctlError
 PAUSE_AT_ENV = "DEPLOYCTL_TEST_PAUSE_AT"
 PAUSE_FILE_ENV = "DEPLOYCTL_TEST_PAUSE_FILE"
 PAUSE_LIMIT_S = 120  # a forgotten test pause ends on its own
-POINTS = ("before-start", "image-build", "containers-created", "waiting-health", "rollback")
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Signalled(KeyboardInterrupt):
@@ -65,14 +71,11 @@ class Guard:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        for s in saved:
-            signal.signal(s, self._handle)
+        saved = _route(self._handle)
         try:
             yield self
         finally:
-            for s, handler in saved.items():
-                signal.signal(s, handler)
+            _restore(saved)
 
     @contextlib.contextmanager
     def cleaning_up(self) -> Iterator[None]:
@@ -94,3 +97,40 @@ class Guard:
         deadline = time.monotonic() + PAUSE_LIMIT_S
         while self.count == seen and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def _route(handler: Callable[[int, FrameType | None], Any]) -> dict[signal.Signals, Handler]:
+    """Send SIGINT and SIGTERM to `handler`; give the handlers they had."""
+    saved = {s: signal.getsignal(s) for s in SIGNALS}
+    for s in SIGNALS:
+        signal.signal(s, handler)
+    return saved
+
+
+def _restore(saved: dict[signal.Signals, Handler]) -> None:
+    for s, handler in saved.items():
+        signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM off while the block runs, so that its steps finish together; a signal that
+    arrived meanwhile is delivered (to whatever handled it before) when the block ends.
+
+    A Python handler rather than a signal mask: a signal sent to the process may land on any thread,
+    and only a handler sees it whichever thread that is (the main thread runs it).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    saved = _route(lambda signum, frame: arrived.append(signum))
+    try:
+        yield
+    finally:
+        _restore(saved)
+        if arrived:
+            signal.raise_signal(arrived[0])

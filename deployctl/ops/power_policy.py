@@ -22,10 +22,9 @@ def apply_policy(spec: DeploymentSpec, simulate: bool, skip: bool) -> str | None
             f"power.limit_watts is {watts} W and setting GPU power limits needs root",
             "run `sudo deployctl up`, or pass --skip-power to start without capping",
         )
-    from deployctl.hardware import inventory, nvml
-    from deployctl.hardware import power as pw
+    from deployctl.hardware import inventory, nvml, power
 
     with nvml.session(inventory.NVML_LIB) as session:
-        applied = pw.apply_policy(session, watts, pw.state_path())
+        applied = power.apply_policy(session, watts, power.state_path())
     gpus = ", ".join(str(a.change.index) for a in applied)
     return f"GPU {gpus} capped at {watts} W (read back)"
