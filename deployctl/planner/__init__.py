@@ -6,12 +6,12 @@ from deployctl import __version__, engines
 from deployctl.engines import tgi
 from deployctl.engines.base import EngineInputs
 from deployctl.engines.memory import EngineRules
-from deployctl.errors import InputError, PlanRefused
+from deployctl.errors import DeployctlError, InputError, PlanRefused
 from deployctl.gpus import PROFILES, for_name
 from deployctl.gpus.gpu import Gpu, Host
 from deployctl.models import ModelFacts
 from deployctl.plan import Plan
-from deployctl.planner import memory
+from deployctl.planner import bounds
 from deployctl.planner.fit import (
     ANSWER_ROOM,
     DEFAULT_MAX_TOTAL,
@@ -23,6 +23,7 @@ from deployctl.planner.fit import (
     gpu_budgets,
     largest_fit,
     limits_for,
+    smallest,
     what_would_fit,
     with_,
 )
@@ -77,7 +78,7 @@ def _why(
     elif batch == max(batch_options(rules, free_batch(spec), gpu, limits.max_input_tokens)):
         src = "chunked prefill splits longer prompts into chunks of this size; the largest default that fits"
     else:
-        src = "the smaller chunked-prefill budget: its warm-up peak is smaller, leaving the KV cache room for max_total_tokens"
+        src = "the smaller budget chunked prefill allows: its warm-up peak is smaller, leaving the KV cache room for max_total_tokens"
     reasons.append(f"{rules.batch_name} {batch}: {src}")
     src = "from the spec" if spec.limits.max_concurrent_requests else f"{rules.name}'s default; more wait in its queue"
     reasons.append(f"max_concurrent_requests {limits.max_concurrent_requests}: {src}")
@@ -104,19 +105,52 @@ def _quantize_warning(spec: DeploymentSpec, model: ModelFacts) -> str | None:
     )
 
 
-def decode_floor_ms(
-    model: ModelFacts, *, weights_per_gpu: int, kv_tokens_read: int, shards: int, bandwidth_gbs: float
-) -> float:
-    """Give the floor on one decode step: bytes each GPU must read (weights + KV) / memory bandwidth.
+def refuse_unloadable(model: ModelFacts, rules: EngineRules) -> None:
+    """Raise PlanRefused when the engine's release does not load the checkpoint, naming what would."""
+    why = rules.loads(model)
+    if why is None:
+        return
+    ways = [
+        f"--engine {name} ({other.title} loads it)"
+        for name in engines.names()
+        if name != rules.name and (other := rules_for(name)).loads(model) is None
+    ]
+    q = model.quantization
+    if q.act_order:
+        ways.append(
+            "a GPTQ build without act-order (desc_act: false)"
+            if q.method == "gptq"
+            else "a build without activation ordering (actorder: weight or null)"
+        )
+        ways.append("an AWQ build of the same model")
+    elif not ways:
+        ways.append("another build of the model (AWQ, or GPTQ symmetric 4-bit)")
+    raise PlanRefused(f"{model.name} does not load in {rules.title}: {why}", "what would load: " + "; ".join(ways))
 
-    MoE at batch 1 reads only the routed experts' share of the expert weights.
-    """
-    weights = weights_per_gpu
-    if model.is_moe and model.experts:
-        expert = model.layout.split * model.experts_per_token // model.experts // shards
-        weights = weights_per_gpu - model.layout.split // shards + expert
-    kv = kv_tokens_read * memory.kv_bytes_per_token_per_shard(model, shards)
-    return round((weights + kv) / (bandwidth_gbs * 1e9) * 1000, 1)
+
+def _other_counts(spec: DeploymentSpec, model: ModelFacts, host: Host, n: int) -> str:
+    """Give the hint for a model that does not split over `n` GPUs: the GPU counts that split it and fit, or
+    what else would (only counts the planner has checked)."""
+    limit = max(host.max_gpus, n)
+    fits = []
+    for k in range(1, limit + 1):
+        if k == n or model.sharding_problem(k):
+            continue
+        gpu = host.gpus[0]
+        trial = host.model_copy(
+            update={"gpus": [gpu.model_copy(update={"index": i, "uuid": f"{gpu.uuid}#{i}"}) for i in range(k)]}
+        )
+        try:
+            plan(spec.model_copy(update={"gpus": k}), model, trial)
+        except DeployctlError:
+            continue
+        fits.append(k)
+    if fits:
+        return "use --gpus " + " or ".join(map(str, fits))
+    return (
+        f"no GPU count up to {limit} both splits it and fits: a build whose layers split into whole quantization"
+        f" groups over {n} GPUs (e.g. Qwen's padded intermediate_size), or a smaller model"
+    )
 
 
 def bandwidth_of(host: Host, gpu: Gpu) -> float | None:
@@ -128,15 +162,13 @@ def plan(
     spec: DeploymentSpec, model: ModelFacts, host: Host, simulate: bool = False, *, kv_cache_dtype: str = "auto"
 ) -> Plan:
     """Give the plan for serving `model` on `host` as `spec` asks, or raise PlanRefused saying what would fit."""
-    rules = rules_for(spec.engine)
+    rules = rules_for(spec.engine, spec.image, unverified=spec.unverified_engine)
     gpus = _select(spec, host)
     n = len(gpus)
+    refuse_unloadable(model, rules)
     problem = model.sharding_problem(n)
     if problem:
-        good = [k for k in (1, 2, 4, 8) if not model.sharding_problem(k)]
-        raise InputError(
-            f"{model.name} cannot be split over {n} GPUs: {problem}", f"use --gpus {' or '.join(map(str, good))}"
-        )
+        raise PlanRefused(f"{model.name} cannot be split over {n} GPUs: {problem}", _other_counts(spec, model, host, n))
     wanted = spec.limits.max_total_tokens or min(model.context_length, DEFAULT_MAX_TOTAL)
     if spec.limits.max_total_tokens and wanted > model.context_length:
         raise InputError(
@@ -158,7 +190,8 @@ def plan(
             else f"{gib(b.weights)} of weights per GPU leave {rules.name} room for {b.kv_tokens} KV tokens, {wanted} needed"
         )
         raise PlanRefused(
-            f"{model.name} does not fit {n} x {gpus[0].name} ({gib(gpus[0].memory_total)} each) with {rules.name}: {what}",
+            f"{model.name} does not fit {n} x {gpus[0].name} ({gib(gpus[0].memory_total)} each) with {rules.name}"
+            f" ({rules.title}): {what}",
             "what would fit: " + what_would_fit(with_(base, batch_tokens=batch), spec, host, wanted),
         )
     return _assemble(spec, model, host, gpus, fit, shrunk, rules, kv_cache_dtype)
@@ -175,7 +208,8 @@ def _assemble(
     kv_dtype: str,
 ) -> Plan:
     n = len(gpus)
-    warnings = [w] if (w := _quantize_warning(spec, model)) else []
+    warnings = [rules.guess] if rules.guess else []
+    warnings += [w] if (w := _quantize_warning(spec, model)) else []
     limits = fit.limits
     if limits.full_length_requests < 2:
         warnings.append(
@@ -188,8 +222,6 @@ def _assemble(
             f"another process holds {gib(others)} on a chosen GPU: {rules.name} sized its cache around it;"
             " if that process grows, the engine runs out of memory"
         )
-    if n > 1 and not host.p2p:
-        warnings.append("no peer-to-peer between the GPUs: NCCL goes through host memory (NCCL_P2P_DISABLE=1)")
     if model.weight_bytes_source == "estimate" and model.path is not None:
         warnings.append("no *.safetensors found: weights estimated from config.json")
     if model.ignored_files:
@@ -205,12 +237,16 @@ def _assemble(
     served = spec.model.served_name or model.name
     bandwidth = bandwidth_of(host, gpus[0])
     floor = (
-        decode_floor_ms(
-            model,
-            weights_per_gpu=fit.budgets[0].weights,
-            kv_tokens_read=limits.max_total_tokens,
-            shards=n,
-            bandwidth_gbs=bandwidth,
+        round(
+            bounds.decode_floor_ms(
+                model,
+                fit.budgets[0].weights,
+                bounds.Hardware(n, bandwidth, 0.0),
+                context=limits.max_total_tokens,
+                tied_copy=rules.tied_copy,
+                kv_dtype=kv_dtype,
+            ),
+            1,
         )
         if bandwidth
         else None
@@ -224,13 +260,20 @@ def _assemble(
             num_shard=n,
             limits=limits,
             p2p=host.p2p,
-            knobs=fit.kv[0].knobs,
+            knobs=smallest(fit.kv).knobs,
             kv_cache_dtype=kv_dtype,
             mount_model=model.path is not None,
         )
     )
+    if n > 1 and not host.p2p:
+        rendered = [f"{k}={v}" for k, v in engine.env.items() if k.startswith("NCCL_")]
+        rendered += [a for a in engine.args if a == "--disable-custom-all-reduce"]
+        warnings.append(
+            "no peer-to-peer between the GPUs: NCCL goes through host memory"
+            f" (rendered: {', '.join(rendered) or 'nothing'}; shm {engine.shm_size})"
+        )
     device_ids = [str(g.index) if g.source == "profile" else g.uuid for g in gpus]
-    knobs = dict(fit.kv[0].knobs)
+    knobs = dict(smallest(fit.kv).knobs)
     if kv_dtype == "fp8":
         knobs["--kv-cache-dtype"] = "fp8_e4m3fn" if rules.name == "tgi" else "fp8"
     if rules.name == "tgi":
@@ -257,6 +300,8 @@ def _assemble(
         reasons=_why(spec, model, gpus[0], fit, rules, shrunk, kv_dtype),
         warnings=warnings,
         engine_name=rules.name,
+        engine_release=rules.title,
+        unverified_engine=rules.guess,
         kv_cache_dtype=kv_dtype,
         memory_fraction=fit.fraction,
         knobs=knobs,
