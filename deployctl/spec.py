@@ -429,7 +429,9 @@ STARTER = """\
 # deployctl.yaml: one deployment. CLI flags override these values.
 name: {name}                 # compose project name (lowercase, digits, - and _)
 engine: tgi                    # tgi (Hugging Face text-generation-inference) or vllm (vLLM)
-# image: ghcr.io/...           # default: the engine's pinned image (deployctl plan shows it)
+# image: ghcr.io/...           # default: the engine's pinned image (deployctl plan shows it); its tag must
+                               # name a release deployctl has a memory rule for (plan lists them), or set
+# unverified_engine: true      # to plan it with the newest rule anyway, marked as a guess
 
 model:
   path: ./models/my-model-gptq # a local directory with config.json and *.safetensors

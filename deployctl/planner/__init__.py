@@ -84,7 +84,7 @@ def _why(
     reasons.append(f"max_concurrent_requests {limits.max_concurrent_requests}: {src}")
     dtype = "fp8 (1 byte per element)" if kv_dtype == "fp8" else f"{model.dtype} (the model's dtype)"
     reasons.append(
-        f"KV cache: {limits.kv_cache_tokens} tokens in {dtype} under {rules.name}'s start-up rule,"
+        f"KV cache: {limits.kv_cache_tokens} tokens in {dtype} under {rules.title}'s start-up rule,"
         f" {limits.full_length_requests} request(s) of full length at once"
     )
     return reasons

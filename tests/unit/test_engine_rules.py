@@ -112,6 +112,16 @@ def tgi_loads(m: ModelFacts) -> bool:
     return not (m.model_type in ("qwen3", "qwen3_moe") and m.quantization.method in ("gptq", "awq"))
 
 
+# Every checkpoint fixture of tests/: the published ones (helpers/checkpoints.py) and the preset-shaped model
+# directories of tests/conftest.py (m70: act-order GPTQ 70B, m32, m8).
+FIXTURES = [*sorted(CHECKPOINTS), "m70", "m32", "m8"]
+
+
+def _fixture(request: pytest.FixtureRequest, checkpoints: dict[str, Path], name: str) -> ModelFacts:
+    path = checkpoints[name] if name in CHECKPOINTS else request.getfixturevalue(name)
+    return models.inspect(path)
+
+
 def _plan(model: ModelFacts, n: int, engine: str, **more: object) -> planner.Plan:
     overrides = {"gpus": n, "engine": engine, **more}
     return planner.plan(spec.parse("", overrides=overrides), model, profiles.host("rtx4090", n))
@@ -123,9 +133,11 @@ def _args(p: planner.Plan) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("gpus", [1, 2])
-@pytest.mark.parametrize("name", sorted(CHECKPOINTS))
-def test_tgi_plans_are_within_its_rule_and_start(checkpoints: dict[str, Path], name: str, gpus: int) -> None:
-    m = models.inspect(checkpoints[name])
+@pytest.mark.parametrize("name", FIXTURES)
+def test_tgi_plans_are_within_its_rule_and_start(
+    request: pytest.FixtureRequest, checkpoints: dict[str, Path], name: str, gpus: int
+) -> None:
+    m = _fixture(request, checkpoints, name)
     if not tgi_loads(m):
         with pytest.raises(PlanRefused, match=r"does not load in TGI 3\.3\.4-3\.3\.7: TGI 3\.3 has no qwen3"):
             _plan(m, gpus, "tgi")
@@ -144,9 +156,11 @@ def test_tgi_plans_are_within_its_rule_and_start(checkpoints: dict[str, Path], n
 
 @pytest.mark.parametrize("release", ["0.30.0", "0.34.0"])
 @pytest.mark.parametrize("gpus", [1, 2])
-@pytest.mark.parametrize("name", sorted(CHECKPOINTS))
-def test_vllm_plans_pin_the_pool_and_start(checkpoints: dict[str, Path], name: str, gpus: int, release: str) -> None:
-    m = models.inspect(checkpoints[name])
+@pytest.mark.parametrize("name", FIXTURES)
+def test_vllm_plans_pin_the_pool_and_start(
+    request: pytest.FixtureRequest, checkpoints: dict[str, Path], name: str, gpus: int, release: str
+) -> None:
+    m = _fixture(request, checkpoints, name)
     image = f"vllm/vllm-openai:v{release}"
     if not vllm_loads(m):
         with pytest.raises(PlanRefused, match="does not load in vLLM"):
