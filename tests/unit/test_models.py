@@ -441,3 +441,37 @@ def test_hostile_index_is_refused_before_any_file_is_opened(tmp_path: Path, weig
     code, _, err = _run_plan(d)
     assert code == 2
     _one_error_line(err, str(d), expected)
+
+
+@pytest.mark.parametrize(
+    ("weights", "actorder", "act_order"),
+    [
+        ({"actorder": "group"}, "group", True),
+        ({"actorder": "dynamic"}, "dynamic", True),
+        ({"actorder": "weight"}, "weight", False),
+        ({}, None, False),
+    ],
+)
+def test_compressed_tensors_activation_ordering_is_read_as_written(
+    weights: dict[str, Any], actorder: str | None, act_order: bool
+) -> None:
+    from helpers.checkpoints import W4A16
+
+    config = dict(CHECKPOINTS["Meta-Llama-3.1-70B-Instruct-quantized.w4a16"][0])
+    group = dict(W4A16["config_groups"]["group_0"])  # type: ignore[index]
+    w = {k: v for k, v in group["weights"].items() if k != "actorder"}
+    config["quantization_config"] = {**W4A16, "config_groups": {"group_0": {**group, "weights": {**w, **weights}}}}
+    q = models.from_config(config, "w4a16").quantization
+    assert (q.actorder, q.act_order) == (actorder, act_order)
+    assert q.desc_act is (actorder == "group")  # TGI's WNA16IntLoader: desc_act = actorder == GROUP
+
+
+def test_gptqmodel_dynamic_rules_that_turn_on_act_order_are_read() -> None:
+    config = dict(CHECKPOINTS["Qwen2.5-7B-Instruct-GPTQ-Int4"][0])
+    base = config["quantization_config"]
+    dynamic = {r"-:.*lm_head.*": {}, r"+:.*mlp\.down_proj.*": {"desc_act": True, "bits": 8}}
+    q = models.from_config({**config, "quantization_config": {**base, "dynamic": dynamic}}, "d").quantization
+    assert q.dynamic_act_order == r"+:.*mlp\.down_proj.*" and q.act_order and q.desc_act is False
+    grouped_off = {r".*": {"desc_act": True, "group_size": -1}}  # one group per channel: no act-order to refuse
+    q = models.from_config({**config, "quantization_config": {**base, "dynamic": grouped_off}}, "d").quantization
+    assert q.dynamic_act_order is None and not q.act_order
