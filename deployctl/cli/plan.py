@@ -153,6 +153,8 @@ def format_comparison(c: Comparison) -> str:
     if explained:
         lines += ["", "Why"] + [f"  {r.host}: {r.why}" for r in explained]
     lines += ["", "Notes"] + [f"  {n}" for n in c.notes]
+    if c.unverified_engine:
+        lines = [c.unverified_engine, *(f"GUESS | {line}" for line in lines)]
     return "\n".join(lines)
 
 

@@ -66,6 +66,7 @@ class Comparison(BaseModel):
     model: str
     engine: str
     engine_release: str
+    unverified_engine: str | None = None  # the image's release has no rule: every figure is a guess
     kv_cache_dtype: str
     workload_prompt: int
     workload_answer: int
@@ -212,6 +213,7 @@ def compare(
         model=model.name,
         engine=spec.engine,
         engine_release=rules.title,
+        unverified_engine=rules.guess,
         kv_cache_dtype=kv_cache_dtype,
         workload_prompt=w.prompt,
         workload_answer=w.answer,

@@ -363,3 +363,18 @@ def test_vllm_keeps_the_null_block_out_of_the_max_len_check(release: str) -> Non
     fits = (blocks - 1) * block
     assert rule.accepts(Asked(1024, fits, 2048), pool)
     assert not rule.accepts(Asked(1024, fits + 1, 2048), pool)  # one more block than the pool less its null block
+
+
+def test_a_guessed_comparison_says_so_on_every_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from deployctl.cli import cli
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text("engine: vllm\nimage: vllm/vllm-openai:v0.35.0\nunverified_engine: true\n")
+    args = ["plan", "-f", str(spec_file), "--preset", "deepseek-r1-distill-llama-70b-awq", "--compare", "2xrtx4090"]
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 0, done.output
+    lines = done.output.strip().splitlines()
+    assert "vLLM 0.35.0" in lines[0] and all(line.startswith("GUESS") for line in lines)
+    assert re.search(r"^GUESS \| 2xrtx4090 +guess", done.output, re.M)
