@@ -412,10 +412,23 @@ def test_vllm_leaves_other_processes_their_memory(m8: Path) -> None:
     assert p.limits.kv_cache_tokens < idle.limits.kv_cache_tokens
 
 
-@pytest.mark.parametrize("engine", ["tgi", "vllm"])
-def test_docs_show_the_table_plan_compare_prints_today(engine: str) -> None:
+GPTQ_COMPARE = ["plan", "--preset", "llama-3-70b-instruct-gptq", "--compare", "1xrtx4090,2xrtx4090,2xa100-80gb"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [*COMPARE, *SEED_COSTS, "--engine", "tgi"],
+        [*COMPARE, *SEED_COSTS, "--engine", "vllm"],
+        [*COMPARE, *SEED_COSTS, "--slo-ttft", "480", "--slo-itl", "95"],
+        [*GPTQ_COMPARE, *SEED_COSTS],
+        [*GPTQ_COMPARE, "--engine", "vllm"],
+    ],
+    ids=["tgi", "vllm", "slo", "gptq-tgi", "gptq-vllm"],
+)
+def test_docs_show_the_table_plan_compare_prints_today(args: list[str]) -> None:
     docs = (Path(__file__).parents[2] / "docs" / "planner.md").read_text()
-    code, out, _ = _cli([*COMPARE, *SEED_COSTS, "--engine", engine])
+    code, out, _ = _cli(args)
     rows = [line for line in out.splitlines() if line.startswith(("host ", "1x", "2x"))]
     assert code == 0 and len(rows) == 4
     assert "\n".join(rows) in docs, "docs/planner.md's compare table is stale: paste the new output"
