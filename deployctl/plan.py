@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -55,10 +56,36 @@ class ChosenLimits(_Frozen):
         return self.kv_cache_tokens // self.max_total_tokens
 
 
-class EngineConfig(_Frozen):
-    """The engine's container: image, launcher arguments, environment, port and health path."""
+class Scratch(_Frozen):
+    """A writable in-memory folder (a tmpfs): where, how large, and why the engine needs it."""
 
-    kind: str
+    path: str
+    size_bytes: int
+    why: str
+
+
+class ContainerSecurity(_Frozen):
+    """How an engine's container runs: as whom, with which capabilities, writing where, within which limits."""
+
+    user: str
+    user_reason: str  # why this user: a chart says it beside runAsUser
+    scratch: list[Scratch]
+    env: dict[str, str] = {}
+    cap_add: list[str] = []  # none today; each would carry its reason here
+    pids_limit: int = 4096
+    memory_bytes: int = 0
+
+    @property
+    def memory_limit(self) -> str:
+        """Give the memory limit as Compose and Docker write it (whole MiB, e.g. '24576m')."""
+        return f"{-(-self.memory_bytes // (1024 * 1024))}m"
+
+
+class EngineConfig(_Frozen):
+    """The engine's container (image, launcher arguments, environment, port, health path), and the facts
+    of its engine that later steps need, resolved once when the plan is made (engines/<name>.py)."""
+
+    kind: str  # the engine's name
     image: str
     args: list[str]
     env: dict[str, str]
@@ -66,6 +93,11 @@ class EngineConfig(_Frozen):
     health_path: str
     model_mount: str | None
     shm_size: str | None
+    dialect: str  # the API it speaks, by name (engines/dialects.py): what the probes and the simulator use
+    api_key_env: str  # the variable it reads its API key from (the key itself comes from .env)
+    probe_tool: Literal["curl", "python3"]  # what its image carries for an in-container health check
+    start_budget_s: int  # how long a start (load weights, warm up) may take before a failing probe counts
+    security: ContainerSecurity  # user, writable paths, limits
 
 
 class Plan(_Frozen):

@@ -45,6 +45,9 @@ PATH_MAX = 4096
 COMPONENT_MAX = 255
 # Contexts beyond 2^24 tokens exist in no model deployctl plans for (the largest catalog entry has 128k).
 TOKENS_MAX = 1 << 24
+# Engine names, as the registry keeps them (deployctl/engines/__init__.py): a lowercase word.
+_ENGINE = re.compile(r"^[a-z][a-z0-9_-]*$")
+ENGINE_MAX = 32
 # Compose project names: lowercase letters, digits, '-' and '_' (compose-spec, "name" top-level element).
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 PROJECT_MAX = 63
@@ -157,13 +160,20 @@ class Serve(_Strict):
         return value
 
 
+def _engine_name(value: str) -> str:
+    if len(value) > ENGINE_MAX or not _ENGINE.fullmatch(value):
+        raise ValueError(f"{shown(value)!r} is not an engine's name (e.g. tgi or vllm)")
+    return value
+
+
 class Power(_Strict):
     limit_watts: Annotated[StrictInt, Field(gt=0, le=1000)] | None = None
 
 
 class DeploymentSpec(_Strict):
     name: str = "deployctl"
-    engine: Literal["tgi", "vllm"] = "tgi"
+    # A registered engine's name (deployctl/engines/): the registry says which exist, when the plan asks it.
+    engine: Annotated[str, AfterValidator(_engine_name)] = "tgi"
     image: str | None = Field(None, description="the engine image; default: the engine's pinned image")
     unverified_engine: bool = Field(
         False, description="plan an image whose release has no memory rule with the newest rule, as a guess"

@@ -23,6 +23,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from deployctl import engines
 from deployctl.boundedparse import shown
 from deployctl.errors import EnvironmentProblem, InputError
 from deployctl.http import check_url
@@ -137,7 +138,9 @@ def read_stack(stack_dir: Path) -> RenderedStack | None:
         return None
     info = StackInfo.read(stack_dir)
     try:
-        plan = Plan.model_validate_json((stack_dir / "plan.json").read_text())
+        data = json.loads((stack_dir / "plan.json").read_text())
+        # A stack rendered before plans recorded their engine's facts still loads (status, down, rollback).
+        plan = Plan.model_validate(engines.with_engine_facts(data) if isinstance(data, dict) else data)
     except (OSError, ValueError) as exc:
         raise InputError(f"{stack_dir}/plan.json is unreadable: {exc}") from None
     key = None

@@ -38,7 +38,7 @@ SPEC_OPTIONS = [
     click.option("--preset", help="Plan a catalog model without weights (overrides model.preset)."),
     click.option("--gpus", help="A count (2) or GPU indices/UUIDs (0,1)."),
     click.option("--gpu-model", help="Plan for another host's GPUs, e.g. rtx4090."),
-    click.option("--engine", type=click.Choice(["tgi", "vllm"]), help="Serving engine (overrides engine)."),
+    click.option("--engine", metavar="NAME", help="Serving engine, e.g. tgi or vllm (overrides engine)."),
     click.option(
         "--unverified-engine",
         is_flag=True,

@@ -104,7 +104,6 @@ def up(
         click.echo(f"removed {old}, the name this stack ran under before")
     if result.power:
         click.echo(f"power: {result.power}")
-    auth = ' -H "Authorization: Bearer $API_KEY"' if result.api_key else ""
     mode = " (simulated engine)" if result.simulate else ""
     rev = f"revision {result.revision}"
     if result.previous_revision is not None and result.previous_revision != result.revision:
@@ -112,14 +111,7 @@ def up(
     click.echo(
         f"ready{mode} in {result.seconds_to_healthy:.1f}s ({rev}): {result.endpoint}  {result.engine} model {result.model_id}"
     )
-    if result.dialect == "openai":
-        body = f'{{"model":"{result.served_name}","prompt":"Hello","max_tokens":20}}'
-        click.echo(f"try:  curl {result.endpoint}/v1/completions{auth} -H 'Content-Type: application/json' -d '{body}'")
-    else:
-        click.echo(
-            f"try:  curl {result.endpoint}/generate{auth} -H 'Content-Type: application/json' "
-            """-d '{"inputs":"Hello","parameters":{"max_new_tokens":20}}'"""
-        )
+    click.echo(f"try:  {result.example}")
     click.echo(f"stack: {result.stack_dir}  (deployctl status | logs | health | rollback | down)")
 
 

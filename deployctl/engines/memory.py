@@ -1,5 +1,4 @@
-"""What an engine's start-up memory rule takes and gives (in engines/<name>.py), as plain numbers, and
-which release's rule an image gets.
+"""What an engine's start-up memory rule takes and gives, as plain numbers, and how a rule is kept per release.
 
 These live with the engines, not the planner, so that a rule imports nothing of the planner.
 """
@@ -7,15 +6,14 @@ These live with the engines, not the planner, so that a rule imports nothing of 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from deployctl.errors import InputError
+from deployctl.gpus.gpu import Gpu
 
 if TYPE_CHECKING:
-    from deployctl.gpus.gpu import Gpu
-    from deployctl.models import ModelFacts
     from deployctl.models.quant import Quantization
 
 
@@ -60,25 +58,66 @@ class Asked:
     prefill_tokens: int  # TGI max_batch_prefill_tokens / vLLM max_num_batched_tokens
 
 
-@dataclass(frozen=True)
-class EngineRules:
-    """One engine release range's start-up memory rule, what it loads, and the choices that go with it."""
+# An image tag deployctl reads a release from: "3.3.7", "v0.30.0", and "3.3.7-slim" (what `deployctl image
+# slim` makes of a release keeps its code). Anything else (latest, a digest, 3.3.7-rocm, a locally built
+# tag) names no release whose source was read.
+_RELEASE_TAG = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?(?:-slim)?")
 
-    name: str
-    title: str  # the name operators know the engine by, with the release range: "TGI 3.3.4-3.3.7"
-    versions: tuple[str, ...]  # the releases whose source this rule was read from (image tags, without a "v")
+
+def version_of(image: str) -> tuple[int, ...] | None:
+    """Give the release an image's tag names (`vllm/vllm-openai:v0.30.0` -> (0, 30, 0)), or None.
+
+    None for a tag that names no release (`latest`, a site's own tag, another build such as `3.3.7-rocm`)
+    and for an image pinned by digest only.
+    """
+    name = image.partition("@")[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return None
+    match = _RELEASE_TAG.fullmatch(last.rpartition(":")[2])
+    return tuple(int(part) for part in match.groups() if part is not None) if match else None
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
+@dataclass(frozen=True)
+class Releases:
+    """The engine releases a memory rule was read from: `first` up to, not including, `before`; where `read`
+    lists them, only those (a patch release inside the range whose source was not read is not covered)."""
+
+    first: tuple[int, ...]
+    before: tuple[int, ...]
+    read: tuple[str, ...] = ()
+
+    def covers(self, version: tuple[int, ...]) -> bool:
+        """Whether `version` is one of these releases."""
+        return self.first <= version < self.before and (not self.read or _dotted(version) in self.read)
+
+    def __str__(self) -> str:
+        return ", ".join(self.read) if self.read else f"{_dotted(self.first)} up to {_dotted(self.before)}"
+
+
+@dataclass(frozen=True)
+class MemoryRule:
+    """One engine's start-up memory rule for a range of its releases, and the choices that go with it (pure)."""
+
+    title: str  # the engine and the release range, as an operator reads it: "TGI 3.3.4-3.3.7"
+    releases: Releases  # the releases whose source the rule was read from
     startup_kv: Callable[[StartupInput], KvBudget]
     # Why the engine would refuse to start with these limits and this KV budget (the GPU with the fewest
     # KV tokens), in the engine's words; None when it starts.
     refusal: Callable[[Asked, KvBudget], str | None]
-    # Why this release does not load the checkpoint (its quantization or architecture), or None.
-    loads: Callable[[ModelFacts], str | None]
     scales_whole: Callable[[Quantization], bool]  # row-parallel scales/zeros whole on every GPU
     tied_copy: bool  # loads a tied lm_head as a second copy of the embedding
     batch_name: str  # the flag that sets the prefill budget
     batch_candidates: Callable[[Gpu, int], list[int]]  # (GPU, max_input_tokens) -> budgets, largest first
     fraction: Callable[[int, int, int], float]  # (GPU total, used by others, GPUs) -> memory fraction knob
-    max_seqs: Callable[[Gpu], int]
+    max_seqs: Callable[[Gpu], int]  # the concurrency it plans for when the spec names none
+    min_prefill: int  # the smallest prefill budget deployctl offers under this rule
+    # Settings the rule's numbers take at their defaults: shown beside the plan's knobs, never set.
+    assumed: Mapping[str, str] = field(default_factory=dict)
     # Set when the image's release has no rule and the operator asked for a plan anyway
     # (`--unverified-engine`): what to say on every line of the plan.
     guess: str | None = None
@@ -88,36 +127,20 @@ class EngineRules:
         return self.refusal(asked, kv) is None
 
 
-# An image tag deployctl reads a release from: "3.3.7", "v0.30.0", and "3.3.7-slim" (what `deployctl image
-# slim` makes of a release keeps its code). Anything else (latest, a digest, 3.3.7-rocm, a locally built
-# tag) names no release whose source was read.
-_RELEASE_TAG = re.compile(r"v?(\d+\.\d+\.\d+)(?:-slim)?")
-
-
-def image_release(image: str) -> str | None:
-    """Give the release an image's tag names (`...:3.3.7` -> 3.3.7, `...:v0.30.0` -> 0.30.0), or None."""
-    ref = image.split("@", 1)[0]
-    name, _, tag = ref.rpartition(":")
-    if not name or "/" in tag:
-        return None
-    match = _RELEASE_TAG.fullmatch(tag)
-    return match.group(1) if match else None
-
-
-def rule_for_image(rules: tuple[EngineRules, ...], image: str, *, unverified: bool = False) -> EngineRules:
+def rule_for(rules: Sequence[MemoryRule], image: str, *, unverified: bool = False) -> MemoryRule:
     """Give the rule of the release `image` runs; InputError naming the supported releases when none was read.
 
     With `unverified` the newest rule stands in, marked as a guess.
     """
-    release = image_release(image)
+    version = version_of(image)
     for rule in rules:
-        if release in rule.versions:
+        if version is not None and rule.releases.covers(version):
             return rule
     newest = rules[-1]
     engine = newest.title.split()[0]
-    what = f"{engine} {release}" if release else f"no {engine} release deployctl can read from its tag"
+    what = f"{engine} {_dotted(version)}" if version else f"no {engine} release deployctl can read from its tag"
     if not unverified:
-        supported = ", ".join(v for r in rules for v in r.versions)
+        supported = ", ".join(str(r.releases) for r in rules)
         raise InputError(
             f"image {image}: {what}; deployctl's memory rule is read from each release's own source",
             f"supported: {supported}; or pass --unverified-engine (unverified_engine: true) to plan it with the"

@@ -20,40 +20,17 @@ start with these settings is to be confirmed there; the simulator's is tested in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from deployctl.plan import ContainerSecurity, Scratch
 
 GIB = 1024**3
 
 
-@dataclass(frozen=True)
-class Scratch:
-    """A writable in-memory folder (a tmpfs): where, how large, and why the engine needs it."""
-
-    path: str
-    size_bytes: int
-    why: str
-
-
-@dataclass(frozen=True)
-class ContainerSecurity:
-    """How an engine's container runs: as whom, with which capabilities, writing where, within which limits."""
-
-    user: str
-    scratch: list[Scratch]
-    env: dict[str, str] = field(default_factory=dict)
-    cap_add: list[str] = field(default_factory=list)  # none today; each would carry its reason here
-    pids_limit: int = 4096
-    memory_bytes: int = 0
-
-    @property
-    def memory_limit(self) -> str:
-        """Give the memory limit as Compose and Docker write it (whole MiB, e.g. '24576m')."""
-        return f"{-(-self.memory_bytes // (1024 * 1024))}m"
-
-
-# TGI: one launcher, one router and one Python shard per GPU, each with a thread per core for
-# torch and the tokenizers; 4096 tasks leave room on a 64-core host (pids_limit counts threads).
+# An engine: one launcher, one router and one Python shard per GPU (TGI), or one worker per GPU (vLLM), each
+# with a thread per core for torch and the tokenizers; 4096 tasks leave room on a 64-core host (pids_limit
+# counts threads).
 ENGINE_PIDS = 4096
+# What a profile says of a user that any uid can be (the images keep nothing in a home of their own).
+ANY_UID = "The engine's image runs as any uid (engines/security.py)."
 # The simulator is one Python process with a few threads.
 SIM_PIDS = 256
 SIM_MEMORY = 512 * 1024 * 1024  # measured: 46 MiB RSS at 512 concurrent streams (10x headroom)
@@ -65,6 +42,7 @@ PER_SHARD = 6 * GIB
 
 
 def ceiling(weights: int, shards: int, scratch: list[Scratch], shm: int) -> int:
+    """Give the memory ceiling of an engine's container: weights, shards, scratch and /dev/shm."""
     # Weights are read by mmap (safetensors safe_open), so resident pages stay below the file
     # size; twice covers a CPU-side copy while GPTQ weights are repacked for the kernels.
     # tmpfs and /dev/shm pages count against the container's memory cgroup too.
@@ -75,7 +53,10 @@ def simulator() -> ContainerSecurity:
     """Give the simulator's container settings: nobody, a small /tmp, small limits."""
     return ContainerSecurity(
         user="65534:65534",
-        scratch=[Scratch("/tmp", 16 * 1024 * 1024, "nothing today; Python's tempfile falls back to it")],
+        user_reason=ANY_UID,
+        scratch=[
+            Scratch(path="/tmp", size_bytes=16 * 1024 * 1024, why="nothing today; Python's tempfile falls back to it")
+        ],
         pids_limit=SIM_PIDS,
         memory_bytes=SIM_MEMORY,
     )

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from deployctl import __version__
+from deployctl.engines import dialects
 from deployctl.plan import Plan
 
 
@@ -33,7 +34,8 @@ def sim_env(plan: Plan) -> dict[str, str]:
     # Prefill is compute-bound: about half of an RTX 4090's 165 fp16 TFLOP/s, 2 FLOPs per parameter per token.
     prefill_rate = int(0.5 * 165e12 * plan.num_shard / (2 * plan.model.parameters))
     return {
-        "SIM_ENGINE": plan.engine.kind,  # which API the simulator speaks: the engine's
+        # Which of its personalities the simulator takes: the one that speaks the engine's dialect.
+        "SIM_ENGINE": dialects.get(plan.engine.dialect).simulated_by,
         "SIM_LOAD_SECONDS": str(LOAD_SECONDS),
         "SIM_TTFT_BASE_MS": f"{15 + floor_ms:.1f}",
         "SIM_PREFILL_TOKENS_PER_S": str(prefill_rate),
@@ -52,6 +54,9 @@ FAULTS = {
     "control": "SIM_CONTROL",  # only the /_sim/* control routes (POST /_sim/stall?seconds=S)
     "power-model": "SIM_POWER_MODEL",  # simulated power limits and energy counters, for `power tune --simulate`
 }
+# The boards the simulator's power model knows (deployctl/sim/power.py MODELS; a test keeps the two equal:
+# the simulator's image carries deployctl/sim only, and nothing outside sim/ imports it).
+POWER_MODELS = ("rtx4090",)
 # What each switch accepts: (kind, largest value). An hour of loading, a minute per token and a
 # billion requests are far past any rehearsal; beyond them a value is a typo.
 _FAULT_VALUES: dict[str, tuple[str, float]] = {
@@ -77,10 +82,10 @@ def parse_faults(items: tuple[str, ...] | list[str]) -> dict[str, str]:
             raise InputError(f"--sim-fault {name}: unknown", f"known: {', '.join(FAULTS)}")
         kind, largest = _FAULT_VALUES[name]
         if kind == "model":
-            from deployctl.sim.power import MODELS
-
-            if value not in MODELS:
-                raise InputError(f"--sim-fault {item}: {name} needs one of {', '.join(MODELS)}, e.g. {name}=rtx4090")
+            if value not in POWER_MODELS:
+                raise InputError(
+                    f"--sim-fault {item}: {name} needs one of {', '.join(POWER_MODELS)}, e.g. {name}=rtx4090"
+                )
             out[name] = value
             continue
         if kind == "switch":

@@ -1,19 +1,27 @@
-"""Hugging Face text-generation-inference: launcher arguments, environment, port, health path."""
+"""Hugging Face text-generation-inference: everything deployctl knows of TGI.
+
+Its image and port, launcher arguments and environment from a plan, its API (TGI's own routes), its
+start-up memory rule per release, its container's security profile, the spelling of its KV-cache dtype
+and quantization flags, and what it prints at start-up. Read from TGI's source at the tag the pinned
+image runs (v3.3.7; the memory rule was read at v3.3.4 through v3.3.7); each constant names its file and
+function.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from deployctl.engines.base import Dialect, EngineInputs
-from deployctl.engines.memory import Asked, EngineRules, KvBudget, StartupInput
-from deployctl.engines.security import ENGINE_PIDS, GIB, ContainerSecurity, Scratch, ceiling
+from deployctl.engines import dialects
+from deployctl.engines.base import EngineDefaults, EngineInputs, container
+from deployctl.engines.memory import Asked, KvBudget, MemoryRule, Releases, StartupInput
+from deployctl.engines.security import ENGINE_PIDS, GIB, ceiling
 from deployctl.gpus.gpu import Gpu
 from deployctl.models import ModelFacts
 from deployctl.models.quant import Quantization
-from deployctl.plan import ChosenLimits, EngineConfig
+from deployctl.plan import ContainerSecurity, EngineConfig, Scratch
 
 # The last release (2025-12-18; TGI is in maintenance mode): its memory rule, flags and router checks are
-# those of 3.3.4 (see RELEASE_RULES below), and its launcher counts GPUs right under
+# those of 3.3.4 (see MEMORY_RULES below), and its launcher counts GPUs right under
 # NVIDIA_VISIBLE_DEVICES=void (nvidia-container-toolkit 1.18's CDI mode; launcher `num_cuda_devices`).
 DEFAULT_IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.7"
 CONTAINER_PORT = 80  # the official image sets PORT=80
@@ -54,54 +62,6 @@ def model_id(served_name: str) -> str:
     return f"{MODEL_ROOT}/{served_name}"
 
 
-def engine_config(
-    image: str,
-    served_name: str,
-    quantize: str | None,
-    num_shard: int,
-    limits: ChosenLimits,
-    p2p: bool,
-    cuda_memory_fraction: float | None,
-    mount_model: bool,
-    kv_cache_dtype: str | None = None,
-) -> EngineConfig:
-    """Give TGI's container settings for a plan's choices."""
-    # Docker sets HOSTNAME to the container id and the launcher reads --hostname from it, so
-    # TGI would listen on the container's address only and a healthcheck on 127.0.0.1 would fail.
-    args = ["--model-id", model_id(served_name), "--hostname", "0.0.0.0"]
-    if quantize is not None:
-        args += ["--quantize", quantize]
-    args += [
-        "--num-shard",
-        str(num_shard),
-        "--max-input-tokens",
-        str(limits.max_input_tokens),
-        "--max-total-tokens",
-        str(limits.max_total_tokens),
-        "--max-batch-prefill-tokens",
-        str(limits.max_batch_prefill_tokens),
-        "--max-concurrent-requests",
-        str(limits.max_concurrent_requests),
-    ]
-    if cuda_memory_fraction is not None:
-        args += ["--cuda-memory-fraction", f"{cuda_memory_fraction:.2f}"]
-    if kv_cache_dtype is not None:
-        args += ["--kv-cache-dtype", kv_cache_dtype]
-    env = {"HF_HUB_OFFLINE": "1"}
-    if num_shard > 1 and not p2p:
-        env["NCCL_P2P_DISABLE"] = "1"
-    return EngineConfig(
-        kind="tgi",
-        image=image,
-        args=args,
-        env=env,
-        container_port=CONTAINER_PORT,
-        health_path=HEALTH_PATH,
-        model_mount=model_id(served_name) if mount_model else None,
-        shm_size="1gb" if num_shard > 1 else None,
-    )
-
-
 # Least privilege: what the image writes and which user it runs as, read from its build files
 # (engines/security.py has the rule every engine's container follows).
 # TGI 3.3 (huggingface/text-generation-inference: Dockerfile, tgi-entrypoint.sh)
@@ -119,20 +79,23 @@ def engine_config(
 def container_security(weights: int, shards: int, shm: int) -> ContainerSecurity:
     """Give TGI's container settings for a model of `weights` bytes over `shards` GPUs."""
     scratch = [
-        Scratch("/tmp", 2 * GIB, "shard sockets, torch inductor cache"),
-        Scratch("/data", 1 * GIB, "HF_HOME: hub cache and locks; the model is mounted read-only below"),
-        Scratch("/root/.cache", 1 * GIB, "torch extensions, outlines"),
-        Scratch("/root/.triton", 1 * GIB, "Triton kernel cache"),
+        Scratch(path="/tmp", size_bytes=2 * GIB, why="shard sockets, torch inductor cache"),
+        Scratch(
+            path="/data", size_bytes=1 * GIB, why="HF_HOME: hub cache and locks; the model is mounted read-only below"
+        ),
+        Scratch(path="/root/.cache", size_bytes=1 * GIB, why="torch extensions, outlines"),
+        Scratch(path="/root/.triton", size_bytes=1 * GIB, why="Triton kernel cache"),
     ]
     return ContainerSecurity(
-        user="0:0",  # TGI >= 3.1 cannot start as another uid (issue #3082); no capabilities
+        user="0:0",
+        user_reason="TGI >= 3.1 runs only as root (its Python lives under /root, issue #3082), with every capability dropped.",
         scratch=scratch,
         pids_limit=ENGINE_PIDS,
         memory_bytes=ceiling(weights, shards, scratch, shm),
     )
 
 
-# Start-up memory rule, one per release range (the image's tag picks it: `RELEASE_RULES`).
+# Start-up memory rule, one per release range (the image's tag picks it: `MEMORY_RULES`).
 #
 # TGI 3.3.4 through 3.3.7, read at each tag (`git show v3.3.X:<path>`); between v3.3.4 and v3.3.7 there is
 # no diff in `server/text_generation_server/models/flash_causal_lm.py`, `utils/import_utils.py`,
@@ -336,62 +299,89 @@ def batch_candidates(gpu: Gpu, max_input: int) -> list[int]:
     return [4096, MIN_PREFILL]
 
 
-RULE_3_3 = EngineRules(
-    name="tgi",
-    title="TGI 3.3.4-3.3.7",
-    versions=("3.3.4", "3.3.5", "3.3.6", "3.3.7"),
-    startup_kv=startup_kv,
-    refusal=refusal,
-    loads=loads,
-    scales_whole=scales_whole,
-    tied_copy=True,
-    batch_name="max_batch_prefill_tokens",
-    batch_candidates=batch_candidates,
-    # TGI measures free memory itself (torch.cuda.mem_get_info), so others' use is already
-    # excluded; a fraction below 1 would take it off a second time.
-    fraction=lambda total, others, shards: 1.0,
-    max_seqs=lambda gpu: MAX_CONCURRENT,
+# Every release range deployctl has a rule for, oldest first; the image's tag picks one (engines/memory.py
+# rule_for) and an image whose tag names none is refused (or planned as a guess, --unverified-engine).
+MEMORY_RULES = (
+    MemoryRule(
+        title="TGI 3.3.4-3.3.7",
+        releases=Releases(first=(3, 3, 4), before=(3, 3, 8), read=("3.3.4", "3.3.5", "3.3.6", "3.3.7")),
+        startup_kv=startup_kv,
+        refusal=refusal,
+        scales_whole=scales_whole,
+        tied_copy=True,
+        batch_name="max_batch_prefill_tokens",
+        batch_candidates=batch_candidates,
+        # TGI measures free memory itself (torch.cuda.mem_get_info), so others' use is already
+        # excluded; a fraction below 1 would take it off a second time.
+        fraction=lambda total, others, shards: 1.0,
+        max_seqs=lambda gpu: MAX_CONCURRENT,
+        min_prefill=MIN_PREFILL,
+        assumed={"TGI_WIGGLE_ROOM": f"{WIGGLE_ROOM:.2f} (default, not set)"},
+    ),
 )
-# Oldest first; an image whose tag names none of these releases is refused (or planned as a guess).
-RELEASE_RULES = (RULE_3_3,)
+# The launcher's spelling of the KV-cache dtypes deployctl plans for (launcher/src/main.rs, KVCacheDtype).
+KV_CACHE_DTYPES = {"fp8": "fp8_e4m3fn"}
 
 
-class Tgi:
+def launch_args(inputs: EngineInputs) -> list[str]:
+    """Give the launcher's arguments for a plan's choices."""
+    limits = inputs.limits
+    # Docker sets HOSTNAME to the container id and the launcher reads --hostname from it, so
+    # TGI would listen on the container's address only and a healthcheck on 127.0.0.1 would fail.
+    args = ["--model-id", model_id(inputs.served_name), "--hostname", "0.0.0.0"]
+    if (quantize := quantize_flag(inputs.quantization)) is not None:
+        args += ["--quantize", quantize]
+    args += [
+        "--num-shard",
+        str(inputs.num_shard),
+        "--max-input-tokens",
+        str(limits.max_input_tokens),
+        "--max-total-tokens",
+        str(limits.max_total_tokens),
+        "--max-batch-prefill-tokens",
+        str(limits.max_batch_prefill_tokens),
+        "--max-concurrent-requests",
+        str(limits.max_concurrent_requests),
+    ]
+    if "--cuda-memory-fraction" in inputs.knobs:
+        args += ["--cuda-memory-fraction", f"{float(inputs.knobs['--cuda-memory-fraction']):.2f}"]
+    if (dtype := KV_CACHE_DTYPES.get(inputs.kv_cache_dtype)) is not None:
+        args += ["--kv-cache-dtype", dtype]
+    return args
+
+
+# What TGI prints at start-up (the real-engine tier reads it): "KV-cache blocks: N, size: B" from the
+# warm-up (server/text_generation_server/models/flash_causal_lm.py). The parser goes here.
+def reported_kv_tokens(log_line: str) -> int | None:
+    """Give the KV-cache tokens TGI reports in one start-up log line, or None (no parser yet)."""
+    return None
+
+
+class Tgi(EngineDefaults):
     name = "tgi"
     title = "text-generation-inference (TGI)"
     default_image = DEFAULT_IMAGE
     container_port = CONTAINER_PORT
     health_path = HEALTH_PATH
-    dialect: Dialect = "tgi"
+    dialect: dialects.Dialect = dialects.TGI
     probe_tool: Literal["curl", "python3"] = "curl"  # the official image installs curl (Dockerfile, base stage)
     api_key_env = "API_KEY"  # the launcher's --api-key reads it (launcher/src/main.rs, `env` on the flag)
-    flags = FLAGS
-    memory_rules = "deployctl.engines.tgi"
+    flags: tuple[str, ...] = FLAGS
+    memory_rules = MEMORY_RULES
+    kv_cache_dtypes = KV_CACHE_DTYPES
 
-    def model_id(self, served_name: str) -> str:
-        return model_id(served_name)
-
-    def quantization_flag(self, q: Quantization) -> str | None:
-        return quantize_flag(q)
+    model_id = staticmethod(model_id)
+    quantization_flag = staticmethod(quantize_flag)
+    loads = staticmethod(loads)
+    container_security = staticmethod(container_security)
+    reported_kv_tokens = staticmethod(reported_kv_tokens)
 
     def configure(self, inputs: EngineInputs) -> EngineConfig:
-        return engine_config(
-            image=inputs.image,
-            served_name=inputs.served_name,
-            quantize=quantize_flag(inputs.quantization),
-            num_shard=inputs.num_shard,
-            limits=inputs.limits,
-            p2p=inputs.p2p,
-            cuda_memory_fraction=(
-                float(inputs.knobs["--cuda-memory-fraction"]) if "--cuda-memory-fraction" in inputs.knobs else None
-            ),
-            mount_model=inputs.mount_model,
-            # TGI's launcher spells fp8 KV as fp8_e4m3fn (launcher/src/main.rs, KVCacheDtype).
-            kv_cache_dtype="fp8_e4m3fn" if inputs.kv_cache_dtype == "fp8" else None,
-        )
-
-    def container_security(self, weights: int, shards: int, shm: int) -> ContainerSecurity:
-        return container_security(weights, shards, shm)
+        env = {"HF_HUB_OFFLINE": "1"}
+        if inputs.num_shard > 1 and not inputs.p2p:
+            env["NCCL_P2P_DISABLE"] = "1"
+        shm = "1gb" if inputs.num_shard > 1 else None
+        return container(self, inputs, args=launch_args(inputs), env=env, shm_size=shm)
 
     def start_budget_s(self, weight_bytes: int) -> int:
         # An allowance, not a measurement: two minutes for the shards' start and warm-up, then

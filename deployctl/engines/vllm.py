@@ -1,6 +1,9 @@
-"""vLLM's OpenAI-compatible server (`vllm serve`): arguments, environment, port, health path.
+"""vLLM's OpenAI-compatible server (`vllm serve`): everything deployctl knows of vLLM.
 
-Flags, defaults and the image are read from vLLM v0.30's source (tests/data/vllm/serve-flags.md).
+Its image and port, arguments and environment from a plan, its API (the OpenAI-compatible one), its
+start-up memory rule per release, its container's security profile, the spelling of its KV-cache dtype
+and quantization flags, and what it prints at start-up. Flags, defaults and the image are read from
+vLLM v0.30's source (tests/data/vllm/serve-flags.md).
 """
 
 from __future__ import annotations
@@ -9,13 +12,14 @@ import math
 from collections.abc import Callable
 from typing import Literal
 
-from deployctl.engines.base import Dialect, EngineInputs
-from deployctl.engines.memory import Asked, EngineRules, KvBudget, StartupInput
-from deployctl.engines.security import ENGINE_PIDS, GIB, ContainerSecurity, Scratch, ceiling
+from deployctl.engines import dialects
+from deployctl.engines.base import EngineDefaults, EngineInputs, container
+from deployctl.engines.memory import Asked, KvBudget, MemoryRule, Releases, StartupInput
+from deployctl.engines.security import ANY_UID, ENGINE_PIDS, GIB, ceiling
 from deployctl.gpus.gpu import Gpu, cuda_total
 from deployctl.models import ModelFacts
 from deployctl.models.quant import Quantization
-from deployctl.plan import EngineConfig
+from deployctl.plan import ContainerSecurity, EngineConfig, Scratch
 
 # docker/Dockerfile, target vllm-openai: ENTRYPOINT ["vllm", "serve"], so the command is the model and flags.
 DEFAULT_IMAGE = "vllm/vllm-openai:v0.30.0"
@@ -74,9 +78,12 @@ def model_id(served_name: str) -> str:
 
 def container_security(weights: int, shards: int, shm: int) -> ContainerSecurity:
     """Give vLLM's container settings: a non-root uid whose HOME is its tmpfs."""
-    scratch = [Scratch("/tmp", 4 * GIB, "HOME: vLLM, torch.compile, Triton, FlashInfer and HF caches")]
+    scratch = [
+        Scratch(path="/tmp", size_bytes=4 * GIB, why="HOME: vLLM, torch.compile, Triton, FlashInfer and HF caches")
+    ]
     return ContainerSecurity(
         user="1000:1000",
+        user_reason=ANY_UID,
         scratch=scratch,
         env={"HOME": "/tmp", "USER": "vllm", "VLLM_NO_USAGE_STATS": "1"},
         pids_limit=ENGINE_PIDS,
@@ -84,7 +91,7 @@ def container_security(weights: int, shards: int, shm: int) -> ContainerSecurity
     )
 
 
-# Start-up memory rule, one per release range (the image's tag picks it: `RELEASE_RULES`).
+# Start-up memory rule, one per release range (the image's tag picks it: `MEMORY_RULES`).
 #
 # Read from each release's own wheel (`pip download --no-deps vllm==X`): 0.30.0, 0.31.0, 0.32.0, 0.33.0 and
 # 0.34.0 (there are no 0.31.x or 0.33.x patch releases).
@@ -155,10 +162,14 @@ def _large(total: int, name: str) -> bool:
     return total >= LARGE_GPU and "a100" not in name.lower()
 
 
+# The smaller of the max_num_batched_tokens defaults, and the smallest prefill budget deployctl offers.
+MIN_PREFILL = 2048
+
+
 def default_batch_tokens(total: int, name: str) -> int:
     if total >= HUGE_GPU:
         return 16384
-    return 8192 if _large(total, name) else 2048
+    return 8192 if _large(total, name) else MIN_PREFILL
 
 
 def default_max_seqs(total: int, name: str) -> int:
@@ -265,108 +276,117 @@ def scales_whole(q: Quantization) -> bool:
 
 def batch_candidates(gpu: Gpu, max_input: int) -> list[int]:
     first = default_batch_tokens(cuda_total(gpu), gpu.name)
-    return sorted({first, 2048}, reverse=True)
+    return sorted({first, MIN_PREFILL}, reverse=True)
 
 
-def _rule(title: str, versions: tuple[str, ...], startup: Callable[[StartupInput], KvBudget]) -> EngineRules:
-    return EngineRules(
-        name="vllm",
+def _rule(title: str, releases: Releases, startup: Callable[[StartupInput], KvBudget]) -> MemoryRule:
+    return MemoryRule(
         title=title,
-        versions=versions,
+        releases=releases,
         startup_kv=startup,
         refusal=refusal,
-        loads=loads,
         scales_whole=scales_whole,
         tied_copy=False,
         batch_name="max_num_batched_tokens",
         batch_candidates=batch_candidates,
         fraction=utilization_for,
         max_seqs=lambda gpu: default_max_seqs(cuda_total(gpu), gpu.name),
+        min_prefill=MIN_PREFILL,
     )
 
 
-# Oldest first; an image whose tag names none of these releases is refused (or planned as a guess).
-RELEASE_RULES = (
-    _rule("vLLM 0.30-0.33", ("0.30.0", "0.31.0", "0.32.0", "0.33.0"), startup_kv_0_30),
-    _rule("vLLM 0.34", ("0.34.0",), startup_kv_0_34),
+# Every release range deployctl has a rule for, oldest first; the image's tag picks one (engines/memory.py
+# rule_for) and an image whose tag names none is refused (or planned as a guess, --unverified-engine).
+MEMORY_RULES = (
+    _rule(
+        "vLLM 0.30-0.33",
+        Releases(first=(0, 30, 0), before=(0, 34, 0), read=("0.30.0", "0.31.0", "0.32.0", "0.33.0")),
+        startup_kv_0_30,
+    ),
+    _rule("vLLM 0.34", Releases(first=(0, 34, 0), before=(0, 35, 0), read=("0.34.0",)), startup_kv_0_34),
 )
+KV_CACHE_DTYPES = {"fp8": "fp8"}
 
 
-class Vllm:
+def launch_args(inputs: EngineInputs) -> list[str]:
+    """Give `vllm serve`'s arguments for a plan's choices."""
+    limits = inputs.limits
+    n = inputs.num_shard
+    # No --quantization where config.json holds quantization_config: vLLM reads it and picks the
+    # Marlin kernels on sm_89 itself.
+    args = [
+        model_id(inputs.served_name),
+        "--served-model-name",
+        inputs.served_name,
+        "--tensor-parallel-size",
+        str(n),
+        "--max-model-len",
+        str(limits.max_total_tokens),
+        # The share vLLM checks is free at start (`request_memory`); the KV pool the plan sized follows.
+        "--gpu-memory-utilization",
+        inputs.knobs.get("--gpu-memory-utilization", f"{DEFAULT_UTILIZATION:.2f}"),
+        "--max-num-seqs",
+        str(limits.max_concurrent_requests),
+        # The planner's prefill budget: the tokens one scheduler step may process.
+        "--max-num-batched-tokens",
+        str(limits.max_batch_prefill_tokens),
+    ]
+    if "--kv-cache-memory-bytes" in inputs.knobs:
+        # The pool the plan sized (a whole number of blocks): vLLM allocates exactly it, in every
+        # release (MEMORY_RULES).
+        args += ["--kv-cache-memory-bytes", inputs.knobs["--kv-cache-memory-bytes"]]
+    if (flag := quantization_flag(inputs.quantization)) is not None:
+        args += ["--quantization", flag]
+    if (dtype := KV_CACHE_DTYPES.get(inputs.kv_cache_dtype)) is not None:
+        args += ["--kv-cache-dtype", dtype]
+    if n > 1 and not inputs.p2p:
+        # Custom all-reduce needs P2P (`distributed/device_communicators/custom_all_reduce.py`, 0.30-0.34:
+        # it trusts the driver's P2P report, VLLM_SKIP_P2P_CHECK "1"): off, explicitly.
+        args.append("--disable-custom-all-reduce")
+    return args
+
+
+# What vLLM prints at start-up (the real-engine tier reads it): "GPU KV cache size: N tokens"
+# (v1/core/kv_cache_utils.py). The parser goes here.
+def reported_kv_tokens(log_line: str) -> int | None:
+    """Give the KV-cache tokens vLLM reports in one start-up log line, or None (no parser yet)."""
+    return None
+
+
+class Vllm(EngineDefaults):
     name = "vllm"
     title = "vLLM"
     default_image = DEFAULT_IMAGE
     container_port = CONTAINER_PORT
     health_path = HEALTH_PATH
-    dialect: Dialect = "openai"
+    dialect: dialects.Dialect = dialects.OPENAI
     # The image is a Python install (ENTRYPOINT vllm serve); curl in it is not something to count on.
     probe_tool: Literal["curl", "python3"] = "python3"
     api_key_env = "VLLM_API_KEY"  # read when --api-key is absent (entrypoints/openai/cli_args.py)
-    flags = FLAGS
-    memory_rules = "deployctl.engines.vllm"
+    flags: tuple[str, ...] = FLAGS
+    memory_rules = MEMORY_RULES
+    kv_cache_dtypes = KV_CACHE_DTYPES
 
-    def model_id(self, served_name: str) -> str:
-        return model_id(served_name)
-
-    def quantization_flag(self, q: Quantization) -> str | None:
-        return quantization_flag(q)
+    model_id = staticmethod(model_id)
+    quantization_flag = staticmethod(quantization_flag)
+    loads = staticmethod(loads)
+    container_security = staticmethod(container_security)
+    reported_kv_tokens = staticmethod(reported_kv_tokens)
 
     def configure(self, inputs: EngineInputs) -> EngineConfig:
-        limits = inputs.limits
-        n = inputs.num_shard
-        # No --quantization where config.json holds quantization_config: vLLM reads it and picks the
-        # Marlin kernels on sm_89 itself.
-        args = [
-            model_id(inputs.served_name),
-            "--served-model-name",
-            inputs.served_name,
-            "--tensor-parallel-size",
-            str(n),
-            "--max-model-len",
-            str(limits.max_total_tokens),
-            # The share vLLM checks is free at start (`request_memory`), and the KV pool the plan sized
-            # (a whole number of blocks): vLLM allocates exactly it, in every release (RELEASE_RULES).
-            "--gpu-memory-utilization",
-            inputs.knobs.get("--gpu-memory-utilization", f"{DEFAULT_UTILIZATION:.2f}"),
-            "--max-num-seqs",
-            str(limits.max_concurrent_requests),
-            # The planner's prefill budget: the tokens one scheduler step may process.
-            "--max-num-batched-tokens",
-            str(limits.max_batch_prefill_tokens),
-        ]
-        if "--kv-cache-memory-bytes" in inputs.knobs:
-            args += ["--kv-cache-memory-bytes", inputs.knobs["--kv-cache-memory-bytes"]]
-        if (flag := quantization_flag(inputs.quantization)) is not None:
-            args += ["--quantization", flag]
-        if inputs.kv_cache_dtype == "fp8":
-            args += ["--kv-cache-dtype", "fp8"]
         env = {
             "HF_HUB_OFFLINE": "1",  # huggingface_hub never calls the Hub
             "TRANSFORMERS_OFFLINE": "1",  # transformers' own switch (vLLM does not read HF_HUB_OFFLINE for it)
             "VLLM_NO_USAGE_STATS": "1",  # no usage reports to stats.vllm.ai from an air-gapped site
         }
-        if n > 1 and not inputs.p2p:
-            # Custom all-reduce needs P2P (`distributed/device_communicators/custom_all_reduce.py`, 0.30-0.34:
-            # it trusts the driver's P2P report, VLLM_SKIP_P2P_CHECK "1"): off, explicitly.
-            args.append("--disable-custom-all-reduce")
+        if inputs.num_shard > 1 and not inputs.p2p:
             # vLLM never sets it for serving (0.30.0: no occurrence); NCCL's own P2P path hangs on GeForce
             # cards whose driver claims P2P (NVIDIA/nccl-tests#117): host memory through /dev/shm instead.
             env["NCCL_P2P_DISABLE"] = "1"
         # Environment the memory rule assumed (upper-case knobs).
         env.update({k: v for k, v in inputs.knobs.items() if not k.startswith("-")})
-        return EngineConfig(
-            kind=self.name,
-            image=inputs.image,
-            args=args,
-            env=env,
-            container_port=CONTAINER_PORT,
-            health_path=HEALTH_PATH,
-            model_mount=model_id(inputs.served_name) if inputs.mount_model else None,
-            shm_size=SHARDED_SHM if n > 1 else None,
-        )
-
-    def container_security(self, weights: int, shards: int, shm: int) -> ContainerSecurity:
-        return container_security(weights, shards, shm)
+        shm = SHARDED_SHM if inputs.num_shard > 1 else None
+        return container(self, inputs, args=launch_args(inputs), env=env, shm_size=shm)
 
     def start_budget_s(self, weight_bytes: int) -> int:
         # An allowance, not a measurement: vLLM profiles a forward pass and captures CUDA graphs

@@ -50,7 +50,7 @@ class TuneConfig:
     endpoint: str
     load: Load = field(default_factory=Load)
     api_key: str | None = None
-    dialect: loadgen.Dialect = "tgi"  # the engine's API (the stack's plan says which)
+    dialect: str = "tgi"  # the engine's API, by name (the stack's plan says which)
     caps: tuple[float, ...] = ()  # explicit caps; default: the board default down to its minimum
     step_w: float = 50.0
     settle_s: float = 5.0
@@ -490,7 +490,7 @@ def _target(req: TuneRequest) -> tuple[TuneConfig, list[str]]:
     plan = target.plan
     uuids = [g.uuid for g in plan.gpus] if plan and plan.gpu_profile is None else []
     return replace(
-        req.config, endpoint=target.endpoint, api_key=target.api_key, dialect=probe.dialect_of(target)
+        req.config, endpoint=target.endpoint, api_key=target.api_key, dialect=probe.dialect_of(target).name
     ), uuids
 
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deployctl.engines.base import Dialect
+from deployctl.engines import dialects
+from deployctl.engines.dialects import Dialect
 from deployctl.errors import InputError, NotRunning
 from deployctl.http import check_url
 from deployctl.plan import Plan
@@ -49,11 +50,10 @@ def resolve_target(
     return Target(url, key, stack.plan if stack else None, stack.dir if stack else None)
 
 
-def dialect_of(target: Target) -> Dialect:
-    """Give the API dialect of the target's engine (TGI's when no plan says otherwise)."""
-    from deployctl import engines
-
-    return engines.get(target.plan.engine.kind).dialect if target.plan else "tgi"
+def dialect_of(target: Target, api: str | None = None) -> Dialect:
+    """Give the API dialect of the target's engine, as its plan records it; for a bare --endpoint, the
+    dialect whose default route `api` is (TGI's when none is asked for)."""
+    return dialects.get(target.plan.engine.dialect) if target.plan else dialects.for_api(api)
 
 
 def health(target: Target, *, max_ttft_ms: float, timeout: float) -> Any:
@@ -102,15 +102,13 @@ def bench_config(
     if requests < 1 or warmup < 0:
         raise InputError("--requests must be at least 1 and --warmup at least 0")
     target = resolve_target(endpoint=endpoint, stack_dir=stack_dir, spec_path=spec_path, api_key_env=api_key_env)
-    dialect: Dialect = dialect_of(target)
+    dialect = dialect_of(target, api)
     if api is None:
-        api = "completions" if dialect == "openai" else "generate"
-    elif api == "completions":
-        dialect = "openai"  # a bare --endpoint: the API asked for says which dialect
-    elif api == "generate" and dialect == "openai":
+        api = dialect.apis[0]
+    elif api not in dialect.apis:
         raise InputError(
-            "--api generate is not a route of this stack's engine (it speaks the OpenAI API)",
-            "use --api completions or chat",
+            f"--api {api} is not a route of this stack's engine (it speaks {dialect.title})",
+            f"use --api {' or '.join(dialect.apis)}",
         )
     return core.BenchConfig(
         endpoint=target.endpoint,
@@ -121,7 +119,7 @@ def bench_config(
         prompt_tokens=prompt_tokens or p.get("prompt_tokens", 256),
         output_tokens=output_tokens or p.get("output_tokens", 64),
         api=api,  # type: ignore[arg-type]  # a click.Choice of generate, chat, completions
-        dialect=dialect,
+        dialect=dialect.name,
         seed=seed,
         slo=Slo(
             slo_ttft if slo_ttft is not None else p.get("slo_ttft_ms"),

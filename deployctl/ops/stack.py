@@ -43,6 +43,7 @@ class UpResult:
     api_key: bool
     engine: str
     dialect: str  # tgi or openai: which routes the endpoint serves
+    example: str  # a curl command line that asks the endpoint for a short answer (its dialect's route)
     served_name: str
     power: str | None = None
     revision: int = 0

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deployctl import docker, engines, stackdir
+from deployctl import docker, stackdir
+from deployctl.engines import dialects
 from deployctl.errors import InputError
 from deployctl.ops import owner
 from deployctl.ops import plan as plan_ops
@@ -206,8 +207,11 @@ class _Up:
             model_id=plan.model_id,
             api_key=plan.api_key,
             engine=plan.engine.kind,
-            dialect=engines.get(plan.engine.kind).dialect,
+            dialect=plan.engine.dialect,
             served_name=plan.served_name,
+            example=dialects.get(plan.engine.dialect).example(
+                stack.info.endpoint, plan.served_name, with_key=plan.api_key
+            ),
             power=power,
             revision=stack.info.revision,
             previous_revision=was.revision if running and was else None,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from deployctl import __version__, engines
-from deployctl.engines import tgi
-from deployctl.engines.base import EngineInputs
-from deployctl.engines.memory import EngineRules
+from deployctl.engines.base import Engine, EngineInputs
 from deployctl.errors import DeployctlError, InputError, PlanRefused
 from deployctl.gpus import PROFILES, for_name
 from deployctl.gpus.gpu import Gpu, Host
@@ -28,10 +26,9 @@ from deployctl.planner.fit import (
     with_,
 )
 from deployctl.planner.memory import gib
-from deployctl.planner.rules import rules_for
 from deployctl.spec import DeploymentSpec
 
-__all__ = ["EngineRules", "Plan", "plan", "rules_for"]
+__all__ = ["Plan", "plan"]
 
 
 def _select(spec: DeploymentSpec, host: Host) -> list[Gpu]:
@@ -55,8 +52,9 @@ def _select(spec: DeploymentSpec, host: Host) -> list[Gpu]:
 
 
 def _why(
-    spec: DeploymentSpec, model: ModelFacts, gpu: Gpu, fit: Fit, rules: EngineRules, shrunk: bool, kv_dtype: str
+    spec: DeploymentSpec, model: ModelFacts, gpu: Gpu, fit: Fit, engine: Engine, shrunk: bool, kv_dtype: str
 ) -> list[str]:
+    rules = fit.rule
     limits = fit.limits
     reasons = []
     if spec.limits.max_total_tokens:
@@ -80,7 +78,7 @@ def _why(
     else:
         src = "the smaller budget chunked prefill allows: its warm-up peak is smaller, leaving the KV cache room for max_total_tokens"
     reasons.append(f"{rules.batch_name} {batch}: {src}")
-    src = "from the spec" if spec.limits.max_concurrent_requests else f"{rules.name}'s default; more wait in its queue"
+    src = "from the spec" if spec.limits.max_concurrent_requests else f"{engine.name}'s default; more wait in its queue"
     reasons.append(f"max_concurrent_requests {limits.max_concurrent_requests}: {src}")
     dtype = "fp8 (1 byte per element)" if kv_dtype == "fp8" else f"{model.dtype} (the model's dtype)"
     reasons.append(
@@ -90,7 +88,7 @@ def _why(
     return reasons
 
 
-def _quantize_warning(spec: DeploymentSpec, model: ModelFacts) -> str | None:
+def _quantize_warning(spec: DeploymentSpec, model: ModelFacts, engine: Engine) -> str | None:
     """The checkpoint says how it is quantized; say so when the spec's model.quantize disagrees.
 
     A warning, not an error: `deployctl init` writes `quantize: gptq` into every starter spec.
@@ -98,23 +96,23 @@ def _quantize_warning(spec: DeploymentSpec, model: ModelFacts) -> str | None:
     if "quantize" not in spec.model.model_fields_set or spec.model.quantize == model.quantization.method:
         return None
     said = model.quantization.method if model.quantization.method != "none" else f"unquantized {model.dtype}"
-    flag = engines.get(spec.engine).quantization_flag(model.quantization)
+    flag = engine.quantization_flag(model.quantization)
     return (
         f"model.quantize: {spec.model.quantize} is ignored: the checkpoint is {said}"
         f" ({'no flag, the engine reads it' if flag is None else 'flag ' + flag})"
     )
 
 
-def refuse_unloadable(model: ModelFacts, rules: EngineRules) -> None:
-    """Raise PlanRefused when the engine's release does not load the checkpoint, naming what would."""
-    why = rules.loads(model)
+def refuse_unloadable(model: ModelFacts, engine: Engine, release: str) -> None:
+    """Raise PlanRefused when the engine's pinned release does not load the checkpoint, naming what would."""
+    why = engine.loads(model)
     if why is None:
         return
-    ways = [
-        f"--engine {name} ({other.title} loads it)"
-        for name in engines.names()
-        if name != rules.name and (other := rules_for(name)).loads(model) is None
-    ]
+    ways = []
+    for name in engines.names():
+        other = engines.get(name)
+        if name != engine.name and other.loads(model) is None:
+            ways.append(f"--engine {name} ({other.memory_rule(other.default_image).title} loads it)")
     q = model.quantization
     if q.act_order:
         ways.append(
@@ -125,10 +123,10 @@ def refuse_unloadable(model: ModelFacts, rules: EngineRules) -> None:
         ways.append("an AWQ build of the same model")
     elif not ways:
         ways.append("another build of the model (AWQ, or GPTQ symmetric 4-bit)")
-    raise PlanRefused(f"{model.name} does not load in {rules.title}: {why}", "what would load: " + "; ".join(ways))
+    raise PlanRefused(f"{model.name} does not load in {release}: {why}", "what would load: " + "; ".join(ways))
 
 
-def _other_counts(spec: DeploymentSpec, model: ModelFacts, host: Host, n: int) -> str:
+def _other_counts(spec: DeploymentSpec, model: ModelFacts, host: Host, n: int, engine: Engine) -> str:
     """Give the hint for a model that does not split over `n` GPUs: the GPU counts that split it and fit, or
     what else would (only counts the planner has checked)."""
     limit = max(host.max_gpus, n)
@@ -141,7 +139,7 @@ def _other_counts(spec: DeploymentSpec, model: ModelFacts, host: Host, n: int) -
             update={"gpus": [gpu.model_copy(update={"index": i, "uuid": f"{gpu.uuid}#{i}"}) for i in range(k)]}
         )
         try:
-            plan(spec.model_copy(update={"gpus": k}), model, trial)
+            plan(spec.model_copy(update={"gpus": k}), model, trial, engine=engine)
         except DeployctlError:
             continue
         fits.append(k)
@@ -159,16 +157,29 @@ def bandwidth_of(host: Host, gpu: Gpu) -> float | None:
 
 
 def plan(
-    spec: DeploymentSpec, model: ModelFacts, host: Host, simulate: bool = False, *, kv_cache_dtype: str = "auto"
+    spec: DeploymentSpec,
+    model: ModelFacts,
+    host: Host,
+    simulate: bool = False,
+    *,
+    kv_cache_dtype: str = "auto",
+    engine: Engine | None = None,
 ) -> Plan:
-    """Give the plan for serving `model` on `host` as `spec` asks, or raise PlanRefused saying what would fit."""
-    rules = rules_for(spec.engine, spec.image, unverified=spec.unverified_engine)
+    """Give the plan for serving `model` on `host` as `spec` asks, or raise PlanRefused saying what would fit.
+
+    `engine` is the spec's engine when the caller has it already (`plan --compare` plans many hosts).
+    """
+    engine = engine or engines.get(spec.engine)
+    image = spec.image or engine.default_image
+    rules = engine.memory_rule(image, unverified=spec.unverified_engine)
     gpus = _select(spec, host)
     n = len(gpus)
-    refuse_unloadable(model, rules)
+    refuse_unloadable(model, engine, rules.title)
     problem = model.sharding_problem(n)
     if problem:
-        raise PlanRefused(f"{model.name} cannot be split over {n} GPUs: {problem}", _other_counts(spec, model, host, n))
+        raise PlanRefused(
+            f"{model.name} cannot be split over {n} GPUs: {problem}", _other_counts(spec, model, host, n, engine)
+        )
     wanted = spec.limits.max_total_tokens or min(model.context_length, DEFAULT_MAX_TOTAL)
     if spec.limits.max_total_tokens and wanted > model.context_length:
         raise InputError(
@@ -187,14 +198,14 @@ def plan(
         what = (
             f"weights {gib(b.weights)} per GPU"
             if b.weights + b.runtime_reserve + b.used_by_others >= b.total
-            else f"{gib(b.weights)} of weights per GPU leave {rules.name} room for {b.kv_tokens} KV tokens, {wanted} needed"
+            else f"{gib(b.weights)} of weights per GPU leave {engine.name} room for {b.kv_tokens} KV tokens, {wanted} needed"
         )
         raise PlanRefused(
-            f"{model.name} does not fit {n} x {gpus[0].name} ({gib(gpus[0].memory_total)} each) with {rules.name}"
+            f"{model.name} does not fit {n} x {gpus[0].name} ({gib(gpus[0].memory_total)} each) with {engine.name}"
             f" ({rules.title}): {what}",
             "what would fit: " + what_would_fit(with_(base, batch_tokens=batch), spec, host, wanted),
         )
-    return _assemble(spec, model, host, gpus, fit, shrunk, rules, kv_cache_dtype)
+    return _assemble(spec, model, host, gpus, fit, shrunk, engine, image, kv_cache_dtype)
 
 
 def _assemble(
@@ -204,12 +215,13 @@ def _assemble(
     gpus: list[Gpu],
     fit: Fit,
     shrunk: bool,
-    rules: EngineRules,
+    engine: Engine,
+    image: str,
     kv_dtype: str,
 ) -> Plan:
     n = len(gpus)
-    warnings = [rules.guess] if rules.guess else []
-    warnings += [w] if (w := _quantize_warning(spec, model)) else []
+    warnings = [fit.rule.guess] if fit.rule.guess else []
+    warnings += [w] if (w := _quantize_warning(spec, model, engine)) else []
     limits = fit.limits
     if limits.full_length_requests < 2:
         warnings.append(
@@ -219,7 +231,7 @@ def _assemble(
     others = max(b.used_by_others for b in fit.budgets)
     if others:
         warnings.append(
-            f"another process holds {gib(others)} on a chosen GPU: {rules.name} sized its cache around it;"
+            f"another process holds {gib(others)} on a chosen GPU: {engine.name} sized its cache around it;"
             " if that process grows, the engine runs out of memory"
         )
     if model.weight_bytes_source == "estimate" and model.path is not None:
@@ -243,7 +255,7 @@ def _assemble(
                 fit.budgets[0].weights,
                 bounds.Hardware(n, bandwidth, 0.0),
                 context=limits.max_total_tokens,
-                tied_copy=rules.tied_copy,
+                tied_copy=fit.rule.tied_copy,
                 kv_dtype=kv_dtype,
             ),
             1,
@@ -251,10 +263,9 @@ def _assemble(
         if bandwidth
         else None
     )
-    chosen = engines.get(spec.engine)
-    engine = chosen.configure(
+    config = engine.configure(
         EngineInputs(
-            image=spec.image or chosen.default_image,
+            image=image,
             served_name=served,
             quantization=model.quantization,
             num_shard=n,
@@ -263,26 +274,23 @@ def _assemble(
             knobs=smallest(fit.kv).knobs,
             kv_cache_dtype=kv_dtype,
             mount_model=model.path is not None,
+            weight_bytes=sum(b.weights for b in fit.budgets),
         )
     )
     if n > 1 and not host.p2p:
-        rendered = [f"{k}={v}" for k, v in engine.env.items() if k.startswith("NCCL_")]
-        rendered += [a for a in engine.args if a == "--disable-custom-all-reduce"]
+        rendered = [f"{k}={v}" for k, v in config.env.items() if k.startswith("NCCL_")]
+        rendered += [a for a in config.args if a == "--disable-custom-all-reduce"]
         warnings.append(
             "no peer-to-peer between the GPUs: NCCL goes through host memory"
-            f" (rendered: {', '.join(rendered) or 'nothing'}; shm {engine.shm_size})"
+            f" (rendered: {', '.join(rendered) or 'nothing'}; shm {config.shm_size})"
         )
     device_ids = [str(g.index) if g.source == "profile" else g.uuid for g in gpus]
-    knobs = dict(smallest(fit.kv).knobs)
-    if kv_dtype == "fp8":
-        knobs["--kv-cache-dtype"] = "fp8_e4m3fn" if rules.name == "tgi" else "fp8"
-    if rules.name == "tgi":
-        knobs["TGI_WIGGLE_ROOM"] = f"{tgi.WIGGLE_ROOM:.2f} (default, not set)"
+    knobs = {**smallest(fit.kv).knobs, **engine.kv_cache_dtype_knobs(kv_dtype), **fit.rule.assumed}
     return Plan(
         deployctl_version=__version__,
         name=spec.name,
         model=model,
-        model_id=chosen.model_id(served),
+        model_id=engine.model_id(served),
         served_name=served,
         revision=spec.model.revision,
         gpu_profile=host.profile,
@@ -291,17 +299,17 @@ def _assemble(
         p2p=host.p2p,
         gpus=fit.budgets,
         limits=limits,
-        engine=engine,
+        engine=config,
         bind=spec.serve.bind,
         port=spec.serve.port,
         api_key=bool(spec.serve.api_key_env or spec.serve.api_key_file),
         power_limit_watts=spec.power.limit_watts,
         decode_floor_ms=floor,
-        reasons=_why(spec, model, gpus[0], fit, rules, shrunk, kv_dtype),
+        reasons=_why(spec, model, gpus[0], fit, engine, shrunk, kv_dtype),
         warnings=warnings,
-        engine_name=rules.name,
-        engine_release=rules.title,
-        unverified_engine=rules.guess,
+        engine_name=engine.name,
+        engine_release=fit.rule.title,
+        unverified_engine=fit.rule.guess,
         kv_cache_dtype=kv_dtype,
         memory_fraction=fit.fraction,
         knobs=knobs,

@@ -13,10 +13,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from deployctl import gpus
+from deployctl import engines, gpus
+from deployctl.engines.base import Engine
 from deployctl.errors import DeployctlError, InputError, PlanRefused
 from deployctl.models import ModelFacts
-from deployctl.planner import bounds, plan, rules_for
+from deployctl.planner import bounds, plan
 from deployctl.planner.fit import DEFAULT_MAX_TOTAL
 from deployctl.spec import DeploymentSpec
 
@@ -126,6 +127,7 @@ def _verdict(exc: DeployctlError) -> Verdict:
 def _row(
     spec: DeploymentSpec,
     model: ModelFacts,
+    engine: Engine,
     host_spec: tuple[int, str],
     workload: bounds.Workload,
     *,
@@ -135,13 +137,14 @@ def _row(
     count, name = host_spec
     profile = gpus.PROFILES[name]
     host = gpus.host(name, count).model_copy(update={"max_gpus": max(count, profile.max_gpus)})
-    rules = rules_for(spec.engine, spec.image, unverified=spec.unverified_engine)
+    rules = engine.memory_rule(spec.image or engine.default_image, unverified=spec.unverified_engine)
     weights = model.shard_weight_bytes(
         count, tied_copy=rules.tied_copy, scales_whole=rules.scales_whole(model.quantization)
     )
     base = {"host": f"{count}x{name}", "gpus": count, "gpu": profile.marketing_name, "weights_per_gpu": weights}
     try:
-        p = plan(spec.model_copy(update={"gpus": count, "gpu_model": name}), model, host, kv_cache_dtype=kv_dtype)
+        asked = spec.model_copy(update={"gpus": count, "gpu_model": name})
+        p = plan(asked, model, host, kv_cache_dtype=kv_dtype, engine=engine)
     except (PlanRefused, InputError) as exc:
         why = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
         return CompareRow(**base, fits=False, verdict=_verdict(exc), why=why, cost=cost)
@@ -195,8 +198,9 @@ def compare(
     if unknown:
         raise InputError(f"--cost: {', '.join(sorted(unknown))} is not among the compared hosts")
     w = workload or bounds.Workload(*DEFAULT_WORKLOAD)
-    rules = rules_for(spec.engine, spec.image, unverified=spec.unverified_engine)
-    rows = [_row(spec, model, h, w, cost=costs.get(f"{h[0]}x{h[1]}"), kv_dtype=kv_cache_dtype) for h in hosts]
+    engine = engines.get(spec.engine)
+    rules = engine.memory_rule(spec.image or engine.default_image, unverified=spec.unverified_engine)
+    rows = [_row(spec, model, engine, h, w, cost=costs.get(f"{h[0]}x{h[1]}"), kv_dtype=kv_cache_dtype) for h in hosts]
     notes = [
         f"bounds at datasheet peak for requests of {w.prompt} tokens in, {w.answer} out: `>=` is a floor no engine"
         " goes below, `<=` a ceiling no engine goes above; all-reduces between GPUs (through host memory without"

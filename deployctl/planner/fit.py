@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from deployctl.engines import tgi
-from deployctl.engines.memory import Asked, EngineRules, KvBudget, StartupInput
+from deployctl.engines.memory import Asked, KvBudget, MemoryRule, StartupInput
 from deployctl.gpus.gpu import Gpu, Host, cuda_total, used_by_others
 from deployctl.models import ModelFacts
 from deployctl.plan import ChosenLimits, GpuBudget
@@ -27,13 +26,14 @@ class Fit:
     budgets: list[GpuBudget]
     kv: list[KvBudget]
     fraction: float
+    rule: MemoryRule  # the engine's rule it was found under
 
 
 @dataclass(frozen=True)
 class Ask:
     """What one attempt asks of the engine rule."""
 
-    rules: EngineRules
+    rules: MemoryRule
     model: ModelFacts
     gpus: list[Gpu]
     kv_dtype: str
@@ -97,7 +97,7 @@ def limits_for(total: int, spec: DeploymentSpec) -> tuple[int, int]:
     return max_input, total
 
 
-def batch_options(rules: EngineRules, spec: DeploymentSpec, gpu: Gpu, max_input: int) -> list[int]:
+def batch_options(rules: MemoryRule, spec: DeploymentSpec, gpu: Gpu, max_input: int) -> list[int]:
     if spec.limits.max_batch_prefill_tokens:
         return [spec.limits.max_batch_prefill_tokens]
     return rules.batch_candidates(gpu, max_input)
@@ -120,7 +120,7 @@ def _try(ask: Ask, spec: DeploymentSpec, total: int) -> Fit | None:
         max_concurrent_requests=concurrency,
         kv_cache_tokens=kv_tokens,
     )
-    return Fit(limits, budgets, kvs, fraction)
+    return Fit(limits, budgets, kvs, fraction, ask.rules)
 
 
 def first_fit(base: Ask, spec: DeploymentSpec, total: int) -> Fit | None:
@@ -173,10 +173,10 @@ def what_would_fit(base: Ask, spec: DeploymentSpec, host: Host, wanted: int) -> 
                 f"--kv-cache-dtype fp8 gives {fp8.limits.kv_cache_tokens} KV tokens"
                 f" (max_total_tokens {fp8.limits.max_total_tokens})"
             )
-    if spec.limits.max_batch_prefill_tokens and spec.limits.max_batch_prefill_tokens > tgi.MIN_PREFILL:
-        small = first_fit(with_(base, batch_tokens=tgi.MIN_PREFILL), free_batch(spec), wanted)
+    if spec.limits.max_batch_prefill_tokens and spec.limits.max_batch_prefill_tokens > rules.min_prefill:
+        small = first_fit(with_(base, batch_tokens=rules.min_prefill), free_batch(spec), wanted)
         if small:
-            ways.append(f"{rules.batch_name} {tgi.MIN_PREFILL} fits max_total_tokens {wanted}")
+            ways.append(f"{rules.batch_name} {rules.min_prefill} fits max_total_tokens {wanted}")
     for more in range(n + 1, host.max_gpus + 1):
         if base.model.sharding_problem(more):
             continue

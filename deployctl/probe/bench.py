@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deployctl import __version__
 from deployctl.boundedparse import read_json, shown
+from deployctl.engines import dialects
 from deployctl.errors import DeployctlError, InputError
 from deployctl.http import check_url, request
 from deployctl.probe import load
@@ -43,7 +44,7 @@ class BenchConfig:
     prompt_tokens: int = 256
     output_tokens: int = 64
     api: load.Api = "generate"
-    dialect: load.Dialect = "tgi"
+    dialect: str = dialects.TGI.name  # the API the server speaks, by name (engines/dialects.py)
     seed: int = 42
     slo: Slo = field(default_factory=Slo)
     cost: float | None = None
@@ -126,28 +127,25 @@ def parse_loads(text: str) -> list[float]:
     return values
 
 
-def _info(endpoint: str, dialect: load.Dialect, api_key: str | None) -> dict[str, Any] | None:
+def _info(endpoint: str, dialect: dialects.Dialect, api_key: str | None) -> dict[str, Any] | None:
     """Give what the server says about its model: TGI's /info, or vLLM's /v1/models card."""
-    path = "/v1/models" if dialect == "openai" else "/info"
-    status, body = request(f"{endpoint}{path}", 5.0, api_key=api_key)
+    status, body = request(f"{endpoint}{dialect.model_info_path}", 5.0, api_key=api_key)
     try:
         data = json.loads(body) if status == 200 else None
     except ValueError:
         return None
-    if dialect == "openai" and isinstance(data, dict):
-        cards = data.get("data") or [{}]
-        return {"model_id": cards[0].get("id"), "max_model_len": cards[0].get("max_model_len")}
-    return data if isinstance(data, dict) else None
+    return dialect.bench_info(data)
 
 
 def run(config: BenchConfig, tick: Callable[[str, int, int], None] | None = None) -> BenchResult:
     """Run every load level in turn and give the result."""
     check_url(config.endpoint, "--endpoint")
-    info = _info(config.endpoint, config.dialect, config.api_key)
+    dialect = dialects.get(config.dialect)
+    info = _info(config.endpoint, dialect, config.api_key)
     if info is None:
-        where = "/v1/models" if config.dialect == "openai" else "/info"
         raise DeployctlError(
-            f"nothing answers at {config.endpoint}{where}", "start the stack (deployctl up) or pass --endpoint"
+            f"nothing answers at {config.endpoint}{dialect.model_info_path}",
+            "start the stack (deployctl up) or pass --endpoint",
         )
     workload = load.Workload(
         endpoint=config.endpoint,

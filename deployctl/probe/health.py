@@ -1,6 +1,7 @@
 """`deployctl health`: /health, the model the server reports against the plan, one short streamed generation.
 
-Each engine's routes: TGI's /info and /generate_stream, or vLLM's /v1/models and /v1/completions.
+The routes are the engine's dialect's (engines/dialects.py): TGI's /info and /generate_stream, or the
+OpenAI API's /v1/models and /v1/completions.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from deployctl.engines.dialects import TGI, Dialect
 from deployctl.http import check_url, request
 from deployctl.plan import Plan
 
-Dialect = Literal["tgi", "openai"]
 # Exit codes: 5 is "not running" in the CLI's table, apart from 2 (bad input) so a cron job can tell them apart.
 HEALTHY, DEGRADED, DOWN = 0, 1, 5
 PROMPT = "Reply with one short sentence: is the service up?"
@@ -52,18 +53,8 @@ class Expected:
     fields: dict[str, Any]
 
     @classmethod
-    def from_plan(cls, plan: Plan, dialect: Dialect = "tgi") -> Expected:
-        limits = plan.limits
-        if dialect == "openai":
-            return cls({"id": plan.served_name, "max_model_len": limits.max_total_tokens})
-        return cls(
-            {
-                "model_id": plan.model_id,
-                "max_input_tokens": limits.max_input_tokens,
-                "max_total_tokens": limits.max_total_tokens,
-                "max_concurrent_requests": limits.max_concurrent_requests,
-            }
-        )
+    def from_plan(cls, plan: Plan, dialect: Dialect = TGI) -> Expected:
+        return cls(dialect.expected_card(plan))
 
 
 def _info_check(info: dict[str, Any], expected: Expected | None) -> Check:
@@ -80,30 +71,23 @@ def _info_check(info: dict[str, Any], expected: Expected | None) -> Check:
 
 def _model_info(endpoint: str, dialect: Dialect, api_key: str | None, timeout: float) -> tuple[int | None, Any]:
     """Give (status, what the server says about its model): TGI's /info, or the first /v1/models card."""
-    path = "/v1/models" if dialect == "openai" else "/info"
-    status, body = request(f"{endpoint}{path}", min(timeout, 5.0), api_key=api_key if dialect == "openai" else None)
+    key = api_key if dialect.model_info_takes_key else None
+    status, body = request(f"{endpoint}{dialect.model_info_path}", min(timeout, 5.0), api_key=key)
     try:
         data = json.loads(body) if status == 200 else None
     except ValueError:
         data = None
-    if dialect == "openai" and isinstance(data, dict):
-        cards = data.get("data")
-        data = cards[0] if isinstance(cards, list) and cards and isinstance(cards[0], dict) else None
-    return status, data
+    return status, dialect.model_card(data)
 
 
-def _openai_generation(
-    endpoint: str, api_key: str | None, timeout: float, max_tokens: int
+def _generation(
+    endpoint: str, dialect: Dialect, api_key: str | None, timeout: float, max_tokens: int
 ) -> tuple[float, float | None, int]:
-    """Give (time to first token in ms, tokens/s after it, tokens) of one streamed /v1/completions."""
-    body = {
-        "prompt": PROMPT,
-        "max_tokens": max_tokens,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+    """Give (time to first token in ms, tokens/s after it, tokens) of one streamed generation."""
+    api = dialect.apis[0]
+    path, body = dialect.stream_request(api, PROMPT, max_tokens)
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
-    req = urllib.request.Request(f"{endpoint}/v1/completions", json.dumps(body).encode(), headers)
+    req = urllib.request.Request(f"{endpoint}{path}", json.dumps(body).encode(), headers)
     start = time.perf_counter()
     first = last = None
     chunks, usage = 0, None
@@ -115,13 +99,13 @@ def _openai_generation(
             data = line[5:].strip()
             if data == b"[DONE]":
                 break
-            event = json.loads(data)
-            if "error" in event:
-                raise RuntimeError(str(event["error"]))
-            if event.get("usage") and not event.get("choices"):
-                usage = event["usage"].get("completion_tokens")
+            chunk = dialect.read_chunk(api, json.loads(data))
+            if chunk.error is not None:
+                raise RuntimeError(chunk.detail)
+            if chunk.usage is not None:
+                usage = chunk.usage
                 continue
-            if not (event.get("choices") or [{}])[0].get("text"):
+            if not chunk.token:
                 continue
             now = time.perf_counter()
             first = first or now
@@ -134,29 +118,6 @@ def _openai_generation(
     return (first - start) * 1000, rate, n
 
 
-def _generation(
-    endpoint: str, api_key: str | None, timeout: float, max_new_tokens: int
-) -> tuple[float, float | None, int]:
-    """Give (time to first token in ms, tokens/s after it, tokens) of one streamed generation."""
-    from text_generation import Client
-
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-    client = Client(endpoint, headers=headers, timeout=int(max(1, timeout)))
-    start = time.perf_counter()
-    first = last = None
-    n = 0
-    for response in client.generate_stream(PROMPT, max_new_tokens=max_new_tokens):
-        now = time.perf_counter()
-        if first is None:
-            first = now
-        last = now
-        n += 0 if response.token.special else 1
-    if first is None or last is None:
-        raise RuntimeError("the stream ended without a token")
-    rate = (n - 1) / (last - first) if n > 1 and last > first else None
-    return (first - start) * 1000, rate, n
-
-
 def check(
     endpoint: str,
     expected: Expected | None = None,
@@ -164,22 +125,22 @@ def check(
     max_ttft_ms: float = 2000.0,
     timeout: float = 30.0,
     max_new_tokens: int = 16,
-    dialect: Dialect = "tgi",
+    dialect: Dialect = TGI,
 ) -> HealthReport:
     """Give the endpoint's health: down if /health fails, degraded if /info or speed disappoint."""
     endpoint = check_url(endpoint, "--endpoint").rstrip("/")
     report = HealthReport(endpoint=endpoint, status="healthy")
-    status, _ = request(f"{endpoint}/health", min(timeout, 5.0))
+    status, _ = request(f"{endpoint}{dialect.health_path}", min(timeout, 5.0))
     if status != 200:
-        detail = "nothing answers" if status is None else f"/health answered {status} (loading or broken)"
+        detail = "nothing answers" if status is None else f"{dialect.health_path} answered {status} (loading or broken)"
         report.checks.append(Check("health", False, detail))
         report.status = "down"
         return report
-    report.checks.append(Check("health", True, "/health answered 200"))
+    report.checks.append(Check("health", True, f"{dialect.health_path} answered 200"))
     status, info = _model_info(endpoint, dialect, api_key, timeout)
     if not isinstance(info, dict):
-        path = "/v1/models" if dialect == "openai" else "/info"
         hint = ": pass the right API key (--api-key-env)" if status == 401 else ""
+        path = dialect.model_info_path
         report.checks.append(Check("info", False, f"{path} answered {status} without model information{hint}"))
         report.status = "degraded"
     else:
@@ -187,18 +148,12 @@ def check(
         report.checks.append(c)
         if not c.ok:
             report.status = "degraded"
-    generate = _openai_generation if dialect == "openai" else _generation
     try:
-        ttft, rate, n = generate(endpoint, api_key, timeout, max_new_tokens)
-    except Exception as exc:  # the clients raise many kinds; any of them means the model does not answer
+        ttft, rate, n = _generation(endpoint, dialect, api_key, timeout, max_new_tokens)
+    except Exception as exc:  # urllib and the stream raise many kinds; any of them means the model does not answer
         kind = type(exc).__name__
         text = str(exc).splitlines()[0][:200] if str(exc) else kind
-        if dialect == "openai":
-            unauthorized = isinstance(exc, urllib.error.HTTPError) and exc.code == 401
-        else:
-            # TGI answers a bad key with an empty 401 that the client cannot parse: ask once more, by hand.
-            ping = {"inputs": "ping", "parameters": {"max_new_tokens": 1}}
-            unauthorized = request(f"{endpoint}/generate", timeout, ping, api_key)[0] == 401
+        unauthorized = isinstance(exc, urllib.error.HTTPError) and exc.code == 401
         detail = "401 Unauthorized: pass the right API key (--api-key-env)" if unauthorized else f"{kind}: {text}"
         report.checks.append(Check("generate", False, detail))
         report.status = "down"

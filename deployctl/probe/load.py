@@ -13,10 +13,11 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-Api = Literal["generate", "chat", "completions"]
-Dialect = Literal["tgi", "openai"]  # TGI's routes, or the OpenAI-compatible API (vLLM)
+from deployctl.engines import dialects
+from deployctl.engines.dialects import Api
+
 WORDS = [
     "patient",
     "record",
@@ -75,7 +76,7 @@ class Workload:
     seed: int = 42
     api_key: str | None = None
     timeout_s: float = 300.0
-    dialect: Dialect = "tgi"
+    dialect: str = dialects.TGI.name  # the API the server speaks, by name (engines/dialects.py)
 
 
 def make_prompt(n_tokens: int, rng: random.Random, words_per_token: float = 1.0) -> str:
@@ -87,7 +88,7 @@ async def calibrate(session: Any, workload: Workload) -> tuple[float, str]:
     """Give (words per token, how it was measured) using the server's own tokenizer (/tokenize)."""
     sample = make_prompt(200, random.Random(workload.seed))
     # TGI takes {"inputs"} and answers a list of tokens; vLLM takes {"prompt"} and answers {"count"}.
-    body = {"prompt": sample} if workload.dialect == "openai" else {"inputs": sample}
+    body = dialects.get(workload.dialect).tokenize_body(sample)
     try:
         async with session.post(f"{workload.endpoint}/tokenize", json=body, headers=_headers(workload)) as resp:
             if resp.status == 200:
@@ -107,36 +108,14 @@ def _headers(w: Workload) -> dict[str, str]:
 
 
 def _body(w: Workload, prompt: str, i: int) -> tuple[str, dict[str, Any]]:
-    # vLLM: usage in a last chunk (stream_options), and exactly max_tokens (ignore_eos, its extension).
-    openai_extras: dict[str, Any] = (
-        {"stream_options": {"include_usage": True}, "ignore_eos": True} if w.dialect == "openai" else {}
-    )
-    if w.api == "completions":
-        return "/v1/completions", {
-            "prompt": prompt,
-            "max_tokens": w.output_tokens,
-            "stream": True,
-            "seed": w.seed + i,
-            **openai_extras,
-        }
-    if w.api == "chat":
-        return "/v1/chat/completions", {
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": w.output_tokens,
-            "stream": True,
-            "seed": w.seed + i,
-            **openai_extras,
-        }
-    return "/generate_stream", {
-        "inputs": prompt,
-        "parameters": {"max_new_tokens": w.output_tokens, "seed": w.seed + i, "details": False},
-    }
+    return dialects.get(w.dialect).stream_request(w.api, prompt, w.output_tokens, seed=w.seed + i, exact=True)
 
 
 async def one(session: Any, w: Workload, prompt: str, i: int, result: Result) -> Result:
     """Send one streamed request and stamp every token as it arrives."""
     import aiohttp
 
+    dialect = dialects.get(w.dialect)
     path, body = _body(w, prompt, i)
     usage_tokens: int | None = None
     result.sent = time.perf_counter()
@@ -154,23 +133,14 @@ async def one(session: Any, w: Workload, prompt: str, i: int, result: Result) ->
                 data = line[5:].strip()
                 if data == b"[DONE]":
                     break
-                event = json.loads(data)
-                if "error" in event:
-                    error = event["error"]
-                    kind = error.get("type") if isinstance(error, dict) else event.get("error_type")
-                    result.error = str(kind or "stream_error")
+                chunk = dialect.read_chunk(w.api, json.loads(data))
+                if chunk.error is not None:
+                    result.error = chunk.error
                     return result
-                if isinstance(event.get("usage"), dict) and not event.get("choices"):
-                    usage_tokens = event["usage"].get("completion_tokens")
+                if chunk.usage is not None:
+                    usage_tokens = chunk.usage
                     continue
-                if w.api == "chat":
-                    choice = (event.get("choices") or [{}])[0]
-                    if not (choice.get("delta") or {}).get("content"):
-                        continue
-                elif w.api == "completions":
-                    if not (event.get("choices") or [{}])[0].get("text"):
-                        continue
-                elif (event.get("token") or {}).get("special"):
+                if not chunk.token:
                     continue
                 if result.first_token is None:
                     result.first_token = now

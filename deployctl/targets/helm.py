@@ -1,8 +1,9 @@
 """Render a Plan into a Helm chart: Chart.yaml, values.yaml (the plan's choices), a schema, templates.
 
-The chart's templates are fixed files (deployctl/templates/helm/templates/); only Chart.yaml and
-values.yaml are rendered from the plan, so `helm template` with other values gives what a site
-asks for and `values.schema.json` refuses what cannot work.
+The chart's templates are fixed files (deployctl/templates/helm/templates/); only Chart.yaml,
+values.yaml and values.schema.json (which names the engine's key variable) are rendered from the
+plan, so `helm template` with other values gives what a site asks for and the schema refuses what
+cannot work.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from deployctl import __version__, engines, templating
+from deployctl import __version__, templating
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import InputError
 from deployctl.plan import Plan
@@ -95,6 +96,7 @@ class ChartSource:
     simulate: bool
     run_as_user: int
     run_as_group: int
+    user_reason: str
     scratch: list[Scratch]
     memory_limit: str
     stop_grace_s: int
@@ -125,7 +127,7 @@ def source_from_plan(
         port = SIM_PORT
     user, _, group = wl.security.user.partition(":")
     mount = wl.mounts[0] if wl.mounts else None
-    (api_key_env,) = {s.env for s in wl.secrets} or {engines.get(plan.engine.kind).api_key_env}
+    (api_key_env,) = {s.env for s in wl.secrets} or {plan.engine.api_key_env}
     return ChartSource(
         name=wl.name,
         engine=wl.engine,
@@ -149,6 +151,7 @@ def source_from_plan(
         simulate=simulate,
         run_as_user=int(user),
         run_as_group=int(group or user),
+        user_reason=wl.security.user_reason,
         scratch=[Scratch(s.path, _mebibytes(s.size_bytes)) for s in wl.security.scratch],
         memory_limit=_mebibytes(wl.security.memory_bytes),
         stop_grace_s=wl.stop_grace_s,
@@ -223,11 +226,7 @@ def context(src: ChartSource, *, replicas: int = 1, runtime_class: str = "nvidia
         "run_as_non_root": src.run_as_user != 0,
         "run_as_user": src.run_as_user,
         "run_as_group": src.run_as_group,
-        "user_reason": (
-            "TGI >= 3.1 runs only as root (its Python lives under /root, issue #3082), with every capability dropped."
-            if src.run_as_user == 0
-            else "The engine's image runs as any uid (engines/security.py)."
-        ),
+        "user_reason": src.user_reason,
         "scratch": [{"path": s.path, "sizeLimit": s.size} for s in src.scratch],
         "stop_grace": src.stop_grace_s,
         "tolerations": [GPU_TOLERATION],
@@ -237,7 +236,7 @@ def context(src: ChartSource, *, replicas: int = 1, runtime_class: str = "nvidia
 
 def _fixed_files() -> dict[str, bytes]:
     root = resources.files("deployctl").joinpath(CHART_FILES)
-    out = {"values.schema.json": root.joinpath("values.schema.json").read_bytes()}
+    out = {}
     for entry in sorted(root.joinpath("templates").iterdir(), key=lambda e: e.name):
         out[f"templates/{entry.name}"] = entry.read_bytes()
     return out
@@ -249,6 +248,8 @@ def render(src: ChartSource, *, replicas: int = 1, runtime_class: str = "nvidia"
     return {
         "Chart.yaml": templating.render("helm/Chart.yaml.j2", **ctx).encode(),
         "values.yaml": templating.render("helm/values.yaml.j2", **ctx).encode(),
+        # The schema refuses the engine's key variable in plain env: the key comes from a Secret.
+        "values.schema.json": templating.render("helm/values.schema.json.j2", **ctx).encode(),
         **_fixed_files(),
     }
 

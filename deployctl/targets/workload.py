@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deployctl import __version__, engines
+from deployctl import __version__
 from deployctl.engines import security as hardening
-from deployctl.engines.security import ContainerSecurity
 from deployctl.engines.simulator import SIM_IMAGE, fault_env, sim_env
 from deployctl.errors import InputError
-from deployctl.plan import Plan
+from deployctl.plan import ContainerSecurity, Plan
 from deployctl.safepath import check_name
 from deployctl.stackdir import API_KEY_NAME
 
@@ -69,7 +68,7 @@ class Workload:
     shm_size: str | None
     stop_grace_s: int
     no_new_privileges: bool
-    security: ContainerSecurity  # user, capabilities, writable scratch, limits (engines/security.py)
+    security: ContainerSecurity  # user, capabilities, writable scratch, limits (the engine's, in its module)
     plan_hash: str
     version: str = __version__
 
@@ -86,7 +85,7 @@ def load_timeout_s(plan: Plan, simulate: bool) -> int:
     """Give how long a start may take: the simulator is quick; the engine says what it needs."""
     if simulate:
         return SIMULATED_START_S
-    return engines.get(plan.engine.kind).start_budget_s(sum(g.weights for g in plan.gpus))
+    return plan.engine.start_budget_s
 
 
 def from_plan(
@@ -105,15 +104,8 @@ def from_plan(
             f"{exc.message} (from the model folder's name)", "set model.served_name to a safe name"
         ) from None
     engine = plan.engine
-    chosen = engines.get(engine.kind)
-    security = (
-        hardening.simulator()
-        if simulate
-        else chosen.container_security(
-            sum(g.weights for g in plan.gpus), plan.num_shard, hardening.shm_bytes(engine.shm_size)
-        )
-    )
-    api_key_env = chosen.api_key_env
+    security = hardening.simulator() if simulate else engine.security
+    api_key_env = engine.api_key_env
     if plan.api_key and not api_key:
         raise InputError("the spec asks for an API key but none was resolved")
     env = dict(engine.env)
@@ -137,7 +129,7 @@ def from_plan(
         container_port=engine.container_port,
         bind=plan.bind,
         host_port=plan.port,
-        probe=Probe(engine.health_path, engine.container_port, load_timeout_s(plan, simulate), chosen.probe_tool),
+        probe=Probe(engine.health_path, engine.container_port, load_timeout_s(plan, simulate), engine.probe_tool),
         mounts=mounts,
         secrets=secrets,
         shm_size=engine.shm_size,

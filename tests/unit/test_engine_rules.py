@@ -340,10 +340,10 @@ def test_an_unshardable_checkpoint_is_does_not_fit_with_a_true_hint(tmp_path: Pa
 
 @pytest.mark.parametrize("release", ["0.30.0", "0.34.0"])
 def test_vllm_keeps_the_null_block_out_of_the_max_len_check(release: str) -> None:
+    from deployctl import engines
     from deployctl.engines.memory import Asked, StartupInput
-    from deployctl.planner.rules import rules_for
 
-    rule = rules_for("vllm", f"vllm/vllm-openai:v{release}")
+    rule = engines.get("vllm").memory_rule(f"vllm/vllm-openai:v{release}")
     block = VLLM_BLOCK[release]
     pool = rule.startup_kv(
         StartupInput(

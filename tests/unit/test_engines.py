@@ -129,15 +129,22 @@ def test_another_process_on_the_gpu_lowers_vllms_memory_share() -> None:
 def test_an_unknown_engine_is_refused_with_the_choices() -> None:
     with pytest.raises(InputError, match="allowed: tgi, vllm"):
         engines.get("llamacpp")
-    with pytest.raises(InputError, match="engine"):
-        spec.parse("engine: llamacpp\n")
+    # The spec checks the name's form; the registry says which engines exist, when the plan asks it.
+    with pytest.raises(InputError, match=r"engine: 'llamacpp' is not supported \(allowed: tgi, vllm\)"):
+        _plan("engine: llamacpp\n")
+    with pytest.raises(InputError, match=r"engine: .* is not an engine's name"):
+        spec.parse("engine: Llama CPP\n")
 
 
 def test_each_engine_declares_what_the_targets_need() -> None:
+    from deployctl.engines import dialects
+    from deployctl.engines.memory import version_of
+
     for name in engines.names():
         e = engines.get(name)
-        assert e.name == name and e.health_path.startswith("/") and e.dialect in ("tgi", "openai")
-        assert e.memory_rules == f"deployctl.engines.{name}"
+        assert e.name == name and e.health_path.startswith("/") and dialects.get(e.dialect.name) is e.dialect
+        pinned = version_of(e.default_image)
+        assert pinned is not None and e.memory_rule(e.default_image).releases.covers(pinned)
     assert workload.load_timeout_s(golden_plan(1, "vllm"), simulate=False) > workload.load_timeout_s(
         golden_plan(1, "tgi"), simulate=False
     )
@@ -177,3 +184,28 @@ def test_plan_and_render_take_engine_from_the_flag(tmp_path: Path, engine: str) 
     assert done.exit_code == 0, done.output
     compose = yaml.safe_load((stack / "compose.yaml").read_text())
     assert compose["services"]["engine"]["environment"]["SIM_ENGINE"] == engine
+
+
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+def test_a_stack_rendered_before_plans_carried_engine_facts_still_loads(tmp_path: Path, engine: str) -> None:
+    import json
+
+    from deployctl.stackdir import read_stack, write_stack
+
+    files = files_for(2, engine=engine)
+    plan = json.loads(files["plan.json"])
+    for fact in ("dialect", "api_key_env", "probe_tool", "start_budget_s", "security"):
+        del plan["engine"][fact]  # as deployctl wrote plan.json before this change
+    write_stack({**files, "plan.json": json.dumps(plan).encode()}, tmp_path / "stack")
+    loaded = read_stack(tmp_path / "stack")
+    assert loaded is not None and loaded.plan.engine == golden_plan(2, engine).engine
+
+
+def test_the_power_models_the_faults_accept_are_the_simulators() -> None:
+    from deployctl.engines.simulator import POWER_MODELS, parse_faults
+    from deployctl.sim.power import MODELS
+
+    assert set(POWER_MODELS) == set(MODELS)
+    assert parse_faults(["power-model=rtx4090"]) == {"power-model": "rtx4090"}
+    with pytest.raises(InputError, match="power-model needs one of rtx4090"):
+        parse_faults(["power-model=h100"])

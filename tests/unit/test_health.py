@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from helpers import simserver
 
 from deployctl.cli import cli
+from deployctl.engines import dialects
 from deployctl.probe import health
 from deployctl.sim import latency
 from deployctl.sim.config import SimConfig
@@ -88,7 +89,7 @@ def _vllm(**kw: object) -> SimConfig:
 
 def test_vllm_endpoint_is_checked_through_its_own_routes() -> None:
     with simserver.running(_vllm(api_key="k-1")) as url:
-        r = health.check(url, VLLM_EXPECTED, api_key="k-1", dialect="openai")
+        r = health.check(url, VLLM_EXPECTED, api_key="k-1", dialect=dialects.OPENAI)
     assert r.status == "healthy", r.checks
     assert "max_model_len 2000" in r.checks[1].detail
     assert r.tokens == 16 and r.ttft_ms is not None
@@ -96,13 +97,13 @@ def test_vllm_endpoint_is_checked_through_its_own_routes() -> None:
 
 def test_vllm_model_card_that_differs_from_the_plan_is_degraded() -> None:
     with simserver.running(_vllm(max_total_tokens=4096)) as url:
-        r = health.check(url, VLLM_EXPECTED, dialect="openai")
+        r = health.check(url, VLLM_EXPECTED, dialect=dialects.OPENAI)
     assert r.exit_code == 1 and "max_model_len 4096 != plan 2000" in r.checks[1].detail
 
 
 def test_vllm_wrong_key_is_down_and_says_401() -> None:
     with simserver.running(_vllm(api_key="k-1")) as url:
-        r = health.check(url, VLLM_EXPECTED, api_key="wrong", dialect="openai")
+        r = health.check(url, VLLM_EXPECTED, api_key="wrong", dialect=dialects.OPENAI)
     assert r.exit_code == health.DOWN and "401" in r.checks[-1].detail
 
 

@@ -135,9 +135,9 @@ def test_mixture_of_experts_loads_every_expert(checkpoints: dict[str, Path]) -> 
 
 
 def test_tgi_keeps_act_order_row_parallel_scales_whole_on_every_gpu(checkpoints: dict[str, Path]) -> None:
-    from deployctl.planner.rules import rules_for
+    from deployctl import engines
 
-    tgi, vllm = rules_for("tgi"), rules_for("vllm")
+    tgi, vllm = (engines.get(name).memory_rule(engines.get(name).default_image) for name in ("tgi", "vllm"))
     act = models.inspect(checkpoints["Meta-Llama-3.1-70B-Instruct-GPTQ-INT4"])
     awq = models.inspect(checkpoints["Meta-Llama-3.1-70B-Instruct-AWQ-INT4"])
     assert act.quantization.act_order and not awq.quantization.act_order
