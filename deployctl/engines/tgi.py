@@ -319,7 +319,8 @@ MEMORY_RULES = (
         assumed={"TGI_WIGGLE_ROOM": f"{WIGGLE_ROOM:.2f} (default, not set)"},
     ),
 )
-# The launcher's spelling of the KV-cache dtypes deployctl plans for (launcher/src/main.rs, KVCacheDtype).
+# The launcher's spelling of the KV-cache dtypes deployctl plans for (launcher/src/main.rs KVCacheDtype;
+# tests/data/tgi/launcher-flags.md).
 KV_CACHE_DTYPES = {"fp8": "fp8_e4m3fn"}
 
 
@@ -350,8 +351,8 @@ def launch_args(inputs: EngineInputs) -> list[str]:
     return args
 
 
-# What TGI prints at start-up (the real-engine tier reads it): "KV-cache blocks: N, size: B" from the
-# warm-up (server/text_generation_server/models/flash_causal_lm.py). The parser goes here.
+# What TGI prints at start-up: its "KV-cache blocks: N, size: B" line, which the real-engine tier reads.
+# The parser goes here (with the file and function of TGI that prints it).
 def reported_kv_tokens(log_line: str) -> int | None:
     """Give the KV-cache tokens TGI reports in one start-up log line, or None (no parser yet)."""
     return None

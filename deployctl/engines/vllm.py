@@ -305,6 +305,7 @@ MEMORY_RULES = (
     ),
     _rule("vLLM 0.34", Releases(first=(0, 34, 0), before=(0, 35, 0), read=("0.34.0",)), startup_kv_0_34),
 )
+# `--kv-cache-dtype` values for the KV-cache dtypes deployctl plans for (`config/cache.py`, tests/data/vllm/serve-flags.md).
 KV_CACHE_DTYPES = {"fp8": "fp8"}
 
 
@@ -346,8 +347,8 @@ def launch_args(inputs: EngineInputs) -> list[str]:
     return args
 
 
-# What vLLM prints at start-up (the real-engine tier reads it): "GPU KV cache size: N tokens"
-# (v1/core/kv_cache_utils.py). The parser goes here.
+# What vLLM prints at start-up: its "GPU KV cache size: N tokens" line, which the real-engine tier reads.
+# The parser goes here (with the file and function of vLLM that prints it).
 def reported_kv_tokens(log_line: str) -> int | None:
     """Give the KV-cache tokens vLLM reports in one start-up log line, or None (no parser yet)."""
     return None
