@@ -45,7 +45,7 @@ CASES = {
         "deployctl",
         "plan",
         "--preset",
-        "llama-3-70b-instruct-gptq",
+        "deepseek-r1-distill-llama-70b-awq",  # vLLM 0.30+ does not load the act-order GPTQ preset
         "--engine",
         "vllm",
         "--compare",

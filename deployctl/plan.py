@@ -125,6 +125,10 @@ class Plan(_Frozen):
     kv_cache_dtype: str = "auto"
     memory_fraction: float = 1.0  # TGI --cuda-memory-fraction / vLLM --gpu-memory-utilization
     knobs: dict[str, str] = {}  # every flag or variable the memory rule assumed, with its value
+    engine_release: str = ""  # the release range whose memory rule made this plan ("TGI 3.3.4-3.3.7")
+    # Set when the image's release has no rule and the plan was asked for anyway (--unverified-engine):
+    # the plan is a guess, and says so on every line.
+    unverified_engine: str | None = None
 
     def canonical_json(self) -> str:
         """Give the plan as JSON with sorted keys: the same plan always gives the same bytes."""

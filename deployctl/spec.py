@@ -175,6 +175,9 @@ class DeploymentSpec(_Strict):
     # A registered engine's name (deployctl/engines/): the registry says which exist, when the plan asks it.
     engine: Annotated[str, AfterValidator(_engine_name)] = "tgi"
     image: str | None = Field(None, description="the engine image; default: the engine's pinned image")
+    unverified_engine: bool = Field(
+        False, description="plan an image whose release has no memory rule with the newest rule, as a guess"
+    )
     model: ModelSource = ModelSource(preset=DEFAULT_PRESET)
     gpus: int | list[int | str] = 1
     gpu_model: Annotated[str | None, _safe_name("gpu_model")] = None
@@ -350,6 +353,7 @@ def parse(
             del data[section]  # a section whose keys are all commented out
     for dotted, value in overrides.items():
         _set(data, dotted.split("."), value)
+    _preset_engine(data)
     spec = None
     try:
         spec = DeploymentSpec.model_validate(data)
@@ -358,6 +362,19 @@ def parse(
     if problems or spec is None:
         raise InputError(_summary(problems))
     return spec
+
+
+def _preset_engine(data: dict[str, Any]) -> None:
+    """Give a spec that names no engine the engine its preset's checkpoint loads in (the catalog's `engine`)."""
+    model = data.get("model")
+    preset = model.get("preset") if isinstance(model, dict) else None
+    if "engine" in data or not isinstance(preset, str) or (isinstance(model, dict) and model.get("path")):
+        return
+    from deployctl.models import catalog
+
+    engine = catalog().get(preset, {}).get("engine")
+    if isinstance(engine, str):
+        data["engine"] = engine
 
 
 def _summary(problems: list[tuple[int, str]]) -> str:
@@ -422,7 +439,9 @@ STARTER = """\
 # deployctl.yaml: one deployment. CLI flags override these values.
 name: {name}                 # compose project name (lowercase, digits, - and _)
 engine: tgi                    # tgi (Hugging Face text-generation-inference) or vllm (vLLM)
-# image: ghcr.io/...           # default: the engine's pinned image (deployctl plan shows it)
+# image: ghcr.io/...           # default: the engine's pinned image (deployctl plan shows it); its tag must
+                               # name a release deployctl has a memory rule for (plan lists them), or set
+# unverified_engine: true      # to plan it with the newest rule anyway, marked as a guess
 
 model:
   path: ./models/my-model-gptq # a local directory with config.json and *.safetensors

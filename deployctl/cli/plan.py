@@ -66,7 +66,8 @@ def format_plan(p: Plan) -> str:
         f"  model   {m.architecture}, {m.parameters / 1e9:.1f}B parameters, {quant}, "
         f"weights {m.weight_bytes / 1e9:.1f} GB ({source}), context {m.context_length}",
         "",
-        f"Memory per GPU ({p.engine_name}'s start-up rule)   ▓ runtime  █ weights  ▒ warm-up peak  ░ KV cache  · kept free",
+        f"Memory per GPU ({p.engine_release or p.engine_name} start-up rule)   ▓ runtime  █ weights  ▒ warm-up peak"
+        "  ░ KV cache  · kept free",
     ]
     for b in p.gpus:
         lines.append(f"  GPU {b.index}  {_bar(b)} {gib(b.total)}")
@@ -89,57 +90,72 @@ def format_plan(p: Plan) -> str:
     )
     if p.warnings:
         lines += ["", "Warnings"] + [f"  ! {w}" for w in p.warnings]
+    if p.unverified_engine:
+        # No line of a guessed plan may be read as a checked one, however it is cut or grepped.
+        lines = [p.unverified_engine, *(f"GUESS | {line}" for line in lines)]
     return "\n".join(lines)
 
 
-def _cell(value: object, suffix: str = "") -> str:
-    return "-" if value is None else f"{value:,}{suffix}" if isinstance(value, int) else f"{value}{suffix}"
+def _cell(value: object, suffix: str = "", bound: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    shown = f"{value:,}" if isinstance(value, int | float) else str(value)
+    return f"{bound}{shown}{suffix}"
 
 
 def format_comparison(c: Comparison) -> str:
-    """Give `plan --compare`'s table: one row per host, then why each refused host does not fit."""
+    """Give `plan --compare`'s table: one row per host, then why each refused host does not fit or load."""
+    p, o = c.workload_prompt, c.workload_answer
     head = (
         "host",
         "fits",
         "weights/GPU",
         "KV tokens",
         "max_total",
-        "full-length",
-        "decode FLOOR",
-        "prefill ESTIMATE",
+        "decode floor",
+        f"prefill {p} floor",
         "batch",
-        "decode ESTIMATE",
+        "decode ceiling",
+        "QPS ceiling (binding)",
         "cost",
-        "cost per tok/s",
+        "cost per tok/s floor",
     )
     rows = [head]
     for r in c.rows:
+        qps = None if r.qps_max is None else f"<= {r.qps_max:g} ({r.qps_binding})"
         rows.append(
             (
                 r.host,
-                "yes" if r.fits else "NO",
+                r.verdict,
                 gib(r.weights_per_gpu),
                 _cell(r.kv_tokens),
                 _cell(r.max_total_tokens),
-                _cell(r.full_length_requests),
-                _cell(r.decode_floor_ms, " ms/tok"),
-                _cell(r.prefill_ms_estimate, " ms"),
+                _cell(r.decode_floor_ms_min, " ms/tok", ">= "),
+                _cell(r.prefill_ms_min, " ms", ">= "),
                 _cell(r.batch),
-                _cell(r.decode_tokens_per_s_estimate, " tok/s"),
+                _cell(r.decode_tokens_per_s_max, " tok/s", "<= "),
+                qps or "-",
                 "-" if r.cost is None else f"{r.cost:,.0f}",
-                _cell(r.cost_per_token_per_s),
+                _cell(r.cost_per_token_per_s_min, "", ">= "),
             )
         )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
+    slo = [f"TTFT {c.slo_ttft_ms:g} ms" for _ in [0] if c.slo_ttft_ms is not None]
+    slo += [f"ITL {c.slo_itl_ms:g} ms" for _ in [0] if c.slo_itl_ms is not None]
     lines = [
-        f"{c.model} with {c.engine}, KV cache {c.kv_cache_dtype}, prompt {c.typical_prompt} / answer {c.typical_answer} tokens",
+        f"{c.model} with {c.engine_release or c.engine}, KV cache {c.kv_cache_dtype}, workload {p}:{o} tokens"
+        + (f", SLO {', '.join(slo)} (mean)" if slo else ""),
         "",
     ]
     lines += ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    refused = [r for r in c.rows if not r.fits]
-    if refused:
-        lines += ["", "Why not"] + [f"  {r.host}: {r.why}" for r in refused]
+    explained = [r for r in c.rows if r.why]
+    if explained:
+        lines += ["", "Why"] + [f"  {r.host}: {r.why}" for r in explained]
     lines += ["", "Notes"] + [f"  {n}" for n in c.notes]
+    if c.unverified_engine:
+        lines = [c.unverified_engine, *(f"GUESS | {line}" for line in lines)]
     return "\n".join(lines)
 
 
@@ -165,28 +181,55 @@ def _fail_json(exc: DeployctlError) -> None:
     show_default=True,
     help="With --compare: size the KV cache in fp8 (one byte per element).",
 )
+@click.option(
+    "--workload", metavar="PROMPT:ANSWER", help="With --compare: the requests the bounds are for (default 1024:256)."
+)
+@click.option(
+    "--slo-ttft",
+    type=click.FloatRange(min=1, max=600_000),
+    metavar="MS",
+    help="With --compare: the mean time to first token the QPS ceiling must keep.",
+)
+@click.option(
+    "--slo-itl",
+    type=click.FloatRange(min=0.1, max=60_000),
+    metavar="MS",
+    help="With --compare: the time between tokens the QPS ceiling must keep.",
+)
 @json_option
 def plan(
-    as_json: bool, simulate: bool, hosts: str | None, costs: str | None, kv_cache_dtype: str, **kwargs: Any
+    as_json: bool,
+    simulate: bool,
+    hosts: str | None,
+    costs: str | None,
+    kv_cache_dtype: str,
+    workload: str | None,
+    slo_ttft: float | None,
+    slo_itl: float | None,
+    **kwargs: Any,
 ) -> None:
     """Show the per-GPU memory plan, the chosen limits and the engine's arguments.
 
     \b
     Examples:
       deployctl plan --gpu-model rtx4090 --gpus 2 --model ./Llama-3-70B-GPTQ
-      deployctl plan --preset llama-3-70b-instruct-gptq --compare 1xrtx4090,2xrtx4090,2xa100-80gb --cost 1xrtx4090=18999,2xrtx4090=33998,2xa100-80gb=74000
+      deployctl plan --preset deepseek-r1-distill-llama-70b-awq --compare 1xrtx4090,2xrtx4090,2xa100-80gb --cost 1xrtx4090=18999,2xrtx4090=33998,2xa100-80gb=74000
+      deployctl plan --preset deepseek-r1-distill-llama-70b-awq --engine vllm --compare 2xrtx4090,2xa100-80gb --workload 1024:256 --slo-ttft 480 --slo-itl 95
     """
     from deployctl.ops import planning
 
     try:
         spec = load_spec(kwargs)
-        if (costs or kv_cache_dtype != "auto") and not hosts:
+        extras = costs or kv_cache_dtype != "auto" or workload or slo_ttft or slo_itl
+        if extras and not hosts:
             raise InputError(
-                "--cost and --kv-cache-dtype need --compare",
+                "--cost, --kv-cache-dtype, --workload and --slo-* need --compare",
                 "e.g. --compare 1xrtx4090,2xrtx4090 --cost 1xrtx4090=18999",
             )
         if hosts:
-            c = planning.make_comparison(spec, hosts, costs, kv_cache_dtype)
+            c = planning.make_comparison(
+                spec, hosts, costs, kv_cache_dtype, workload=workload, slo_ttft_ms=slo_ttft, slo_itl_ms=slo_itl
+            )
             click.echo(c.model_dump_json(indent=2) if as_json else format_comparison(c))
             return
         p = planning.make_plan(spec, simulate=simulate)

@@ -59,8 +59,9 @@ class Engine(Protocol):
         """Give why the pinned release cannot load this checkpoint (its quantization, say), or None when it can."""
         ...
 
-    def memory_rule(self, image: str) -> MemoryRule:
-        """Give the start-up memory rule of the release `image` runs (the pinned release's for an unknown tag)."""
+    def memory_rule(self, image: str, *, unverified: bool = False) -> MemoryRule:
+        """Give the start-up memory rule of the release `image` runs; InputError naming the supported releases
+        for a tag that names none (with `unverified`, the newest rule marked as a guess)."""
         ...
 
     def kv_cache_dtype_knobs(self, kv_cache_dtype: str) -> dict[str, str]:
@@ -93,8 +94,8 @@ class EngineDefaults:
     memory_rules: tuple[MemoryRule, ...]  # one per range of releases, the pinned release's among them
     kv_cache_dtypes: Mapping[str, str] = {}  # deployctl's KV dtype -> the engine's `--kv-cache-dtype` value
 
-    def memory_rule(self, image: str) -> MemoryRule:
-        return rule_for(self.memory_rules, image, self.default_image)
+    def memory_rule(self, image: str, *, unverified: bool = False) -> MemoryRule:
+        return rule_for(self.memory_rules, image, unverified=unverified)
 
     def kv_cache_dtype_knobs(self, kv_cache_dtype: str) -> dict[str, str]:
         dtype = self.kv_cache_dtypes.get(kv_cache_dtype)

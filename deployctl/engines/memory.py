@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
+from deployctl.errors import InputError
 from deployctl.gpus.gpu import Gpu
+
+if TYPE_CHECKING:
+    from deployctl.models.quant import Quantization
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class StartupInput:
     logits_bytes_per_seq: int  # one sequence's logits row as the sampler holds it
     kv_bytes_per_token: int  # this GPU's KV bytes per token at the chosen KV dtype
     memory_fraction: float  # TGI --cuda-memory-fraction / vLLM --gpu-memory-utilization
+    head_dim: int = 128  # the attention head size (TGI's attention backend, and so its block size, follow it)
 
 
 @dataclass(frozen=True)
@@ -38,61 +44,110 @@ class KvBudget:
     activations: int  # the warm-up / profiling peak the rule subtracts
     held_back: int  # what the rule keeps free (TGI: wiggle room; vLLM: 1 - utilization)
     knobs: dict[str, str] = field(default_factory=dict)  # flags / env the rule's numbers assume
+    block_size: int = 1  # tokens per KV block
+    block_bytes: int = 0  # bytes of one KV block on this GPU
+    warmup_room: int = 0  # TGI: bytes the warm-up batch's own KV blocks may take (free before the warm-up prefill)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """The limits a plan asks the engine to start with."""
+
+    max_input_tokens: int
+    max_total_tokens: int
+    prefill_tokens: int  # TGI max_batch_prefill_tokens / vLLM max_num_batched_tokens
+
+
+# An image tag deployctl reads a release from: "3.3.7", "v0.30.0", and "3.3.7-slim" (what `deployctl image
+# slim` makes of a release keeps its code). Anything else (latest, a digest, 3.3.7-rocm, a locally built
+# tag) names no release whose source was read.
+_RELEASE_TAG = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?(?:-slim)?")
 
 
 def version_of(image: str) -> tuple[int, ...] | None:
     """Give the release an image's tag names (`vllm/vllm-openai:v0.30.0` -> (0, 30, 0)), or None.
 
-    None for a tag that names no release (`latest`, a site's own tag) and for an image pinned by digest only.
+    None for a tag that names no release (`latest`, a site's own tag, another build such as `3.3.7-rocm`)
+    and for an image pinned by digest only.
     """
     name = image.partition("@")[0]
     last = name.rsplit("/", 1)[-1]
     if ":" not in last:
         return None
-    match = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", last.rpartition(":")[2])
+    match = _RELEASE_TAG.fullmatch(last.rpartition(":")[2])
     return tuple(int(part) for part in match.groups() if part is not None) if match else None
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
 
 
 @dataclass(frozen=True)
 class Releases:
-    """The engine releases a memory rule was read from: `first` up to, not including, `before`."""
+    """The engine releases a memory rule was read from: `first` up to, not including, `before`; where `read`
+    lists them, only those (a patch release inside the range whose source was not read is not covered)."""
 
     first: tuple[int, ...]
     before: tuple[int, ...]
+    read: tuple[str, ...] = ()
 
     def covers(self, version: tuple[int, ...]) -> bool:
         """Whether `version` is one of these releases."""
-        return self.first <= version < self.before
+        return self.first <= version < self.before and (not self.read or _dotted(version) in self.read)
 
     def __str__(self) -> str:
-        return f"{'.'.join(map(str, self.first))} up to {'.'.join(map(str, self.before))}"
+        return ", ".join(self.read) if self.read else f"{_dotted(self.first)} up to {_dotted(self.before)}"
 
 
 @dataclass(frozen=True)
 class MemoryRule:
     """One engine's start-up memory rule for a range of its releases, and the choices that go with it (pure)."""
 
+    title: str  # the engine and the release range, as an operator reads it: "TGI 3.3.4-3.3.7"
     releases: Releases  # the releases whose source the rule was read from
     startup_kv: Callable[[StartupInput], KvBudget]
-    accepts: Callable[[int, int], bool]  # (max total tokens, KV tokens) -> whether the engine starts
+    # Why the engine would refuse to start with these limits and this KV budget (the GPU with the fewest
+    # KV tokens), in the engine's words; None when it starts.
+    refusal: Callable[[Asked, KvBudget], str | None]
+    scales_whole: Callable[[Quantization], bool]  # row-parallel scales/zeros whole on every GPU
     tied_copy: bool  # loads a tied lm_head as a second copy of the embedding
     batch_name: str  # the flag that sets the prefill budget
     batch_candidates: Callable[[Gpu, int], list[int]]  # (GPU, max_input_tokens) -> budgets, largest first
-    fraction: Callable[[int, int], float]  # (GPU total, used by others) -> memory fraction knob
+    fraction: Callable[[int, int, int], float]  # (GPU total, used by others, GPUs) -> memory fraction knob
     max_seqs: Callable[[Gpu], int]  # the concurrency it plans for when the spec names none
     min_prefill: int  # the smallest prefill budget deployctl offers under this rule
     # Settings the rule's numbers take at their defaults: shown beside the plan's knobs, never set.
     assumed: Mapping[str, str] = field(default_factory=dict)
+    # Set when the image's release has no rule and the operator asked for a plan anyway
+    # (`--unverified-engine`): what to say on every line of the plan.
+    guess: str | None = None
+
+    def accepts(self, asked: Asked, kv: KvBudget) -> bool:
+        """Whether the engine starts with these limits on this KV budget."""
+        return self.refusal(asked, kv) is None
 
 
-def rule_for(rules: Sequence[MemoryRule], image: str, pinned: str) -> MemoryRule:
-    """Give the rule of the release `image` runs; the pinned image's rule for a tag that names none.
+def rule_for(rules: Sequence[MemoryRule], image: str, *, unverified: bool = False) -> MemoryRule:
+    """Give the rule of the release `image` runs; InputError naming the supported releases when none was read.
 
-    A tag naming a release outside every range gets the pinned release's rule too (as before rules
-    were kept per release); refusing it is for when more than one range is known.
+    With `unverified` the newest rule stands in, marked as a guess.
     """
-    for version in (version_of(image), version_of(pinned)):
-        for rule in rules:
-            if version is not None and rule.releases.covers(version):
-                return rule
-    return rules[0]
+    version = version_of(image)
+    for rule in rules:
+        if version is not None and rule.releases.covers(version):
+            return rule
+    newest = rules[-1]
+    engine = newest.title.split()[0]
+    what = f"{engine} {_dotted(version)}" if version else f"no {engine} release deployctl can read from its tag"
+    if not unverified:
+        supported = ", ".join(str(r.releases) for r in rules)
+        raise InputError(
+            f"image {image}: {what}; deployctl's memory rule is read from each release's own source",
+            f"supported: {supported}; or pass --unverified-engine (unverified_engine: true) to plan it with the"
+            f" {newest.title} rule as a guess",
+        )
+    return replace(
+        newest,
+        guess=f"GUESS: {image} is {what}, whose source deployctl has not read; this plan uses the {newest.title}"
+        " rule and may not start",
+    )

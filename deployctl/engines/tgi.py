@@ -3,7 +3,8 @@
 Its image and port, launcher arguments and environment from a plan, its API (TGI's own routes), its
 start-up memory rule per release, its container's security profile, the spelling of its KV-cache dtype
 and quantization flags, and what it prints at start-up. Read from TGI's source at the tag the pinned
-image runs (v3.3.4); each constant names its file and function.
+image runs (v3.3.7; the memory rule was read at v3.3.4 through v3.3.7); each constant names its file and
+function.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ from typing import Literal
 
 from deployctl.engines import dialects
 from deployctl.engines.base import EngineDefaults, EngineInputs, container
-from deployctl.engines.memory import KvBudget, MemoryRule, Releases, StartupInput
+from deployctl.engines.memory import Asked, KvBudget, MemoryRule, Releases, StartupInput
 from deployctl.engines.security import ENGINE_PIDS, GIB, ceiling
 from deployctl.gpus.gpu import Gpu
+from deployctl.models import ModelFacts
 from deployctl.models.quant import Quantization
 from deployctl.plan import ContainerSecurity, EngineConfig, Scratch
 
-DEFAULT_IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.4"
+# The last release (2025-12-18; TGI is in maintenance mode): its memory rule, flags and router checks are
+# those of 3.3.4 (see MEMORY_RULES below), and its launcher counts GPUs right under
+# NVIDIA_VISIBLE_DEVICES=void (nvidia-container-toolkit 1.18's CDI mode; launcher `num_cuda_devices`).
+DEFAULT_IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.7"
 CONTAINER_PORT = 80  # the official image sets PORT=80
 HEALTH_PATH = "/health"
 MODEL_ROOT = "/data/models"
@@ -90,32 +95,51 @@ def container_security(weights: int, shards: int, shm: int) -> ContainerSecurity
     )
 
 
-# Start-up memory rule, TGI 3.x.
-# TGI 3.3's own start-up memory rule: how many KV-cache tokens it allocates on one GPU. Pure math.
+# Start-up memory rule, one per release range (the image's tag picks it: `MEMORY_RULES`).
 #
-# Read from TGI's source (`server/text_generation_server/models/flash_causal_lm.py`,
-# `FlashCausalLM.warmup()`, and `utils/import_utils.py`, `get_cuda_free_memory()`):
+# TGI 3.3.4 through 3.3.7, read at each tag (`git show v3.3.X:<path>`); between v3.3.4 and v3.3.7 there is
+# no diff in `server/text_generation_server/models/flash_causal_lm.py`, `utils/import_utils.py`,
+# `models/globals.py`, `models/__init__.py`, `layers/marlin/gptq.py`, `backends/v3/src/lib.rs` and
+# `backends/v3/src/client/grpc_client.rs`; the launcher's `Args` are unchanged (its diff: a debug
+# message's indentation and `num_cuda_devices` for NVIDIA_VISIBLE_DEVICES=all/void); the router's
+# `backends/v3/src/main.rs` only adds `--max-image-fetch-size`.
 #
-# 1. the shard loads its weights (CUDA context, kernels and NCCL buffers already live);
-# 2. warm-up: one prefill of `max_batch_prefill_tokens` tokens; PyTorch's caching allocator keeps
-#    the peak, so `torch.cuda.mem_get_info()` reports what is free *below* that peak;
-# 3. `free = max(0, free_after_warmup - (1 - cuda_memory_fraction) x total)`;
-# 4. `num_blocks = int(free x TGI_WIGGLE_ROOM // block_bytes)` (+ the warm-up batch's own
-#    blocks, which it freed): the cache gets 90% of what is free, and CUDA graphs are captured
-#    afterwards out of the remaining 10%;
-# 5. warm-up returns `num_blocks x BLOCK_SIZE` as the supported total tokens, and the v3 router
-#    refuses to start when `max_total_tokens` is above it (`backends/v3/src/lib.rs`).
-#
-# Note that the wiggle room multiplies what is free after warm-up, not the total: design.md's
-# paraphrase `free - (1 - 0.90 x fraction) x total` keeps back 10% of the whole card instead.
+# `FlashCausalLM.warmup()` (flash_causal_lm.py, v3.3.4 lines 1507-1565):
+# 1. the shard has loaded its weights (CUDA context, kernels, NCCL buffers live); it allocates the
+#    warm-up batch's own KV blocks and runs one prefill of `max_batch_prefill_tokens` tokens
+#    ("Not enough memory to handle N prefill tokens" when that runs out of memory);
+# 2. PyTorch's caching allocator keeps the prefill's peak, and then
+#    `free_memory = get_free_memory(self.device, MEMORY_FRACTION * TGI_WIGGLE_ROOM)` (line 1556) with
+#    `get_cuda_free_memory(device, fraction) = max(0, mem_get_info().free - (1 - fraction) x total)`
+#    (`utils/import_utils.py` lines 13-17): the cache gets what is free after the warm-up minus
+#    (1 - cuda_memory_fraction x 0.90) of the card's *total* - 10% of the card at the default fraction 1.0;
+# 3. `num_blocks = int(kv_memory // total_cache_size) + batch_num_blocks` (the warm-up batch's blocks,
+#    allocated before the measurement, are added back); `KV-cache blocks: N, size: BLOCK_SIZE` is logged;
+# 4. CUDA graphs are captured afterwards out of the 10% kept back;
+# 5. the router takes the minimum over shards and refuses `max_total_tokens` above it
+#    (`backends/v3/src/lib.rs` `connect_backend`: "Not enough memory to handle `max_total_tokens={N}`"),
+#    and `max_batch_prefill_tokens` above it (`backends/v3/src/main.rs`: "`max_batch_prefill_tokens`
+#    must be <= `max_batch_total_tokens`").
+# "90% of what is free" (`int((free_memory * TGI_WIGGLE_ROOM) // total_cache_size)`) is TGI 2.4's code
+# (flash_causal_lm.py v2.4.0 line 1537); 3.0.0 changed it. 3.0.x (wiggle room 0.95) and 3.1-3.2 (0.93)
+# have other defaults and no rule here.
 
 MiB = 1024**2
 
-# `models/globals.py`: TGI_WIGGLE_ROOM = float(os.getenv("TGI_WIGGLE_ROOM", "0.90")).
+# `models/globals.py` `TGI_WIGGLE_ROOM = float(os.getenv("TGI_WIGGLE_ROOM", "0.90"))` (v3.3.4 line 32, same
+# through v3.3.7).
 WIGGLE_ROOM = 0.90
-# `models/globals.py`: BLOCK_SIZE is 1 with the flashinfer attention TGI 3.x uses on CUDA
-# (prefix caching on), 256 with flashdecoding, 16 with paged attention.
-BLOCK_SIZE = 1
+# `models/globals.py` (v3.3.4 lines 38-46): BLOCK_SIZE 1 with flashinfer, 256 with flashdecoding, 16 with
+# paged. The launcher (`launcher/src/main.rs` `resolve_attention`, v3.3.4 lines 131-200) picks flashinfer
+# with prefix caching for head sizes 64, 128 and 256, and the fallback flashdecoding otherwise on
+# compute capability 8.0+ (every GPU of deployctl's catalogue).
+FLASHINFER_HEAD_SIZES = (64, 128, 256)
+FLASHINFER_BLOCK = 1
+FLASHDECODING_BLOCK = 256
+# `layers/attention/flashinfer.py` `get_workspace` (v3.3.4 line 27, v3.3.7 line 42):
+# `torch.empty(128 * 1024 * 1024, dtype=torch.uint8, device=device)`, allocated at the first attention
+# call, i.e. during the warm-up prefill: it is "used" when the free memory is measured.
+FLASHINFER_WORKSPACE = 128 * MiB
 # Memory a shard holds before weights: CUDA context with PyTorch, flash-attention/Marlin kernels
 # and cuBLAS workspaces. Estimate (0.5-0.8 GiB for a CUDA 12 PyTorch process with these kernels
 # loaded, as nvidia-smi shows it); not measured with TGI on this machine: take the upper end.
@@ -123,18 +147,66 @@ CUDA_CONTEXT = 768 * MiB
 # NCCL's communicator buffers per rank when sharded (NCCL_BUFFSIZE 4 MiB x channels x peers
 # plus its proxy buffers; estimate, rounded up).
 NCCL_BUFFERS = 256 * MiB
-# Prefill logprobs are off by default since TGI 3.0 (`--enable-prefill-logprobs` turns them on;
-# maintainers in huggingface/text-generation-inference#3070): the warm-up then computes logits
-# for each request's last token only, so its peak is the decoder layers' activations, not a
-# max_batch_prefill_tokens x vocabulary logits tensor. deployctl never passes that flag.
+# Prefill logprobs are off by default since TGI 3.0 (`models/globals.py` `REQUEST_LOGPROBS` "0";
+# `flash_causal_lm.py` `from_pb`, v3.3.4 lines 283-286, drops the router's `prefill_logprobs`): the
+# warm-up computes logits for each request's last token only, so its peak is the decoder layers'
+# activations, not a max_batch_prefill_tokens x vocabulary logits tensor. deployctl never passes
+# `--enable-prefill-logprobs`.
 PREFILL_LOGPROBS = False
-# Chunked prefill is on by default in TGI 3.x for the flash-attention models deployctl
-# serves (`utils/prefill_chunking.py` `get_support_chunking`); the launcher then accepts a
-# `max_batch_prefill_tokens` below `max_input_tokens` (`launcher/src/main.rs`).
+# Chunked prefill is on by default (`models/globals.py` `PREFILL_CHUNKING` "1"; `models/model.py` keeps it
+# with flashinfer/flashdecoding and no speculation): the router then accepts a `max_batch_prefill_tokens`
+# below `max_input_tokens` (`backends/v3/src/main.rs`, `&& !support_chunking`).
 CHUNKED_PREFILL = True
 # The smallest prefill budget deployctl chooses (one chunk per forward; below this the time to
 # first token of long prompts grows with little memory saved).
 MIN_PREFILL = 2048
+# The model types TGI 3.3.4-3.3.7 has a model of its own for (`models/__init__.py` `ModelType`, identical at
+# both tags). Anything else falls through to transformers' AutoModel, which refuses GPTQ and AWQ first
+# (v3.3.4 lines 1725-1730: "gptq quantization is not supported for AutoModel", "awq quantization is not
+# supported for AutoModel") - Qwen3 and Qwen3-MoE among them (they exist only under backends/gaudi/).
+MODEL_TYPES = frozenset(
+    [
+        "deepseek_v2",
+        "deepseek_v3",
+        "idefics2",
+        "idefics3",
+        "llava_next",
+        "llama",
+        "llama4",
+        "phi3",
+        "granite",
+        "gemma",
+        "paligemma",
+        "gemma2",
+        "gemma3",
+        "gemma3_text",
+        "cohere",
+        "dbrx",
+        "mamba",
+        "mistral",
+        "mixtral",
+        "gpt_bigcode",
+        "phi",
+        "phimoe",
+        "baichuan",
+        "falcon",
+        "starcoder2",
+        "qwen2",
+        "qwen2_vl",
+        "qwen2_5_vl",
+        "opt",
+        "t5",
+        "galactica",
+        "santacoder",
+        "bloom",
+        "mpt",
+        "gpt2",
+        "gpt_neox",
+        "gptj",
+        "idefics",
+        "mllama",
+    ]
+)
 
 
 def runtime_bytes(shards: int) -> int:
@@ -142,30 +214,81 @@ def runtime_bytes(shards: int) -> int:
     return CUDA_CONTEXT + (NCCL_BUFFERS if shards > 1 else 0)
 
 
+def block_size(head_dim: int) -> int:
+    """Give TGI's KV block size in tokens for this head size (its attention backend's)."""
+    return FLASHINFER_BLOCK if head_dim in FLASHINFER_HEAD_SIZES else FLASHDECODING_BLOCK
+
+
 def startup_kv(inp: StartupInput) -> KvBudget:
-    """Give the KV cache TGI allocates on one GPU at start-up (its warmup() arithmetic)."""
-    runtime = runtime_bytes(inp.shards)
+    """Give the KV cache TGI 3.3.4-3.3.7 allocates on one GPU at start-up (its warmup() arithmetic)."""
+    runtime = runtime_bytes(inp.shards) + FLASHINFER_WORKSPACE
     activations = inp.batch_tokens * inp.activation_bytes_per_token
-    free_after_warmup = inp.total - inp.used_by_others - runtime - inp.weights - activations
-    free = max(0.0, free_after_warmup - (1 - inp.memory_fraction) * inp.total)
-    block = BLOCK_SIZE * inp.kv_bytes_per_token
-    blocks = int(free * WIGGLE_ROOM // block)
+    before_warmup = inp.total - inp.used_by_others - runtime - inp.weights
+    free_after_warmup = before_warmup - activations
+    kv_bytes = max(0.0, free_after_warmup - (1 - inp.memory_fraction * WIGGLE_ROOM) * inp.total)
+    bs = block_size(inp.head_dim)
+    block = bs * inp.kv_bytes_per_token
+    blocks = int(kv_bytes // block)
     knobs = {"--max-batch-prefill-tokens": str(inp.batch_tokens)}
     if inp.memory_fraction < 1:
         knobs["--cuda-memory-fraction"] = f"{inp.memory_fraction:.2f}"
     return KvBudget(
         kv_bytes=blocks * block,
-        kv_tokens=blocks * BLOCK_SIZE,
+        kv_tokens=blocks * bs,
         runtime=runtime,
         activations=activations,
         held_back=int(max(0, free_after_warmup) - blocks * block),
         knobs=knobs,
+        block_size=bs,
+        block_bytes=block,
+        warmup_room=max(0, free_after_warmup),
     )
 
 
-def accepts(max_total_tokens: int, kv_tokens: int) -> bool:
-    """Whether TGI's router starts with this `max_total_tokens` and this many KV tokens."""
-    return 0 < max_total_tokens <= kv_tokens
+def refusal(asked: Asked, kv: KvBudget) -> str | None:
+    """Give why TGI 3.3 refuses to start with these limits (the router's and the warm-up's checks), or None."""
+    if asked.max_input_tokens >= asked.max_total_tokens:
+        return "`max_input_tokens` must be < `max_total_tokens`"
+    # The router's warm-up batch (`backends/v3/src/client/grpc_client.rs` `warmup`): requests of
+    # min(max_input_tokens, what is left of the prefill budget) tokens until the budget is reached, each
+    # with max_new_tokens = max_total_tokens - its prompt, i.e. max_total_tokens - 1 KV tokens
+    # (`flash_causal_lm.py` `from_pb`), allocated before the prefill out of the memory free then.
+    requests = -(-asked.prefill_tokens // min(asked.max_input_tokens, asked.prefill_tokens))
+    blocks = -(-(asked.max_total_tokens - 1) // kv.block_size)
+    if requests * blocks * kv.block_bytes > kv.warmup_room:
+        return f"Not enough memory to handle {asked.prefill_tokens} prefill tokens (the warm-up batch's KV)"
+    if asked.max_total_tokens > kv.kv_tokens:
+        return f"Not enough memory to handle `max_total_tokens={asked.max_total_tokens}` ({kv.kv_tokens} KV tokens)"
+    if not CHUNKED_PREFILL and asked.prefill_tokens < asked.max_input_tokens:
+        return "`max_batch_prefill_tokens` must be >= `max_input_tokens`"
+    if asked.prefill_tokens > kv.kv_tokens:
+        return f"`max_batch_prefill_tokens` must be <= `max_batch_total_tokens` ({kv.kv_tokens})"
+    return None
+
+
+def loads(model: ModelFacts) -> str | None:
+    """Give why TGI 3.3 does not load this checkpoint, or None when it does."""
+    q = model.quantization
+    if model.model_type not in MODEL_TYPES and q.method in ("gptq", "awq"):
+        return (
+            f"TGI 3.3 has no {model.model_type} model, and its transformers fallback refuses {q.method} checkpoints"
+            f' ("{q.method} quantization is not supported for AutoModel", models/__init__.py)'
+        )
+    return None
+
+
+def scales_whole(q: Quantization) -> bool:
+    """Whether TGI keeps a row-parallel layer's scales and zeros whole on every GPU.
+
+    `layers/marlin/gptq.py` `GPTQMarlinWeightsLoader.get_weights_row` (GPTQ and AWQ, v3.3.4 lines 195-235)
+    and `layers/compressed_tensors/wna16_int.py` `WNA16IntLoader.get_weights_row` (lines 148-188):
+    `if self.desc_act or self.groupsize == -1: scales = weights.get_tensor(...)` (whole), else sharded;
+    compressed-tensors' desc_act is `actorder == ActivationOrdering.GROUP`.
+    """
+    if q.method == "none":
+        return False
+    act_order = q.actorder == "group" if q.method == "compressed-tensors" else bool(q.desc_act)
+    return act_order or q.group_size is None
 
 
 MAX_CONCURRENT = 128  # TGI launcher default for --max-concurrent-requests (shared/tgi/launcher-flags.md)
@@ -176,18 +299,21 @@ def batch_candidates(gpu: Gpu, max_input: int) -> list[int]:
     return [4096, MIN_PREFILL]
 
 
-# Every release range deployctl has a rule for; the image's tag picks one (engines/memory.py rule_for).
+# Every release range deployctl has a rule for, oldest first; the image's tag picks one (engines/memory.py
+# rule_for) and an image whose tag names none is refused (or planned as a guess, --unverified-engine).
 MEMORY_RULES = (
     MemoryRule(
-        releases=Releases(first=(3, 0), before=(4, 0)),
+        title="TGI 3.3.4-3.3.7",
+        releases=Releases(first=(3, 3, 4), before=(3, 3, 8), read=("3.3.4", "3.3.5", "3.3.6", "3.3.7")),
         startup_kv=startup_kv,
-        accepts=accepts,
+        refusal=refusal,
+        scales_whole=scales_whole,
         tied_copy=True,
         batch_name="max_batch_prefill_tokens",
         batch_candidates=batch_candidates,
         # TGI measures free memory itself (torch.cuda.mem_get_info), so others' use is already
         # excluded; a fraction below 1 would take it off a second time.
-        fraction=lambda total, others: 1.0,
+        fraction=lambda total, others, shards: 1.0,
         max_seqs=lambda gpu: MAX_CONCURRENT,
         min_prefill=MIN_PREFILL,
         assumed={"TGI_WIGGLE_ROOM": f"{WIGGLE_ROOM:.2f} (default, not set)"},
@@ -247,6 +373,7 @@ class Tgi(EngineDefaults):
 
     model_id = staticmethod(model_id)
     quantization_flag = staticmethod(quantize_flag)
+    loads = staticmethod(loads)
     container_security = staticmethod(container_security)
     reported_kv_tokens = staticmethod(reported_kv_tokens)
 

@@ -99,11 +99,13 @@ class ModelFacts(BaseModel):
         width = kv_dtype_bytes or self.dtype_bytes
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * width
 
-    def shard_weight_bytes(self, shards: int, *, tied_copy: bool) -> int:
-        """Give the weight bytes each GPU holds when split over `shards` GPUs (see models/layout.py)."""
-        return self.layout.per_shard(
-            shards, kv_heads=self.num_kv_heads, act_order=self.quantization.act_order, tied_copy=tied_copy
-        )
+    def shard_weight_bytes(self, shards: int, *, tied_copy: bool, scales_whole: bool) -> int:
+        """Give the weight bytes each GPU holds when split over `shards` GPUs (the engine's placement rules).
+
+        `tied_copy`: a tied lm_head is loaded as a second copy of the embedding; `scales_whole`: the
+        row-parallel layers' scales and zeros stay whole on every GPU (see models/layout.py).
+        """
+        return self.layout.per_shard(shards, kv_heads=self.num_kv_heads, scales_whole=scales_whole, tied_copy=tied_copy)
 
     def sharding_problem(self, shards: int) -> str | None:
         """Give why the engines cannot split this model over `shards` GPUs, or None when they can."""

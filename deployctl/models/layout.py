@@ -5,9 +5,13 @@ The rules are the engines' own (TGI 3.3 `server/text_generation_server/layers/te
 `vocab_parallel_embedding.py`, `quantization/utils/marlin_utils.py` `marlin_repeat_scales_on_all_ranks`):
 
 - column-parallel layers (q/k/v, gate/up, MoE w1/w3) split their output dimension;
-- row-parallel layers (o_proj, down_proj, MoE w2) split their input dimension, but their
-  quantization scales and zeros stay whole on every GPU when the checkpoint uses act-order
-  (GPTQ desc_act) or one scale per channel (group -1);
+- row-parallel layers (o_proj, down_proj, MoE w2) split their input dimension; whether their
+  quantization scales and zeros stay whole on every GPU is the engine's rule (`scales_whole`):
+  TGI 3.3 keeps them whole for act-order (GPTQ desc_act, compressed-tensors actorder "group") or
+  one scale per channel (group -1) (`layers/marlin/gptq.py` `GPTQMarlinWeightsLoader.get_weights_row`,
+  `layers/compressed_tensors/wna16_int.py` `WNA16IntLoader.get_weights_row`, v3.3.4-v3.3.7); vLLM
+  0.30-0.34 only for group -1 (`quantization/utils/marlin_utils.py` `marlin_repeat_scales_on_all_ranks`:
+  `is_channelwise and is_row_parallel`; it refuses act-order with groups at load);
 - embeddings and lm_head split the vocabulary; with tied embeddings TGI loads lm_head as a
   second copy of the embedding (`TensorParallelHead.load` from `embed_tokens`), vLLM shares it;
 - norms, routers and row-parallel biases are on every GPU;
@@ -48,10 +52,10 @@ class WeightLayout(BaseModel):
     def total(self) -> int:
         return self.split + self.kv + self.row_scales + self.embedding + self.replicated
 
-    def per_shard(self, shards: int, *, kv_heads: int, act_order: bool, tied_copy: bool) -> int:
+    def per_shard(self, shards: int, *, kv_heads: int, scales_whole: bool, tied_copy: bool) -> int:
         """Give the weight bytes one GPU holds when the model is split over `shards` GPUs."""
         kv_per_gpu = self.kv * math.ceil(kv_heads / shards) // kv_heads
-        scales = self.row_scales if act_order else self.row_scales // shards
+        scales = self.row_scales if scales_whole else self.row_scales // shards
         embedding = (self.embedding + (self.tied_embedding if tied_copy else 0)) // shards
         return self.split // shards + kv_per_gpu + scales + embedding + self.replicated
 

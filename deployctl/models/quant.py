@@ -25,10 +25,16 @@ class Quantization(BaseModel):
     desc_act: bool | None = None  # act-order: GPTQ desc_act, compressed-tensors actorder "group"
     sym: bool | None = None
     source: Literal["config.json", "quantize_config.json", "none"] = "none"
+    # compressed-tensors `actorder` as written: "group", "dynamic", "weight" (static) or None.
+    actorder: str | None = None
+    # GPTQModel `dynamic`: the first positive rule (not "-:") whose module gets act-order with groups
+    # (its own or the base desc_act, with a group size other than -1); None when there is none.
+    dynamic_act_order: str | None = None
 
     @property
     def act_order(self) -> bool:
-        return bool(self.desc_act)
+        """Whether the checkpoint reorders a group's columns by activation (desc_act, actorder group/dynamic)."""
+        return bool(self.desc_act) or self.actorder in ("group", "dynamic") or self.dynamic_act_order is not None
 
 
 def _bad(where: str, key: str, value: Any) -> InputError:
@@ -80,7 +86,26 @@ def _compressed(raw: dict[str, Any], where: str) -> Quantization:
         desc_act=w.get("actorder") == "group",
         sym=sym if isinstance(sym, bool) else None,
         source="config.json",
+        actorder=w.get("actorder") if isinstance(w.get("actorder"), str) else None,
     )
+
+
+def _dynamic_act_order(raw: dict[str, Any], desc_act: bool, group: Any) -> str | None:
+    """Give the first positive GPTQModel `dynamic` rule that turns on act-order with groups, or None.
+
+    The same reading as vLLM's (0.30.0-0.34.0 `quantization/utils/gptq_utils.py`
+    `normalize_and_validate_gptq_desc_act`): a rule's desc_act and group_size default to the base ones,
+    rules starting "-:" exclude modules and are skipped.
+    """
+    dynamic = raw.get("dynamic")
+    if not isinstance(dynamic, dict):
+        return None
+    for pattern, overrides in dynamic.items():
+        if not isinstance(pattern, str) or pattern.startswith("-:") or not isinstance(overrides, dict):
+            continue
+        if overrides.get("desc_act", desc_act) and overrides.get("group_size", group) != -1:
+            return pattern[:80]
+    return None
 
 
 def read(raw: Any, where: str, source: Literal["config.json", "quantize_config.json"]) -> Quantization:
@@ -110,4 +135,5 @@ def read(raw: Any, where: str, source: Literal["config.json", "quantize_config.j
         desc_act=desc_act if isinstance(desc_act, bool) else None,
         sym=sym if isinstance(sym, bool) else None,
         source=source,
+        dynamic_act_order=_dynamic_act_order(raw, desc_act is True, group) if method == "gptq" else None,
     )

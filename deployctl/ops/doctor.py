@@ -82,7 +82,8 @@ def _nvml(ctx: Context) -> list[Check]:
                     "p2p",
                     "WARN",
                     "no peer-to-peer between the GPUs: sharded traffic goes through host memory",
-                    "normal for RTX 4090s; deployctl renders NCCL_P2P_DISABLE=1 for sharded stacks",
+                    "normal for RTX 4090s; deployctl renders NCCL_P2P_DISABLE=1 and shared memory for sharded"
+                    " stacks of both engines, and --disable-custom-all-reduce for vLLM",
                 )
             )
     off = [str(g.index) for g in h.gpus if g.persistence_mode is False]

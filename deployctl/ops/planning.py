@@ -144,15 +144,25 @@ def write_starter(output: Path, name: str, force: bool) -> Path:
 
 
 def make_comparison(
-    spec: DeploymentSpec, hosts: str, costs: str | None = None, kv_cache_dtype: str = "auto"
+    spec: DeploymentSpec,
+    hosts: str,
+    costs: str | None = None,
+    kv_cache_dtype: str = "auto",
+    *,
+    workload: str | None = None,
+    slo_ttft_ms: float | None = None,
+    slo_itl_ms: float | None = None,
 ) -> Comparison:
-    """Give `plan --compare`'s table: the spec's model and engine on each host of `hosts` (1xrtx4090,2xa100-80gb)."""
-    from deployctl.planner import compare
+    """Give `plan --compare`'s table: the spec's model and engine on each host of `hosts` (1xrtx4090,2xa100-80gb),
+    with bounds for requests of `workload` (PROMPT:ANSWER tokens) under the SLOs given."""
+    from deployctl.planner import bounds, compare
 
+    prompt, answer = compare.parse_workload(workload)
     return compare.compare(
         spec,
         model_facts(spec),
         compare.parse_hosts(hosts),
         costs=compare.parse_costs(costs),
         kv_cache_dtype=kv_cache_dtype,
+        workload=bounds.Workload(prompt, answer, slo_ttft_ms, slo_itl_ms),
     )

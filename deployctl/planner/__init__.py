@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from deployctl import __version__, engines
 from deployctl.engines.base import Engine, EngineInputs
-from deployctl.errors import InputError, PlanRefused
+from deployctl.errors import DeployctlError, InputError, PlanRefused
 from deployctl.gpus import PROFILES, for_name
 from deployctl.gpus.gpu import Gpu, Host
 from deployctl.models import ModelFacts
 from deployctl.plan import Plan
-from deployctl.planner import memory
+from deployctl.planner import bounds
 from deployctl.planner.fit import (
     ANSWER_ROOM,
     DEFAULT_MAX_TOTAL,
@@ -21,6 +21,7 @@ from deployctl.planner.fit import (
     gpu_budgets,
     largest_fit,
     limits_for,
+    smallest,
     what_would_fit,
     with_,
 )
@@ -75,13 +76,13 @@ def _why(
     elif batch == max(batch_options(rules, free_batch(spec), gpu, limits.max_input_tokens)):
         src = "chunked prefill splits longer prompts into chunks of this size; the largest default that fits"
     else:
-        src = "the smaller chunked-prefill budget: its warm-up peak is smaller, leaving the KV cache room for max_total_tokens"
+        src = "the smaller budget chunked prefill allows: its warm-up peak is smaller, leaving the KV cache room for max_total_tokens"
     reasons.append(f"{rules.batch_name} {batch}: {src}")
     src = "from the spec" if spec.limits.max_concurrent_requests else f"{engine.name}'s default; more wait in its queue"
     reasons.append(f"max_concurrent_requests {limits.max_concurrent_requests}: {src}")
     dtype = "fp8 (1 byte per element)" if kv_dtype == "fp8" else f"{model.dtype} (the model's dtype)"
     reasons.append(
-        f"KV cache: {limits.kv_cache_tokens} tokens in {dtype} under {engine.name}'s start-up rule,"
+        f"KV cache: {limits.kv_cache_tokens} tokens in {dtype} under {rules.title}'s start-up rule,"
         f" {limits.full_length_requests} request(s) of full length at once"
     )
     return reasons
@@ -102,19 +103,52 @@ def _quantize_warning(spec: DeploymentSpec, model: ModelFacts, engine: Engine) -
     )
 
 
-def decode_floor_ms(
-    model: ModelFacts, *, weights_per_gpu: int, kv_tokens_read: int, shards: int, bandwidth_gbs: float
-) -> float:
-    """Give the floor on one decode step: bytes each GPU must read (weights + KV) / memory bandwidth.
+def refuse_unloadable(model: ModelFacts, engine: Engine, release: str) -> None:
+    """Raise PlanRefused when the engine's pinned release does not load the checkpoint, naming what would."""
+    why = engine.loads(model)
+    if why is None:
+        return
+    ways = []
+    for name in engines.names():
+        other = engines.get(name)
+        if name != engine.name and other.loads(model) is None:
+            ways.append(f"--engine {name} ({other.memory_rule(other.default_image).title} loads it)")
+    q = model.quantization
+    if q.act_order:
+        ways.append(
+            "a GPTQ build without act-order (desc_act: false)"
+            if q.method == "gptq"
+            else "a build without activation ordering (actorder: weight or null)"
+        )
+        ways.append("an AWQ build of the same model")
+    elif not ways:
+        ways.append("another build of the model (AWQ, or GPTQ symmetric 4-bit)")
+    raise PlanRefused(f"{model.name} does not load in {release}: {why}", "what would load: " + "; ".join(ways))
 
-    MoE at batch 1 reads only the routed experts' share of the expert weights.
-    """
-    weights = weights_per_gpu
-    if model.is_moe and model.experts:
-        expert = model.layout.split * model.experts_per_token // model.experts // shards
-        weights = weights_per_gpu - model.layout.split // shards + expert
-    kv = kv_tokens_read * memory.kv_bytes_per_token_per_shard(model, shards)
-    return round((weights + kv) / (bandwidth_gbs * 1e9) * 1000, 1)
+
+def _other_counts(spec: DeploymentSpec, model: ModelFacts, host: Host, n: int, engine: Engine) -> str:
+    """Give the hint for a model that does not split over `n` GPUs: the GPU counts that split it and fit, or
+    what else would (only counts the planner has checked)."""
+    limit = max(host.max_gpus, n)
+    fits = []
+    for k in range(1, limit + 1):
+        if k == n or model.sharding_problem(k):
+            continue
+        gpu = host.gpus[0]
+        trial = host.model_copy(
+            update={"gpus": [gpu.model_copy(update={"index": i, "uuid": f"{gpu.uuid}#{i}"}) for i in range(k)]}
+        )
+        try:
+            plan(spec.model_copy(update={"gpus": k}), model, trial, engine=engine)
+        except DeployctlError:
+            continue
+        fits.append(k)
+    if fits:
+        return "use --gpus " + " or ".join(map(str, fits))
+    return (
+        f"no GPU count up to {limit} both splits it and fits: a build whose layers split into whole quantization"
+        f" groups over {n} GPUs (e.g. Qwen's padded intermediate_size), or a smaller model"
+    )
 
 
 def bandwidth_of(host: Host, gpu: Gpu) -> float | None:
@@ -137,17 +171,14 @@ def plan(
     """
     engine = engine or engines.get(spec.engine)
     image = spec.image or engine.default_image
-    refusal = engine.loads(model)
-    if refusal:
-        raise InputError(f"{engine.title} ({image}) cannot load {model.name}: {refusal}")
-    rules = engine.memory_rule(image)
+    rules = engine.memory_rule(image, unverified=spec.unverified_engine)
     gpus = _select(spec, host)
     n = len(gpus)
+    refuse_unloadable(model, engine, rules.title)
     problem = model.sharding_problem(n)
     if problem:
-        good = [k for k in (1, 2, 4, 8) if not model.sharding_problem(k)]
-        raise InputError(
-            f"{model.name} cannot be split over {n} GPUs: {problem}", f"use --gpus {' or '.join(map(str, good))}"
+        raise PlanRefused(
+            f"{model.name} cannot be split over {n} GPUs: {problem}", _other_counts(spec, model, host, n, engine)
         )
     wanted = spec.limits.max_total_tokens or min(model.context_length, DEFAULT_MAX_TOTAL)
     if spec.limits.max_total_tokens and wanted > model.context_length:
@@ -170,7 +201,8 @@ def plan(
             else f"{gib(b.weights)} of weights per GPU leave {engine.name} room for {b.kv_tokens} KV tokens, {wanted} needed"
         )
         raise PlanRefused(
-            f"{model.name} does not fit {n} x {gpus[0].name} ({gib(gpus[0].memory_total)} each) with {engine.name}: {what}",
+            f"{model.name} does not fit {n} x {gpus[0].name} ({gib(gpus[0].memory_total)} each) with {engine.name}"
+            f" ({rules.title}): {what}",
             "what would fit: " + what_would_fit(with_(base, batch_tokens=batch), spec, host, wanted),
         )
     return _assemble(spec, model, host, gpus, fit, shrunk, engine, image, kv_cache_dtype)
@@ -188,7 +220,8 @@ def _assemble(
     kv_dtype: str,
 ) -> Plan:
     n = len(gpus)
-    warnings = [w] if (w := _quantize_warning(spec, model, engine)) else []
+    warnings = [fit.rule.guess] if fit.rule.guess else []
+    warnings += [w] if (w := _quantize_warning(spec, model, engine)) else []
     limits = fit.limits
     if limits.full_length_requests < 2:
         warnings.append(
@@ -201,8 +234,6 @@ def _assemble(
             f"another process holds {gib(others)} on a chosen GPU: {engine.name} sized its cache around it;"
             " if that process grows, the engine runs out of memory"
         )
-    if n > 1 and not host.p2p:
-        warnings.append("no peer-to-peer between the GPUs: NCCL goes through host memory (NCCL_P2P_DISABLE=1)")
     if model.weight_bytes_source == "estimate" and model.path is not None:
         warnings.append("no *.safetensors found: weights estimated from config.json")
     if model.ignored_files:
@@ -218,12 +249,16 @@ def _assemble(
     served = spec.model.served_name or model.name
     bandwidth = bandwidth_of(host, gpus[0])
     floor = (
-        decode_floor_ms(
-            model,
-            weights_per_gpu=fit.budgets[0].weights,
-            kv_tokens_read=limits.max_total_tokens,
-            shards=n,
-            bandwidth_gbs=bandwidth,
+        round(
+            bounds.decode_floor_ms(
+                model,
+                fit.budgets[0].weights,
+                bounds.Hardware(n, bandwidth, 0.0),
+                context=limits.max_total_tokens,
+                tied_copy=fit.rule.tied_copy,
+                kv_dtype=kv_dtype,
+            ),
+            1,
         )
         if bandwidth
         else None
@@ -236,14 +271,21 @@ def _assemble(
             num_shard=n,
             limits=limits,
             p2p=host.p2p,
-            knobs=fit.kv[0].knobs,
+            knobs=smallest(fit.kv).knobs,
             kv_cache_dtype=kv_dtype,
             mount_model=model.path is not None,
             weight_bytes=sum(b.weights for b in fit.budgets),
         )
     )
+    if n > 1 and not host.p2p:
+        rendered = [f"{k}={v}" for k, v in config.env.items() if k.startswith("NCCL_")]
+        rendered += [a for a in config.args if a == "--disable-custom-all-reduce"]
+        warnings.append(
+            "no peer-to-peer between the GPUs: NCCL goes through host memory"
+            f" (rendered: {', '.join(rendered) or 'nothing'}; shm {config.shm_size})"
+        )
     device_ids = [str(g.index) if g.source == "profile" else g.uuid for g in gpus]
-    knobs = {**fit.kv[0].knobs, **engine.kv_cache_dtype_knobs(kv_dtype), **fit.rule.assumed}
+    knobs = {**smallest(fit.kv).knobs, **engine.kv_cache_dtype_knobs(kv_dtype), **fit.rule.assumed}
     return Plan(
         deployctl_version=__version__,
         name=spec.name,
@@ -266,6 +308,8 @@ def _assemble(
         reasons=_why(spec, model, gpus[0], fit, engine, shrunk, kv_dtype),
         warnings=warnings,
         engine_name=engine.name,
+        engine_release=fit.rule.title,
+        unverified_engine=fit.rule.guess,
         kv_cache_dtype=kv_dtype,
         memory_fraction=fit.fraction,
         knobs=knobs,

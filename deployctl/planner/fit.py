@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from deployctl.engines.memory import KvBudget, MemoryRule, StartupInput
+from deployctl.engines.memory import Asked, KvBudget, MemoryRule, StartupInput
 from deployctl.gpus.gpu import Gpu, Host, cuda_total, used_by_others
 from deployctl.models import ModelFacts
 from deployctl.plan import ChosenLimits, GpuBudget
@@ -43,11 +43,13 @@ class Ask:
 def gpu_budgets(ask: Ask) -> tuple[list[GpuBudget], list[KvBudget], float]:
     n = len(ask.gpus)
     model, rules = ask.model, ask.rules
-    weights = model.shard_weight_bytes(n, tied_copy=rules.tied_copy)
+    weights = model.shard_weight_bytes(
+        n, tied_copy=rules.tied_copy, scales_whole=rules.scales_whole(model.quantization)
+    )
     out, kvs, fractions = [], [], []
     for g in ask.gpus:
         total, others = cuda_total(g), used_by_others(g)
-        fraction = rules.fraction(total, others)
+        fraction = rules.fraction(total, others, n)
         kv = rules.startup_kv(
             StartupInput(
                 total=total,
@@ -60,6 +62,7 @@ def gpu_budgets(ask: Ask) -> tuple[list[GpuBudget], list[KvBudget], float]:
                 logits_bytes_per_seq=memory.logits_bytes_per_seq(model),
                 kv_bytes_per_token=memory.kv_bytes_per_token_per_shard(model, n, ask.kv_dtype),
                 memory_fraction=fraction,
+                head_dim=model.head_dim,
             )
         )
         fractions.append(fraction)
@@ -82,6 +85,12 @@ def gpu_budgets(ask: Ask) -> tuple[list[GpuBudget], list[KvBudget], float]:
     return out, kvs, min(fractions)
 
 
+def smallest(kvs: list[KvBudget]) -> KvBudget:
+    """Give the budget of the GPU with the fewest KV tokens: the engines start on the smallest (TGI's
+    router takes the minimum over shards; vLLM takes one pool size for every rank)."""
+    return min(kvs, key=lambda kv: (kv.kv_tokens, kv.warmup_room))
+
+
 def limits_for(total: int, spec: DeploymentSpec) -> tuple[int, int]:
     lim = spec.limits
     max_input = lim.max_input_tokens or (total - ANSWER_ROOM if total > 2 * ANSWER_ROOM else total // 2)
@@ -100,9 +109,9 @@ def _try(ask: Ask, spec: DeploymentSpec, total: int) -> Fit | None:
     if max_input >= total:
         return None
     budgets, kvs, fraction = gpu_budgets(ask)
-    kv_tokens = min(b.kv_tokens for b in budgets)
-    if not ask.rules.accepts(total, kv_tokens):
+    if ask.rules.refusal(Asked(max_input, total, ask.batch_tokens), smallest(kvs)) is not None:
         return None
+    kv_tokens = smallest(kvs).kv_tokens
     concurrency = spec.limits.max_concurrent_requests or ask.rules.max_seqs(ask.gpus[0])
     limits = ChosenLimits(
         max_input_tokens=max_input,

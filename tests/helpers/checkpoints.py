@@ -164,6 +164,13 @@ CHECKPOINTS: dict[str, tuple[dict[str, Any], float | None, str]] = {
         39.8,
         "huggingface.co/hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4, Files (9 shards)",
     ),
+    "DeepSeek-R1-Distill-Llama-70B-AWQ": (
+        # config.json of casperhansen/deepseek-r1-distill-llama-70b-awq (bf16 norms and lm_head, head_dim 128)
+        _llama(8192, 28672, 80, 64, 8, 128256, torch_dtype="bfloat16", head_dim=128, quantization_config=AWQ),
+        None,
+        "huggingface.co/casperhansen/deepseek-r1-distill-llama-70b-awq, Files (9 shards; the 9th's size was not"
+        " listed on the page read, so the total is not asserted)",
+    ),
     "Meta-Llama-3.1-70B-Instruct-GPTQ-INT4": (
         _llama(8192, 28672, 80, 64, 8, 128256, quantization_config=GPTQ_ACT_ORDER),
         39.9,

@@ -39,6 +39,8 @@ def test_two_4090s_report_p2p_persistence_and_power_policy() -> None:
     checks = _checks(lib, DOCKER_INFO, "power:\n  limit_watts: 300\n")
     assert checks["gpu 0"].status == "OK" and "compute 8.9" in checks["gpu 0"].detail
     assert checks["p2p"].status == "WARN" and "NCCL_P2P_DISABLE=1" in checks["p2p"].hint
+    # True for both engines' stacks (test_helm.py renders both): vLLM gets the flag on top.
+    assert "both engines" in checks["p2p"].hint and "--disable-custom-all-reduce for vLLM" in checks["p2p"].hint
     assert checks["persistence mode"].status == "WARN"
     assert (
         checks["power limits"].status == "WARN"

@@ -68,7 +68,8 @@ def test_vllm_one_gpu_maps_the_plans_limits() -> None:
     assert value["--max-model-len"] == str(plan.limits.max_total_tokens)
     assert value["--max-num-batched-tokens"] == str(plan.limits.max_batch_prefill_tokens)
     assert value["--max-num-seqs"] == str(plan.limits.max_concurrent_requests)
-    assert value["--gpu-memory-utilization"] == plan.knobs["--gpu-memory-utilization"] == "0.90"
+    assert value["--gpu-memory-utilization"] == plan.knobs["--gpu-memory-utilization"] == "0.92"
+    assert value["--kv-cache-memory-bytes"] == plan.knobs["--kv-cache-memory-bytes"] == str(plan.gpus[0].kv_cache)
     assert "--quantization" not in args and "--disable-custom-all-reduce" not in args
     assert plan.engine.image == "vllm/vllm-openai:v0.30.0" and plan.engine.container_port == 8000
 
@@ -80,7 +81,10 @@ def test_vllm_two_gpus_without_p2p_turn_custom_all_reduce_off_and_get_shared_mem
     env = svc["environment"]
     assert env["HF_HUB_OFFLINE"] == "1"  # type: ignore[index]
     assert env["VLLM_API_KEY"] == "${DEPLOYCTL_API_KEY:?the API key is missing from .env}"  # type: ignore[index]
-    assert "API_KEY" not in env and "NCCL_P2P_DISABLE" not in env  # type: ignore[operator]
+    assert "API_KEY" not in env  # type: ignore[operator]
+    # No P2P between 4090s: NCCL through host memory, as for TGI (the plan's warning names both settings).
+    assert env["NCCL_P2P_DISABLE"] == "1"  # type: ignore[index]
+    assert any("NCCL_P2P_DISABLE=1, --disable-custom-all-reduce" in w for w in golden_plan(2, "vllm").warnings)
     assert svc["ports"] == ["0.0.0.0:8081:8000"]
     assert f"DEPLOYCTL_API_KEY='{KEY}'" in files_for(2, engine="vllm")[".env"].decode()
 
@@ -103,18 +107,23 @@ def _plan(text: str) -> planner.Plan:
 
 
 def test_the_image_follows_the_engine_unless_the_spec_names_one() -> None:
-    assert _plan("engine: tgi\n").engine.image == "ghcr.io/huggingface/text-generation-inference:3.3.4"
+    assert _plan("engine: tgi\n").engine.image == "ghcr.io/huggingface/text-generation-inference:3.3.7"
     assert _plan("engine: vllm\n").engine.image == "vllm/vllm-openai:v0.30.0"
-    assert _plan("engine: vllm\nimage: registry.local/vllm:site\n").engine.image == "registry.local/vllm:site"
+    assert _plan("engine: vllm\nimage: registry.local/vllm:v0.32.0\n").engine.image == "registry.local/vllm:v0.32.0"
+    assert _plan("engine: tgi\nimage: registry.local/tgi:3.3.7-slim\n").engine_release == "TGI 3.3.4-3.3.7"
+    with pytest.raises(InputError, match=r"image registry\.local/vllm:site: no vLLM release"):
+        _plan("engine: vllm\nimage: registry.local/vllm:site\n")
+    guessed = _plan("engine: vllm\nimage: registry.local/vllm:site\nunverified_engine: true\n")
+    assert guessed.engine.image == "registry.local/vllm:site" and guessed.warnings[0].startswith("GUESS")
 
 
 def test_another_process_on_the_gpu_lowers_vllms_memory_share() -> None:
     from deployctl.engines import vllm
 
     total = int(23.64 * 1024**3)
-    alone = vllm.utilization_for(total, 0)
-    shared = vllm.utilization_for(total, 4 * 1024**3)
-    assert alone == 0.90 and shared <= 0.75  # 4 GiB held elsewhere is 17% of the card
+    alone = vllm.utilization_for(total, 0, 2)
+    shared = vllm.utilization_for(total, 4 * 1024**3, 2)
+    assert alone == 0.92 and shared <= 0.79  # 4 GiB held elsewhere is 17% of the card
 
 
 def test_an_unknown_engine_is_refused_with_the_choices() -> None:

@@ -29,6 +29,8 @@ API_VERSIONS = {"apps/v1", "v1", "node.k8s.io/v1", "networking.k8s.io/v1"}
 
 def plan_for(gpus: int, api_key: bool = False, engine: str = "tgi") -> planner.Plan:
     preset = "llama-3.1-8b-instruct-gptq" if gpus == 1 else "llama-3-70b-instruct-gptq"
+    if gpus == 2 and engine == "vllm":  # vLLM 0.30+ refuses the act-order GPTQ build: the article's AWQ one
+        preset = "deepseek-r1-distill-llama-70b-awq"
     facts = models.preset(preset).model_copy(update={"path": f"/srv/models/{preset}"})
     text = f"name: chart-{gpus}x4090\ngpus: {gpus}\nengine: {engine}\n"
     if api_key:
@@ -174,7 +176,7 @@ def test_runtime_class_registry_and_pull_policy_are_values(tmp_path: Path) -> No
     pod = kind(docs, "Deployment")["spec"]["template"]["spec"]
     assert "runtimeClassName" not in pod
     c = pod["containers"][0]
-    assert c["image"] == "registry.site:5000/huggingface/text-generation-inference:3.3.4"
+    assert c["image"] == "registry.site:5000/huggingface/text-generation-inference:3.3.7"
     assert c["imagePullPolicy"] == "Never"
     rendered = chart(tmp_path / "b", gpus=1, runtime_class="")
     assert "runtimeClassName" not in kind(template(rendered), "Deployment")["spec"]["template"]["spec"]
@@ -230,7 +232,7 @@ def test_chart_is_deterministic_and_versions_come_from_deployctl_and_the_engine(
     meta = yaml.safe_load(targets.render(p, "helm", targets.RenderOptions())["Chart.yaml"])
     from deployctl import __version__
 
-    assert meta["version"] == __version__ and meta["appVersion"] == "3.3.4"
+    assert meta["version"] == __version__ and meta["appVersion"] == "3.3.7"
 
 
 @pytest.mark.parametrize(
@@ -574,3 +576,20 @@ def test_a_failed_install_says_what_helm_did_and_a_slow_helm_is_a_host_problem(t
     with pytest.raises(EnvironmentProblem) as late:
         kubernetes._install(HelmRelease(slow, "llm", tmp_path, (), 60))
     assert late.value.message == "helm upgrade did not finish in 180s" and late.value.exit_code == 3
+
+
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+def test_sharded_charts_and_compose_files_carry_the_nccl_settings_the_plan_names(tmp_path: Path, engine: str) -> None:
+    p = plan_for(2, engine=engine)
+    named = next(w for w in p.warnings if "no peer-to-peer" in w)
+    pod = kind(template(chart(tmp_path, gpus=2, engine=engine)), "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    service = yaml.safe_load(targets.render(p, "compose", targets.RenderOptions())["compose.yaml"])["services"][
+        "engine"
+    ]
+    for rendered_env, rendered_args in ((env, container["args"]), (service["environment"], service["command"])):
+        assert rendered_env["NCCL_P2P_DISABLE"] == "1" and "NCCL_P2P_DISABLE=1" in named
+        custom = "--disable-custom-all-reduce" in rendered_args
+        assert custom == (engine == "vllm") == ("--disable-custom-all-reduce" in named)
+    assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in pod["volumes"])

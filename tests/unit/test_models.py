@@ -134,12 +134,20 @@ def test_mixture_of_experts_loads_every_expert(checkpoints: dict[str, Path]) -> 
     assert 30e9 < qwen.parameters < 31.5e9 and 3e9 < qwen.active_parameters < 3.6e9
 
 
-def test_act_order_keeps_row_parallel_scales_whole_on_every_gpu(checkpoints: dict[str, Path]) -> None:
+def test_tgi_keeps_act_order_row_parallel_scales_whole_on_every_gpu(checkpoints: dict[str, Path]) -> None:
+    from deployctl import engines
+
+    tgi, vllm = (engines.get(name).memory_rule(engines.get(name).default_image) for name in ("tgi", "vllm"))
     act = models.inspect(checkpoints["Meta-Llama-3.1-70B-Instruct-GPTQ-INT4"])
     awq = models.inspect(checkpoints["Meta-Llama-3.1-70B-Instruct-AWQ-INT4"])
     assert act.quantization.act_order and not awq.quantization.act_order
-    half_act = act.shard_weight_bytes(2, tied_copy=True) - act.weight_bytes / 2
-    half_awq = awq.shard_weight_bytes(2, tied_copy=True) - awq.weight_bytes / 2
+    # TGI's GPTQ-Marlin loader keeps them whole for desc_act; vLLM 0.30+ only for group -1 (it refuses the rest).
+    assert tgi.scales_whole(act.quantization) and not vllm.scales_whole(act.quantization)
+    assert not tgi.scales_whole(awq.quantization) and not vllm.scales_whole(awq.quantization)
+    mixtral = models.inspect(checkpoints["Mixtral-8x7B-Instruct-v0.1-GPTQ"]).quantization  # group -1: whole in both
+    assert tgi.scales_whole(mixtral) and vllm.scales_whole(mixtral)
+    half_act = act.shard_weight_bytes(2, tied_copy=True, scales_whole=True) - act.weight_bytes / 2
+    half_awq = awq.shard_weight_bytes(2, tied_copy=True, scales_whole=False) - awq.weight_bytes / 2
     # o_proj and down_proj scales+zeros of 80 layers: (64 + 224) groups x 8192 x 2.5 bytes x 80 = ~0.47 GB, half of it extra
     assert 0.2e9 < half_act - half_awq < 0.3e9
 
@@ -148,8 +156,9 @@ def test_tgi_loads_a_tied_lm_head_as_a_second_copy(checkpoints: dict[str, Path])
     gemma = models.inspect(checkpoints["gemma-2-27b-it-GPTQ"])
     embedding = 256000 * 4608 * 2
     assert gemma.tie_word_embeddings
-    assert gemma.shard_weight_bytes(1, tied_copy=True) - gemma.shard_weight_bytes(1, tied_copy=False) == embedding
-    assert gemma.shard_weight_bytes(1, tied_copy=False) == gemma.weight_bytes
+    with_copy = gemma.shard_weight_bytes(1, tied_copy=True, scales_whole=True)
+    assert with_copy - gemma.shard_weight_bytes(1, tied_copy=False, scales_whole=True) == embedding
+    assert gemma.shard_weight_bytes(1, tied_copy=False, scales_whole=True) == gemma.weight_bytes
 
 
 def test_gptqmodel_quantize_config_json_needs_the_flag(tmp_path: Path) -> None:
@@ -432,3 +441,37 @@ def test_hostile_index_is_refused_before_any_file_is_opened(tmp_path: Path, weig
     code, _, err = _run_plan(d)
     assert code == 2
     _one_error_line(err, str(d), expected)
+
+
+@pytest.mark.parametrize(
+    ("weights", "actorder", "act_order"),
+    [
+        ({"actorder": "group"}, "group", True),
+        ({"actorder": "dynamic"}, "dynamic", True),
+        ({"actorder": "weight"}, "weight", False),
+        ({}, None, False),
+    ],
+)
+def test_compressed_tensors_activation_ordering_is_read_as_written(
+    weights: dict[str, Any], actorder: str | None, act_order: bool
+) -> None:
+    from helpers.checkpoints import W4A16
+
+    config = dict(CHECKPOINTS["Meta-Llama-3.1-70B-Instruct-quantized.w4a16"][0])
+    group = dict(W4A16["config_groups"]["group_0"])  # type: ignore[index]
+    w = {k: v for k, v in group["weights"].items() if k != "actorder"}
+    config["quantization_config"] = {**W4A16, "config_groups": {"group_0": {**group, "weights": {**w, **weights}}}}
+    q = models.from_config(config, "w4a16").quantization
+    assert (q.actorder, q.act_order) == (actorder, act_order)
+    assert q.desc_act is (actorder == "group")  # TGI's WNA16IntLoader: desc_act = actorder == GROUP
+
+
+def test_gptqmodel_dynamic_rules_that_turn_on_act_order_are_read() -> None:
+    config = dict(CHECKPOINTS["Qwen2.5-7B-Instruct-GPTQ-Int4"][0])
+    base = config["quantization_config"]
+    dynamic = {r"-:.*lm_head.*": {}, r"+:.*mlp\.down_proj.*": {"desc_act": True, "bits": 8}}
+    q = models.from_config({**config, "quantization_config": {**base, "dynamic": dynamic}}, "d").quantization
+    assert q.dynamic_act_order == r"+:.*mlp\.down_proj.*" and q.act_order and q.desc_act is False
+    grouped_off = {r".*": {"desc_act": True, "group_size": -1}}  # one group per channel: no act-order to refuse
+    q = models.from_config({**config, "quantization_config": {**base, "dynamic": grouped_off}}, "d").quantization
+    assert q.dynamic_act_order is None and not q.act_order

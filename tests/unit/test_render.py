@@ -18,9 +18,12 @@ KEY = "golden-test-key"
 
 
 def golden_plan(gpus: int, engine: str = "tgi") -> planner.Plan:
-    """The plans behind the golden files: 8B on one 4090, 70B on two (with an API key)."""
+    """The plans behind the golden files: 8B on one 4090, 70B on two (with an API key): act-order GPTQ with
+    TGI, the seed article's DeepSeek-R1-Distill-Llama-70B AWQ with vLLM (which refuses act-order GPTQ)."""
     preset = "llama-3.1-8b-instruct-gptq" if gpus == 1 else "llama-3-70b-instruct-gptq"
     name = "Llama-3.1-8B-Instruct-GPTQ" if gpus == 1 else "Llama-3.3-70B-Instruct-GPTQ"
+    if gpus == 2 and engine == "vllm":
+        preset, name = "deepseek-r1-distill-llama-70b-awq", "DeepSeek-R1-Distill-Llama-70B-AWQ"
     facts = models.preset(preset).model_copy(update={"path": f"/srv/models/{name}", "name": name})
     text = f"name: golden-{gpus}x4090\ngpus: {gpus}\n"
     if engine != "tgi":

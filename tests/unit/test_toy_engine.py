@@ -17,7 +17,7 @@ from deployctl import engines, models, planner, spec, targets
 from deployctl import gpus as profiles
 from deployctl.cli import cli
 from deployctl.engines import dialects
-from deployctl.errors import InputError
+from deployctl.errors import PlanRefused
 from deployctl.probe import health
 from deployctl.sim.config import from_args
 from deployctl.targets import helm
@@ -65,14 +65,16 @@ def test_the_toy_is_planned_under_its_own_rule_and_flags() -> None:
     assert b.kv_tokens % 32 == 0 and b.runtime_reserve == toy_engine.RUNTIME
     assert b.kv_cache <= room < b.kv_cache + block
     assert e.security.user == "2000:2000" and e.start_budget_s == toy_engine.ENGINE.start_budget_s(b.weights)
-    assert any("toy's start-up rule" in r for r in p.reasons)
+    assert any("ToyServe 1.x's start-up rule" in r for r in p.reasons)
 
 
 def test_the_toy_refuses_what_it_cannot_load() -> None:
     awq = models.preset("llama-3.1-8b-instruct-gptq")
     awq = awq.model_copy(update={"quantization": awq.quantization.model_copy(update={"method": "awq"})})
-    with pytest.raises(InputError, match=r"ToyServe .* cannot load .*: ToyServe loads no AWQ checkpoint"):
+    # Does not fit (exit 4), and the refusal names the engines that do load it.
+    with pytest.raises(PlanRefused, match=r"does not load in ToyServe 1\.x: ToyServe loads no AWQ checkpoint") as err:
         planner.plan(spec.parse(SPEC), awq, profiles.host("rtx4090", 1))
+    assert "--engine tgi" in (err.value.hint or "") and "--engine vllm" in (err.value.hint or "")
 
 
 def test_the_cli_takes_the_toy_from_the_registry(tmp_path: Path) -> None:

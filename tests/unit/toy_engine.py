@@ -49,13 +49,15 @@ def _batches(gpu: Gpu, max_input: int) -> list[int]:
 
 MEMORY_RULES = (
     MemoryRule(
+        title="ToyServe 1.x",
         releases=Releases(first=(1, 0), before=(2, 0)),
         startup_kv=startup_kv,
-        accepts=lambda max_total, kv_tokens: 0 < max_total <= kv_tokens,
+        refusal=lambda asked, kv: None if 0 < asked.max_total_tokens <= kv.kv_tokens else "not enough KV tokens",
+        scales_whole=lambda q: False,
         tied_copy=False,
         batch_name="max_batch_tokens",
         batch_candidates=_batches,
-        fraction=lambda total, others: SHARE,
+        fraction=lambda total, others, shards: SHARE,
         max_seqs=lambda gpu: 32,
         min_prefill=1024,
     ),
