@@ -330,6 +330,7 @@ def restore(stack_dir: Path, good: GoodCopy, guard: Guard, report: Report, start
     stackdir.write_stack(good.files, stack_dir)
     stack = Stack(stack_dir)
     stack.compose.up()
+    guard.checkpoint("rollback-waiting")
     wait_healthy(stack, stack.info.load_timeout_s, report, started)
     return stack
 

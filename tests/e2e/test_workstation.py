@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from helpers.failpoints import Pauses
+
 from .conftest import Project, deployctl
 
 GOOD = "limits:\n  max_total_tokens: 4096\n"  # a second, healthy revision of the same stack
@@ -216,24 +218,22 @@ def test_good_upgrade_shows_its_diff_moves_the_revision_and_rollback_by_hand(sta
 def _interrupt(
     p: Project, point: str, signum: int, *args: str, twice: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    marker = p.root / f"paused-{uuid.uuid4().hex[:6]}"
-    env = {"DEPLOYCTL_TEST_PAUSE_AT": point, "DEPLOYCTL_TEST_PAUSE_FILE": str(marker)}
+    """Run `up`, paused at the failpoint `point`; signal it there (and, with `twice`, again once the
+    clean-up has reached the old revision's health wait)."""
+    points = [point, "rollback-waiting"] if twice else [point]
+    pauses = Pauses(p.root / f"failpoints-{uuid.uuid4().hex[:6]}", *points)
     proc = subprocess.Popen(
         [sys.executable, "-m", "deployctl", "up", "--simulate", *args],
         cwd=p.root,
-        env={**os.environ, **env},
+        env={**os.environ, **pauses.env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    while not marker.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"up never reached {point}"
-        time.sleep(0.05)
+    pauses.wait(point, proc)
     proc.send_signal(signum)
     if twice:
-        time.sleep(0.5)
+        pauses.wait("rollback-waiting", proc)
         proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
