@@ -19,6 +19,14 @@ os.environ["DEPLOYCTL_SIM_IMAGE"] = f"deployctl-test/tgi-sim:run-{RUN_ID}"
 os.environ["DEPLOYCTL_DEBIAN_BASE"] = "deployctl-test/debian-base:bookworm"
 
 from helpers.modelgen import write_model  # noqa: E402  (after the environment above)
+from hypothesis import settings  # noqa: E402
+
+# Property tests are deterministic: the same examples on every run and machine (derandomize), and no
+# example database (nothing is written beside the tests, nothing read from an earlier run). To explore
+# beyond them, HYPOTHESIS_PROFILE=explore draws at random and prints the seed of a failure.
+settings.register_profile("deterministic", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, database=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
