@@ -25,9 +25,72 @@ def _stack_dir(stack_dir: Path | None, spec_path: Path | None = None) -> Path:
     return spec.load(spec_path).stack_dir
 
 
+# The flags a stack remembers from its `up` (option name -> the spec key it sets): a bare `up` keeps them.
+MODE_KEYS = {
+    "model_path": "model.path",
+    "preset": "model.preset",
+    "gpus": "gpus",
+    "gpu_model": "gpu_model",
+    "engine": "engine",
+    "max_total_tokens": "limits.max_total_tokens",
+    "max_input_tokens": "limits.max_input_tokens",
+    "port": "serve.port",
+    "bind": "serve.bind",
+}
+_INT_OPTIONS = {"max_total_tokens", "max_input_tokens", "port"}
+
+
+def _is_set(spec: Any, key: str) -> bool:
+    """Give whether the spec file or a flag set `key` (dotted), as opposed to a default."""
+    node = spec
+    *sections, name = key.split(".")
+    for section in sections:
+        if section not in node.model_fields_set:
+            return False
+        node = getattr(node, section)
+    return name in node.model_fields_set
+
+
+def _keeping_mode(kwargs: dict[str, Any], simulate: bool | None) -> tuple[Any, bool, tuple[str, ...], list[str]]:
+    """Give the spec, whether to simulate, the mode to record, and the flags kept from the stack's last `up`.
+
+    A flag given now wins; then the spec file; then how the stack was started (a bare `up` after
+    `up --simulate --engine vllm` stays simulated vLLM); then the defaults.
+    """
+    from deployctl import stackdir
+
+    given = {name: kwargs.get(name) for name in MODE_KEYS if kwargs.get(name) is not None}
+    spec = load_spec(dict(kwargs))
+    remembered = dict(e.partition("=")[::2] for e in stackdir.started_with(spec.stack_dir))
+    kept: list[str] = []
+    if simulate is None:
+        simulate = "simulate" in remembered
+        if simulate:
+            kept.append("--simulate")
+    model_chosen = any(_is_set(spec, k) for k in ("model.path", "model.preset"))
+    for name, key in MODE_KEYS.items():
+        value = remembered.get(name)
+        if value is None or name in given or _is_set(spec, key) or (key.startswith("model.") and model_chosen):
+            continue
+        kwargs[name] = int(value) if name in _INT_OPTIONS else Path(value) if name == "model_path" else value
+        given[name] = kwargs[name]
+        kept.append(f"--{name.replace('_', '-')} {value}".replace("--model-path", "--model"))
+    if kept:
+        spec = load_spec(dict(kwargs))
+    for name in MODE_KEYS:
+        kwargs.pop(name, None)
+    flags = tuple(f"{name}={Path(str(v)).absolute() if name == 'model_path' else v}" for name, v in given.items())
+    started: tuple[str, ...] = (("simulate",) if simulate else ()) + flags
+    return spec, simulate, started, kept
+
+
 @click.command()
 @spec_options
-@click.option("--simulate", is_flag=True, help="Run the protocol simulator in place of the engine (no GPU needed).")
+@click.option(
+    "--simulate/--no-simulate",
+    default=None,
+    help="Run the protocol simulator in place of the engine (no GPU needed). A bare `up` keeps how the stack was started.",
+)
 @click.option(
     "--timeout",
     type=float,
@@ -43,7 +106,7 @@ def _stack_dir(stack_dir: Path | None, spec_path: Path | None = None) -> Path:
 @json_option
 def up(
     as_json: bool,
-    simulate: bool,
+    simulate: bool | None,
     timeout: float | None,
     sim_base: str | None,
     faults: dict[str, str],
@@ -70,7 +133,11 @@ def up(
     from deployctl.ops import stack as ops
 
     spec_path = owner.spec_file(kwargs.get("spec_path"))
-    spec = load_spec(kwargs)
+    spec, simulate, started, kept = _keeping_mode(kwargs, simulate)
+    if kept:
+        click.echo(
+            f"note: keeping how this stack was started: {' '.join(kept)} (flags or --no-simulate change it)", err=True
+        )
     with output.Progress() as progress:
 
         def report(p: ops.Progress) -> None:
@@ -90,6 +157,7 @@ def up(
                 allow_open=allow_open,
                 replace=replace,
                 dry_run=dry_run,
+                mode=started,
             )
         except ops.UpFailed as exc:
             _print_failure(progress, exc)

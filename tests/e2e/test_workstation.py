@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from helpers.failpoints import Pauses
 
 from .conftest import Project, deployctl
@@ -213,6 +212,48 @@ def test_good_upgrade_shows_its_diff_moves_the_revision_and_rollback_by_hand(sta
     assert p.run("health").returncode == 0 and _revision(p) == 1
     assert "8192" in (p.stack / "compose.yaml").read_text()
     assert p.run("rollback").returncode == 5  # nothing older than revision 1
+
+
+def _max_total_tokens(p: Project) -> int:
+    return int(requests.get(f"{p.url}/info", timeout=10).json()["max_total_tokens"])
+
+
+def test_rollback_and_automatic_rollback_go_back_along_what_ran(stacks: Stacks) -> None:
+    """Issue 20's sequence: the automatic rollback restores what was running (revision 1, 8192), not the
+    highest-numbered good copy (revision 2, 4096); `rollback` after 1 -> 4 goes to 1, not to 2."""
+    p = stacks.new("s")
+    assert _up(p).returncode == 0 and _revision(p) == 1 and _max_total_tokens(p) == 8192
+    assert _up(p, "--max-total-tokens", "4096").returncode == 0 and _max_total_tokens(p) == 4096
+    back = p.run("rollback")
+    assert back.returncode == 0 and "rolled back from revision 2 to 1" in back.stdout, back.stderr
+    failed = _up(p, "--sim-fault", "never-healthy", "--timeout", "8")
+    assert failed.returncode == 1 and "revision 3 failed" in failed.stderr, failed.stderr
+    assert "rolled back to revision 1" in failed.stderr
+    assert _revision(p) == 1 and _max_total_tokens(p) == 8192
+    assert _up(p, "--max-total-tokens", "6144").returncode == 0 and _revision(p) == 4
+    back = p.run("rollback")
+    assert back.returncode == 0 and "rolled back from revision 4 to 1" in back.stdout, back.stderr
+    assert _max_total_tokens(p) == 8192
+    nothing = p.run("rollback")  # nothing ran before revision 1
+    assert nothing.returncode == 5 and "no revision that ran before revision 1" in nothing.stderr
+
+
+def test_a_bare_up_keeps_how_the_stack_was_started(stacks: Stacks) -> None:
+    """README's upgrade line after `up --simulate`: a bare `up --dry-run` and `up` stay simulated (no
+    NVIDIA driver needed), keep the engine, and `rollback` says there is nothing older (exit 5)."""
+    p = stacks.new("s")
+    first = p.run("up", "--simulate", "--engine", "vllm")
+    assert first.returncode == 0, first.stderr
+    dry = p.run("up", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "keeping how this stack was started: --simulate --engine vllm" in dry.stderr
+    assert "nothing would change" in dry.stdout
+    again = p.run("up")
+    assert again.returncode == 0 and "(simulated engine)" in again.stdout and "(revision 1)" in again.stdout
+    assert "vllm" in again.stdout
+    assert p.run("rollback").returncode == 5
+    real = p.run("up", "--no-simulate", "--dry-run")  # leaving the mode is one flag away
+    assert real.returncode == 3 and "NVIDIA" in real.stderr and "--simulate" not in real.stderr
 
 
 def _interrupt(
