@@ -376,7 +376,9 @@ _KEYS = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)  # examples: the profile (conftest)
 @given(changes=st.dictionaries(_KEYS, _JSON, min_size=1, max_size=4))
 @example(
     changes={"model_type": "no-such-family", "architectures": ["\x1e"]}
@@ -401,7 +403,9 @@ _ENTRY = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)  # examples: the profile (conftest)
 @given(header=st.dictionaries(st.text(max_size=12), _ENTRY | _JSON, max_size=4) | _JSON, tail=st.binary(max_size=64))
 def test_generated_hostile_safetensors_headers_never_crash(tmp_path: Path, header: Any, tail: bytes) -> None:
     d = tmp_path / f"m{abs(hash(repr((header, tail)))) % 10**12}"
