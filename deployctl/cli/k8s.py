@@ -8,7 +8,6 @@ from typing import Any
 import click
 
 from deployctl.cli.options import echo_json, json_option, load_spec, sim_fault_option, spec_options
-from deployctl.errors import DeployctlError
 
 CLUSTER_OPTIONS = [
     click.option("-n", "--namespace", default="default", show_default=True, help="The release's namespace."),
@@ -33,12 +32,6 @@ def _cluster(kwargs: dict[str, Any]) -> Any:
     return Cluster(
         namespace=kwargs.pop("namespace"), context=kwargs.pop("kube_context"), kubeconfig=kwargs.pop("kubeconfig")
     )
-
-
-def _fail_json(exc: DeployctlError) -> None:
-    """With --json, a failure is still one JSON document on stdout (and the error's exit code)."""
-    echo_json({"ok": False, "error": exc.message, "hint": exc.hint})
-    raise click.exceptions.Exit(exc.exit_code)
 
 
 @click.group()
@@ -91,25 +84,20 @@ def up(
     """
     from deployctl.ops import k8s as ops
 
-    try:
-        cluster = _cluster(kwargs)
-        spec = load_spec(kwargs)
-        src = ops.chart_source(spec, simulate=simulate, faults=faults)
-        req = ops.UpRequest(
-            source=src,
-            release=release or spec.name.replace("_", "-"),
-            replicas=replicas,
-            runtime_class=runtime_class,
-            api_key=spec.resolve_api_key() if src.api_key_required else None,
-            values_files=values_files,
-            set_values=set_values,
-            timeout_s=timeout,
-        )
-        result = ops.up(cluster, req, dry_run=dry_run, report=None if as_json else lambda s: click.echo(s, err=True))
-    except DeployctlError as exc:
-        if as_json:
-            _fail_json(exc)
-        raise
+    cluster = _cluster(kwargs)
+    spec = load_spec(kwargs)
+    src = ops.chart_source(spec, simulate=simulate, faults=faults)
+    req = ops.UpRequest(
+        source=src,
+        release=release or spec.name.replace("_", "-"),
+        replicas=replicas,
+        runtime_class=runtime_class,
+        api_key=spec.resolve_api_key() if src.api_key_required else None,
+        values_files=values_files,
+        set_values=set_values,
+        timeout_s=timeout,
+    )
+    result = ops.up(cluster, req, dry_run=dry_run, report=None if as_json else lambda s: click.echo(s, err=True))
     if as_json:
         echo_json({"ok": True, **result.__dict__})
         return
@@ -140,13 +128,8 @@ def status(as_json: bool, release: str | None, **kwargs: Any) -> None:
     """
     from deployctl.ops import k8s as ops
 
-    try:
-        cluster = _cluster(kwargs)
-        st = ops.status(cluster, release or _spec_release())
-    except DeployctlError as exc:
-        if as_json:
-            _fail_json(exc)
-        raise
+    cluster = _cluster(kwargs)
+    st = ops.status(cluster, release or _spec_release())
     if as_json:
         echo_json({"ok": st.ok, **st.__dict__})
     else:
@@ -183,13 +166,8 @@ def down(as_json: bool, release: str | None, timeout: int, dry_run: bool, **kwar
     """
     from deployctl.ops import k8s as ops
 
-    try:
-        cluster = _cluster(kwargs)
-        result = ops.down(cluster, release or _spec_release(), timeout_s=timeout, dry_run=dry_run)
-    except DeployctlError as exc:
-        if as_json:
-            _fail_json(exc)
-        raise
+    cluster = _cluster(kwargs)
+    result = ops.down(cluster, release or _spec_release(), timeout_s=timeout, dry_run=dry_run)
     if as_json:
         echo_json({"ok": not result.left, **result.__dict__})
     elif result.dry_run:

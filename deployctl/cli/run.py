@@ -235,20 +235,22 @@ def down(stack_dir: Path | None, spec_path: Path | None, project: str | None, as
     from deployctl.ops import stack as ops
 
     directory = _stack_dir(stack_dir, spec_path)
-    left = ops.down(directory, project=project)
-    if left is None:
+    done = ops.down(directory, project=project)
+    if done is None:
         if as_json:
             echo_json({"stack_dir": str(directory.absolute()), "left": [], "note": "no stack here: nothing to stop"})
         else:
             click.echo(f"note: no stack in {directory}: nothing to stop", err=True)
         return
     if as_json:
-        echo_json({"stack_dir": str(directory.absolute()), "left": left})
-    elif left:
-        click.echo(f"stopped, but these remain: {', '.join(left)}", err=True)
-    else:
+        echo_json({"stack_dir": str(directory.absolute()), "left": done.left, "stopped": done.found})
+    elif done.left:
+        click.echo(f"stopped, but these remain: {', '.join(done.left)}", err=True)
+    elif done.found:
         click.echo(f"stopped and removed the stack in {directory}")
-    if left:
+    else:
+        click.echo(f"nothing of the stack in {directory} was running (rendered, never started): nothing to stop")
+    if done.left:
         raise click.exceptions.Exit(1)
 
 
@@ -307,7 +309,8 @@ def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> Non
 @click.option("--follow", "-F", "follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
 @click.option("-n", "--tail", default=100, show_default=True, help="How many lines to show from the end.")
 def logs(stack_dir: Path | None, spec_path: Path | None, follow: bool, tail: int) -> None:
-    """Show the stack's logs, or follow them (exit 5 when there is no stack).
+    """Show the stack's logs, or follow them (exit 5 when there is no stack; 130 when Ctrl-C or SIGTERM
+    ends a follow, as for any interrupted command).
 
     \b
     Examples:
@@ -321,11 +324,15 @@ def logs(stack_dir: Path | None, spec_path: Path | None, follow: bool, tail: int
         click.echo(ops.logs(directory, tail=tail))
         return
     _sigterm_interrupts()
+    lines = ops.follow_logs(directory, tail=tail)
     try:
-        for line in ops.follow_logs(directory, tail=tail):
+        for line in lines:
             click.echo(line)
-    except KeyboardInterrupt:
-        pass  # Ctrl-C or SIGTERM: follow_logs stops `docker compose logs --follow` on its way out
+    finally:
+        # Ctrl-C or SIGTERM (a KeyboardInterrupt, exit 130): closing the follow stops `docker compose logs`.
+        close = getattr(lines, "close", None)
+        if close is not None:
+            close()
 
 
 def _sigterm_interrupts() -> None:

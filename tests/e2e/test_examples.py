@@ -125,7 +125,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, sim_image: str) -> Itera
 
 
 def _follow(run: examples.Run, ws: Path) -> list[str]:
-    """`logs -F` follows until stopped: run it as a process, stop it with SIGTERM, expect a clean exit."""
+    """`logs -F` follows until stopped: run it as a process, stop it with SIGTERM, expect 130 (interrupted)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "deployctl", *run.args],
         cwd=ws,
@@ -141,7 +141,7 @@ def _follow(run: examples.Run, ws: Path) -> list[str]:
     except subprocess.TimeoutExpired:
         proc.kill()
         return [f"{run.text}: still running 30 s after SIGTERM"]
-    problems = [] if code == 0 else [f"{run.text}: exit {code} after SIGTERM"]
+    problems = [] if code == 130 else [f"{run.text}: exit {code} after SIGTERM, expected 130 (interrupted)"]
     return problems + ([] if first else [f"{run.text}: printed no log line"])
 
 

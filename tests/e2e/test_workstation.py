@@ -354,3 +354,12 @@ def test_a_broken_image_under_the_same_tag_is_rolled_back_to_the_image_that_ran(
         assert p.run("health").returncode == 0
     finally:
         subprocess.run(["docker", "tag", good_id, sim_image], check=True)
+
+
+def test_down_of_a_stack_rendered_but_never_started_says_what_is_true(stacks: Stacks) -> None:
+    p = stacks.new("s")
+    assert p.run("render", "--simulate").returncode == 0
+    done = p.run("down")
+    assert done.returncode == 0 and "was running (rendered, never started)" in done.stdout, done.stdout
+    assert "stopped and removed" not in done.stdout
+    assert json.loads(p.run("down", "--json").stdout)["stopped"] is False
