@@ -144,5 +144,8 @@ sim_fault_option = click.option(
     multiple=True,
     callback=_faults,
     metavar="NAME[=VALUE]",
-    help="With --simulate: rehearse a failure (crash-after=N, never-healthy, load-seconds=S, control).",
+    help=(
+        "With --simulate: rehearse a failure or a condition (crash-after=N, never-healthy, load-seconds=S, "
+        "ttft-base-ms=MS, itl-ms=MS, control, power-model=rtx4090 for `power tune --simulate`)."
+    ),
 )
