@@ -26,6 +26,7 @@ from helpers import examples
 from helpers.fake_nvml import two_4090s
 from helpers.modelgen import write_model
 
+from deployctl import stackdir
 from deployctl.cli import cli
 
 from .conftest import free_port
@@ -61,8 +62,13 @@ def expected(run: examples.Run) -> tuple[int, str]:
     if "--base-image deployctl/debian-base:bookworm" in text:
         base = "deployctl/debian-base:bookworm"
         return (0, "the base is here") if _image_here(base) else (3, f"{base} is not here and cannot be pulled")
-    if text.startswith("deployctl up --gpus 2") or text == "deployctl up":
-        return 2, NO_TGI  # the workspace's spec names the real engine
+    if run.args[:1] == ["up"] and "--no-simulate" not in run.args:
+        return 0, "the stack was started with --simulate (README's command 1): a bare `up` keeps that"
+    if run.args[:1] == ["rollback"]:
+        ran = stackdir.history(Path("deployctl-stack"))
+        if len(set(ran)) < 2:
+            return 5, "nothing ran before the running revision: nothing to go back to"
+        return 0, "an earlier line upgraded the stack: rollback goes back to what ran before"
     if run.args[:2] == ["power", "tune"] and "--simulate" not in run.args:
         return 2, SIMULATED_STACK
     if text.startswith("deployctl bundle create") and "--simulate" not in text:
