@@ -289,11 +289,22 @@ UPGRADE_ARGS = {
 }
 
 
+@pytest.fixture(scope="module")
+def answering(tmp_path_factory: pytest.TempPathFactory, sim_image: str) -> Iterator[Project]:
+    """One stack at revision 1 for every interrupted upgrade: each must leave it answering at revision 1
+    (what the test checks), which is where the next one starts. One `up` in place of ten."""
+    s = Stacks(tmp_path_factory.mktemp("interrupted"))
+    p = s.new("s")
+    assert _up(p).returncode == 0
+    yield p
+    s.cleanup()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("point", list(UPGRADE_ARGS))
-def test_an_interrupted_upgrade_leaves_the_old_stack_answering(stacks: Stacks, point: str, signum: int) -> None:
-    p = stacks.new("s")
-    assert _up(p).returncode == 0
+def test_an_interrupted_upgrade_leaves_the_old_stack_answering(answering: Project, point: str, signum: int) -> None:
+    p = answering
+    assert p.run("health").returncode == 0 and _revision(p) == 1
     p.write(GOOD)
     done = _interrupt(p, point, signum, *UPGRADE_ARGS[point])
     print(f"\n{point} {signal.Signals(signum).name}: {done.stderr.strip().splitlines()[-1]}")
