@@ -239,21 +239,24 @@ def test_rollback_and_automatic_rollback_go_back_along_what_ran(stacks: Stacks) 
 
 
 def test_a_bare_up_keeps_how_the_stack_was_started(stacks: Stacks) -> None:
-    """README's upgrade line after `up --simulate`: a bare `up --dry-run` and `up` stay simulated (no
-    NVIDIA driver needed), keep the engine, and `rollback` says there is nothing older (exit 5)."""
+    """README's command 1, then its upgrade line as printed: a bare `up --dry-run` and `up` stay simulated
+    (no NVIDIA driver needed) and `rollback` says there is nothing older (exit 5). A stack started as
+    simulated vLLM stays that too; `--no-simulate` leaves the simulator."""
     p = stacks.new("s")
-    first = p.run("up", "--simulate", "--engine", "vllm")
-    assert first.returncode == 0, first.stderr
-    dry = p.run("up", "--dry-run")
-    assert dry.returncode == 0, dry.stderr
-    assert "keeping how this stack was started: --simulate --engine vllm" in dry.stderr
-    assert "nothing would change" in dry.stdout
-    again = p.run("up")
-    assert again.returncode == 0 and "(simulated engine)" in again.stdout and "(revision 1)" in again.stdout
-    assert "vllm" in again.stdout
-    assert p.run("rollback").returncode == 5
+    assert p.run("up", "--simulate").returncode == 0  # README's command 1 (with the project's own port)
+    dry, up, back = p.run("up", "--dry-run"), p.run("up"), p.run("rollback")  # `up --dry-run; up; rollback`
+    assert (dry.returncode, up.returncode, back.returncode) == (0, 0, 5), (dry.stderr, up.stderr, back.stderr)
+    assert "keeping how this stack was started: --simulate" in dry.stderr and "nothing would change" in dry.stdout
+    assert "(simulated engine)" in up.stdout and "(revision 1)" in up.stdout
+    vllm = p.run("up", "--simulate", "--engine", "vllm")
+    assert vllm.returncode == 0 and "upgraded revision 1 -> 2" in vllm.stdout, vllm.stderr
+    again = p.run("up", "--dry-run")
+    assert "keeping how this stack was started: --simulate --engine vllm" in again.stderr
+    assert again.returncode == 0 and "nothing would change" in again.stdout
     real = p.run("up", "--no-simulate", "--dry-run")  # leaving the mode is one flag away
     assert real.returncode == 3 and "NVIDIA" in real.stderr and "--simulate" not in real.stderr
+    back = p.run("rollback")
+    assert back.returncode == 0 and "rolled back from revision 2 to 1" in back.stdout, back.stderr
 
 
 def _interrupt(
