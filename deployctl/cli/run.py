@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from deployctl.cli.options import echo_json, json_option, load_spec, seconds, sim_fault_option, spec_options
+from deployctl.cli.options import (
+    SPEC_FLAGS,
+    echo_json,
+    json_option,
+    load_spec,
+    seconds,
+    sim_fault_option,
+    spec_options,
+)
 from deployctl.errors import NotRunning
 
 stack_dir_option = click.option(
@@ -25,18 +33,8 @@ def _stack_dir(stack_dir: Path | None, spec_path: Path | None = None) -> Path:
     return spec.load(spec_path).stack_dir
 
 
-# The flags a stack remembers from its `up` (option name -> the spec key it sets): a bare `up` keeps them.
-MODE_KEYS = {
-    "model_path": "model.path",
-    "preset": "model.preset",
-    "gpus": "gpus",
-    "gpu_model": "gpu_model",
-    "engine": "engine",
-    "max_total_tokens": "limits.max_total_tokens",
-    "max_input_tokens": "limits.max_input_tokens",
-    "port": "serve.port",
-    "bind": "serve.bind",
-}
+# The flags a stack remembers from its `up` (option name -> (spec key, flag)): a bare `up` keeps them.
+MODE_FLAGS = {name: key_flag for name, key_flag in SPEC_FLAGS.items() if name != "stack_dir"}
 _INT_OPTIONS = {"max_total_tokens", "max_input_tokens", "port"}
 
 
@@ -59,7 +57,7 @@ def _keeping_mode(kwargs: dict[str, Any], simulate: bool | None) -> tuple[Any, b
     """
     from deployctl import stackdir
 
-    given = {name: kwargs.get(name) for name in MODE_KEYS if kwargs.get(name) is not None}
+    given = {name: kwargs.get(name) for name in MODE_FLAGS if kwargs.get(name) is not None}
     spec = load_spec(dict(kwargs))
     remembered = dict(e.partition("=")[::2] for e in stackdir.started_with(spec.stack_dir))
     kept: list[str] = []
@@ -68,16 +66,16 @@ def _keeping_mode(kwargs: dict[str, Any], simulate: bool | None) -> tuple[Any, b
         if simulate:
             kept.append("--simulate")
     model_chosen = any(_is_set(spec, k) for k in ("model.path", "model.preset"))
-    for name, key in MODE_KEYS.items():
+    for name, (key, flag) in MODE_FLAGS.items():
         value = remembered.get(name)
         if value is None or name in given or _is_set(spec, key) or (key.startswith("model.") and model_chosen):
             continue
         kwargs[name] = int(value) if name in _INT_OPTIONS else Path(value) if name == "model_path" else value
         given[name] = kwargs[name]
-        kept.append(f"--{name.replace('_', '-')} {value}".replace("--model-path", "--model"))
+        kept.append(f"{flag} {value}")
     if kept:
         spec = load_spec(dict(kwargs))
-    for name in MODE_KEYS:
+    for name in MODE_FLAGS:
         kwargs.pop(name, None)
     flags = tuple(f"{name}={Path(str(v)).absolute() if name == 'model_path' else v}" for name, v in given.items())
     started: tuple[str, ...] = (("simulate",) if simulate else ()) + flags
