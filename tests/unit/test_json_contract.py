@@ -51,6 +51,7 @@ CASES: list[tuple[list[str], int]] = [
     (["status"], HOST),  # a stack is there; asking Docker about it needs the engine
     (["status", "--stack-dir", "nowhere"], NOT_RUNNING),
     (["down", "--stack-dir", "nowhere"], OK),
+    (["rollback", "--stack-dir", "nowhere"], NOT_RUNNING),
     (["bundle", "verify", "no-such.bundle"], BAD),
     (["bundle", "install", "no-such.bundle", "--target", "site"], BAD),
     (["bundle", "nope"], BAD),
