@@ -76,6 +76,10 @@ def bench() -> None:
 @click.option("--currency", default="", help="Label for --cost, e.g. EUR.")
 @click.option("--api-key-env", help="Variable holding the API key (default: the stack's .env).")
 @click.option(
+    "--label",
+    help="What `bench compare` calls this run (default: the stack's engine, GPUs and power cap, e.g. 'tgi 2x rtx4090 300 W').",
+)
+@click.option(
     "-o",
     "--output-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -103,6 +107,7 @@ def run(
     cost: float | None,
     currency: str,
     api_key_env: str | None,
+    label: str | None,
     output_dir: Path,
     as_json: bool,
 ) -> None:
@@ -138,6 +143,7 @@ def run(
         slo_percentile=slo_percentile,
         cost=cost,
         currency=currency,
+        label=label,
     )
     mode = config.mode
     result = _run_with_progress(config)
@@ -149,9 +155,16 @@ def run(
     click.echo(f"prompt length from {result.prompt_tokens_source}")
     if result.max_qps_under_slo is not None:
         cost_text = f", cost per QPS {result.cost_per_qps:,.2f} {currency}".rstrip() if result.cost_per_qps else ""
-        click.echo(
-            f"max QPS under SLO: {result.max_qps_under_slo:.2f} req/s (at {mode} load {result.max_qps_level:g}){cost_text}"
-        )
+        at = f"at {mode} load {result.max_qps_level:g}"
+        if result.max_qps_lower_bound:
+            flag = "--concurrency" if mode == "closed" else "--rate"
+            wider = ",".join(f"{result.max_qps_level * k:g}" for k in (1, 2, 4))
+            click.echo(
+                f"max QPS under SLO: at least {result.max_qps_under_slo:.2f} req/s ({at}, the sweep's top: every level "
+                f"up to it met the SLO, so the engine may do more; sweep higher, e.g. {flag} {wider}){cost_text}"
+            )
+        else:
+            click.echo(f"max QPS under SLO: {result.max_qps_under_slo:.2f} req/s ({at}){cost_text}")
     elif config.slo.any:
         click.echo("no load level met the SLO")
     click.echo("wrote " + ", ".join(str(v) for v in paths.values()))
@@ -172,9 +185,9 @@ def _print_table(result: Any) -> None:
     from rich.table import Table
 
     mode = result.config["mode"]
-    table = Table(
-        title=f"{(result.info or {}).get('model_id')}: {result.config['prompt_tokens']} in / {result.config['output_tokens']} out"
-    )
+    from rich.markup import escape
+
+    table = Table(title=escape(f"{result.label}: {result.title}" if result.label else result.title))
     for col in (
         "concurrency" if mode == "closed" else "rate/s",
         "req/s",
@@ -232,7 +245,7 @@ def compare(a: Path, b: Path, as_json: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=escape(f"A = {a}   B = {b}"))
+    table = Table(title=escape(f"A = {ra['label']} ({a})   B = {rb['label']} ({b})"))
     for col in ("metric", "A", "B", "B/A"):
         table.add_column(col, justify="right" if col != "metric" else "left")
     for row in rows:

@@ -53,7 +53,7 @@ SPEC_OPTIONS = [
 ]
 
 # option name -> (spec key it overrides, the flag a user typed: errors in its value name it)
-_KEYS = {
+SPEC_FLAGS = {
     "model_path": ("model.path", "--model"),
     "preset": ("model.preset", "--preset"),
     "gpus": ("gpus", "--gpus"),
@@ -81,13 +81,13 @@ def load_spec(kwargs: dict[str, Any]) -> Any:
 
     path = kwargs.pop("spec_path", None)
     overrides: dict[str, Any] = {}
-    for name, (key, flag) in _KEYS.items():
+    for name, (key, flag) in SPEC_FLAGS.items():
         raw = kwargs.pop(name, None)
         value = _gpus(raw) if name == "gpus" else raw
         if value is not None:
             overrides[key] = str(value) if isinstance(value, Path) else value
             _check_flag(flag, raw, key, overrides[key])
-    return spec.load(path, overrides, flags=dict(_KEYS.values()))
+    return spec.load(path, overrides, flags=dict(SPEC_FLAGS.values()))
 
 
 def _check_flag(flag: str, raw: Any, key: str, value: Any) -> None:
@@ -144,5 +144,8 @@ sim_fault_option = click.option(
     multiple=True,
     callback=_faults,
     metavar="NAME[=VALUE]",
-    help="With --simulate: rehearse a failure (crash-after=N, never-healthy, load-seconds=S, control).",
+    help=(
+        "With --simulate: rehearse a failure or a condition (crash-after=N, never-healthy, load-seconds=S, "
+        "ttft-base-ms=MS, itl-ms=MS, control, power-model=rtx4090 for `power tune --simulate`)."
+    ),
 )

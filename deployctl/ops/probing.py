@@ -20,6 +20,7 @@ class Target:
     api_key: str | None
     plan: Plan | None
     stack_dir: Path | None
+    simulated: bool = False  # the stack runs the protocol simulator
 
 
 def resolve_target(
@@ -47,7 +48,9 @@ def resolve_target(
         key = os.environ.get(api_key_env)
         if not key:
             raise InputError(f"--api-key-env: {api_key_env} is not set")
-    return Target(url, key, stack.plan if stack else None, stack.dir if stack else None)
+    return Target(
+        url, key, stack.plan if stack else None, stack.dir if stack else None, bool(stack and stack.info.simulate)
+    )
 
 
 def dialect_of(target: Target, api: str | None = None) -> Dialect:
@@ -87,6 +90,7 @@ def bench_config(
     slo_percentile: str,
     cost: float | None,
     currency: str,
+    label: str | None = None,
 ) -> Any:
     """Give the bench configuration (the flags over the preset's values over the defaults) and its target."""
     from deployctl.probe import bench as core
@@ -131,4 +135,21 @@ def bench_config(
         currency=currency,
         api_key=target.api_key,
         preset=preset,
+        label=label if label is not None else run_label(target),
+        model_name=target.plan.served_name if target.plan else None,
     )
+
+
+def run_label(target: Target) -> str:
+    """Give the name a bench run goes by in `bench compare`: the stack's engine, GPUs and power cap
+    (`tgi 2x rtx4090 300 W`), or the endpoint when no stack describes it."""
+    plan = target.plan
+    if plan is None:
+        return target.endpoint
+    gpu = plan.gpu_profile or (plan.gpus[0].name if plan.gpus else "GPU")
+    words = [plan.engine.kind, f"{plan.num_shard}x {gpu}"]
+    if plan.power_limit_watts:
+        words.append(f"{plan.power_limit_watts} W")
+    if target.simulated:
+        words.append("simulated")
+    return " ".join(words)

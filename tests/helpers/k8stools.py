@@ -8,12 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ci_setup
+
 # Where .ci/install-k8s.sh leaves the binaries it built or fetched.
 K8S_BIN = Path(os.environ.get("K8S_CACHE", "/var/cache/deployctl-k8s")) / "current" / "bin"
 
 
+# Which CI installer (.ci/install-<name>.sh) provides each tool: the unit tier needs only the quick one.
+INSTALLER = {"helm": "kubetools", "kubectl": "kubetools"}
+
+
 def tool(name: str) -> str:
     """Give the path of a Kubernetes tool; fail in CI, skip elsewhere, when it is missing."""
+    ci_setup.wait_for(INSTALLER.get(name, "k8s"))
     cached = K8S_BIN / name
     if cached.is_file() and os.access(cached, os.X_OK):
         return str(cached)
