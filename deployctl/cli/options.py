@@ -120,6 +120,14 @@ spec_file_option = click.option(
     help="Spec file whose stack_dir to use (default: ./deployctl.yaml if present).",
 )
 
+# health, bench: whose API the endpoint speaks, when no stack's plan says (probe/dialect.py asks the endpoint).
+endpoint_engine_option = click.option(
+    "--engine",
+    type=click.Choice(["tgi", "vllm"]),
+    default=None,
+    help="The engine at --endpoint (default: the stack's, else asked of the endpoint: TGI's /info or vLLM's /v1/models).",
+)
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 

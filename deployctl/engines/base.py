@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 if TYPE_CHECKING:  # the planner imports this module: only types flow back
     from collections.abc import Mapping
 
+    from deployctl.engines.memory import EngineStartup
     from deployctl.models.quant import Quantization
     from deployctl.planner.types import ChosenLimits, EngineConfig
 
@@ -61,4 +62,8 @@ class Engine(Protocol):
 
     def start_budget_s(self, weight_bytes: int) -> int:
         """Give how long a start (load weights, warm up) may take before a failing probe counts."""
+        ...
+
+    def startup_report(self, log: str, request_tokens: int) -> EngineStartup | None:
+        """Give the KV cache the engine says it allocated (its start-up log line), or None when `log` has none."""
         ...

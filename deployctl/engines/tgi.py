@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from deployctl.engines.base import Dialect, EngineInputs
+from deployctl.engines.memory import EngineStartup, line_at
 from deployctl.models.quant import Quantization
 from deployctl.planner.types import ChosenLimits, EngineConfig
 
@@ -133,6 +135,36 @@ class Tgi:
         # An allowance, not a measurement: two minutes for the shards' start and warm-up, then
         # ten seconds per GB of weights (a slow disk reads about 100 MB/s).
         return 120 + int(weight_bytes / 1e9 * 10)
+
+    def startup_report(self, log: str, request_tokens: int) -> EngineStartup | None:
+        return parse_startup_log(log, request_tokens)
+
+
+# A shard reports the KV cache it allocated after its warm-up (server/text_generation_server/models/
+# flash_causal_lm.py `FlashCausalLM.warmup`, TGI v3.3.4: `log_master(logger.info, f"KV-cache blocks:
+# {num_blocks}, size: {BLOCK_SIZE}")`, rank 0 only); the launcher prints the shard's message in its own
+# log. The router then says what the batch may hold (backends/v3/src/lib.rs `connect_backend`:
+# "Setting max batch total tokens to {max_batch_total_tokens}").
+KV_BLOCKS_LINE = re.compile(r"KV-cache blocks: (\d+), size: (\d+)")
+
+
+def parse_startup_log(log: str, request_tokens: int | None = None) -> EngineStartup | None:
+    """Give the KV cache TGI reported at start-up (the last report in `log`), or None when it printed none.
+
+    TGI prints no concurrency: with `request_tokens` (the plan's max_total_tokens) it is worked out the
+    way vLLM prints it, KV tokens / request length.
+    """
+    blocks = list(KV_BLOCKS_LINE.finditer(log))
+    if not blocks:
+        return None
+    found = blocks[-1]
+    tokens = int(found.group(1)) * int(found.group(2))
+    return EngineStartup(
+        kv_tokens=tokens,
+        concurrency=round(tokens / request_tokens, 2) if request_tokens else None,
+        request_tokens=request_tokens,
+        line=line_at(log, found.start()),
+    )
 
 
 ENGINE = Tgi()

