@@ -23,12 +23,20 @@ BODY_TIMEOUT_S = 30.0  # the whole body must arrive within this (a slow sender h
 
 
 class BadBody(Exception):
-    """The request's body cannot be read as the JSON object a route takes; the message says why."""
+    """The request's body cannot be read as the JSON object a route takes; the message says why.
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    `kind` says which way, for the dialects that answer each differently: "syntax" (not JSON; `position`
+    is where the parser stopped), "bound" (deeper, longer or stranger than the bounds allow), "text"
+    (a lone surrogate), "type" (JSON, but not an object) or "timeout".
+    """
+
+    def __init__(self, message: str, kind: str = "bound", *, status: int = 400, position: int = 0) -> None:
         super().__init__(message)
         self.message = message
+        self.kind = kind
         self.status = status
+        self.position = position
+        self.detail = message
 
 
 def _int(text: str) -> int:
@@ -58,7 +66,9 @@ def _check(value: Any) -> None:
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
-                raise BadBody("a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text") from None
+                raise BadBody(
+                    "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text", "text"
+                ) from None
 
 
 def parse(raw: bytes) -> Any:
@@ -71,7 +81,11 @@ def parse(raw: bytes) -> Any:
         raise BadBody(f"the JSON is nested deeper than {MAX_DEPTH} levels") from None
     except UnicodeDecodeError:
         raise BadBody("the body is not UTF-8") from None
-    except ValueError as exc:  # json.JSONDecodeError included
+    except json.JSONDecodeError as exc:
+        err = BadBody(f"the body is not valid JSON: {exc}", "syntax", position=exc.pos)
+        err.detail = exc.msg
+        raise err from None
+    except ValueError as exc:  # e.g. an integer past Python's 4,300-digit conversion limit
         raise BadBody(f"the body is not valid JSON: {exc}") from None
     _check(value)
     return value
@@ -82,10 +96,12 @@ async def read_object(request: web.Request) -> dict[str, Any]:
     try:
         raw = await asyncio.wait_for(request.read(), BODY_TIMEOUT_S)
     except TimeoutError:
-        raise BadBody(f"the body did not arrive within {BODY_TIMEOUT_S:.0f}s", status=408) from None
+        raise BadBody(f"the body did not arrive within {BODY_TIMEOUT_S:.0f}s", "timeout", status=408) from None
     except web.HTTPRequestEntityTooLarge:
         raise
     body = parse(raw)
     if not isinstance(body, dict):
-        raise BadBody(f"the body must be a JSON object, not {type(body).__name__}")
+        err = BadBody(f"the body must be a JSON object, not {type(body).__name__}", "type")
+        err.detail = f"<{type(body).__name__} of {len(body)} items>" if isinstance(body, list) else repr(body)
+        raise err
     return body

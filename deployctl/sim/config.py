@@ -109,7 +109,7 @@ _VLLM_INT = {
 _VLLM_STR = {"--served-model-name": "model_id", "--host": "hostname", "--api-key": "api_key"}
 _VLLM_BOOL = {"--disable-custom-all-reduce", "--enforce-eager", "--trust-remote-code", "--disable-log-stats"}
 VLLM_PORT = 8000  # `vllm serve --port` default
-VLLM_VERSION = "0.30.0"
+VLLM_VERSION = "0.32.0"  # the default image's release (engines/vllm.py), whose answers the simulator copies
 
 
 def _from_vllm_args(argv: list[str], env: dict[str, str]) -> SimConfig:

@@ -97,6 +97,7 @@ class Simulator:
     def __init__(self, cfg: SimConfig) -> None:
         self.cfg = cfg
         self.started = time.monotonic()
+        self.started_wall = time.time()
         self.in_flight = 0
         self.streams = 0
         self.requests = 0
@@ -262,9 +263,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         return await read_object(request)
     except BadBody as exc:
-        if exc.status == 408:
+        if exc.kind == "timeout":
             raise PlainError(408, exc.message) from None
-        if exc.message.startswith("the body must be a JSON object"):
+        if exc.kind == "type":
             raise PlainError(422, f"Failed to deserialize the JSON body into the target type: {exc.message}") from None
         raise PlainError(400, f"Failed to parse the request body as JSON: {exc.message}") from None
 

@@ -110,11 +110,31 @@ REQUESTS: list[Call] = [
     Call("prompt empty", "POST", "/v1/completions", completion(prompt="")),
     Call("stream_options without stream", "POST", "/v1/completions", completion(stream_options={})),
     Call("stream_options a string", "POST", "/v1/completions", completion(stream=True, stream_options="yes")),
-    Call("seed 5000 digits", "POST", "/v1/completions", b'{"prompt": "Hi", "max_tokens": 2, "seed": ' + b"9" * 5000 + b"}"),
+    Call(
+        "seed 5000 digits",
+        "POST",
+        "/v1/completions",
+        b'{"prompt": "Hi", "max_tokens": 2, "seed": ' + b"9" * 5000 + b"}",
+    ),
     Call("chat without messages", "POST", "/v1/chat/completions", {"model": MODEL, "max_tokens": 4}),
-    Call("chat content text not a string", "POST", "/v1/chat/completions", chat(messages=[{"role": "user", "content": [{"text": 5}]}])),
+    Call(
+        "chat content text not a string",
+        "POST",
+        "/v1/chat/completions",
+        chat(messages=[{"role": "user", "content": [{"text": 5}]}]),
+    ),
     Call("chat stream_options a string", "POST", "/v1/chat/completions", chat(stream=True, stream_options="yes")),
     Call("not json content type", "POST", "/v1/completions", b'{"prompt": "Hi"}', content_type="text/plain"),
+    Call(
+        "prompt plus max_tokens over max_model_len",
+        "POST",
+        "/v1/completions",
+        completion(prompt="word " * 60, max_tokens=250),
+    ),
+    Call("invocations without key", "POST", "/invocations", completion(), auth="none"),
+    Call("chat max_completion_tokens", "POST", "/v1/chat/completions", chat(max_tokens=None, max_completion_tokens=3)),
+    Call("completion seed and stop", "POST", "/v1/completions", completion(seed=7, stop=["zzz"])),
+    Call("get on a post route", "GET", "/v1/completions"),
 ]
 # Deep nesting: the same answer whatever the depth past the server's bound.
 REQUESTS.append(Call("json nested 100000 deep", "POST", "/v1/completions", b"[" * 100_000 + b"]" * 100_000))
@@ -164,10 +184,11 @@ def shape(value: Any, key: str | None = None) -> Any:
         if all(not isinstance(v, dict | list) for v in value):
             return sorted({json.dumps(i) for i in items})  # a list of scalars: which types it holds
         return items
-    if key == "message" or key == "error" and isinstance(value, str):
-        return NUMBER.sub("N", value)
+    if key == "message" and isinstance(value, str):
+        # The first line: vLLM's own messages whole, pydantic's dumps by their headline ("N validation errors").
+        return NUMBER.sub("N", value.split("\n", 1)[0])
     if isinstance(value, str):
-        return value if key in KEPT else "str"
+        return NUMBER.sub("N", value) if key in KEPT or key == "error" else "str"
     if isinstance(value, bool) or value is None:
         return value
     if key == "code" and isinstance(value, int):
@@ -211,7 +232,9 @@ def metrics_families(text: str) -> dict[str, dict[str, Any]]:
         elif line and not line.startswith("#"):
             sample, _, value = line.rpartition(" ")
             name, _, labels = sample.partition("{")
-            family = next((f for f in (name, re.sub(r"_(bucket|sum|count|total|created)$", "", name)) if f in kinds), name)
+            family = next(
+                (f for f in (name, re.sub(r"_(bucket|sum|count|total|created)$", "", name)) if f in kinds), name
+            )
             entry = families.setdefault(family, {"type": "untyped", "labels": [], "float": True})
             names = sorted({part.split("=", 1)[0] for part in re.findall(r'(\w+)="', labels)} - {"le", "quantile"})
             entry["labels"] = sorted(set(entry["labels"]) | set(names))
@@ -220,14 +243,28 @@ def metrics_families(text: str) -> dict[str, dict[str, Any]]:
 
 
 def record(base: str) -> dict[str, Any]:
-    """Give every request's observation from the server at `base`, and its /metrics families."""
-    answers = {c.name: asdict(observe(*send(base, c))) for c in REQUESTS}
-    status, _, body = send(base, Call("metrics", "GET", "/metrics", auth="none"))
-    return {"answers": answers, "metrics": metrics_families(body.decode()) if status == 200 else {}}
+    """Give every request's answer from the server at `base` as it came (status, content type, body text), and
+    its /metrics text: what a recording keeps, normalized only when compared."""
+    answers = {}
+    for call in REQUESTS:
+        status, kind, body = send(base, call)
+        answers[call.name] = {"status": status, "content_type": kind, "body": body.decode("utf-8", "replace")}
+    _, _, metrics = send(base, Call("metrics", "GET", "/metrics", auth="none"))
+    return {"answers": answers, "metrics": metrics.decode("utf-8", "replace")}
 
 
-def differences(expected: dict[str, Any], got: dict[str, Any]) -> tuple[list[str], int]:
+def observations(record: dict[str, Any]) -> dict[str, Any]:
+    """Give a record's answers as Observations and its /metrics as families: what is compared."""
+    answers = {
+        name: asdict(observe(a["status"], a["content_type"], a["body"].encode()))
+        for name, a in record["answers"].items()
+    }
+    return {"answers": answers, "metrics": metrics_families(record["metrics"])}
+
+
+def differences(expected_record: dict[str, Any], got_record: dict[str, Any]) -> tuple[list[str], int]:
     """Give (what differs, how many behaviours were compared) between two records."""
+    expected, got = observations(expected_record), observations(got_record)
     diffs: list[str] = []
     compared = 0
     for name, want in expected["answers"].items():
@@ -235,7 +272,9 @@ def differences(expected: dict[str, Any], got: dict[str, Any]) -> tuple[list[str
         for aspect in ("status", "content_type", "body", "events"):
             compared += 1
             if have is None or want[aspect] != have[aspect]:
-                diffs.append(f"{name}: {aspect} {json.dumps(want[aspect])[:400]} != {json.dumps(have and have[aspect])[:400]}")
+                diffs.append(
+                    f"{name}: {aspect} {json.dumps(want[aspect])[:400]} != {json.dumps(have and have[aspect])[:400]}"
+                )
     for family, want in expected["metrics"].items():
         compared += 1
         have = got["metrics"].get(family)

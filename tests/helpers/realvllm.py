@@ -3,6 +3,7 @@ checkpoints, and a `vllm serve` process started from a rendered stack's command 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -159,10 +160,8 @@ def stop(proc: subprocess.Popen[Any]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # engine processes that outlived the server
-    except ProcessLookupError:
-        pass
 
 
 def _tail(log: Path, lines: int = 40) -> str:

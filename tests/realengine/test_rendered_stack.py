@@ -183,11 +183,11 @@ def test_status_shows_planned_and_actual_kv_cache(stack: Stack, tmp_path: Path) 
     assert report.actual_kv_tokens is not None and report.actual_kv_tokens > 0, report
     assert "KV cache size" in report.engine_line
     assert report.planned_kv_tokens == plan.limits.kv_cache_tokens
-    code, out = run(["status", "--stack-dir", str(stack.dir), "--json"], tmp_path, stack.env)
+    _code, out = run(["status", "--stack-dir", str(stack.dir), "--json"], tmp_path, stack.env)
     shown = json.loads(out)["kv"]
     assert (shown["planned_kv_tokens"], shown["actual_kv_tokens"]) == (
         report.planned_kv_tokens,
         report.actual_kv_tokens,
     )
-    code, out = run(["status", "--stack-dir", str(stack.dir)], tmp_path, stack.env)
+    _code, out = run(["status", "--stack-dir", str(stack.dir)], tmp_path, stack.env)
     assert f"planned {report.planned_kv_tokens:,} tokens" in out and f"allocated {report.actual_kv_tokens:,}" in out

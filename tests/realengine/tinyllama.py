@@ -47,7 +47,7 @@ LINEARS = {
 }
 
 
-def config(quant: dict[str, object] | None) -> dict[str, object]:
+def config(quant: dict[str, object] | None, max_positions: int = MAX_POSITIONS) -> dict[str, object]:
     out: dict[str, object] = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -58,7 +58,7 @@ def config(quant: dict[str, object] | None) -> dict[str, object]:
         "num_key_value_heads": KV_HEADS,
         "head_dim": HIDDEN // HEADS,
         "vocab_size": VOCAB,
-        "max_position_embeddings": MAX_POSITIONS,
+        "max_position_embeddings": max_positions,
         "rms_norm_eps": 1e-5,
         "rope_theta": 10000.0,
         "hidden_act": "silu",
@@ -200,10 +200,11 @@ QUANT_CONFIGS: dict[str, dict[str, object]] = {
 }
 
 
-def build(out: Path, quant: str | None, config_only: bool = False) -> Path:
+def build(out: Path, quant: str | None, config_only: bool = False, max_positions: int = MAX_POSITIONS) -> Path:
     """Write the checkpoint to `out` (created); give `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config(QUANT_CONFIGS[quant] if quant else None), indent=2))
+    quant_config = QUANT_CONFIGS[quant] if quant else None
+    (out / "config.json").write_text(json.dumps(config(quant_config, max_positions), indent=2))
     write_tokenizer(out)
     if config_only:
         return out
@@ -212,7 +213,9 @@ def build(out: Path, quant: str | None, config_only: bool = False) -> Path:
     weights = dense_weights()
     if quant:
         weights = quantized_weights(weights, quant)
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})  # type: ignore[attr-defined]
+    save_file(
+        {k: v.contiguous() for k, v in weights.items()}, str(out / "model.safetensors"), metadata={"format": "pt"}
+    )  # type: ignore[attr-defined]
     return out
 
 
@@ -223,8 +226,9 @@ def main(argv: list[str]) -> int:
     kind.add_argument("--gptq", action="store_const", const="gptq", dest="quant")
     kind.add_argument("--awq", action="store_const", const="awq", dest="quant")
     parser.add_argument("--config-only", action="store_true", help="config.json and tokenizer, no weights")
+    parser.add_argument("--max-positions", type=int, default=MAX_POSITIONS, help="max_position_embeddings")
     args = parser.parse_args(argv)
-    print(build(args.out, args.quant, args.config_only))
+    print(build(args.out, args.quant, args.config_only, args.max_positions))
     return 0
 
 
