@@ -1,7 +1,8 @@
 """Parse command lines with vLLM's own `vllm serve` parser and engine-config check; print what each gave.
 
-Run with the real engine's Python: reads a JSON list of {"name", "args", "env"} on stdin (args: what
-follows `vllm serve`), writes a JSON list of {"name", "ok", "error", "flags"} on stdout.
+Run with the real engine's Python: `check_args.py OUT` reads a JSON list of {"name", "args", "env"} on
+stdin (args: what follows `vllm serve`) and writes a JSON list of {"name", "ok", "error", "flags"} to OUT
+(vLLM logs on stdout).
 
 For each command line, as `vllm serve` does it (vLLM 0.32.0 entrypoints/cli/main.py and serve.py):
 the `serve` subparser built by entrypoints/launchers/cli_args.py `make_arg_parser` parses the
@@ -62,7 +63,8 @@ def main() -> int:
         error = check(case["args"], case.get("env", {}))
         flags = [a for a in case["args"] if a.startswith("--")]
         results.append({"name": case["name"], "ok": error is None, "error": error, "flags": flags})
-    json.dump(results, sys.stdout)
+    with open(sys.argv[1], "w") as out:
+        json.dump(results, out)
     return 0
 
 
