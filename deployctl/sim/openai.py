@@ -63,7 +63,8 @@ def vllm_error(message: str, param: str | None, value: Any = None) -> OpenAIErro
 def schema_error(field: str, kind: str, msg: str, given: Any) -> OpenAIError:
     """Give the answer to a request that does not fit vLLM's request model (pydantic), as its handler words it."""
     loc = f"body.{field}" if field else "body"
-    shown = given if isinstance(given, str) else f"<{type(given).__name__} of {len(given)} items>"
+    # As vLLM's handler shows the input (validation.py _summarize_error_input): containers by their size.
+    shown = f"<{type(given).__name__} of {len(given)} items>" if isinstance(given, list | dict) else str(given)[:200]
     text = f"1 validation error:\n  {{'type': '{kind}', 'loc': '{loc}', 'msg': '{msg}', 'input': {shown!r}}}"
     return OpenAIError(400, text, "Bad Request", loc)
 

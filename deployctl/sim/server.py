@@ -55,6 +55,35 @@ def _validation(message: str) -> ApiError:
     return ApiError(422, f"Input validation error: {message}", "validation")
 
 
+def check_types(prompt: Any, params: Any) -> None:
+    """Refuse values of the wrong JSON type as TGI does before any handler runs: serde rejects the body
+    (axum's 422 in plain text), so a streamed route answers before its stream opens."""
+    if prompt is not None and not isinstance(prompt, str):
+        raise _wrong_type("inputs", prompt, "a string")
+    if not isinstance(params, dict):
+        raise _wrong_type("parameters", params, "struct GenerateParameters")
+    for name in ("max_new_tokens", "top_k", "seed", "top_n_tokens"):
+        if params.get(name) is not None and not whole(params[name]):
+            raise _wrong_type(f"parameters.{name}", params[name], "u32" if name != "seed" else "u64")
+    for name in ("temperature", "repetition_penalty", "frequency_penalty", "top_p", "typical_p"):
+        if params.get(name) is not None and not number(params[name]):
+            raise _wrong_type(f"parameters.{name}", params[name], "f32")
+    stop = params.get("stop")
+    if stop is not None and (not isinstance(stop, list) or not all(isinstance(x, str) for x in stop)):
+        raise _wrong_type("parameters.stop", stop, "a sequence of strings")
+
+
+def _wrong_type(path: str, value: Any, expected: str) -> PlainError:
+    """Give axum's answer to a body whose value at `path` has the wrong JSON type (serde's message)."""
+    kind = {bool: "boolean", str: "string", list: "sequence", dict: "map", float: "floating point"}.get(
+        type(value), "integer" if isinstance(value, int) else "null" if value is None else "value"
+    )
+    return PlainError(
+        422,
+        f"Failed to deserialize the JSON body into the target type: {path}: invalid type: {kind}, expected {expected}",
+    )
+
+
 SEED_MAX = 2**64 - 1
 
 
@@ -121,12 +150,11 @@ class Simulator:
     # -- validation -------------------------------------------------------------------------------
     async def validate(self, prompt: Any, params: dict[str, Any]) -> Request:
         cfg = self.cfg
-        if not isinstance(prompt, str) or not prompt:
+        check_types(prompt, params)
+        if not prompt:
             raise _validation("`inputs` cannot be empty")
-        if not isinstance(params, dict):
-            raise _validation("`parameters` must be an object")
         max_new = params.get("max_new_tokens")
-        if max_new is not None and (not whole(max_new) or max_new <= 0):
+        if max_new is not None and max_new <= 0:
             raise _validation("`max_new_tokens` must be strictly positive")
         for name in ("temperature", "repetition_penalty", "frequency_penalty"):
             value = params.get(name)
@@ -260,6 +288,8 @@ class PlainError(HttpError):
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise PlainError(415, "Expected request with `Content-Type: application/json`")
     try:
         return await read_object(request)
     except BadBody as exc:
@@ -356,6 +386,40 @@ class Routes:
             return await self._stream(request, body)
         return web.json_response([await self._generate_body(body)])
 
+    async def vertex(self, request: web.Request) -> web.Response:
+        """`POST /vertex` (router/src/vertex.rs, TGI v3.3.4): every instance generated, {"predictions": [text]}.
+
+        As in TGI: no instances is a 422 "Input validation error"; an instance that fails (validation
+        included) makes the whole request a 500 "Incomplete generation" (vertex_compatibility maps every
+        generation error so).
+        """
+        body = await _json_body(request)
+        instances = body.get("instances")
+        if not isinstance(instances, list):
+            raise _wrong_type("instances", instances, "a sequence")
+        if not instances:
+            raise ApiError(422, "Input validation error", "Input validation error")
+        if not all(isinstance(i, dict) and ("inputs" in i or "messages" in i) for i in instances):
+            raise PlainError(
+                422,
+                "Failed to deserialize the JSON body into the target type: instances: "
+                "data did not match any variant of untagged enum VertexInstance",
+            )
+
+        async def one(instance: dict[str, Any]) -> str:
+            if "messages" in instance:
+                out = await self._run(await self._chat_request(instance))
+                return "".join(t for _, t in out.tokens if out.finish_reason != "eos_token" or t != "</s>")
+            params = instance.get("parameters") or {}
+            generated = await self._generate_body({"inputs": instance.get("inputs"), "parameters": params})
+            return str(generated["generated_text"])
+
+        try:
+            predictions = await asyncio.gather(*(one(i) for i in instances))
+        except (ApiError, PlainError):
+            raise ApiError(500, "Incomplete generation", "Incomplete generation") from None
+        return web.json_response({"predictions": predictions})
+
     async def invocations(self, request: web.Request) -> web.StreamResponse:
         """`POST /invocations` (SageMaker): chat when given messages, else generate."""
         body = await _json_body(request)
@@ -409,10 +473,14 @@ class Routes:
         return resp
 
     async def _stream(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
-        # TGI answers 200 and sends a validation or overload error as an event, not as a status.
+        # TGI answers 200 and sends a validation or overload error as an event, not as a status; a value of the
+        # wrong type is refused before (serde, at extraction).
+        params = body.get("parameters")
+        params = {} if params is None else params
+        check_types(body.get("inputs"), params)
         resp = await self._open_stream(request)
         try:
-            req = await self.sim.validate(body.get("inputs"), body.get("parameters") or {})
+            req = await self.sim.validate(body.get("inputs"), params)
             self.sim.admit()
         except ApiError as exc:
             await resp.write(sse(exc.body))
@@ -455,25 +523,37 @@ class Routes:
                 raise _validation("each message needs a `role`")
             try:
                 parts.append(f"{m['role']}: {chat_text(m.get('content'))}")
-            except ValueError as exc:
-                raise _validation(str(exc)) from None
+            except ValueError:
+                # TGI's MessageContent is an untagged enum of a string or typed chunks (router/src/lib.rs).
+                raise PlainError(
+                    422,
+                    "Failed to deserialize the JSON body into the target type: messages: "
+                    "data did not match any variant of untagged enum MessageContent",
+                ) from None
         return "\n".join(parts) + "\nassistant:"
 
-    async def _chat_request(self, body: dict[str, Any]) -> Request:
+    def _openai_params(self, body: dict[str, Any], chat: bool) -> tuple[Any, dict[str, Any]]:
+        """Give (prompt, TGI parameters) of an OpenAI-style body, its types checked (before any stream opens)."""
         # max_completion_tokens: OpenAI's newer name for max_tokens, which many clients send.
-        limit = body.get("max_tokens", body.get("max_completion_tokens"))
+        limit = body.get("max_tokens", body.get("max_completion_tokens")) if chat else body.get("max_tokens")
+        stop = body.get("stop")
         params = {
             "max_new_tokens": limit,
             "seed": body.get("seed"),
-            "stop": body.get("stop"),
-            "temperature": body.get("temperature") or None,
-            "top_p": body.get("top_p"),
+            "stop": [stop] if isinstance(stop, str) else stop,
+            "temperature": (body.get("temperature") or None) if chat else None,
+            "top_p": body.get("top_p") if chat else None,
         }
-        return await self.sim.validate(self._chat_prompt(body), {k: v for k, v in params.items() if v is not None})
+        prompt = self._chat_prompt(body) if chat else body.get("prompt")
+        params = {k: v for k, v in params.items() if v is not None}
+        check_types(prompt, params)
+        return prompt, params
+
+    async def _chat_request(self, body: dict[str, Any]) -> Request:
+        return await self.sim.validate(*self._openai_params(body, chat=True))
 
     async def _prompt_request(self, body: dict[str, Any]) -> Request:
-        params = {"max_new_tokens": body.get("max_tokens"), "seed": body.get("seed"), "stop": body.get("stop")}
-        return await self.sim.validate(body.get("prompt"), {k: v for k, v in params.items() if v is not None})
+        return await self.sim.validate(*self._openai_params(body, chat=False))
 
     @staticmethod
     def _openai_finish(finish: str) -> str:
@@ -530,9 +610,10 @@ class Routes:
             raise PlainError(
                 422, "Failed to deserialize the JSON body into the target type: stream_options: expected a map"
             )
+        prompt, params = self._openai_params(body, chat)  # wrong types: axum's 422, before the stream opens
         resp = await self._open_stream(request)
         try:
-            req = await (self._chat_request(body) if chat else self._prompt_request(body))
+            req = await self.sim.validate(prompt, params)
             self.sim.admit()
         except ApiError as exc:
             await resp.write(sse(exc.body))
@@ -594,6 +675,7 @@ def app(cfg: SimConfig) -> web.Application:
     application.router.add_get("/", r.health)
     application.router.add_post("/", r.compat)
     application.router.add_post("/invocations", r.invocations)
+    application.router.add_post("/vertex", r.vertex)
     application.router.add_get("/health", r.health)
     application.router.add_get("/ping", r.health)
     application.router.add_get("/info", r.info)

@@ -184,7 +184,7 @@ def test_a_huge_tokenize_leaves_health_answering(monkeypatch: pytest.MonkeyPatch
 
 
 JSONISH = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
 )
@@ -195,9 +195,13 @@ FIELDS = ["inputs", "parameters", "prompt", "messages", "max_tokens", "max_new_t
 @given(data=st.data())
 def test_no_body_gives_a_500(tgi: str, vllm: str, data: st.DataObject) -> None:
     url = data.draw(st.sampled_from([tgi, vllm]))
-    path = data.draw(st.sampled_from(["/generate", "/generate_stream", "/v1/completions", "/v1/chat/completions"]))
-    if url == vllm and path.startswith("/generate"):
+    path = data.draw(
+        st.sampled_from(
+            ["/generate", "/generate_stream", "/v1/completions", "/v1/chat/completions", "/", "/invocations"]
+        )
+    )
+    if url == vllm and (path.startswith("/generate") or path == "/"):
         path = "/tokenize"
     body = data.draw(st.dictionaries(st.sampled_from(FIELDS), JSONISH, max_size=5))
-    r = requests.post(f"{url}{path}", json=body, timeout=30)
-    assert r.status_code != 500 and r.status_code < 500, (path, body, r.status_code, r.text[:200])
+    r = requests.post(f"{url}{path}", json=body, timeout=30)  # the whole answer is read: a broken stream raises
+    assert r.status_code < 500, (path, body, r.status_code, r.text[:200])

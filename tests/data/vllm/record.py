@@ -52,7 +52,7 @@ def main() -> int:
     out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     lines = [line for line in log.splitlines() if "KV cache" in line or "Maximum concurrency" in line]
     (HERE / f"startup-{version.split('+')[0]}-cpu.log").write_text("\n".join(lines) + "\n")
-    families = len(conformance.metrics_families(record['metrics']))
+    families = len(conformance.metrics_families(record["metrics"]))
     print(f"wrote {out} ({len(record['answers'])} answers, {families} /metrics families)")
     return 0
 
