@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,17 +125,7 @@ def bench_config(
     target = resolve_target(
         endpoint=endpoint, stack_dir=stack_dir, spec_path=spec_path, api_key_env=api_key_env, engine=engine
     )
-    dialect: Dialect = dialect_of(target)
-    if api is None:
-        api = "completions" if dialect == "openai" else "generate"
-    elif api == "completions":
-        dialect = "openai"  # a bare --endpoint: the API asked for says which dialect
-    elif api == "generate" and dialect == "openai":
-        raise InputError(
-            "--api generate is not a route of this stack's engine (it speaks the OpenAI API)",
-            "use --api completions or chat",
-        )
-    return core.BenchConfig(
+    config = core.BenchConfig(  # every value checked (its __post_init__) before the endpoint is asked anything
         endpoint=target.endpoint,
         mode=mode,  # type: ignore[arg-type]  # closed or open, chosen above
         loads=loads,
@@ -142,8 +133,6 @@ def bench_config(
         warmup=warmup,
         prompt_tokens=prompt_tokens or p.get("prompt_tokens", 256),
         output_tokens=output_tokens or p.get("output_tokens", 64),
-        api=api,  # type: ignore[arg-type]  # a click.Choice of generate, chat, completions
-        dialect=dialect,
         seed=seed,
         slo=Slo(
             slo_ttft if slo_ttft is not None else p.get("slo_ttft_ms"),
@@ -156,3 +145,14 @@ def bench_config(
         api_key=target.api_key,
         preset=preset,
     )
+    dialect: Dialect = dialect_of(target)
+    if api is None:
+        api = "completions" if dialect == "openai" else "generate"
+    elif api == "completions":
+        dialect = "openai"  # a bare --endpoint: the API asked for says which dialect
+    elif api == "generate" and dialect == "openai":
+        raise InputError(
+            "--api generate is not a route of this stack's engine (it speaks the OpenAI API)",
+            "use --api completions or chat",
+        )
+    return dataclasses.replace(config, api=api, dialect=dialect)  # type: ignore[arg-type]  # a click.Choice

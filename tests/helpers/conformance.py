@@ -284,3 +284,16 @@ def differences(expected_record: dict[str, Any], got_record: dict[str, Any]) -> 
         compared += 1
         diffs.append(f"/metrics {family}: not sent by the engine")
     return diffs, compared
+
+
+def simulator_record() -> dict[str, Any]:
+    """Give the simulator's record, started with the command line the engine ran (SERVE_ARGS), answering fast."""
+    from deployctl.sim.config import from_args
+    from helpers import simserver
+
+    cfg = from_args(
+        [MODEL_PATH, *SERVE_ARGS],
+        {"SIM_ENGINE": "vllm", "SIM_LOAD_SECONDS": "0", "SIM_TTFT_BASE_MS": "1", "SIM_ITL_MS": "1"},
+    )
+    with simserver.running(cfg) as url:
+        return record(url)

@@ -14,9 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import conformance, realvllm, simserver
-
-from deployctl.sim.config import from_args
+from helpers import conformance, realvllm
 
 DATA = Path(__file__).parents[1] / "data" / "vllm"
 
@@ -34,15 +32,6 @@ def engine_record(
         yield conformance.record(server.url)
 
 
-def simulator_record() -> dict[str, object]:
-    cfg = from_args(
-        [conformance.MODEL_PATH, *conformance.SERVE_ARGS],
-        {"SIM_ENGINE": "vllm", "SIM_LOAD_SECONDS": "0", "SIM_TTFT_BASE_MS": "1", "SIM_ITL_MS": "1"},
-    )
-    with simserver.running(cfg) as url:
-        return conformance.record(url)
-
-
 def engine_version() -> str:
     done = subprocess.run(
         [str(realvllm.PYTHON), "-c", "import vllm; print(vllm.__version__)"], capture_output=True, text=True, check=True
@@ -53,7 +42,7 @@ def engine_version() -> str:
 def test_the_simulator_answers_as_the_live_engine(
     engine_record: dict[str, object], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    diffs, compared = conformance.differences(engine_record, simulator_record())
+    diffs, compared = conformance.differences(engine_record, conformance.simulator_record())
     with capsys.disabled():
         names = ", ".join(c.name for c in conformance.REQUESTS)
         print(f"\nconformance (live vLLM vs simulator): {compared} behaviours compared; requests sent: {names}")

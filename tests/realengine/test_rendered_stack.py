@@ -19,7 +19,7 @@ from pathlib import Path
 import openai
 import pytest
 from click.testing import CliRunner
-from helpers import realvllm
+from helpers import clirun, realvllm
 
 from deployctl import spec as spec_mod
 from deployctl.cli import cli
@@ -98,16 +98,8 @@ def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
-    """Give the exit code and stdout of deployctl run in `cwd` (a folder with no spec: only the flags say what
-    to probe)."""
-    import os
-
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(cli, args, env=env)
-    finally:
-        os.chdir(old)
+    """Give the exit code and stdout of deployctl run in `cwd`, which has no spec."""
+    result = clirun.invoke_in(cwd, args, env)
     assert "Traceback" not in result.output, result.output
     return result.exit_code, result.stdout
 

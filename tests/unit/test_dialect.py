@@ -10,10 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from helpers import simserver
+from helpers import clirun, simserver
 
-from deployctl.cli import cli
 from deployctl.probe import dialect, health
 from deployctl.sim import latency
 from deployctl.sim.config import SimConfig, from_args
@@ -87,14 +85,7 @@ def test_a_server_that_is_neither_says_so(other_url: str) -> None:
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    import os
-
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(cli, args, env=env)
-    finally:
-        os.chdir(old)
+    result = clirun.invoke_in(cwd, args, env)
     return result.exit_code, result.stdout, result.stderr
 
 

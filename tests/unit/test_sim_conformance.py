@@ -13,25 +13,14 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import conformance, simserver
-
-from deployctl.sim.config import from_args
+from helpers import conformance
 
 RECORDED = Path(__file__).parents[1] / "data" / "vllm" / "recorded-0.32.0.json"
 
 
-def simulator_record() -> dict[str, object]:
-    cfg = from_args(
-        [conformance.MODEL_PATH, *conformance.SERVE_ARGS],
-        {"SIM_ENGINE": "vllm", "SIM_LOAD_SECONDS": "0", "SIM_TTFT_BASE_MS": "1", "SIM_ITL_MS": "1"},
-    )
-    with simserver.running(cfg) as url:
-        return conformance.record(url)
-
-
 def test_the_simulator_answers_every_recorded_request_as_vllm_did(capsys: pytest.CaptureFixture[str]) -> None:
     recorded = json.loads(RECORDED.read_text())
-    diffs, compared = conformance.differences(recorded, simulator_record())
+    diffs, compared = conformance.differences(recorded, conformance.simulator_record())
     with capsys.disabled():
         print(
             f"\nconformance: {compared} behaviours of vLLM {recorded['version']} compared "

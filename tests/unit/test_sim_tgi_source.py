@@ -49,9 +49,7 @@ CASES = [
         "GET",
         "/info",
         keys=frozenset(
-            "model_id model_sha model_pipeline_tag max_concurrent_requests max_best_of max_stop_sequences "
-            "max_input_tokens max_total_tokens validation_workers max_client_batch_size router version sha "
-            "docker_label".split()
+            ["model_id", "model_sha", "model_pipeline_tag", "max_concurrent_requests", "max_best_of", "max_stop_sequences", "max_input_tokens", "max_total_tokens", "validation_workers", "max_client_batch_size", "router", "version", "sha", "docker_label"]
         ),
     ),
     Case(
