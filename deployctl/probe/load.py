@@ -133,6 +133,24 @@ def _body(w: Workload, prompt: str, i: int) -> tuple[str, dict[str, Any]]:
     }
 
 
+def _field(value: Any, key: str) -> Any:
+    """Give value[key] when value is an object, else None: an event of another shape carries nothing."""
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def _carries_token(event: dict[str, Any], api: Api) -> bool:
+    """Whether a stream event carries a visible token (chat: delta.content; completions: text; TGI: a
+    token that is not special)."""
+    if api == "generate":
+        token = event.get("token")
+        return isinstance(token, dict) and not token.get("special")
+    choices = event.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    if api == "chat":
+        return bool(_field(_field(first, "delta"), "content"))
+    return bool(_field(first, "text"))
+
+
 async def one(session: Any, w: Workload, prompt: str, i: int, result: Result) -> Result:
     """Send one streamed request and stamp every token as it arrives."""
     import aiohttp
@@ -154,7 +172,13 @@ async def one(session: Any, w: Workload, prompt: str, i: int, result: Result) ->
                 data = line[5:].strip()
                 if data == b"[DONE]":
                     break
-                event = json.loads(data)
+                try:
+                    event = json.loads(data)
+                except (ValueError, RecursionError):
+                    event = None
+                if not isinstance(event, dict):  # not the engine's event: no guessing at its fields
+                    result.error = "bad_stream"
+                    return result
                 if "error" in event:
                     error = event["error"]
                     kind = error.get("type") if isinstance(error, dict) else event.get("error_type")
@@ -163,14 +187,7 @@ async def one(session: Any, w: Workload, prompt: str, i: int, result: Result) ->
                 if isinstance(event.get("usage"), dict) and not event.get("choices"):
                     usage_tokens = event["usage"].get("completion_tokens")
                     continue
-                if w.api == "chat":
-                    choice = (event.get("choices") or [{}])[0]
-                    if not (choice.get("delta") or {}).get("content"):
-                        continue
-                elif w.api == "completions":
-                    if not (event.get("choices") or [{}])[0].get("text"):
-                        continue
-                elif (event.get("token") or {}).get("special"):
+                if not _carries_token(event, w.api):
                     continue
                 if result.first_token is None:
                     result.first_token = now
