@@ -70,7 +70,7 @@ def test_vllm_one_gpu_maps_the_plans_limits() -> None:
     assert value["--max-num-seqs"] == str(plan.limits.max_concurrent_requests)
     assert value["--gpu-memory-utilization"] == plan.knobs["--gpu-memory-utilization"] == "0.90"
     assert "--quantization" not in args and "--disable-custom-all-reduce" not in args
-    assert plan.engine.image == "vllm/vllm-openai:v0.30.0" and plan.engine.container_port == 8000
+    assert plan.engine.image == "vllm/vllm-openai:v0.32.0" and plan.engine.container_port == 8000
 
 
 def test_vllm_two_gpus_without_p2p_turn_custom_all_reduce_off_and_get_shared_memory() -> None:
@@ -104,7 +104,7 @@ def _plan(text: str) -> planner.Plan:
 
 def test_the_image_follows_the_engine_unless_the_spec_names_one() -> None:
     assert _plan("engine: tgi\n").engine.image == "ghcr.io/huggingface/text-generation-inference:3.3.4"
-    assert _plan("engine: vllm\n").engine.image == "vllm/vllm-openai:v0.30.0"
+    assert _plan("engine: vllm\n").engine.image == "vllm/vllm-openai:v0.32.0"
     assert _plan("engine: vllm\nimage: registry.local/vllm:site\n").engine.image == "registry.local/vllm:site"
 
 
