@@ -89,7 +89,8 @@ class Dialect:
         """Give what one server-sent event of a streamed generation on `api` says.
 
         Nothing in the event is trusted to have the dialect's shape: a field of another type carries no
-        token (a proxy's or another server's event is never a KeyError or an AttributeError).
+        token (a proxy's or another server's event is never a KeyError or an AttributeError), and only
+        text counts as a token (chat: choices[0].delta.content; completions: choices[0].text).
         """
         if "error" in event:
             # TGI: {"error": "...", "error_type": "overloaded"}; OpenAI servers: {"error": {"type": ...}}.
@@ -105,9 +106,8 @@ class Dialect:
             return Chunk(token=isinstance(token, dict) and not token.get("special"))
         choices = event.get("choices")
         first = choices[0] if isinstance(choices, list) and choices else None
-        if api == "chat":
-            return Chunk(token=bool(_field(_field(first, "delta"), "content")))
-        return Chunk(token=bool(_field(first, "text")))
+        text = _field(_field(first, "delta"), "content") if api == "chat" else _field(first, "text")
+        return Chunk(token=isinstance(text, str) and text != "")
 
     def recognizes(self, status: int | None, data: Any) -> str | None:
         """Give why an answer to GET `model_info_path` (its status and JSON) is this dialect's, in a few

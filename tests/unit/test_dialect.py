@@ -8,11 +8,15 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import clirun, simserver
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deployctl.engines import dialects
+from deployctl.engines.dialects import Api
 from deployctl.probe import dialect
 from deployctl.sim import latency
 from deployctl.sim.config import SimConfig, from_args
@@ -149,3 +153,53 @@ def test_error_text_takes_any_dialects_body() -> None:
     assert dialects.error_text(b"<html>502 Bad Gateway</html>") == "<html>502 Bad Gateway</html>"
     assert dialects.error_text(b'{"error": 5}') == '{"error": 5}'
     assert dialects.error_text(b"") == "(empty body)"
+
+
+@pytest.mark.parametrize(
+    ("api", "event", "token"),
+    [
+        ("completions", {"choices": [{"text": "hi"}]}, True),
+        ("completions", {"choices": [{"text": ""}]}, False),
+        ("completions", {"choices": "hi"}, False),
+        ("completions", {"choices": [5]}, False),
+        ("completions", {"choices": [{"text": {"t": 1}}]}, False),
+        ("chat", {"choices": [{"delta": {"content": "hi"}}]}, True),
+        ("chat", {"choices": [{"delta": ["hi"]}]}, False),
+        ("chat", {"choices": [{"delta": {"content": 7}}]}, False),
+        ("generate", {"token": {"text": "hi", "special": False}}, True),
+        ("generate", {"token": {"text": "</s>", "special": True}}, False),
+        ("generate", {"token": "hi"}, False),
+        ("generate", {}, False),
+    ],
+)
+def test_only_an_event_of_the_dialects_shape_carries_a_token(api: Api, event: dict[str, Any], token: bool) -> None:
+    speaks = dialects.TGI if api == "generate" else dialects.OPENAI
+    assert speaks.read_chunk(api, event).token is token
+
+
+def test_a_stream_error_gives_the_servers_words_in_any_shape() -> None:
+    tgi = dialects.TGI.read_chunk("generate", {"error": "Request failed during generation", "error_type": "generation"})
+    assert (tgi.error, tgi.detail) == ("generation", "Request failed during generation")
+    vllm = dialects.OPENAI.read_chunk("completions", {"error": {"message": "boom", "type": "InternalServerError"}})
+    assert (vllm.error, vllm.detail) == ("InternalServerError", "boom")
+    odd = dialects.OPENAI.read_chunk("completions", {"error": 5})
+    assert (odd.error, odd.detail) == ("stream_error", '{"error": 5}')
+
+
+# Values of every JSON type where the dialects expect objects, lists and strings, under the keys they read.
+_FIELDS = ["choices", "text", "delta", "content", "token", "special", "usage", "completion_tokens", "error", "message"]
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(_FIELDS), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, derandomize=True)
+@given(st.dictionaries(st.sampled_from([*_FIELDS, "error_type", "detail"]), _JSON, max_size=3))
+def test_a_stream_event_of_any_shape_is_read_without_an_exception(event: dict[str, Any]) -> None:
+    for speaks in dialects.known():
+        for api in speaks.apis:
+            chunk = speaks.read_chunk(api, event)
+            assert chunk.usage is None or isinstance(chunk.usage, int)
+            assert isinstance(chunk.token, bool) and isinstance(chunk.detail, str)
