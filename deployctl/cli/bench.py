@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import json_option, spec_file_option
+from deployctl.cli.options import endpoint_engine_option, json_option, spec_file_option
 from deployctl.cli.output import echo_json
 
 
@@ -44,6 +44,7 @@ def bench() -> None:
     help="The stack to measure (default: stack_dir of the spec).",
 )
 @spec_file_option
+@endpoint_engine_option
 @click.option(
     "--preset",
     type=click.Choice(sorted(["ttft", "sustained"])),
@@ -87,6 +88,7 @@ def run(
     endpoint: str | None,
     stack_dir: Path | None,
     spec_path: Path | None,
+    engine: str | None,
     preset: str | None,
     concurrency: str | None,
     rate: str | None,
@@ -123,6 +125,7 @@ def run(
         stack_dir=stack_dir,
         spec_path=spec_path,
         api_key_env=api_key_env,
+        engine=engine,
         preset=preset,
         concurrency=concurrency,
         rate=rate,

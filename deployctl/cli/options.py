@@ -120,6 +120,15 @@ spec_file_option = click.option(
     help="Spec file whose stack_dir to use (default: ./deployctl.yaml if present).",
 )
 
+# health, bench: whose API the endpoint speaks, when no stack's plan says (probe/dialect.py asks the endpoint).
+# Names come from the registry (ops/probing.resolve_target refuses an unknown one), as the spec's do.
+endpoint_engine_option = click.option(
+    "--engine",
+    metavar="NAME",
+    default=None,
+    help="The engine at --endpoint, e.g. tgi or vllm (default: the stack's, else the endpoint is asked which API it speaks).",
+)
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
@@ -144,5 +153,5 @@ sim_fault_option = click.option(
     multiple=True,
     callback=_faults,
     metavar="NAME[=VALUE]",
-    help="With --simulate: rehearse a failure (crash-after=N, never-healthy, load-seconds=S, control).",
+    help="With --simulate: rehearse a failure (crash-after=N, never-healthy, load-seconds=S, control, kv-tokens=N).",
 )

@@ -18,8 +18,9 @@ from deployctl import __version__
 from deployctl.boundedparse import read_json, shown
 from deployctl.engines import dialects
 from deployctl.errors import DeployctlError, InputError
-from deployctl.http import check_url, request
+from deployctl.http import check_url
 from deployctl.probe import load
+from deployctl.probe.dialect import model_info
 from deployctl.probe.stats import LevelStats, Slo, max_qps_under_slo, summarize
 from deployctl.progress import Progress, quiet
 from deployctl.safepath import check_dir
@@ -128,13 +129,9 @@ def parse_loads(text: str) -> list[float]:
 
 
 def _info(endpoint: str, dialect: dialects.Dialect, api_key: str | None) -> dict[str, Any] | None:
-    """Give what the server says about its model: TGI's /info, or vLLM's /v1/models card."""
-    status, body = request(f"{endpoint}{dialect.model_info_path}", 5.0, api_key=api_key)
-    try:
-        data = json.loads(body) if status == 200 else None
-    except ValueError:
-        return None
-    return dialect.bench_info(data)
+    """Give what the server says about its model, as a bench result records it (None when it says nothing)."""
+    _status, card = model_info(endpoint, dialect, api_key, 5.0)
+    return dialect.bench_info(card) if card is not None else None
 
 
 def run(config: BenchConfig, progress: Progress = quiet) -> BenchResult:

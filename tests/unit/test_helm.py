@@ -320,6 +320,25 @@ def test_tool_errors_become_one_line_each() -> None:
     assert isinstance(err('error: context "prod" does not exist'), InputError)
 
 
+GOLDEN = Path(__file__).parents[1] / "golden"
+
+
+@pytest.mark.parametrize(("engine", "folder"), [("tgi", "helm-2x4090"), ("vllm", "helm-vllm-2x4090")])
+def test_golden_chart(tmp_path: Path, update_golden: bool, engine: str, folder: str) -> None:
+    """values.yaml and `helm template` of the 2 x RTX 4090 chart per engine, pinned (pytest --update-golden to refresh)."""
+    chart_dir = chart(tmp_path, gpus=2, replicas=2, engine=engine)
+    rendered = {
+        "values.yaml": (chart_dir / "values.yaml").read_text(),
+        "manifests.yaml": run_helm("template", "golden", str(chart_dir), "--namespace", "llm").stdout,
+    }
+    for name, text in rendered.items():
+        path = GOLDEN / folder / name
+        if update_golden:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        assert text == path.read_text(), f"{path} differs: run pytest --update-golden if intended"
+
+
 # -- the CLI --------------------------------------------------------------------------------------
 
 
