@@ -11,7 +11,7 @@ from deployctl.bundle.format import Manifest
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # image, layer, model file, stack, spec
+    kind: str  # image, layer, model file, stack, spec, wheel
     name: str
     change: str  # added, removed, changed, same
     bytes: int  # what a delta of NEW over OLD carries for it (0: nothing)
@@ -34,8 +34,15 @@ def _repo(tag: str) -> str:
 def _model_files(m: Manifest) -> dict[str, tuple[str, int]]:
     """Give model files by their path inside the model folder: (sha256, size)."""
     files = {e.path.split("/", 2)[2]: (e.sha256, e.size) for e in m.entries if e.kind == "model"}
-    files.update({f.path.split("/", 2)[2]: (f.sha256, f.size) for f in m.from_base})
+    files.update({f.path.split("/", 2)[2]: (f.sha256, f.size) for f in m.model_from_base()})
     return files
+
+
+def _wheels(m: Manifest) -> dict[str, tuple[str, int]]:
+    """Give wheels by file name, carried or left to the base: (sha256, size)."""
+    wheels = {e.path.split("/", 1)[1]: (e.sha256, e.size) for e in m.entries if e.kind == "wheel"}
+    wheels.update({f.path.split("/", 1)[1]: (f.sha256, f.size) for f in m.from_base if f.path.startswith("wheels/")})
+    return wheels
 
 
 def diff(old_path: Path, new_path: Path) -> Diff:
@@ -68,8 +75,14 @@ def diff(old_path: Path, new_path: Path) -> Diff:
         if e.kind in ("stack", "spec"):
             state = "added" if e.path not in old_entries else ("same" if old_entries[e.path] == e.sha256 else "changed")
             changes.append(Change(e.kind, e.path, state, e.size))
+    old_wheels, new_wheels = _wheels(old), _wheels(new)
+    old_wheel_shas = {sha for sha, _ in old_wheels.values()}
+    for name, (sha, size) in sorted(new_wheels.items()):
+        state = "added" if name not in old_wheels else ("same" if old_wheels[name][0] == sha else "changed")
+        changes.append(Change("wheel", name, state, 0 if sha in old_wheel_shas else size))
+    changes += [Change("wheel", name, "removed", 0) for name in sorted(old_wheels) if name not in new_wheels]
     full = sum(b.size for b in new.blobs) + sum(size for _, size in new_files.values())
-    full += sum(e.size for e in new.entries if e.kind in ("stack", "spec", "wheel"))
+    full += sum(e.size for e in new.entries if e.kind in ("stack", "spec"))
+    full += sum(size for _, size in new_wheels.values())
     delta = sum(c.bytes for c in changes if c.kind != "layer")
-    delta += sum(e.size for e in new.entries if e.kind == "wheel")
     return Diff(str(old_path), str(new_path), changes, delta, full)

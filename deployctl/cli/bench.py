@@ -226,12 +226,5 @@ def compare(a: Path, b: Path, as_json: bool) -> None:
         echo_json([{"metric": m, "a": x, "b": y, "b_over_a": r} for m, x, y, r in values])
         return
     rows = core.compare(ra, rb)
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=escape(f"A = {a}   B = {b}"))
-    for col in ("metric", "A", "B", "B/A"):
-        table.add_column(col, justify="right" if col != "metric" else "left")
-    for row in rows:
-        table.add_row(*(escape(cell) for cell in row))  # a model id from a file is text, never markup
-    output.console().print(table)
+    # A model id from a file is text: never markup, never escape codes (output.table escapes every cell).
+    output.table(f"A = {a}   B = {b}", ["metric", "A", "B", "B/A"], rows, right=("A", "B", "B/A"))

@@ -18,6 +18,8 @@ from typing import IO, Any
 
 import click
 
+from deployctl.terminal import shown
+
 # How often a plain (non-terminal) progress line may repeat for the same item: often enough that a
 # log shows a long step is alive, rarely enough that a 10-minute copy stays a short log.
 PLAIN_EVERY_S = 2.0
@@ -46,8 +48,15 @@ def error_document(message: str, hint: str | None, exit_code: int) -> dict[str, 
 
 
 def error_line(message: str, hint: str | None) -> str:
-    """Give the one line a failed command prints on stderr."""
-    return f"error: {message}; {hint}" if hint else f"error: {message}"
+    """Give the one line a failed command prints on stderr (what came from outside escaped, see `shown`)."""
+    return "error: " + shown(f"{message}; {hint}" if hint else message, limit=None)
+
+
+def cell(value: object) -> str:
+    """Give a value for a table cell: escaped for the terminal, and never read as rich markup ([red])."""
+    from rich.markup import escape
+
+    return escape(shown(value, limit=None))
 
 
 def console(*, stderr: bool = False) -> Any:
@@ -66,11 +75,11 @@ def table(title: str, columns: list[str], rows: list[list[str]], *, right: tuple
     """Print a table on stdout."""
     from rich.table import Table
 
-    t = Table(title=title)
+    t = Table(title=cell(title))
     for c in columns:
-        t.add_column(c, justify="right" if c in right else "left")
+        t.add_column(cell(c), justify="right" if c in right else "left")
     for r in rows:
-        t.add_row(*r)
+        t.add_row(*(cell(v) for v in r))
     console().print(t)
 
 
@@ -148,6 +157,7 @@ class Progress:
         """Print one line on stderr (above the live display on a terminal)."""
         if not self.enabled:
             return
+        text = shown(text, limit=None)
         if self._rich is not None:
             self._rich.console.print(text, highlight=False, markup=False)
         else:
@@ -176,7 +186,7 @@ class Progress:
         amount = _amount(done, total, self.unit)
         if self._rich is not None:
             if item not in self._tasks:
-                self._tasks[item] = self._rich.add_task(item[-48:], total=total, amount=amount)
+                self._tasks[item] = self._rich.add_task(cell(item[-48:]), total=total, amount=amount)
             self._rich.update(self._tasks[item], completed=done, total=total, amount=amount)
             return
         now = time.monotonic()
@@ -186,7 +196,7 @@ class Progress:
             if finished and self._last.get(item) == -1.0:
                 return  # its last line was printed already
             self._last[item] = -1.0 if finished else now
-            self._progress_line(f"{item}: {amount}")
+            self._progress_line(f"{shown(item, limit=None)}: {amount}")
 
     __call__ = update  # the (item, done, total) callback the core functions take
 
