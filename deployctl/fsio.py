@@ -97,10 +97,15 @@ def atomic_writer(
 _TEMPORARY_TRIES = 8
 
 
+def temporary_name(name: str, attempt: int) -> str:
+    """Give the temporary name an atomic write of `name` tries (`attempt` counts from 0)."""
+    return f".{name}.tmp-{secrets.token_hex(4)}"
+
+
 def _create_temporary(dir_fd: int, path: Path, mode: int) -> tuple[int, str]:
     """Give a new file (descriptor, name) `.<name>.tmp-<random>` created exclusively in the open directory."""
-    for _ in range(_TEMPORARY_TRIES):
-        tmp = f".{path.name}.tmp-{secrets.token_hex(4)}"
+    for attempt in range(_TEMPORARY_TRIES):
+        tmp = temporary_name(path.name, attempt)
         try:
             return os.open(tmp, _CREATE, mode, dir_fd=dir_fd), tmp
         except FileExistsError:

@@ -345,6 +345,7 @@ def create(
     if staging.is_symlink():
         staging.unlink()
     shutil.rmtree(staging, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)  # the operator's folder, links and all
     ensure_dir(staging, within=out.parent)
     parts: list[str] = []
     try:

@@ -236,7 +236,7 @@ def _check_site_paths(places: Places, manifest: Manifest) -> None:
     deepest = len(os.fsencode(places.staging)) + longest + 32  # + the temporary name's suffix
     if deepest >= PATH_MAX:
         raise EnvironmentProblem(
-            f"--target {root} is too deep for the bundle's paths: its longest file would be {deepest:,} bytes "
+            f"--target {shown(root, 80)} is too deep for the bundle's paths: its longest file would be {deepest:,} bytes "
             f"long (Linux allows {PATH_MAX - 1:,})",
             "choose a --target with a shorter path",
         )
