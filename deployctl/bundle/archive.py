@@ -161,7 +161,9 @@ def read_parts(index: Path) -> PartsIndex:
     """Give the parts a parts index names, each a regular file of its full size in the index's own folder."""
     try:
         data = json.loads(_read_small(index, SMALL_MAX))
-        listed = [{"name": str(p["name"]), "size": int(p["size"]), "sha256": str(p["sha256"])} for p in data["parts"]]
+        listed: list[dict[str, Any]] = [
+            {"name": str(p["name"]), "size": int(p["size"]), "sha256": str(p["sha256"])} for p in data["parts"]
+        ]
         manifest_sha = data.get("manifest_sha256")
         signature = data.get("signature")
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
@@ -170,7 +172,7 @@ def read_parts(index: Path) -> PartsIndex:
         raise BundleError(f"{index.name}: {len(listed)} parts (a bundle has 1 to {MAX_PARTS})")
     parts = []
     for i, p in enumerate(listed):
-        name = p["name"]
+        name = str(p["name"])
         try:
             check_name(name, "part name")
         except InputError:
@@ -191,7 +193,7 @@ def read_parts(index: Path) -> PartsIndex:
             raise VerificationFailed(
                 f"part {i + 1} of {len(listed)} ({name}) is truncated: {actual} of {p['size']} bytes"
             )
-        parts.append(Part(path, p["size"], p["sha256"]))
+        parts.append(Part(path, int(p["size"]), str(p["sha256"])))
     signed = index_bytes(listed, str(manifest_sha)) if isinstance(manifest_sha, str) else b""
     sig = json.dumps(signature).encode() if isinstance(signature, dict) else None
     return PartsIndex(parts, manifest_sha if isinstance(manifest_sha, str) else None, signed, sig)
@@ -203,7 +205,7 @@ class PartsStream(io.RawIOBase):
     def __init__(self, parts: list[Part]) -> None:
         self.parts = parts
         self.i = -1
-        self.f: IO[bytes] | None = None
+        self.f: io.BufferedReader | None = None
         self.h = hashlib.sha256()
         self._next()
 
@@ -220,7 +222,7 @@ class PartsStream(io.RawIOBase):
         self.f = None
         if self.i < len(self.parts):
             try:
-                self.f = open_regular(self.parts[self.i].path, "part", follow=False)  # type: ignore[assignment]
+                self.f = open_regular(self.parts[self.i].path, "part", follow=False)  # type: ignore[assignment]  # a BufferedReader
             except InputError as exc:
                 raise BundleError(exc.message) from None
 

@@ -160,7 +160,7 @@ def stage_blob(
     compressed = iter(chunks)
     try:
         with (
-            dctx.stream_reader(IterStream(compressed), read_size=CHUNK) as z,
+            dctx.stream_reader(IterStream(compressed), read_size=CHUNK) as z,  # type: ignore[arg-type]  # a raw stream
             atomic_writer(dest, within=within) as f,
         ):
             hashed = HashingFile(f)

@@ -14,6 +14,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import IO, Any
 
 import click
@@ -71,7 +72,7 @@ def console(*, stderr: bool = False) -> Any:
     return Console(file=stream, highlight=False, color_system=None, force_terminal=False, width=160)
 
 
-def table(title: str, columns: list[str], rows: list[list[str]], *, right: tuple[str, ...] = ()) -> None:
+def table(title: str, columns: list[str], rows: Sequence[Sequence[object]], *, right: tuple[str, ...] = ()) -> None:
     """Print a table on stdout."""
     from rich.table import Table
 
