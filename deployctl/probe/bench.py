@@ -20,17 +20,12 @@ from deployctl.boundedparse import read_json, shown
 from deployctl.errors import DeployctlError, InputError
 from deployctl.probe import load
 from deployctl.probe.http import check_url, request
+from deployctl.probe.options import MAX_LOAD, MAX_REQUESTS, MAX_TOKENS, PRESETS, _num, parse_loads
 from deployctl.probe.stats import LevelStats, Slo, max_qps_under_slo, summarize
 from deployctl.safepath import check_dir
 
 Mode = Literal["closed", "open"]
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # A help desk: short answers, the first token is what users feel.
-    "ttft": {"prompt_tokens": 512, "output_tokens": 16, "concurrency": [1, 2, 4, 8, 16], "slo_ttft_ms": 500.0},
-    # Long generation: steady token rate matters.
-    "sustained": {"prompt_tokens": 512, "output_tokens": 2048, "concurrency": [1, 2, 4, 8], "slo_itl_ms": 100.0},
-}
+__all__ = ["MAX_LOAD", "MAX_REQUESTS", "MAX_TOKENS", "PRESETS", "BenchConfig", "parse_loads"]
 
 
 @dataclass(frozen=True)
@@ -75,17 +70,6 @@ class BenchConfig:
             raise InputError("--currency: at most 16 printable characters, e.g. EUR")
 
 
-# Beyond these a sweep is a typo, not a benchmark: 100,000 concurrent streams or requests per
-# second is past any single engine; 10^6 requests per level or tokens per request likewise.
-MAX_LOAD = 100_000
-MAX_REQUESTS = 1_000_000
-MAX_TOKENS = 1_000_000
-
-
-def _num(value: float) -> str:
-    return f"{int(value):,}" if value == int(value) else f"{value:g}"
-
-
 def check_output_dir(path: Path) -> Path:
     """Give `path` if results can be written there: checked before a sweep spends minutes."""
     check_dir(path, "--output-dir")
@@ -113,17 +97,6 @@ class BenchResult:
         out = asdict(self)
         out["levels"] = [lv.as_dict() for lv in self.levels]
         return out
-
-
-def parse_loads(text: str) -> list[float]:
-    """Give the loads of '1,2,4,8' (positive numbers)."""
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(f"{text!r} is not a comma-separated list of numbers") from None
-    if not values or any(v <= 0 for v in values):
-        raise InputError(f"{text!r}: loads must be positive numbers")
-    return values
 
 
 def _info(endpoint: str, dialect: load.Dialect, api_key: str | None) -> dict[str, Any] | None:
