@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import echo_json, json_option, spec_file_option
+from deployctl.cli.options import BoundedNumber, echo_json, json_option, spec_file_option
+from deployctl.probe import options as opt
 
 
 class DefaultRun(click.Group):
@@ -50,10 +51,24 @@ def bench() -> None:
 )
 @click.option("--concurrency", help="Closed loop at these concurrencies, e.g. 1,2,4,8,16.")
 @click.option("--rate", help="Open loop (Poisson arrivals) at these request rates per second, e.g. 1,2,4.")
-@click.option("--requests", type=int, default=100, show_default=True, help="Measured requests per level.")
-@click.option("--warmup", type=int, default=5, show_default=True, help="Requests per level left out of the figures.")
-@click.option("--prompt-tokens", type=int, help="Prompt length in tokens (default 256, or the preset's).")
-@click.option("--output-tokens", type=int, help="Tokens to generate per request (default 64, or the preset's).")
+@click.option(
+    "--requests", type=BoundedNumber(opt.REQUESTS), default=100, show_default=True, help="Measured requests per level."
+)
+@click.option(
+    "--warmup",
+    type=BoundedNumber(opt.WARMUP),
+    default=5,
+    show_default=True,
+    help="Requests per level left out of the figures.",
+)
+@click.option(
+    "--prompt-tokens", type=BoundedNumber(opt.TOKENS), help="Prompt length in tokens (default 256, or the preset's)."
+)
+@click.option(
+    "--output-tokens",
+    type=BoundedNumber(opt.TOKENS),
+    help="Tokens to generate per request (default 64, or the preset's).",
+)
 @click.option(
     "--api",
     type=click.Choice(["generate", "chat", "completions"]),
@@ -61,9 +76,13 @@ def bench() -> None:
     help="Route to load (default: the engine's own, generate or completions).",
 )
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--slo-ttft", type=float, help="SLO: time to first token, ms.")
-@click.option("--slo-itl", type=float, help="SLO: inter-token latency, ms (each request's worst gap for goodput).")
-@click.option("--slo-e2e", type=float, help="SLO: end-to-end latency, ms.")
+@click.option("--slo-ttft", type=BoundedNumber(opt.SLO_MS), help="SLO: time to first token, ms.")
+@click.option(
+    "--slo-itl",
+    type=BoundedNumber(opt.SLO_MS),
+    help="SLO: inter-token latency, ms (each request's worst gap for goodput).",
+)
+@click.option("--slo-e2e", type=BoundedNumber(opt.SLO_MS), help="SLO: end-to-end latency, ms.")
 @click.option(
     "--slo-percentile",
     type=click.Choice(["p50", "p90", "p99"]),
@@ -71,7 +90,7 @@ def bench() -> None:
     show_default=True,
     help="A level meets the SLO when this percentile is within every target.",
 )
-@click.option("--cost", type=float, help="Hardware price (any currency) for cost per QPS.")
+@click.option("--cost", type=BoundedNumber(opt.COST), help="Hardware price (any currency) for cost per QPS.")
 @click.option("--currency", default="", help="Label for --cost, e.g. EUR.")
 @click.option("--api-key-env", help="Variable holding the API key (default: the stack's .env).")
 @click.option(

@@ -11,6 +11,24 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class BoundedNumber(click.ParamType):
+    """A flag's number checked against one of probe.options' bounded types when it is parsed.
+
+    Out of bounds, infinite or NaN, it is refused in one line naming the flag, before the command
+    does anything (a power cap set, a request sent).
+    """
+
+    def __init__(self, bounds: Any) -> None:
+        self.bounds = bounds
+        self.name = "integer" if bounds.integer else "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value  # a default, already checked where it is defined
+        flag = max(param.opts, key=len) if param is not None else "value"
+        return self.bounds.parse(value, flag)
+
+
 def _gpus(value: str | None) -> int | list[int | str] | None:
     if value is None:
         return None

@@ -19,6 +19,7 @@ from deployctl import __version__
 from deployctl.boundedparse import read_json, shown
 from deployctl.errors import DeployctlError, InputError
 from deployctl.probe import load
+from deployctl.probe import options as opt
 from deployctl.probe.http import check_url, request
 from deployctl.probe.options import MAX_LOAD, MAX_REQUESTS, MAX_TOKENS, PRESETS, _num, parse_loads
 from deployctl.probe.stats import LevelStats, Slo, max_qps_under_slo, summarize
@@ -47,25 +48,24 @@ class BenchConfig:
     preset: str | None = None
 
     def __post_init__(self) -> None:
-        # Checked before any request: a load of nan or 1e12 would hang the sweep, not fail it.
-        def bad(value: float | None, low: float, high: float) -> bool:
-            return value is not None and not low <= value <= high  # False for nan too, via `not`
-
-        if any(bad(v, 1e-6, MAX_LOAD) for v in self.loads) or not self.loads:
+        # Checked before any request (the CLI checked each flag as it parsed it; Python callers get the same).
+        if not self.loads:
             raise InputError(f"loads must be positive numbers up to {_num(MAX_LOAD)}")
-        checks = {
-            "--requests": (self.requests, 1, MAX_REQUESTS),
-            "--warmup": (self.warmup, 0, MAX_REQUESTS),
-            "--prompt-tokens": (self.prompt_tokens, 1, MAX_TOKENS),
-            "--output-tokens": (self.output_tokens, 1, MAX_TOKENS),
-            "--slo-ttft": (self.slo.ttft_ms, 1e-3, 3.6e6),
-            "--slo-itl": (self.slo.itl_ms, 1e-3, 3.6e6),
-            "--slo-e2e": (self.slo.e2e_ms, 1e-3, 3.6e6),
-            "--cost": (self.cost, 0, 1e15),
+        for value in self.loads:
+            opt.LOAD.check(value, "--rate" if self.mode == "open" else "--concurrency")
+        checks: dict[str, tuple[float | None, opt.Bounded]] = {
+            "--requests": (self.requests, opt.REQUESTS),
+            "--warmup": (self.warmup, opt.WARMUP),
+            "--prompt-tokens": (self.prompt_tokens, opt.TOKENS),
+            "--output-tokens": (self.output_tokens, opt.TOKENS),
+            "--slo-ttft": (self.slo.ttft_ms, opt.SLO_MS),
+            "--slo-itl": (self.slo.itl_ms, opt.SLO_MS),
+            "--slo-e2e": (self.slo.e2e_ms, opt.SLO_MS),
+            "--cost": (self.cost, opt.COST),
         }
-        for flag, (value, low, high) in checks.items():
-            if bad(value, low, high):
-                raise InputError(f"{flag} {value}: must be between {_num(low)} and {_num(high)}")
+        for flag, (given, bounds) in checks.items():
+            if given is not None:
+                bounds.check(given, flag)
         if len(self.currency) > 16 or not self.currency.isprintable():
             raise InputError("--currency: at most 16 printable characters, e.g. EUR")
 
