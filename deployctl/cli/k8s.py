@@ -58,7 +58,13 @@ def k8s() -> None:
 @cluster_options
 @click.option("--simulate", is_flag=True, help="Install the simulator in place of the engine (no GPU node needed).")
 @click.option("--release", help="The Helm release name (default: the spec's name).")
-@click.option("--replicas", type=int, default=1, show_default=True, help="Engine instances, each on its own GPUs.")
+@click.option(
+    "--replicas",
+    type=click.IntRange(0, 1000),
+    default=1,
+    show_default=True,
+    help="Engine instances, each on its own GPUs (0-1000, the chart's schema).",
+)
 @click.option("--runtime-class", default="nvidia", show_default=True, help="The pods' RuntimeClass; '' for none.")
 @click.option(
     "--values", "values_files", multiple=True, type=click.Path(path_type=Path, dir_okay=False), help="More Helm values."

@@ -212,7 +212,11 @@ def plan(
     help="helm: the chart directory (default ./NAME-chart); compose: same as --stack-dir.",
 )
 @click.option(
-    "--replicas", type=int, default=1, show_default=True, help="helm: engine instances, each on its own GPUs."
+    "--replicas",
+    type=click.IntRange(0, 1000),
+    default=1,
+    show_default=True,
+    help="helm: engine instances, each on its own GPUs (0-1000, the chart's schema).",
 )
 @sim_fault_option
 @json_option

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deployctl import models, planner
+from deployctl.terminal import shown
 from deployctl.errors import InputError
 from deployctl.hardware import inventory
 from deployctl.models import ModelFacts
@@ -56,9 +57,13 @@ def write_starter(output: Path, name: str, force: bool) -> Path:
 
     if output.exists() and not force:
         raise InputError(f"{output} already exists", "pass --force to overwrite it")
+    spec.parse("", "--name", overrides={"name": name}, flags={"name": "--name"})  # the spec's own name rule
     text = spec.starter(name)
-    # The starter names a model directory that does not exist yet: check the rest of it parses.
-    spec.parse(text.replace("path: ./models/my-model-gptq", "path: ./m"), str(output))
+    # The starter names a model directory that does not exist yet: check the rest of it parses, and
+    # that the name reads back as given (a newline or ' #' in it would add keys or cut it short).
+    written = spec.parse(text.replace("path: ./models/my-model-gptq", "path: ./m"), str(output))
+    if written.name != name:
+        raise InputError(f"--name {shown(name)!r}: reads back from YAML as {shown(written.name)!r}")
     try:
         tmp = output.with_name(f".{output.name}.tmp")
         tmp.write_text(text)

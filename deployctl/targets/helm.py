@@ -34,6 +34,8 @@ PRIVILEGED_PORTS = 1024  # ports below it need NET_BIND_SERVICE outside Docker's
 KEY_IN_SECRET = "<in a Kubernetes Secret>"
 # Start-up probe period for a real engine; the budget (the plan's load time) sets the failure count.
 STARTUP_PERIOD_S = 10
+# The chart's own schema (templates/helm/values.schema.json, "replicas") allows 0-1000; the CLI's bound is that.
+MAX_REPLICAS = 1000
 # The toleration the GPU Operator's and most sites' GPU node taints ask for.
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
@@ -183,8 +185,8 @@ def _resources(src: ChartSource) -> dict[str, Any]:
 
 def context(src: ChartSource, *, replicas: int = 1, runtime_class: str = "nvidia") -> dict[str, Any]:
     """Give the values Chart.yaml and values.yaml are rendered from; every decision is made here."""
-    if replicas < 0:
-        raise InputError(f"--replicas {replicas}: must be 0 or more")
+    if not 0 <= replicas <= MAX_REPLICAS:
+        raise InputError(f"--replicas {replicas:g}: must be 0 to {MAX_REPLICAS} (the chart's schema)")
     if runtime_class and not RELEASE_NAME.match(runtime_class):
         raise InputError(f"runtime class {runtime_class!r} is not a Kubernetes name")
     image = ImageRef.parse(src.image)

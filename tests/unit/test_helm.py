@@ -453,3 +453,18 @@ def test_a_failed_rollout_says_what_helm_did(stderr: str, says: str) -> None:
     assert isinstance(err, ops.RolloutFailed) and err.exit_code == 1
     assert "did not become ready: image x:1 is not present on node gpu-1 (ErrImagePull)" in err.message
     assert err.hint is not None and err.hint.startswith(says)
+
+
+def test_the_replicas_bound_is_the_charts_schema() -> None:
+    import json
+    from importlib import resources
+
+    from deployctl.cli import k8s as k8s_cli
+    from deployctl.cli import plan as plan_cli
+    from deployctl.targets import helm
+
+    schema = json.loads((resources.files("deployctl") / "templates/helm/values.schema.json").read_text())
+    assert schema["properties"]["replicas"]["maximum"] == helm.MAX_REPLICAS
+    for command in (plan_cli.render, k8s_cli.up):
+        option = next(p for p in command.params if p.name == "replicas")
+        assert option.type.max == helm.MAX_REPLICAS and option.type.min == 0  # type: ignore[attr-defined]

@@ -140,6 +140,20 @@ CASES.update(
         "tune min throughput 2": ([*TUNE, "--min-throughput", "2"], "--min-throughput 2: must"),
         "tune slo itl -1": ([*TUNE, "--slo-itl", "-1"], "--slo-itl -1: must"),
         "tune caps nan": ([*TUNE, "--caps", "300,nan"], "--caps '300,nan': loads must be positive"),
+        # init writes YAML: a name that would add a key or be cut short by a comment is refused.
+        "init name with a newline and a key": (
+            ["init", "--name", "x\nimage: attacker.example/evil:1"],
+            "--name x\\x0aimage: attacker.example/evil:1: 'x\\nimage",
+        ),
+        "init name with a comment": (["init", "--name", "x #c"], "'x #c' is not a safe name"),
+        "helm replicas 1e20": (
+            ["render", "--target", "helm", "--gpu-model", "rtx4090", "--replicas", "100000000000000000000"],
+            "100000000000000000000 is not in the range 0<=x<=1000",
+        ),
+        "helm replicas 1e20 as a float": (
+            ["render", "--target", "helm", "--gpu-model", "rtx4090", "--replicas", "1e20"],
+            "'1e20' is not a valid integer",
+        ),
     }
 )
 
