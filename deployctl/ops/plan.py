@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from deployctl import models, planner
-from deployctl.terminal import shown
 from deployctl.errors import InputError
 from deployctl.hardware import inventory
 from deployctl.models import ModelFacts
 from deployctl.planner.compare import Comparison
 from deployctl.planner.types import Plan
 from deployctl.spec import DeploymentSpec
+from deployctl.terminal import shown
 
 SIMULATED_GPU = "rtx4090"
 
