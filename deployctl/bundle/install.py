@@ -388,7 +388,8 @@ def install(
         say=say,
     )
     if manifest.images and not journal.done("images_loaded"):
-        say(f"loading {len(manifest.images)} image(s) into Docker")
+        reused = f"; {len(sources.present)} layer(s) the engine holds are taken by digest" if sources.present else ""
+        say(f"loading {len(manifest.images)} image(s) into Docker{reused}")
         _load_images(manifest, places.images, sources)
         journal.mark("images_loaded")
         shutil.rmtree(places.images, ignore_errors=True)
