@@ -363,7 +363,7 @@ def tune(
         config=ops.TuneConfig(
             endpoint=endpoint or "",
             load=load,
-            caps=tuple(parse_loads(caps, "--caps")) if caps else (),
+            caps=tuple(parse_loads(caps, "--caps", "caps")) if caps else (),
             step_w=step,
             settle_s=settle,
             window_s=window,

@@ -94,8 +94,8 @@ FRACTION = Bounded(0, 1, low_open=True)
 MAX_CAPS = 64
 
 
-def parse_loads(text: str, flag: str = "loads") -> list[float]:
-    """Give the loads of '1,2,4,8' (positive numbers, at most MAX_LOAD each, at most 1,000 of them)."""
+def parse_loads(text: str, flag: str = "loads", what: str = "loads") -> list[float]:
+    """Give the loads (or caps: `what`) of '1,2,4,8': positive numbers, at most MAX_LOAD each, at most 1,000 of them."""
     parts = [x for x in text.split(",") if x.strip()]
     if not parts or len(parts) > 1000:
         raise InputError(f"{flag} {text[:40]!r}: give 1 to 1,000 comma-separated numbers, e.g. 1,2,4,8")
@@ -106,7 +106,7 @@ def parse_loads(text: str, flag: str = "loads") -> list[float]:
         except ValueError:
             raise InputError(f"{flag} {text[:40]!r} is not a comma-separated list of numbers") from None
         if not math.isfinite(value) or not 0 < value <= MAX_LOAD:
-            raise InputError(f"{flag} {text[:40]!r}: loads must be positive numbers up to {_num(MAX_LOAD)}")
+            raise InputError(f"{flag} {text[:40]!r}: {what} must be positive numbers up to {_num(MAX_LOAD)}")
         values.append(value)
     return values
 

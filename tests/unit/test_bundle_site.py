@@ -378,7 +378,7 @@ def test_a_signature_naming_another_algorithm_is_refused(
         (bundle / "manifest.sig").write_text(json.dumps({**sig, "algorithm": algorithm}))
         line = one_error(run("bundle", "verify", str(bundle), "--pubkey", f"{key}.pub"), 1)
         assert f"names the algorithm '{algorithm}'" in line, line
-    outcome("manifest.sig with algorithm none (valid ed25519 signature)", f"exit 1, {line}")
+        outcome(f"manifest.sig with algorithm {algorithm!r} (valid ed25519 signature)", f"exit 1, {line}")
 
 
 def test_bytes_after_the_end_of_the_tar_are_refused(

@@ -139,7 +139,7 @@ CASES.update(
         "tune min throughput nan": ([*TUNE, "--min-throughput", "nan"], "--min-throughput nan: must"),
         "tune min throughput 2": ([*TUNE, "--min-throughput", "2"], "--min-throughput 2: must"),
         "tune slo itl -1": ([*TUNE, "--slo-itl", "-1"], "--slo-itl -1: must"),
-        "tune caps nan": ([*TUNE, "--caps", "300,nan"], "--caps '300,nan': loads must be positive"),
+        "tune caps nan": ([*TUNE, "--caps", "300,nan"], "--caps '300,nan': caps must be positive"),
         # init writes YAML: a name that would add a key or be cut short by a comment is refused.
         "init name with a newline and a key": (
             ["init", "--name", "x\nimage: attacker.example/evil:1"],
