@@ -45,6 +45,19 @@ def _wheels(m: Manifest) -> dict[str, tuple[str, int]]:
     return wheels
 
 
+def _file_changes(kind: str, old: dict[str, tuple[str, int]], new: dict[str, tuple[str, int]]) -> list[Change]:
+    """Give each file of NEW (by name: sha256, size) as added, same or changed, and OLD's that went, as removed.
+
+    A delta carries a file only when OLD has no file with its sha256 (under any name).
+    """
+    old_shas = {sha for sha, _ in old.values()}
+    out = []
+    for name, (sha, size) in sorted(new.items()):
+        state = "added" if name not in old else ("same" if old[name][0] == sha else "changed")
+        out.append(Change(kind, name, state, 0 if sha in old_shas else size))
+    return out + [Change(kind, name, "removed", 0) for name in sorted(old) if name not in new]
+
+
 def diff(old_path: Path, new_path: Path) -> Diff:
     """Give what changes from OLD to NEW (bundles or manifest.json files), item by item."""
     _, old = read_manifest(old_path)
@@ -64,23 +77,14 @@ def diff(old_path: Path, new_path: Path) -> Diff:
     changes += [
         Change("image", i.tags[0], "removed", 0) for i in old.images if not {_repo(t) for t in i.tags} & new_repos
     ]
-    old_files, new_files = _model_files(old), _model_files(new)
-    old_shas = {sha for sha, _ in old_files.values()}
-    for rel, (sha, size) in sorted(new_files.items()):
-        state = "added" if rel not in old_files else ("same" if old_files[rel][0] == sha else "changed")
-        changes.append(Change("model file", rel, state, 0 if sha in old_shas else size))
-    changes += [Change("model file", rel, "removed", 0) for rel in sorted(old_files) if rel not in new_files]
+    new_files, new_wheels = _model_files(new), _wheels(new)
+    changes += _file_changes("model file", _model_files(old), new_files)
     old_entries = {e.path: e.sha256 for e in old.entries}
     for e in new.entries:
         if e.kind in ("stack", "spec"):
             state = "added" if e.path not in old_entries else ("same" if old_entries[e.path] == e.sha256 else "changed")
             changes.append(Change(e.kind, e.path, state, e.size))
-    old_wheels, new_wheels = _wheels(old), _wheels(new)
-    old_wheel_shas = {sha for sha, _ in old_wheels.values()}
-    for name, (sha, size) in sorted(new_wheels.items()):
-        state = "added" if name not in old_wheels else ("same" if old_wheels[name][0] == sha else "changed")
-        changes.append(Change("wheel", name, state, 0 if sha in old_wheel_shas else size))
-    changes += [Change("wheel", name, "removed", 0) for name in sorted(old_wheels) if name not in new_wheels]
+    changes += _file_changes("wheel", _wheels(old), new_wheels)
     full = sum(b.size for b in new.blobs) + sum(size for _, size in new_files.values())
     full += sum(e.size for e in new.entries if e.kind in ("stack", "spec"))
     full += sum(size for _, size in new_wheels.values())

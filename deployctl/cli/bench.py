@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import BoundedNumber, echo_json, json_option, spec_file_option
+from deployctl.cli.options import BoundedNumber, echo_json, json_option, spec_file_option, token_options
 from deployctl.probe import options as opt
 
 
@@ -61,14 +61,7 @@ def bench() -> None:
     show_default=True,
     help="Requests per level left out of the figures.",
 )
-@click.option(
-    "--prompt-tokens", type=BoundedNumber(opt.TOKENS), help="Prompt length in tokens (default 256, or the preset's)."
-)
-@click.option(
-    "--output-tokens",
-    type=BoundedNumber(opt.TOKENS),
-    help="Tokens to generate per request (default 64, or the preset's).",
-)
+@token_options(output_default=64)
 @click.option(
     "--api",
     type=click.Choice(["generate", "chat", "completions"]),

@@ -29,6 +29,25 @@ class BoundedNumber(click.ParamType):
         return self.bounds.parse(value, flag)
 
 
+def token_options(output_default: int) -> Callable[[F], F]:
+    """`--prompt-tokens` and `--output-tokens`, bounded, as `bench` and `power tune` both take them."""
+    from deployctl.probe.options import TOKENS
+
+    def apply(f: F) -> F:
+        f = click.option(
+            "--output-tokens",
+            type=BoundedNumber(TOKENS),
+            help=f"Tokens to generate per request (default {output_default}, or the preset's).",
+        )(f)
+        return click.option(
+            "--prompt-tokens",
+            type=BoundedNumber(TOKENS),
+            help="Prompt length in tokens (default 256, or the preset's).",
+        )(f)
+
+    return apply
+
+
 def _gpus(value: str | None) -> int | list[int | str] | None:
     if value is None:
         return None

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import BoundedNumber, echo_json, json_option
+from deployctl.cli.options import BoundedNumber, echo_json, json_option, token_options
 from deployctl.probe import options as opt
 
 gpu_option = click.option(
@@ -244,12 +244,7 @@ def reset(gpu_refs: tuple[str, ...], dry_run: bool, state_file: Path | None, as_
 @click.option(
     "--rate", type=BoundedNumber(opt.RATE), help="Open loop (Poisson arrivals) at this many requests per second."
 )
-@click.option(
-    "--prompt-tokens", type=BoundedNumber(opt.TOKENS), help="Prompt length in tokens (default 256, or the preset's)."
-)
-@click.option(
-    "--output-tokens", type=BoundedNumber(opt.TOKENS), help="Tokens per request (default 128, or the preset's)."
-)
+@token_options(output_default=128)
 @click.option("--caps", help="Caps to measure in watts, e.g. 450,350,300 (default: board default down to minimum).")
 @click.option(
     "--step", type=BoundedNumber(opt.STEP_W), default=50.0, show_default=True, help="Watts between caps (1-1000)."

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from helpers.fake_engine import use_fake_engine
+from helpers.snapshot import snapshot as tree_snapshot
 from helpers.tinymodel import write_spec, write_tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -61,18 +62,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def snapshot(root: Path) -> dict[str, str]:
     """Every path under root (bundle aside) with its kind and content hash, links included."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        if rel.startswith("bundle"):
-            continue
-        if p.is_symlink():
-            out[rel] = "link:" + str(p.readlink())
-        elif p.is_file():
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-        else:
-            out[rel] = "dir"
-    return out
+    return tree_snapshot(root, skip=lambda rel: rel.startswith("bundle"))
 
 
 def hostile(good: Path, dest: Path, key: Path, change: Callable[[Manifest, Path], None]) -> Path:

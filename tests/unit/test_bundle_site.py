@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 from helpers.fake_engine import use_fake_engine
 from helpers.fakeimage import use_fake_images
+from helpers.snapshot import snapshot
 from helpers.tinymodel import write_spec, write_tiny_model
 
 from deployctl import fsio, spec
@@ -66,18 +67,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def outside(site: Path) -> dict[str, str]:
     """Every path beside the target (links not followed) with its content hash: what must not change."""
-    out = {}
-    for p in sorted(site.parent.rglob("*")):
-        rel = p.relative_to(site.parent).as_posix()
-        if rel == site.name or rel.startswith(site.name + "/"):
-            continue
-        if p.is_symlink():
-            out[rel] = "link:" + str(p.readlink())
-        elif p.is_file():
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-        else:
-            out[rel] = "dir"
-    return out
+    return snapshot(site.parent, skip=lambda rel: rel == site.name or rel.startswith(site.name + "/"))
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -179,7 +169,7 @@ def test_a_planted_link_to_a_folder_outside_is_refused_when_the_install_makes_it
 # -- 2. bounded decompression ---------------------------------------------------------------------------
 
 BOMB_CHILD = """
-import json, resource, sys
+import json, sys
 from deployctl.docker import engine
 
 class Engine:
@@ -194,7 +184,9 @@ try:
 except SystemExit as exc:
     code = exc.code
 io = dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())
-peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# VmHWM: this process image's peak RSS (ru_maxrss would carry the forking parent's across exec).
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+peak_kib = int(status["VmHWM"].split()[0])
 print(json.dumps({"wchar": int(io["wchar"]), "peak_kib": peak_kib}), file=sys.stderr)
 sys.exit(code)
 """
