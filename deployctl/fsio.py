@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -113,6 +114,29 @@ def _create_temporary(dir_fd: int, path: Path, mode: int) -> tuple[int, str]:
         except OSError as exc:
             raise EnvironmentProblem(f"cannot write {path}: {exc.strerror}") from None
     raise EnvironmentProblem(f"cannot write {path}: {_TEMPORARY_TRIES} temporary names beside it are taken")
+
+
+def remove_temporaries(directory: Path, *, recursive: bool = True) -> int:
+    """Remove what killed atomic writes left in `directory` (and its sub-folders); give how many.
+
+    Only names of the form `.<name>.tmp-<hex>` go (files, or links, which are removed, never
+    followed); folders are walked without following links. A directory that is not there is fine.
+    """
+    removed = 0
+    for root, dirs, files in os.walk(directory, followlinks=False):
+        if not recursive:
+            dirs_here, dirs[:] = list(dirs), []
+        else:
+            dirs_here = dirs
+        for name in [*files, *(d for d in dirs_here if os.path.islink(os.path.join(root, d)))]:
+            if name.startswith(".") and _TEMPORARY.fullmatch(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(root, name))
+                    removed += 1
+    return removed
+
+
+_TEMPORARY = re.compile(r"\..+\.tmp-[0-9a-z]+")
 
 
 def ensure_dir(directory: Path, *, within: Path, mode: int = 0o755) -> None:

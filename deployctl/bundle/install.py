@@ -19,7 +19,15 @@ from deployctl.bundle.archive import Reader, drain, open_bundle
 from deployctl.bundle.blobs import stage_blob, stage_file
 from deployctl.bundle.format import BundleError, Manifest, VerificationFailed, blob_file
 from deployctl.errors import EnvironmentProblem, InputError
-from deployctl.fsio import atomic_writer, ensure_dir, free_bytes, open_regular, read_bounded, write_atomic
+from deployctl.fsio import (
+    atomic_writer,
+    ensure_dir,
+    free_bytes,
+    open_regular,
+    read_bounded,
+    remove_temporaries,
+    write_atomic,
+)
 from deployctl.safepath import PATH_MAX, check_dir, is_under, within
 
 Progress = Callable[[str, int, int | None], None]
@@ -377,6 +385,10 @@ def install(
         shutil.rmtree(places.staging, ignore_errors=True)  # left by an earlier run that recorded nothing: not trusted
     if not model_done:
         ensure_dir(places.staging, within=places.target)
+    # What a run killed mid-write (SIGKILL) left under temporary names: never trusted, never kept.
+    for folder in (places.staging, places.images, places.journal_dir):
+        remove_temporaries(folder)
+    remove_temporaries(places.target, recursive=False)
     _copy_pass(path, pubkey, insecure, manifest, places, journal, progress, say)
     delta.stage(
         sources,

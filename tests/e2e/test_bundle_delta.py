@@ -215,7 +215,8 @@ def test_a_delta_for_a_1000_byte_change_with_the_same_wheels_is_under_10_mb(
     shard.write_bytes(bytes(data))
     sizes = {}
     for name, model, extra in (("w1", d / "rev1" / "tiny-llama", []), ("w3", rev3, ["--base", str(tmp_path / "w1")])):
-        spec = write_spec(tmp_path / name, model, name="delta")
+        (tmp_path / f"{name}-spec").mkdir()
+        spec = write_spec(tmp_path / f"{name}-spec", model, name="delta")
         args = ["-f", str(spec), "--simulate", "--image", test_images["app1"], "--sign", str(made["key"])]
         done = deployctl("bundle", "create", *args, "--wheels", "auto", "-o", str(tmp_path / name), *extra, timeout=900)
         assert done.returncode == 0, done.stderr
