@@ -11,6 +11,7 @@ from deployctl.cli.options import echo_json, json_option, load_spec, sim_fault_o
 from deployctl.errors import DeployctlError, InputError, PlanRefused
 from deployctl.planner.memory import gib
 from deployctl.planner.types import GpuBudget, Plan
+from deployctl.terminal import shown
 
 if TYPE_CHECKING:
     from deployctl.planner.compare import Comparison
@@ -61,7 +62,7 @@ def format_plan(p: Plan) -> str:
     )
     where = f"profile {p.gpu_profile}" if p.gpu_profile else "this host (NVML)"
     lines = [
-        f"Plan {p.name}: {m.name} on {p.num_shard} x {p.gpus[0].name} ({where})",
+        f"Plan {p.name}: {shown(m.name, limit=None)} on {p.num_shard} x {p.gpus[0].name} ({where})",  # the model's folder name
         f"  model   {m.architecture}, {m.parameters / 1e9:.1f}B parameters, {quant}, "
         f"weights {m.weight_bytes / 1e9:.1f} GB ({source}), context {m.context_length}",
         "",
