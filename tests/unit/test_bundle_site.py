@@ -508,3 +508,101 @@ def test_the_split_bundle_says_one_part(key: Path, src: Path, tmp_path: Path, mo
 def test_report_the_outcomes(capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
         print(f"\n{len(OUTCOMES)} hostile install cases with outcomes")
+
+
+# -- #20: a delta takes its layers from the site's engine by digest, reading no image ----------------------
+
+
+def _delta_manifest(config_carried: bool, layers: list[tuple[str, bool]]) -> Any:
+    """A delta's manifest of one image: its config (carried or not) and layers (digest, carried)."""
+    from deployctl.bundle.format import Base, Blob, Entry, ImageEntry, Manifest, blob_file
+
+    config = "sha256:" + "c" * 64
+    blobs = [Blob(digest=config, size=10, carried=config_carried)]
+    blobs += [Blob(digest=d, size=10, carried=c) for d, c in layers]
+    entries = [Entry(path=blob_file(b.digest), size=5, sha256="0" * 64, kind="image") for b in blobs if b.carried]
+    return Manifest(
+        format="deployctl-bundle",
+        format_version=3,
+        revision=2,
+        created_at="2026-12-07T00:00:00Z",
+        deployctl_version="x",
+        name="tiny",
+        plan={},
+        model_name="tiny-llama",
+        images=[ImageEntry(tags=["x/app:2"], config=config, layers=[d for d, _ in layers])],
+        blobs=blobs,
+        entries=entries,
+        base=Base(manifest_sha256="1" * 64, name="tiny", model_name="tiny-llama"),
+    )
+
+
+def _site(monkeypatch: pytest.MonkeyPatch, images: dict[str, list[str]], containerd: bool = False) -> list[str]:
+    """Point the bundle code at a site engine holding `images` (id -> layers); give the list of what it was asked."""
+    from deployctl.bundle import images as bundle_images
+
+    asked: list[str] = []
+
+    def site_images() -> Any:
+        asked.append("list")
+        chains = {bundle_images.chain_id(ls[: i + 1]) for ls in images.values() for i in range(len(ls))}
+        return bundle_images.SiteImages(set(images), chains, containerd)
+
+    monkeypatch.setattr(bundle_images, "site_images", site_images)
+    monkeypatch.setattr(bundle_images, "save", lambda name: asked.append(f"save {name}") or iter(()))
+    return asked
+
+
+L1, L2, L3 = ("sha256:" + c * 64 for c in "123")
+
+
+def test_a_deltas_layers_are_found_in_the_site_engines_chains_without_reading_an_image(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from deployctl.bundle import delta
+    from deployctl.bundle.format import BundleError
+
+    manifest = _delta_manifest(True, [(L1, False), (L2, False), (L3, True)])
+    asked = _site(monkeypatch, {"sha256:" + "a" * 64: [L1, L2, "sha256:" + "9" * 64]})
+    found = delta.find(manifest, target=tmp_path, base_done=True, need_blobs=True, files_done=set(), base_bundle=None)
+    assert found.present == {L1, L2} and asked == ["list"]  # one listing, no `docker save`
+    # The same layers in another order are another chain: the engine does not hold [L2, L1].
+    _site(monkeypatch, {"sha256:" + "a" * 64: [L2, L1]})
+    with pytest.raises(BundleError, match=r"lacks pieces .*image layer sha256:1111.*pass --base"):
+        delta.find(manifest, target=tmp_path, base_done=True, need_blobs=True, files_done=set(), base_bundle=None)
+    _site(monkeypatch, {"sha256:" + "a" * 64: [L1, L2]}, containerd=True)
+    with pytest.raises(BundleError, match="containerd"):
+        delta.find(manifest, target=tmp_path, base_done=True, need_blobs=True, files_done=set(), base_bundle=None)
+
+
+def test_an_image_the_delta_did_not_change_is_only_named_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from deployctl.bundle import delta, install
+    from deployctl.bundle import images as bundle_images
+
+    manifest = _delta_manifest(False, [(L1, False)])
+    _site(monkeypatch, {"sha256:" + "c" * 64: [L1]})
+    found = delta.find(manifest, target=tmp_path, base_done=True, need_blobs=True, files_done=set(), base_bundle=None)
+    assert found.unchanged == {"sha256:" + "c" * 64: ["x/app:2"]}
+    tagged: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(bundle_images, "tag", lambda image_id, tags: tagged.append((image_id, tags)))
+    monkeypatch.setattr(bundle_images, "load", lambda archive: pytest.fail("nothing to load"))
+    install._load_images(manifest, tmp_path / "none", found)
+    assert tagged == [("sha256:" + "c" * 64, ["x/app:2"])]
+
+
+def test_the_archive_for_the_site_leaves_out_the_layers_the_engine_holds() -> None:
+    import io
+    import tarfile
+
+    from deployctl.bundle.format import ImageEntry
+    from deployctl.bundle.images import archive_stream
+
+    image = ImageEntry(tags=["x/app:2"], config="sha256:" + "c" * 64, layers=[L1, L2])
+    sizes = {image.config: 3, L1: 4, L2: 5}
+    data = {image.config: b"cfg", L2: b"layer"}
+    archive = b"".join(archive_stream([image], sizes, lambda d: io.BytesIO(data[d]), present=frozenset({L1})))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        names = tar.getnames()
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert f"blobs/sha256/{L1[7:]}" not in names and f"blobs/sha256/{L2[7:]}" in names
+    assert manifest[0]["Layers"] == [f"blobs/sha256/{L1[7:]}", f"blobs/sha256/{L2[7:]}"]  # docker load's order
