@@ -78,7 +78,7 @@ def _add_image(store: BlobStore, name: str) -> ImageEntry:
     return ImageEntry(tags=tags, config=saved.config, layers=saved.layers)
 
 
-def _copy(staging: Path, src: Path, rel: str, label: str, progress: Progress, syncer: Syncer) -> tuple[int, str]:
+def _copy(staging: Path, src: Path, rel: str, *, label: str, progress: Progress, syncer: Syncer) -> tuple[int, str]:
     dest = staging / rel
     ensure_dir(dest.parent, within=staging)
     total = src.stat().st_size
@@ -118,7 +118,7 @@ def _model_entries(
             if sha in base.model_files:
                 from_base.append(BaseFile(path=rel, size=size, sha256=sha, base_path=base.model_files[sha]))
                 continue
-        size, sha = _copy(staging, src, rel, f"model {rel_in}", progress, syncer)
+        size, sha = _copy(staging, src, rel, label=f"model {rel_in}", progress=progress, syncer=syncer)
         out.append(Entry(path=rel, size=size, sha256=sha, kind="model"))
     if not out and not from_base:
         raise InputError(f"{model_dir} holds no files to bundle")
@@ -158,7 +158,7 @@ def default_revision(base: BaseBundle | None = None) -> int:
 
 
 def _wheel_entries(
-    staging: Path, source: str, base: BaseBundle | None, say: Callable[[str], None] | None
+    staging: Path, source: str, base: BaseBundle | None, *, say: Callable[[str], None] | None
 ) -> tuple[list[Entry], list[BaseFile]]:
     """Collect the wheels; in a delta, a wheel the base has (same sha256) is only listed, not carried."""
     from deployctl.bundle import wheels as wheels_mod
@@ -375,7 +375,7 @@ def create(
             entries.append(_chart_entry(staging, plan, simulate))
         entries.append(_write(staging, "spec/deployctl.yaml", bundled_spec(spec, model_name), "spec"))
         if wheels != "none":
-            carried, same = _wheel_entries(staging, wheels, old, getattr(progress, "say", None))
+            carried, same = _wheel_entries(staging, wheels, old, say=getattr(progress, "say", None))
             entries += carried
             from_base += same
         manifest = Manifest(

@@ -270,7 +270,7 @@ def _check_spec(raw: bytes | None, manifest: Manifest) -> None:
         raise BundleError(f"{where}: serve.api_key_file is set", "a bundle never names files on the site")
 
 
-def _check_revision(manifest: Manifest, manifest_sha: str, installed: dict[str, Any], allow_downgrade: bool) -> bool:
+def _check_revision(manifest: Manifest, manifest_sha: str, installed: dict[str, Any], *, allow_downgrade: bool) -> bool:
     """Refuse an older or equal revision than the one installed (unless allowed); give whether it is a downgrade.
 
     The same bundle again (same manifest sha256: an interrupted install resumed, or a finished one
@@ -352,7 +352,7 @@ def install(
     manifest_sha = hashlib.sha256(reader.manifest_raw).hexdigest()
     places = _places(manifest, target.absolute(), manifest_sha)
     installed = _read_json(places.record, "installed record")
-    downgrade = _check_revision(manifest, manifest_sha, installed, allow_downgrade)
+    downgrade = _check_revision(manifest, manifest_sha, installed, allow_downgrade=allow_downgrade)
     journal = Journal.load(places.journal_dir, manifest_sha, places.target)
     model_done = journal.done("model_placed")
     base_done = manifest.base is not None and (
