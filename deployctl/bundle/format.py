@@ -96,8 +96,9 @@ BundlePath = Annotated[str, AfterValidator(_bundle_path)]
 Sha256 = Annotated[str, AfterValidator(_sha256)]
 
 
+# Every manifest model is strict: JSON's true is no size, "2" no revision, 1 no `carried`.
 class Entry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     path: BundlePath
     size: int = Field(ge=0)
@@ -129,7 +130,7 @@ class Blob(BaseModel):
     sha256), or, in a delta bundle, not at all (`carried` false): the base has it.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     digest: str
     size: int = Field(ge=0)
@@ -146,7 +147,7 @@ class Blob(BaseModel):
 class ImageEntry(BaseModel):
     """An image as `docker load` gets it back: its names, its config blob and its layer blobs, in order."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     tags: list[str] = Field(min_length=1)
     config: str
@@ -168,7 +169,7 @@ class ImageEntry(BaseModel):
 class Base(BaseModel):
     """The bundle a delta builds on: its manifest's sha256 and the folder its model lives in."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     manifest_sha256: str
     name: str
@@ -193,7 +194,7 @@ class Base(BaseModel):
 class BaseFile(BaseModel):
     """A model file a delta does not carry: the same bytes are at `base_path` in the base."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     path: BundlePath
     size: int = Field(ge=0)
@@ -202,7 +203,7 @@ class BaseFile(BaseModel):
 
 
 class Manifest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     format: Literal["deployctl-bundle"]
     format_version: int

@@ -234,6 +234,17 @@ MANIFEST_CASES = {
     "delta blob not carried without a base": lambda m, b: m["blobs"].append(
         {"digest": ZERO, "size": 1, "carried": False}
     ),
+    "revision 0": lambda m, b: m.update(revision=0),
+    "revision negative": lambda m, b: m.update(revision=-1),
+    "revision a boolean": lambda m, b: m.update(revision=True),
+    "revision 10^30": lambda m, b: m.update(revision=10**30),
+    "revision a string": lambda m, b: m.update(revision="2"),
+    "revision missing": lambda m, b: m.pop("revision"),
+    "created_at not a time": lambda m, b: m.update(created_at="yesterday\x1b[2J"),
+    "name of 200 characters": lambda m, b: m.update(name="n" * 200),
+    "format_version 2": lambda m, b: m.update(format_version=2),
+    "entry size true": lambda m, b: _entries(m, "stack")[0].update(size=True),
+    "blob carried 1": lambda m, b: m.update(base=BASE, blobs=[{"digest": ZERO, "size": 1, "carried": 1}]),
     "spec stack_dir ..": rewrite_spec(lambda t: t.replace("stack_dir: stack", "stack_dir: ../victim")),
     "spec stack_dir absolute": rewrite_spec(lambda t: t.replace("stack_dir: stack", "stack_dir: /tmp/victim")),
     "spec model.path ..": rewrite_spec(lambda t: t.replace("path: models/tiny-llama", "path: ../victim")),
