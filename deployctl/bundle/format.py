@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from deployctl.errors import InputError
 from deployctl.safepath import check_name, check_relative
 
-FORMAT = "deployctl-bundle"
+FORMAT: Literal["deployctl-bundle"] = "deployctl-bundle"
 FORMAT_VERSION = 3  # 2: images as content-addressed blobs, delta bundles; 3: a signed revision (anti-rollback)
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
