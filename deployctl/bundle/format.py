@@ -91,9 +91,16 @@ def _bundle_path(value: str) -> str:
         raise ValueError(exc.message) from None
 
 
-# A relative path inside the bundle (safe_path's rule) and a sha256 in hex, as manifest fields.
+def _utc_time(value: str) -> str:
+    if not _TIME.fullmatch(value):
+        raise ValueError(f"{value[:40]!r} is not a UTC time (YYYY-MM-DDTHH:MM:SSZ)")
+    return value
+
+
+# A relative path inside the bundle (safe_path's rule), a sha256 in hex and a UTC time, as manifest fields.
 BundlePath = Annotated[str, AfterValidator(_bundle_path)]
 Sha256 = Annotated[str, AfterValidator(_sha256)]
+UtcTime = Annotated[str, AfterValidator(_utc_time)]
 
 
 # Every manifest model is strict: JSON's true is no size, "2" no revision, 1 no `carried`.
@@ -208,7 +215,7 @@ class Manifest(BaseModel):
     format: Literal["deployctl-bundle"]
     format_version: int
     revision: int = Field(ge=1, le=REVISION_MAX)
-    created_at: str
+    created_at: UtcTime
     deployctl_version: str = Field(max_length=64)
     name: str = Field(max_length=128)
     plan: dict[str, Any]
@@ -218,13 +225,6 @@ class Manifest(BaseModel):
     entries: list[Entry]
     base: Base | None = None
     from_base: list[BaseFile] = Field(default_factory=list)
-
-    @field_validator("created_at")
-    @classmethod
-    def _time(cls, value: str) -> str:
-        if not _TIME.fullmatch(value):
-            raise ValueError(f"{value[:40]!r} is not a UTC time (YYYY-MM-DDTHH:MM:SSZ)")
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

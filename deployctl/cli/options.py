@@ -29,6 +29,16 @@ class BoundedNumber(click.ParamType):
         return self.bounds.parse(value, flag)
 
 
+# Helm's engine instances: the chart's own schema (templates/helm/values.schema.json) allows 0-1000.
+replicas_option = click.option(
+    "--replicas",
+    type=click.IntRange(0, 1000),
+    default=1,
+    show_default=True,
+    help="helm: engine instances, each on its own GPUs (0-1000, the chart's schema).",
+)
+
+
 def token_options(output_default: int) -> Callable[[F], F]:
     """`--prompt-tokens` and `--output-tokens`, bounded, as `bench` and `power tune` both take them."""
     from deployctl.probe.options import TOKENS

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from deployctl.cli.options import echo_json, json_option, load_spec, sim_fault_option, spec_options
+from deployctl.cli.options import echo_json, json_option, load_spec, replicas_option, sim_fault_option, spec_options
 from deployctl.errors import DeployctlError, InputError, PlanRefused
 from deployctl.planner.memory import gib
 from deployctl.planner.types import GpuBudget, Plan
@@ -212,13 +212,7 @@ def plan(
     type=click.Path(path_type=Path, file_okay=False),
     help="helm: the chart directory (default ./NAME-chart); compose: same as --stack-dir.",
 )
-@click.option(
-    "--replicas",
-    type=click.IntRange(0, 1000),
-    default=1,
-    show_default=True,
-    help="helm: engine instances, each on its own GPUs (0-1000, the chart's schema).",
-)
+@replicas_option
 @sim_fault_option
 @json_option
 def render(
