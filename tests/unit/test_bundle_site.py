@@ -24,6 +24,8 @@ from helpers.fake_engine import use_fake_engine
 from helpers.fakeimage import use_fake_images
 from helpers.snapshot import snapshot
 from helpers.tinymodel import write_spec, write_tiny_model
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from deployctl import fsio, spec
 from deployctl.bundle import create, signing
@@ -606,3 +608,70 @@ def test_the_archive_for_the_site_leaves_out_the_layers_the_engine_holds() -> No
         manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
     assert f"blobs/sha256/{L1[7:]}" not in names and f"blobs/sha256/{L2[7:]}" in names
     assert manifest[0]["Layers"] == [f"blobs/sha256/{L1[7:]}", f"blobs/sha256/{L2[7:]}"]  # docker load's order
+
+
+# -- generated parts indexes and signatures: every one refused in one line, nothing read past a bound ------
+
+PART_NAMES = st.sampled_from(["/dev/zero", "../x", "", ".", "..", "a/b", "x\x00y", "FIFO", "llm.tar.part000", "é"])
+INDEX_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.text(max_size=20), PART_NAMES),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8,
+)
+INDEX_RUNS: list[int] = []
+
+
+@pytest.fixture(scope="module")
+def split_dir(tmp_path_factory: pytest.TempPathFactory, key: Path) -> Path:
+    d = tmp_path_factory.mktemp("split")
+    src = write_spec(d, write_tiny_model(d / "tiny-llama", files=2, mib=1))
+    with pytest.MonkeyPatch.context() as mp:
+        make(src, d / "s" / "llm.tar", key, mp, split=1024 * 1024)
+    os.mkfifo(d / "s" / "FIFO")
+    return d / "s"
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    part=st.fixed_dictionaries({"name": PART_NAMES, "size": INDEX_VALUES, "sha256": INDEX_VALUES}),
+    extra=INDEX_VALUES,
+    where=st.sampled_from(["first part", "whole index", "signature"]),
+)
+def test_generated_parts_indexes_are_refused_in_one_line(
+    split_dir: Path, key: Path, part: dict[str, Any], extra: Any, where: str
+) -> None:
+    index = split_dir / "llm.tar.parts.json"
+    good = index.read_bytes()
+    data = json.loads(good)
+    if where == "first part":
+        data["parts"][0] = part
+    elif where == "whole index":
+        data = extra
+    else:
+        data["signature"] = extra
+    try:
+        index.write_text(json.dumps(data))
+        result = _in_thread(lambda: run("bundle", "verify", str(index), "--pubkey", f"{key}.pub"))
+    finally:
+        index.write_bytes(good)
+    code = 1 if result.exit_code == 1 else 2
+    one_error(result, code)
+    INDEX_RUNS.append(1)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(sig=INDEX_VALUES)
+def test_generated_signatures_are_refused_in_one_line(
+    key: Path, src: Path, tmp_path_factory: pytest.TempPathFactory, sig: Any
+) -> None:
+    bundle = tmp_path_factory.getbasetemp() / "sig-bundle"
+    if not bundle.exists():
+        with pytest.MonkeyPatch.context() as mp:
+            make(src, bundle, key, mp)
+    (bundle / "manifest.sig").write_text(json.dumps(sig))
+    one_error(run("bundle", "verify", str(bundle), "--pubkey", f"{key}.pub"), 1)
+
+
+def test_report_how_many_generated_indexes_ran(capsys: pytest.CaptureFixture[str]) -> None:
+    with capsys.disabled():
+        print(f"\n{len(INDEX_RUNS)} generated parts indexes refused")
