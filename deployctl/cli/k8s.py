@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from deployctl.cli.options import json_option, load_spec, sim_fault_option, spec_options
+from deployctl.cli.options import json_option, load_spec, replicas_option, sim_fault_option, spec_options
 from deployctl.cli.output import echo_json
 from deployctl.errors import DeployctlError
 
@@ -59,7 +59,7 @@ def k8s() -> None:
 @cluster_options
 @click.option("--simulate", is_flag=True, help="Install the simulator in place of the engine (no GPU node needed).")
 @click.option("--release", help="The Helm release name (default: the spec's name).")
-@click.option("--replicas", type=int, default=1, show_default=True, help="Engine instances, each on its own GPUs.")
+@replicas_option
 @click.option("--runtime-class", default="nvidia", show_default=True, help="The pods' RuntimeClass; '' for none.")
 @click.option(
     "--values", "values_files", multiple=True, type=click.Path(path_type=Path, dir_okay=False), help="More Helm values."
