@@ -13,15 +13,14 @@ import base64
 import csv
 import hashlib
 import io
-import os
 import shutil
-import subprocess
 import sys
 import zipfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
+from deployctl import tools
 from deployctl.errors import DeployctlError, InputError
 from deployctl.fsio import atomic_writer, ensure_dir, open_regular
 
@@ -158,22 +157,20 @@ def wheel_requirements(wheel: Path) -> list[str]:
 
 def _pip(args: list[str], say: Say, env: dict[str, str] | None = None) -> None:
     """Run pip, passing its lines on as progress (it can take minutes); a failure raises with its last line."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pip", *args],
-        env={**os.environ, **env} if env else None,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = tools.start([sys.executable, "-m", "pip", *args], env=env)
     tail: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        if line:
-            tail = [*tail[-19:], line]
-            if line.lstrip().startswith(("Collecting", "Saved", "Downloading", "Building", "File was already")):
-                say(f"  pip: {line.strip()}")
-    if proc.wait() != 0:
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                tail = [*tail[-19:], line]
+                if line.lstrip().startswith(("Collecting", "Saved", "Downloading", "Building", "File was already")):
+                    say(f"  pip: {line.strip()}")
+        returncode = proc.wait()
+    finally:
+        tools.stop(proc)  # interrupted while reading: pip does not go on downloading behind us
+    if returncode != 0:
         errors = [line for line in tail if "ERROR" in line] or tail or ["(no output)"]
         raise DeployctlError(
             f"collecting wheels failed: pip {args[0]}: {errors[-1].strip()}",
