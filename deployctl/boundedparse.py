@@ -22,7 +22,7 @@ from deployctl.errors import InputError
 from deployctl.fsio import read_bounded
 from deployctl.terminal import shown
 
-__all__ = ["json_document", "read_json", "read_text", "shown", "yaml_document"]
+__all__ = ["json_document", "read_json", "read_text", "yaml_document"]
 
 # A spec is about 2 KB (spec.STARTER); 64 KiB leaves room for long comments. PyYAML's
 # pure-Python scanner reads about 160 KB/s of dense keys on this project's shared 2-core machine

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from deployctl.boundedparse import shown
 from deployctl.bundle import delta, images, signing
 from deployctl.bundle.archive import Reader, drain, open_bundle
 from deployctl.bundle.blobs import stage_blob, stage_file
@@ -29,6 +28,7 @@ from deployctl.fsio import (
     write_atomic,
 )
 from deployctl.safepath import PATH_MAX, check_dir, is_under, within
+from deployctl.terminal import shown
 
 Progress = Callable[[str, int, int | None], None]
 Say = Callable[[str], None]

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deployctl import __version__
-from deployctl.boundedparse import read_json, shown
+from deployctl.boundedparse import read_json
 from deployctl.engines import dialects
 from deployctl.errors import DeployctlError, InputError
 from deployctl.http import check_url, request
@@ -25,6 +25,7 @@ from deployctl.probe.options import MAX_LOAD, MAX_REQUESTS, MAX_TOKENS, PRESETS,
 from deployctl.probe.stats import LevelStats, Slo, max_qps_under_slo, summarize
 from deployctl.progress import Progress, quiet
 from deployctl.safepath import check_dir
+from deployctl.terminal import shown
 
 Mode = Literal["closed", "open"]
 __all__ = ["MAX_LOAD", "MAX_REQUESTS", "MAX_TOKENS", "PRESETS", "BenchConfig", "parse_loads"]
