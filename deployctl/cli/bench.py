@@ -184,9 +184,8 @@ def _print_table(result: Any) -> None:
     from rich.table import Table
 
     mode = result.config["mode"]
-    table = Table(
-        title=f"{(result.info or {}).get('model_id')}: {result.config['prompt_tokens']} in / {result.config['output_tokens']} out"
-    )
+    model = output.cell((result.info or {}).get("model_id"))  # what the server calls its model: escaped, never markup
+    table = Table(title=f"{model}: {result.config['prompt_tokens']} in / {result.config['output_tokens']} out")
     for col in (
         "concurrency" if mode == "closed" else "rate/s",
         "req/s",

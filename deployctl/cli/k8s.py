@@ -151,18 +151,15 @@ def status(as_json: bool, release: str | None, **kwargs: Any) -> None:
     if as_json:
         echo_json({"ok": st.ok, **st.as_dict()})
     else:
-        from rich.console import Console
-        from rich.table import Table
+        from deployctl.cli import output
 
-        table = Table(
-            title=f"{st.release} in {st.namespace}: revision {st.revision} {st.helm_status}, "
-            f"{st.ready}/{st.replicas} Ready, {st.endpoints} endpoint(s) at {st.url}"
+        # What the cluster says (pod names, nodes, its problems): escaped, never markup.
+        output.table(
+            f"{st.release} in {st.namespace}: revision {st.revision} {st.helm_status}, "
+            f"{st.ready}/{st.replicas} Ready, {st.endpoints} endpoint(s) at {st.url}",
+            ["pod", "phase", "ready", "restarts", "node", "problem"],
+            [(p.name, p.phase, "yes" if p.ready else "no", str(p.restarts), p.node, p.problem or "") for p in st.pods],
         )
-        for col in ("pod", "phase", "ready", "restarts", "node", "problem"):
-            table.add_column(col)
-        for p in st.pods:
-            table.add_row(p.name, p.phase, "yes" if p.ready else "no", str(p.restarts), p.node, p.problem or "")
-        Console().print(table)
     if not st.ok:
         raise click.exceptions.Exit(1)
 

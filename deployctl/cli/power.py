@@ -29,17 +29,6 @@ def _session() -> Any:
     return nvml.session(inventory.NVML_LIB)
 
 
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    from rich.table import Table
-
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*r)
-    output.console().print(table)
-
-
 def _w(value: float | None) -> str:
     return "-" if value is None else f"{value:g} W"
 
@@ -75,7 +64,7 @@ def gpus(as_json: bool) -> None:
     ]
     p2p = ("yes" if host.p2p else "no") if len(host.gpus) > 1 else "n/a (one GPU)"
     title = f"driver {host.driver_version}, CUDA {host.cuda_driver_version}, P2P {p2p}"
-    _table(title, ["#", "name", "uuid", "pci", "cc", "memory", "draw", "limit (range)", "temp", "persist"], rows)
+    output.table(title, ["#", "name", "uuid", "pci", "cc", "memory", "draw", "limit (range)", "temp", "persist"], rows)
 
 
 @click.group()
@@ -107,7 +96,7 @@ def show(as_json: bool) -> None:
     if as_json:
         echo_json({"gpus": rows})
         return
-    _table(
+    output.table(
         "power",
         ["#", "name", "draw", "limit", "enforced", "default", "allowed"],
         [

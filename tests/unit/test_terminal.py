@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
@@ -35,3 +36,35 @@ def test_an_error_line_from_a_hostile_path_is_escaped(tmp_path: Path) -> None:
     error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(error) == 1 and "\\x1b]0;pwned\\x07\\u202e" in error[0]
     assert "\x1b" not in result.stderr and "\u202e" not in result.stderr
+
+
+def test_the_k8s_status_table_escapes_what_the_cluster_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deployctl.kube.resources import PodState
+    from deployctl.ops import kubernetes
+    from deployctl.targets.helm import ReleaseStatus
+
+    pod = PodState("llm-a\x1b[2J", "Pending", False, 0, "gpu[red]1", "image x:1\r\u202eOK is not present")
+    st = ReleaseStatus(
+        release="llm",
+        namespace="llm",
+        revision=1,
+        plan_hash="abc",
+        replicas=1,
+        ready=0,
+        service="llm",
+        cluster_ip="10.0.0.7",
+        port=8080,
+        url="http://llm.llm.svc:8080",
+        port_forward="",
+        pods=[pod],
+        helm_status="deployed",
+        chart="llm-0.9.0",
+        app_version="3.3.7",
+        endpoints=0,
+    )
+    monkeypatch.setattr(kubernetes, "status", lambda cluster, release: st)
+    result = CliRunner().invoke(cli, ["k8s", "status", "--release", "llm", "-n", "llm"])
+    assert result.exit_code == 1  # not Ready
+    assert "llm-a\\x1b[2J" in result.stdout and "gpu[red]1" in result.stdout  # escaped, and not read as markup
+    assert "\\x0d\\u202eOK" in result.stdout
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout and "\u202e" not in result.stdout
