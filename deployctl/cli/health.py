@@ -79,10 +79,11 @@ def _print(report: object) -> None:
     from rich.table import Table
 
     colour = {"healthy": "green", "degraded": "yellow", "down": "red"}[report.status]  # type: ignore[attr-defined]
-    table = Table(title=f"{report.endpoint}: [{colour}]{report.status}[/{colour}]")  # type: ignore[attr-defined]
+    # Details carry what the server said (its model id, its errors): escaped, never markup.
+    table = Table(title=f"{output.cell(report.endpoint)}: [{colour}]{report.status}[/{colour}]")  # type: ignore[attr-defined]
     table.add_column("check")
     table.add_column("")
     table.add_column("detail")
     for c in report.checks:  # type: ignore[attr-defined]
-        table.add_row(c.name, "[green]OK[/green]" if c.ok else "[red]FAIL[/red]", c.detail)
+        table.add_row(c.name, "[green]OK[/green]" if c.ok else "[red]FAIL[/red]", output.cell(c.detail))
     output.console().print(table)

@@ -226,11 +226,13 @@ def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> Non
         from deployctl.cli import output
 
         answering = "answering" if found.answering else "not answering"
-        table = Table(title=f"{found.project} revision {found.revision}: {found.endpoint} ({answering})")
+        title = f"{found.project} revision {found.revision}: {found.endpoint} ({answering})"
+        table = Table(title=output.cell(title))
         for col in ("service", "state", "health", "uptime", "restarts", "image"):
             table.add_column(col)
-        for s in found.services:
-            table.add_row(s.service, s.state, s.health or "-", _uptime(s.uptime_s), str(s.restarts), s.image)
+        for s in found.services:  # what Docker says: escaped, never markup
+            row = (s.service, s.state, s.health or "-", _uptime(s.uptime_s), str(s.restarts), s.image)
+            table.add_row(*(output.cell(v) for v in row))
         if not found.services:
             table.add_row("-", "not running", "-", "-", "-", "-")
         output.console().print(table)

@@ -112,28 +112,29 @@ def bench_config(
 ) -> Any:
     """Give the bench configuration (the flags over the preset's values over the defaults) and its target."""
     from deployctl.probe import bench as core
+    from deployctl.probe.options import choose_load, parse_loads
     from deployctl.probe.stats import Slo
 
     p = core.PRESETS.get(preset or "", {})
-    if concurrency and rate:
-        raise InputError("give --concurrency or --rate, not both")
-    if not concurrency and not rate and "concurrency" not in p:
-        raise InputError("give --concurrency 1,2,4 (closed loop) or --rate 1,2,4 (open loop), or --preset")
-    mode = "open" if rate else "closed"
-    loads = core.parse_loads(rate or concurrency or ",".join(str(c) for c in p["concurrency"]))
-    if requests < 1 or warmup < 0:
-        raise InputError("--requests must be at least 1 and --warmup at least 0")
+    load = choose_load(
+        preset,
+        concurrency=parse_loads(concurrency, "--concurrency") if concurrency else None,
+        rate=parse_loads(rate, "--rate") if rate else None,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        defaults={"output_tokens": 64},
+    )
     target = resolve_target(
         endpoint=endpoint, stack_dir=stack_dir, spec_path=spec_path, api_key_env=api_key_env, engine=engine
     )
     config = core.BenchConfig(  # every value checked (its __post_init__) before the endpoint is asked anything
         endpoint=target.endpoint,
-        mode=mode,  # type: ignore[arg-type]  # closed or open, chosen above
-        loads=loads,
+        mode=load.mode,
+        loads=load.loads,
         requests=requests,
         warmup=warmup,
-        prompt_tokens=prompt_tokens or p.get("prompt_tokens", 256),
-        output_tokens=output_tokens or p.get("output_tokens", 64),
+        prompt_tokens=load.prompt_tokens,
+        output_tokens=load.output_tokens,
         seed=seed,
         slo=Slo(
             slo_ttft if slo_ttft is not None else p.get("slo_ttft_ms"),

@@ -612,3 +612,15 @@ def test_sharded_charts_and_compose_files_carry_the_nccl_settings_the_plan_names
         custom = "--disable-custom-all-reduce" in rendered_args
         assert custom == (engine == "vllm") == ("--disable-custom-all-reduce" in named)
     assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in pod["volumes"])
+
+
+def test_the_replicas_bound_is_the_charts_schema() -> None:
+    from deployctl.cli import k8s as k8s_cli
+    from deployctl.cli import plan as plan_cli
+
+    rendered = targets.render(plan_for(1), "helm", targets.RenderOptions())
+    schema = json.loads(rendered["values.schema.json"])
+    assert schema["properties"]["replicas"]["maximum"] == helm.MAX_REPLICAS
+    for command in (plan_cli.render, k8s_cli.up):
+        option = next(p for p in command.params if p.name == "replicas")
+        assert option.type.max == helm.MAX_REPLICAS and option.type.min == 0  # type: ignore[attr-defined]
