@@ -41,6 +41,8 @@ def sim_env(plan: Plan) -> dict[str, str]:
         "SIM_PREFILL_TOKENS_PER_S": str(prefill_rate),
         "SIM_ITL_MS": f"{floor_ms * 1.25:.1f}",
         "SIM_ITL_PER_STREAM_MS": f"{floor_ms * 0.02:.2f}",
+        # What the simulator says it allocated at start-up, in the engine's own log line (ops/startup.py).
+        "SIM_KV_TOKENS": str(plan.limits.kv_cache_tokens),
     }
 
 
@@ -53,6 +55,7 @@ FAULTS = {
     "itl-ms": "SIM_ITL_MS",
     "control": "SIM_CONTROL",  # only the /_sim/* control routes (POST /_sim/stall?seconds=S)
     "power-model": "SIM_POWER_MODEL",  # simulated power limits and energy counters, for `power tune --simulate`
+    "kv-tokens": "SIM_KV_TOKENS",  # report a smaller KV cache at start-up than the plan's (up warns)
 }
 # The boards the simulator's power model knows (deployctl/sim/power.py MODELS; a test keeps the two equal:
 # the simulator's image carries deployctl/sim only, and nothing outside sim/ imports it).
@@ -67,6 +70,7 @@ _FAULT_VALUES: dict[str, tuple[str, float]] = {
     "ttft-base-ms": ("milliseconds", 60_000),
     "itl-ms": ("milliseconds", 60_000),
     "power-model": ("model", 0),
+    "kv-tokens": ("count", 1e9),
 }
 
 

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from deployctl.boundedparse import shown
 from deployctl.errors import InputError
+from deployctl.terminal import shown
 
 # model_type -> what deployctl knows of the family. Dense families read one MLP per layer;
 # MoE families read `experts` routed MLPs per layer (all of them are loaded on every GPU group).
