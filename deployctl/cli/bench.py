@@ -7,10 +7,10 @@ from typing import Any
 
 import click
 
+from deployctl import load_options as opt
 from deployctl.cli import output
 from deployctl.cli.options import BoundedNumber, endpoint_engine_option, json_option, spec_file_option, token_options
 from deployctl.cli.output import echo_json
-from deployctl.probe import options as opt
 
 
 class DefaultRun(click.Group):

@@ -7,10 +7,10 @@ from typing import Any
 
 import click
 
+from deployctl import load_options as opt
 from deployctl.cli import output
 from deployctl.cli.options import BoundedNumber, json_option, token_options
 from deployctl.cli.output import echo_json
-from deployctl.probe import options as opt
 
 gpu_option = click.option(
     "--gpu", "gpu_refs", multiple=True, metavar="ID", help="A GPU index or UUID (repeatable; default: all)."
@@ -321,8 +321,8 @@ def tune(
       sudo deployctl power tune --concurrency 8 --slo-itl 50 --apply --persist
       deployctl power tune --simulate --caps 450,350,250 --settle 1 --window 3   # a stack started with --sim-fault power-model=rtx4090
     """
+    from deployctl.load_options import choose_load, parse_loads
     from deployctl.ops import power_tune
-    from deployctl.probe.options import choose_load, parse_loads
     from deployctl.probe.stats import Slo
 
     # One level: the flag, else the preset's highest concurrency, else 8 requests in flight.

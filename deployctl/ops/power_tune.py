@@ -24,8 +24,8 @@ from deployctl.errors import DeployctlError, InputError
 from deployctl.gpus.gpu import Reading
 from deployctl.hardware.power import GpuPower, PowerControl, PowerError
 from deployctl.interrupt import Guard, held
+from deployctl.load_options import MAX_CAPS
 from deployctl.probe import load as loadgen
-from deployctl.probe.options import MAX_CAPS
 from deployctl.probe.stats import LevelStats, Slo, summarize
 
 Report = Callable[[str], None]

@@ -111,8 +111,8 @@ def bench_config(
     currency: str,
 ) -> Any:
     """Give the bench configuration (the flags over the preset's values over the defaults) and its target."""
+    from deployctl.load_options import choose_load, parse_loads
     from deployctl.probe import bench as core
-    from deployctl.probe.options import choose_load, parse_loads
     from deployctl.probe.stats import Slo
 
     p = core.PRESETS.get(preset or "", {})

@@ -15,14 +15,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deployctl import __version__
+from deployctl import load_options as opt
 from deployctl.boundedparse import read_json
 from deployctl.engines import dialects
 from deployctl.errors import DeployctlError, InputError
 from deployctl.http import check_url
+from deployctl.load_options import MAX_LOAD, MAX_REQUESTS, MAX_TOKENS, PRESETS, _num, parse_loads
 from deployctl.probe import load
-from deployctl.probe import options as opt
 from deployctl.probe.dialect import model_info
-from deployctl.probe.options import MAX_LOAD, MAX_REQUESTS, MAX_TOKENS, PRESETS, _num, parse_loads
 from deployctl.probe.stats import LevelStats, Slo, max_qps_under_slo, summarize
 from deployctl.progress import Progress, quiet
 from deployctl.safepath import check_dir
