@@ -14,7 +14,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 import click
@@ -85,6 +85,27 @@ def table(title: str, columns: list[str], rows: Sequence[Sequence[object]], *, r
     for r in rows:
         t.add_row(*(cell(v) for v in r))
     console().print(t)
+
+
+def rows(
+    records: Sequence[Mapping[str, Any]],
+    columns: Mapping[str, str],
+    *,
+    as_json: bool,
+    title: str = "",
+    text: Callable[[Mapping[str, Any]], Sequence[object]] | None = None,
+    right: tuple[str, ...] = (),
+) -> None:
+    """Print the same records as one JSON document (a list of objects) or as a table of `columns` (key -> heading).
+
+    A table row is `text(record)` (each column's value shown as text), else the record's values for `columns`:
+    the table is made from the rows the JSON carries, so the two cannot disagree (sqlite-utils' output_rows).
+    """
+    if as_json:
+        echo_json([dict(r) for r in records])
+        return
+    shown_row = text or (lambda r: [r[k] for k in columns])
+    table(title, list(columns.values()), [shown_row(r) for r in records], right=right)
 
 
 def lines(*, enabled: bool = True, indent: str = "") -> deployctl.progress.Progress:
