@@ -42,9 +42,9 @@ def keygen(name: Path) -> None:
     Example:
       deployctl bundle keygen site-key
     """
-    from deployctl.bundle import signing
+    from deployctl.ops import bundling
 
-    fp = signing.keygen(name, name.with_name(name.name + ".pub"))
+    fp = bundling.keygen(name)
     click.echo(f"wrote {name} (keep it secret) and {name}.pub (give it to the site): {fp}")
 
 
@@ -106,11 +106,9 @@ def create(
       deployctl bundle create -o llm.bundle --model ./models/my-model-gptq --gpu-model rtx4090 --sign site-key
       deployctl bundle create -o llm.tar --split 4G --simulate --model ./m --wheels none --sign site-key
     """
-    from deployctl.bundle.format import parse_size
     from deployctl.ops import bundling
 
     spec = load_spec(kwargs)
-    size = parse_size(split) if split else None
     with _bars() as bars:
         made = bundling.create(
             spec,
@@ -120,7 +118,7 @@ def create(
             wheels=wheels,
             simulate=simulate,
             as_tar=as_tar,
-            split_size=size,
+            split=split,
             progress=bars,
             target=target,
             base=base,
@@ -177,11 +175,11 @@ def verify(path: Path, pubkey: Path | None, insecure: bool, as_json: bool) -> No
       deployctl bundle verify llm.bundle.parts.json --pubkey site-key.pub
       deployctl bundle verify llm.tar.parts.json --pubkey site-key.pub --json
     """
-    from deployctl.bundle import install as core
+    from deployctl.ops import bundling
 
     _warn_insecure(insecure)
     with _bars() as bars:
-        result = core.verify(path, pubkey, insecure, bars)
+        result = bundling.verify(path, pubkey=pubkey, insecure=insecure, progress=bars)
     if as_json:
         echo_json(result.__dict__)
     else:
@@ -271,9 +269,9 @@ def diff(old: Path, new: Path, show_all: bool, as_json: bool) -> None:
     Example:
       deployctl bundle diff llm.tar.parts.json llm.bundle.parts.json --all
     """
-    from deployctl.bundle import diff as core
+    from deployctl.ops import bundling
 
-    result = core.diff(old, new)
+    result = bundling.diff(old, new)
     if as_json:
         echo_json({**result.__dict__, "changes": [c.__dict__ for c in result.changes]})
         return
