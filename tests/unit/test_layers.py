@@ -315,7 +315,6 @@ def test_the_kube_check_catches_a_runner_given_the_tools_name() -> None:
 # item 6, a later wave) moves behind `ops`. The list is exact: a new one fails, and so does one removed
 # without taking it off here.
 CLI_BELOW_OPS = {
-    ("deployctl.cli.k8s", "kube"),
     ("deployctl.cli.power", "hardware"),
     ("deployctl.cli.power", "probe"),
 }
