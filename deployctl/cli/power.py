@@ -321,53 +321,33 @@ def tune(
       sudo deployctl power tune --concurrency 8 --slo-itl 50 --apply --persist
       deployctl power tune --simulate --caps 450,350,250 --settle 1 --window 3   # a stack started with --sim-fault power-model=rtx4090
     """
-    from deployctl.load_options import choose_load, parse_loads
     from deployctl.ops import power_tune
-    from deployctl.probe.stats import Slo
 
-    # One level: the flag, else the preset's highest concurrency, else 8 requests in flight.
-    chosen = choose_load(
-        preset,
-        concurrency=[concurrency] if concurrency is not None else None,
-        rate=[rate] if rate is not None else None,
+    result = power_tune.tune(
+        stack_dir=stack_dir,
+        endpoint=endpoint,
+        simulate=simulate,
+        preset=preset,
+        concurrency=concurrency,
+        rate=rate,
         prompt_tokens=prompt_tokens,
         output_tokens=output_tokens,
-        defaults={"concurrency": [8], "output_tokens": 128},
-    )
-    load = power_tune.Load(
-        mode=chosen.mode,
-        value=max(chosen.loads),
-        prompt_tokens=chosen.prompt_tokens,
-        output_tokens=chosen.output_tokens,
-    )
-    if stack_dir is None:
-        from deployctl import spec
-
-        stack_dir = spec.load(None).stack_dir
-    request = power_tune.TuneRequest(
-        config=power_tune.TuneConfig(
-            endpoint=endpoint or "",
-            load=load,
-            caps=tuple(parse_loads(caps, "--caps", "caps")) if caps else (),
-            step_w=step,
-            settle_s=settle,
-            window_s=window,
-            min_throughput=min_throughput,
-            slo=Slo(ttft_ms=slo_ttft, itl_ms=slo_itl),
-            apply=apply,
-        ),
-        stack_dir=stack_dir,
-        simulate=simulate,
-        gpu_refs=gpu_refs,
-        dry_run=dry_run,
+        caps=caps,
+        step=step,
+        settle=settle,
+        window=window,
+        min_throughput=min_throughput,
+        slo_ttft=slo_ttft,
+        slo_itl=slo_itl,
+        apply=apply,
         persist=persist,
         unit_dir=unit_dir,
-        state_file=state_file,
-        output_dir=output_dir,
         api_key_env=api_key_env,
-    )
-    result = power_tune.run(
-        request, report=(lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
+        output_dir=output_dir,
+        gpu_refs=gpu_refs,
+        state_file=state_file,
+        dry_run=dry_run,
+        report=(lambda line: None) if as_json else (lambda line: click.echo(line, err=True)),
     )
     if as_json:
         echo_json(result.as_dict())
