@@ -95,14 +95,17 @@ def rows(
     title: str = "",
     text: Callable[[Mapping[str, Any]], Sequence[object]] | None = None,
     right: tuple[str, ...] = (),
+    key: str | None = None,
 ) -> None:
-    """Print the same records as one JSON document (a list of objects) or as a table of `columns` (key -> heading).
+    """Print the same records as one JSON document (a list of objects, or `{key: list}`) or as a table of
+    `columns` (key -> heading).
 
     A table row is `text(record)` (each column's value shown as text), else the record's values for `columns`:
     the table is made from the rows the JSON carries, so the two cannot disagree (sqlite-utils' output_rows).
     """
     if as_json:
-        echo_json([dict(r) for r in records])
+        data = [dict(r) for r in records]
+        echo_json({key: data} if key else data)
         return
     shown_row = text or (lambda r: [r[k] for k in columns])
     table(title, list(columns.values()), [shown_row(r) for r in records], right=right)

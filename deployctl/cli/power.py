@@ -23,12 +23,6 @@ state_option = click.option(
 )
 
 
-def _session() -> Any:
-    from deployctl.hardware import inventory, nvml
-
-    return nvml.session(inventory.NVML_LIB)
-
-
 def _w(value: float | None) -> str:
     return "-" if value is None else f"{value:g} W"
 
@@ -42,8 +36,9 @@ def gpus(as_json: bool) -> None:
     Example:
       deployctl gpus --json | jq '.gpus[].uuid'
     """
-    with _session() as nvml:
-        host = nvml.host()
+    from deployctl.ops import power_policy
+
+    host = power_policy.host()
     if as_json:
         echo_json(host.model_dump(mode="json"))
         return
@@ -90,26 +85,23 @@ def show(as_json: bool) -> None:
     Example:
       deployctl power show --json
     """
-    with _session() as nvml:
-        found = nvml.gpus()
-    rows = [{"index": g.index, "uuid": g.uuid, "name": g.name, **g.power.model_dump()} for g in found]
-    if as_json:
-        echo_json({"gpus": rows})
-        return
-    output.table(
-        "power",
-        ["#", "name", "draw", "limit", "enforced", "default", "allowed"],
-        [
-            [
-                str(r["index"]),
-                r["name"],
-                _w(r["draw_w"]),
-                _w(r["limit_w"]),
-                _w(r["enforced_limit_w"]),
-                _w(r["default_limit_w"]),
-                f"{_w(r['min_limit_w'])}-{_w(r['max_limit_w'])}",
-            ]
-            for r in rows
+    from deployctl.ops import power_policy
+
+    columns = {"index": "#", "name": "name", "draw_w": "draw", "limit_w": "limit", "enforced_limit_w": "enforced"}
+    output.rows(
+        power_policy.limits(),
+        {**columns, "default_limit_w": "default", "min_limit_w": "allowed"},
+        as_json=as_json,
+        key="gpus",
+        title="power",
+        text=lambda r: [
+            str(r["index"]),
+            r["name"],
+            _w(r["draw_w"]),
+            _w(r["limit_w"]),
+            _w(r["enforced_limit_w"]),
+            _w(r["default_limit_w"]),
+            f"{_w(r['min_limit_w'])}-{_w(r['max_limit_w'])}",
         ],
     )
 
@@ -160,29 +152,23 @@ def set_(
     Example:
       sudo deployctl power set 300 --gpu 0 --gpu 1 --persist
     """
-    from deployctl.errors import InputError
-    from deployctl.hardware import persist as persist_mod
-    from deployctl.hardware import power as pw
+    from deployctl.ops import power_policy
 
-    if print_only and not persist:
-        raise InputError("--print goes with --persist")
-    with _session() as nvml:
-        changes = pw.plan_set(pw.select(nvml.gpus(), gpu_refs), watts)
-        if persist and print_only:
-            click.echo(
-                persist_mod.render_unit([persist_mod.UnitLimit(c.uuid, round(c.to_w)) for c in changes]), nl=False
-            )
-            return
-        if dry_run:
-            _report("set", pw.as_rows(changes), as_json, dry_run=True)
-            return
-        applied = pw.apply(nvml, changes, state_file or pw.state_path())
-    _report("set", pw.as_rows(applied), as_json, dry_run=False)
-    if persist:
-        unit = persist_mod.render_unit([persist_mod.UnitLimit(c.uuid, round(c.to_w)) for c in changes])
-        path = persist_mod.install(unit, unit_dir or persist_mod.UNIT_DIR)
-        if not as_json:
-            click.echo(f"installed and enabled {path}: limits are re-applied at boot")
+    done = power_policy.set_limits(
+        watts,
+        gpu_refs=gpu_refs,
+        dry_run=dry_run,
+        persist=persist,
+        print_only=print_only,
+        unit_dir=unit_dir,
+        state_file=state_file,
+    )
+    if done.unit is not None:
+        click.echo(done.unit, nl=False)
+        return
+    _report("set", done.rows, as_json, dry_run=done.dry_run)
+    if done.unit_path is not None and not as_json:
+        click.echo(f"installed and enabled {done.unit_path}: limits are re-applied at boot")
 
 
 set_.name = "set"
@@ -200,16 +186,10 @@ def reset(gpu_refs: tuple[str, ...], dry_run: bool, state_file: Path | None, as_
     Example:
       sudo deployctl power reset
     """
-    from deployctl.hardware import power as pw
+    from deployctl.ops import power_policy
 
-    state = state_file or pw.state_path()
-    with _session() as nvml:
-        changes = pw.plan_reset(pw.select(nvml.gpus(), gpu_refs), state)
-        if dry_run:
-            _report("reset", pw.as_rows(changes), as_json, dry_run=True)
-            return
-        applied = pw.reset(nvml, changes, state)
-    _report("reset", pw.as_rows(applied), as_json, dry_run=False)
+    done = power_policy.reset_limits(gpu_refs=gpu_refs, dry_run=dry_run, state_file=state_file)
+    _report("reset", done.rows, as_json, dry_run=done.dry_run)
 
 
 @power.command("tune")
