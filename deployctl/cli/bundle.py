@@ -125,7 +125,7 @@ def create(
             revision=revision,
         )
     if as_json:
-        echo_json({**made.__dict__, "path": str(made.path)})
+        echo_json(made)
         return
     if not made.signed:
         click.echo(
@@ -181,7 +181,7 @@ def verify(path: Path, pubkey: Path | None, insecure: bool, as_json: bool) -> No
     with _bars() as bars:
         result = bundling.verify(path, pubkey=pubkey, insecure=insecure, progress=bars)
     if as_json:
-        echo_json(result.__dict__)
+        echo_json(result)
     else:
         click.echo(
             f"OK: {shown(result.name)} revision {result.revision} (created {result.created_at}), "
@@ -246,7 +246,7 @@ def install(
             allow_downgrade=allow_downgrade,
         )
     if as_json:
-        echo_json(result.__dict__)
+        echo_json(result)
         return
     click.echo(
         f"installed revision {result.revision} into {shown(result.target, None)}: model {shown(result.model_dir, None)}, "
@@ -273,7 +273,7 @@ def diff(old: Path, new: Path, show_all: bool, as_json: bool) -> None:
 
     result = bundling.diff(old, new)
     if as_json:
-        echo_json({**result.__dict__, "changes": [c.__dict__ for c in result.changes]})
+        echo_json(result)
         return
     for c in result.changes:
         if show_all or c.change != "same":
@@ -318,7 +318,7 @@ def export_images(
             base=base,
         )
     if as_json:
-        echo_json(result.__dict__)
+        echo_json(result)
         return
     click.echo(f"wrote {result.path}: {', '.join(result.images)}, {result.bytes / 1e6:.1f} MB, {result.trust}")
     click.echo(f"next, on each node: sudo ctr -n k8s.io images import {result.path}")

@@ -35,7 +35,7 @@ def build_sim(base_image: str | None, tag: str | None, as_json: bool) -> None:
 
     built = imaging.build_sim(base_image=base_image, tag=tag, progress=output.lines(enabled=not as_json, indent="  "))
     if as_json:
-        echo_json(built.__dict__)
+        echo_json(built)
     else:
         click.echo(f"built {built.tag} ({built.size / 1e6:.0f} MB) from {built.base}")
 
@@ -55,7 +55,7 @@ def build_base(tag: str | None, suite: str, as_json: bool) -> None:
 
     built = imaging.build_base(tag=tag, suite=suite, progress=output.lines(indent="  "))
     if as_json:
-        echo_json(built.__dict__)
+        echo_json(built)
     else:
         click.echo(f"built {built.tag} ({built.size / 1e6:.0f} MB) from {built.base}")
 

@@ -10,6 +10,7 @@ The contract (README, "Commands"; `deployctl --help`):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import threading
@@ -41,7 +42,12 @@ def is_terminal(stream: IO[str] | None) -> bool:
 
 
 def echo_json(data: Any, *, line: bool = False) -> None:
-    """Write one JSON document to stdout: indented, or on one line (JSON Lines) with `line`."""
+    """Write one JSON document to stdout: indented, or on one line (JSON Lines) with `line`.
+
+    A result dataclass is written field by field (nested ones too), paths as text: what the text report shows.
+    """
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        data = dataclasses.asdict(data)
     text = json.dumps(data, sort_keys=True, default=str, indent=None if line else 2)
     click.echo(text)
 

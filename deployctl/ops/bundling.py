@@ -11,8 +11,9 @@ from deployctl.progress import Progress
 from deployctl.spec import DeploymentSpec
 
 if TYPE_CHECKING:
+    from deployctl.bundle.create import Created
     from deployctl.bundle.diff import Diff
-    from deployctl.bundle.install import Verified
+    from deployctl.bundle.install import Exported, Installed, Verified
 
 
 def create(
@@ -29,7 +30,7 @@ def create(
     target: str = "compose",
     base: Path | None = None,
     revision: int | None = None,
-) -> Any:
+) -> Created:
     """Plan the spec and gather its images (default: the engine's, or the simulator's), weights and stack.
 
     `split` is the largest part of a --split bundle as text (4G, 4480M), checked before anything is planned."""
@@ -89,7 +90,7 @@ def install(
     say: Callable[[str], None] | None,
     base: Path | None = None,
     allow_downgrade: bool = False,
-) -> Any:
+) -> Installed:
     """Verify the bundle, check this host can run it, then load its images, place its model and render its stack."""
     from deployctl import spec as spec_mod
     from deployctl.bundle import install as core
@@ -149,7 +150,7 @@ def export_images(
     progress: Progress,
     say: Callable[[str], None] | None,
     base: Path | None = None,
-) -> Any:
+) -> Exported:
     """Write the bundle's images, each blob verified, as one archive for Kubernetes nodes (ctr) or docker load."""
     from deployctl.bundle import install as core
 

@@ -90,3 +90,24 @@ def test_rows_prints_the_same_records_as_a_table_or_as_json(capsys: pytest.Captu
     table = capsys.readouterr().out
     assert "limit" in table and "300.5" in table and "-" in table and "L4" in table
     assert "[red]RTX" in table and "\x1b" not in table  # a value from outside is text, never markup or escapes
+
+
+def test_a_result_dataclass_is_written_field_by_field(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Part:
+        name: str
+        bytes: int
+
+    @dataclass(frozen=True)
+    class Made:
+        path: Path
+        parts: list[Part]
+
+    output.echo_json(Made(Path("out/llm.tar"), [Part("llm.tar.000", 7)]))
+    assert json.loads(capsys.readouterr().out) == {
+        "path": "out/llm.tar",
+        "parts": [{"name": "llm.tar.000", "bytes": 7}],
+    }
