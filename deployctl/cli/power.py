@@ -136,16 +136,7 @@ def _report(verb: str, rows: list[dict[str, Any]], as_json: bool, dry_run: bool)
 )
 @state_option
 @json_option
-def set_(
-    watts: float,
-    gpu_refs: tuple[str, ...],
-    dry_run: bool,
-    persist: bool,
-    print_only: bool,
-    unit_dir: Path | None,
-    state_file: Path | None,
-    as_json: bool,
-) -> None:
+def set_(watts: float, as_json: bool, **flags: Any) -> None:
     """Cap GPUs at WATTS: checked against each board's range, then read back.
 
     \b
@@ -154,15 +145,8 @@ def set_(
     """
     from deployctl.ops import power_policy
 
-    done = power_policy.set_limits(
-        watts,
-        gpu_refs=gpu_refs,
-        dry_run=dry_run,
-        persist=persist,
-        print_only=print_only,
-        unit_dir=unit_dir,
-        state_file=state_file,
-    )
+    # Click names each flag as set_limits names its parameter: they pass through as they are.
+    done = power_policy.set_limits(watts, **flags)
     if done.unit is not None:
         click.echo(done.unit, nl=False)
         return
@@ -262,32 +246,7 @@ def reset(gpu_refs: tuple[str, ...], dry_run: bool, state_file: Path | None, as_
 @state_option
 @click.option("--dry-run", is_flag=True, help="Print the sweep and how long it takes; change nothing.")
 @json_option
-def tune(
-    stack_dir: Path | None,
-    endpoint: str | None,
-    simulate: bool,
-    preset: str | None,
-    concurrency: int | None,
-    rate: float | None,
-    prompt_tokens: int | None,
-    output_tokens: int | None,
-    caps: str | None,
-    step: float,
-    settle: float,
-    window: float,
-    min_throughput: float,
-    slo_ttft: float | None,
-    slo_itl: float | None,
-    apply: bool,
-    persist: bool,
-    unit_dir: Path | None,
-    api_key_env: str | None,
-    output_dir: Path,
-    gpu_refs: tuple[str, ...],
-    state_file: Path | None,
-    dry_run: bool,
-    as_json: bool,
-) -> None:
+def tune(as_json: bool, **flags: Any) -> None:
     """Find the lowest power cap that keeps the model's throughput: step the cap down under a fixed load.
 
     Each cap is set on every GPU of the stack, read back, left to settle, then measured for
@@ -303,30 +262,9 @@ def tune(
     """
     from deployctl.ops import power_tune
 
+    # Click names each flag as power_tune.tune names its parameter: they pass through as they are.
     result = power_tune.tune(
-        stack_dir=stack_dir,
-        endpoint=endpoint,
-        simulate=simulate,
-        preset=preset,
-        concurrency=concurrency,
-        rate=rate,
-        prompt_tokens=prompt_tokens,
-        output_tokens=output_tokens,
-        caps=caps,
-        step=step,
-        settle=settle,
-        window=window,
-        min_throughput=min_throughput,
-        slo_ttft=slo_ttft,
-        slo_itl=slo_itl,
-        apply=apply,
-        persist=persist,
-        unit_dir=unit_dir,
-        api_key_env=api_key_env,
-        output_dir=output_dir,
-        gpu_refs=gpu_refs,
-        state_file=state_file,
-        dry_run=dry_run,
+        **flags,
         report=(lambda line: None) if as_json else (lambda line: click.echo(line, err=True)),
     )
     if as_json:
