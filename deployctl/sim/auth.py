@@ -41,10 +41,13 @@ def key_matches(header: str, api_key: str) -> bool:
     )
 
 
+ARRIVED = web.RequestKey("arrived", float)  # typed request storage (aiohttp warns on plain string keys)
+
+
 @web.middleware
 async def arrival(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Stamp when the request reached the server: TTFT counts from here, not after parsing."""
-    request["arrived"] = asyncio.get_running_loop().time()
+    request[ARRIVED] = asyncio.get_running_loop().time()
     return await handler(request)
 
 

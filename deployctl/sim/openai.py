@@ -302,7 +302,7 @@ class VllmRoutes:
         tokens: list[str] = []
         finish = "length"
         try:
-            async for _, tok, reason in self.sim.tokens(req, request.get("arrived")):
+            async for _, tok, reason in self.sim.tokens(req, request.get(auth.ARRIVED)):
                 if reason != "eos_token":
                     tokens.append(tok[1])
                 finish = reason or finish
@@ -366,7 +366,7 @@ class VllmRoutes:
         kind = "chat.completion.chunk" if chat else "text_completion"
         start, count = time.monotonic(), 0
         loop = asyncio.get_running_loop()
-        arrived = previous = request.get("arrived", loop.time())
+        arrived = previous = request.get(auth.ARRIVED, loop.time())
         finish = "length"
         try:
             if chat:  # the role first, with empty content and the prompt fields (entrypoints/openai/chat_completion)
@@ -383,7 +383,7 @@ class VllmRoutes:
                     "prompt_text": None,
                 }
                 await resp.write(sse(head))
-            async for i, tok, reason in self.sim.tokens(req, request.get("arrived")):
+            async for i, tok, reason in self.sim.tokens(req, request.get(auth.ARRIVED)):
                 count += 1
                 now = loop.time()
                 if i == 0:

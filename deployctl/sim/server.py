@@ -487,7 +487,7 @@ class Routes:
             return resp
         start, count, text = time.monotonic(), 0, ""
         try:
-            async for i, tok, finish in self.sim.tokens(req, request.get("arrived")):
+            async for i, tok, finish in self.sim.tokens(req, request.get(auth.ARRIVED)):
                 count += 1
                 text += _visible(tok, finish)
                 event: dict[str, Any] = {
