@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -41,7 +41,10 @@ def key_matches(header: str, api_key: str) -> bool:
     )
 
 
-ARRIVED = web.RequestKey("arrived", float)  # typed request storage (aiohttp warns on plain string keys)
+# Typed request storage (aiohttp warns on plain string keys), where the aiohttp has it: the simulator's
+# image built from Debian bookworm's packages carries python3-aiohttp 3.8.4, which has no RequestKey
+# (web.RequestKey is in 3.14.5, the test venv's) and stores under the plain key.
+ARRIVED: Any = web.RequestKey("arrived", float) if hasattr(web, "RequestKey") else "arrived"
 
 
 @web.middleware
