@@ -203,9 +203,7 @@ def for_engine(name: str) -> EngineMetrics:
     try:
         return ENGINES[name]
     except KeyError:
-        raise InputError(
-            f"no metric names known for engine {name!r}", f"known: {', '.join(sorted(ENGINES))}"
-        ) from None
+        raise InputError(f"no metric names known for engine {name!r}", f"known: {', '.join(sorted(ENGINES))}") from None
 
 
 def le_matcher(edge: float) -> str:

@@ -155,8 +155,7 @@ def engine_alerts(m: EngineMetrics, t: Thresholds) -> list[Alert]:
         ),
         Alert(
             "LLMEngineRestarted",
-            f"{BY} (resets({m.finished.name}{selector(t, ENGINE_ROLE)}[15m])) > 0"
-            f" or {BY} (changes({up}[15m])) >= 2",
+            f"{BY} (resets({m.finished.name}{selector(t, ENGINE_ROLE)}[15m])) > 0 or {BY} (changes({up}[15m])) >= 2",
             None,
             "warning",
             "The engine of {{ $labels.deployctl_stack }} restarted in the last 15 minutes.",
@@ -279,7 +278,7 @@ def gpu_alerts(t: Thresholds) -> list[Alert]:
         Alert(
             "LLMGpuThrottled",
             f"max by ({STACK_LABEL}, instance, gpu, uuid) "
-            f'({gpu.THROTTLE}{selector(t, GPU_ROLE, "reason=~" + quote("|".join(gpu.HEAT_REASONS)))}) == 1',
+            f"({gpu.THROTTLE}{selector(t, GPU_ROLE, 'reason=~' + quote('|'.join(gpu.HEAT_REASONS)))}) == 1",
             t.hold(300),
             "warning",
             "GPU {{ $labels.gpu }} is slowed by heat or a hardware brake.",

@@ -125,7 +125,7 @@ def kv_high(plan: Plan) -> Threshold:
 
 def gpu_memory(plan: Plan) -> Threshold:
     """Give the share of a GPU's memory past which something beyond the plan is using it."""
-    lo, hi = GPU_MEMORY_BOUNDS
+    _lo, hi = GPU_MEMORY_BOUNDS
     if not plan.gpus:
         return Threshold(hi, f"no GPU in the plan: {hi:.0%}")
     g = plan.gpus[0]
