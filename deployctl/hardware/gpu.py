@@ -62,3 +62,37 @@ class Host(BaseModel):
     cuda_driver_version: str | None = None
     profile: str | None = None
     max_gpus: int
+
+
+# NVML's clock event reasons (nvml.h `nvmlClocksEventReason*`, formerly `nvmlClocksThrottleReason*`: the
+# same bits), by the name the GPU exporter gives them.
+THROTTLE_REASONS: dict[str, int] = {
+    "gpu_idle": 0x1,
+    "applications_clocks_setting": 0x2,
+    "sw_power_cap": 0x4,
+    "hw_slowdown": 0x8,
+    "sync_boost": 0x10,
+    "sw_thermal_slowdown": 0x20,
+    "hw_thermal_slowdown": 0x40,
+    "hw_power_brake_slowdown": 0x80,
+    "display_clock_setting": 0x100,
+}
+
+
+class Sample(BaseModel):
+    """Everything the GPU exporter serves about one GPU at one moment (None where the board does not say)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    uuid: str
+    name: str
+    power: PowerState
+    memory_used: int
+    memory_total: int
+    temperature_c: float | None = None
+    slowdown_temperature_c: float | None = None  # NVML_TEMPERATURE_THRESHOLD_SLOWDOWN
+    sm_clock_mhz: int | None = None
+    mem_clock_mhz: int | None = None
+    throttle_reasons: int | None = None  # NVML's bit mask (THROTTLE_REASONS)
+    energy_mj: int | None = None  # None before Volta

@@ -6,8 +6,9 @@ adapter (deployctl/hardware/nvml.py). Every series has the labels `gpu` (NVML in
 
 from __future__ import annotations
 
+EXPORTER_PORT = 9401  # `deployctl exporter`'s default, beside dcgm-exporter's 9400
 PREFIX = "deployctl_gpu_"
-INFO = "deployctl_gpu_info"  # 1, with name, pci_bus_id and driver labels
+INFO = "deployctl_gpu_info"  # 1, with name and driver labels
 UP = "deployctl_gpu_up"  # 1 when NVML answered for this GPU at this scrape, 0 when it did not (lost)
 POWER = "deployctl_gpu_power_draw_watts"
 POWER_LIMIT = "deployctl_gpu_power_limit_watts"  # the enforced limit

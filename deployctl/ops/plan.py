@@ -45,7 +45,14 @@ def render_stack(
 
     target = (stack_dir or spec.stack_dir).absolute()
     labels = owner.labels(target, spec_path)
-    files = compose.render(plan, simulate=simulate, api_key=spec.resolve_api_key(), faults=faults, labels=labels)
+    files = compose.render(
+        plan,
+        simulate=simulate,
+        api_key=spec.resolve_api_key(),
+        faults=faults,
+        labels=labels,
+        monitoring=spec.monitoring,
+    )
     revision = stackdir.next_revision(stackdir.rendered_files(target), files, target)
     return stackdir.write_stack(files, target, revision=revision, spec=spec_path)
 

@@ -223,6 +223,7 @@ class _Up:
             api_key=self.spec.resolve_api_key(),
             faults=faults,
             labels=owner.labels(self.dir, self.spec_path),
+            monitoring=self.spec.monitoring,
         )
 
     def _keep_running_as_good(self) -> None:

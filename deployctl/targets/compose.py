@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deployctl import templating
 from deployctl.engines.simulator import SIM_IMAGE
@@ -11,6 +11,9 @@ from deployctl.planner.types import Plan
 from deployctl.stackdir import StackInfo
 from deployctl.targets import workload as wl
 from deployctl.targets.workload import Workload
+
+if TYPE_CHECKING:
+    from deployctl.spec import Monitoring
 
 # The in-container check, by what the engine's image carries (the simulator's image has both).
 HEALTH_COMMANDS = {
@@ -62,10 +65,13 @@ def render(
     sim_image: str = SIM_IMAGE,
     faults: dict[str, str] | None = None,
     labels: dict[str, str] | None = None,
+    monitoring: Monitoring | None = None,
 ) -> dict[str, bytes]:
     """Give the stack's files, byte for byte; the same input always gives the same bytes.
 
-    `labels` go on the container as they are (ownership: the stack dir and spec it runs from).
+    `labels` go on the container as they are (ownership: the stack dir and spec it runs from). With
+    `monitoring` enabled, the stack also gets its `monitoring` profile (Prometheus, Grafana, the GPU
+    exporter) and their files; a profile starts only when asked for (`--profile monitoring`).
     """
     if api_key is not None and any(c in api_key for c in "'\n\r\\"):
         raise InputError("the API key holds a quote, backslash or newline", "use letters, digits and -_.~+/=")
@@ -79,9 +85,58 @@ def render(
         plan_hash=w.plan_hash,
         load_timeout_s=w.probe.start_budget_s,
     )
+    extra: dict[str, bytes] = {}
+    ctx["monitoring"] = None
+    if monitoring is not None and monitoring.enabled:
+        ctx["monitoring"], extra = monitoring_profile(plan, w, monitoring, simulate=simulate)
     return {
+        **extra,
         "compose.yaml": templating.render("compose.yaml.j2", **ctx).encode(),
         ".env": templating.render("env.j2", **ctx).encode(),
         "plan.json": plan.canonical_json().encode(),
         "stack.json": info.to_json(),
     }
+
+
+def monitoring_profile(
+    plan: Plan, w: Workload, m: Monitoring, *, simulate: bool
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Give the template's values for the monitoring profile and its files (rules, dashboards, provisioning)."""
+    import ipaddress
+
+    from deployctl.monitoring import render as monitoring
+    from deployctl.monitoring import scrape, thresholds
+    from deployctl.monitoring.gpu import EXPORTER_PORT
+
+    opened = not ipaddress.ip_address(m.bind).is_loopback
+    if opened and not plan.api_key:
+        raise InputError(
+            f"monitoring.bind {m.bind} opens Grafana beyond this host, and the stack has no API key to guard it",
+            "set serve.api_key_env (Grafana's admin password is the stack's key), or keep monitoring.bind 127.0.0.1",
+        )
+    with_gpus = m.gpu_exporter and not simulate and bool(w.gpu_ids)
+    where = monitoring.Where(
+        targets=scrape.Targets(
+            engine=(f"{w.service}:{w.container_port}",),
+            gpu=(f"gpu-exporter:{EXPORTER_PORT}",) if with_gpus else (),
+        ),
+        prometheus_url="http://prometheus:9090",
+        with_gpus=with_gpus,
+    )
+    slo = thresholds.Slo(m.slo_ttft_ms, m.slo_itl_ms, m.slo_percentile)
+    files = monitoring.files(thresholds.from_plan(plan, slo), where)
+    bind = f"[{m.bind}]" if ":" in m.bind else m.bind
+    values = {
+        "prometheus_image": monitoring.PROMETHEUS_IMAGE,
+        "grafana_image": monitoring.GRAFANA_IMAGE,
+        "exporter_image": monitoring.EXPORTER_IMAGE,
+        "prometheus_port": f"{bind}:{m.prometheus_port}:9090",
+        "grafana_port": f"{bind}:{m.grafana_port}:3000",
+        "anonymous": not opened,  # a loopback-only Grafana lets this host's users look without a login
+        "dashboards": sorted(n for n in files if n.startswith("dashboard-")),
+        "dashboards_dir": monitoring.DASHBOARDS_IN_GRAFANA,
+        "with_gpus": with_gpus,
+        "exporter_port": EXPORTER_PORT,
+        "model_path": _escape(plan.model.path) if plan.model.path and with_gpus else None,
+    }
+    return values, files
