@@ -86,11 +86,14 @@ class Where:
     targets: scrape.Targets
     prometheus_url: str  # as Grafana reaches Prometheus
     with_gpus: bool
+    interval: str = "15s"  # scrape and rule evaluation
 
 
 def files(t: Thresholds, where: Where) -> dict[str, bytes]:
     """Give every monitoring file of the stack: name -> bytes (the same input always gives the same bytes)."""
-    prometheus = scrape.config(t.stack, t.engine, where.targets)
+    prometheus = scrape.config(
+        t.stack, t.engine, where.targets, scrape_interval=where.interval, evaluation_interval=where.interval
+    )
     header = f"rendered by deployctl {__version__} for stack {t.stack}; change the spec and render again"
     out = {
         PROMETHEUS_FILE: _yaml(prometheus, f"Prometheus configuration, {header}"),
