@@ -23,7 +23,8 @@ THRESHOLDS_FILE = "thresholds.json"
 DASHBOARDS_IN_GRAFANA = "/var/lib/grafana/dashboards/deployctl"
 
 
-def _yaml(data: Any, header: str) -> bytes:
+def yaml_file(data: Any, header: str) -> bytes:
+    """Give data as a YAML file whose first line is a comment saying what it is."""
     return (f"# {header}\n" + yaml.safe_dump(data, sort_keys=False, width=1000)).encode()
 
 
@@ -74,8 +75,8 @@ def grafana_provisioning(prometheus_url: str) -> dict[str, bytes]:
         ],
     }
     return {
-        "grafana-datasources.yml": _yaml(datasource, "Grafana datasource, rendered by deployctl"),
-        "grafana-dashboards.yml": _yaml(provider, "Grafana dashboard provider, rendered by deployctl"),
+        "grafana-datasources.yml": yaml_file(datasource, "Grafana datasource, rendered by deployctl"),
+        "grafana-dashboards.yml": yaml_file(provider, "Grafana dashboard provider, rendered by deployctl"),
     }
 
 
@@ -89,18 +90,26 @@ class Where:
     interval: str = "15s"  # scrape and rule evaluation
 
 
+def _header(t: Thresholds) -> str:
+    return f"rendered by deployctl {__version__} for stack {t.stack}; change the spec and render again"
+
+
+def rules_and_dashboards(t: Thresholds, *, with_gpus: bool) -> dict[str, bytes]:
+    """Give rules.yml and dashboard-<name>.json: what the Compose profile, `monitor` and the chart all carry."""
+    out = {scrape.RULES_FILE: yaml_file(rules.rule_file(t, gpus=with_gpus), f"Alert rules, {_header(t)}")}
+    for name, data in dashboards.dashboard_files(t, with_gpus=with_gpus).items():
+        out[f"dashboard-{name.removeprefix(f'deployctl-{t.stack}-')}"] = data
+    return out
+
+
 def files(t: Thresholds, where: Where) -> dict[str, bytes]:
     """Give every monitoring file of the stack: name -> bytes (the same input always gives the same bytes)."""
     prometheus = scrape.config(
         t.stack, t.engine, where.targets, scrape_interval=where.interval, evaluation_interval=where.interval
     )
-    header = f"rendered by deployctl {__version__} for stack {t.stack}; change the spec and render again"
-    out = {
-        PROMETHEUS_FILE: _yaml(prometheus, f"Prometheus configuration, {header}"),
-        scrape.RULES_FILE: _yaml(rules.rule_file(t, gpus=where.with_gpus), f"Alert rules, {header}"),
+    return {
+        PROMETHEUS_FILE: yaml_file(prometheus, f"Prometheus configuration, {_header(t)}"),
         THRESHOLDS_FILE: thresholds_json(t),
         **grafana_provisioning(where.prometheus_url),
+        **rules_and_dashboards(t, with_gpus=where.with_gpus),
     }
-    for name, data in dashboards.dashboard_files(t, with_gpus=where.with_gpus).items():
-        out[f"dashboard-{name.removeprefix(f'deployctl-{t.stack}-')}"] = data
-    return out

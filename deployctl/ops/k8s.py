@@ -601,7 +601,7 @@ def chart_source(spec: Any, *, simulate: bool, faults: dict[str, str] | None = N
             "pass --gpu-model (e.g. rtx4090); each replica gets --gpus of them",
         )
     plan = deploy.make_plan(spec, simulate=simulate)
-    return chart.source_from_plan(plan, simulate=simulate, faults=faults)
+    return chart.source_from_plan(plan, simulate=simulate, faults=faults, monitoring=spec.monitoring)
 
 
 def render_chart(

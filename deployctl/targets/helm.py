@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deployctl import __version__, engines, templating
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import InputError
+from deployctl.monitoring.gpu import EXPORTER_PORT
+from deployctl.monitoring.render import EXPORTER_IMAGE
 from deployctl.planner.types import Plan
+
+if TYPE_CHECKING:
+    from deployctl.spec import Monitoring
 
 CHART_FILES = "templates/helm"
 MARKER = "Chart.yaml"
@@ -98,10 +103,28 @@ class ChartSource:
     scratch: list[Scratch]
     memory_limit: str
     stop_grace_s: int
+    # The alert rules and dashboards (deployctl/monitoring/), as chart files under monitoring/.
+    monitoring_files: dict[str, bytes] = field(default_factory=dict)
+
+
+def monitoring_files(plan: Plan, monitoring: Monitoring | None, *, simulate: bool) -> dict[str, bytes]:
+    """Give the chart's monitoring/ files: rules and dashboards from the plan and the spec's SLOs."""
+    from deployctl.monitoring import render, thresholds
+
+    slo = (
+        thresholds.Slo(monitoring.slo_ttft_ms, monitoring.slo_itl_ms, monitoring.slo_percentile) if monitoring else None
+    )
+    files = render.rules_and_dashboards(thresholds.from_plan(plan, slo), with_gpus=not simulate)
+    return {f"monitoring/{name}": data for name, data in files.items()}
 
 
 def source_from_plan(
-    plan: Plan, *, simulate: bool, sim_image: str = SIM_IMAGE, faults: dict[str, str] | None = None
+    plan: Plan,
+    *,
+    simulate: bool,
+    sim_image: str = SIM_IMAGE,
+    faults: dict[str, str] | None = None,
+    monitoring: Monitoring | None = None,
 ) -> ChartSource:
     """Give the chart's inputs from a plan (the simulator in place of the engine when `simulate`).
 
@@ -152,6 +175,7 @@ def source_from_plan(
         scratch=[Scratch(s.path, _mebibytes(s.size_bytes)) for s in wl.security.scratch],
         memory_limit=_mebibytes(wl.security.memory_bytes),
         stop_grace_s=wl.stop_grace_s,
+        monitoring_files=monitoring_files(plan, monitoring, simulate=simulate),
     )
 
 
@@ -232,6 +256,10 @@ def context(src: ChartSource, *, replicas: int = 1, runtime_class: str = "nvidia
         "stop_grace": src.stop_grace_s,
         "tolerations": [GPU_TOLERATION],
         "service_port": src.service_port,
+        "monitoring_stack": src.name,
+        "gpu_exporter": not src.simulate,
+        "exporter_image": asdict(ImageRef.parse(EXPORTER_IMAGE)),
+        "exporter_port": EXPORTER_PORT,
     }
 
 
@@ -250,6 +278,7 @@ def render(src: ChartSource, *, replicas: int = 1, runtime_class: str = "nvidia"
         "Chart.yaml": templating.render("helm/Chart.yaml.j2", **ctx).encode(),
         "values.yaml": templating.render("helm/values.yaml.j2", **ctx).encode(),
         **_fixed_files(),
+        **src.monitoring_files,
     }
 
 
