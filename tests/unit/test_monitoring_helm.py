@@ -56,9 +56,9 @@ def crd_schema(kind: str) -> dict[str, Any]:
 def _strict(node: Any) -> Any:
     if isinstance(node, dict):
         node = {k: _strict(v) for k, v in node.items()}
-        if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node:
-            if not node.get("x-kubernetes-preserve-unknown-fields"):
-                node["additionalProperties"] = False
+        open_object = "additionalProperties" in node or node.get("x-kubernetes-preserve-unknown-fields")
+        if node.get("type") == "object" and "properties" in node and not open_object:
+            node["additionalProperties"] = False
         if node.get("x-kubernetes-int-or-string"):
             node.pop("type", None)
             node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
