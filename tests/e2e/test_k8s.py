@@ -221,3 +221,50 @@ def test_vllm_simulator_chart_runs_as_the_workload_says(cluster: KubeCluster, tm
         down = k8s(cluster, tmp_path, "down", "-n", ns, "--json")
         assert down.returncode == 0, down.stderr
     assert pods(cluster, ns, "e2e-vllm") == []
+
+
+# The newest Prometheus Operator CRDs the 1.20 test cluster accepts: from v0.75.0 on they carry `default: ""`
+# on name fields, which the 1.20 API server refuses (tests/unit/test_monitoring_helm.py checks v0.93.0's schemas).
+MONITORING_CRDS = Path(__file__).parents[1] / "data" / "monitoring" / "crds-v0.72.0"
+
+
+def test_monitoring_installs_with_and_without_the_prometheus_operator_crds(
+    cluster: KubeCluster, tmp_path: Path
+) -> None:
+    """monitoring.enabled on a cluster without the operator: dashboards only; with its CRDs: monitors and rules too."""
+    (tmp_path / "deployctl.yaml").write_text(
+        "name: e2e-mon\nengine: vllm\nmonitoring:\n  slo_ttft_ms: 500\n  slo_itl_ms: 50\n"
+    )
+    ns, on = "mon", ("--set", "monitoring.enabled=true")
+
+    def objects(*what: str) -> set[str]:
+        out = cluster.kubectl("-n", ns, "get", *what, "-o", "json", check=False)
+        assert out.returncode == 0, out.stderr
+        return {f"{o['kind']}/{o['metadata']['name']}" for o in json.loads(out.stdout)["items"]}
+
+    try:
+        up = k8s(cluster, tmp_path, "up", "--simulate", "-n", ns, *FAST, *on, "--json")
+        assert up.returncode == 0, up.stderr
+        assert objects("configmaps", "-l", "grafana_dashboard=1") == {
+            "ConfigMap/e2e-mon-dashboard-engine",
+            "ConfigMap/e2e-mon-dashboard-slo",
+        }
+        missing = cluster.kubectl("-n", ns, "get", "servicemonitors", check=False)
+        assert missing.returncode != 0 and "the server doesn't have a resource type" in missing.stderr
+
+        made = cluster.kubectl("create", "-f", str(MONITORING_CRDS), check=False)
+        assert made.returncode == 0, made.stderr
+        for crd in ("servicemonitors", "podmonitors", "prometheusrules"):
+            cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}.monitoring.coreos.com", "--timeout=60s")
+        again = k8s(cluster, tmp_path, "up", "--simulate", "-n", ns, *FAST, *on, "--json")
+        assert again.returncode == 0, again.stderr
+        assert objects("servicemonitors,prometheusrules") == {"ServiceMonitor/e2e-mon", "PrometheusRule/e2e-mon"}
+        rule = json.loads(cluster.kubectl("-n", ns, "get", "prometheusrule", "e2e-mon", "-o", "json").stdout)
+        alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+        assert {"LLMKVCacheFull", "LLMEngineDown", "LLMTTFTSLOBurn"} <= alerts
+        assert objects("podmonitors") == set()  # the simulator has no GPUs: no exporter to watch
+    finally:
+        down = k8s(cluster, tmp_path, "down", "-n", ns, "--json")
+        assert down.returncode == 0, down.stderr
+        cluster.kubectl("delete", "-f", str(MONITORING_CRDS), "--ignore-not-found", check=False)
+    assert pods(cluster, ns, "e2e-mon") == []

@@ -392,3 +392,80 @@ def test_a_simulated_stack_s_profile_has_no_gpu_exporter() -> None:
     files = compose.render(plan("tgi"), simulate=True, api_key="k", monitoring=spec.Monitoring(enabled=True))
     doc = yaml.safe_load(files["compose.yaml"])
     assert "gpu-exporter" not in doc["services"] and "dashboard-gpus.json" not in files
+
+
+# -- health and status: the alerts' facts from one reading ---------------------------------------------------------
+VLLM_PAGE = """\
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{model_name="m",engine="0"} 0.99
+vllm:num_requests_waiting{model_name="m",engine="0"} 3.0
+vllm:num_requests_running{model_name="m",engine="0"} 8.0
+vllm:num_preemptions_total{model_name="m",engine="0"} 4.0
+vllm:request_success_total{model_name="m",engine="0",finished_reason="stop"} 95.0
+vllm:request_success_total{model_name="m",engine="0",finished_reason="length"} 3.0
+vllm:request_success_total{model_name="m",engine="0",finished_reason="error"} 2.0
+"""
+
+
+def test_one_reading_of_vllm_gives_the_alerts_verdicts() -> None:
+    from deployctl.monitoring.facts import judge
+
+    facts = judge(VLLM_PAGE, limits("vllm"))
+    assert (facts.kv_cache_usage, facts.requests_waiting, facts.requests_running) == (0.99, 3.0, 8.0)
+    assert (facts.requests_finished, facts.requests_failed, facts.preemptions) == (100.0, 2.0, 4.0)
+    assert facts.error_ratio == 0.02
+    firing = {v.alert for v in facts.verdicts if v.firing}
+    assert firing == {"LLMKVCacheFull", "LLMKVCacheHigh", "LLMErrorRateHigh"} and facts.degraded
+
+
+def test_one_reading_of_tgi_counts_only_the_server_s_failures() -> None:
+    from deployctl.monitoring.facts import judge
+
+    page = (
+        "tgi_batch_current_max_tokens 5000\ntgi_batch_max_total_tokens 10000\ntgi_queue_size 0\n"
+        "tgi_batch_current_size 4\ntgi_request_count 200\n"
+        'tgi_request_failure{err="validation"} 50\ntgi_request_failure{err="overloaded"} 1\n'
+    )
+    facts = judge(page, limits("tgi"))
+    assert facts.kv_cache_usage == 0.5 and facts.requests_failed == 1 and facts.error_ratio == 0.005
+    assert not facts.degraded and not any(v.firing for v in facts.verdicts)
+
+
+def _served_stack(tmp_path: Path, port: int) -> Path:
+    from deployctl.stackdir import write_stack
+
+    p = plan("vllm").model_copy(update={"port": port})
+    return write_stack(compose.render(p, simulate=True), tmp_path / "stack", revision=1)
+
+
+def test_health_reports_the_metrics_and_a_full_kv_cache_degrades_it(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = plan("vllm")
+    cfg = SimConfig(
+        engine="vllm", model_id=p.served_name, max_total_tokens=p.limits.max_total_tokens, kv_tokens=100, load_seconds=0
+    )
+    cfg.port = port
+    stack = _served_stack(tmp_path, port)
+    with simserver.running(cfg, port) as url:
+        calm = CliRunner().invoke(cli, ["health", "--stack-dir", str(stack), "--json"])
+        assert calm.exit_code == 0, calm.output
+        doc = json.loads(calm.output)
+        assert doc["metrics"]["kv_cache_usage"] == 0 and doc["metrics"]["engine"] == "vllm"
+        # One long request holds more than the pool of 100 tokens: the KV-full verdict fires.
+        body = {"prompt": "one two three", "max_tokens": 500, "stream": True, "model": p.served_name}
+        req = urllib.request.Request(
+            f"{url}/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            resp.readline()
+            full = CliRunner().invoke(cli, ["health", "--stack-dir", str(stack), "--json"])
+    assert full.exit_code == 1, full.output
+    doc = json.loads(full.output)
+    firing = {v["alert"] for v in doc["metrics"]["verdicts"] if v["firing"]}
+    assert "LLMKVCacheFull" in firing and doc["status"] == "degraded"
+    (check,) = [c for c in doc["checks"] if c["name"] == "metrics"]
+    assert not check["ok"] and "KV cache 100%" in check["detail"]
