@@ -151,7 +151,7 @@ def engine_alerts(m: EngineMetrics, t: Thresholds) -> list[Alert]:
             "critical",
             "The engine of {{ $labels.deployctl_stack }} does not answer /metrics ({{ $labels.instance }}).",
             "Run `deployctl status` and `deployctl logs`; `deployctl health` says whether it serves.",
-            "a minute of failed scrapes: longer than a restart of the simulator, shorter than users wait",
+            "a minute: four failed scrapes at 15 s, more than a blip, less than users wait before calling",
         ),
         Alert(
             "LLMEngineRestarted",
