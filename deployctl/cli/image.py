@@ -44,6 +44,32 @@ def build_sim(base_image: str | None, tag: str | None, as_json: bool) -> None:
         click.echo(f"built {built.tag} ({built.size / 1e6:.0f} MB) from {built.base}")
 
 
+@image.command("build-exporter")
+@click.option("--base-image", help="Base with the python3 deployctl runs on (default: as build-sim's).")
+@click.option("-t", "--tag", default=None, help="Tag (default: deployctl/gpu-exporter:VERSION).")
+@json_option
+def build_exporter(base_image: str | None, tag: str | None, as_json: bool) -> None:
+    """Build the GPU exporter's image (the monitoring profile's gpu-exporter service, the chart's DaemonSet)
+    from the Python packages deployctl runs with: nothing is downloaded.
+
+    \b
+    Example:
+      deployctl image build-exporter --base-image deployctl/debian-base:bookworm
+    """
+    from deployctl.images.build import build_exporter as build
+    from deployctl.monitoring.render import EXPORTER_IMAGE
+
+    def show(line: str) -> None:
+        if not as_json:
+            click.echo(f"  {line}", err=True)
+
+    built = build(base_image, tag or EXPORTER_IMAGE, progress=show)
+    if as_json:
+        echo_json(built.__dict__)
+    else:
+        click.echo(f"built {built.tag} ({built.size / 1e6:.0f} MB) from {built.base}")
+
+
 @image.command("build-base")
 @click.option("-t", "--tag", default=None, help="Tag (default: deployctl/debian-base:bookworm).")
 @click.option("--suite", default="bookworm", show_default=True)

@@ -15,6 +15,7 @@ import deployctl
 from deployctl import __version__, docker
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
+from deployctl.monitoring.render import EXPORTER_IMAGE
 
 # DEPLOYCTL_DEBIAN_BASE: the test suite keeps its cached base under a name of its own.
 DEBIAN_BASE = os.environ.get("DEPLOYCTL_DEBIAN_BASE") or "deployctl/debian-base:bookworm"
@@ -91,6 +92,64 @@ def build_sim(base_image: str | None = None, tag: str = SIM_IMAGE, progress: Pro
     with tempfile.TemporaryDirectory(prefix="deployctl-sim-") as tmp:
         ctx = Path(tmp)
         _sim_context(ctx)
+        image_id = build(ctx, tag, {"BASE_IMAGE": base, "VERSION": __version__}, progress)
+    image = docker.image(image_id)
+    return BuiltImage(tag=tag, image_id=image.id, size=image.size, base=base)
+
+
+# What `python3 -m deployctl.monitoring.exporter` imports: its own modules and these packages.
+EXPORTER_MODULES = (
+    "__init__.py",
+    "errors.py",
+    "fsio.py",
+    "hardware/__init__.py",
+    "hardware/gpu.py",
+    "hardware/nvml.py",
+    "monitoring/__init__.py",
+    "monitoring/gpu.py",
+    "monitoring/exporter.py",
+)
+EXPORTER_PACKAGES = ("prometheus_client", "pynvml", "pydantic", "pydantic_core", "typing_extensions", "annotated_types")
+EXPORTER_PACKAGES_OPTIONAL = ("typing_inspection",)  # pydantic >= 2.11 imports it
+
+
+def _exporter_context(dest: Path) -> None:
+    """Copy the exporter's modules and the installed packages it imports (the Python running deployctl's)."""
+    import importlib.util
+
+    package = Path(deployctl.__file__).parent
+    site = dest / "site"
+    for rel in EXPORTER_MODULES:
+        (site / "deployctl" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(package / rel, site / "deployctl" / rel)
+    for name in EXPORTER_PACKAGES + EXPORTER_PACKAGES_OPTIONAL:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            if name in EXPORTER_PACKAGES_OPTIONAL:
+                continue
+            raise EnvironmentProblem(
+                f"{name} is not installed beside deployctl", "pip install deployctl's dependencies"
+            )
+        origin = Path(spec.origin)
+        if origin.name == "__init__.py":
+            shutil.copytree(origin.parent, site / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(origin, site / origin.name)
+    dockerfile = resources.files("deployctl").joinpath("images/exporter.Dockerfile").read_text()
+    (dest / "Dockerfile").write_text(dockerfile)
+
+
+def build_exporter(
+    base_image: str | None = None, tag: str = EXPORTER_IMAGE, progress: Progress | None = None
+) -> BuiltImage:
+    """Build the GPU exporter's image from deployctl's own Python packages (no network) and give what was built.
+
+    The base must run the same Python minor version as deployctl (pydantic_core is compiled for it).
+    """
+    base = choose_sim_base(base_image, progress)
+    with tempfile.TemporaryDirectory(prefix="deployctl-exporter-") as tmp:
+        ctx = Path(tmp)
+        _exporter_context(ctx)
         image_id = build(ctx, tag, {"BASE_IMAGE": base, "VERSION": __version__}, progress)
     image = docker.image(image_id)
     return BuiltImage(tag=tag, image_id=image.id, size=image.size, base=base)

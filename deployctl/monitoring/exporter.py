@@ -198,16 +198,47 @@ def serve(
             thread.join(5)
 
 
+def once(paths: tuple[Path, ...] = (), nvml_lib: Any = None) -> str:
+    """Give one reading of every GPU in Prometheus's text format (what a scrape would get)."""
+    from prometheus_client import generate_latest
+
+    from deployctl.hardware import nvml
+
+    checked = check_paths(paths)
+    with nvml.session(nvml_lib) as session:
+        collector = GpuCollector(nvml_reader(session), checked, driver=session.driver_version())
+        return str(generate_latest(registry(collector)).decode())
+
+
 def main() -> None:
-    """Run the exporter alone (`python3 -m deployctl.monitoring.exporter`): the Compose service's command."""
+    """Run the exporter alone (`python3 -m deployctl.monitoring.exporter`): the image's entry point.
+
+    Its errors are one line on stderr and the CLI's exit codes (3: no driver), as `deployctl exporter`'s.
+    """
     import argparse
+    import sys
+
+    from deployctl.errors import DeployctlError
 
     parser = argparse.ArgumentParser(prog="deployctl-exporter", description=__doc__)
     parser.add_argument("--bind", default=os.environ.get("EXPORTER_BIND", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("EXPORTER_PORT", EXPORTER_PORT)))
     parser.add_argument("--path", action="append", type=Path, default=[])
+    parser.add_argument("--once", action="store_true", help="print one reading and exit")
     args = parser.parse_args()
-    serve(bind=args.bind, port=args.port, paths=tuple(args.path), ready=lambda s: print(f"serving {s.url}", flush=True))
+    try:
+        if args.once:
+            sys.stdout.write(once(tuple(args.path)))
+            return
+        serve(
+            bind=args.bind,
+            port=args.port,
+            paths=tuple(args.path),
+            ready=lambda s: print(f"serving {s.url}", flush=True),
+        )
+    except DeployctlError as exc:
+        print(f"error: {exc.message}; {exc.hint}" if exc.hint else f"error: {exc.message}", file=sys.stderr)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -95,15 +95,10 @@ def render(
 
 def exporter_once(paths: tuple[Path, ...]) -> str:
     """Give one reading of every GPU in Prometheus's text format (what a scrape would get)."""
-    from prometheus_client import generate_latest
-
-    from deployctl.hardware import inventory, nvml
+    from deployctl.hardware import inventory
     from deployctl.monitoring import exporter
 
-    checked = exporter.check_paths(paths)
-    with nvml.session(inventory.NVML_LIB) as session:
-        collector = exporter.GpuCollector(exporter.nvml_reader(session), checked, driver=session.driver_version())
-        return str(generate_latest(exporter.registry(collector)).decode())
+    return exporter.once(paths, inventory.NVML_LIB)
 
 
 def serve_exporter(

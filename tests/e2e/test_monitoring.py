@@ -207,3 +207,26 @@ def test_prometheus_scrapes_the_stack_and_the_alerts_fire(
     assert down.returncode == 0, down.stderr
     _wait("LLMEngineDown to fire", lambda: "LLMEngineDown" in _firing(prom), 60)
     assert all(b.sets == [] for b in fake.boards)  # the exporter only read
+
+
+def test_the_exporter_image_builds_offline_and_runs_the_exporter(sim_image: str) -> None:
+    """`image build-exporter` on the suite's Debian base (which the simulator's build made sure of): the image
+    holds everything the exporter imports; without a GPU driver in the container it says so in one line, exit 3."""
+    import uuid
+
+    from deployctl.images.build import DEBIAN_BASE
+
+    from .conftest import deployctl as run
+    from .conftest import image_ids, remove_images
+
+    tag = f"deployctl-test/gpu-exporter:run-{uuid.uuid4().hex[:8]}"
+    before = image_ids()
+    built = run("image", "build-exporter", "--base-image", DEBIAN_BASE, "-t", tag, "--json", timeout=600)
+    try:
+        assert built.returncode == 0, built.stdout + built.stderr
+        done = subprocess.run(["docker", "run", "--rm", tag, "--once"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 3, done.stdout + done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith("error: NVIDIA driver not found"), line
+    finally:
+        remove_images([tag], before)
