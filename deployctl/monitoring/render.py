@@ -23,6 +23,14 @@ THRESHOLDS_FILE = "thresholds.json"
 DASHBOARDS_IN_GRAFANA = "/var/lib/grafana/dashboards/deployctl"
 
 
+def profile_images(monitoring: Any, *, simulate: bool) -> list[str]:
+    """Give the images the Compose monitoring profile runs (none when the spec leaves it off): what a bundle carries."""
+    if not monitoring.enabled:
+        return []
+    exporter = [EXPORTER_IMAGE] if monitoring.gpu_exporter and not simulate else []
+    return [PROMETHEUS_IMAGE, GRAFANA_IMAGE, *exporter]
+
+
 def yaml_file(data: Any, header: str) -> bytes:
     """Give data as a YAML file whose first line is a comment saying what it is."""
     return (f"# {header}\n" + yaml.safe_dump(data, sort_keys=False, width=1000)).encode()

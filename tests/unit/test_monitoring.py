@@ -469,3 +469,14 @@ def test_health_reports_the_metrics_and_a_full_kv_cache_degrades_it(tmp_path: Pa
     assert "LLMKVCacheFull" in firing and doc["status"] == "degraded"
     (check,) = [c for c in doc["checks"] if c["name"] == "metrics"]
     assert not check["ok"] and "KV cache 100%" in check["detail"]
+
+
+def test_a_bundle_carries_the_profile_s_images_only_when_the_spec_turns_it_on() -> None:
+    on = spec.Monitoring(enabled=True)
+    assert monitoring.profile_images(spec.Monitoring(), simulate=False) == []
+    assert monitoring.profile_images(on, simulate=False) == [
+        monitoring.PROMETHEUS_IMAGE,
+        monitoring.GRAFANA_IMAGE,
+        monitoring.EXPORTER_IMAGE,
+    ]
+    assert monitoring.EXPORTER_IMAGE not in monitoring.profile_images(on, simulate=True)  # no GPUs to read
