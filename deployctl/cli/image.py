@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from deployctl.cli import output
@@ -33,11 +36,20 @@ def build_sim(base_image: str | None, tag: str | None, as_json: bool) -> None:
     from deployctl.engines.simulator import SIM_IMAGE
     from deployctl.images.build import build_sim as build
 
+    _built(build(base_image, tag or SIM_IMAGE, progress=_shown(as_json)), as_json)
+
+
+def _shown(as_json: bool) -> Callable[[str], None]:
+    """Give the progress callback of an image build: its lines on stderr, none under --json."""
+
     def show(line: str) -> None:
         if not as_json:
             click.echo(f"  {line}", err=True)
 
-    built = build(base_image, tag or SIM_IMAGE, progress=show)
+    return show
+
+
+def _built(built: Any, as_json: bool) -> None:
     if as_json:
         echo_json(built.__dict__)
     else:
@@ -59,15 +71,7 @@ def build_exporter(base_image: str | None, tag: str | None, as_json: bool) -> No
     from deployctl.images.build import build_exporter as build
     from deployctl.monitoring.render import EXPORTER_IMAGE
 
-    def show(line: str) -> None:
-        if not as_json:
-            click.echo(f"  {line}", err=True)
-
-    built = build(base_image, tag or EXPORTER_IMAGE, progress=show)
-    if as_json:
-        echo_json(built.__dict__)
-    else:
-        click.echo(f"built {built.tag} ({built.size / 1e6:.0f} MB) from {built.base}")
+    _built(build(base_image, tag or EXPORTER_IMAGE, progress=_shown(as_json)), as_json)
 
 
 @image.command("build-base")

@@ -86,12 +86,19 @@ def build(context: Path, tag: str, buildargs: dict[str, str], progress: Progress
 
 def build_sim(base_image: str | None = None, tag: str = SIM_IMAGE, progress: Progress | None = None) -> BuiltImage:
     """Build the simulator image and give what was built."""
+    return _build_on_base(_sim_context, base_image, tag, progress)
+
+
+def _build_on_base(
+    context: Callable[[Path], None], base_image: str | None, tag: str, progress: Progress | None
+) -> BuiltImage:
+    """Give the image built from the context `context` writes, on the base build-sim would choose."""
     base = choose_sim_base(base_image, progress)
     if not base.strip():
         raise InputError("--base-image is empty")
-    with tempfile.TemporaryDirectory(prefix="deployctl-sim-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="deployctl-image-") as tmp:
         ctx = Path(tmp)
-        _sim_context(ctx)
+        context(ctx)
         image_id = build(ctx, tag, {"BASE_IMAGE": base, "VERSION": __version__}, progress)
     image = docker.image(image_id)
     return BuiltImage(tag=tag, image_id=image.id, size=image.size, base=base)
@@ -146,10 +153,4 @@ def build_exporter(
 
     The base must run the same Python minor version as deployctl (pydantic_core is compiled for it).
     """
-    base = choose_sim_base(base_image, progress)
-    with tempfile.TemporaryDirectory(prefix="deployctl-exporter-") as tmp:
-        ctx = Path(tmp)
-        _exporter_context(ctx)
-        image_id = build(ctx, tag, {"BASE_IMAGE": base, "VERSION": __version__}, progress)
-    image = docker.image(image_id)
-    return BuiltImage(tag=tag, image_id=image.id, size=image.size, base=base)
+    return _build_on_base(_exporter_context, base_image, tag, progress)

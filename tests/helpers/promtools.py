@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
-import pytest
+from helpers.k8stools import installed
 
 # Where .ci/install-prometheus.sh leaves the binaries (PROMETHEUS_HOME overrides, as in the script).
 PROMETHEUS_BIN = Path(os.environ.get("PROMETHEUS_HOME", "/opt/deployctl-prometheus")) / "current" / "bin"
@@ -14,13 +13,4 @@ PROMETHEUS_BIN = Path(os.environ.get("PROMETHEUS_HOME", "/opt/deployctl-promethe
 
 def tool(name: str) -> str:
     """Give the path of prometheus or promtool; fail in CI, skip elsewhere, when it is missing."""
-    installed = PROMETHEUS_BIN / name
-    if installed.is_file() and os.access(installed, os.X_OK):
-        return str(installed)
-    found = shutil.which(name)
-    if found:
-        return found
-    message = f"{name} is missing: run .ci/install-prometheus.sh"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI needs {message}", pytrace=False)
-    pytest.skip(message)
+    return installed(name, PROMETHEUS_BIN, ".ci/install-prometheus.sh")

@@ -11,12 +11,13 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from helpers.k8stools import tool
 from helpers.monitoring import plan
 from helpers.promtools import tool as prom_tool
 
 from deployctl import spec
 from deployctl.targets import helm
+
+from .test_helm import run_helm
 
 KUBE_VERSIONS = ("1.28.0", "1.33.0")
 CRDS = Path(__file__).parents[1] / "data" / "monitoring" / "crds"
@@ -29,13 +30,6 @@ def chart(tmp_path: Path, engine: str = "vllm", simulate: bool = False) -> Path:
     m = spec.Monitoring(slo_ttft_ms=500, slo_itl_ms=50)
     src = helm.source_from_plan(plan(engine), simulate=simulate, monitoring=m)
     return helm.write_chart(helm.render(src, replicas=2), tmp_path / "chart")
-
-
-def run_helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([tool("helm"), *args], capture_output=True, text=True, timeout=60)
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done
 
 
 def template(chart_dir: Path, *args: str) -> list[dict[str, Any]]:
