@@ -480,3 +480,19 @@ def test_a_bundle_carries_the_profile_s_images_only_when_the_spec_turns_it_on() 
         monitoring.EXPORTER_IMAGE,
     ]
     assert monitoring.EXPORTER_IMAGE not in monitoring.profile_images(on, simulate=True)  # no GPUs to read
+
+
+@pytest.mark.parametrize("engine", ["vllm", "tgi"])
+@pytest.mark.parametrize("simulate", [False, True], ids=["engine", "simulator"])
+def test_promtool_accepts_the_compose_profile_s_configuration_and_rules(
+    tmp_path: Path, engine: str, simulate: bool
+) -> None:
+    m = spec.Monitoring(enabled=True, slo_ttft_ms=250, slo_itl_ms=75, slo_percentile="p90")
+    files = compose.render(plan(engine), simulate=simulate, api_key="k", monitoring=m)
+    for name in ("prometheus.yml", "rules.yml"):
+        (tmp_path / name).write_bytes(files[name])
+    check = subprocess.run(
+        [tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "SUCCESS: 1 rule files found" in check.stdout + check.stderr
