@@ -202,6 +202,22 @@ def test_prometheus_scrapes_the_stack_and_the_alerts_fire(
     [joules] = _query(prom, energy[0])
     assert float(joules["value"][1]) > 0
 
+    # Without Prometheus: health and status read the same facts from /metrics. One request that holds more
+    # than the pool of 300 tokens keeps the KV cache full while they look.
+    body = {"prompt": "hold the cache", "max_tokens": 400, "stream": True}
+    req = urllib.request.Request(
+        f"{project.url}/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=60) as held:
+        held.readline()
+        health = project.run("health", "--json")
+        status = project.run("status", "--json")
+    assert health.returncode == 1, health.stdout + health.stderr
+    verdicts = {v["alert"]: v["firing"] for v in json.loads(health.stdout)["metrics"]["verdicts"]}
+    assert verdicts["LLMKVCacheFull"] and not verdicts["LLMErrorRateHigh"]
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert json.loads(status.stdout)["metrics"]["kv_cache_usage"] == 1.0
+
     # The engine goes away: its scrape fails and LLMEngineDown fires.
     down = project.run("down")
     assert down.returncode == 0, down.stderr
