@@ -163,7 +163,9 @@ TGI = EngineMetrics(
     version="3.3.4",
     waiting=Family("tgi_queue_size", "gauge", "backends/v3/src/queue.rs queue_task (TGI v3.3.4)"),
     running=Family("tgi_batch_current_size", "gauge", f"{_TGI_BACKEND} batching_task"),
-    # The tokens the running batch holds room for, of the most the KV cache holds (set once, after warm-up).
+    # The running batch's CachedBatch.max_tokens: for flash (paged) models num_blocks x BLOCK_SIZE, the KV
+    # blocks it holds (server/.../flash_causal_lm.py FlashCausalLMBatch.to_pb, v3.3.4), of the pool the
+    # router sized after warm-up (tgi_batch_max_total_tokens).
     kv_used=Family("tgi_batch_current_max_tokens", "gauge", f"{_TGI_BACKEND} batching_task"),
     kv_capacity=Family("tgi_batch_max_total_tokens", "gauge", "backends/v3/src/lib.rs connect_backend (TGI v3.3.4)"),
     preemptions=None,  # TGI's router queues; it does not evict a running request's KV cache
