@@ -246,3 +246,28 @@ def test_the_exporter_image_builds_offline_and_runs_the_exporter(sim_image: str)
         assert line.startswith("error: NVIDIA driver not found"), line
     finally:
         remove_images([tag], before)
+
+
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+@pytest.mark.parametrize("simulate", [False, True], ids=["engine", "simulator"])
+def test_the_monitoring_profile_passes_compose_config(
+    tmp_path: Path, docker_engine: None, engine: str, simulate: bool
+) -> None:
+    """The stack with its monitoring profile is valid Compose v2; the profile's services exist only when asked for."""
+    from helpers.monitoring import plan
+
+    from deployctl import spec
+    from deployctl.targets import compose
+
+    files = compose.render(plan(engine), simulate=simulate, api_key="k", monitoring=spec.Monitoring(enabled=True))
+    stack = stackdir.write_stack(files, tmp_path / "stack")
+
+    def config(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = ["docker", "compose", "--project-directory", str(stack), *args, "config"]
+        return subprocess.run([*cmd, "--services"], capture_output=True, text=True)
+
+    plain, profiled = config(), config("--profile", "monitoring")
+    assert plain.returncode == 0 and profiled.returncode == 0, plain.stderr + profiled.stderr
+    assert plain.stdout.split() == ["engine"]
+    expected = {"engine", "prometheus", "grafana"} | (set() if simulate else {"gpu-exporter"})
+    assert set(profiled.stdout.split()) == expected
