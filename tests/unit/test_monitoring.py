@@ -496,3 +496,39 @@ def test_promtool_accepts_the_compose_profile_s_configuration_and_rules(
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "SUCCESS: 1 rule files found" in check.stdout + check.stderr
+
+
+def test_the_exporter_command_serves_until_sigterm_and_exits_0(tmp_path: Path) -> None:
+    """`deployctl exporter --json` says where it serves once it listens; SIGTERM stops it cleanly."""
+    import os
+    import signal
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tests = Path(__file__).parents[1]
+    code = (
+        f"import sys; sys.path.insert(0, {str(tests)!r})\n"
+        "from helpers.fake_nvml import two_4090s\n"
+        "from deployctl.hardware import inventory\n"
+        "inventory.NVML_LIB = two_4090s()\n"
+        "from deployctl.cli import main\n"
+        f"sys.argv = ['deployctl', 'exporter', '--port', '{port}', '--json']\n"
+        "main()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
+    )
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline())  # written once the port is bound
+        assert ready == {"serving": f"http://127.0.0.1:{port}/metrics", "gpus": 2}
+        assert gpu.POWER in urllib.request.urlopen(ready["serving"], timeout=5).read().decode()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
