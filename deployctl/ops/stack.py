@@ -18,6 +18,7 @@ from deployctl.planner.types import Plan
 from deployctl.probe.http import request
 from deployctl.safepath import check_dir
 from deployctl.stackdir import StackInfo
+from deployctl.targets import compose as compose_target
 
 MAX_RESTARTS = 3
 
@@ -169,7 +170,7 @@ def down(stack_dir: Path, project: str | None = None) -> list[str] | None:
         owner.down_old_project(project, stack.dir)
         return [c.name for c in docker.labelled_containers(f"{owner.PROJECT_LABEL}={project}")]
     owner.check_own(stack.info.project, stack.dir)
-    stack.compose.down()
+    stack.compose.down(profiles=compose_target.PROFILES)  # a running monitoring profile goes too
     return [s.container for s in stack.compose.services()] + stack.compose.networks()
 
 

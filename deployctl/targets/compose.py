@@ -21,6 +21,8 @@ HEALTH_COMMANDS = {
     "python3": "python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=4)\" || exit 1",
 }
 FILES = ("compose.yaml", ".env", "plan.json", "stack.json")
+MONITORING_PROFILE = "monitoring"
+PROFILES = (MONITORING_PROFILE,)  # every Compose profile a rendered stack may have (`down` removes them too)
 
 
 def _escape(value: str) -> str:
@@ -127,6 +129,7 @@ def monitoring_profile(
     files = monitoring.files(thresholds.from_plan(plan, slo), where)
     bind = f"[{m.bind}]" if ":" in m.bind else m.bind
     values = {
+        "profile": MONITORING_PROFILE,
         "prometheus_image": monitoring.PROMETHEUS_IMAGE,
         "grafana_image": monitoring.GRAFANA_IMAGE,
         "exporter_image": monitoring.EXPORTER_IMAGE,

@@ -271,3 +271,34 @@ def test_the_monitoring_profile_passes_compose_config(
     assert plain.stdout.split() == ["engine"]
     expected = {"engine", "prometheus", "grafana"} | (set() if simulate else {"gpu-exporter"})
     assert set(profiled.stdout.split()) == expected
+
+
+def test_down_removes_a_running_monitoring_profile(project: Project, sim_image: str) -> None:
+    """`deployctl down` takes the profile's containers with the engine (a plain `docker compose down` leaves them).
+
+    The profile's own images cannot be pulled here: an override file (the stack's compose.override.yaml,
+    which deployctl reads too) runs the simulator's image in their place, asleep.
+    """
+    project.write("monitoring:\n  enabled: true\n")
+    up = project.run("up", "--simulate")
+    assert up.returncode == 0, up.stderr
+    stand_in = {"image": sim_image, "entrypoint": ["sleep", "600"], "command": []}
+    (project.stack / "compose.override.yaml").write_text(
+        json.dumps({"services": {"prometheus": stand_in, "grafana": {**stand_in, "environment": {}}}})
+    )
+    compose = ["docker", "compose", "--project-directory", str(project.stack)]
+    files = ["-f", str(project.stack / "compose.yaml"), "-f", str(project.stack / "compose.override.yaml")]
+    try:
+        started = subprocess.run(
+            [*compose, *files, "--profile", "monitoring", "up", "-d", "prometheus", "grafana"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert started.returncode == 0, started.stderr
+        assert len(project.containers()) == 3  # the engine, and the profile's two
+        down = project.run("down", "--json")
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert json.loads(down.stdout)["left"] == [] and project.containers() == []
+    finally:
+        subprocess.run([*compose, *files, "--profile", "monitoring", "down", "-v", "-t", "1"], capture_output=True)
