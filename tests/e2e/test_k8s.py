@@ -8,6 +8,7 @@ The simulator stands in for the engine; the node advertises fake nvidia.com/gpu 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 import time
@@ -253,7 +254,9 @@ def test_monitoring_installs_without_the_operator_and_its_objects_come_with_the_
     def dry_run_kinds() -> set[str]:
         """Give the kinds Helm would apply to this cluster now (its capabilities read from the cluster)."""
         args = ["upgrade", "--install", "e2e-mon", str(tmp_path / "chart"), "-n", ns, "--dry-run", *on]
-        done = subprocess.run([tool("helm"), *args], capture_output=True, text=True, env=env, timeout=120)
+        done = subprocess.run(
+            [tool("helm"), *args], capture_output=True, text=True, env={**os.environ, **env}, cwd=tmp_path, timeout=120
+        )
         assert done.returncode == 0, done.stderr
         manifest = done.stdout.split("MANIFEST:", 1)[1].split("NOTES:", 1)[0]
         return {d["kind"] for d in yaml.safe_load_all(manifest) if d}
