@@ -144,5 +144,5 @@ sim_fault_option = click.option(
     multiple=True,
     callback=_faults,
     metavar="NAME[=VALUE]",
-    help="With --simulate: rehearse a failure (crash-after=N, never-healthy, load-seconds=S, control).",
+    help="With --simulate: rehearse a failure (crash-after=N, never-healthy, load-seconds=S, kv-tokens=N, control).",
 )

@@ -41,6 +41,7 @@ def sim_env(plan: Plan) -> dict[str, str]:
         "SIM_PREFILL_TOKENS_PER_S": str(prefill_rate),
         "SIM_ITL_MS": f"{floor_ms * 1.25:.1f}",
         "SIM_ITL_PER_STREAM_MS": f"{floor_ms * 0.02:.2f}",
+        "SIM_KV_TOKENS": str(plan.limits.kv_cache_tokens),  # /metrics reports KV usage against the plan's pool
     }
 
 
@@ -53,6 +54,7 @@ FAULTS = {
     "itl-ms": "SIM_ITL_MS",
     "control": "SIM_CONTROL",  # only the /_sim/* control routes (POST /_sim/stall?seconds=S)
     "power-model": "SIM_POWER_MODEL",  # simulated power limits and energy counters, for `power tune --simulate`
+    "kv-tokens": "SIM_KV_TOKENS",  # a smaller KV pool: load fills it (the KV alerts' rehearsal)
 }
 # The boards the simulator's power model knows (deployctl/sim/power.py MODELS; a test keeps the two equal:
 # the simulator's image carries deployctl/sim only, and nothing outside sim/ imports it).
@@ -61,6 +63,7 @@ POWER_MODELS = ("rtx4090",)
 # billion requests are far past any rehearsal; beyond them a value is a typo.
 _FAULT_VALUES: dict[str, tuple[str, float]] = {
     "crash-after": ("count", 1e9),
+    "kv-tokens": ("count", 1e9),
     "never-healthy": ("switch", 1),
     "control": ("switch", 1),
     "load-seconds": ("seconds", 3600),

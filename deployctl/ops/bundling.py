@@ -28,9 +28,14 @@ def create(
     """Plan the spec and gather its images (default: the engine's, or the simulator's), weights and stack."""
     from deployctl.bundle import create as core
     from deployctl.engines.simulator import SIM_IMAGE
+    from deployctl.monitoring.render import profile_images
 
     plan = planning.make_plan(spec, simulate=simulate)
-    chosen = images or [SIM_IMAGE if simulate else plan.engine.image]
+    # The monitoring profile's images travel with the engine's when the spec turns the profile on.
+    chosen = images or [
+        SIM_IMAGE if simulate else plan.engine.image,
+        *profile_images(spec.monitoring, simulate=simulate),
+    ]
     return core.create(
         spec, plan, output, chosen, sign_key, wheels, simulate, as_tar, split_size, progress, target=target, base=base
     )

@@ -34,6 +34,8 @@ class SimConfig:
     # SIM_POWER_MODEL: simulated power limits and energy counters (sim/power.py) for `power tune --simulate`.
     power_model: str | None = None
     num_shard: int = 1
+    # SIM_KV_TOKENS: the KV pool in tokens (the plan's); /metrics reports the share in-flight requests hold.
+    kv_tokens: int | None = None
     version: str = "3.3.4-sim"
     sha: str = "deployctl-simulator"
 
@@ -172,4 +174,6 @@ def _with_sim_env(cfg: SimConfig, env: dict[str, str]) -> SimConfig:
     cfg.never_healthy = env.get("SIM_NEVER_HEALTHY", "") not in ("", "0", "false")
     cfg.control = env.get("SIM_CONTROL", "") not in ("", "0", "false")
     cfg.power_model = env.get("SIM_POWER_MODEL") or None
+    if env.get("SIM_KV_TOKENS"):
+        cfg.kv_tokens = _int("SIM_KV_TOKENS", env["SIM_KV_TOKENS"])
     return cfg

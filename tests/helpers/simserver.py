@@ -20,8 +20,9 @@ from deployctl.sim.config import SimConfig
 
 
 @contextmanager
-def running(cfg: SimConfig) -> Iterator[str]:
-    """Give the base URL of a simulator serving `cfg` (in its engine's dialect) until the block ends."""
+def running(cfg: SimConfig, port: int = 0) -> Iterator[str]:
+    """Give the base URL of a simulator serving `cfg` (in its engine's dialect) until the block ends
+    (on `port`, or a free one)."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     holder: dict[str, object] = {}
@@ -30,7 +31,7 @@ def running(cfg: SimConfig) -> Iterator[str]:
         application = openai.app(cfg) if cfg.engine == "vllm" else server.app(cfg)
         runner = web.AppRunner(application, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
         holder["runner"] = runner
         holder["port"] = runner.addresses[0][1]
