@@ -2,7 +2,7 @@
 """How fast `deployctl --help` and `deployctl plan` answer, as a ratio against `python -c pass`.
 
 The target: both under 0.3 s on this machine. Heavy modules (docker, jinja2, aiohttp, rich,
-text-generation) must load lazily for that. Prints medians of N runs each.
+matplotlib) must load lazily for that. Prints medians of N runs each.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ a 50 MB string or a duplicated key each give one InputError naming the file and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -18,6 +19,10 @@ from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from deployctl.errors import InputError
+from deployctl.fsio import read_bounded
+from deployctl.terminal import shown
+
+__all__ = ["json_document", "read_json", "read_text", "yaml_document"]
 
 # A spec is about 2 KB (spec.STARTER); 64 KiB leaves room for long comments. PyYAML's
 # pure-Python scanner reads about 160 KB/s of dense keys on this project's shared 2-core machine
@@ -35,29 +40,14 @@ MAX_NODES = 10_000
 JSON_MAX_BYTES = 16 * 1024 * 1024
 
 
-def shown(text: object, limit: int = 60) -> str:
-    """Give `text` safe for one line of a terminal: escapes for controls, cut to `limit` characters."""
-    value = str(text)
-    cut = value if len(value) <= limit else value[: limit - 3] + "..."
-    escaped = cut.encode("unicode_escape").decode("ascii") if not cut.isprintable() else cut
-    return escaped
-
-
 def read_text(path: Path, *, max_bytes: int, what: str) -> str:
     """Give a regular file's UTF-8 text, refusing more than `max_bytes` before reading them."""
-    try:
-        if not path.is_file():
-            if path.exists() or path.is_symlink():
-                raise InputError(f"{path}: not a regular file", f"pass the {what} file itself")
-            raise FileNotFoundError(path)
-        with path.open("rb") as f:
-            raw = f.read(max_bytes + 1)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
-    if len(raw) > max_bytes:
-        raise InputError(f"{path}: the {what} is larger than {max_bytes // 1024} KiB", "is it the right file?")
+    if not os.path.lexists(path):
+        raise FileNotFoundError(path)
+    with contextlib.suppress(OSError):  # read_bounded names what is wrong with a path that cannot be stat'ed
+        if os.stat(path).st_size > max_bytes:
+            raise InputError(f"{path}: the {what} is larger than {max_bytes // 1024} KiB", "is it the right file?")
+    raw = read_bounded(path, max_bytes, what)  # a regular file only: never a FIFO or a device
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -8,6 +8,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from deployctl import terminal
 from deployctl.errors import InputError
 
 URL_MAX = 2048  # what browsers and proxies commonly accept; an endpoint is far shorter
@@ -18,7 +19,7 @@ def check_url(url: str, what: str) -> str:
 
     urllib would open file://, ftp:// and data: URLs too: /etc/passwd must never be "probed".
     """
-    shown = url if len(url) <= 60 and url.isprintable() else ascii(url[:57]) + ("..." if len(url) > 57 else "")
+    shown = terminal.shown(url)
     if len(url) > URL_MAX or not url.isprintable() or any(c.isspace() for c in url):
         raise InputError(f"{what} {shown}: not a usable URL", "e.g. http://127.0.0.1:8080")
     try:

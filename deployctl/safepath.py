@@ -16,6 +16,7 @@ import re
 import stat
 from pathlib import Path, PurePosixPath
 
+from deployctl import terminal
 from deployctl.errors import InputError
 
 NAME_MAX = 128
@@ -78,7 +79,7 @@ def check_dir(path: Path, what: str) -> Path:
     A path that does not exist yet passes (it will be created); one that exists must be a folder.
     """
     text = os.fspath(path)
-    shown = text if len(text) <= 60 and text.isprintable() else ascii(text[:57]) + "..."
+    shown = terminal.shown(text)
     if "\x00" in text:
         raise InputError(f"{what}: {shown} holds a NUL byte")
     if len(text.encode()) > PATH_MAX or any(len(part.encode()) > COMPONENT_MAX for part in path.parts):

@@ -21,8 +21,9 @@ from pydantic import (
 )
 
 from deployctl import safepath
-from deployctl.boundedparse import SPEC_MAX_BYTES, read_text, shown, yaml_document
+from deployctl.boundedparse import SPEC_MAX_BYTES, read_text, yaml_document
 from deployctl.errors import InputError
+from deployctl.terminal import shown
 
 DEFAULT_SPEC_FILE = "deployctl.yaml"
 DEFAULT_PRESET = "llama-3.1-8b-instruct-gptq"

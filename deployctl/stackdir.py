@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from deployctl import engines
-from deployctl.boundedparse import shown
 from deployctl.errors import EnvironmentProblem, InputError
 from deployctl.fsio import atomic_writer
 from deployctl.http import check_url
 from deployctl.interrupt import held
 from deployctl.plan import Plan
 from deployctl.safepath import check_dir, check_name
+from deployctl.terminal import shown
 
 SECRET_FILE = ".env"
 API_KEY_NAME = "DEPLOYCTL_API_KEY"  # the key's name in .env (templates/env.j2 writes it)

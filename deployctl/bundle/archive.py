@@ -27,9 +27,13 @@ from deployctl.bundle.format import (
     BundleError,
     Entry,
     Manifest,
+    VerificationFailed,
     parse_manifest,
     safe_path,
 )
+from deployctl.errors import InputError
+from deployctl.fsio import open_regular, read_bounded
+from deployctl.safepath import check_name
 
 Chunks = Iterator[bytes]
 
@@ -41,19 +45,22 @@ def checked(entry: Entry, chunks: Chunks) -> Chunks:
     for chunk in chunks:
         n += len(chunk)
         if n > entry.size:
-            raise BundleError(f"{entry.path} is larger than the manifest says ({entry.size} bytes)")
+            raise VerificationFailed(f"{entry.path} is larger than the manifest says ({entry.size} bytes)")
         h.update(chunk)
         yield chunk
     if n != entry.size:
-        raise BundleError(f"{entry.path} is truncated: {n} of {entry.size} bytes")
+        raise VerificationFailed(f"{entry.path} is truncated: {n} of {entry.size} bytes")
     if h.hexdigest() != entry.sha256:
-        raise BundleError(f"{entry.path} is corrupt: its sha256 does not match the manifest", "copy the bundle again")
+        raise VerificationFailed(
+            f"{entry.path} is corrupt: its sha256 does not match the manifest", "copy the bundle again"
+        )
 
 
 class Reader:
     manifest_raw: bytes
     signature_raw: bytes | None
     manifest: Manifest
+    index: PartsIndex | None = None  # a split bundle's parts index
 
     def entries(self) -> Iterator[tuple[Entry, Chunks]]:
         raise NotImplementedError
@@ -67,7 +74,7 @@ class DirReader(Reader):
         self.root = root
         self.manifest_raw = _read_small(root / MANIFEST)
         sig = root / SIGNATURE
-        self.signature_raw = _read_small(sig) if sig.exists() else None
+        self.signature_raw = _read_small(sig) if sig.is_symlink() or sig.exists() else None
         self.manifest = parse_manifest(self.manifest_raw)
 
     def _scan(self) -> None:
@@ -91,30 +98,35 @@ class DirReader(Reader):
         self._scan()
         for entry in self.manifest.entries:
             path = self.root / entry.path
-            try:
-                mode = path.lstat().st_mode
-            except FileNotFoundError:
-                raise BundleError(f"{entry.path} is missing from the bundle") from None
-            if not stat.S_ISREG(mode):
-                raise BundleError(f"{entry.path} is not a plain file")
+            if not os.path.lexists(path):
+                raise VerificationFailed(f"{entry.path} is missing from the bundle")
             yield entry, checked(entry, file_chunks(path))
 
 
 def file_chunks(path: Path) -> Chunks:
-    with path.open("rb") as f:
+    """Yield a regular file's bytes (never a link, a FIFO or a device) in CHUNK pieces."""
+    try:
+        f = open_regular(path, "file", follow=False)
+    except InputError as exc:
+        raise BundleError(exc.message) from None
+    with f:
         while chunk := f.read(CHUNK):
             yield chunk
 
 
-def _read_small(path: Path, limit: int = 64 * 1024 * 1024) -> bytes:
+# manifest.json lists every file of a bundle: 64 MiB holds millions of entries; a parts index or a
+# signature is a few KB.
+MANIFEST_MAX = 64 * 1024 * 1024
+SMALL_MAX = 1024 * 1024
+
+
+def _read_small(path: Path, limit: int = MANIFEST_MAX) -> bytes:
+    if not os.path.lexists(path):
+        raise BundleError(f"{path.name} is missing: {path.parent} is not a complete bundle")
     try:
-        with path.open("rb") as f:
-            data = f.read(limit + 1)
-    except FileNotFoundError:
-        raise BundleError(f"{path.name} is missing: {path.parent} is not a complete bundle") from None
-    if len(data) > limit:
-        raise BundleError(f"{path.name} is implausibly large")
-    return data
+        return read_bounded(path, limit, "bundle file")
+    except InputError as exc:
+        raise BundleError(exc.message) from None
 
 
 @dataclass(frozen=True)
@@ -124,24 +136,67 @@ class Part:
     sha256: str
 
 
-def read_parts(index: Path) -> list[Part]:
-    """Give the parts a parts index names, checking each is there with its full size."""
+@dataclass(frozen=True)
+class PartsIndex:
+    """A split bundle's parts, and what its signature covers: the parts and the manifest they carry."""
+
+    parts: list[Part]
+    manifest_sha256: str | None
+    signed_bytes: bytes  # the canonical bytes the signature is over
+    signature: bytes | None  # manifest.sig's format, over signed_bytes
+
+
+def index_bytes(parts: list[dict[str, Any]], manifest_sha256: str) -> bytes:
+    """Give the canonical bytes of a parts index that its signature covers."""
+    return json.dumps(
+        {"manifest_sha256": manifest_sha256, "parts": parts}, sort_keys=True, separators=(",", ":")
+    ).encode()
+
+
+# More parts than this is no bundle (4 TiB in 4 GiB parts).
+MAX_PARTS = 1024
+
+
+def read_parts(index: Path) -> PartsIndex:
+    """Give the parts a parts index names, each a regular file of its full size in the index's own folder."""
     try:
-        data = json.loads(_read_small(index))
-        parts = [Part(index.parent / p["name"], int(p["size"]), str(p["sha256"])) for p in data["parts"]]
-    except (ValueError, KeyError, TypeError):
+        data = json.loads(_read_small(index, SMALL_MAX))
+        listed: list[dict[str, Any]] = [
+            {"name": str(p["name"]), "size": int(p["size"]), "sha256": str(p["sha256"])} for p in data["parts"]
+        ]
+        manifest_sha = data.get("manifest_sha256")
+        signature = data.get("signature")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise BundleError(f"{index.name} is not a valid parts index") from None
-    for i, p in enumerate(parts):
-        if "/" in p.path.name or p.path.name.startswith("."):
-            raise BundleError(f"{index.name}: unsafe part name {p.path.name!r}")
-        if not p.path.exists():
+    if not listed or len(listed) > MAX_PARTS:
+        raise BundleError(f"{index.name}: {len(listed)} parts (a bundle has 1 to {MAX_PARTS})")
+    parts = []
+    for i, p in enumerate(listed):
+        name = str(p["name"])
+        try:
+            check_name(name, "part name")
+        except InputError:
             raise BundleError(
-                f"part {i + 1} of {len(parts)} is missing: {p.path.name}", "copy every part next to the index"
+                f"{index.name}: part {i + 1} {name[:80]!r} is not a file name in the index's own folder"
+            ) from None
+        path = index.parent / name
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            raise VerificationFailed(
+                f"part {i + 1} of {len(listed)} is missing: {name}", "copy every part next to the index"
+            ) from None
+        if not stat.S_ISREG(mode):
+            raise BundleError(f"part {i + 1} of {len(listed)} ({name}) is not a regular file (a link, FIFO or device)")
+        actual = os.lstat(path).st_size
+        if actual != p["size"]:
+            raise VerificationFailed(
+                f"part {i + 1} of {len(listed)} ({name}) is truncated: {actual} of {p['size']} bytes"
             )
-        actual = p.path.stat().st_size
-        if actual != p.size:
-            raise BundleError(f"part {i + 1} of {len(parts)} ({p.path.name}) is truncated: {actual} of {p.size} bytes")
-    return parts
+        parts.append(Part(path, int(p["size"]), str(p["sha256"])))
+    signed = index_bytes(listed, str(manifest_sha)) if isinstance(manifest_sha, str) else b""
+    sig = json.dumps(signature).encode() if isinstance(signature, dict) else None
+    return PartsIndex(parts, manifest_sha if isinstance(manifest_sha, str) else None, signed, sig)
 
 
 class PartsStream(io.RawIOBase):
@@ -159,12 +214,17 @@ class PartsStream(io.RawIOBase):
             self.f.close()
             part = self.parts[self.i]
             if self.h.hexdigest() != part.sha256:
-                raise BundleError(
+                raise VerificationFailed(
                     f"part {self.i + 1} of {len(self.parts)} ({part.path.name}) is corrupt: its sha256 does not match"
                 )
         self.i += 1
         self.h = hashlib.sha256()
-        self.f = open(self.parts[self.i].path, "rb") if self.i < len(self.parts) else None  # noqa: SIM115
+        self.f = None
+        if self.i < len(self.parts):
+            try:
+                self.f = open_regular(self.parts[self.i].path, "part", follow=False)  # type: ignore[assignment]  # a BufferedReader
+            except InputError as exc:
+                raise BundleError(exc.message) from None
 
     def readable(self) -> bool:
         return True
@@ -184,13 +244,40 @@ class PartsStream(io.RawIOBase):
         super().close()
 
 
+class _Tail(io.RawIOBase):
+    """A stream that counts what is read through it and keeps the last TAIL bytes (to check the tar's end)."""
+
+    TAIL = 64 * 1024
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.count = 0
+        self.tail = bytearray()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.stream.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self.count += n
+            self.tail += memoryview(buffer)[:n]
+            del self.tail[: max(0, len(self.tail) - self.TAIL)]
+        return n or 0
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
+
+
 class TarReader(Reader):
     def __init__(self, stream: IO[bytes], name: str) -> None:
-        self.stream = stream
+        self.counted = _Tail(stream)
+        self.stream: IO[bytes] = io.BufferedReader(self.counted, CHUNK)
         self.name = name
         self.signature_raw = None
         try:
-            self.tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 (read entry by entry; closed in close())
+            self.tar = tarfile.open(fileobj=self.stream, mode="r|")  # noqa: SIM115 (read entry by entry; closed in close())
             self.manifest_raw = self._expect(MANIFEST)
             first = self.tar.next()
             self.pending: tarfile.TarInfo | None = first
@@ -202,7 +289,7 @@ class TarReader(Reader):
         self.manifest = parse_manifest(self.manifest_raw)
 
     def _member_bytes(self, member: tarfile.TarInfo) -> bytes:
-        if not member.isreg() or member.size > 64 * 1024 * 1024:
+        if not member.isreg() or member.size > MANIFEST_MAX:
             raise BundleError(f"{member.name} in {self.name} is not a small plain file")
         f = self.tar.extractfile(member)
         assert f is not None
@@ -236,47 +323,77 @@ class TarReader(Reader):
                     raise BundleError(f"{name} is in {self.name} but not in its manifest")
                 entry = wanted[name]
                 if member.size != entry.size:
-                    raise BundleError(f"{name}: {member.size} bytes in the archive, {entry.size} in the manifest")
+                    raise VerificationFailed(
+                        f"{name}: {member.size} bytes in the archive, {entry.size} in the manifest"
+                    )
                 seen.add(name)
                 f = self.tar.extractfile(member)
                 assert f is not None
                 yield entry, checked(entry, self._chunks(f))
                 member = self.tar.next()
         except (tarfile.TarError, EOFError) as exc:
-            raise BundleError(f"{self.name} is damaged or truncated: {exc}") from None
+            raise VerificationFailed(f"{self.name} is damaged or truncated: {exc}") from None
         missing = [p for p in wanted if p not in seen]
         if missing:
-            raise BundleError(f"{missing[0]} is missing from {self.name}")
-        # Read to the end so a split bundle's last part is checked too.
+            raise VerificationFailed(f"{missing[0]} is missing from {self.name}")
+        self._check_end()
+
+    def _check_end(self) -> None:
+        """Refuse anything but the tar's zero padding after its last member (read to the end: a split
+        bundle's last part is checked too)."""
+        end = self.tar.offset  # where the end-of-archive blocks start
         while self.stream.read(CHUNK):
-            pass
+            if self.counted.count - end > _Tail.TAIL:
+                break
+        after = self.counted.count - end
+        if after > _Tail.TAIL or any(self.counted.tail[len(self.counted.tail) - after :]):
+            raise VerificationFailed(
+                f"{self.name} holds {after:,} bytes after the end of its archive that are not padding",
+                "the bundle was changed after it was made: copy it again",
+            )
 
     def _chunks(self, f: IO[bytes]) -> Chunks:
         try:
             while chunk := f.read(CHUNK):
                 yield chunk
         except (tarfile.TarError, EOFError) as exc:
-            raise BundleError(f"{self.name} is damaged or truncated: {exc}") from None
+            raise VerificationFailed(f"{self.name} is damaged or truncated: {exc}") from None
 
     def close(self) -> None:
         self.stream.close()
 
 
 def open_bundle(path: Path) -> Reader:
-    """Give a reader for a bundle directory, a .tar, or a split tar (its .parts.json index or any part)."""
-    if not path.exists():
-        raise BundleError(f"{path} does not exist")
-    if path.is_dir():
+    """Give a reader for a bundle directory, a .tar, or a split tar (its .parts.json index or any part).
+
+    Only folders and regular files are opened: a FIFO or a device is refused before it is read.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise BundleError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise BundleError(f"{path} cannot be read: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
         return DirReader(path)
-    index = _parts_index(path)
-    if index is not None:
-        return TarReader(io.BufferedReader(PartsStream(read_parts(index)), CHUNK), index.name.removesuffix("." + PARTS))
-    return TarReader(path.open("rb"), path.name)
+    if not stat.S_ISREG(mode):
+        raise BundleError(f"{path} is not a bundle: not a folder or a regular file (a FIFO or a device)")
+    index_path = _parts_index(path)
+    if index_path is not None:
+        index = read_parts(index_path)
+        reader = TarReader(PartsStream(index.parts), index_path.name.removesuffix("." + PARTS))  # type: ignore[arg-type]
+        reader.index = index
+        return reader
+    try:
+        stream = open_regular(path, "bundle")
+    except InputError as exc:
+        raise BundleError(exc.message) from None
+    return TarReader(stream, path.name)
 
 
 def read_manifest(path: Path) -> tuple[bytes, Manifest]:
     """Give a bundle's manifest (raw and parsed) from the bundle (folder, .tar, parts) or its manifest.json alone."""
-    if path.is_file() and path.suffix == ".json" and not path.name.endswith(PARTS):
+    if path.suffix == ".json" and not path.name.endswith(PARTS) and not path.is_dir():
         raw = _read_small(path)
         return raw, parse_manifest(raw)
     reader = open_bundle(path)
@@ -290,7 +407,7 @@ def _parts_index(path: Path) -> Path | None:
     if ".part" in path.name:
         base = path.name.rsplit(".part", 1)[0]
         candidate = path.with_name(f"{base}.{PARTS}")
-        return candidate if candidate.exists() else None
+        return candidate if os.path.lexists(candidate) else None
     return None
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from deployctl.bundle.format import CHUNK, Blob, BundleError, Entry, blob_file
+from deployctl.fsio import atomic_writer, ensure_dir
 
 Progress = Callable[[str, int, int | None], None]
 SMALL = 4 * 1024 * 1024  # configs are kept in memory too (their diff_ids are checked)
@@ -91,7 +92,7 @@ class BlobStore:
 
     @classmethod
     def open(cls, staging: Path, skip: dict[str, int], progress: Progress, syncer: Syncer) -> BlobStore:
-        (staging / "images" / "sha256").mkdir(parents=True, exist_ok=True)
+        ensure_dir(staging / "images" / "sha256", within=staging)
         return cls(staging, skip, progress, syncer, {}, [], {})
 
     def put(self, f: IO[bytes], size: int, label: str) -> str:
@@ -102,7 +103,7 @@ class BlobStore:
         raw = hashlib.sha256()
         kept = bytearray() if size <= SMALL else None
         done = 0
-        with tmp.open("wb", buffering=0) as out:
+        with atomic_writer(tmp, within=self.staging, fsync=False) as out:
             hashed = HashingFile(out)
             cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
             with cctx.stream_writer(hashed, closefd=False, write_size=CHUNK) as z:  # type: ignore[arg-type]
@@ -135,93 +136,63 @@ class BlobStore:
             self.blobs[digest] = Blob(digest=digest, size=self.skip[digest], carried=False)
 
 
-def stage_blob(chunks: Iterable[bytes], blob: Blob, dest_dir: Path, label: str, progress: Progress) -> Path:
-    """Decompress a carried blob into `dest_dir/<hex>`, renamed there only once its digest matched."""
+# A blob is decompressed with a window of at most this much memory: zstd -3 (what create writes) uses
+# 2 MiB, and a hostile frame asking for zstd's 2 GiB maximum is refused instead of allocated.
+MAX_WINDOW = 32 * 1024 * 1024
+
+
+def stage_blob(
+    chunks: Iterable[bytes], blob: Blob, dest_dir: Path, label: str, progress: Progress, *, within: Path
+) -> Path:
+    """Decompress a carried blob into `dest_dir/<hex>`, renamed there only once its digest matched.
+
+    Never more than the blob's declared size is produced: the decompressor is read in CHUNK pieces
+    up to `size + 1` bytes, so a bomb (1 GiB of zeros in 33 KB) is refused after at most one chunk,
+    and the bytes past the declaration never reach the disk.
+    """
     import zstandard
 
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    from deployctl.bundle.images import IterStream
+
+    ensure_dir(dest_dir, within=within)
     dest = dest_dir / blob.digest.removeprefix("sha256:")
-    tmp = dest_dir / f".{dest.name}.part"
-    d = zstandard.ZstdDecompressor().decompressobj()
+    dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+    compressed = iter(chunks)
     try:
-        with tmp.open("wb", buffering=CHUNK) as f:
+        with (
+            dctx.stream_reader(IterStream(compressed), read_size=CHUNK) as z,  # type: ignore[arg-type]  # a raw stream
+            atomic_writer(dest, within=within) as f,
+        ):
             hashed = HashingFile(f)
-            for chunk in chunks:
-                hashed.write(d.decompress(chunk))
-                if hashed.n > blob.size:
-                    break
+            while chunk := z.read(min(CHUNK, blob.size + 1 - hashed.n)):
+                if hashed.n + len(chunk) > blob.size:
+                    raise BundleError(
+                        f"{label} decompresses to more than the {blob.size:,} bytes the manifest declares",
+                        "the bundle is damaged or hostile: get it again from its maker",
+                    )
+                hashed.write(chunk)
                 progress(label, hashed.n, blob.size)
-            _settle(hashed, blob, label, f)
-        os.replace(tmp, dest)
+            _settle(hashed, blob, label)
+            for _ in compressed:  # the rest of the entry is read (and its sha256 checked), never decompressed
+                pass
     except zstandard.ZstdError as exc:
-        tmp.unlink(missing_ok=True)
         raise BundleError(f"{label} does not decompress: {exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return dest
 
 
-def stage_if_wanted(
-    f: IO[bytes], size: int, wanted: dict[str, Blob], dest_dir: Path, label: str, progress: Progress
-) -> str:
-    """Hash an uncompressed blob (from the site's `docker save`) into a temporary file; keep it if wanted."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    tmp = dest_dir / ".incoming.part"
-    try:
-        with tmp.open("wb", buffering=CHUNK) as out:
-            hashed = HashingFile(out)
-            while chunk := f.read(CHUNK):
-                hashed.write(chunk)
-                progress(label, hashed.n, size)
-            digest = "sha256:" + hashed.h.hexdigest()
-            if digest in wanted:
-                _settle(hashed, wanted[digest], label, out)
-        if digest in wanted:
-            os.replace(tmp, dest_dir / digest.removeprefix("sha256:"))
-        else:
-            tmp.unlink()
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return digest
-
-
-def stage_file(chunks: Iterable[bytes], dest: Path, progress: Progress, label: str, total: int) -> None:
+def stage_file(
+    chunks: Iterable[bytes], dest: Path, progress: Progress, label: str, total: int, *, within: Path
+) -> None:
     """Write checked chunks to `dest` under a temporary name, renamed once the last chunk (and its check) passed."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part")
+    ensure_dir(dest.parent, within=within)
     done = 0
-    try:
-        with tmp.open("wb", buffering=CHUNK) as f:
-            for chunk in chunks:
-                f.write(chunk)
-                done += len(chunk)
-                progress(label, done, total)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_writer(dest, within=within) as f:
+        for chunk in chunks:
+            f.write(chunk)
+            done += len(chunk)
+            progress(label, done, total)
 
 
-def _settle(hashed: HashingFile, blob: Blob, label: str, f: IO[bytes]) -> None:
+def _settle(hashed: HashingFile, blob: Blob, label: str) -> None:
     if hashed.n != blob.size or "sha256:" + hashed.h.hexdigest() != blob.digest:
         raise BundleError(f"{label}: its bytes are not blob {blob.digest[:19]}... of the manifest", "copy it again")
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def staged_ok(path: Path, blob: Blob) -> bool:
-    """Whether a blob staged by an earlier run still has its digest (a resumed install trusts nothing)."""
-    try:
-        if path.stat().st_size != blob.size:
-            return False
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-    except FileNotFoundError:
-        return False
-    return "sha256:" + h.hexdigest() == blob.digest

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tarfile
@@ -26,6 +28,7 @@ from deployctl.bundle.format import (
     FORMAT_VERSION,
     MANIFEST,
     PARTS,
+    REVISION_MAX,
     SIGNATURE,
     Base,
     BaseFile,
@@ -35,6 +38,7 @@ from deployctl.bundle.format import (
     dump_manifest,
 )
 from deployctl.errors import InputError
+from deployctl.fsio import atomic_writer, ensure_dir, open_regular, write_atomic
 from deployctl.plan import Plan
 from deployctl.safepath import check_name, check_relative
 from deployctl.spec import DeploymentSpec
@@ -50,6 +54,7 @@ class Created:
     entries: int
     signed: bool
     parts: list[str]
+    revision: int
 
 
 def _add_image(store: BlobStore, name: str) -> ImageEntry:
@@ -73,12 +78,13 @@ def _add_image(store: BlobStore, name: str) -> ImageEntry:
     return ImageEntry(tags=tags, config=saved.config, layers=saved.layers)
 
 
-def _copy(src: Path, dest: Path, label: str, progress: Progress, syncer: Syncer) -> tuple[int, str]:
-    dest.parent.mkdir(parents=True, exist_ok=True)
+def _copy(staging: Path, src: Path, rel: str, *, label: str, progress: Progress, syncer: Syncer) -> tuple[int, str]:
+    dest = staging / rel
+    ensure_dir(dest.parent, within=staging)
     total = src.stat().st_size
     h = hashlib.sha256()
     n = 0
-    with src.open("rb") as fin, dest.open("wb") as fout:
+    with open_regular(src, "model file") as fin, atomic_writer(dest, within=staging, fsync=False) as fout:
         while chunk := fin.read(CHUNK):
             fout.write(chunk)
             h.update(chunk)
@@ -90,8 +96,8 @@ def _copy(src: Path, dest: Path, label: str, progress: Progress, syncer: Syncer)
 
 def _write(staging: Path, rel: str, data: bytes, kind: str) -> Entry:
     path = staging / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    ensure_dir(path.parent, within=staging)
+    write_atomic(path, data, within=staging)
     return Entry(path=rel, size=len(data), sha256=hashlib.sha256(data).hexdigest(), kind=kind)  # type: ignore[arg-type]
 
 
@@ -112,7 +118,7 @@ def _model_entries(
             if sha in base.model_files:
                 from_base.append(BaseFile(path=rel, size=size, sha256=sha, base_path=base.model_files[sha]))
                 continue
-        size, sha = _copy(src, staging / rel, f"model {rel_in}", progress, syncer)
+        size, sha = _copy(staging, src, rel, label=f"model {rel_in}", progress=progress, syncer=syncer)
         out.append(Entry(path=rel, size=size, sha256=sha, kind="model"))
     if not out and not from_base:
         raise InputError(f"{model_dir} holds no files to bundle")
@@ -121,21 +127,53 @@ def _model_entries(
 
 @dataclass(frozen=True)
 class BaseBundle:
-    """What a delta leaves out: the base's blobs (digest -> size) and model files (sha256 -> path)."""
+    """What a delta leaves out: the base's blobs (digest -> size), model files and wheels (sha256 -> path)."""
 
     manifest: Manifest
     sha256: str
     blobs: dict[str, int]
     model_files: dict[str, str]
+    wheels: dict[str, str]
 
 
 def load_base(path: Path) -> BaseBundle:
     """Read the base of a delta: a bundle (folder, .tar, parts) or its manifest.json alone."""
     raw, manifest = read_manifest(path)
     files = {e.sha256: e.path for e in manifest.entries if e.kind == "model"}
+    wheels = {e.sha256: e.path for e in manifest.entries if e.kind == "wheel"}
     for f in manifest.from_base:  # a delta as base: the site has those files at their own path
-        files.setdefault(f.sha256, f.path)
-    return BaseBundle(manifest, hashlib.sha256(raw).hexdigest(), {b.digest: b.size for b in manifest.blobs}, files)
+        (wheels if f.path.startswith("wheels/") else files).setdefault(f.sha256, f.path)
+    blobs = {b.digest: b.size for b in manifest.blobs}
+    return BaseBundle(manifest, hashlib.sha256(raw).hexdigest(), blobs, files, wheels)
+
+
+def default_revision(base: BaseBundle | None = None) -> int:
+    """Give the revision a bundle gets when none is asked for: the creation time as YYYYMMDDHHMMSSmmm (UTC).
+
+    A delta made in the same millisecond as its base still comes after it.
+    """
+    ns = time.time_ns()
+    now = int(time.strftime("%Y%m%d%H%M%S", time.gmtime(ns // 10**9))) * 1000 + (ns // 10**6) % 1000
+    return max(now, base.manifest.revision + 1) if base is not None else now
+
+
+def _wheel_entries(
+    staging: Path, source: str, base: BaseBundle | None, *, say: Callable[[str], None] | None
+) -> tuple[list[Entry], list[BaseFile]]:
+    """Collect the wheels; in a delta, a wheel the base has (same sha256) is only listed, not carried."""
+    from deployctl.bundle import wheels as wheels_mod
+
+    carried: list[Entry] = []
+    from_base: list[BaseFile] = []
+    for w in wheels_mod.collect(staging / "wheels", source, say=say):
+        sha, size = _sha_file(w)
+        rel = f"wheels/{w.name}"
+        if base is not None and sha in base.wheels:
+            w.unlink()
+            from_base.append(BaseFile(path=rel, size=size, sha256=sha, base_path=base.wheels[sha]))
+        else:
+            carried.append(Entry(path=rel, size=size, sha256=sha, kind="wheel"))
+    return carried, from_base
 
 
 def bundled_spec(spec: DeploymentSpec, model_name: str) -> bytes:
@@ -181,27 +219,33 @@ def _tar_members(staging: Path, manifest_entries: list[Entry], signed: bool) -> 
 
 
 class SplitWriter:
-    """Write one stream as parts of at most `size` bytes, recording each part's sha256."""
+    """Write one stream as parts of at most `size` bytes (each written whole or not at all), recording each sha256."""
 
     def __init__(self, base: Path, size: int) -> None:
         self.base, self.size = base, size
         self.parts: list[dict[str, Any]] = []
         self.f: IO[bytes] | None = None
+        self.part: contextlib.ExitStack | None = None
         self.left = 0
 
     def _roll(self) -> None:
         self._close_part()
         name = f"{self.base.name}.part{len(self.parts):03d}"
-        self.f = (self.base.parent / name).open("wb")
+        self.part = contextlib.ExitStack()
+        self.f = self.part.enter_context(atomic_writer(self.base.parent / name))
         self.parts.append({"name": name, "size": 0, "h": hashlib.sha256()})
         self.left = self.size
 
     def _close_part(self) -> None:
-        if self.f is not None:
-            self.f.flush()
-            os.fsync(self.f.fileno())
-            self.f.close()
-            self.f = None
+        if self.part is not None:
+            self.part.close()  # fsync and rename into place
+            self.part, self.f = None, None
+
+    def abandon(self) -> None:
+        """Remove the part being written (the ones done are removed by the caller)."""
+        if self.part is not None:
+            self.part.__exit__(RuntimeError, RuntimeError("abandoned"), None)
+            self.part, self.f = None, None
 
     def write(self, data: bytes) -> int:
         view = memoryview(data)
@@ -233,6 +277,28 @@ def _write_tar(staging: Path, out: IO[bytes], entries: list[Entry], signed: bool
                 tar.addfile(info, f)
 
 
+def _write_parts(
+    staging: Path, out: Path, entries: list[Entry], *, split: int, sign_key: Path | None, manifest_sha256: str
+) -> list[str]:
+    """Write the tar as parts and their index (its part list and the manifest's sha256 signed too); give the names."""
+    from deployctl.bundle.archive import index_bytes
+
+    writer = SplitWriter(out, split)
+    try:
+        _write_tar(staging, writer, entries, sign_key is not None)  # type: ignore[arg-type]
+    except BaseException:
+        writer.abandon()
+        raise
+    listed = writer.close()
+    index: dict[str, Any] = {"manifest_sha256": manifest_sha256, "parts": listed}
+    if sign_key is not None:
+        from deployctl.bundle.signing import sign
+
+        index["signature"] = json.loads(sign(index_bytes(listed, manifest_sha256), sign_key))
+    write_atomic(out.parent / f"{out.name}.{PARTS}", (json.dumps(index, indent=2) + "\n").encode())
+    return [p["name"] for p in listed]
+
+
 def create(
     spec: DeploymentSpec,
     plan: Plan,
@@ -247,24 +313,42 @@ def create(
     *,
     base: Path | None = None,
     target: str = "compose",
+    revision: int | None = None,
 ) -> Created:
     """Write the bundle at `out` (a folder, `out` as a .tar, or its parts); nothing is left half-written.
 
-    With `base` (an earlier bundle or its manifest.json), a delta: every blob and model file the
-    base has is left out, and the base's manifest sha256 is recorded.
+    With `base` (an earlier bundle or its manifest.json), a delta: every blob, model file and wheel
+    the base has is left out, and the base's manifest sha256 is recorded. `revision` (default: the
+    creation time as YYYYMMDDHHMMSSmmm) must be above the base's: sites refuse an older or equal one.
     """
     progress = progress or (lambda item, done, total: None)
     if spec.model.path is None:
         raise InputError("a bundle carries the model's weights: set model.path (or --model DIR)")
-    if out.exists():
-        raise InputError(f"{out} already exists", "choose a new name; bundles are never overwritten")
-    if sign_key is not None and not sign_key.is_file():
-        raise InputError(f"--sign {sign_key}: no such key file")
+    index = out.parent / f"{out.name}.{PARTS}"
+    for path in (out, index) if split else (out,):
+        if path.exists() or path.is_symlink():
+            raise InputError(f"{path} already exists", "choose a new name; bundles are never overwritten")
+    if sign_key is not None:
+        from deployctl.bundle.signing import public_of
+
+        public_of(sign_key)  # a bad key is refused before minutes of copying
     model_name = check_name(spec.model.path.name, "the model's folder name")
     old = load_base(base) if base is not None else None
+    revision = revision if revision is not None else default_revision(old)
+    if not 1 <= revision <= REVISION_MAX:
+        raise InputError(f"--revision {revision}: must be between 1 and {REVISION_MAX:,}")
+    if old is not None and revision <= old.manifest.revision:
+        raise InputError(
+            f"--revision {revision} is not above the base's revision {old.manifest.revision}",
+            "a delta is newer than its base: pass a higher --revision",
+        )
     staging = out.with_name(f".{out.name}.partial")
+    if staging.is_symlink():
+        staging.unlink()
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)  # the operator's folder, links and all
+    ensure_dir(staging, within=out.parent)
+    parts: list[str] = []
     try:
         syncer = Syncer()
         store = BlobStore.open(staging, old.blobs if old else {}, progress, syncer)
@@ -290,14 +374,13 @@ def create(
         entries += _stack_entries(staging, plan, simulate, target)
         entries.append(_write(staging, "spec/deployctl.yaml", bundled_spec(spec, model_name), "spec"))
         if wheels != "none":
-            from deployctl.bundle import wheels as wheels_mod
-
-            for w in wheels_mod.collect(staging / "wheels", wheels, say=getattr(progress, "say", None)):
-                data_sha, size = _sha_file(w)
-                entries.append(Entry(path=f"wheels/{w.name}", size=size, sha256=data_sha, kind="wheel"))
+            carried, same = _wheel_entries(staging, wheels, old, say=getattr(progress, "say", None))
+            entries += carried
+            from_base += same
         manifest = Manifest(
             format=FORMAT,
             format_version=FORMAT_VERSION,
+            revision=revision,
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             deployctl_version=__version__,
             name=spec.name,
@@ -312,40 +395,29 @@ def create(
             from_base=from_base,
         )
         raw = dump_manifest(manifest)
-        (staging / MANIFEST).write_bytes(raw)
+        write_atomic(staging / MANIFEST, raw, within=staging)
         if sign_key is not None:
             from deployctl.bundle.signing import sign
 
-            (staging / SIGNATURE).write_bytes(sign(raw, sign_key))
-        parts: list[str] = []
-        if split or as_tar:
-            final = out
-            if split:
-                writer = SplitWriter(out, split)
-                _write_tar(staging, writer, entries, sign_key is not None)  # type: ignore[arg-type]
-                index = [*writer.close()]
-                import json
-
-                (out.parent / f"{out.name}.{PARTS}").write_text(json.dumps({"parts": index}, indent=2) + "\n")
-                parts = [p["name"] for p in index]
-            else:
-                tmp = out.with_name(f".{out.name}.tmp")
-                with tmp.open("wb") as f:
-                    _write_tar(staging, f, entries, sign_key is not None)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, out)
+            write_atomic(staging / SIGNATURE, sign(raw, sign_key), within=staging)
+        if split:
+            parts = _write_parts(
+                staging, out, entries, split=split, sign_key=sign_key, manifest_sha256=hashlib.sha256(raw).hexdigest()
+            )
+            shutil.rmtree(staging)
+        elif as_tar:
+            with atomic_writer(out) as f:
+                _write_tar(staging, f, entries, sign_key is not None)
             shutil.rmtree(staging)
         else:
             os.replace(staging, out)
-            final = out
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         for stray in out.parent.glob(f"{out.name}.part*"):
             stray.unlink()
         raise
     size = sum(e.size for e in entries) + len(raw)
-    return Created(final, hashlib.sha256(raw).hexdigest(), size, len(entries), sign_key is not None, parts)
+    return Created(out, hashlib.sha256(raw).hexdigest(), size, len(entries), sign_key is not None, parts, revision)
 
 
 def _sha_file(path: Path) -> tuple[str, int]:

@@ -4,6 +4,10 @@ A delta lists, without carrying them, the image blobs and model files its base h
 anything is written, `find` checks that every one of them can be had, and names what cannot.
 `stage` then copies each into the install's staging areas, checking every byte against the
 delta's (signed) manifest on the way: a base that changed since is refused as any bundle is.
+
+At the site, image layers are not copied at all: the engine's metadata says which layer chains it
+holds (by digest), and `docker load` takes those from its own store; only an image that did not
+change is named again (`docker tag`). No image is ever saved or read.
 """
 
 from __future__ import annotations
@@ -13,11 +17,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from deployctl.bundle import images
 from deployctl.bundle.archive import Chunks, checked, drain, file_chunks, open_bundle
-from deployctl.bundle.blobs import stage_blob, stage_file, stage_if_wanted
+from deployctl.bundle.blobs import stage_blob, stage_file
 from deployctl.bundle.format import BaseFile, Blob, BundleError, Entry, Manifest, blob_file
 from deployctl.safepath import within
 
@@ -32,7 +35,8 @@ class Sources:
     blobs: dict[str, Blob] = field(default_factory=dict)  # digest -> blob, not carried, not yet loaded
     files: list[BaseFile] = field(default_factory=list)  # model files not carried, not yet copied
     bundle: Path | None = None  # the base bundle given with --base
-    local: dict[str, str] = field(default_factory=dict)  # digest -> an image of the site's engine that has it
+    present: frozenset[str] = frozenset()  # layers whose chain the site's engine holds: left out of the load
+    unchanged: dict[str, list[str]] = field(default_factory=dict)  # image id the site holds -> tags to give it
     site_model: Path | None = None  # the base's model folder at the site
 
     def __bool__(self) -> bool:
@@ -55,7 +59,7 @@ def find(
 ) -> Sources:
     """Give where each missing piece comes from, or a BundleError naming what is missing (nothing written)."""
     blobs = {b.digest: b for b in manifest.blobs if not b.carried} if need_blobs else {}
-    files = [f for f in manifest.from_base if f.path not in files_done]
+    files = [f for f in manifest.model_from_base() if f.path not in files_done]
     sources = Sources(blobs, files)
     if not sources or manifest.base is None:
         return sources
@@ -79,9 +83,7 @@ def find(
             f"this delta bundle needs its {what} installed under {target}, and it is not",
             "install the base bundle first, or pass --base BASE_BUNDLE",
         )
-    if blobs:
-        sources.local = images.local_blobs()
-    missing = [f"image layer {d[:19]}" for d in blobs if d not in sources.local]
+    missing = _from_site_images(manifest, sources) if blobs else []
     if files:
         assert base.model_name is not None  # the manifest's validator makes sure
         sources.site_model = within(target, f"models/{base.model_name}", "base.model_name")
@@ -97,50 +99,71 @@ def find(
     return sources
 
 
+def _from_site_images(manifest: Manifest, sources: Sources) -> list[str]:
+    """Find each blob the delta leaves out in the site engine's layer chains; give what is not there."""
+    site = images.site_images()
+    if site.containerd_store:
+        return ["image layers (this Docker keeps images in containerd, whose `docker load` needs every layer)"]
+    missing: list[str] = []
+    present: set[str] = set()
+    carried = {d for d, b in manifest.blob_map().items() if b.carried}
+    for image in manifest.images:
+        if image.config not in carried:
+            # The image did not change: the engine has it by id, and only its names may be new.
+            if image.config in site.ids:
+                sources.unchanged[image.config] = image.tags
+            else:
+                missing.append(f"image {image.tags[0]} ({image.config[:19]})")
+            continue
+        for i, layer in enumerate(image.layers):
+            if layer in carried:
+                continue
+            if images.chain_id(image.layers[: i + 1]) in site.chains:
+                present.add(layer)
+            else:
+                missing.append(f"image layer {layer[:19]}")
+    sources.present = frozenset(present)
+    return missing
+
+
 def stage(
     sources: Sources,
     *,
+    root: Path,
     blob_dir: Path,
     model_staging: Path,
     copied: Callable[[str], None],
     progress: Progress,
     say: Say,
 ) -> None:
-    """Copy every missing piece into the staging areas, each checked against the delta's manifest."""
+    """Copy every missing piece into the staging areas (all under `root`), each checked against the delta's manifest."""
     by_base_path: dict[str, list[BaseFile]] = defaultdict(list)
     for f in sources.files:
         by_base_path[f.base_path].append(f)
     if sources.bundle is not None:
-        _from_bundle(sources, by_base_path, blob_dir, model_staging, copied, progress, say)
+        _from_bundle(sources, by_base_path, root, blob_dir, model_staging, copied, progress, say)
         return
-    if sources.blobs:
-        by_image: dict[str, list[str]] = defaultdict(list)
-        for digest in sources.blobs:
-            by_image[sources.local[digest]].append(digest)
-        for image_id, wanted in by_image.items():
-            say(f"taking {len(wanted)} image layer(s) from the site's image {image_id[7:19]}")
-            want = {d: sources.blobs[d] for d in wanted}
-
-            def put(f: IO[bytes], size: int, label: str, want: dict[str, Blob] = want) -> str:
-                return stage_if_wanted(f, size, want, blob_dir, label, progress)
-
-            images.split_saved(images.save(image_id), put, image_id)
-            absent = [d for d in wanted if not (blob_dir / d.removeprefix("sha256:")).is_file()]
-            if absent:
-                raise BundleError(f"the site's image {image_id[7:19]} did not give layer {absent[0][:19]}")
     assert sources.site_model is not None or not sources.files
     for f in sources.files:
         rel = f.path.split("/", 2)[2]
         site_file = sources.site_model / f.base_path.split("/", 2)[2]  # type: ignore[operator]
         say(f"copying model file {rel} from the installed base")
         entry = Entry(path=f.path, size=f.size, sha256=f.sha256, kind="model")
-        _copy_checked(entry, file_chunks(site_file), within(model_staging, rel, f.path), progress)
+        try:
+            _copy_checked(entry, file_chunks(site_file), within(model_staging, rel, f.path), progress, root)
+        except BundleError:
+            raise BundleError(
+                f"{site_file}, which the delta takes from the installed base, has changed since the base was "
+                "installed: its bytes are not those the delta's manifest names",
+                "install the base bundle again, or pass --base BASE_BUNDLE",
+            ) from None
         copied(f.path)
 
 
 def _from_bundle(
     sources: Sources,
     by_base_path: dict[str, list[BaseFile]],
+    root: Path,
     blob_dir: Path,
     model_staging: Path,
     copied: Callable[[str], None],
@@ -154,20 +177,21 @@ def _from_bundle(
         for entry, chunks in reader.entries():
             if entry.path in wanted_files:
                 say(f"taking {entry.path} from the base bundle")
-                stage_blob(chunks, wanted_files[entry.path], blob_dir, entry.path, progress)
+                stage_blob(chunks, wanted_files[entry.path], blob_dir, entry.path, progress, within=root)
             elif entry.path in by_base_path:
                 targets = by_base_path[entry.path]
                 first = targets[0]
                 rel = first.path.split("/", 2)[2]
                 say(f"copying model file {rel} from the base bundle")
                 dest = within(model_staging, rel, first.path)
-                _copy_checked(entry, chunks, dest, progress)
+                _copy_checked(entry, chunks, dest, progress, root)
                 for other in targets[1:]:
                     _copy_checked(
                         entry,
                         file_chunks(dest),
                         within(model_staging, other.path.split("/", 2)[2], other.path),
                         progress,
+                        root,
                     )
                 for f in targets:
                     copied(f.path)
@@ -177,5 +201,5 @@ def _from_bundle(
         reader.close()
 
 
-def _copy_checked(entry: Entry, chunks: Chunks, dest: Path, progress: Progress) -> None:
-    stage_file(checked(entry, chunks), dest, progress, entry.path, entry.size)
+def _copy_checked(entry: Entry, chunks: Chunks, dest: Path, progress: Progress, root: Path) -> None:
+    stage_file(checked(entry, chunks), dest, progress, entry.path, entry.size, within=root)

@@ -11,7 +11,7 @@ from deployctl.bundle.format import Manifest
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # image, layer, model file, stack, spec
+    kind: str  # image, layer, model file, stack, spec, wheel
     name: str
     change: str  # added, removed, changed, same
     bytes: int  # what a delta of NEW over OLD carries for it (0: nothing)
@@ -34,8 +34,28 @@ def _repo(tag: str) -> str:
 def _model_files(m: Manifest) -> dict[str, tuple[str, int]]:
     """Give model files by their path inside the model folder: (sha256, size)."""
     files = {e.path.split("/", 2)[2]: (e.sha256, e.size) for e in m.entries if e.kind == "model"}
-    files.update({f.path.split("/", 2)[2]: (f.sha256, f.size) for f in m.from_base})
+    files.update({f.path.split("/", 2)[2]: (f.sha256, f.size) for f in m.model_from_base()})
     return files
+
+
+def _wheels(m: Manifest) -> dict[str, tuple[str, int]]:
+    """Give wheels by file name, carried or left to the base: (sha256, size)."""
+    wheels = {e.path.split("/", 1)[1]: (e.sha256, e.size) for e in m.entries if e.kind == "wheel"}
+    wheels.update({f.path.split("/", 1)[1]: (f.sha256, f.size) for f in m.from_base if f.path.startswith("wheels/")})
+    return wheels
+
+
+def _file_changes(kind: str, old: dict[str, tuple[str, int]], new: dict[str, tuple[str, int]]) -> list[Change]:
+    """Give each file of NEW (by name: sha256, size) as added, same or changed, and OLD's that went, as removed.
+
+    A delta carries a file only when OLD has no file with its sha256 (under any name).
+    """
+    old_shas = {sha for sha, _ in old.values()}
+    out = []
+    for name, (sha, size) in sorted(new.items()):
+        state = "added" if name not in old else ("same" if old[name][0] == sha else "changed")
+        out.append(Change(kind, name, state, 0 if sha in old_shas else size))
+    return out + [Change(kind, name, "removed", 0) for name in sorted(old) if name not in new]
 
 
 def diff(old_path: Path, new_path: Path) -> Diff:
@@ -57,19 +77,16 @@ def diff(old_path: Path, new_path: Path) -> Diff:
     changes += [
         Change("image", i.tags[0], "removed", 0) for i in old.images if not {_repo(t) for t in i.tags} & new_repos
     ]
-    old_files, new_files = _model_files(old), _model_files(new)
-    old_shas = {sha for sha, _ in old_files.values()}
-    for rel, (sha, size) in sorted(new_files.items()):
-        state = "added" if rel not in old_files else ("same" if old_files[rel][0] == sha else "changed")
-        changes.append(Change("model file", rel, state, 0 if sha in old_shas else size))
-    changes += [Change("model file", rel, "removed", 0) for rel in sorted(old_files) if rel not in new_files]
+    new_files, new_wheels = _model_files(new), _wheels(new)
+    changes += _file_changes("model file", _model_files(old), new_files)
     old_entries = {e.path: e.sha256 for e in old.entries}
     for e in new.entries:
         if e.kind in ("stack", "spec"):
             state = "added" if e.path not in old_entries else ("same" if old_entries[e.path] == e.sha256 else "changed")
             changes.append(Change(e.kind, e.path, state, e.size))
+    changes += _file_changes("wheel", _wheels(old), new_wheels)
     full = sum(b.size for b in new.blobs) + sum(size for _, size in new_files.values())
-    full += sum(e.size for e in new.entries if e.kind in ("stack", "spec", "wheel"))
+    full += sum(e.size for e in new.entries if e.kind in ("stack", "spec"))
+    full += sum(size for _, size in new_wheels.values())
     delta = sum(c.bytes for c in changes if c.kind != "layer")
-    delta += sum(e.size for e in new.entries if e.kind == "wheel")
     return Diff(str(old_path), str(new_path), changes, delta, full)

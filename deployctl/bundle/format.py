@@ -13,14 +13,21 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from deployctl.errors import InputError
 from deployctl.safepath import check_name, check_relative
 
-FORMAT = "deployctl-bundle"
-FORMAT_VERSION = 2  # 2: images as content-addressed blobs; delta bundles (base, from_base)
+FORMAT: Literal["deployctl-bundle"] = "deployctl-bundle"
+FORMAT_VERSION = 3  # 2: images as content-addressed blobs, delta bundles; 3: a signed revision (anti-rollback)
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 PARTS = "parts.json"
 CHUNK = 4 * 1024 * 1024
 TOP_DIRS = ("images", "model", "stack", "spec", "wheels")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+# A path in a bundle: at most this many bytes (and PATH_PARTS parts), so that a target of ordinary
+# length plus the longest path stays under Linux's PATH_MAX (4096) with room for temporary names.
+PATH_LIMIT = 1024
+PATH_PARTS = 32
+# Revisions are integers: `bundle create` defaults to the creation time as YYYYMMDDHHMMSS.
+REVISION_MAX = 10**18
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.I)
 
 
@@ -28,10 +35,21 @@ class BundleError(InputError):
     """A bundle that cannot be trusted or used: nothing was loaded or written."""
 
 
+class VerificationFailed(BundleError):
+    """A bundle whose bytes or signature do not check out (README: exit 1, verification failed)."""
+
+    exit_code = 1
+
+
 def safe_path(path: str) -> str:
     """Give `path` if it is a plain relative path inside the bundle; raise BundleError otherwise."""
     if not path or "\x00" in path or "\\" in path:
-        raise BundleError(f"unsafe path in bundle: {path!r}")
+        raise BundleError(f"unsafe path in bundle: {path[:80]!r}")
+    if len(path.encode()) > PATH_LIMIT or path.count("/") >= PATH_PARTS:
+        raise BundleError(
+            f"path in bundle {path[:60]!r}... is {len(path.encode()):,} bytes in {path.count('/') + 1} parts "
+            f"(at most {PATH_LIMIT:,} bytes and {PATH_PARTS} parts)"
+        )
     p = PurePosixPath(path)
     if p.is_absolute() or any(part in ("", ".", "..") for part in path.split("/")):
         raise BundleError(f"unsafe path in bundle: {path!r} (absolute, '..' or empty parts)")
@@ -73,13 +91,21 @@ def _bundle_path(value: str) -> str:
         raise ValueError(exc.message) from None
 
 
-# A relative path inside the bundle (safe_path's rule) and a sha256 in hex, as manifest fields.
+def _utc_time(value: str) -> str:
+    if not _TIME.fullmatch(value):
+        raise ValueError(f"{value[:40]!r} is not a UTC time (YYYY-MM-DDTHH:MM:SSZ)")
+    return value
+
+
+# A relative path inside the bundle (safe_path's rule), a sha256 in hex and a UTC time, as manifest fields.
 BundlePath = Annotated[str, AfterValidator(_bundle_path)]
 Sha256 = Annotated[str, AfterValidator(_sha256)]
+UtcTime = Annotated[str, AfterValidator(_utc_time)]
 
 
+# Every manifest model is strict: JSON's true is no size, "2" no revision, 1 no `carried`.
 class Entry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     path: BundlePath
     size: int = Field(ge=0)
@@ -111,7 +137,7 @@ class Blob(BaseModel):
     sha256), or, in a delta bundle, not at all (`carried` false): the base has it.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     digest: str
     size: int = Field(ge=0)
@@ -128,7 +154,7 @@ class Blob(BaseModel):
 class ImageEntry(BaseModel):
     """An image as `docker load` gets it back: its names, its config blob and its layer blobs, in order."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     tags: list[str] = Field(min_length=1)
     config: str
@@ -150,7 +176,7 @@ class ImageEntry(BaseModel):
 class Base(BaseModel):
     """The bundle a delta builds on: its manifest's sha256 and the folder its model lives in."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     manifest_sha256: str
     name: str
@@ -175,7 +201,7 @@ class Base(BaseModel):
 class BaseFile(BaseModel):
     """A model file a delta does not carry: the same bytes are at `base_path` in the base."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     path: BundlePath
     size: int = Field(ge=0)
@@ -184,13 +210,14 @@ class BaseFile(BaseModel):
 
 
 class Manifest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     format: Literal["deployctl-bundle"]
     format_version: int
-    created_at: str
-    deployctl_version: str
-    name: str
+    revision: int = Field(ge=1, le=REVISION_MAX)
+    created_at: UtcTime
+    deployctl_version: str = Field(max_length=64)
+    name: str = Field(max_length=128)
     plan: dict[str, Any]
     model_name: str | None
     images: list[ImageEntry]
@@ -243,10 +270,20 @@ class Manifest(BaseModel):
                     raise ValueError(f"image {image.tags[0]}: blob {digest[:80]!r} is not listed in blobs")
 
     def _check_from_base(self, seen: set[str]) -> None:
-        if self.from_base and (self.base is None or self.base.model_name is None):
-            raise ValueError("from_base lists model files, and the bundle names no base with a model")
+        if self.from_base and self.base is None:
+            raise ValueError("from_base lists files, and the bundle names no base")
         for f in self.from_base:
             parts = f.path.split("/")
+            if parts[0] == "wheels":  # a wheel the base carries (same sha256): wheels/NAME in both
+                if len(parts) != 2 or len(f.base_path.split("/")) != 2 or not f.base_path.startswith("wheels/"):
+                    raise ValueError(f"from_base wheel {f.path!r} or {f.base_path!r} is not of the form wheels/NAME")
+            elif self.base.model_name is None:  # type: ignore[union-attr]
+                raise ValueError("from_base lists model files, and the bundle names no base with a model")
+            if f.path in seen:
+                raise ValueError(f"{f.path!r} is both carried and taken from the base")
+            if parts[0] == "wheels":
+                seen.add(f.path)
+                continue
             if parts[0] != "model" or len(parts) < 3 or parts[1] != self.model_name:
                 raise ValueError(f"from_base path {f.path!r} lies outside model/{self.model_name}/")
             base_parts = f.base_path.split("/")
@@ -255,6 +292,10 @@ class Manifest(BaseModel):
             if f.path in seen:
                 raise ValueError(f"{f.path!r} is both carried and taken from the base")
             seen.add(f.path)
+
+    def model_from_base(self) -> list[BaseFile]:
+        """Give the model files a delta takes from its base (wheels it leaves out are not installed)."""
+        return [f for f in self.from_base if f.path.startswith("model/")]
 
     def blob_map(self) -> dict[str, Blob]:
         return {b.digest: b for b in self.blobs}
@@ -287,6 +328,13 @@ def parse_manifest(raw: bytes) -> Manifest:
         raise BundleError("manifest.json is not valid JSON (or nested too deep)") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError("manifest.json is not a deployctl bundle manifest")
+    if data.get("format_version") != FORMAT_VERSION:
+        made_by = str(data.get("deployctl_version"))[:20]
+        raise BundleError(
+            f"manifest.json: format version {str(data.get('format_version'))[:20]} (made by deployctl {made_by}) "
+            f"is not supported: this deployctl reads version {FORMAT_VERSION}",
+            "make the bundle again with this deployctl",
+        )
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:

@@ -50,11 +50,41 @@ def save(name: str) -> Iterator[bytes]:
     return docker.save_image(name, chunk_size=CHUNK)
 
 
-def local_blobs() -> dict[str, str]:
-    """Give every layer diff_id and image config digest the engine holds, each with an image that has it."""
+def chain_id(layers: list[str]) -> str:
+    """Give the chain ID of a stack of layers (bottom first): how Docker's layer store names it.
+
+    The OCI image spec's ChainID: the first layer's diff_id, then sha256("<parent chain> <diff_id>").
+    """
+    chain = layers[0]
+    for diff_id in layers[1:]:
+        chain = "sha256:" + hashlib.sha256(f"{chain} {diff_id}".encode()).hexdigest()
+    return chain
+
+
+@dataclass(frozen=True)
+class SiteImages:
+    """What the site's engine holds, from its image metadata (no image is read): ids and layer chains."""
+
+    ids: set[str]
+    chains: set[str]  # every stack of layers some local image starts with
+    containerd_store: bool
+
+
+def site_images() -> SiteImages:
+    """Give the image ids and layer chains the site's engine holds (one listing, no `docker save`)."""
     from deployctl import docker
 
-    return docker.local_blobs()
+    found = docker.local_images()
+    chains = {chain_id(layers[: i + 1]) for layers in found.values() for i in range(len(layers))}
+    return SiteImages(set(found), chains, docker.info().containerd_store)
+
+
+def tag(image_id: str, tags: list[str]) -> None:
+    """Name an image the engine holds already (a delta's image that did not change)."""
+    from deployctl import docker
+
+    for name in tags:
+        docker.tag_image(image_id, name)
 
 
 def load(archive: Iterable[bytes]) -> None:
@@ -186,10 +216,16 @@ def _member(name: str, data: bytes) -> Iterator[bytes]:
     yield _header(name, len(data)) + data + b"\0" * (-len(data) % 512)
 
 
-def archive_stream(images: list[ImageEntry], sizes: dict[str, int], open_blob: OpenBlob) -> Iterator[bytes]:
+def archive_stream(
+    images: list[ImageEntry], sizes: dict[str, int], open_blob: OpenBlob, *, present: frozenset[str] = frozenset()
+) -> Iterator[bytes]:
     """Yield one tar holding the images (each blob once) that `docker load` and `ctr images import` accept.
 
-    `open_blob(digest)` gives the blob's verified uncompressed bytes; `sizes` their lengths.
+    `open_blob(digest)` gives the blob's verified uncompressed bytes; `sizes` their lengths. Layers in
+    `present` are left out: the engine has their chain already, and Docker's loader takes a layer
+    whose chain it holds from its own store without opening the file (moby
+    image/tarexport/load.go, `l.lss.Get(r.ChainID())` before `loadLayer`); such an archive is for
+    that engine alone, not for `ctr`.
     """
     yield from _member("oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
     written: set[str] = set()
@@ -197,7 +233,7 @@ def archive_stream(images: list[ImageEntry], sizes: dict[str, int], open_blob: O
     index = []
     for image in images:
         for digest in image.blobs:
-            if digest in written:
+            if digest in written or digest in present:
                 continue
             written.add(digest)
             size = sizes[digest]

@@ -16,13 +16,24 @@ from typing import IO, Any
 from deployctl.bundle import delta, images, signing
 from deployctl.bundle.archive import Reader, drain, open_bundle
 from deployctl.bundle.blobs import stage_blob, stage_file
-from deployctl.bundle.format import CHUNK, BundleError, Manifest, blob_file
+from deployctl.bundle.format import BundleError, Manifest, VerificationFailed, blob_file
 from deployctl.errors import EnvironmentProblem, InputError
-from deployctl.safepath import is_under, within
+from deployctl.fsio import (
+    atomic_writer,
+    ensure_dir,
+    free_bytes,
+    open_regular,
+    read_bounded,
+    remove_temporaries,
+    write_atomic,
+)
+from deployctl.safepath import PATH_MAX, check_dir, is_under, within
+from deployctl.terminal import shown
 
 Progress = Callable[[str, int, int | None], None]
 Say = Callable[[str], None]
 JOURNAL_DIR = ".deployctl-install"
+INSTALLED = "installed.json"  # in JOURNAL_DIR: the revision the site runs (anti-rollback)
 SPEC_ENTRY = "spec/deployctl.yaml"
 
 
@@ -33,16 +44,33 @@ class Verified:
     trust: str
     entries: int
     bytes: int
+    revision: int
+    created_at: str
 
 
 def _open_trusted(path: Path, pubkey: Path | None, insecure: bool) -> tuple[Reader, str]:
     reader = open_bundle(path)
     try:
         trust = signing.check(reader.manifest_raw, reader.signature_raw, pubkey, insecure)
+        if reader.index is not None and not insecure:
+            _check_index(reader, pubkey)
     except BaseException:
         reader.close()
         raise
     return reader, trust
+
+
+def _check_index(reader: Reader, pubkey: Path | None) -> None:
+    """A split bundle's parts index is signed too, and names the manifest the parts carry."""
+    index = reader.index
+    assert index is not None
+    if index.signature is None or index.manifest_sha256 is None:
+        raise VerificationFailed(
+            "the parts index is not signed, though the manifest is", "make the bundle again with --split and --sign"
+        )
+    signing.check(index.signed_bytes, index.signature, pubkey, False, signed="the parts index", what="its signature")
+    if index.manifest_sha256 != hashlib.sha256(reader.manifest_raw).hexdigest():
+        raise VerificationFailed("the parts index belongs to another bundle: its manifest sha256 differs")
 
 
 def verify(path: Path, pubkey: Path | None, insecure: bool = False, progress: Progress | None = None) -> Verified:
@@ -71,8 +99,27 @@ def _verify(
                 kept[entry.path] = b"".join(held)
     finally:
         reader.close()
+    m = reader.manifest
     manifest_sha = hashlib.sha256(reader.manifest_raw).hexdigest()
-    return Verified(reader.manifest.name, manifest_sha, trust, len(reader.manifest.entries), done), kept
+    verified = Verified(m.name, manifest_sha, trust, len(m.entries), done, m.revision, m.created_at)
+    return verified, kept
+
+
+# The journal and the installed record are a few KB; a larger one is not ours.
+JOURNAL_MAX = 4 * 1024 * 1024
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    """Give a small JSON object written by an earlier install ({} when there is none, or it is damaged)."""
+    if not os.path.lexists(path):
+        return {}
+    try:
+        data = json.loads(read_bounded(path, JOURNAL_MAX, what))
+    except (ValueError, RecursionError):
+        return {}  # a record cut short by a power cut: the steps it would skip are done again
+    except InputError as exc:
+        raise EnvironmentProblem(exc.message, f"move {path} aside") from None
+    return data if isinstance(data, dict) else {}
 
 
 @dataclass
@@ -80,17 +127,16 @@ class Journal:
     """What an install of one bundle has finished, kept in TARGET/.deployctl-install/<manifest>.json."""
 
     path: Path
+    root: Path
     data: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, journal_dir: Path, manifest_sha: str) -> Journal:
+    def load(cls, journal_dir: Path, manifest_sha: str, root: Path) -> Journal:
         path = journal_dir / f"{manifest_sha[:24]}.json"
-        try:
-            data = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
-            data = {}
-        data.setdefault("model_files", [])
-        return cls(path, data)
+        data = _read_json(path, "install journal")
+        if not isinstance(data.get("model_files"), list):
+            data["model_files"] = []
+        return cls(path, root, data)
 
     def done(self, key: str) -> bool:
         return bool(self.data.get(key))
@@ -104,13 +150,8 @@ class Journal:
         self.save()
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w") as f:
-            json.dump(self.data, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        ensure_dir(self.path.parent, within=self.root)
+        write_atomic(self.path, json.dumps(self.data, indent=2, sort_keys=True).encode(), within=self.root)
 
 
 @dataclass(frozen=True)
@@ -122,13 +163,9 @@ class Installed:
     images: list[str]
     skipped_steps: list[str]
     trust: str
-
-
-def _free(path: Path) -> int:
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
+    revision: int
+    replaced_revision: int | None  # what was installed before (None: nothing)
+    downgrade: bool
 
 
 @dataclass(frozen=True)
@@ -143,11 +180,22 @@ class Places:
     spec: Path
     stack: Path
 
+    @property
+    def record(self) -> Path:
+        """Where the site keeps which bundle revision is installed (anti-rollback)."""
+        return self.journal_dir / INSTALLED
+
 
 def _places(manifest: Manifest, target: Path, manifest_sha: str) -> Places:
-    """Give where the install writes, or a BundleError before anything is written."""
+    """Give where the install writes, or an error (one line) before anything is written.
+
+    The bundle's own fault (a path leading outside) is a BundleError (exit 2); a site that cannot
+    take the install (a file where a folder belongs, a read-only or immutable target, a target too
+    deep for the bundle's paths) is an EnvironmentProblem (exit 3).
+    """
     if manifest.model_name is None:
         raise BundleError("the bundle carries no model")
+    check_dir(target, "--target")
     if target.exists() and not target.is_dir():
         raise InputError(f"--target {target} exists and is not a directory")
     root = target.resolve()
@@ -166,7 +214,40 @@ def _places(manifest: Manifest, target: Path, manifest_sha: str) -> Places:
     for p in (journal_dir, places.images, staging):
         if not is_under(root, p):
             raise BundleError(f"{p.relative_to(root)} leads outside {target} (through a symlink)")
+    _check_site_paths(places, manifest)
     return places
+
+
+def _check_site_paths(places: Places, manifest: Manifest) -> None:
+    """Refuse, before any write, a site where a file or folder of the wrong kind is in the way, or nothing can be written."""
+    root = places.target
+    folders = (root, root / "models", places.model, places.journal_dir, places.images, places.staging, places.stack)
+    for folder in folders:
+        if folder.exists() and not folder.is_dir():
+            raise EnvironmentProblem(
+                f"{folder} is a file, and the install needs a folder there", "move it aside and run install again"
+            )
+    if places.spec.is_dir():
+        raise EnvironmentProblem(
+            f"{places.spec} is a folder, and the install writes the spec there", "move it aside and run install again"
+        )
+    existing = root
+    while not existing.exists():
+        existing = existing.parent
+    for folder in (existing, *(f for f in folders[1:] if f.is_dir())):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise EnvironmentProblem(
+                f"cannot write in {folder} (read-only, immutable, or not yours)",
+                "run install as a user who may write there (sudo), or choose --target elsewhere",
+            )
+    longest = max((len(e.path.encode()) for e in manifest.entries), default=0)
+    deepest = len(os.fsencode(places.staging)) + longest + 32  # + the temporary name's suffix
+    if deepest >= PATH_MAX:
+        raise EnvironmentProblem(
+            f"--target {shown(root, 80)} is too deep for the bundle's paths: its longest file would be {deepest:,} bytes "
+            f"long (Linux allows {PATH_MAX - 1:,})",
+            "choose a --target with a shorter path",
+        )
 
 
 def _check_spec(raw: bytes | None, manifest: Manifest) -> None:
@@ -189,33 +270,52 @@ def _check_spec(raw: bytes | None, manifest: Manifest) -> None:
         raise BundleError(f"{where}: serve.api_key_file is set", "a bundle never names files on the site")
 
 
-def _preflight(manifest: Manifest, target: Path, journal: Journal) -> None:
+def _check_revision(manifest: Manifest, manifest_sha: str, installed: dict[str, Any], *, allow_downgrade: bool) -> bool:
+    """Refuse an older or equal revision than the one installed (unless allowed); give whether it is a downgrade.
+
+    The same bundle again (same manifest sha256: an interrupted install resumed, or a finished one
+    run again) is no downgrade. A delta is always newer than its base (`bundle create` makes sure).
+    """
+    if not installed or installed.get("manifest_sha256") == manifest_sha:
+        return False
+    have = installed.get("revision")
+    if not isinstance(have, int) or manifest.revision > have:
+        return False
+    if allow_downgrade:
+        return True
+    offered = f"revision {manifest.revision} (created {manifest.created_at})"
+    current = (
+        f"revision {have} (created {shown(installed.get('created_at'), 40)}, {shown(installed.get('name'), 40)!r})"
+    )
+    raise BundleError(
+        f"refusing a downgrade: this bundle is {offered}, not newer than the installed {current}",
+        "install a newer bundle, or pass --allow-downgrade to go back on purpose",
+    )
+
+
+def _preflight(manifest: Manifest, places: Places, journal: Journal, sources: delta.Sources) -> None:
     from deployctl import docker
 
     info = docker.info()  # raises EnvironmentProblem when the engine is not there
     done = set(journal.data["model_files"])
     model_left = sum(e.size for e in manifest.entries if e.kind == "model" and e.path not in done)
-    model_left += sum(f.size for f in manifest.from_base if f.path not in done)
-    images_left = 0 if journal.done("images_loaded") else sum(b.size for b in manifest.blobs)
+    model_left += sum(f.size for f in manifest.model_from_base() if f.path not in done)
+    # Declared sizes, not what a blob turns out to be: decompression stops at the declaration.
+    present = sources.present | set(sources.unchanged)
+    images_left = 0 if journal.done("images_loaded") else sum(b.size for b in manifest.blobs if b.digest not in present)
     # Verified blobs wait at the target for `docker load`, which unpacks them again at Docker's root.
     needed = model_left + images_left + 64 * 1024 * 1024
-    if _free(target) < needed:
+    free = free_bytes(places.target)
+    if free < needed:
         raise EnvironmentProblem(
-            f"not enough disk at {target}: {needed / 2**30:.1f} GiB needed (model and images), {_free(target) / 2**30:.1f} GiB free",
+            f"not enough disk at {places.target}: {needed / 2**30:.1f} GiB needed (model and images), {free / 2**30:.1f} GiB free",
             "free space there or choose --target elsewhere",
         )
     root = Path(info.root_dir)
-    if images_left and root.exists() and _free(root) < images_left:
+    if images_left and root.exists() and free_bytes(root) < images_left:
         raise EnvironmentProblem(
-            f"not enough disk for the images at {root}: {images_left / 2**30:.1f} GiB needed, {_free(root) / 2**30:.1f} GiB free"
+            f"not enough disk for the images at {root}: {images_left / 2**30:.1f} GiB needed, {free_bytes(root) / 2**30:.1f} GiB free"
         )
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def install(
@@ -228,17 +328,21 @@ def install(
     say: Say | None = None,
     *,
     render: Callable[[Path], Path],
+    check_site: Callable[[bytes, Manifest], None] = lambda spec, manifest: None,
     base: Path | None = None,
+    allow_downgrade: bool = False,
 ) -> Installed:
     """Verify the bundle, then load its images, place its model and render its stack under `target`.
 
-    `render` renders the stack of the spec file it is given and gives the stack's directory.
+    `check_site(spec_bytes, manifest)` checks what rendering will need on this host (the driver or
+    --simulate, the key variable, the plan fitting its GPUs); `render` renders the stack of the
+    spec file it is given and gives the stack's directory.
 
-    Every path is checked and every byte verified before anything is written. A delta bundle
-    takes what it does not carry from the base installed at `target` (or from `base`, the base
-    bundle), checking those bytes against its own manifest. Run again after an interruption:
-    finished steps are skipped, half-copied files are not trusted, and the bundle is verified
-    again (it may have changed in between).
+    Every check (paths, revision, Docker, disk, the delta's pieces, every byte, the spec, the site)
+    runs before the first write. A delta bundle takes what it does not carry from the base
+    installed at `target` (or from `base`, the base bundle), checking those bytes against its own
+    manifest. Run again after an interruption: finished steps are skipped, half-copied files are
+    not trusted, and the bundle is verified again (it may have changed in between).
     """
     progress = progress or (lambda item, done, total: None)
     say = say or (lambda text: None)
@@ -247,27 +351,48 @@ def install(
     manifest = reader.manifest
     manifest_sha = hashlib.sha256(reader.manifest_raw).hexdigest()
     places = _places(manifest, target.absolute(), manifest_sha)
-    journal = Journal.load(places.journal_dir, manifest_sha)
+    installed = _read_json(places.record, "installed record")
+    downgrade = _check_revision(manifest, manifest_sha, installed, allow_downgrade=allow_downgrade)
+    journal = Journal.load(places.journal_dir, manifest_sha, places.target)
     model_done = journal.done("model_placed")
+    base_done = manifest.base is not None and (
+        Journal.load(places.journal_dir, manifest.base.manifest_sha256, places.target).done("completed_at")
+    )
     sources = delta.find(
         manifest,
         target=places.target,
-        base_done=manifest.base is not None
-        and Journal.load(places.journal_dir, manifest.base.manifest_sha256).done("completed_at"),
+        base_done=base_done,
         need_blobs=not journal.done("images_loaded"),
-        files_done={f.path for f in manifest.from_base} if model_done else set(journal.data["model_files"]),
+        files_done={f.path for f in manifest.model_from_base()} if model_done else set(journal.data["model_files"]),
         base_bundle=base,
     )
-    _preflight(manifest, places.target, journal)
+    _preflight(manifest, places, journal, sources)
     say("verifying every file before changing anything")
     _, kept = _verify(path, pubkey, insecure, progress, keep=frozenset({SPEC_ENTRY}))
     _check_spec(kept.get(SPEC_ENTRY), manifest)
+    check_site(kept[SPEC_ENTRY], manifest)
+    # -- every check passed: the first write is below --
+    if downgrade:
+        say(
+            f"installing revision {manifest.revision} over the newer revision {installed.get('revision')} (--allow-downgrade)"
+        )
+    places.target.mkdir(parents=True, exist_ok=True)  # the operator's path, links and all
+    for folder in (places.journal_dir, places.model.parent):
+        ensure_dir(folder, within=places.target)
+    journal.save()
     skipped = [step for step, key in (("model", "model_placed"), ("images", "images_loaded")) if journal.done(key)]
     if not model_done and not journal.data["model_files"]:
         shutil.rmtree(places.staging, ignore_errors=True)  # left by an earlier run that recorded nothing: not trusted
+    if not model_done:
+        ensure_dir(places.staging, within=places.target)
+    # What a run killed mid-write (SIGKILL) left under temporary names: never trusted, never kept.
+    for folder in (places.staging, places.images, places.journal_dir):
+        remove_temporaries(folder)
+    remove_temporaries(places.target, recursive=False)
     _copy_pass(path, pubkey, insecure, manifest, places, journal, progress, say)
     delta.stage(
         sources,
+        root=places.target,
         blob_dir=places.images,
         model_staging=places.staging,
         copied=lambda p: journal.add("model_files", p),
@@ -275,8 +400,9 @@ def install(
         say=say,
     )
     if manifest.images and not journal.done("images_loaded"):
-        say(f"loading {len(manifest.images)} image(s) into Docker")
-        _load_images(manifest, places.images)
+        reused = f"; {len(sources.present)} layer(s) the engine holds are taken by digest" if sources.present else ""
+        say(f"loading {len(manifest.images)} image(s) into Docker{reused}")
+        _load_images(manifest, places.images, sources)
         journal.mark("images_loaded")
         shutil.rmtree(places.images, ignore_errors=True)
         say("loaded " + ", ".join(t for i in manifest.images for t in i.tags))
@@ -285,13 +411,26 @@ def install(
         journal.mark("model_placed")
         say(f"model in place at {places.model}")
     _sweep(places)
-    _atomic_write(places.spec, kept[SPEC_ENTRY])
+    write_atomic(places.spec, kept[SPEC_ENTRY], within=places.target)
     stack_dir = render(places.spec)
     journal.mark("stack", str(stack_dir))
-    journal.mark("completed_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    journal.mark("completed_at", finished)
+    record = {
+        "revision": manifest.revision,
+        "created_at": manifest.created_at,
+        "name": manifest.name,
+        "manifest_sha256": manifest_sha,
+        "installed_at": finished,
+    }
+    write_atomic(places.record, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), within=places.target)
     say(f"stack rendered in {stack_dir}")
     tags = [t for i in manifest.images for t in i.tags]
-    return Installed(str(target), str(places.model), str(places.spec), str(stack_dir), tags, skipped, trust)
+    before = installed.get("revision") if isinstance(installed.get("revision"), int) else None
+    return Installed(
+        str(target), str(places.model), str(places.spec), str(stack_dir), tags, skipped, trust,
+        manifest.revision, before, downgrade,
+    )  # fmt: skip
 
 
 def _copy_pass(
@@ -311,7 +450,7 @@ def _copy_pass(
         for entry, chunks in reader.entries():
             if entry.kind == "image" and not journal.done("images_loaded"):
                 say(f"staging {entry.path}")
-                stage_blob(chunks, by_file[entry.path], places.images, entry.path, progress)
+                stage_blob(chunks, by_file[entry.path], places.images, entry.path, progress, within=places.target)
             elif (
                 entry.kind == "model"
                 and not journal.done("model_placed")
@@ -319,7 +458,8 @@ def _copy_pass(
             ):
                 rel = entry.path.split("/", 2)[2]
                 say(f"copying model file {rel}")
-                stage_file(chunks, within(places.staging, rel, entry.path), progress, entry.path, entry.size)
+                dest = within(places.staging, rel, entry.path)
+                stage_file(chunks, dest, progress, entry.path, entry.size, within=places.target)
                 journal.add("model_files", entry.path)
             else:
                 drain(chunks)
@@ -327,17 +467,26 @@ def _copy_pass(
         reader.close()
 
 
-def _load_images(manifest: Manifest, blob_dir: Path) -> None:
-    """`docker load` the images from blobs staged (and verified) in `blob_dir`."""
+def _load_images(manifest: Manifest, blob_dir: Path, sources: delta.Sources) -> None:
+    """`docker load` the images from blobs staged (and verified) in `blob_dir`; name the unchanged ones again.
+
+    Layers whose chain the site's engine holds (`sources.present`) stay out of the archive, and an
+    image that did not change (`sources.unchanged`) is only tagged: nothing is read back from Docker.
+    """
     sizes = {b.digest: b.size for b in manifest.blobs}
-    for digest in sizes:
-        if not (blob_dir / digest.removeprefix("sha256:")).is_file():
-            raise BundleError(f"blob {digest[:19]} was not staged: run install again")
+    to_load = [i for i in manifest.images if i.config not in sources.unchanged]
+    for image in to_load:
+        for digest in image.blobs:
+            if digest not in sources.present and not (blob_dir / digest.removeprefix("sha256:")).is_file():
+                raise BundleError(f"blob {digest[:19]} was not staged: run install again")
 
     def open_blob(digest: str) -> IO[bytes]:
-        return (blob_dir / digest.removeprefix("sha256:")).open("rb", buffering=CHUNK)
+        return open_regular(blob_dir / digest.removeprefix("sha256:"), "staged blob", follow=False)
 
-    images.load(images.archive_stream(manifest.images, sizes, open_blob))
+    if to_load:
+        images.load(images.archive_stream(to_load, sizes, open_blob, present=sources.present))
+    for image_id, tags in sources.unchanged.items():
+        images.tag(image_id, tags)
 
 
 def _sweep(places: Places) -> None:
@@ -393,7 +542,7 @@ def export_images(
     manifest = reader.manifest
     if not manifest.images:
         raise BundleError("the bundle carries no images")
-    if out.exists():
+    if out.exists() or out.is_symlink():
         raise InputError(f"{out} already exists", "choose a new name; archives are never overwritten")
     if not out.parent.is_dir():
         raise InputError(f"{out.parent} is not a directory")
@@ -402,11 +551,11 @@ def export_images(
         target=out.parent,
         base_done=False,
         need_blobs=True,
-        files_done={f.path for f in manifest.from_base},
+        files_done={f.path for f in manifest.model_from_base()},
         base_bundle=base,
     )
-    work = out.with_name(f".{out.name}.blobs")
-    tmp = out.with_name(f".{out.name}.part")
+    root = out.parent.absolute()
+    work = root / f".{out.name}.blobs"
     by_file = {blob_file(b.digest): b for b in manifest.blobs if b.carried}
     try:
         reader, _ = _open_trusted(path, pubkey, insecure)
@@ -414,23 +563,23 @@ def export_images(
             for entry, chunks in reader.entries():
                 if entry.kind == "image":
                     say(f"checking {entry.path}")
-                    stage_blob(chunks, by_file[entry.path], work, entry.path, progress)
+                    stage_blob(chunks, by_file[entry.path], work, entry.path, progress, within=root)
                 else:
                     drain(chunks)
         finally:
             reader.close()
-        delta.stage(sources, blob_dir=work, model_staging=work, copied=lambda p: None, progress=progress, say=say)
+        delta.stage(
+            sources, root=root, blob_dir=work, model_staging=work, copied=lambda p: None, progress=progress, say=say
+        )
         sizes = {b.digest: b.size for b in manifest.blobs}
-        with tmp.open("wb", buffering=CHUNK) as f:
-            for chunk in images.archive_stream(
-                manifest.images, sizes, lambda d: (work / d.removeprefix("sha256:")).open("rb", buffering=CHUNK)
-            ):
+
+        def open_blob(digest: str) -> IO[bytes]:
+            return open_regular(work / digest.removeprefix("sha256:"), "staged blob", follow=False)
+
+        with atomic_writer(root / out.name, within=root) as f:
+            for chunk in images.archive_stream(manifest.images, sizes, open_blob):
                 f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
     finally:
-        tmp.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)
     tags = [t for i in manifest.images for t in i.tags]
     return Exported(str(out), tags, out.stat().st_size, trust)

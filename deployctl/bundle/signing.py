@@ -8,8 +8,12 @@ import json
 import os
 from pathlib import Path
 
-from deployctl.bundle.format import BundleError
+from deployctl.bundle.format import BundleError, VerificationFailed
 from deployctl.errors import InputError
+from deployctl.fsio import read_bounded
+
+ALGORITHM = "ed25519"
+KEY_MAX = 16 * 1024  # a PEM ed25519 key is about 120 bytes
 
 
 def _crypto():  # type: ignore[no-untyped-def]
@@ -54,8 +58,8 @@ def fingerprint(public_pem: bytes) -> str:
 def _load_private(path: Path):  # type: ignore[no-untyped-def]
     serialization, ed25519 = _crypto()
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
+        key = serialization.load_pem_private_key(read_bounded(path, KEY_MAX, "--sign key"), password=None)
+    except (ValueError, TypeError) as exc:
         raise InputError(f"{path}: not an unencrypted ed25519 private key ({exc})") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise InputError(f"{path}: not an ed25519 key")
@@ -64,36 +68,50 @@ def _load_private(path: Path):  # type: ignore[no-untyped-def]
 
 def public_pem(path: Path) -> bytes:
     serialization, ed25519 = _crypto()
+    raw = read_bounded(path, KEY_MAX, "--pubkey")
     try:
-        raw = path.read_bytes()
         key = serialization.load_pem_public_key(raw)
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
         raise InputError(f"{path}: not an ed25519 public key ({exc})") from None
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise InputError(f"{path}: not an ed25519 public key")
     return raw
 
 
-def sign(manifest: bytes, private_key: Path) -> bytes:
-    """Give manifest.sig's bytes for these manifest bytes."""
+def public_of(private_key: Path) -> bytes:
+    """Give the PEM public key of a private key file (an InputError when it is no ed25519 key)."""
     serialization, _ = _crypto()
     key = _load_private(private_key)
-    pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)  # type: ignore[no-any-return]
+
+
+def sign(manifest: bytes, private_key: Path) -> bytes:
+    """Give manifest.sig's bytes for these manifest bytes."""
+    key = _load_private(private_key)
+    pub = public_of(private_key)
     sig = {
-        "algorithm": "ed25519",
+        "algorithm": ALGORITHM,
         "key_fingerprint": fingerprint(pub),
         "signature": base64.b64encode(key.sign(manifest)).decode(),
     }
     return (json.dumps(sig, indent=2, sort_keys=True) + "\n").encode()
 
 
-def check(manifest: bytes, signature: bytes | None, public_key: Path | None, insecure: bool) -> str:
-    """Give how the manifest was trusted, or raise BundleError with the reason it is not."""
+def check(
+    manifest: bytes,
+    signature: bytes | None,
+    public_key: Path | None,
+    insecure: bool,
+    *,
+    signed: str = "manifest.json",
+    what: str = "manifest.sig",
+) -> str:
+    """Give how the manifest (or the `signed` bytes) was trusted, or raise BundleError with the reason it is not."""
     if insecure:
         return "signature NOT checked (--insecure-skip-signature)"
     if signature is None:
         raise BundleError(
-            "the bundle is not signed (no manifest.sig)", "get a signed bundle, or pass --insecure-skip-signature"
+            f"the bundle is not signed (no {what})", "get a signed bundle, or pass --insecure-skip-signature"
         )
     if public_key is None:
         raise BundleError(
@@ -104,11 +122,16 @@ def check(manifest: bytes, signature: bytes | None, public_key: Path | None, ins
         sig = json.loads(signature)
         raw = base64.b64decode(sig["signature"], validate=True)
         claimed = sig["key_fingerprint"]
+        algorithm = sig["algorithm"]
     except (ValueError, KeyError, TypeError):
-        raise BundleError("manifest.sig is malformed") from None
+        raise VerificationFailed(f"{what} is malformed") from None
+    if algorithm != ALGORITHM:
+        raise VerificationFailed(
+            f"{what} names the algorithm {str(algorithm)[:40]!r}; bundles are signed with {ALGORITHM}"
+        )
     if claimed != fingerprint(pub):
-        raise BundleError(
-            f"wrong key: the bundle was signed by {claimed}, --pubkey {public_key} is {fingerprint(pub)}",
+        raise VerificationFailed(
+            f"wrong key: the bundle was signed by {str(claimed)[:80]}, --pubkey {public_key} is {fingerprint(pub)}",
             "ask the sender for the public key that matches",
         )
     from cryptography.exceptions import InvalidSignature
@@ -119,5 +142,5 @@ def check(manifest: bytes, signature: bytes | None, public_key: Path | None, ins
     try:
         key.verify(raw, manifest)
     except InvalidSignature:
-        raise BundleError("manifest.json was changed after it was signed: the bundle cannot be trusted") from None
+        raise VerificationFailed(f"{signed} was changed after it was signed: the bundle cannot be trusted") from None
     return f"signed by {claimed}"

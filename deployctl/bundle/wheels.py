@@ -14,14 +14,15 @@ import csv
 import hashlib
 import io
 import shutil
-import subprocess
 import sys
 import zipfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
+from deployctl import tools
 from deployctl.errors import DeployctlError, InputError
+from deployctl.fsio import atomic_writer, ensure_dir, open_regular
 
 Say = Callable[[str], None]
 
@@ -40,14 +41,15 @@ def project_root() -> Path | None:
 def collect(dest: Path, source: str, *, python_version: str | None = None, say: Say | None = None) -> list[Path]:
     """Put deployctl and its dependencies as wheels in `dest`: from a folder, or built and downloaded ('auto')."""
     say = say or (lambda line: None)
-    dest.mkdir(parents=True, exist_ok=True)
+    ensure_dir(dest, within=dest.parent)
     if source != "auto":
         src = Path(source)
         found = sorted(src.glob("*.whl")) if src.is_dir() else []
         if not found:
             raise InputError(f"--wheels {source}: no *.whl files there")
         for w in found:
-            shutil.copy2(w, dest / w.name)
+            with open_regular(w, "wheel") as fin, atomic_writer(dest / w.name, within=dest) as fout:
+                shutil.copyfileobj(fin, fout, 4 * 1024 * 1024)
         return sorted(dest.glob("*.whl"))
     own = own_wheel(dest, say)
     requirements = wheel_requirements(own)
@@ -65,7 +67,7 @@ def own_wheel(dest: Path, say: Say) -> Path:
     root = project_root()
     if root is not None:
         say(f"wheels: building deployctl's wheel from the source tree {root} (pip wheel)")
-        _pip(["wheel", "--no-deps", "-w", str(dest), str(root)], say)
+        _pip(["wheel", "--no-deps", "-w", str(dest), str(root)], say, env=_REPRODUCIBLE)
         return next(dest.glob("deployctl-*.whl"))
     dist = metadata.distribution("deployctl")
     say(f"wheels: building deployctl {dist.version}'s wheel from its installed files")
@@ -84,8 +86,7 @@ def wheel_from_installed(dist: metadata.Distribution, dest: Path) -> Path:
     info = f"{name}-{dist.version}.dist-info"
     path = dest / f"{name}-{dist.version}-py3-none-any.whl"
     record: list[tuple[str, str, str]] = []
-    tmp = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+    with atomic_writer(path, within=dest) as out, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         for f in sorted(files, key=str):
             arc = f.as_posix()
             if arc.split("/", 1)[0].endswith(".dist-info"):
@@ -93,20 +94,32 @@ def wheel_from_installed(dist: metadata.Distribution, dest: Path) -> Path:
             data = Path(str(f.locate())).read_bytes()
             if arc == f"{info}/WHEEL":
                 data = _pure_wheel_file(data)
-            z.writestr(arc, data)
+            _add(z, arc, data)
             digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
             record.append((arc, f"sha256={digest}", str(len(data))))
         if not any(r[0] == f"{info}/WHEEL" for r in record):
             data = _pure_wheel_file(b"")
-            z.writestr(f"{info}/WHEEL", data)
+            _add(z, f"{info}/WHEEL", data)
             digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
             record.append((f"{info}/WHEEL", f"sha256={digest}", str(len(data))))
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
         writer.writerows([*record, (f"{info}/RECORD", "", "")])
-        z.writestr(f"{info}/RECORD", out.getvalue())
-    tmp.replace(path)
+        _add(z, f"{info}/RECORD", text.getvalue().encode())
     return path
+
+
+# Wheels built from the same files are the same bytes (a delta bundle leaves out a wheel its base has,
+# by sha256): every zip member gets this time, the earliest a zip can hold (as SOURCE_DATE_EPOCH does).
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_REPRODUCIBLE = {"SOURCE_DATE_EPOCH": "315532800"}
+
+
+def _add(z: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    z.writestr(info, data)
 
 
 def _belongs_in_wheel(rel: str) -> bool:
@@ -142,23 +155,22 @@ def wheel_requirements(wheel: Path) -> list[str]:
     return [r for r in headers.get_all("Requires-Dist") or [] if "extra ==" not in r]
 
 
-def _pip(args: list[str], say: Say) -> None:
+def _pip(args: list[str], say: Say, env: dict[str, str] | None = None) -> None:
     """Run pip, passing its lines on as progress (it can take minutes); a failure raises with its last line."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pip", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = tools.start([sys.executable, "-m", "pip", *args], env=env)
     tail: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        if line:
-            tail = [*tail[-19:], line]
-            if line.lstrip().startswith(("Collecting", "Saved", "Downloading", "Building", "File was already")):
-                say(f"  pip: {line.strip()}")
-    if proc.wait() != 0:
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                tail = [*tail[-19:], line]
+                if line.lstrip().startswith(("Collecting", "Saved", "Downloading", "Building", "File was already")):
+                    say(f"  pip: {line.strip()}")
+        returncode = proc.wait()
+    finally:
+        tools.stop(proc)  # interrupted while reading: pip does not go on downloading behind us
+    if returncode != 0:
         errors = [line for line in tail if "ERROR" in line] or tail or ["(no output)"]
         raise DeployctlError(
             f"collecting wheels failed: pip {args[0]}: {errors[-1].strip()}",

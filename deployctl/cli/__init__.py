@@ -147,7 +147,7 @@ def _fail(message: str, hint: str | None, exit_code: int, as_json: bool) -> NoRe
 
     if as_json:
         output.echo_json(output.error_document(message, hint, exit_code), line=True)
-    raise CliError(f"{message}; {hint}" if hint else message, exit_code) from None
+    raise CliError(output.error_line(message, hint).removeprefix("error: "), exit_code) from None
 
 
 @click.group(cls=LazyGroup, epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})

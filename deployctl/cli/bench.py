@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import json_option, spec_file_option
+from deployctl.cli.options import BoundedNumber, endpoint_engine_option, json_option, spec_file_option, token_options
 from deployctl.cli.output import echo_json
+from deployctl.probe import options as opt
 
 
 class DefaultRun(click.Group):
@@ -44,6 +45,7 @@ def bench() -> None:
     help="The stack to measure (default: stack_dir of the spec).",
 )
 @spec_file_option
+@endpoint_engine_option
 @click.option(
     "--preset",
     type=click.Choice(sorted(["ttft", "sustained"])),
@@ -51,10 +53,17 @@ def bench() -> None:
 )
 @click.option("--concurrency", help="Closed loop at these concurrencies, e.g. 1,2,4,8,16.")
 @click.option("--rate", help="Open loop (Poisson arrivals) at these request rates per second, e.g. 1,2,4.")
-@click.option("--requests", type=int, default=100, show_default=True, help="Measured requests per level.")
-@click.option("--warmup", type=int, default=5, show_default=True, help="Requests per level left out of the figures.")
-@click.option("--prompt-tokens", type=int, help="Prompt length in tokens (default 256, or the preset's).")
-@click.option("--output-tokens", type=int, help="Tokens to generate per request (default 64, or the preset's).")
+@click.option(
+    "--requests", type=BoundedNumber(opt.REQUESTS), default=100, show_default=True, help="Measured requests per level."
+)
+@click.option(
+    "--warmup",
+    type=BoundedNumber(opt.WARMUP),
+    default=5,
+    show_default=True,
+    help="Requests per level left out of the figures.",
+)
+@token_options(opt.TOKENS, output_default=64)
 @click.option(
     "--api",
     type=click.Choice(["generate", "chat", "completions"]),
@@ -62,9 +71,13 @@ def bench() -> None:
     help="Route to load (default: the engine's own, generate or completions).",
 )
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--slo-ttft", type=float, help="SLO: time to first token, ms.")
-@click.option("--slo-itl", type=float, help="SLO: inter-token latency, ms (each request's worst gap for goodput).")
-@click.option("--slo-e2e", type=float, help="SLO: end-to-end latency, ms.")
+@click.option("--slo-ttft", type=BoundedNumber(opt.SLO_MS), help="SLO: time to first token, ms.")
+@click.option(
+    "--slo-itl",
+    type=BoundedNumber(opt.SLO_MS),
+    help="SLO: inter-token latency, ms (each request's worst gap for goodput).",
+)
+@click.option("--slo-e2e", type=BoundedNumber(opt.SLO_MS), help="SLO: end-to-end latency, ms.")
 @click.option(
     "--slo-percentile",
     type=click.Choice(["p50", "p90", "p99"]),
@@ -72,7 +85,7 @@ def bench() -> None:
     show_default=True,
     help="A level meets the SLO when this percentile is within every target.",
 )
-@click.option("--cost", type=float, help="Hardware price (any currency) for cost per QPS.")
+@click.option("--cost", type=BoundedNumber(opt.COST), help="Hardware price (any currency) for cost per QPS.")
 @click.option("--currency", default="", help="Label for --cost, e.g. EUR.")
 @click.option("--api-key-env", help="Variable holding the API key (default: the stack's .env).")
 @click.option(
@@ -87,6 +100,7 @@ def run(
     endpoint: str | None,
     stack_dir: Path | None,
     spec_path: Path | None,
+    engine: str | None,
     preset: str | None,
     concurrency: str | None,
     rate: str | None,
@@ -123,6 +137,7 @@ def run(
         stack_dir=stack_dir,
         spec_path=spec_path,
         api_key_env=api_key_env,
+        engine=engine,
         preset=preset,
         concurrency=concurrency,
         rate=rate,
@@ -172,9 +187,8 @@ def _print_table(result: Any) -> None:
     from rich.table import Table
 
     mode = result.config["mode"]
-    table = Table(
-        title=f"{(result.info or {}).get('model_id')}: {result.config['prompt_tokens']} in / {result.config['output_tokens']} out"
-    )
+    model = output.cell((result.info or {}).get("model_id"))  # what the server calls its model: escaped, never markup
+    table = Table(title=f"{model}: {result.config['prompt_tokens']} in / {result.config['output_tokens']} out")
     for col in (
         "concurrency" if mode == "closed" else "rate/s",
         "req/s",
@@ -229,12 +243,5 @@ def compare(a: Path, b: Path, as_json: bool) -> None:
         echo_json([{"metric": m, "a": x, "b": y, "b_over_a": r} for m, x, y, r in values])
         return
     rows = deployctl.probe.bench.compare(ra, rb)
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=escape(f"A = {a}   B = {b}"))
-    for col in ("metric", "A", "B", "B/A"):
-        table.add_column(col, justify="right" if col != "metric" else "left")
-    for row in rows:
-        table.add_row(*(escape(cell) for cell in row))  # a model id from a file is text, never markup
-    output.console().print(table)
+    # A model id from a file is text: never markup, never escape codes (output.table escapes every cell).
+    output.table(f"A = {a}   B = {b}", ["metric", "A", "B", "B/A"], rows, right=("A", "B", "B/A"))

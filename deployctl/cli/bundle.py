@@ -10,6 +10,7 @@ import click
 from deployctl.cli import output
 from deployctl.cli.options import json_option, load_spec, spec_options
 from deployctl.cli.output import echo_json
+from deployctl.terminal import shown
 
 
 @click.group()
@@ -76,7 +77,12 @@ def keygen(name: Path) -> None:
 @click.option(
     "--base",
     type=click.Path(path_type=Path, exists=True),
-    help="A delta: leave out every layer and model file this earlier bundle (or its manifest.json) has.",
+    help="A delta: leave out every layer, model file and wheel this earlier bundle (or its manifest.json) has.",
+)
+@click.option(
+    "--revision",
+    type=click.IntRange(1, 10**18),
+    help="The bundle's revision (signed; sites refuse an older or equal one). Default: now, as YYYYMMDDHHMMSSmmm (UTC).",
 )
 @json_option
 def create(
@@ -89,6 +95,7 @@ def create(
     wheels: str,
     target: str,
     base: Path | None,
+    revision: int | None,
     as_json: bool,
     **kwargs: Any,
 ) -> None:
@@ -117,6 +124,7 @@ def create(
             progress=bars,
             target=target,
             base=base,
+            revision=revision,
         )
     if as_json:
         echo_json({**made.__dict__, "path": str(made.path)})
@@ -125,10 +133,19 @@ def create(
         click.echo(
             "warning: the bundle is NOT signed (pass --sign KEY): sites will have to skip the signature check", err=True
         )
-    where = f"{len(made.parts)} parts {made.parts[0]}..{made.parts[-1]}" if made.parts else str(made.path)
     click.echo(
-        f"wrote {where}: {made.entries} files, {made.size / 1e9:.2f} GB, manifest sha256 {made.manifest_sha256[:16]}"
+        f"wrote {_where(made.path, made.parts)}: revision {made.revision}, {made.entries} files, "
+        f"{made.size / 1e9:.2f} GB, manifest sha256 {made.manifest_sha256[:16]}"
     )
+
+
+def _where(path: Path, parts: list[str]) -> str:
+    """Give what `bundle create` wrote: the folder or .tar, or its parts (1 part, 3 parts a..c)."""
+    if not parts:
+        return shown(path, limit=None)
+    if len(parts) == 1:
+        return f"1 part {parts[0]}"
+    return f"{len(parts)} parts {parts[0]}..{parts[-1]}"
 
 
 pubkey_option = click.option(
@@ -168,7 +185,10 @@ def verify(path: Path, pubkey: Path | None, insecure: bool, as_json: bool) -> No
     if as_json:
         echo_json(result.__dict__)
     else:
-        click.echo(f"OK: {result.name}, {result.entries} files, {result.bytes / 1e9:.2f} GB checked, {result.trust}")
+        click.echo(
+            f"OK: {shown(result.name)} revision {result.revision} (created {result.created_at}), "
+            f"{result.entries} files, {result.bytes / 1e9:.2f} GB checked, {result.trust}"
+        )
 
 
 @bundle.command()
@@ -188,9 +208,21 @@ def verify(path: Path, pubkey: Path | None, insecure: bool, as_json: bool) -> No
     type=click.Path(path_type=Path, exists=True),
     help="For a delta whose base is not installed at --target: the base bundle to take the rest from.",
 )
+@click.option(
+    "--allow-downgrade",
+    is_flag=True,
+    help="Install a bundle whose revision is not newer than the one installed (going back on purpose).",
+)
 @json_option
 def install(
-    path: Path, pubkey: Path | None, insecure: bool, target: Path, simulate: bool, base: Path | None, as_json: bool
+    path: Path,
+    pubkey: Path | None,
+    insecure: bool,
+    target: Path,
+    simulate: bool,
+    base: Path | None,
+    allow_downgrade: bool,
+    as_json: bool,
 ) -> None:
     """Verify, then docker load the images, put the model in place and render the stack.
 
@@ -213,11 +245,17 @@ def install(
             progress=bars,
             say=bars.say if not as_json else None,
             base=base,
+            allow_downgrade=allow_downgrade,
         )
     if as_json:
         echo_json(result.__dict__)
         return
-    click.echo(f"installed into {result.target}: model {result.model_dir}, images {', '.join(result.images)}")
+    click.echo(
+        f"installed revision {result.revision} into {shown(result.target, None)}: model {shown(result.model_dir, None)}, "
+        f"images {shown(', '.join(result.images), None)}"
+    )
+    if result.downgrade:
+        click.echo(f"note: revision {result.replaced_revision} was newer; it was replaced (--allow-downgrade)")
     click.echo(f"next: deployctl up -f {result.spec}" + (" --simulate" if simulate else ""))
 
 
@@ -241,9 +279,9 @@ def diff(old: Path, new: Path, show_all: bool, as_json: bool) -> None:
         return
     for c in result.changes:
         if show_all or c.change != "same":
-            click.echo(f"{c.change:8} {c.kind:10} {c.name:60} {c.bytes / 1e6:10.1f} MB")
+            click.echo(f"{c.change:8} {c.kind:10} {shown(c.name):60} {c.bytes / 1e6:10.1f} MB")
     click.echo(
-        f"a delta of {new} over {old} carries {result.delta_bytes / 1e6:.1f} MB "
+        f"a delta of {shown(new, None)} over {shown(old, None)} carries {result.delta_bytes / 1e6:.1f} MB "
         f"of {result.full_bytes / 1e6:.1f} MB (uncompressed)"
     )
 

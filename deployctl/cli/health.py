@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import json_option, seconds, spec_file_option
+from deployctl.cli.options import endpoint_engine_option, json_option, seconds, spec_file_option
 from deployctl.cli.output import echo_json
 
 
@@ -22,6 +22,7 @@ from deployctl.cli.output import echo_json
 )
 @spec_file_option
 @click.option("--api-key-env", help="Environment variable holding the API key (default: the stack's .env).")
+@endpoint_engine_option
 @click.option("--max-ttft-ms", type=float, default=2000.0, show_default=True, help="Slower first tokens mean degraded.")
 @click.option(
     "--timeout", type=float, default=30.0, show_default=True, callback=seconds, help="Seconds for each request."
@@ -35,12 +36,16 @@ def health(
     stack_dir: Path | None,
     spec_path: Path | None,
     api_key_env: str | None,
+    engine: str | None,
     max_ttft_ms: float,
     timeout: float,
     watch: float | None,
     as_json: bool,
 ) -> None:
     """Check the endpoint: /health, /info against the plan, one short streamed generation.
+
+    With --endpoint and no stack, the engine is asked which API it speaks (TGI's /info or vLLM's
+    /v1/models), or named with --engine.
 
     Exit code: 0 healthy, 1 degraded (slow, or /info differs from the plan), 5 down or no stack,
     2 bad input. With --json, one line per check (JSON Lines), failures included.
@@ -54,7 +59,7 @@ def health(
     from deployctl.ops import probing
 
     target = probing.resolve_target(
-        endpoint=endpoint, stack_dir=stack_dir, spec_path=spec_path, api_key_env=api_key_env
+        endpoint=endpoint, stack_dir=stack_dir, spec_path=spec_path, api_key_env=api_key_env, engine=engine
     )
     while True:
         report = probing.health(target, max_ttft_ms=max_ttft_ms, timeout=timeout)
@@ -74,10 +79,11 @@ def _print(report: object) -> None:
     from rich.table import Table
 
     colour = {"healthy": "green", "degraded": "yellow", "down": "red"}[report.status]  # type: ignore[attr-defined]
-    table = Table(title=f"{report.endpoint}: [{colour}]{report.status}[/{colour}]")  # type: ignore[attr-defined]
+    # Details carry what the server said (its model id, its errors): escaped, never markup.
+    table = Table(title=f"{output.cell(report.endpoint)}: [{colour}]{report.status}[/{colour}]")  # type: ignore[attr-defined]
     table.add_column("check")
     table.add_column("")
     table.add_column("detail")
     for c in report.checks:  # type: ignore[attr-defined]
-        table.add_row(c.name, "[green]OK[/green]" if c.ok else "[red]FAIL[/red]", c.detail)
+        table.add_row(c.name, "[green]OK[/green]" if c.ok else "[red]FAIL[/red]", output.cell(c.detail))
     output.console().print(table)

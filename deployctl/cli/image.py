@@ -109,7 +109,7 @@ def inspect(image_name: str, top: int, as_json: bool) -> None:
 
     console = output.console()
     table = Table(
-        title=f"{image_name}: {result.size / 1e6:,.0f} MB, {len(result.layers)} layers, "
+        title=f"{output.cell(image_name)}: {result.size / 1e6:,.0f} MB, {len(result.layers)} layers, "
         f"{result.wasted / 1e6:,.1f} MB wasted by later layers"
     )
     for col, just in (
@@ -126,14 +126,14 @@ def inspect(image_name: str, top: int, as_json: bool) -> None:
             f"{layer.size / 1e6:,.1f} MB",
             f"{layer.wasted / 1e6:,.1f} MB" if layer.wasted else "-",
             str(layer.files),
-            layer.created_by,
+            output.cell(layer.created_by),  # from the image: escaped, never markup
         )
     console.print(table)
     dirs = Table(title="largest folders")
     dirs.add_column("folder")
     dirs.add_column("size", justify="right")
     for path, size in result.largest_dirs(top=top):
-        dirs.add_row(path, f"{size / 1e6:,.1f} MB")
+        dirs.add_row(output.cell(path), f"{size / 1e6:,.1f} MB")
     console.print(dirs)
 
 

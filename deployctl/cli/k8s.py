@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from deployctl.cli.options import json_option, load_spec, sim_fault_option, spec_options
+from deployctl.cli.options import json_option, load_spec, replicas_option, sim_fault_option, spec_options
 from deployctl.cli.output import echo_json
 from deployctl.errors import DeployctlError
 
@@ -59,7 +59,7 @@ def k8s() -> None:
 @cluster_options
 @click.option("--simulate", is_flag=True, help="Install the simulator in place of the engine (no GPU node needed).")
 @click.option("--release", help="The Helm release name (default: the spec's name).")
-@click.option("--replicas", type=int, default=1, show_default=True, help="Engine instances, each on its own GPUs.")
+@replicas_option
 @click.option("--runtime-class", default="nvidia", show_default=True, help="The pods' RuntimeClass; '' for none.")
 @click.option(
     "--values", "values_files", multiple=True, type=click.Path(path_type=Path, dir_okay=False), help="More Helm values."
@@ -151,18 +151,15 @@ def status(as_json: bool, release: str | None, **kwargs: Any) -> None:
     if as_json:
         echo_json({"ok": st.ok, **st.as_dict()})
     else:
-        from rich.console import Console
-        from rich.table import Table
+        from deployctl.cli import output
 
-        table = Table(
-            title=f"{st.release} in {st.namespace}: revision {st.revision} {st.helm_status}, "
-            f"{st.ready}/{st.replicas} Ready, {st.endpoints} endpoint(s) at {st.url}"
+        # What the cluster says (pod names, nodes, its problems): escaped, never markup.
+        output.table(
+            f"{st.release} in {st.namespace}: revision {st.revision} {st.helm_status}, "
+            f"{st.ready}/{st.replicas} Ready, {st.endpoints} endpoint(s) at {st.url}",
+            ["pod", "phase", "ready", "restarts", "node", "problem"],
+            [(p.name, p.phase, "yes" if p.ready else "no", str(p.restarts), p.node, p.problem or "") for p in st.pods],
         )
-        for col in ("pod", "phase", "ready", "restarts", "node", "problem"):
-            table.add_column(col)
-        for p in st.pods:
-            table.add_row(p.name, p.phase, "yes" if p.ready else "no", str(p.restarts), p.node, p.problem or "")
-        Console().print(table)
     if not st.ok:
         raise click.exceptions.Exit(1)
 

@@ -11,6 +11,53 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class BoundedNumber(click.ParamType):
+    """A flag's number checked against one of probe.options' bounded types when it is parsed.
+
+    Out of bounds, infinite or NaN, it is refused in one line naming the flag, before the command
+    does anything (a power cap set, a request sent).
+    """
+
+    def __init__(self, bounds: Any) -> None:
+        self.bounds = bounds
+        self.name = "integer" if bounds.integer else "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value  # a default, already checked where it is defined
+        flag = max(param.opts, key=len) if param is not None else "value"
+        return self.bounds.parse(value, flag)
+
+
+# Helm's engine instances: the chart's own schema (templates/helm/values.schema.json.j2) allows 0-1000.
+replicas_option = click.option(
+    "--replicas",
+    type=click.IntRange(0, 1000),
+    default=1,
+    show_default=True,
+    help="helm: engine instances, each on its own GPUs (0-1000, the chart's schema).",
+)
+
+
+def token_options(tokens: Any, *, output_default: int) -> Callable[[F], F]:
+    """`--prompt-tokens` and `--output-tokens`, bounded by `tokens` (probe.options.TOKENS, which the commands
+    that take them import), as `bench` and `power tune` both take them."""
+
+    def apply(f: F) -> F:
+        f = click.option(
+            "--output-tokens",
+            type=BoundedNumber(tokens),
+            help=f"Tokens to generate per request (default {output_default}, or the preset's).",
+        )(f)
+        return click.option(
+            "--prompt-tokens",
+            type=BoundedNumber(tokens),
+            help="Prompt length in tokens (default 256, or the preset's).",
+        )(f)
+
+    return apply
+
+
 def _gpus(value: str | None) -> int | list[int | str] | None:
     if value is None:
         return None
@@ -120,6 +167,15 @@ spec_file_option = click.option(
     help="Spec file whose stack_dir to use (default: ./deployctl.yaml if present).",
 )
 
+# health, bench: whose API the endpoint speaks, when no stack's plan says (probe/dialect.py asks the endpoint).
+# Names come from the registry (ops/probing.resolve_target refuses an unknown one), as the spec's do.
+endpoint_engine_option = click.option(
+    "--engine",
+    metavar="NAME",
+    default=None,
+    help="The engine at --endpoint, e.g. tgi or vllm (default: the stack's, else the endpoint is asked which API it speaks).",
+)
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
@@ -144,5 +200,5 @@ sim_fault_option = click.option(
     multiple=True,
     callback=_faults,
     metavar="NAME[=VALUE]",
-    help="With --simulate: rehearse a failure (crash-after=N, never-healthy, load-seconds=S, kv-tokens=N, control).",
+    help="With --simulate: rehearse a failure (crash-after=N, never-healthy, load-seconds=S, control, kv-tokens=N).",
 )

@@ -14,9 +14,12 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 import click
+
+from deployctl.terminal import shown
 
 if TYPE_CHECKING:
     import deployctl.progress
@@ -49,8 +52,15 @@ def error_document(message: str, hint: str | None, exit_code: int) -> dict[str, 
 
 
 def error_line(message: str, hint: str | None) -> str:
-    """Give the one line a failed command prints on stderr."""
-    return f"error: {message}; {hint}" if hint else f"error: {message}"
+    """Give the one line a failed command prints on stderr (what came from outside escaped, see `shown`)."""
+    return "error: " + shown(f"{message}; {hint}" if hint else message, limit=None)
+
+
+def cell(value: object) -> str:
+    """Give a value for a table cell: escaped for the terminal, and never read as rich markup ([red])."""
+    from rich.markup import escape
+
+    return escape(shown(value, limit=None))
 
 
 def console(*, stderr: bool = False) -> Any:
@@ -65,15 +75,15 @@ def console(*, stderr: bool = False) -> Any:
     return Console(file=stream, highlight=False, color_system=None, force_terminal=False, width=160)
 
 
-def table(title: str, columns: list[str], rows: list[list[str]], *, right: tuple[str, ...] = ()) -> None:
+def table(title: str, columns: list[str], rows: Sequence[Sequence[object]], *, right: tuple[str, ...] = ()) -> None:
     """Print a table on stdout."""
     from rich.table import Table
 
-    t = Table(title=title)
+    t = Table(title=cell(title))
     for c in columns:
-        t.add_column(c, justify="right" if c in right else "left")
+        t.add_column(cell(c), justify="right" if c in right else "left")
     for r in rows:
-        t.add_row(*r)
+        t.add_row(*(cell(v) for v in r))
     console().print(t)
 
 
@@ -160,6 +170,7 @@ class Progress:
         """Print one line on stderr (above the live display on a terminal)."""
         if not self.enabled:
             return
+        text = shown(text, limit=None)
         if self._rich is not None:
             self._rich.console.print(text, highlight=False, markup=False)
         else:
@@ -188,7 +199,7 @@ class Progress:
         amount = _amount(done, total, self.unit)
         if self._rich is not None:
             if item not in self._tasks:
-                self._tasks[item] = self._rich.add_task(item[-48:], total=total, amount=amount)
+                self._tasks[item] = self._rich.add_task(cell(item[-48:]), total=total, amount=amount)
             self._rich.update(self._tasks[item], completed=done, total=total, amount=amount)
             return
         now = time.monotonic()
@@ -198,7 +209,7 @@ class Progress:
             if finished and self._last.get(item) == -1.0:
                 return  # its last line was printed already
             self._last[item] = -1.0 if finished else now
-            self._progress_line(f"{item}: {amount}")
+            self._progress_line(f"{shown(item, limit=None)}: {amount}")
 
     def __call__(
         self, what: str, done: float | None = None, total: float | None = None, /, *, detail: str | None = None

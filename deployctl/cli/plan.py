@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from deployctl.cli.options import json_option, load_spec, sim_fault_option, spec_options
+from deployctl.cli.options import json_option, load_spec, replicas_option, sim_fault_option, spec_options
 from deployctl.cli.output import echo_json
 from deployctl.errors import DeployctlError, InputError, PlanRefused
 from deployctl.plan import GpuBudget, Plan
 from deployctl.planner.memory import gib
+from deployctl.terminal import shown
 
 if TYPE_CHECKING:
     from deployctl.planner.compare import Comparison
@@ -62,7 +63,7 @@ def format_plan(p: Plan) -> str:
     )
     where = f"profile {p.gpu_profile}" if p.gpu_profile else "this host (NVML)"
     lines = [
-        f"Plan {p.name}: {m.name} on {p.num_shard} x {p.gpus[0].name} ({where})",
+        f"Plan {p.name}: {shown(m.name, limit=None)} on {p.num_shard} x {p.gpus[0].name} ({where})",  # the model's folder name
         f"  model   {m.architecture}, {m.parameters / 1e9:.1f}B parameters, {quant}, "
         f"weights {m.weight_bytes / 1e9:.1f} GB ({source}), context {m.context_length}",
         "",
@@ -255,9 +256,7 @@ def plan(
     type=click.Path(path_type=Path, file_okay=False),
     help="helm: the chart directory (default ./NAME-chart); compose: same as --stack-dir.",
 )
-@click.option(
-    "--replicas", type=int, default=1, show_default=True, help="helm: engine instances, each on its own GPUs."
-)
+@replicas_option
 @sim_fault_option
 @json_option
 def render(

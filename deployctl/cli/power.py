@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import json_option
+from deployctl.cli.options import BoundedNumber, json_option, token_options
 from deployctl.cli.output import echo_json
+from deployctl.probe import options as opt
 
 gpu_option = click.option(
     "--gpu", "gpu_refs", multiple=True, metavar="ID", help="A GPU index or UUID (repeatable; default: all)."
@@ -26,17 +27,6 @@ def _session() -> Any:
     from deployctl.hardware import inventory, nvml
 
     return nvml.session(inventory.NVML_LIB)
-
-
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    from rich.table import Table
-
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*r)
-    output.console().print(table)
 
 
 def _w(value: float | None) -> str:
@@ -74,7 +64,7 @@ def gpus(as_json: bool) -> None:
     ]
     p2p = ("yes" if host.p2p else "no") if len(host.gpus) > 1 else "n/a (one GPU)"
     title = f"driver {host.driver_version}, CUDA {host.cuda_driver_version}, P2P {p2p}"
-    _table(title, ["#", "name", "uuid", "pci", "cc", "memory", "draw", "limit (range)", "temp", "persist"], rows)
+    output.table(title, ["#", "name", "uuid", "pci", "cc", "memory", "draw", "limit (range)", "temp", "persist"], rows)
 
 
 @click.group()
@@ -106,7 +96,7 @@ def show(as_json: bool) -> None:
     if as_json:
         echo_json({"gpus": rows})
         return
-    _table(
+    output.table(
         "power",
         ["#", "name", "draw", "limit", "enforced", "default", "allowed"],
         [
@@ -223,7 +213,12 @@ def reset(gpu_refs: tuple[str, ...], dry_run: bool, state_file: Path | None, as_
 
 
 @power.command("tune")
-@click.option("--stack-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option(
+    "--stack-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The stack whose GPUs and endpoint to tune (default: stack_dir of the spec).",
+)
 @click.option("--endpoint", help="URL (default: the stack's endpoint).")
 @click.option("--simulate", is_flag=True, help="Rehearse: the simulator's power model stands in for the GPUs.")
 @click.option(
@@ -231,26 +226,50 @@ def reset(gpu_refs: tuple[str, ...], dry_run: bool, state_file: Path | None, as_
     type=click.Choice(["sustained", "ttft"]),
     help="The bench preset's prompt/output lengths at its highest concurrency.",
 )
-@click.option("--concurrency", type=int, help="Closed loop at this many requests in flight (default 8).")
-@click.option("--rate", type=float, help="Open loop (Poisson arrivals) at this many requests per second.")
-@click.option("--prompt-tokens", type=int, help="Prompt length in tokens (default 256, or the preset's).")
-@click.option("--output-tokens", type=int, help="Tokens per request (default 128, or the preset's).")
+@click.option(
+    "--concurrency",
+    type=BoundedNumber(opt.CONCURRENCY),
+    help="Closed loop at this many requests in flight (default 8).",
+)
+@click.option(
+    "--rate", type=BoundedNumber(opt.RATE), help="Open loop (Poisson arrivals) at this many requests per second."
+)
+@token_options(opt.TOKENS, output_default=128)
 @click.option("--caps", help="Caps to measure in watts, e.g. 450,350,300 (default: board default down to minimum).")
-@click.option("--step", type=float, default=50.0, show_default=True, help="Watts between caps.")
-@click.option("--settle", type=float, default=5.0, show_default=True, help="Seconds to wait after each change.")
-@click.option("--window", type=float, default=20.0, show_default=True, help="Seconds of load measured per cap.")
+@click.option(
+    "--step", type=BoundedNumber(opt.STEP_W), default=50.0, show_default=True, help="Watts between caps (1-1000)."
+)
+@click.option(
+    "--settle",
+    type=BoundedNumber(opt.SETTLE_S),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait after each change (0-3600).",
+)
+@click.option(
+    "--window",
+    type=BoundedNumber(opt.WINDOW_S),
+    default=20.0,
+    show_default=True,
+    help="Seconds of load measured per cap (up to 3600).",
+)
 @click.option(
     "--min-throughput",
-    type=float,
+    type=BoundedNumber(opt.FRACTION),
     default=0.95,
     show_default=True,
     help="Keep at least this fraction of the fastest window's tokens/s (normally the first, highest cap's).",
 )
-@click.option("--slo-ttft", type=float, help="SLO: time to first token p90, ms.")
-@click.option("--slo-itl", type=float, help="SLO: inter-token latency p90, ms.")
+@click.option("--slo-ttft", type=BoundedNumber(opt.SLO_MS), help="SLO: time to first token p90, ms.")
+@click.option("--slo-itl", type=BoundedNumber(opt.SLO_MS), help="SLO: inter-token latency p90, ms.")
 @click.option("--apply", is_flag=True, help="Leave the chosen cap set (default: put the original caps back).")
 @click.option("--persist", is_flag=True, help="With --apply: also install the systemd unit that sets it at boot.")
-@click.option("--unit-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option(
+    "--unit-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="With --persist: where the systemd unit goes (default /etc/systemd/system).",
+)
 @click.option("--api-key-env", help="Variable holding the API key (default: the stack's .env).")
 @click.option(
     "-o",
@@ -302,25 +321,24 @@ def tune(
       sudo deployctl power tune --concurrency 8 --slo-itl 50 --apply --persist
       deployctl power tune --simulate --caps 450,350,250 --settle 1 --window 3   # a stack started with --sim-fault power-model=rtx4090
     """
-    from deployctl.errors import InputError
     from deployctl.ops import power_tune
-    from deployctl.probe.bench import PRESETS, parse_loads
+    from deployctl.probe.options import choose_load, parse_loads
     from deployctl.probe.stats import Slo
 
-    if concurrency is not None and rate is not None:
-        raise InputError("give --concurrency or --rate, not both")
-    if (concurrency is not None and concurrency < 1) or (rate is not None and rate <= 0):
-        raise InputError("--concurrency must be at least 1 and --rate more than 0")
-    if not 0 < min_throughput <= 1:
-        raise InputError(f"--min-throughput {min_throughput:g}: give a fraction of the first cap's, e.g. 0.95")
-    if window <= 0 or settle < 0:
-        raise InputError("--window must be more than 0 s and --settle at least 0 s")
-    p = PRESETS.get(preset or "", {})
+    # One level: the flag, else the preset's highest concurrency, else 8 requests in flight.
+    chosen = choose_load(
+        preset,
+        concurrency=[concurrency] if concurrency is not None else None,
+        rate=[rate] if rate is not None else None,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        defaults={"concurrency": [8], "output_tokens": 128},
+    )
     load = power_tune.Load(
-        mode="open" if rate is not None else "closed",
-        value=rate if rate is not None else float(concurrency or max(p.get("concurrency", [8]))),
-        prompt_tokens=prompt_tokens or p.get("prompt_tokens", 256),
-        output_tokens=output_tokens or p.get("output_tokens", 128),
+        mode=chosen.mode,
+        value=max(chosen.loads),
+        prompt_tokens=chosen.prompt_tokens,
+        output_tokens=chosen.output_tokens,
     )
     if stack_dir is None:
         from deployctl import spec
@@ -330,7 +348,7 @@ def tune(
         config=power_tune.TuneConfig(
             endpoint=endpoint or "",
             load=load,
-            caps=tuple(parse_loads(caps)) if caps else (),
+            caps=tuple(parse_loads(caps, "--caps", "caps")) if caps else (),
             step_w=step,
             settle_s=settle,
             window_s=window,

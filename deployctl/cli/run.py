@@ -116,7 +116,20 @@ def up(
         f"ready{mode} in {result.seconds_to_healthy:.1f}s ({rev}): {result.endpoint}  {result.engine} model {result.model_id}"
     )
     click.echo(f"try:  {result.example}")
+    if result.kv:
+        click.echo(kv_line(result.kv))
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"stack: {result.stack_dir}  (deployctl status | logs | health | rollback | down)")
+
+
+def kv_line(kv: dict[str, Any]) -> str:
+    """Give the line that sets the KV cache the plan promised beside what the engine allocated."""
+    planned = f"planned {kv['planned_kv_tokens']:,} tokens ({kv['planned_concurrency']:.2f} x {kv['request_tokens']:,})"
+    if kv["actual_kv_tokens"] is None:
+        return f"KV cache: {planned}; the engine printed no allocation report"
+    actual = f"engine allocated {kv['actual_kv_tokens']:,} ({kv['actual_concurrency']:.2f} x {kv['request_tokens']:,})"
+    return f"KV cache: {planned}, {actual}{' (less than planned)' if kv['short'] else ''}"
 
 
 def _print_preview(preview: Any, as_json: bool) -> None:
@@ -213,14 +226,18 @@ def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> Non
         from deployctl.cli import output
 
         answering = "answering" if found.answering else "not answering"
-        table = Table(title=f"{found.project} revision {found.revision}: {found.endpoint} ({answering})")
+        title = f"{found.project} revision {found.revision}: {found.endpoint} ({answering})"
+        table = Table(title=output.cell(title))
         for col in ("service", "state", "health", "uptime", "restarts", "image"):
             table.add_column(col)
-        for s in found.services:
-            table.add_row(s.service, s.state, s.health or "-", _uptime(s.uptime_s), str(s.restarts), s.image)
+        for s in found.services:  # what Docker says: escaped, never markup
+            row = (s.service, s.state, s.health or "-", _uptime(s.uptime_s), str(s.restarts), s.image)
+            table.add_row(*(output.cell(v) for v in row))
         if not found.services:
             table.add_row("-", "not running", "-", "-", "-", "-")
         output.console().print(table)
+        if found.kv:
+            click.echo(kv_line(found.kv))
         for old in found.other_projects:
             click.echo(f"{old} still runs from this directory under its old name: deployctl down --project {old}")
     if not found.services:

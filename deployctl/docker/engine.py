@@ -22,6 +22,9 @@ class EngineInfo:
     server_version: str
     root_dir: str
     runtimes: list[str]
+    # Images kept by containerd's snapshotters (Docker 24+ opt-in), not the classic layer store: `docker
+    # load` then needs every blob in the archive, even of layers the engine already has.
+    containerd_store: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,10 @@ def info() -> EngineInfo:
         server_version=str(raw.get("ServerVersion", "")),
         root_dir=str(raw.get("DockerRootDir") or "/var/lib/docker"),
         runtimes=sorted((raw.get("Runtimes") or {}).keys()),
+        containerd_store=any(
+            isinstance(pair, list) and pair[-1:] == ["io.containerd.snapshotter.v1"]
+            for pair in raw.get("DriverStatus") or []
+        ),
     )
 
 
@@ -138,15 +145,12 @@ def image(name: str) -> ImageInfo:
     )
 
 
-def local_blobs() -> dict[str, str]:
-    """Give every layer diff_id and image config digest the engine holds, each with an image that has it."""
-    found: dict[str, str] = {}
+def local_images() -> dict[str, list[str]]:
+    """Give every image the engine holds (untagged ones too) by id, with its layers' diff_ids (metadata only)."""
     with _sdk("listing images"):
-        for img in _client().images.list(all=True):
-            found.setdefault(img.id, img.id)
-            for layer in (img.attrs.get("RootFS") or {}).get("Layers") or []:
-                found.setdefault(layer, img.id)
-    return found
+        return {
+            img.id: list((img.attrs.get("RootFS") or {}).get("Layers") or []) for img in _client().images.list(all=True)
+        }
 
 
 def save_image(name: str, chunk_size: int) -> Iterator[bytes]:

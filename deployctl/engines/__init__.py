@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from deployctl.engines import dialects
 from deployctl.engines.security import shm_bytes
 from deployctl.errors import InputError
+from deployctl.terminal import shown
 
 if TYPE_CHECKING:
     from deployctl.engines.base import Engine
@@ -41,8 +42,7 @@ def get(name: str) -> Engine:
     if name in _REGISTERED:
         return _REGISTERED[name]
     if name not in BUILT_IN:
-        shown = name if len(name) <= 40 and name.isprintable() else ascii(name[:37]) + "..."
-        raise InputError(f"engine: {shown!r} is not supported", f"allowed: {', '.join(names())}")
+        raise InputError(f"engine: {shown(name, 40)!r} is not supported", f"allowed: {', '.join(names())}")
     engine: Engine = importlib.import_module(BUILT_IN[name]).ENGINE
     return engine
 

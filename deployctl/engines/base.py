@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from deployctl.engines.dialects import Dialect
-from deployctl.engines.memory import MemoryRule, rule_for
+from deployctl.engines.memory import EngineStartup, MemoryRule, rule_for
 from deployctl.engines.security import shm_bytes
 from deployctl.models import ModelFacts
 from deployctl.models.quant import Quantization
@@ -81,8 +81,11 @@ class Engine(Protocol):
         """Give how its container runs (user, writable paths, limits) for `weights` bytes over `shards` GPUs."""
         ...
 
-    def reported_kv_tokens(self, log_line: str) -> int | None:
-        """Give the KV-cache tokens the engine says it allocated, from one line of its start-up log, or None."""
+    def startup_report(self, log: str, request_tokens: int) -> EngineStartup | None:
+        """Give the KV cache the engine says it allocated (the last report in its start-up `log`), or None.
+
+        `request_tokens` is the plan's request length, for an engine that prints no concurrency of its own.
+        """
         ...
 
 
@@ -104,7 +107,7 @@ class EngineDefaults:
     def loads(self, model: ModelFacts) -> str | None:
         return None
 
-    def reported_kv_tokens(self, log_line: str) -> int | None:
+    def startup_report(self, log: str, request_tokens: int) -> EngineStartup | None:
         return None
 
 

@@ -57,9 +57,9 @@ class Dialect:
         """Give the model information in the route's JSON answer (None when it holds none)."""
         return data if isinstance(data, dict) else None
 
-    def bench_info(self, data: Any) -> dict[str, Any] | None:
-        """Give the model information a bench result records."""
-        return data if isinstance(data, dict) else None
+    def bench_info(self, card: dict[str, Any]) -> dict[str, Any]:
+        """Give the model information a bench result records, from the model card (`model_card`)."""
+        return card
 
     def tokenize_body(self, text: str) -> dict[str, Any]:
         """Give the body that asks the server's /tokenize route to count the tokens of `text`."""
@@ -86,20 +86,33 @@ class Dialect:
         return {}
 
     def read_chunk(self, api: Api, event: dict[str, Any]) -> Chunk:
-        """Give what one server-sent event of a streamed generation on `api` says."""
+        """Give what one server-sent event of a streamed generation on `api` says.
+
+        Nothing in the event is trusted to have the dialect's shape: a field of another type carries no
+        token (a proxy's or another server's event is never a KeyError or an AttributeError), and only
+        text counts as a token (chat: choices[0].delta.content; completions: choices[0].text).
+        """
         if "error" in event:
             # TGI: {"error": "...", "error_type": "overloaded"}; OpenAI servers: {"error": {"type": ...}}.
             error = event["error"]
             kind = error.get("type") if isinstance(error, dict) else event.get("error_type")
-            return Chunk(error=str(kind or "stream_error"), detail=str(error))
-        if isinstance(event.get("usage"), dict) and not event.get("choices"):
-            count = event["usage"].get("completion_tokens")
+            return Chunk(error=str(kind or "stream_error"), detail=error_message(event) or _as_line(event))
+        usage = event.get("usage")
+        if isinstance(usage, dict) and not event.get("choices"):
+            count = usage.get("completion_tokens")
             return Chunk(usage=count if isinstance(count, int) else None)
-        if api == "chat":
-            return Chunk(token=bool(((event.get("choices") or [{}])[0].get("delta") or {}).get("content")))
-        if api == "completions":
-            return Chunk(token=bool((event.get("choices") or [{}])[0].get("text")))
-        return Chunk(token=not (event.get("token") or {}).get("special"))
+        if api == "generate":
+            token = event.get("token")  # TGI's StreamResponse: a token that is not special is visible text
+            return Chunk(token=isinstance(token, dict) and not token.get("special"))
+        choices = event.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices else None
+        text = _field(_field(first, "delta"), "content") if api == "chat" else _field(first, "text")
+        return Chunk(token=isinstance(text, str) and text != "")
+
+    def recognizes(self, status: int | None, data: Any) -> str | None:
+        """Give why an answer to GET `model_info_path` (its status and JSON) is this dialect's, in a few
+        words, or None when it is not."""
+        return None
 
     def example_request(self, served_name: str) -> tuple[str, dict[str, Any]]:
         """Give the route and body of the request an operator can try first."""
@@ -131,6 +144,12 @@ class TgiApi(Dialect):
             "max_concurrent_requests": limits.max_concurrent_requests,
         }
 
+    def recognizes(self, status: int | None, data: Any) -> str | None:
+        # Fields of TGI's /info that no OpenAI-style server sends (router/src/lib.rs `Info`, TGI v3.3.4).
+        if status == 200 and isinstance(data, dict) and all(k in data for k in ("model_id", "max_total_tokens")):
+            return f"GET {self.model_info_path} answered TGI's model info"
+        return None
+
     def example_request(self, served_name: str) -> tuple[str, dict[str, Any]]:
         return "/generate", {"inputs": "Hello", "parameters": {"max_new_tokens": 20}}
 
@@ -152,11 +171,17 @@ class OpenAiApi(Dialect):
         cards = data.get("data") if isinstance(data, dict) else None
         return cards[0] if isinstance(cards, list) and cards and isinstance(cards[0], dict) else None
 
-    def bench_info(self, data: Any) -> dict[str, Any] | None:
-        if not isinstance(data, dict):
-            return None
-        card = self.model_card(data) or {}
+    def bench_info(self, card: dict[str, Any]) -> dict[str, Any]:
         return {"model_id": card.get("id"), "max_model_len": card.get("max_model_len")}
+
+    def recognizes(self, status: int | None, data: Any) -> str | None:
+        if status == 200 and isinstance(data, dict) and isinstance(data.get("data"), list):
+            return f"GET {self.model_info_path} answered a model list"
+        if status == 401 and isinstance(data, dict) and data.get("error") == "Unauthorized":
+            # vLLM's own answer to a missing key (entrypoints/serve/middleware/authenticate.py, vLLM 0.32.0):
+            # the route exists behind its key.
+            return f"GET {self.model_info_path} answered vLLM's 401"
+        return None
 
     def tokenize_body(self, text: str) -> dict[str, Any]:
         return {"prompt": text}
@@ -189,6 +214,47 @@ def get(name: str) -> Dialect:
     return _KNOWN[name]
 
 
-def for_api(api: str | None) -> Dialect:
-    """Give the dialect a bare --endpoint is taken to speak: the one whose default route was asked for, else TGI's."""
-    return next((d for d in _KNOWN.values() if d.apis[0] == api), TGI)
+def known() -> tuple[Dialect, ...]:
+    """Give every dialect, in the order an endpoint is asked which one it speaks (probe/dialect.py).
+
+    TGI's first: TGI serves /v1/models too, so its own /info tells it apart; an added dialect comes after.
+    """
+    return tuple(_KNOWN.values())
+
+
+def _field(value: Any, key: str) -> Any:
+    """Give value[key] when value is an object, else None: an event of another shape carries nothing."""
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def _as_line(data: Any) -> str:
+    """Give a JSON value as a short line for a message."""
+    return json.dumps(data)[:200]
+
+
+def error_message(data: Any) -> str | None:
+    """Give the message of an error answer in any dialect, or None when `data` holds none.
+
+    TGI's `{"error": "..."}`, the OpenAI envelope `{"error": {"message": "..."}}` (vLLM), FastAPI's
+    `{"detail": "..."}` (vLLM's 404/405, and any other FastAPI server): an endpoint given with --engine
+    may be something else, so none of these shapes is trusted to be the one the dialect sends.
+    """
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error")
+    if isinstance(error, dict):
+        error = error.get("message")
+    message = error if isinstance(error, str) else data.get("detail")
+    return message[:200] if isinstance(message, str) and message else None
+
+
+def error_text(body: bytes) -> str:
+    """Give the message of an HTTP error's body: its JSON error message (error_message), else its first line."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        data = None
+    if (message := error_message(data)) is not None:
+        return message
+    text = body.decode("utf-8", "replace").strip()
+    return text.splitlines()[0][:200] if text else "(empty body)"

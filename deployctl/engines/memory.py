@@ -151,3 +151,19 @@ def rule_for(rules: Sequence[MemoryRule], image: str, *, unverified: bool = Fals
         guess=f"GUESS: {image} is {what}, whose source deployctl has not read; this plan uses the {newest.title}"
         " rule and may not start",
     )
+
+
+@dataclass(frozen=True)
+class EngineStartup:
+    """What an engine says it allocated at start-up (its own log line), in its own numbers."""
+
+    kv_tokens: int  # tokens the KV cache holds (per replica: a tensor-parallel shard holds its heads of each)
+    concurrency: float | None  # how many requests of `request_tokens` fit at once, as the engine says
+    request_tokens: int | None  # the request length that concurrency is for (vLLM: max_model_len)
+    line: str  # the log line(s) it was read from, as printed
+
+
+def line_at(text: str, pos: int) -> str:
+    """Give the whole line of `text` that holds position `pos`, stripped and cut to 300 characters."""
+    end = text.find("\n", pos)
+    return text[text.rfind("\n", 0, pos) + 1 : end if end >= 0 else len(text)].strip()[:300]

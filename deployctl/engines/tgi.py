@@ -9,11 +9,12 @@ function.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from deployctl.engines import dialects
 from deployctl.engines.base import EngineDefaults, EngineInputs, container
-from deployctl.engines.memory import Asked, KvBudget, MemoryRule, Releases, StartupInput
+from deployctl.engines.memory import Asked, EngineStartup, KvBudget, MemoryRule, Releases, StartupInput, line_at
 from deployctl.engines.security import ENGINE_PIDS, GIB, ceiling
 from deployctl.gpus.gpu import Gpu
 from deployctl.models import ModelFacts
@@ -351,11 +352,31 @@ def launch_args(inputs: EngineInputs) -> list[str]:
     return args
 
 
-# What TGI prints at start-up: its "KV-cache blocks: N, size: B" line, which the real-engine tier reads.
-# The parser goes here (with the file and function of TGI that prints it).
-def reported_kv_tokens(log_line: str) -> int | None:
-    """Give the KV-cache tokens TGI reports in one start-up log line, or None (no parser yet)."""
-    return None
+# A shard reports the KV cache it allocated after its warm-up (server/text_generation_server/models/
+# flash_causal_lm.py `FlashCausalLM.warmup`, TGI v3.3.4: `log_master(logger.info, f"KV-cache blocks:
+# {num_blocks}, size: {BLOCK_SIZE}")`, rank 0 only); the launcher prints the shard's message in its own
+# log. The router then says what the batch may hold (backends/v3/src/lib.rs `connect_backend`:
+# "Setting max batch total tokens to {max_batch_total_tokens}").
+KV_BLOCKS_LINE = re.compile(r"KV-cache blocks: (\d+), size: (\d+)")
+
+
+def parse_startup_log(log: str, request_tokens: int | None = None) -> EngineStartup | None:
+    """Give the KV cache TGI reported at start-up (the last report in `log`), or None when it printed none.
+
+    TGI prints no concurrency: with `request_tokens` (the plan's max_total_tokens) it is worked out the
+    way vLLM prints it, KV tokens / request length.
+    """
+    blocks = list(KV_BLOCKS_LINE.finditer(log))
+    if not blocks:
+        return None
+    found = blocks[-1]
+    tokens = int(found.group(1)) * int(found.group(2))
+    return EngineStartup(
+        kv_tokens=tokens,
+        concurrency=round(tokens / request_tokens, 2) if request_tokens else None,
+        request_tokens=request_tokens,
+        line=line_at(log, found.start()),
+    )
 
 
 class Tgi(EngineDefaults):
@@ -375,7 +396,6 @@ class Tgi(EngineDefaults):
     quantization_flag = staticmethod(quantize_flag)
     loads = staticmethod(loads)
     container_security = staticmethod(container_security)
-    reported_kv_tokens = staticmethod(reported_kv_tokens)
 
     def configure(self, inputs: EngineInputs) -> EngineConfig:
         env = {"HF_HUB_OFFLINE": "1"}
@@ -388,6 +408,9 @@ class Tgi(EngineDefaults):
         # An allowance, not a measurement: two minutes for the shards' start and warm-up, then
         # ten seconds per GB of weights (a slow disk reads about 100 MB/s).
         return 120 + int(weight_bytes / 1e9 * 10)
+
+    def startup_report(self, log: str, request_tokens: int) -> EngineStartup | None:
+        return parse_startup_log(log, request_tokens)
 
 
 ENGINE = Tgi()

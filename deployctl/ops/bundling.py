@@ -24,6 +24,7 @@ def create(
     progress: Progress,
     target: str = "compose",
     base: Path | None = None,
+    revision: int | None = None,
 ) -> Any:
     """Plan the spec and gather its images (default: the engine's, or the simulator's), weights and stack."""
     from deployctl.bundle import create as core
@@ -37,7 +38,19 @@ def create(
         *profile_images(spec.monitoring, simulate=simulate),
     ]
     return core.create(
-        spec, plan, output, chosen, sign_key, wheels, simulate, as_tar, split_size, progress, target=target, base=base
+        spec,
+        plan,
+        output,
+        chosen,
+        sign_key,
+        wheels,
+        simulate,
+        as_tar,
+        split_size,
+        progress,
+        target=target,
+        base=base,
+        revision=revision,
     )
 
 
@@ -51,8 +64,9 @@ def install(
     progress: Progress,
     say: Callable[[str], None] | None,
     base: Path | None = None,
+    allow_downgrade: bool = False,
 ) -> Any:
-    """Verify the bundle, load its images, place its model, then render its stack for this host."""
+    """Verify the bundle, check this host can run it, then load its images, place its model and render its stack."""
     from deployctl import spec as spec_mod
     from deployctl.bundle import install as core
 
@@ -60,7 +74,46 @@ def install(
         s = spec_mod.load(spec_path)
         return planning.render_stack(s, planning.make_plan(s, simulate=simulate), simulate=simulate)
 
-    return core.install(path, target, pubkey, insecure, simulate, progress, say, render=render, base=base)
+    def check_site(spec_bytes: bytes, manifest: Any) -> None:
+        _check_site(spec_bytes, manifest.plan, simulate=simulate)
+
+    return core.install(
+        path,
+        target,
+        pubkey,
+        insecure,
+        simulate,
+        progress,
+        say,
+        render=render,
+        check_site=check_site,
+        base=base,
+        allow_downgrade=allow_downgrade,
+    )
+
+
+def _check_site(spec_bytes: bytes, plan: dict[str, Any], *, simulate: bool) -> None:
+    """What rendering the bundled spec will need here, checked before the install writes anything.
+
+    The API key's variable, the NVIDIA driver (or --simulate), and the plan fitting this host's GPUs:
+    the model is not on disk yet, so the plan's model facts (from the same, signed files) stand in.
+    """
+    from pydantic import ValidationError
+
+    from deployctl import planner
+    from deployctl import spec as spec_mod
+    from deployctl.bundle.format import BundleError
+    from deployctl.hardware import inventory
+    from deployctl.models import ModelFacts
+
+    s = spec_mod.parse(spec_bytes.decode(), "spec/deployctl.yaml in the bundle")
+    s.resolve_api_key()
+    try:
+        facts = ModelFacts.model_validate(plan.get("model"))
+    except ValidationError:
+        raise BundleError("manifest.json: plan.model is not a model description this deployctl reads") from None
+    host = inventory.host_for(s.gpu_model, s.gpu_count, planning.SIMULATED_GPU if simulate else None)
+    planner.plan(s, facts, host, simulate=simulate)
 
 
 def export_images(

@@ -13,6 +13,7 @@ from deployctl.models import ModelFacts
 from deployctl.plan import Plan
 from deployctl.planner.compare import Comparison
 from deployctl.spec import DeploymentSpec
+from deployctl.terminal import shown
 
 if TYPE_CHECKING:
     from deployctl.targets import RenderOptions
@@ -145,9 +146,13 @@ def write_starter(output: Path, name: str, force: bool) -> Path:
 
     if output.exists() and not force:
         raise InputError(f"{output} already exists", "pass --force to overwrite it")
+    spec.parse("", "--name", overrides={"name": name}, flags={"name": "--name"})  # the spec's own name rule
     text = spec.starter(name)
-    # The starter names a model directory that does not exist yet: check the rest of it parses.
-    spec.parse(text.replace("path: ./models/my-model-gptq", "path: ./m"), str(output))
+    # The starter names a model directory that does not exist yet: check the rest of it parses, and
+    # that the name reads back as given (a newline or ' #' in it would add keys or cut it short).
+    written = spec.parse(text.replace("path: ./models/my-model-gptq", "path: ./m"), str(output))
+    if written.name != name:
+        raise InputError(f"--name {shown(name)!r}: reads back from YAML as {shown(written.name)!r}")
     try:
         fsio.write_atomic(output, text.encode())
     except EnvironmentProblem as exc:  # where to write is the user's choice: bad input, as before

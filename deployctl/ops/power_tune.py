@@ -25,6 +25,7 @@ from deployctl.gpus.gpu import Reading
 from deployctl.hardware.power import GpuPower, PowerControl, PowerError
 from deployctl.interrupt import Guard, held
 from deployctl.probe import load as loadgen
+from deployctl.probe.options import MAX_CAPS
 from deployctl.probe.stats import LevelStats, Slo, summarize
 
 Report = Callable[[str], None]
@@ -112,6 +113,8 @@ def sweep_caps(gpus: list[GpuPower], caps: tuple[float, ...] = (), step_w: float
     if not gpus:
         raise InputError("no GPUs to tune", "run `deployctl gpus`")
     lo, hi = max(g.min_w for g in gpus), min(g.max_w for g in gpus)
+    if len(caps) > MAX_CAPS:
+        raise InputError(f"--caps names {len(caps)} caps; a sweep measures at most {MAX_CAPS}")
     if caps:
         outside = [c for c in caps if not lo <= c <= hi]
         if outside:
@@ -124,6 +127,12 @@ def sweep_caps(gpus: list[GpuPower], caps: tuple[float, ...] = (), step_w: float
         if step_w <= 0:
             raise InputError("--step must be more than 0 W")
         start = min(min(g.default_w for g in gpus), hi)
+        count = math.floor((start - lo) / step_w) + 2 if math.isfinite(step_w) else 0
+        if not math.isfinite(step_w) or count > MAX_CAPS:
+            raise InputError(
+                f"--step {step_w:g} W from {start:g} W down to {lo:g} W gives {count:,} caps; a sweep measures at most {MAX_CAPS}",
+                f"use --step {math.ceil((start - lo) / (MAX_CAPS - 2)):g} or more, or name them with --caps",
+            )
         out = [start - i * step_w for i in range(int((start - lo) // step_w) + 1)]
         if out[-1] - lo >= 1:
             out.append(lo)  # down to the board's minimum, even off the step

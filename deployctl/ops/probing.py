@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from deployctl.engines.dialects import Dialect
 from deployctl.errors import InputError, NotRunning
 from deployctl.http import check_url
 from deployctl.plan import Plan
+from deployctl.probe.dialect import ENGINE_HINT, Detection, detect
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,7 @@ class Target:
     api_key: str | None
     plan: Plan | None
     stack_dir: Path | None
+    engine: str | None = None  # --engine: which engine's API the endpoint speaks, when no plan says
 
 
 def resolve_target(
@@ -28,9 +31,13 @@ def resolve_target(
     stack_dir: Path | None = None,
     spec_path: Path | None = None,
     api_key_env: str | None = None,
+    engine: str | None = None,
 ) -> Target:
     """Give the endpoint, key and plan to probe: flags first, then the stack of --stack-dir or of the spec."""
-    from deployctl import spec, stackdir
+    from deployctl import engines, spec, stackdir
+
+    if engine is not None:
+        engines.get(engine)  # an unknown name is an InputError naming the allowed ones
 
     directory = stack_dir or spec.load(spec_path).stack_dir
     stack = stackdir.read_stack(directory)
@@ -47,22 +54,36 @@ def resolve_target(
         key = os.environ.get(api_key_env)
         if not key:
             raise InputError(f"--api-key-env: {api_key_env} is not set")
-    return Target(url, key, stack.plan if stack else None, stack.dir if stack else None)
+    return Target(url, key, stack.plan if stack else None, stack.dir if stack else None, engine)
 
 
-def dialect_of(target: Target, api: str | None = None) -> Dialect:
-    """Give the API dialect of the target's engine, as its plan records it; for a bare --endpoint, the
-    dialect whose default route `api` is (TGI's when none is asked for)."""
-    return dialects.get(target.plan.engine.dialect) if target.plan else dialects.for_api(api)
+def find_dialect(target: Target) -> Detection:
+    """Give the target's API dialect: --engine's, else its plan's engine's, else what the endpoint answers to."""
+    from deployctl import engines
+
+    if target.engine is not None:
+        return Detection(engines.get(target.engine).dialect, "the --engine flag")
+    if target.plan is not None:
+        return Detection(dialects.get(target.plan.engine.dialect), "the plan")
+    return detect(target.endpoint, target.api_key)
+
+
+def dialect_of(target: Target) -> Dialect:
+    """Give the target's API dialect (find_dialect); NotRunning when the endpoint answers like no engine."""
+    found = find_dialect(target)
+    if found.dialect is None:
+        raise NotRunning(found.why, f"{ENGINE_HINT}, or check the URL")
+    return found.dialect
 
 
 def health(target: Target, *, max_ttft_ms: float, timeout: float) -> Any:
     """Give the health report of the target (a probe.health.HealthReport)."""
     from deployctl.probe import health as probe
 
-    expected = probe.Expected.from_plan(target.plan, dialect_of(target)) if target.plan else None
+    found = find_dialect(target)
+    expected = probe.Expected.from_plan(target.plan, found.dialect) if target.plan and found.dialect else None
     report = probe.check(
-        target.endpoint, expected, target.api_key, max_ttft_ms=max_ttft_ms, timeout=timeout, dialect=dialect_of(target)
+        target.endpoint, expected, target.api_key, max_ttft_ms=max_ttft_ms, timeout=timeout, dialect=found
     )
     if report.status != "down" and target.plan is not None:
         facts = engine_facts(target.endpoint, target.plan, target.stack_dir, timeout=min(timeout, 5.0))
@@ -112,6 +133,7 @@ def bench_config(
     spec_path: Path | None,
     api_key_env: str | None,
     preset: str | None,
+    engine: str | None = None,
     concurrency: str | None,
     rate: str | None,
     requests: int,
@@ -129,36 +151,29 @@ def bench_config(
 ) -> Any:
     """Give the bench configuration (the flags over the preset's values over the defaults) and its target."""
     from deployctl.probe import bench as core
+    from deployctl.probe.options import choose_load, parse_loads
     from deployctl.probe.stats import Slo
 
     p = core.PRESETS.get(preset or "", {})
-    if concurrency and rate:
-        raise InputError("give --concurrency or --rate, not both")
-    if not concurrency and not rate and "concurrency" not in p:
-        raise InputError("give --concurrency 1,2,4 (closed loop) or --rate 1,2,4 (open loop), or --preset")
-    mode = "open" if rate else "closed"
-    loads = core.parse_loads(rate or concurrency or ",".join(str(c) for c in p["concurrency"]))
-    if requests < 1 or warmup < 0:
-        raise InputError("--requests must be at least 1 and --warmup at least 0")
-    target = resolve_target(endpoint=endpoint, stack_dir=stack_dir, spec_path=spec_path, api_key_env=api_key_env)
-    dialect = dialect_of(target, api)
-    if api is None:
-        api = dialect.apis[0]
-    elif api not in dialect.apis:
-        raise InputError(
-            f"--api {api} is not a route of this stack's engine (it speaks {dialect.title})",
-            f"use --api {' or '.join(dialect.apis)}",
-        )
-    return core.BenchConfig(
+    load = choose_load(
+        preset,
+        concurrency=parse_loads(concurrency, "--concurrency") if concurrency else None,
+        rate=parse_loads(rate, "--rate") if rate else None,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        defaults={"output_tokens": 64},
+    )
+    target = resolve_target(
+        endpoint=endpoint, stack_dir=stack_dir, spec_path=spec_path, api_key_env=api_key_env, engine=engine
+    )
+    config = core.BenchConfig(  # every value checked (its __post_init__) before the endpoint is asked anything
         endpoint=target.endpoint,
-        mode=mode,  # type: ignore[arg-type]  # closed or open, chosen above
-        loads=loads,
+        mode=load.mode,
+        loads=load.loads,
         requests=requests,
         warmup=warmup,
-        prompt_tokens=prompt_tokens or p.get("prompt_tokens", 256),
-        output_tokens=output_tokens or p.get("output_tokens", 64),
-        api=api,  # type: ignore[arg-type]  # a click.Choice of generate, chat, completions
-        dialect=dialect.name,
+        prompt_tokens=load.prompt_tokens,
+        output_tokens=load.output_tokens,
         seed=seed,
         slo=Slo(
             slo_ttft if slo_ttft is not None else p.get("slo_ttft_ms"),
@@ -171,3 +186,12 @@ def bench_config(
         api_key=target.api_key,
         preset=preset,
     )
+    dialect = dialect_of(target)
+    if api is None:
+        api = dialect.apis[0]
+    elif api not in dialect.apis:
+        raise InputError(
+            f"--api {api} is not a route of this stack's engine (it speaks {dialect.title})",
+            f"use --api {' or '.join(dialect.apis)}",
+        )
+    return dataclasses.replace(config, api=api, dialect=dialect.name)  # type: ignore[arg-type]  # a click.Choice

@@ -41,6 +41,9 @@ class UpResult:
     revision: int = 0
     previous_revision: int | None = None  # the revision this one replaced, when it upgraded a running stack
     removed_projects: list[str] = field(default_factory=list)  # old names of this stack removed by --replace
+    # Planned and actual KV-cache tokens and concurrency (ops/startup.py KvReport.as_dict), and what to warn of.
+    kv: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 class UpFailed(DeployctlError):
@@ -173,6 +176,7 @@ class StackStatus:
     services: list[docker.ServiceState]
     revision: int = 0
     other_projects: list[str] = field(default_factory=list)  # still running from here under an old name
+    kv: dict[str, Any] | None = None  # planned and actual KV-cache tokens of the last start (ops/startup.py)
     # What the alerts watch, from the engine's /metrics (monitoring/facts.py), when it answers.
     metrics: dict[str, Any] | None = None
 
@@ -186,10 +190,11 @@ def status(stack_dir: Path) -> StackStatus:
     Healthy: the endpoint answers /health, at least one service runs, every one runs and none is
     unhealthy (Docker's own healthcheck says "starting" until its first interval has passed).
     """
-    from deployctl.ops import owner
+    from deployctl.ops import owner, startup
 
     stack = existing(stack_dir)
     owner.check_own(stack.info.project, stack.dir)
+    kv = startup.read(stack.dir)
     services = COMPOSE.status(stack.compose)
     answering = probe_health(stack.info.endpoint) == 200
     ok = answering and bool(services) and all(s.state == "running" and s.health != "unhealthy" for s in services)
@@ -204,6 +209,7 @@ def status(stack_dir: Path) -> StackStatus:
         services=services,
         revision=stack.info.revision,
         other_projects=owner.renamed_from(stack.info.project, stack.dir),
+        kv=kv.as_dict() if kv else None,
         metrics=metrics,
     )
 

@@ -18,7 +18,7 @@ from deployctl import docker, stackdir, targets
 from deployctl.engines import dialects
 from deployctl.errors import InputError
 from deployctl.interrupt import Guard, Interrupted, Signalled
-from deployctl.ops import owner, planning
+from deployctl.ops import owner, planning, startup
 from deployctl.ops.diagnose import Diagnosis, diagnose
 from deployctl.ops.power_policy import apply_policy
 from deployctl.ops.stack import (
@@ -197,6 +197,8 @@ class _Up:
             raise self._interrupted(sig) from None
         stack = Stack(self.dir)
         stackdir.save_good(self.dir, _images(stack))
+        kv = startup.compare(plan, stack.compose.logs(tail=startup.LOG_LINES), stack.info.revision)
+        startup.record(self.dir, kv)
         return UpResult(
             endpoint=stack.info.endpoint,
             stack_dir=str(self.dir),
@@ -215,6 +217,8 @@ class _Up:
             revision=stack.info.revision,
             previous_revision=was.revision if running and was else None,
             removed_projects=removed,
+            kv=kv.as_dict(),
+            warnings=[w for w in [kv.warning()] if w],
         )
 
     def _render(self, plan: Plan, faults: dict[str, str] | None) -> dict[str, bytes]:

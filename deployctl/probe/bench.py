@@ -15,23 +15,21 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deployctl import __version__
-from deployctl.boundedparse import read_json, shown
+from deployctl.boundedparse import read_json
 from deployctl.engines import dialects
 from deployctl.errors import DeployctlError, InputError
-from deployctl.http import check_url, request
+from deployctl.http import check_url
 from deployctl.probe import load
+from deployctl.probe import options as opt
+from deployctl.probe.dialect import model_info
+from deployctl.probe.options import MAX_LOAD, MAX_REQUESTS, MAX_TOKENS, PRESETS, _num, parse_loads
 from deployctl.probe.stats import LevelStats, Slo, max_qps_under_slo, summarize
 from deployctl.progress import Progress, quiet
 from deployctl.safepath import check_dir
+from deployctl.terminal import shown
 
 Mode = Literal["closed", "open"]
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # A help desk: short answers, the first token is what users feel.
-    "ttft": {"prompt_tokens": 512, "output_tokens": 16, "concurrency": [1, 2, 4, 8, 16], "slo_ttft_ms": 500.0},
-    # Long generation: steady token rate matters.
-    "sustained": {"prompt_tokens": 512, "output_tokens": 2048, "concurrency": [1, 2, 4, 8], "slo_itl_ms": 100.0},
-}
+__all__ = ["MAX_LOAD", "MAX_REQUESTS", "MAX_TOKENS", "PRESETS", "BenchConfig", "parse_loads"]
 
 
 @dataclass(frozen=True)
@@ -53,38 +51,26 @@ class BenchConfig:
     preset: str | None = None
 
     def __post_init__(self) -> None:
-        # Checked before any request: a load of nan or 1e12 would hang the sweep, not fail it.
-        def bad(value: float | None, low: float, high: float) -> bool:
-            return value is not None and not low <= value <= high  # False for nan too, via `not`
-
-        if any(bad(v, 1e-6, MAX_LOAD) for v in self.loads) or not self.loads:
+        # Checked before any request (the CLI checked each flag as it parsed it; Python callers get the same).
+        if not self.loads:
             raise InputError(f"loads must be positive numbers up to {_num(MAX_LOAD)}")
-        checks = {
-            "--requests": (self.requests, 1, MAX_REQUESTS),
-            "--warmup": (self.warmup, 0, MAX_REQUESTS),
-            "--prompt-tokens": (self.prompt_tokens, 1, MAX_TOKENS),
-            "--output-tokens": (self.output_tokens, 1, MAX_TOKENS),
-            "--slo-ttft": (self.slo.ttft_ms, 1e-3, 3.6e6),
-            "--slo-itl": (self.slo.itl_ms, 1e-3, 3.6e6),
-            "--slo-e2e": (self.slo.e2e_ms, 1e-3, 3.6e6),
-            "--cost": (self.cost, 0, 1e15),
+        for value in self.loads:
+            opt.LOAD.check(value, "--rate" if self.mode == "open" else "--concurrency")
+        checks: dict[str, tuple[float | None, opt.Bounded]] = {
+            "--requests": (self.requests, opt.REQUESTS),
+            "--warmup": (self.warmup, opt.WARMUP),
+            "--prompt-tokens": (self.prompt_tokens, opt.TOKENS),
+            "--output-tokens": (self.output_tokens, opt.TOKENS),
+            "--slo-ttft": (self.slo.ttft_ms, opt.SLO_MS),
+            "--slo-itl": (self.slo.itl_ms, opt.SLO_MS),
+            "--slo-e2e": (self.slo.e2e_ms, opt.SLO_MS),
+            "--cost": (self.cost, opt.COST),
         }
-        for flag, (value, low, high) in checks.items():
-            if bad(value, low, high):
-                raise InputError(f"{flag} {value}: must be between {_num(low)} and {_num(high)}")
+        for flag, (given, bounds) in checks.items():
+            if given is not None:
+                bounds.check(given, flag)
         if len(self.currency) > 16 or not self.currency.isprintable():
             raise InputError("--currency: at most 16 printable characters, e.g. EUR")
-
-
-# Beyond these a sweep is a typo, not a benchmark: 100,000 concurrent streams or requests per
-# second is past any single engine; 10^6 requests per level or tokens per request likewise.
-MAX_LOAD = 100_000
-MAX_REQUESTS = 1_000_000
-MAX_TOKENS = 1_000_000
-
-
-def _num(value: float) -> str:
-    return f"{int(value):,}" if value == int(value) else f"{value:g}"
 
 
 def check_output_dir(path: Path) -> Path:
@@ -116,25 +102,10 @@ class BenchResult:
         return out
 
 
-def parse_loads(text: str) -> list[float]:
-    """Give the loads of '1,2,4,8' (positive numbers)."""
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(f"{text!r} is not a comma-separated list of numbers") from None
-    if not values or any(v <= 0 for v in values):
-        raise InputError(f"{text!r}: loads must be positive numbers")
-    return values
-
-
 def _info(endpoint: str, dialect: dialects.Dialect, api_key: str | None) -> dict[str, Any] | None:
-    """Give what the server says about its model: TGI's /info, or vLLM's /v1/models card."""
-    status, body = request(f"{endpoint}{dialect.model_info_path}", 5.0, api_key=api_key)
-    try:
-        data = json.loads(body) if status == 200 else None
-    except ValueError:
-        return None
-    return dialect.bench_info(data)
+    """Give what the server says about its model, as a bench result records it (None when it says nothing)."""
+    _status, card = model_info(endpoint, dialect, api_key, 5.0)
+    return dialect.bench_info(card) if card is not None else None
 
 
 def run(config: BenchConfig, progress: Progress = quiet) -> BenchResult:

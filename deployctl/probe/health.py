@@ -6,6 +6,7 @@ OpenAI API's /v1/models and /v1/completions.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -13,9 +14,10 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from deployctl.engines.dialects import TGI, Dialect
+from deployctl.engines.dialects import TGI, Dialect, error_text
 from deployctl.http import check_url, request
 from deployctl.plan import Plan
+from deployctl.probe.dialect import ENGINE_HINT, Detection, model_info
 from deployctl.probe.sse import DONE, parse_sse_line
 
 # Exit codes: 5 is "not running" in the CLI's table, apart from 2 (bad input) so a cron job can tell them apart.
@@ -72,29 +74,28 @@ def _info_check(info: dict[str, Any], expected: Expected | None) -> Check:
     return Check("info", True, "matches the plan (" + ", ".join(f"{k} {v}" for k, v in expected.fields.items()) + ")")
 
 
-def _model_info(endpoint: str, dialect: Dialect, api_key: str | None, timeout: float) -> tuple[int | None, Any]:
-    """Give (status, what the server says about its model): TGI's /info, or the first /v1/models card."""
-    key = api_key if dialect.model_info_takes_key else None
-    status, body = request(f"{endpoint}{dialect.model_info_path}", min(timeout, 5.0), api_key=key)
-    try:
-        data = json.loads(body) if status == 200 else None
-    except ValueError:
-        data = None
-    return status, dialect.model_card(data)
-
-
 def _generation(
     endpoint: str, dialect: Dialect, api_key: str | None, timeout: float, max_tokens: int
 ) -> tuple[float, float | None, int]:
-    """Give (time to first token in ms, tokens/s after it, tokens) of one streamed generation."""
+    """Give (time to first token in ms, tokens/s after it, tokens) of one streamed generation.
+
+    The dialect's default route (TGI's /generate_stream, the OpenAI API's /v1/completions); an HTTP error
+    becomes an HTTPError whose reason is the body's message, read without assuming the body is the
+    dialect's own (dialects.error_text).
+    """
     api = dialect.apis[0]
     path, body = dialect.stream_request(api, PROMPT, max_tokens)
+    url = f"{endpoint}{path}"
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
-    req = urllib.request.Request(f"{endpoint}{path}", json.dumps(body).encode(), headers)
+    req = urllib.request.Request(url, json.dumps(body).encode(), headers)
     start = time.perf_counter()
     first = last = None
     chunks, usage = 0, None
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        raise urllib.error.HTTPError(url, exc.code, error_text(exc.read(65536)), exc.headers, None) from None
+    with resp:
         for raw in resp:
             event = parse_sse_line(raw)
             if event is None:
@@ -127,22 +128,33 @@ def check(
     max_ttft_ms: float = 2000.0,
     timeout: float = 30.0,
     max_new_tokens: int = 16,
-    dialect: Dialect = TGI,
+    dialect: Dialect | Detection = TGI,
 ) -> HealthReport:
-    """Give the endpoint's health: down if /health fails, degraded if /info or speed disappoint."""
+    """Give the endpoint's health: down if /health fails, degraded if /info or speed disappoint.
+
+    `dialect` may be what probe/dialect.py found: one that found none makes the endpoint down.
+    """
     endpoint = check_url(endpoint, "--endpoint").rstrip("/")
     report = HealthReport(endpoint=endpoint, status="healthy")
-    status, _ = request(f"{endpoint}{dialect.health_path}", min(timeout, 5.0))
+    found = dialect if isinstance(dialect, Detection) else Detection(dialect, "given")
+    # Before the dialect is known, the path every dialect answers on (Dialect.health_path).
+    health_path = found.dialect.health_path if found.dialect else Dialect.health_path
+    status, _ = request(f"{endpoint}{health_path}", min(timeout, 5.0))
     if status != 200:
-        detail = "nothing answers" if status is None else f"{dialect.health_path} answered {status} (loading or broken)"
+        detail = "nothing answers" if status is None else f"{health_path} answered {status} (loading or broken)"
         report.checks.append(Check("health", False, detail))
         report.status = "down"
         return report
-    report.checks.append(Check("health", True, f"{dialect.health_path} answered 200"))
-    status, info = _model_info(endpoint, dialect, api_key, timeout)
+    report.checks.append(Check("health", True, f"{health_path} answered 200"))
+    speaks = found.dialect
+    if speaks is None:
+        report.checks.append(Check("engine", False, f"{found.why}: {ENGINE_HINT}"))
+        report.status = "down"
+        return report
+    status, info = model_info(endpoint, speaks, api_key, timeout)
     if not isinstance(info, dict):
         hint = ": pass the right API key (--api-key-env)" if status == 401 else ""
-        path = dialect.model_info_path
+        path = speaks.model_info_path
         report.checks.append(Check("info", False, f"{path} answered {status} without model information{hint}"))
         report.status = "degraded"
     else:
@@ -151,12 +163,16 @@ def check(
         if not c.ok:
             report.status = "degraded"
     try:
-        ttft, rate, n = _generation(endpoint, dialect, api_key, timeout, max_new_tokens)
-    except Exception as exc:  # urllib and the stream raise many kinds; any of them means the model does not answer
-        kind = type(exc).__name__
-        text = str(exc).splitlines()[0][:200] if str(exc) else kind
-        unauthorized = isinstance(exc, urllib.error.HTTPError) and exc.code == 401
-        detail = "401 Unauthorized: pass the right API key (--api-key-env)" if unauthorized else f"{kind}: {text}"
+        ttft, rate, n = _generation(endpoint, speaks, api_key, timeout, max_new_tokens)
+    except (OSError, ValueError, RuntimeError, http.client.HTTPException) as exc:
+        # urllib's failures are OSErrors (HTTPError among them), a stream that is not the engine's a
+        # ValueError (parse_sse_line) or RuntimeError, a connection cut mid-answer an HTTPException.
+        if isinstance(exc, urllib.error.HTTPError):
+            auth = " Unauthorized: pass the right API key (--api-key-env)" if exc.code == 401 else ""
+            detail = f"{exc.code}{auth or ': ' + str(exc.reason)}"
+        else:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            detail = f"{type(exc).__name__}: {str(reason).splitlines()[0][:200] if str(reason) else 'no detail'}"
         report.checks.append(Check("generate", False, detail))
         report.status = "down"
         return report

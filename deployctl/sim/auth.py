@@ -41,10 +41,13 @@ def key_matches(header: str, api_key: str) -> bool:
     )
 
 
+ARRIVED = web.RequestKey("arrived", float)  # typed request storage (aiohttp warns on plain string keys)
+
+
 @web.middleware
 async def arrival(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Stamp when the request reached the server: TTFT counts from here, not after parsing."""
-    request["arrived"] = asyncio.get_running_loop().time()
+    request[ARRIVED] = asyncio.get_running_loop().time()
     return await handler(request)
 
 
@@ -53,15 +56,24 @@ def middleware(
     control: bool,
     probes: frozenset[str] = PROBES,
     denied: Callable[[], web.StreamResponse] = lambda: web.Response(status=401),
+    guarded: Callable[[web.Request], bool] | None = None,
 ) -> Middleware:
-    """Give the aiohttp middleware that hides control routes and checks the key."""
+    """Give the aiohttp middleware that hides control routes and checks the key.
+
+    Which requests need the key: with `guarded`, those it says (vLLM's rule: a path prefix) and the
+    control routes; without it, every request but the probe GETs (the simulator's TGI rule).
+    """
+
+    def needs_key(request: web.Request) -> bool:
+        if guarded is not None:
+            return guarded(request) or request.path.startswith(CONTROL_PREFIX)
+        return not (request.method in ("GET", "HEAD") and request.path in probes)
 
     @web.middleware
     async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(CONTROL_PREFIX) and not control:
             raise web.HTTPNotFound()
-        open_probe = request.method in ("GET", "HEAD") and request.path in probes
-        if api_key and not open_probe and not key_matches(request.headers.get("Authorization", ""), api_key):
+        if api_key and needs_key(request) and not key_matches(request.headers.get("Authorization", ""), api_key):
             return denied()  # TGI's own answer is a 401 with an empty body; vLLM's carries a JSON error
         return await handler(request)
 

@@ -33,11 +33,20 @@ class SimConfig:
     control: bool = False  # the /_sim/* routes (stall): only for stacks rendered with --sim-fault
     # SIM_POWER_MODEL: simulated power limits and energy counters (sim/power.py) for `power tune --simulate`.
     power_model: str | None = None
+    # SIM_KV_TOKENS: the KV-cache tokens the simulator reports at start-up as the engine would (the plan's,
+    # from engines/simulator.py sim_env; `--sim-fault kv-tokens=N` rehearses an engine that got less). It is
+    # also the pool /metrics reports KV usage against (the share the in-flight requests hold).
+    kv_tokens_env: int | None = None
     num_shard: int = 1
-    # SIM_KV_TOKENS: the KV pool in tokens (the plan's); /metrics reports the share in-flight requests hold.
-    kv_tokens: int | None = None
     version: str = "3.3.4-sim"
     sha: str = "deployctl-simulator"
+
+    @property
+    def kv_tokens(self) -> int:
+        """Give the KV-cache tokens to report: SIM_KV_TOKENS, else room for every concurrent request at full length."""
+        if self.kv_tokens_env is not None:
+            return self.kv_tokens_env
+        return self.max_total_tokens * min(self.max_concurrent_requests, self.max_num_seqs)
 
     @property
     def control_routes(self) -> bool:
@@ -101,7 +110,7 @@ _VLLM_INT = {
 _VLLM_STR = {"--served-model-name": "model_id", "--host": "hostname", "--api-key": "api_key"}
 _VLLM_BOOL = {"--disable-custom-all-reduce", "--enforce-eager", "--trust-remote-code", "--disable-log-stats"}
 VLLM_PORT = 8000  # `vllm serve --port` default
-VLLM_VERSION = "0.30.0"
+VLLM_VERSION = "0.32.0"  # the default image's release (engines/vllm.py), whose answers the simulator copies
 
 
 def _from_vllm_args(argv: list[str], env: dict[str, str]) -> SimConfig:
@@ -169,11 +178,11 @@ def _with_sim_env(cfg: SimConfig, env: dict[str, str]) -> SimConfig:
         itl_ms=_env_float(env, "SIM_ITL_MS", cfg.latency.itl_ms),
         itl_per_stream_ms=_env_float(env, "SIM_ITL_PER_STREAM_MS", cfg.latency.itl_per_stream_ms),
     )
+    if env.get("SIM_KV_TOKENS"):
+        cfg.kv_tokens_env = _int("SIM_KV_TOKENS", env["SIM_KV_TOKENS"])
     if env.get("SIM_CRASH_AFTER"):
         cfg.crash_after = _int("SIM_CRASH_AFTER", env["SIM_CRASH_AFTER"])
     cfg.never_healthy = env.get("SIM_NEVER_HEALTHY", "") not in ("", "0", "false")
     cfg.control = env.get("SIM_CONTROL", "") not in ("", "0", "false")
     cfg.power_model = env.get("SIM_POWER_MODEL") or None
-    if env.get("SIM_KV_TOKENS"):
-        cfg.kv_tokens = _int("SIM_KV_TOKENS", env["SIM_KV_TOKENS"])
     return cfg

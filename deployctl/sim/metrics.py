@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _LENGTH_BUCKETS = (16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0)
@@ -79,6 +85,14 @@ class Metrics:
     kv_capacity: int = 0  # the KV pool, in tokens (0: unknown, usage reads 0)
     prompt_tokens_total: int = 0
     generation_tokens_total: int = 0
+    http: bool = False  # count HTTP requests per route (vLLM's instrumentator families)
+    created: float = field(default_factory=time.time)
+    finished_reasons: dict[str, int] = field(default_factory=dict)
+    request_prompt_tokens: Histogram = field(default_factory=lambda: Histogram(_LENGTH_BUCKETS))
+    request_generation_tokens: Histogram = field(default_factory=lambda: Histogram(_LENGTH_BUCKETS))
+    request_max_tokens: Histogram = field(default_factory=lambda: Histogram(_LENGTH_BUCKETS))
+    http_requests: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    http_durations: dict[tuple[str, str], Histogram] = field(default_factory=dict)
 
     def count_tokens(self, prompt: int, generated: int) -> None:
         self.prompt_tokens_total += prompt
@@ -134,38 +148,300 @@ class Metrics:
             lines += hist.lines(name)
         return "\n".join(lines) + "\n"
 
-    def render_vllm(self, model_name: str) -> str:
-        """Give the metrics under vLLM's names (v1/metrics/loggers.py): counters with _total, `model_name` label."""
-        label = f'model_name="{model_name}",engine="0"'
-        lines = [
-            "# TYPE vllm:num_requests_running gauge",
-            f"vllm:num_requests_running{{{label}}} {self.batch_size}",
-            "# TYPE vllm:num_requests_waiting gauge",
-            f"vllm:num_requests_waiting{{{label}}} {self.queue_size}",
-            "# TYPE vllm:kv_cache_usage_perc gauge",
-            f"vllm:kv_cache_usage_perc{{{label}}} {self.kv_usage}",
-            "# TYPE vllm:num_preemptions_total counter",
-            f"vllm:num_preemptions_total{{{label}}} 0",
-            "# TYPE vllm:prompt_tokens_total counter",
-            f"vllm:prompt_tokens_total{{{label}}} {self.prompt_tokens_total}",
-            "# TYPE vllm:generation_tokens_total counter",
-            f"vllm:generation_tokens_total{{{label}}} {self.generation_tokens_total}",
-            "# TYPE vllm:request_success_total counter",
-            # vLLM makes a series per finish reason at start-up; every simulated request stops normally.
-            *[
-                f'vllm:request_success_total{{{label},finished_reason="{r}"}} {self.request_success if r == "stop" else 0}'
-                for r in VLLM_FINISHED
-            ],
-        ]
-        for name, hist in (
-            ("vllm:time_to_first_token_seconds", self.ttft),
-            ("vllm:inter_token_latency_seconds", self.itl),
-            ("vllm:e2e_request_latency_seconds", self.e2e),
-            ("vllm:request_queue_time_seconds", self.queue_time),
-        ):
-            lines.append(f"# TYPE {name} histogram")
-            lines += [
-                line.replace("{", f"{{{label},", 1) if "{" in line else line.replace(" ", f"{{{label}}} ", 1)
-                for line in hist.lines(name)
-            ]
+    def finished(self, prompt: int, generated: int, reason: str, max_tokens: int | None) -> None:
+        """Count a finished vLLM-dialect request: its tokens, why it stopped and what it asked for."""
+        self.count_tokens(prompt, generated)
+        self.finished_reasons[reason] = self.finished_reasons.get(reason, 0) + 1
+        self.request_prompt_tokens.observe(prompt)
+        self.request_generation_tokens.observe(generated)
+        if max_tokens is not None:
+            self.request_max_tokens.observe(max_tokens)
+
+    @web.middleware
+    async def http_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Count each answered request as prometheus-fastapi-instrumentator does in vLLM (handler, method, status class)."""
+        start = time.perf_counter()
+        response: web.StreamResponse = await handler(request)
+        route = request.match_info.route.resource
+        path = route.canonical if route is not None else "none"
+        key = (path, request.method, f"{response.status // 100}xx")
+        self.http_requests[key] = self.http_requests.get(key, 0) + 1
+        self.http_durations.setdefault((path, request.method), Histogram(_HTTP_BUCKETS)).observe(
+            time.perf_counter() - start
+        )
+        return response
+
+    def render_vllm(self, model_name: str, cfg: Any = None) -> str:
+        """Give /metrics as vLLM 0.32.0 exposes it (v1/metrics/loggers.py through prometheus_client, and the
+        HTTP and process collectors): every family it sends, under its names, types and label names, values
+        as floats. Families the simulator has nothing to count for are sent at zero, as vLLM sends them."""
+        out = _Exposition()
+        base = {"engine": "0", "model_name": model_name}
+        tracked_counters = {
+            "vllm:prompt_tokens": self.prompt_tokens_total,
+            "vllm:generation_tokens": self.generation_tokens_total,
+        }
+        tracked_gauges = {
+            "vllm:num_requests_running": self.batch_size,
+            "vllm:num_requests_waiting": self.queue_size,
+            "vllm:kv_cache_usage_perc": self.kv_usage,  # of the plan's pool (SIM_KV_TOKENS)
+        }
+        tracked_hists = {
+            "vllm:time_to_first_token_seconds": self.ttft,
+            "vllm:inter_token_latency_seconds": self.itl,
+            "vllm:e2e_request_latency_seconds": self.e2e,  # vLLM's own bucket edges (REQUEST_LATENCY_BUCKETS)
+            "vllm:request_queue_time_seconds": self.queue_time,
+            "vllm:request_prompt_tokens": self.request_prompt_tokens,
+            "vllm:request_generation_tokens": self.request_generation_tokens,
+            "vllm:request_params_max_tokens": self.request_max_tokens,
+        }
+        for name, kind, extra in VLLM_FAMILIES:
+            for values in extra or [{}]:
+                labels = {**base, **values}
+                if name == "vllm:admission_rejections":
+                    labels.pop("engine")
+                if kind == "counter":
+                    if name == "vllm:request_success":
+                        value = float(self.finished_reasons.get(values["finished_reason"], 0))
+                    else:
+                        value = float(tracked_counters.get(name, 0))
+                    out.counter(name, labels, value, self.created)
+                elif kind == "gauge":
+                    out.gauge(name, labels, float(tracked_gauges.get(name, 0)))
+                else:
+                    out.histogram(name, labels, tracked_hists.get(name) or Histogram(), self.created)
+        out.gauge("vllm:cache_config_info", {**_cache_info(cfg), "engine": "0"}, 1.0)
+        self._render_http(out)
+        _render_process(out, self.created)
+        return out.text()
+
+    def _render_http(self, out: _Exposition) -> None:
+        requests = self.http_requests or {("/metrics", "GET", "2xx"): 0}
+        for (handler, method, status), n in sorted(requests.items()):
+            out.counter(
+                "http_requests", {"handler": handler, "method": method, "status": status}, float(n), self.created
+            )
+        for summary in ("http_request_size_bytes", "http_response_size_bytes"):
+            for handler in sorted({h for h, _, _ in requests}):
+                out.summary(summary, {"handler": handler}, 0.0, 0.0, self.created)
+        every = Histogram(_HTTP_BUCKETS)
+        for (handler, method), hist in sorted(self.http_durations.items()):
+            out.histogram("http_request_duration_seconds", {"handler": handler, "method": method}, hist, self.created)
+            every.counts = [a + b for a, b in zip(every.counts or [0] * len(every.buckets), hist.counts, strict=True)]
+            every.n += hist.n
+            every.total += hist.total
+        if not self.http_durations:
+            out.histogram(
+                "http_request_duration_seconds", {"handler": "/metrics", "method": "GET"}, every, self.created
+            )
+        out.histogram("http_request_duration_highr_seconds", {}, every, self.created)
+
+
+# vLLM 0.32.0's engine families (v1/metrics/loggers.py PrometheusStatLogger), as recorded from the real server
+# (tests/data/vllm/recorded-0.32.0.json): name, type, and the values of labels past engine and model_name.
+_REASONS = [{"finished_reason": r} for r in VLLM_FINISHED]
+_SOURCES = [{"source": s} for s in ("local_compute", "local_cache_hit", "external_kv_transfer")]
+VLLM_FAMILIES: list[tuple[str, str, list[dict[str, str]]]] = [
+    ("vllm:num_requests_running", "gauge", []),
+    ("vllm:num_requests_waiting", "gauge", []),
+    ("vllm:num_requests_waiting_by_reason", "gauge", [{"reason": "capacity"}, {"reason": "deferred"}]),
+    ("vllm:engine_sleep_state", "gauge", [{"sleep_state": "awake"}, {"sleep_state": "weights_offloaded"}]),
+    ("vllm:kv_cache_usage_perc", "gauge", []),
+    ("vllm:prefix_cache_queries", "counter", []),
+    ("vllm:prefix_cache_hits", "counter", []),
+    ("vllm:external_prefix_cache_queries", "counter", []),
+    ("vllm:external_prefix_cache_hits", "counter", []),
+    ("vllm:mm_cache_queries", "counter", []),
+    ("vllm:mm_cache_hits", "counter", []),
+    ("vllm:num_preemptions", "counter", []),
+    ("vllm:prompt_tokens", "counter", []),
+    ("vllm:prompt_tokens_by_source", "counter", _SOURCES),
+    ("vllm:prompt_tokens_cached", "counter", []),
+    ("vllm:prompt_tokens_cached_by_source", "counter", _SOURCES),
+    ("vllm:generation_tokens", "counter", []),
+    ("vllm:request_success", "counter", _REASONS),
+    ("vllm:admission_rejections", "counter", [{"reason": "queue_full"}]),
+    ("vllm:estimated_flops_per_gpu", "counter", []),
+    ("vllm:estimated_read_bytes_per_gpu", "counter", []),
+    ("vllm:estimated_write_bytes_per_gpu", "counter", []),
+    ("vllm:request_prompt_tokens", "histogram", []),
+    ("vllm:request_generation_tokens", "histogram", []),
+    ("vllm:iteration_tokens_total", "histogram", []),
+    ("vllm:request_max_num_generation_tokens", "histogram", []),
+    ("vllm:request_params_n", "histogram", []),
+    ("vllm:request_params_max_tokens", "histogram", []),
+    ("vllm:request_num_preemptions", "histogram", []),
+    ("vllm:time_to_first_token_seconds", "histogram", []),
+    ("vllm:inter_token_latency_seconds", "histogram", []),
+    ("vllm:request_time_per_output_token_seconds", "histogram", []),
+    ("vllm:e2e_request_latency_seconds", "histogram", []),
+    ("vllm:request_queue_time_seconds", "histogram", []),
+    ("vllm:request_inference_time_seconds", "histogram", []),
+    ("vllm:request_prefill_time_seconds", "histogram", []),
+    ("vllm:request_decode_time_seconds", "histogram", []),
+    ("vllm:request_prefill_kv_computed_tokens", "histogram", []),
+]
+# vllm:cache_config_info's labels: CacheConfig's fields as vLLM 0.32.0 exports them (metrics_info()).
+_CACHE_INFO_LABELS = [
+    "_block_size_resolved",
+    "block_size",
+    "cache_dtype",
+    "cache_hit_alignment_tokens",
+    "effective_attention_block_size",
+    "enable_mamba_shared_prefix_checkpoint",
+    "enable_prefix_caching",
+    "gpu_memory_utilization",
+    "hash_block_size",
+    "is_attention_free",
+    "kv_cache_dtype_skip_layers",
+    "kv_cache_layout",
+    "kv_cache_max_concurrency",
+    "kv_cache_memory_bytes",
+    "kv_cache_size_tokens",
+    "kv_offloading_backend",
+    "kv_offloading_size",
+    "kv_sharing_fast_prefill",
+    "mamba_block_size",
+    "mamba_cache_dtype",
+    "mamba_cache_mode",
+    "mamba_page_size_padded",
+    "mamba_ssm_cache_dtype",
+    "num_cpu_blocks",
+    "num_gpu_blocks",
+    "num_gpu_blocks_override",
+    "prefix_cache_retention_interval",
+    "prefix_caching_hash_algo",
+    "prefix_match_unit",
+    "replayssm_buffer_len",
+    "skip_page_size_padded",
+    "sliding_window",
+    "swa_bounded_replay",
+    "use_kda_recoverssm",
+    "use_replayssm",
+    "user_specified_block_size",
+]
+_HTTP_BUCKETS = (0.1, 0.5, 1.0)
+
+
+def _cache_info(cfg: Any) -> dict[str, str]:
+    info = dict.fromkeys(_CACHE_INFO_LABELS, "None")
+    if cfg is not None:
+        tokens = cfg.kv_tokens
+        info.update(
+            {
+                "block_size": "16",
+                "cache_dtype": "auto",
+                "enable_prefix_caching": "True",
+                "gpu_memory_utilization": "0.92",
+                "kv_cache_size_tokens": str(tokens),
+                "kv_cache_max_concurrency": str(round(tokens / cfg.max_total_tokens, 2)),
+                "num_gpu_blocks": str(tokens // 16),
+            }
+        )
+    return info
+
+
+class _Exposition:
+    """Prometheus text format as prometheus_client writes it: counters as NAME_total, a NAME_created gauge
+    beside counters, histograms and summaries, labels sorted, values as Go floats."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, tuple[str, list[str]]] = {}
+
+    def _add(self, family: str, kind: str, line: str) -> None:
+        self.families.setdefault(family, (kind, []))[1].append(line)
+
+    def counter(self, name: str, labels: dict[str, str], value: float, created: float) -> None:
+        self._add(f"{name}_total", "counter", _sample(f"{name}_total", labels, value))
+        self._add(f"{name}_created", "gauge", _sample(f"{name}_created", labels, created))
+
+    def gauge(self, name: str, labels: dict[str, str], value: float) -> None:
+        self._add(name, "gauge", _sample(name, labels, value))
+
+    def histogram(self, name: str, labels: dict[str, str], hist: Histogram, created: float) -> None:
+        counts = hist.counts or [0] * len(hist.buckets)
+        for edge, c in zip(hist.buckets, counts, strict=True):
+            self._add(name, "histogram", _sample(f"{name}_bucket", {**labels, "le": _go(edge)}, float(c)))
+        self._add(name, "histogram", _sample(f"{name}_bucket", {**labels, "le": "+Inf"}, float(hist.n)))
+        self._add(name, "histogram", _sample(f"{name}_count", labels, float(hist.n)))
+        self._add(name, "histogram", _sample(f"{name}_sum", labels, hist.total))
+        self._add(f"{name}_created", "gauge", _sample(f"{name}_created", labels, created))
+
+    def summary(self, name: str, labels: dict[str, str], count: float, total: float, created: float) -> None:
+        self._add(name, "summary", _sample(f"{name}_count", labels, count))
+        self._add(name, "summary", _sample(f"{name}_sum", labels, total))
+        self._add(f"{name}_created", "gauge", _sample(f"{name}_created", labels, created))
+
+    def text(self) -> str:
+        lines = []
+        for family, (kind, samples) in self.families.items():
+            lines += [f"# HELP {family} {family}", f"# TYPE {family} {kind}", *samples]
         return "\n".join(lines) + "\n"
+
+
+def _go(value: float) -> str:
+    """Give a float as Go (and prometheus_client) print it: 1.0, 0.5, 1.7e+09."""
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    text = repr(float(value))
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        sign = "-" if exponent.startswith("-") else "+"
+        return f"{mantissa}e{sign}{exponent.lstrip('+-').zfill(2)}"
+    return text if abs(value) < 1e16 else f"{value:e}"
+
+
+def _sample(name: str, labels: dict[str, str], value: float) -> str:
+    if not labels:
+        return f"{name} {_go(value)}"
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}} {_go(value)}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _render_process(out: _Exposition, created: float) -> None:
+    """The process and Python collectors prometheus_client adds to every server (vLLM's included)."""
+    import gc
+    import platform
+
+    rss = vms = 0.0
+    try:
+        fields = Path("/proc/self/statm").read_text().split()
+        page = os.sysconf("SC_PAGE_SIZE")
+        vms, rss = float(fields[0]) * page, float(fields[1]) * page
+    except (OSError, IndexError, ValueError):
+        pass
+    times = os.times()
+    try:
+        fds = float(len(os.listdir("/proc/self/fd")))
+    except OSError:
+        fds = 0.0
+    out.gauge("process_virtual_memory_bytes", {}, vms)
+    out.gauge("process_resident_memory_bytes", {}, rss)
+    out.gauge("process_start_time_seconds", {}, created)
+    out._add(
+        "process_cpu_seconds_total", "counter", _sample("process_cpu_seconds_total", {}, times.user + times.system)
+    )
+    out.gauge("process_open_fds", {}, fds)
+    out.gauge("process_max_fds", {}, float(os.sysconf("SC_OPEN_MAX")))
+    for name in ("python_gc_objects_collected", "python_gc_objects_uncollectable", "python_gc_collections"):
+        for generation, stats in enumerate(gc.get_stats()):
+            key = {"python_gc_objects_collected": "collected", "python_gc_objects_uncollectable": "uncollectable"}
+            value = stats.get(key.get(name, "collections"), 0)
+            out._add(
+                f"{name}_total", "counter", _sample(f"{name}_total", {"generation": str(generation)}, float(value))
+            )
+    major, minor, patch = platform.python_version_tuple()
+    info = {
+        "implementation": platform.python_implementation(),
+        "major": major,
+        "minor": minor,
+        "patchlevel": patch,
+        "version": platform.python_version(),
+    }
+    out.gauge("python_info", info, 1.0)

@@ -7,15 +7,18 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from deployctl.sim import auth, latency, power
+from deployctl.sim.body import BadBody, read_object
 from deployctl.sim.config import SimConfig
 from deployctl.sim.metrics import Metrics
+
+T = TypeVar("T")
 
 
 class HttpError(Exception):
@@ -34,8 +37,66 @@ class ApiError(HttpError):
         self.body = {"error": message, "error_type": error_type}
 
 
+def chat_text(content: Any) -> str:
+    """Give a chat message's text: a string, or a list of text parts; ValueError for anything else."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise ValueError("`content` must be a string or a list of text parts")
+    texts = []
+    for part in content:
+        if not isinstance(part, dict) or part.get("type", "text") != "text" or not isinstance(part.get("text"), str):
+            raise ValueError('each content part must be {"type": "text", "text": "..."}')
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
 def _validation(message: str) -> ApiError:
     return ApiError(422, f"Input validation error: {message}", "validation")
+
+
+def check_types(prompt: Any, params: Any) -> None:
+    """Refuse values of the wrong JSON type as TGI does before any handler runs: serde rejects the body
+    (axum's 422 in plain text), so a streamed route answers before its stream opens."""
+    if prompt is not None and not isinstance(prompt, str):
+        raise _wrong_type("inputs", prompt, "a string")
+    if not isinstance(params, dict):
+        raise _wrong_type("parameters", params, "struct GenerateParameters")
+    for name in ("max_new_tokens", "top_k", "seed", "top_n_tokens"):
+        if params.get(name) is not None and not whole(params[name]):
+            raise _wrong_type(f"parameters.{name}", params[name], "u32" if name != "seed" else "u64")
+    for name in ("temperature", "repetition_penalty", "frequency_penalty", "top_p", "typical_p"):
+        if params.get(name) is not None and not number(params[name]):
+            raise _wrong_type(f"parameters.{name}", params[name], "f32")
+    stop = params.get("stop")
+    if stop is not None and (not isinstance(stop, list) or not all(isinstance(x, str) for x in stop)):
+        raise _wrong_type("parameters.stop", stop, "a sequence of strings")
+
+
+def _wrong_type(path: str, value: Any, expected: str) -> PlainError:
+    """Give axum's answer to a body whose value at `path` has the wrong JSON type (serde's message)."""
+    kind = {bool: "boolean", str: "string", list: "sequence", dict: "map", float: "floating point"}.get(
+        type(value), "integer" if isinstance(value, int) else "null" if value is None else "value"
+    )
+    return PlainError(
+        422,
+        f"Failed to deserialize the JSON body into the target type: {path}: invalid type: {kind}, expected {expected}",
+    )
+
+
+SEED_MAX = 2**64 - 1
+
+
+def whole(value: Any) -> bool:
+    """Whether a JSON value is an integer (true and false are not: Python counts them as ints)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def number(value: Any) -> bool:
+    """Whether a JSON value is a finite number (not a bool)."""
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+    )
 
 
 @dataclass
@@ -65,11 +126,12 @@ class Simulator:
     def __init__(self, cfg: SimConfig) -> None:
         self.cfg = cfg
         self.started = time.monotonic()
+        self.started_wall = time.time()
         self.in_flight = 0
         self.streams = 0
         self.requests = 0
         self.stall_until = 0.0
-        self.metrics = Metrics(kv_capacity=cfg.kv_tokens or 0)
+        self.metrics = Metrics(kv_capacity=cfg.kv_tokens)
         self.power = power.from_config(cfg.power_model, cfg.num_shard)
 
     def latency_model(self) -> latency.LatencyModel:
@@ -86,26 +148,23 @@ class Simulator:
         return not self.cfg.never_healthy and time.monotonic() - self.started >= self.cfg.load_seconds
 
     # -- validation -------------------------------------------------------------------------------
-    def validate(self, prompt: Any, params: dict[str, Any]) -> Request:
+    async def validate(self, prompt: Any, params: dict[str, Any]) -> Request:
         cfg = self.cfg
-        if not isinstance(prompt, str) or not prompt:
+        check_types(prompt, params)
+        if not prompt:
             raise _validation("`inputs` cannot be empty")
-        if not isinstance(params, dict):
-            raise _validation("`parameters` must be an object")
         max_new = params.get("max_new_tokens")
-        if max_new is not None and (not isinstance(max_new, int) or max_new <= 0):
+        if max_new is not None and max_new <= 0:
             raise _validation("`max_new_tokens` must be strictly positive")
         for name in ("temperature", "repetition_penalty", "frequency_penalty"):
             value = params.get(name)
-            if value is not None and (
-                not isinstance(value, int | float) or (name != "frequency_penalty" and value <= 0)
-            ):
+            if value is not None and (not number(value) or (name != "frequency_penalty" and value <= 0)):
                 raise _validation(f"`{name}` must be strictly positive")
         top_p = params.get("top_p")
-        if top_p is not None and (not isinstance(top_p, int | float) or not 0 < top_p < 1):
+        if top_p is not None and (not number(top_p) or not 0 < top_p < 1):
             raise _validation("`top_p` must be > 0.0 and < 1.0")
         top_k = params.get("top_k")
-        if top_k is not None and (not isinstance(top_k, int) or top_k <= 0):
+        if top_k is not None and (not whole(top_k) or top_k <= 0):
             raise _validation("`top_k` must be strictly positive")
         stop = params.get("stop") or []
         if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
@@ -113,9 +172,9 @@ class Simulator:
         if len(stop) > cfg.max_stop_sequences:
             raise _validation(f"`stop` supports up to {cfg.max_stop_sequences} stop sequences. Given: {len(stop)}")
         seed = params.get("seed")
-        if seed is not None and (not isinstance(seed, int) or seed < 0):
-            raise _validation("`seed` must be a non-negative integer")
-        n_in = latency.count_tokens(prompt)
+        if seed is not None and (not whole(seed) or not 0 <= seed <= SEED_MAX):
+            raise _validation("`seed` must be a non-negative integer")  # TGI's seed is a u64
+        n_in = await off_loop(latency.count_tokens, prompt)
         if n_in > cfg.max_input_tokens:
             raise _validation(f"`inputs` must have less than {cfg.max_input_tokens} tokens. Given: {n_in}")
         room = cfg.max_total_tokens - n_in
@@ -221,14 +280,47 @@ def sse(data: Any) -> bytes:
     return f"data:{payload}\n\n".encode()
 
 
+class PlainError(HttpError):
+    """An error answered as text/plain, as TGI's web framework (axum's Json extractor) answers a body it
+    cannot read: 400 "Failed to parse the request body as JSON", 422 "Failed to deserialize the JSON body
+    into the target type" (axum-core 0.4 `JsonRejection`, the version TGI v3.3.4's router builds with)."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.body = {}
+        self.text = text
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise PlainError(415, "Expected request with `Content-Type: application/json`")
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(422, "Failed to deserialize the JSON body", "validation") from None
-    if not isinstance(body, dict):
-        raise ApiError(422, "Failed to deserialize the JSON body: expected an object", "validation")
-    return body
+        return await read_object(request)
+    except BadBody as exc:
+        if exc.kind == "timeout":
+            raise PlainError(408, exc.message) from None
+        if exc.kind == "type":
+            raise PlainError(422, f"Failed to deserialize the JSON body into the target type: {exc.message}") from None
+        raise PlainError(400, f"Failed to parse the request body as JSON: {exc.message}") from None
+
+
+# Longer texts are tokenized in a worker thread, token by token, so the event loop (and /health) keeps
+# answering while a 2 MB prompt is counted (Python's regex engine holds the GIL for a whole findall).
+THREAD_ABOVE = 16 * 1024
+
+
+async def off_loop(fn: Callable[[str], T], text: str) -> T:
+    """Give fn(text), run in a worker thread when the text is long."""
+    if len(text) <= THREAD_ABOVE:
+        return fn(text)
+    return await asyncio.to_thread(fn, text)
+
+
+def _tokens_json(text: str) -> str:
+    """Give TGI's /tokenize answer for `text` as JSON text (built in one go: it may run in a thread)."""
+    tokens = [{"id": i, "text": t, "start": a, "stop": b} for i, t, a, b in latency.tokenize(text)]
+    return json.dumps(tokens, separators=(",", ":"))
 
 
 class Routes:
@@ -283,13 +375,13 @@ class Routes:
         text = body.get("inputs")
         if not isinstance(text, str):
             raise _validation("`inputs` must be a string")
-        return web.json_response([{"id": i, "text": t, "start": a, "stop": b} for i, t, a, b in latency.tokenize(text)])
+        return web.json_response(text=await off_loop(_tokens_json, text))
 
     async def chat_tokenize(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         prompt = self._chat_prompt(body)
-        tokens = [{"id": i, "text": t, "start": a, "stop": b} for i, t, a, b in latency.tokenize(prompt)]
-        return web.json_response({"tokenize_response": tokens, "templated_text": prompt})
+        tokens = await off_loop(_tokens_json, prompt)
+        return web.json_response(text=f'{{"tokenize_response":{tokens},"templated_text":{json.dumps(prompt)}}}')
 
     # -- /generate, /generate_stream, / ------------------------------------------------------------
     async def compat(self, request: web.Request) -> web.StreamResponse:
@@ -298,6 +390,40 @@ class Routes:
         if body.get("stream"):
             return await self._stream(request, body)
         return web.json_response([await self._generate_body(body)])
+
+    async def vertex(self, request: web.Request) -> web.Response:
+        """`POST /vertex` (router/src/vertex.rs, TGI v3.3.4): every instance generated, {"predictions": [text]}.
+
+        As in TGI: no instances is a 422 "Input validation error"; an instance that fails (validation
+        included) makes the whole request a 500 "Incomplete generation" (vertex_compatibility maps every
+        generation error so).
+        """
+        body = await _json_body(request)
+        instances = body.get("instances")
+        if not isinstance(instances, list):
+            raise _wrong_type("instances", instances, "a sequence")
+        if not instances:
+            raise ApiError(422, "Input validation error", "Input validation error")
+        if not all(isinstance(i, dict) and ("inputs" in i or "messages" in i) for i in instances):
+            raise PlainError(
+                422,
+                "Failed to deserialize the JSON body into the target type: instances: "
+                "data did not match any variant of untagged enum VertexInstance",
+            )
+
+        async def one(instance: dict[str, Any]) -> str:
+            if "messages" in instance:
+                out = await self._run(await self._chat_request(instance))
+                return "".join(t for _, t in out.tokens if out.finish_reason != "eos_token" or t != "</s>")
+            params = instance.get("parameters") or {}
+            generated = await self._generate_body({"inputs": instance.get("inputs"), "parameters": params})
+            return str(generated["generated_text"])
+
+        try:
+            predictions = await asyncio.gather(*(one(i) for i in instances))
+        except (ApiError, PlainError):
+            raise ApiError(500, "Incomplete generation", "Incomplete generation") from None
+        return web.json_response({"predictions": predictions})
 
     async def invocations(self, request: web.Request) -> web.StreamResponse:
         """`POST /invocations` (SageMaker): chat when given messages, else generate."""
@@ -327,7 +453,7 @@ class Routes:
         return out
 
     async def _generate_body(self, body: dict[str, Any]) -> dict[str, Any]:
-        req = self.sim.validate(body.get("inputs"), body.get("parameters") or {})
+        req = await self.sim.validate(body.get("inputs"), body.get("parameters") or {})
         out = await self._run(req)
         text = "".join(
             _visible(t, out.finish_reason if i == len(out.tokens) - 1 else None) for i, t in enumerate(out.tokens)
@@ -352,17 +478,21 @@ class Routes:
         return resp
 
     async def _stream(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
-        # TGI answers 200 and sends a validation or overload error as an event, not as a status.
+        # TGI answers 200 and sends a validation or overload error as an event, not as a status; a value of the
+        # wrong type is refused before (serde, at extraction).
+        params = body.get("parameters")
+        params = {} if params is None else params
+        check_types(body.get("inputs"), params)
         resp = await self._open_stream(request)
         try:
-            req = self.sim.validate(body.get("inputs"), body.get("parameters") or {})
+            req = await self.sim.validate(body.get("inputs"), params)
             self.sim.admit()
         except ApiError as exc:
             await resp.write(sse(exc.body))
             return resp
         start, count, text = time.monotonic(), 0, ""
         try:
-            async for i, tok, finish in self.sim.tokens(req, request.get("arrived")):
+            async for i, tok, finish in self.sim.tokens(req, request.get(auth.ARRIVED)):
                 count += 1
                 text += _visible(tok, finish)
                 event: dict[str, Any] = {
@@ -396,27 +526,39 @@ class Routes:
         for m in messages:
             if not isinstance(m, dict) or not isinstance(m.get("role"), str):
                 raise _validation("each message needs a `role`")
-            content = m.get("content", "")
-            if isinstance(content, list):
-                content = " ".join(c.get("text", "") for c in content if isinstance(c, dict))
-            parts.append(f"{m['role']}: {content}")
+            try:
+                parts.append(f"{m['role']}: {chat_text(m.get('content'))}")
+            except ValueError:
+                # TGI's MessageContent is an untagged enum of a string or typed chunks (router/src/lib.rs).
+                raise PlainError(
+                    422,
+                    "Failed to deserialize the JSON body into the target type: messages: "
+                    "data did not match any variant of untagged enum MessageContent",
+                ) from None
         return "\n".join(parts) + "\nassistant:"
 
-    def _chat_request(self, body: dict[str, Any]) -> Request:
+    def _openai_params(self, body: dict[str, Any], chat: bool) -> tuple[Any, dict[str, Any]]:
+        """Give (prompt, TGI parameters) of an OpenAI-style body, its types checked (before any stream opens)."""
         # max_completion_tokens: OpenAI's newer name for max_tokens, which many clients send.
-        limit = body.get("max_tokens", body.get("max_completion_tokens"))
+        limit = body.get("max_tokens", body.get("max_completion_tokens")) if chat else body.get("max_tokens")
+        stop = body.get("stop")
         params = {
             "max_new_tokens": limit,
             "seed": body.get("seed"),
-            "stop": body.get("stop"),
-            "temperature": body.get("temperature") or None,
-            "top_p": body.get("top_p"),
+            "stop": [stop] if isinstance(stop, str) else stop,
+            "temperature": (body.get("temperature") or None) if chat else None,
+            "top_p": body.get("top_p") if chat else None,
         }
-        return self.sim.validate(self._chat_prompt(body), {k: v for k, v in params.items() if v is not None})
+        prompt = self._chat_prompt(body) if chat else body.get("prompt")
+        params = {k: v for k, v in params.items() if v is not None}
+        check_types(prompt, params)
+        return prompt, params
 
-    def _prompt_request(self, body: dict[str, Any]) -> Request:
-        params = {"max_new_tokens": body.get("max_tokens"), "seed": body.get("seed"), "stop": body.get("stop")}
-        return self.sim.validate(body.get("prompt"), {k: v for k, v in params.items() if v is not None})
+    async def _chat_request(self, body: dict[str, Any]) -> Request:
+        return await self.sim.validate(*self._openai_params(body, chat=True))
+
+    async def _prompt_request(self, body: dict[str, Any]) -> Request:
+        return await self.sim.validate(*self._openai_params(body, chat=False))
 
     @staticmethod
     def _openai_finish(finish: str) -> str:
@@ -441,7 +583,7 @@ class Routes:
     async def _chat(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         if body.get("stream"):
             return await self._openai_stream(request, body, chat=True)
-        req = self._chat_request(body)
+        req = await self._chat_request(body)
         out = await self._run(req)
         content = out.text if out.finish_reason != "eos_token" else "".join(t for _, t in out.tokens[:-1])
         choice = {
@@ -458,7 +600,7 @@ class Routes:
         body = await _json_body(request)
         if body.get("stream"):
             return await self._openai_stream(request, body, chat=False)
-        req = self._prompt_request(body)
+        req = await self._prompt_request(body)
         out = await self._run(req)
         text = out.text if out.finish_reason != "eos_token" else "".join(t for _, t in out.tokens[:-1])
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": self._openai_finish(out.finish_reason)}
@@ -467,14 +609,21 @@ class Routes:
         )
 
     async def _openai_stream(self, request: web.Request, body: dict[str, Any], chat: bool) -> web.StreamResponse:
+        options = body.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            # TGI's router rejects the body before any stream starts (serde: StreamOptions is a struct).
+            raise PlainError(
+                422, "Failed to deserialize the JSON body into the target type: stream_options: expected a map"
+            )
+        prompt, params = self._openai_params(body, chat)  # wrong types: axum's 422, before the stream opens
         resp = await self._open_stream(request)
         try:
-            req = self._chat_request(body) if chat else self._prompt_request(body)
+            req = await self.sim.validate(prompt, params)
             self.sim.admit()
         except ApiError as exc:
             await resp.write(sse(exc.body))
             return resp
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        include_usage = (options or {}).get("include_usage") is True
         kind = "chat.completion.chunk" if chat else "text_completion"
         start, count = time.monotonic(), 0
         try:
@@ -516,6 +665,8 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Answer a route's HttpError (either dialect's) with its status and body."""
     try:
         return await handler(request)  # type: ignore[no-any-return]
+    except PlainError as exc:
+        return web.Response(status=exc.status, text=exc.text)
     except HttpError as exc:
         return web.json_response(exc.body, status=exc.status)
 
@@ -529,6 +680,7 @@ def app(cfg: SimConfig) -> web.Application:
     application.router.add_get("/", r.health)
     application.router.add_post("/", r.compat)
     application.router.add_post("/invocations", r.invocations)
+    application.router.add_post("/vertex", r.vertex)
     application.router.add_get("/health", r.health)
     application.router.add_get("/ping", r.health)
     application.router.add_get("/info", r.info)

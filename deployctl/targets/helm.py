@@ -37,6 +37,8 @@ PRIVILEGED_PORTS = 1024  # ports below it need NET_BIND_SERVICE outside Docker's
 # Start-up probe period for a real engine; the budget (the plan's load time) sets the failure count.
 STARTUP_PERIOD_S = 10
 POLL_S = 2.0  # how often the cluster is asked again while waiting
+# The chart's own schema (templates/helm/values.schema.json.j2, "replicas") allows 0-1000; the CLI's bound is that.
+MAX_REPLICAS = 1000
 # The toleration the GPU Operator's and most sites' GPU node taints ask for.
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
@@ -122,8 +124,8 @@ def variables(context: RenderContext) -> dict[str, Any]:
     needs in its own words is translated here."""
     plan, w, options = context.plan, context.workload, context.options
     replicas, runtime_class, simulate = options.replicas, options.runtime_class, options.simulate
-    if replicas < 0:
-        raise InputError(f"--replicas {replicas}: must be 0 or more")
+    if not 0 <= replicas <= MAX_REPLICAS:
+        raise InputError(f"--replicas {replicas:g}: must be 0 to {MAX_REPLICAS} (the chart's schema)")
     if runtime_class and not RELEASE_NAME.match(runtime_class):
         raise InputError(f"runtime class {runtime_class!r} is not a Kubernetes name")
     env = dict(w.env)

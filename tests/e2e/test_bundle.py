@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.tinymodel import write_spec, write_tiny_model
@@ -114,12 +115,70 @@ def test_a_flipped_byte_stops_install_before_anything_is_loaded_or_written(
         str(target),
         "--simulate",
     )
-    assert done.returncode == 2
+    assert done.returncode == 1  # verification failed (README's table)
     assert "corrupt" in done.stderr and ("images/" in done.stderr or "part 1" in done.stderr)
     assert not image_present(sim_image)
     assert not (target / "models").exists() and not (target / "stack").exists()
     # the engine gets its image back for the other tests
     assert install(made, tmp_path / "again").returncode == 0
+
+
+def _refused_before_anything(done: subprocess.CompletedProcess[str], code: int, target: Path, image: str) -> str:
+    """The install's one error line; nothing loaded into Docker, nothing written (the target not even made)."""
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == code and len(errors) == 1, done.stderr
+    assert not image_present(image)
+    assert not target.exists()
+    return errors[0]
+
+
+def _bundle_of(made: dict[str, Path], tmp_path: Path, spec_text: str, env: dict[str, str] | None = None) -> Path:
+    spec = tmp_path / "deployctl.yaml"
+    spec.write_text(spec_text)
+    out = tmp_path / "bundle"
+    args = ["-f", str(spec), "--simulate", "--sign", str(made["dir"] / "key"), "--wheels", "none", "-o", str(out)]
+    done = deployctl("bundle", "create", *args, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def _install(bundle: Path, made: dict[str, Path], target: Path, *extra: str, env: dict[str, str] | None = None) -> Any:
+    args = ["bundle", "install", str(bundle), "--pubkey", str(made["pub"]), "--target", str(target), *extra]
+    return deployctl(*args, env=env, timeout=300)
+
+
+def test_a_simulated_bundle_without_simulate_is_refused_before_anything_is_loaded_or_written(
+    made: dict[str, Path], sim_image: str, tmp_path: Path
+) -> None:
+    """#20: it used to load the images, place the model and write deployctl.yaml, then exit 3."""
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this host has an NVIDIA driver: the bundle would install")
+    # As README's `bundle create --simulate` makes it: no gpu_model, so the site plans for its own GPUs.
+    text = "\n".join(line for line in made["spec"].read_text().splitlines() if not line.startswith("gpu_model:"))
+    bundle = _bundle_of(made, tmp_path, text + "\n")
+    subprocess.run(["docker", "rmi", "--no-prune", sim_image], check=True, capture_output=True)  # ours; no pruning
+    target = tmp_path / "site"
+    line = _refused_before_anything(_install(bundle, made, target), 3, target, sim_image)
+    assert "NVIDIA" in line, line
+    assert _install(bundle, made, target, "--simulate").returncode == 0  # the engine gets its image back
+    assert image_present(sim_image)
+
+
+def test_a_keyed_bundle_without_its_key_variable_is_refused_before_anything_is_loaded_or_written(
+    made: dict[str, Path], sim_image: str, tmp_path: Path
+) -> None:
+    """#20: it used to place the model first, then exit 2."""
+    text = made["spec"].read_text()
+    assert text.rstrip().splitlines()[-2] == "serve:"  # the key's line lands in the serve section
+    env = {"DEPLOYCTL_E2E_KEY": "k" * 32}
+    bundle = _bundle_of(made, tmp_path, text + "  api_key_env: DEPLOYCTL_E2E_KEY\n", env)
+    subprocess.run(["docker", "rmi", "--no-prune", sim_image], check=True, capture_output=True)
+    target = tmp_path / "site"
+    line = _refused_before_anything(_install(bundle, made, target, "--simulate"), 2, target, sim_image)
+    assert "DEPLOYCTL_E2E_KEY is not set" in line, line
+    done = _install(bundle, made, target, "--simulate", env=env)
+    assert done.returncode == 0, done.stderr
+    assert image_present(sim_image)
 
 
 @pytest.mark.parametrize(

@@ -73,3 +73,45 @@ def test_a_50mb_spec_and_a_50mb_bench_file_are_refused_within_2s(tmp_path: Path)
         elapsed = time.perf_counter() - start
         assert done.returncode == 2 and "larger than" in done.stderr, done.stderr
         assert elapsed < LIMIT_S, f"{args[0]}: {elapsed:.2f}s"
+
+
+@pytest.fixture(scope="module")
+def split_bundle(tmp_path_factory: pytest.TempPathFactory, sim_image: str) -> tuple[Path, Path]:
+    """A signed split bundle (of the simulator image) and its public key."""
+    from helpers.tinymodel import write_spec, write_tiny_model
+
+    d = tmp_path_factory.mktemp("split")
+    spec = write_spec(d, write_tiny_model(d / "tiny-llama", files=2, mib=1))
+    assert deployctl("bundle", "keygen", str(d / "key")).returncode == 0
+    args = ["-f", str(spec), "--simulate", "--wheels", "none", "--sign", str(d / "key"), "--split", "16M"]
+    done = deployctl("bundle", "create", *args, "-o", str(d / "llm.tar"), timeout=300)
+    assert done.returncode == 0, done.stderr
+    return d / "llm.tar.parts.json", d / "key.pub"
+
+
+@pytest.mark.parametrize("name", ["/dev/zero", "FIFO", "../x"])
+def test_bundle_verify_of_an_index_naming_a_device_a_fifo_or_another_folder_exits_2_within_5s(
+    split_bundle: tuple[Path, Path], tmp_path: Path, name: str
+) -> None:
+    import json
+    import os
+    import shutil
+
+    src_index, pub = split_bundle
+    for f in src_index.parent.glob("llm.tar*"):
+        shutil.copy(f, tmp_path / f.name)
+    index = tmp_path / src_index.name
+    data = json.loads(index.read_text())
+    if name == "FIFO":
+        first = tmp_path / data["parts"][0]["name"]
+        first.unlink()
+        os.mkfifo(first)
+    else:
+        data["parts"][0]["name"] = name
+        index.write_text(json.dumps(data))
+    for trust in (["--pubkey", str(pub)], ["--insecure-skip-signature"]):
+        start = time.perf_counter()
+        done = deployctl("bundle", "verify", str(index), *trust, timeout=30)
+        elapsed = time.perf_counter() - start
+        assert done.returncode == 2 and done.stderr.count("error: ") == 1, done.stderr
+        assert elapsed < 5.0, f"{name}: {elapsed:.2f}s"

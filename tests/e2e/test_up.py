@@ -30,6 +30,12 @@ def test_up_health_status_down(project: Project) -> None:
     assert data["answering"] and data["endpoint"] == project.url and data["simulate"]
     [svc] = data["services"]
     assert svc["state"] == "running" and svc["restarts"] == 0 and svc["uptime_s"] >= 0
+    # The KV cache the plan promised beside what the (simulated) engine said it allocated, from its log.
+    kv = data["kv"]
+    assert kv["planned_kv_tokens"] > 0 and kv["actual_kv_tokens"] == kv["planned_kv_tokens"] and not kv["short"]
+    assert "KV-cache blocks:" in kv["engine_line"] and f"planned {kv['planned_kv_tokens']:,} tokens" in up.stdout
+    table = project.run("status")
+    assert f"engine allocated {kv['actual_kv_tokens']:,}" in table.stdout, table.stdout
     assert project.containers()
     down = project.run("down")
     assert down.returncode == 0, down.stderr
@@ -40,6 +46,15 @@ def test_up_health_status_down(project: Project) -> None:
     (project.stack / "compose.yaml").unlink()
     again = project.run("down")
     assert again.returncode == 0 and "nothing to stop" in again.stderr, again.stderr
+
+
+def test_up_warns_when_the_engine_allocated_less_than_the_plan(project: Project) -> None:
+    up = project.run("up", "--simulate", "--engine", "vllm", "--sim-fault", "kv-tokens=1000")
+    assert up.returncode == 0, up.stderr
+    assert "warning: the engine allocated 1,000 KV-cache tokens" in up.stderr, up.stderr
+    kv = json.loads(project.run("status", "--json").stdout)["kv"]
+    assert kv["actual_kv_tokens"] == 1000 and kv["short"] and "GPU KV cache size: 1,000 tokens" in kv["engine_line"]
+    assert project.run("down").returncode == 0
 
 
 def test_port_in_use_is_refused_before_anything_starts(project: Project) -> None:

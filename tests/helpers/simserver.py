@@ -13,9 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from aiohttp import web
-
-from deployctl.sim import openai, server
+from deployctl.sim import listen, openai, server
 from deployctl.sim.config import SimConfig
 
 
@@ -29,12 +27,12 @@ def running(cfg: SimConfig, port: int = 0) -> Iterator[str]:
 
     async def start() -> None:
         application = openai.app(cfg) if cfg.engine == "vllm" else server.app(cfg)
-        runner = web.AppRunner(application, access_log=None)
+        runner = listen.runner_for(application)  # as the simulator serves: header deadline, keep-alive bound
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", port)
-        await site.start()
+        site = await listen.listen(runner, "127.0.0.1", port)
         holder["runner"] = runner
-        holder["port"] = runner.addresses[0][1]
+        holder["site"] = site
+        holder["port"] = site.sockets[0].getsockname()[1]
         ready.set()
 
     def serve() -> None:
@@ -49,6 +47,7 @@ def running(cfg: SimConfig, port: int = 0) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{holder['port']}"
     finally:
+        loop.call_soon_threadsafe(holder["site"].close)  # type: ignore[attr-defined]
         asyncio.run_coroutine_threadsafe(holder["runner"].cleanup(), loop).result(10)  # type: ignore[attr-defined]
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)

@@ -123,7 +123,7 @@ def test_bench_cli_writes_json_csv_and_pngs_and_compares(sim_process: str, tmp_p
         (["--concurrency", "1,x"], "not a comma-separated list"),
         (["--rate", "0"], "must be positive"),
         ([], "give --concurrency"),
-        (["--concurrency", "1", "--endpoint", "http://127.0.0.1:9"], "nothing answers at http://127.0.0.1:9/info"),
+        (["--concurrency", "1", "--endpoint", "http://127.0.0.1:9"], "nothing answers at http://127.0.0.1:9"),
     ],
 )
 def test_bench_bad_input_is_one_line(args: list[str], message: str, stack_dir: Path) -> None:

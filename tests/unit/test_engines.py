@@ -71,7 +71,7 @@ def test_vllm_one_gpu_maps_the_plans_limits() -> None:
     assert value["--gpu-memory-utilization"] == plan.knobs["--gpu-memory-utilization"] == "0.92"
     assert value["--kv-cache-memory-bytes"] == plan.knobs["--kv-cache-memory-bytes"] == str(plan.gpus[0].kv_cache)
     assert "--quantization" not in args and "--disable-custom-all-reduce" not in args
-    assert plan.engine.image == "vllm/vllm-openai:v0.30.0" and plan.engine.container_port == 8000
+    assert plan.engine.image == "vllm/vllm-openai:v0.32.0" and plan.engine.container_port == 8000
 
 
 def test_vllm_two_gpus_without_p2p_turn_custom_all_reduce_off_and_get_shared_memory() -> None:
@@ -108,7 +108,7 @@ def _plan(text: str) -> planner.Plan:
 
 def test_the_image_follows_the_engine_unless_the_spec_names_one() -> None:
     assert _plan("engine: tgi\n").engine.image == "ghcr.io/huggingface/text-generation-inference:3.3.7"
-    assert _plan("engine: vllm\n").engine.image == "vllm/vllm-openai:v0.30.0"
+    assert _plan("engine: vllm\n").engine.image == "vllm/vllm-openai:v0.32.0"
     assert _plan("engine: vllm\nimage: registry.local/vllm:v0.32.0\n").engine.image == "registry.local/vllm:v0.32.0"
     assert _plan("engine: tgi\nimage: registry.local/tgi:3.3.7-slim\n").engine_release == "TGI 3.3.4-3.3.7"
     with pytest.raises(InputError, match=r"image registry\.local/vllm:site: no vLLM release"):

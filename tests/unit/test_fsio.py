@@ -122,3 +122,22 @@ def test_free_bytes_looks_at_the_nearest_existing_parent(tmp_path: Path, monkeyp
     monkeypatch.setattr(fsio.shutil, "disk_usage", disk_usage)
     assert free_bytes(tmp_path / "not" / "yet") > 0
     assert asked == [tmp_path]
+
+
+def test_what_a_killed_write_left_is_removed_and_nothing_else(tmp_path: Path) -> None:
+    from deployctl.fsio import remove_temporaries
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    d = tmp_path / "staging"
+    (d / "sub").mkdir(parents=True)
+    (d / ".model.safetensors.tmp-1a2b3c4d").write_bytes(b"half")
+    (d / "sub" / ".x.json.tmp-00ff00ff").write_bytes(b"half")
+    (d / ".link.tmp-deadbeef").symlink_to(victim)  # removed, not followed
+    for keep in ("model.safetensors", ".hidden", "x.tmp-1a2b", ".y.tmp-"):
+        (d / keep).write_text("keep")
+    assert remove_temporaries(d, recursive=False) == 2
+    assert (d / "sub" / ".x.json.tmp-00ff00ff").exists()
+    assert remove_temporaries(d) == 1
+    assert sorted(p.name for p in d.iterdir()) == [".hidden", ".y.tmp-", "model.safetensors", "sub", "x.tmp-1a2b"]
+    assert victim.read_text() == "precious" and remove_temporaries(tmp_path / "absent") == 0

@@ -320,6 +320,25 @@ def test_tool_errors_become_one_line_each() -> None:
     assert isinstance(err('error: context "prod" does not exist'), InputError)
 
 
+GOLDEN = Path(__file__).parents[1] / "golden"
+
+
+@pytest.mark.parametrize(("engine", "folder"), [("tgi", "helm-2x4090"), ("vllm", "helm-vllm-2x4090")])
+def test_golden_chart(tmp_path: Path, update_golden: bool, engine: str, folder: str) -> None:
+    """values.yaml and `helm template` of the 2 x RTX 4090 chart per engine, pinned (pytest --update-golden to refresh)."""
+    chart_dir = chart(tmp_path, gpus=2, replicas=2, engine=engine)
+    rendered = {
+        "values.yaml": (chart_dir / "values.yaml").read_text(),
+        "manifests.yaml": run_helm("template", "golden", str(chart_dir), "--namespace", "llm").stdout,
+    }
+    for name, text in rendered.items():
+        path = GOLDEN / folder / name
+        if update_golden:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        assert text == path.read_text(), f"{path} differs: run pytest --update-golden if intended"
+
+
 # -- the CLI --------------------------------------------------------------------------------------
 
 
@@ -593,3 +612,15 @@ def test_sharded_charts_and_compose_files_carry_the_nccl_settings_the_plan_names
         custom = "--disable-custom-all-reduce" in rendered_args
         assert custom == (engine == "vllm") == ("--disable-custom-all-reduce" in named)
     assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in pod["volumes"])
+
+
+def test_the_replicas_bound_is_the_charts_schema() -> None:
+    from deployctl.cli import k8s as k8s_cli
+    from deployctl.cli import plan as plan_cli
+
+    rendered = targets.render(plan_for(1), "helm", targets.RenderOptions())
+    schema = json.loads(rendered["values.schema.json"])
+    assert schema["properties"]["replicas"]["maximum"] == helm.MAX_REPLICAS
+    for command in (plan_cli.render, k8s_cli.up):
+        option = next(p for p in command.params if p.name == "replicas")
+        assert option.type.max == helm.MAX_REPLICAS and option.type.min == 0  # type: ignore[attr-defined]

@@ -106,10 +106,54 @@ CASES.update(
         "bench load 1e12": ([*BENCH, "--concurrency", "1e12"], "loads must be positive numbers"),
         "bench rate inf": ([*BENCH, "--rate", "inf"], "loads must be positive numbers"),
         "bench output tokens 1e9": ([*BENCH, "--concurrency", "1", "--output-tokens", "1000000000"], "--output-tokens"),
-        "bench slo nan": ([*BENCH, "--concurrency", "1", "--slo-ttft", "nan"], "--slo-ttft nan: must be between"),
-        "bench cost negative": ([*BENCH, "--concurrency", "1", "--cost", "-1"], "--cost -1.0: must be between 0"),
+        "bench slo nan": ([*BENCH, "--concurrency", "1", "--slo-ttft", "nan"], "--slo-ttft nan: must be a number, at"),
+        "bench cost negative": (
+            [*BENCH, "--concurrency", "1", "--cost", "-1"],
+            "--cost -1: must be a number, at least 0",
+        ),
         "bench currency escape": ([*BENCH, "--concurrency", "1", "--currency", "E\x1b[2J"], "--currency: at most 16"),
         "bench output dir under a file": ([*BENCH, "--concurrency", "1", "-o", "a-file/x"], "--output-dir: a-file/x"),
+        "bench prompt tokens 1e9": ([*BENCH, "--concurrency", "1", "--prompt-tokens", "1000000000"], "--prompt-tokens"),
+        "bench output tokens -5": ([*BENCH, "--concurrency", "1", "--output-tokens", "-5"], "--output-tokens -5: must"),
+        "bench requests nan": ([*BENCH, "--concurrency", "1", "--requests", "nan"], "--requests 'nan': must"),
+        "bench concurrency 1e7": ([*BENCH, "--concurrency", "10000000"], "up to 100,000"),
+    }
+)
+# power tune: every number is refused as the flag is parsed, before a GPU is read or a cap is set
+# (the fake NVML in these tests would record a set; none may happen).
+TUNE = ["power", "tune", "--simulate", "--endpoint", "http://127.0.0.1:9"]
+CASES.update(
+    {
+        "tune step 1e-300": ([*TUNE, "--step", "1e-300"], "--step 1e-300: must be a number, at least 1"),
+        "tune step 0.001": ([*TUNE, "--step", "0.001"], "--step 0.001: must be"),
+        "tune step nan": ([*TUNE, "--step", "nan"], "--step nan: must be"),
+        "tune step inf": ([*TUNE, "--step", "inf"], "--step inf: must be"),
+        "tune rate nan": ([*TUNE, "--rate", "nan"], "--rate nan: must be"),
+        "tune settle inf": ([*TUNE, "--settle", "inf"], "--settle inf: must be"),
+        "tune window nan": ([*TUNE, "--window", "nan"], "--window nan: must be"),
+        "tune window 0": ([*TUNE, "--window", "0"], "--window 0: must be a number, more than 0"),
+        "tune concurrency 1e7": ([*TUNE, "--concurrency", "10000000"], "--concurrency 10,000,000: must be"),
+        "tune concurrency 2.5": ([*TUNE, "--concurrency", "2.5"], "--concurrency '2.5': must be a whole number"),
+        "tune output tokens -5": ([*TUNE, "--output-tokens", "-5"], "--output-tokens -5: must be"),
+        "tune prompt tokens 1e9": ([*TUNE, "--prompt-tokens", "1000000000"], "--prompt-tokens 1,000,000,000: must"),
+        "tune min throughput nan": ([*TUNE, "--min-throughput", "nan"], "--min-throughput nan: must"),
+        "tune min throughput 2": ([*TUNE, "--min-throughput", "2"], "--min-throughput 2: must"),
+        "tune slo itl -1": ([*TUNE, "--slo-itl", "-1"], "--slo-itl -1: must"),
+        "tune caps nan": ([*TUNE, "--caps", "300,nan"], "--caps '300,nan': caps must be positive"),
+        # init writes YAML: a name that would add a key or be cut short by a comment is refused.
+        "init name with a newline and a key": (
+            ["init", "--name", "x\nimage: attacker.example/evil:1"],
+            "--name x\\x0aimage: attacker.example/evil:1: 'x\\nimage",
+        ),
+        "init name with a comment": (["init", "--name", "x #c"], "'x #c' is not a safe name"),
+        "helm replicas 1e20": (
+            ["render", "--target", "helm", "--gpu-model", "rtx4090", "--replicas", "100000000000000000000"],
+            "100000000000000000000 is not in the range 0<=x<=1000",
+        ),
+        "helm replicas 1e20 as a float": (
+            ["render", "--target", "helm", "--gpu-model", "rtx4090", "--replicas", "1e20"],
+            "'1e20' is not a valid integer",
+        ),
     }
 )
 

@@ -258,6 +258,20 @@ HOSTILE_CONFIGS: dict[str, tuple[dict[str, Any] | str, str]] = {
         {**BASE, "model_type": "deepseek_v3"},
         "model_type: 'deepseek_v3' (LlamaForCausalLM) is not supported; allowed: one of llama",
     ),
+    # The architecture's name reaches the error line: a record separator (which splitlines() and some
+    # terminals take for a line break), an escape sequence and a bidi override are shown escaped.
+    "architecture with a record separator": (
+        {**BASE, "architectures": ["\x1e"], "model_type": None},
+        "model_type: 'None' (\\x1e) is not supported",
+    ),
+    "architecture with an escape sequence": (
+        {**BASE, "architectures": ["\x1b]0;owned\x07X"], "model_type": "x"},
+        "model_type: 'x' (\\x1b]0;owned\\x07X) is not supported",
+    ),
+    "architecture with a bidi override": (
+        {**BASE, "architectures": ["\u202eLM"], "model_type": "x"},
+        "model_type: 'x' (\\u202eLM) is not supported",
+    ),
     "config is a list": ("[1, 2, 3]", "expected a JSON object, found a list"),
     "deeply nested config": ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
     "not UTF-8": ("\udcff", "not UTF-8 text"),

@@ -77,7 +77,7 @@ def test_the_simulator_serves_the_engines_bucket_edges_and_finish_reasons() -> N
 @pytest.mark.parametrize("engine", ["vllm", "tgi"])
 def test_every_engine_series_a_rule_or_panel_reads_is_on_the_simulators_metrics(engine: str) -> None:
     t = limits(engine)
-    cfg = SimConfig(engine=engine, kv_tokens=1000, load_seconds=0)
+    cfg = SimConfig(engine=engine, kv_tokens_env=1000, load_seconds=0)
     with simserver.running(cfg) as url:
         served = set(scraped(url))
     engine_names = {n for n in used_names(all_exprs(t)) if not n.startswith(("deployctl", "up", "ALERTS"))}
@@ -122,7 +122,7 @@ def test_an_slo_is_counted_at_the_engine_s_edge_at_or_below_it() -> None:
 # -- the simulator's KV usage --------------------------------------------------------------------------
 @pytest.mark.parametrize("engine", ["vllm", "tgi"])
 def test_the_simulator_s_kv_usage_follows_what_in_flight_requests_hold(engine: str) -> None:
-    cfg = SimConfig(engine=engine, kv_tokens=100, load_seconds=0)
+    cfg = SimConfig(engine=engine, kv_tokens_env=100, load_seconds=0)
     cfg.latency = cfg.latency.__class__(ttft_base_ms=5, prefill_tokens_per_s=1e9, itl_ms=200, itl_per_stream_ms=0)
     with simserver.running(cfg) as url:
         before = _kv(scraped(url), engine)
@@ -445,7 +445,11 @@ def test_health_reports_the_metrics_and_a_full_kv_cache_degrades_it(tmp_path: Pa
         port = s.getsockname()[1]
     p = plan("vllm")
     cfg = SimConfig(
-        engine="vllm", model_id=p.served_name, max_total_tokens=p.limits.max_total_tokens, kv_tokens=100, load_seconds=0
+        engine="vllm",
+        model_id=p.served_name,
+        max_total_tokens=p.limits.max_total_tokens,
+        kv_tokens_env=100,
+        load_seconds=0,
     )
     cfg.port = port
     stack = _served_stack(tmp_path, port)

@@ -225,3 +225,16 @@ def test_a_stack_that_runs_the_simulator_is_not_tuned_on_real_gpus(tmp_path: Pat
     (stack / "plan.json").write_text("{}")
     result = CliRunner().invoke(cli, ["power", "tune", "--stack-dir", str(stack)])
     assert result.exit_code == 2 and "runs the simulator, not an engine on these GPUs" in result.stderr
+
+
+def test_a_step_that_would_give_more_caps_than_a_sweep_measures_is_refused_with_the_step_that_works() -> None:
+    from deployctl.errors import InputError
+
+    gpus = [_gpu(0, min_w=150, default_w=450)]
+    with pytest.raises(
+        InputError, match=r"--step 1 W from 450 W down to 150 W gives 302 caps; a sweep measures at most 64"
+    ):
+        ops.sweep_caps(gpus, (), 1.0)
+    assert len(ops.sweep_caps(gpus, (), 5.0)) == 61  # 450, 445, ..., 150
+    with pytest.raises(InputError, match="--caps names 65 caps"):
+        ops.sweep_caps(gpus, tuple(float(c) for c in range(150, 215)), 50.0)

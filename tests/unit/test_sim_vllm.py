@@ -150,7 +150,9 @@ def test_metrics_use_vllm_names_and_count_tokens(client: openai.OpenAI, sim: str
     client.completions.create(model=MODEL, prompt="Hi", max_tokens=2)
     text = requests.get(f"{sim}/metrics", timeout=5).text
     assert "vllm:time_to_first_token_seconds_bucket" in text and "tgi_" not in text
-    assert f'vllm:generation_tokens_total{{model_name="{MODEL}",engine="0"}}' in text
+    assert (
+        f'vllm:generation_tokens_total{{engine="0",model_name="{MODEL}"}}' in text
+    )  # labels sorted, as prometheus_client
 
     def generated(t: str) -> float:
         line = next(x for x in t.splitlines() if x.startswith("vllm:generation_tokens_total"))

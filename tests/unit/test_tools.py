@@ -14,9 +14,8 @@ from deployctl.docker.compose import ComposeError, _compose
 from deployctl.errors import EnvironmentProblem
 
 PACKAGE = Path(__file__).parents[2] / "deployctl"
-# Every module that may start a process itself: the runner. bundle/wheels.py streams pip's output
-# (the hostile-input work owns it); it is the one left to move onto tools.start.
-STARTS_PROCESSES = {"deployctl/tools.py", "deployctl/bundle/wheels.py"}
+# Every module that may start a process itself: the runner (bundle/wheels.py streams pip through tools.start).
+STARTS_PROCESSES = {"deployctl/tools.py"}
 
 
 def test_a_command_gives_its_output_and_a_failure_carries_command_code_stdout_and_stderr() -> None:

@@ -18,6 +18,7 @@ from deployctl import gpus as profiles
 from deployctl.cli import cli
 from deployctl.engines import dialects
 from deployctl.errors import PlanRefused
+from deployctl.ops import startup
 from deployctl.probe import health
 from deployctl.sim.config import from_args
 from deployctl.targets import helm
@@ -66,6 +67,17 @@ def test_the_toy_is_planned_under_its_own_rule_and_flags() -> None:
     assert b.kv_cache <= room < b.kv_cache + block
     assert e.security.user == "2000:2000" and e.start_budget_s == toy_engine.ENGINE.start_budget_s(b.weights)
     assert any("ToyServe 1.x's start-up rule" in r for r in p.reasons)
+
+
+def test_up_reads_the_toys_own_start_up_line_against_its_plan() -> None:
+    # ops/startup asks the plan's engine to read its log: the toy's words, nothing named in deployctl.
+    p = _plan()
+    short = p.limits.kv_cache_tokens // 2
+    report = startup.compare(p, f"toyserve: loading\n{toy_engine.STARTUP_LINE}{short}\nready\n", revision=1)
+    assert report.actual_kv_tokens == short and report.short
+    assert report.engine_line == f"{toy_engine.STARTUP_LINE}{short}"
+    assert report.warning() is not None and f"{short:,} KV-cache tokens" in (report.warning() or "")
+    assert startup.compare(p, "toyserve: loading\n", revision=1).actual_kv_tokens is None
 
 
 def test_the_toy_refuses_what_it_cannot_load() -> None:

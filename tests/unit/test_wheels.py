@@ -11,6 +11,8 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
+import pytest
+
 import deployctl
 from deployctl.bundle import wheels
 
@@ -88,3 +90,14 @@ def test_a_folder_of_wheels_is_copied_and_an_empty_one_refused(tmp_path: Path) -
     assert [w.name for w in wheels.collect(tmp_path / "dest", str(src))] == ["a-1-py3-none-any.whl"]
     with pytest.raises(InputError, match=r"no \*\.whl files"):
         wheels.collect(tmp_path / "dest2", str(tmp_path))
+
+
+def test_a_failing_pip_is_one_line_with_its_error() -> None:
+    from deployctl.errors import DeployctlError
+
+    said: list[str] = []
+    with pytest.raises(DeployctlError) as err:
+        wheels._pip(["no-such-command"], said.append, env={"SOURCE_DATE_EPOCH": "315532800"})
+    assert err.value.message.startswith("collecting wheels failed: pip no-such-command: ERROR: unknown command")
+    assert err.value.hint == "pass --wheels DIR with wheels prepared elsewhere"
+    assert said == []  # only pip's progress lines (Collecting, Saved, ...) are passed on

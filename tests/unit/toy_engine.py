@@ -11,7 +11,7 @@ from typing import Literal
 
 from deployctl.engines import dialects
 from deployctl.engines.base import EngineDefaults, EngineInputs, container
-from deployctl.engines.memory import KvBudget, MemoryRule, Releases, StartupInput
+from deployctl.engines.memory import EngineStartup, KvBudget, MemoryRule, Releases, StartupInput
 from deployctl.engines.security import ENGINE_PIDS, GIB, ceiling
 from deployctl.gpus.gpu import Gpu
 from deployctl.models import ModelFacts
@@ -19,6 +19,7 @@ from deployctl.models.quant import Quantization
 from deployctl.plan import ContainerSecurity, EngineConfig, Scratch
 
 DEFAULT_IMAGE = "registry.example/toyserve:1.4.2"
+STARTUP_LINE = "toyserve: kv tokens "  # what it prints once its cache is allocated
 MODEL_ROOT = "/models"
 MiB = 1024**2
 RUNTIME = 512 * MiB  # what a ToyServe process holds besides weights, activations and KV cache
@@ -115,9 +116,17 @@ class Toy(EngineDefaults):
             memory_bytes=ceiling(weights, shards, scratch, shm),
         )
 
-    def reported_kv_tokens(self, log_line: str) -> int | None:
-        prefix = "toyserve: kv tokens "
-        return int(log_line.removeprefix(prefix)) if log_line.startswith(prefix) else None
+    def startup_report(self, log: str, request_tokens: int) -> EngineStartup | None:
+        said = [line for line in log.splitlines() if line.startswith(STARTUP_LINE)]
+        if not said:
+            return None
+        tokens = int(said[-1].removeprefix(STARTUP_LINE))
+        return EngineStartup(
+            kv_tokens=tokens,
+            concurrency=round(tokens / request_tokens, 2),
+            request_tokens=request_tokens,
+            line=said[-1],
+        )
 
 
 ENGINE = Toy()
