@@ -1,6 +1,6 @@
 """What the alerts watch, read once from the engine's /metrics: for `health` and `status` at a site without Prometheus.
 
-The same names (monitoring/engines.py) and the same thresholds (monitoring/thresholds.py) as the
+The same names (each engine module's METRICS) and the same thresholds (monitoring/thresholds.py) as the
 rules. One reading cannot see a trend, so what needs one is judged over the engine's lifetime
 (its counters since it started) and said so: the error ratio, the preemptions.
 """

@@ -14,7 +14,7 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 _LENGTH_BUCKETS = (16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0)
 # The engines' own bucket edges: SLO alerts count requests at an edge, so the simulator's histograms have
 # the engine's. The simulator's image carries deployctl/sim/ alone, so they are copied from
-# deployctl/monitoring/engines.py (which cites each engine's source); a unit test holds the two equal.
+# deployctl/engines/tgi.py and vllm.py (METRICS, which cite each engine's source); a unit test holds the two equal.
 
 
 def _tgi_duration() -> tuple[float, ...]:

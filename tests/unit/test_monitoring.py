@@ -21,6 +21,7 @@ from helpers.promtools import tool
 
 from deployctl import spec
 from deployctl.cli import cli
+from deployctl.engines import tgi, vllm
 from deployctl.errors import InputError
 from deployctl.gpus.gpu import THROTTLE_REASONS
 from deployctl.monitoring import dashboards, engines, exporter, gpu, rules, thresholds
@@ -63,15 +64,15 @@ def scraped(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
 # -- the names --------------------------------------------------------------------------------------------
 def test_the_simulator_serves_the_engines_bucket_edges_and_finish_reasons() -> None:
     # The simulator's image carries deployctl/sim/ alone: its copies must stay the engines' own.
-    assert engines.VLLM.ttft.buckets == sim_metrics._VLLM_TTFT
-    assert engines.VLLM.itl.buckets == sim_metrics._VLLM_ITL
-    assert engines.VLLM.e2e.buckets == engines.VLLM.queue.buckets == sim_metrics._VLLM_REQUEST
-    assert engines.TGI.e2e.buckets == sim_metrics._TGI_DURATION
-    assert engines.VLLM_FINISHED_REASONS == sim_metrics.VLLM_FINISHED
+    assert vllm.METRICS.ttft.buckets == sim_metrics._VLLM_TTFT
+    assert vllm.METRICS.itl.buckets == sim_metrics._VLLM_ITL
+    assert vllm.METRICS.e2e.buckets == vllm.METRICS.queue.buckets == sim_metrics._VLLM_REQUEST
+    assert tgi.METRICS.e2e.buckets == sim_metrics._TGI_DURATION
+    assert vllm.VLLM_FINISHED_REASONS == sim_metrics.VLLM_FINISHED
     # TGI's geometric series, as router/src/server.rs states it: 0.0001 x 1.5^k, k = 1..35.
-    assert len(engines.TGI_DURATION_BUCKETS) == 35
-    assert engines.TGI_DURATION_BUCKETS[0] == pytest.approx(0.00015)
-    assert engines.TGI_DURATION_BUCKETS[-1] == pytest.approx(0.0001 * 1.5**35)
+    assert len(tgi.TGI_DURATION_BUCKETS) == 35
+    assert tgi.TGI_DURATION_BUCKETS[0] == pytest.approx(0.00015)
+    assert tgi.TGI_DURATION_BUCKETS[-1] == pytest.approx(0.0001 * 1.5**35)
 
 
 @pytest.mark.parametrize("engine", ["vllm", "tgi"])
@@ -108,15 +109,15 @@ def test_every_name_in_the_rules_and_dashboards_is_known(engine: str) -> None:
 def test_the_le_matcher_takes_each_library_s_spelling() -> None:
     assert re.fullmatch(engines.le_matcher(1.0), "1.0") and re.fullmatch(engines.le_matcher(1.0), "1")
     assert re.fullmatch(engines.le_matcher(0.5), "0.5") and not re.fullmatch(engines.le_matcher(0.5), "0.50")
-    edge = engines.TGI_DURATION_BUCKETS[13]
+    edge = tgi.TGI_DURATION_BUCKETS[13]
     assert re.fullmatch(engines.le_matcher(edge), repr(edge))
 
 
 def test_an_slo_is_counted_at_the_engine_s_edge_at_or_below_it() -> None:
-    assert engines.bucket_at_or_below(engines.VLLM.ttft, 0.5) == 0.5
-    assert engines.bucket_at_or_below(engines.VLLM.ttft, 0.6) == 0.5  # stricter, never looser
-    assert engines.bucket_at_or_below(engines.VLLM.itl, 0.05) == 0.05
-    assert engines.bucket_at_or_below(engines.TGI.ttft, 0.5) < 0.5
+    assert engines.bucket_at_or_below(vllm.METRICS.ttft, 0.5) == 0.5
+    assert engines.bucket_at_or_below(vllm.METRICS.ttft, 0.6) == 0.5  # stricter, never looser
+    assert engines.bucket_at_or_below(vllm.METRICS.itl, 0.05) == 0.05
+    assert engines.bucket_at_or_below(tgi.METRICS.ttft, 0.5) < 0.5
 
 
 # -- the simulator's KV usage --------------------------------------------------------------------------

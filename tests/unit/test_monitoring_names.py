@@ -2,7 +2,7 @@
 
 - 0.32.0 (the default image's release): against /metrics recorded from the real engine, vLLM's CPU
   build (tests/data/monitoring/vllm-0.32.0-metrics.txt, made by record_vllm_metrics.py beside it);
-  its bucket edges and finish reasons are held to deployctl/monitoring/engines.py too.
+  its bucket edges and finish reasons are held to deployctl/engines/vllm.py too.
 - 0.30.0: against the families its wheel declares (tests/data/monitoring/vllm-0.30.0-families.txt,
   read from vllm/v1/metrics/ in the wheel; no CPU build of 0.30.0 was run here).
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from helpers.monitoring import limits
 
+from deployctl.engines import vllm
 from deployctl.monitoring import dashboards, engines, rules
 from deployctl.monitoring.facts import parse
 
@@ -64,14 +65,14 @@ def _edges(name: str) -> tuple[float, ...]:
     return tuple(sorted({float(labels["le"]) for labels, _ in RECORDED[f"{name}_bucket"] if labels["le"] != "+Inf"}))
 
 
-@pytest.mark.parametrize("latency", [engines.VLLM.ttft, engines.VLLM.itl, engines.VLLM.e2e, engines.VLLM.queue])
+@pytest.mark.parametrize("latency", [vllm.METRICS.ttft, vllm.METRICS.itl, vllm.METRICS.e2e, vllm.METRICS.queue])
 def test_the_bucket_edges_are_the_real_engine_s(latency: engines.Latency) -> None:
     assert _edges(latency.family.name) == latency.buckets
 
 
 def test_every_finish_reason_has_a_series_from_the_start_and_le_is_written_as_python_writes_it() -> None:
     reasons = {labels["finished_reason"] for labels, _ in RECORDED["vllm:request_success_total"]}
-    assert reasons == set(engines.VLLM_FINISHED_REASONS)
+    assert reasons == set(vllm.VLLM_FINISHED_REASONS)
     les = {labels["le"] for labels, _ in RECORDED["vllm:time_to_first_token_seconds_bucket"]}
     assert "1.0" in les and "0.5" in les  # what the rules' le matcher must take (also "1", Prometheus 3's form)
     assert re.fullmatch(engines.le_matcher(1.0), "1.0")
