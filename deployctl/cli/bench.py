@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
+from deployctl import load_options as opt
 from deployctl.cli import output
 from deployctl.cli.options import BoundedNumber, endpoint_engine_option, json_option, spec_file_option, token_options
 from deployctl.cli.output import echo_json
-from deployctl.probe import options as opt
 
 
 class DefaultRun(click.Group):
@@ -128,35 +129,35 @@ def run(
       deployctl bench run --rate 10,20 --requests 40 --slo-ttft 500 --slo-itl 50 -o results/open
       deployctl bench run --concurrency 1,4,16 --api chat --json    # --endpoint URL: another server
     """
-    import deployctl.probe.bench
     from deployctl.ops import probing
 
-    deployctl.probe.bench.check_output_dir(output_dir)
-    config = probing.bench_config(
-        endpoint=endpoint,
-        stack_dir=stack_dir,
-        spec_path=spec_path,
-        api_key_env=api_key_env,
-        engine=engine,
-        preset=preset,
-        concurrency=concurrency,
-        rate=rate,
-        requests=requests,
-        warmup=warmup,
-        prompt_tokens=prompt_tokens,
-        output_tokens=output_tokens,
-        api=api,
-        seed=seed,
-        slo_ttft=slo_ttft,
-        slo_itl=slo_itl,
-        slo_e2e=slo_e2e,
-        slo_percentile=slo_percentile,
-        cost=cost,
-        currency=currency,
-    )
+    with output.Progress() as progress:
+        done = probing.bench(
+            output_dir=output_dir,
+            progress=progress,
+            endpoint=endpoint,
+            stack_dir=stack_dir,
+            spec_path=spec_path,
+            api_key_env=api_key_env,
+            engine=engine,
+            preset=preset,
+            concurrency=concurrency,
+            rate=rate,
+            requests=requests,
+            warmup=warmup,
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+            api=api,
+            seed=seed,
+            slo_ttft=slo_ttft,
+            slo_itl=slo_itl,
+            slo_e2e=slo_e2e,
+            slo_percentile=slo_percentile,
+            cost=cost,
+            currency=currency,
+        )
+    result, paths, config = done.result, done.files, done.config
     mode = config.mode
-    result = _run_with_progress(config)
-    paths = deployctl.probe.bench.write(result, output_dir)
     if as_json:
         echo_json({**result.as_dict(), "files": {k: str(v) for k, v in paths.items()}})
         return
@@ -170,13 +171,6 @@ def run(
     elif config.slo.any:
         click.echo("no load level met the SLO")
     click.echo("wrote " + ", ".join(str(v) for v in paths.values()))
-
-
-def _run_with_progress(config: Any) -> Any:
-    import deployctl.probe.bench
-
-    with output.Progress() as progress:
-        return deployctl.probe.bench.run(config, progress)
 
 
 def _ms(v: float | None) -> str:
@@ -235,13 +229,26 @@ def compare(a: Path, b: Path, as_json: bool) -> None:
     Example:
       deployctl bench compare results/1gpu/bench.json results/2gpu/bench.json --json
     """
-    import deployctl.probe.bench
+    from deployctl.ops import probing
 
-    ra, rb = deployctl.probe.bench.read(a), deployctl.probe.bench.read(b)
-    if as_json:
-        values = deployctl.probe.bench.compare_values(ra, rb)
-        echo_json([{"metric": m, "a": x, "b": y, "b_over_a": r} for m, x, y, r in values])
-        return
-    rows = deployctl.probe.bench.compare(ra, rb)
-    # A model id from a file is text: never markup, never escape codes (output.table escapes every cell).
-    output.table(f"A = {a}   B = {b}", ["metric", "A", "B", "B/A"], rows, right=("A", "B", "B/A"))
+    records = [{"metric": m, "a": x, "b": y, "b_over_a": r} for m, x, y, r in probing.compare_runs(a, b)]
+    # A model id from a file is text: never markup, never escape codes (output.rows escapes every cell).
+    output.rows(
+        records,
+        {"metric": "metric", "a": "A", "b": "B", "b_over_a": "B/A"},
+        as_json=as_json,
+        title=f"A = {a}   B = {b}",
+        text=_compared,
+        right=("A", "B", "B/A"),
+    )
+
+
+def _compared(record: Mapping[str, Any]) -> list[str]:
+    """Give a `bench compare` row as text: two decimals, `-` for no value, the ratio as `1.23x`."""
+
+    def fmt(v: Any) -> str:
+        return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    ratio = record["b_over_a"]
+    no_ratio = "" if record["metric"] == "model" else "-"
+    return [record["metric"], fmt(record["a"]), fmt(record["b"]), f"{ratio:.2f}x" if ratio is not None else no_ratio]

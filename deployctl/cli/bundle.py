@@ -42,9 +42,9 @@ def keygen(name: Path) -> None:
     Example:
       deployctl bundle keygen site-key
     """
-    from deployctl.bundle import signing
+    from deployctl.ops import bundling
 
-    fp = signing.keygen(name, name.with_name(name.name + ".pub"))
+    fp = bundling.keygen(name)
     click.echo(f"wrote {name} (keep it secret) and {name}.pub (give it to the site): {fp}")
 
 
@@ -106,11 +106,9 @@ def create(
       deployctl bundle create -o llm.bundle --model ./models/my-model-gptq --gpu-model rtx4090 --sign site-key
       deployctl bundle create -o llm.tar --split 4G --simulate --model ./m --wheels none --sign site-key
     """
-    from deployctl.bundle.format import parse_size
     from deployctl.ops import bundling
 
     spec = load_spec(kwargs)
-    size = parse_size(split) if split else None
     with _bars() as bars:
         made = bundling.create(
             spec,
@@ -120,14 +118,14 @@ def create(
             wheels=wheels,
             simulate=simulate,
             as_tar=as_tar,
-            split_size=size,
+            split=split,
             progress=bars,
             target=target,
             base=base,
             revision=revision,
         )
     if as_json:
-        echo_json({**made.__dict__, "path": str(made.path)})
+        echo_json(made)
         return
     if not made.signed:
         click.echo(
@@ -177,13 +175,13 @@ def verify(path: Path, pubkey: Path | None, insecure: bool, as_json: bool) -> No
       deployctl bundle verify llm.bundle.parts.json --pubkey site-key.pub
       deployctl bundle verify llm.tar.parts.json --pubkey site-key.pub --json
     """
-    from deployctl.bundle import install as core
+    from deployctl.ops import bundling
 
     _warn_insecure(insecure)
     with _bars() as bars:
-        result = core.verify(path, pubkey, insecure, bars)
+        result = bundling.verify(path, pubkey=pubkey, insecure=insecure, progress=bars)
     if as_json:
-        echo_json(result.__dict__)
+        echo_json(result)
     else:
         click.echo(
             f"OK: {shown(result.name)} revision {result.revision} (created {result.created_at}), "
@@ -248,7 +246,7 @@ def install(
             allow_downgrade=allow_downgrade,
         )
     if as_json:
-        echo_json(result.__dict__)
+        echo_json(result)
         return
     click.echo(
         f"installed revision {result.revision} into {shown(result.target, None)}: model {shown(result.model_dir, None)}, "
@@ -271,11 +269,11 @@ def diff(old: Path, new: Path, show_all: bool, as_json: bool) -> None:
     Example:
       deployctl bundle diff llm.tar.parts.json llm.bundle.parts.json --all
     """
-    from deployctl.bundle import diff as core
+    from deployctl.ops import bundling
 
-    result = core.diff(old, new)
+    result = bundling.diff(old, new)
     if as_json:
-        echo_json({**result.__dict__, "changes": [c.__dict__ for c in result.changes]})
+        echo_json(result)
         return
     for c in result.changes:
         if show_all or c.change != "same":
@@ -320,7 +318,7 @@ def export_images(
             base=base,
         )
     if as_json:
-        echo_json(result.__dict__)
+        echo_json(result)
         return
     click.echo(f"wrote {result.path}: {', '.join(result.images)}, {result.bytes / 1e6:.1f} MB, {result.trust}")
     click.echo(f"next, on each node: sudo ctr -n k8s.io images import {result.path}")

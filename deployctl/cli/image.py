@@ -33,17 +33,15 @@ def build_sim(base_image: str | None, tag: str | None, as_json: bool) -> None:
     Example:
       deployctl image build-sim --base-image deployctl/debian-base:bookworm
     """
-    from deployctl.cli import output
-    from deployctl.engines.simulator import SIM_IMAGE
-    from deployctl.images import build
+    from deployctl.ops import imaging
 
-    built = build.build_sim(base_image, tag or SIM_IMAGE, progress=output.lines(enabled=not as_json, indent="  "))
+    built = imaging.build_sim(base_image=base_image, tag=tag, progress=output.lines(enabled=not as_json, indent="  "))
     _built(built, as_json)
 
 
 def _built(built: Any, as_json: bool) -> None:
     if as_json:
-        echo_json(built.__dict__)
+        echo_json(built)
     else:
         click.echo(f"built {built.tag} ({built.size / 1e6:.0f} MB) from {built.base}")
 
@@ -60,10 +58,11 @@ def build_exporter(base_image: str | None, tag: str | None, as_json: bool) -> No
     Example:
       deployctl image build-exporter --base-image deployctl/debian-base:bookworm
     """
-    from deployctl.cli import output
-    from deployctl.images import build
+    from deployctl.ops import imaging
 
-    built = build.build_exporter(base_image, tag, progress=output.lines(enabled=not as_json, indent="  "))
+    built = imaging.build_exporter(
+        base_image=base_image, tag=tag, progress=output.lines(enabled=not as_json, indent="  ")
+    )
     _built(built, as_json)
 
 
@@ -78,12 +77,11 @@ def build_base(tag: str | None, suite: str, as_json: bool) -> None:
     Example:
       deployctl image build-base && deployctl image build-sim
     """
-    from deployctl.cli import output
-    from deployctl.images.build import DEBIAN_BASE, build_debian_base
+    from deployctl.ops import imaging
 
-    built = build_debian_base(tag or DEBIAN_BASE, suite, progress=output.lines(indent="  "))
+    built = imaging.build_base(tag=tag, suite=suite, progress=output.lines(indent="  "))
     if as_json:
-        echo_json(built.__dict__)
+        echo_json(built)
     else:
         click.echo(f"built {built.tag} ({built.size / 1e6:.0f} MB) from {built.base}")
 
@@ -99,9 +97,9 @@ def inspect(image_name: str, top: int, as_json: bool) -> None:
     Example:
       deployctl image inspect ghcr.io/huggingface/text-generation-inference:3.3.4
     """
-    from deployctl.images.layers import scan
+    from deployctl.ops import imaging
 
-    result = scan(image_name)
+    result = imaging.inspect(image_name)
     if as_json:
         echo_json(result.as_dict())
         return
@@ -152,11 +150,10 @@ def slim(source: str, profile_name: str, tag: str, dry_run: bool, as_json: bool)
     Example:
       deployctl image slim ghcr.io/huggingface/text-generation-inference:3.3.4 --profile tgi-3.3-gptq-ada -t tgi:3.3.4-slim
     """
-    import deployctl.images.slim
-    from deployctl.cli import output
+    from deployctl.ops import imaging
 
-    result = deployctl.images.slim.slim(
-        source, profile_name, tag, dry_run=dry_run, progress=output.lines(enabled=not as_json, indent="  ")
+    result = imaging.slim(
+        source, profile=profile_name, tag=tag, dry_run=dry_run, progress=output.lines(enabled=not as_json, indent="  ")
     )
     if as_json:
         echo_json(result.as_dict())

@@ -29,9 +29,9 @@ def cluster_options(fn: Any) -> Any:
 
 
 def _cluster(kwargs: dict[str, Any]) -> Any:
-    from deployctl.kube import Cluster
+    from deployctl.ops import kubernetes
 
-    return Cluster(
+    return kubernetes.cluster(
         namespace=kwargs.pop("namespace"), context=kwargs.pop("kube_context"), kubeconfig=kwargs.pop("kubeconfig")
     )
 

@@ -12,7 +12,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class BoundedNumber(click.ParamType):
-    """A flag's number checked against one of probe.options' bounded types when it is parsed.
+    """A flag's number checked against one of load_options' bounded types when it is parsed.
 
     Out of bounds, infinite or NaN, it is refused in one line naming the flag, before the command
     does anything (a power cap set, a request sent).
@@ -40,7 +40,7 @@ replicas_option = click.option(
 
 
 def token_options(tokens: Any, *, output_default: int) -> Callable[[F], F]:
-    """`--prompt-tokens` and `--output-tokens`, bounded by `tokens` (probe.options.TOKENS, which the commands
+    """`--prompt-tokens` and `--output-tokens`, bounded by `tokens` (load_options.TOKENS, which the commands
     that take them import), as `bench` and `power tune` both take them."""
 
     def apply(f: F) -> F:

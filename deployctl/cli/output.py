@@ -10,11 +10,12 @@ The contract (README, "Commands"; `deployctl --help`):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 import click
@@ -41,7 +42,12 @@ def is_terminal(stream: IO[str] | None) -> bool:
 
 
 def echo_json(data: Any, *, line: bool = False) -> None:
-    """Write one JSON document to stdout: indented, or on one line (JSON Lines) with `line`."""
+    """Write one JSON document to stdout: indented, or on one line (JSON Lines) with `line`.
+
+    A result dataclass is written field by field (nested ones too), paths as text: what the text report shows.
+    """
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        data = dataclasses.asdict(data)
     text = json.dumps(data, sort_keys=True, default=str, indent=None if line else 2)
     click.echo(text)
 
@@ -85,6 +91,30 @@ def table(title: str, columns: list[str], rows: Sequence[Sequence[object]], *, r
     for r in rows:
         t.add_row(*(cell(v) for v in r))
     console().print(t)
+
+
+def rows(
+    records: Sequence[Mapping[str, Any]],
+    columns: Mapping[str, str],
+    *,
+    as_json: bool,
+    title: str = "",
+    text: Callable[[Mapping[str, Any]], Sequence[object]] | None = None,
+    right: tuple[str, ...] = (),
+    key: str | None = None,
+) -> None:
+    """Print the same records as one JSON document (a list of objects, or `{key: list}`) or as a table of
+    `columns` (key -> heading).
+
+    A table row is `text(record)` (each column's value shown as text), else the record's values for `columns`:
+    the table is made from the rows the JSON carries, so the two cannot disagree (sqlite-utils' output_rows).
+    """
+    if as_json:
+        data = [dict(r) for r in records]
+        echo_json({key: data} if key else data)
+        return
+    shown_row = text or (lambda r: [r[k] for k in columns])
+    table(title, list(columns.values()), [shown_row(r) for r in records], right=right)
 
 
 def lines(*, enabled: bool = True, indent: str = "") -> deployctl.progress.Progress:

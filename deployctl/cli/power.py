@@ -7,10 +7,10 @@ from typing import Any
 
 import click
 
+from deployctl import load_options as opt
 from deployctl.cli import output
 from deployctl.cli.options import BoundedNumber, json_option, token_options
 from deployctl.cli.output import echo_json
-from deployctl.probe import options as opt
 
 gpu_option = click.option(
     "--gpu", "gpu_refs", multiple=True, metavar="ID", help="A GPU index or UUID (repeatable; default: all)."
@@ -21,12 +21,6 @@ state_option = click.option(
     default=None,
     help="Where the original limits are kept (default /var/lib/deployctl/power-state.json).",
 )
-
-
-def _session() -> Any:
-    from deployctl.hardware import inventory, nvml
-
-    return nvml.session(inventory.NVML_LIB)
 
 
 def _w(value: float | None) -> str:
@@ -42,8 +36,9 @@ def gpus(as_json: bool) -> None:
     Example:
       deployctl gpus --json | jq '.gpus[].uuid'
     """
-    with _session() as nvml:
-        host = nvml.host()
+    from deployctl.ops import power_policy
+
+    host = power_policy.host()
     if as_json:
         echo_json(host.model_dump(mode="json"))
         return
@@ -90,26 +85,23 @@ def show(as_json: bool) -> None:
     Example:
       deployctl power show --json
     """
-    with _session() as nvml:
-        found = nvml.gpus()
-    rows = [{"index": g.index, "uuid": g.uuid, "name": g.name, **g.power.model_dump()} for g in found]
-    if as_json:
-        echo_json({"gpus": rows})
-        return
-    output.table(
-        "power",
-        ["#", "name", "draw", "limit", "enforced", "default", "allowed"],
-        [
-            [
-                str(r["index"]),
-                r["name"],
-                _w(r["draw_w"]),
-                _w(r["limit_w"]),
-                _w(r["enforced_limit_w"]),
-                _w(r["default_limit_w"]),
-                f"{_w(r['min_limit_w'])}-{_w(r['max_limit_w'])}",
-            ]
-            for r in rows
+    from deployctl.ops import power_policy
+
+    columns = {"index": "#", "name": "name", "draw_w": "draw", "limit_w": "limit", "enforced_limit_w": "enforced"}
+    output.rows(
+        power_policy.limits(),
+        {**columns, "default_limit_w": "default", "min_limit_w": "allowed"},
+        as_json=as_json,
+        key="gpus",
+        title="power",
+        text=lambda r: [
+            str(r["index"]),
+            r["name"],
+            _w(r["draw_w"]),
+            _w(r["limit_w"]),
+            _w(r["enforced_limit_w"]),
+            _w(r["default_limit_w"]),
+            f"{_w(r['min_limit_w'])}-{_w(r['max_limit_w'])}",
         ],
     )
 
@@ -144,45 +136,23 @@ def _report(verb: str, rows: list[dict[str, Any]], as_json: bool, dry_run: bool)
 )
 @state_option
 @json_option
-def set_(
-    watts: float,
-    gpu_refs: tuple[str, ...],
-    dry_run: bool,
-    persist: bool,
-    print_only: bool,
-    unit_dir: Path | None,
-    state_file: Path | None,
-    as_json: bool,
-) -> None:
+def set_(watts: float, as_json: bool, **flags: Any) -> None:
     """Cap GPUs at WATTS: checked against each board's range, then read back.
 
     \b
     Example:
       sudo deployctl power set 300 --gpu 0 --gpu 1 --persist
     """
-    from deployctl.errors import InputError
-    from deployctl.hardware import persist as persist_mod
-    from deployctl.hardware import power as pw
+    from deployctl.ops import power_policy
 
-    if print_only and not persist:
-        raise InputError("--print goes with --persist")
-    with _session() as nvml:
-        changes = pw.plan_set(pw.select(nvml.gpus(), gpu_refs), watts)
-        if persist and print_only:
-            click.echo(
-                persist_mod.render_unit([persist_mod.UnitLimit(c.uuid, round(c.to_w)) for c in changes]), nl=False
-            )
-            return
-        if dry_run:
-            _report("set", pw.as_rows(changes), as_json, dry_run=True)
-            return
-        applied = pw.apply(nvml, changes, state_file or pw.state_path())
-    _report("set", pw.as_rows(applied), as_json, dry_run=False)
-    if persist:
-        unit = persist_mod.render_unit([persist_mod.UnitLimit(c.uuid, round(c.to_w)) for c in changes])
-        path = persist_mod.install(unit, unit_dir or persist_mod.UNIT_DIR)
-        if not as_json:
-            click.echo(f"installed and enabled {path}: limits are re-applied at boot")
+    # Click names each flag as set_limits names its parameter: they pass through as they are.
+    done = power_policy.set_limits(watts, **flags)
+    if done.unit is not None:
+        click.echo(done.unit, nl=False)
+        return
+    _report("set", done.rows, as_json, dry_run=done.dry_run)
+    if done.unit_path is not None and not as_json:
+        click.echo(f"installed and enabled {done.unit_path}: limits are re-applied at boot")
 
 
 set_.name = "set"
@@ -200,16 +170,10 @@ def reset(gpu_refs: tuple[str, ...], dry_run: bool, state_file: Path | None, as_
     Example:
       sudo deployctl power reset
     """
-    from deployctl.hardware import power as pw
+    from deployctl.ops import power_policy
 
-    state = state_file or pw.state_path()
-    with _session() as nvml:
-        changes = pw.plan_reset(pw.select(nvml.gpus(), gpu_refs), state)
-        if dry_run:
-            _report("reset", pw.as_rows(changes), as_json, dry_run=True)
-            return
-        applied = pw.reset(nvml, changes, state)
-    _report("reset", pw.as_rows(applied), as_json, dry_run=False)
+    done = power_policy.reset_limits(gpu_refs=gpu_refs, dry_run=dry_run, state_file=state_file)
+    _report("reset", done.rows, as_json, dry_run=done.dry_run)
 
 
 @power.command("tune")
@@ -282,32 +246,7 @@ def reset(gpu_refs: tuple[str, ...], dry_run: bool, state_file: Path | None, as_
 @state_option
 @click.option("--dry-run", is_flag=True, help="Print the sweep and how long it takes; change nothing.")
 @json_option
-def tune(
-    stack_dir: Path | None,
-    endpoint: str | None,
-    simulate: bool,
-    preset: str | None,
-    concurrency: int | None,
-    rate: float | None,
-    prompt_tokens: int | None,
-    output_tokens: int | None,
-    caps: str | None,
-    step: float,
-    settle: float,
-    window: float,
-    min_throughput: float,
-    slo_ttft: float | None,
-    slo_itl: float | None,
-    apply: bool,
-    persist: bool,
-    unit_dir: Path | None,
-    api_key_env: str | None,
-    output_dir: Path,
-    gpu_refs: tuple[str, ...],
-    state_file: Path | None,
-    dry_run: bool,
-    as_json: bool,
-) -> None:
+def tune(as_json: bool, **flags: Any) -> None:
     """Find the lowest power cap that keeps the model's throughput: step the cap down under a fixed load.
 
     Each cap is set on every GPU of the stack, read back, left to settle, then measured for
@@ -322,52 +261,11 @@ def tune(
       deployctl power tune --simulate --caps 450,350,250 --settle 1 --window 3   # a stack started with --sim-fault power-model=rtx4090
     """
     from deployctl.ops import power_tune
-    from deployctl.probe.options import choose_load, parse_loads
-    from deployctl.probe.stats import Slo
 
-    # One level: the flag, else the preset's highest concurrency, else 8 requests in flight.
-    chosen = choose_load(
-        preset,
-        concurrency=[concurrency] if concurrency is not None else None,
-        rate=[rate] if rate is not None else None,
-        prompt_tokens=prompt_tokens,
-        output_tokens=output_tokens,
-        defaults={"concurrency": [8], "output_tokens": 128},
-    )
-    load = power_tune.Load(
-        mode=chosen.mode,
-        value=max(chosen.loads),
-        prompt_tokens=chosen.prompt_tokens,
-        output_tokens=chosen.output_tokens,
-    )
-    if stack_dir is None:
-        from deployctl import spec
-
-        stack_dir = spec.load(None).stack_dir
-    request = power_tune.TuneRequest(
-        config=power_tune.TuneConfig(
-            endpoint=endpoint or "",
-            load=load,
-            caps=tuple(parse_loads(caps, "--caps", "caps")) if caps else (),
-            step_w=step,
-            settle_s=settle,
-            window_s=window,
-            min_throughput=min_throughput,
-            slo=Slo(ttft_ms=slo_ttft, itl_ms=slo_itl),
-            apply=apply,
-        ),
-        stack_dir=stack_dir,
-        simulate=simulate,
-        gpu_refs=gpu_refs,
-        dry_run=dry_run,
-        persist=persist,
-        unit_dir=unit_dir,
-        state_file=state_file,
-        output_dir=output_dir,
-        api_key_env=api_key_env,
-    )
-    result = power_tune.run(
-        request, report=(lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
+    # Click names each flag as power_tune.tune names its parameter: they pass through as they are.
+    result = power_tune.tune(
+        **flags,
+        report=(lambda line: None) if as_json else (lambda line: click.echo(line, err=True)),
     )
     if as_json:
         echo_json(result.as_dict())

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deployctl.ops import planning
 from deployctl.progress import Progress
 from deployctl.spec import DeploymentSpec
+
+if TYPE_CHECKING:
+    from deployctl.bundle.create import Created
+    from deployctl.bundle.diff import Diff
+    from deployctl.bundle.install import Exported, Installed, Verified
 
 
 def create(
@@ -20,17 +25,21 @@ def create(
     wheels: str,
     simulate: bool,
     as_tar: bool,
-    split_size: int | None,
+    split: str | None,
     progress: Progress,
     target: str = "compose",
     base: Path | None = None,
     revision: int | None = None,
-) -> Any:
-    """Plan the spec and gather its images (default: the engine's, or the simulator's), weights and stack."""
+) -> Created:
+    """Plan the spec and gather its images (default: the engine's, or the simulator's), weights and stack.
+
+    `split` is the largest part of a --split bundle as text (4G, 4480M), checked before anything is planned."""
     from deployctl.bundle import create as core
+    from deployctl.bundle.format import parse_size
     from deployctl.engines.simulator import SIM_IMAGE
     from deployctl.monitoring.render import profile_images
 
+    split_size = parse_size(split) if split else None
     plan = planning.make_plan(spec, simulate=simulate)
     # The monitoring profile's images travel with the engine's when the spec turns the profile on.
     chosen = images or [
@@ -54,6 +63,27 @@ def create(
     )
 
 
+def keygen(private_key: Path) -> str:
+    """Write an ed25519 key pair (`private_key`, mode 0600, and `private_key`.pub); give its fingerprint."""
+    from deployctl.bundle import signing
+
+    return signing.keygen(private_key, private_key.with_name(private_key.name + ".pub"))
+
+
+def verify(path: Path, *, pubkey: Path | None, insecure: bool, progress: Progress) -> Verified:
+    """Check a bundle's completeness, every checksum and its signature; give what was verified."""
+    from deployctl.bundle import install as core
+
+    return core.verify(path, pubkey, insecure, progress)
+
+
+def diff(old: Path, new: Path) -> Diff:
+    """Give what upgrading from bundle `old` to `new` changes, and what a delta over `old` carries."""
+    from deployctl.bundle import diff as core
+
+    return core.diff(old, new)
+
+
 def install(
     path: Path,
     *,
@@ -65,7 +95,7 @@ def install(
     say: Callable[[str], None] | None,
     base: Path | None = None,
     allow_downgrade: bool = False,
-) -> Any:
+) -> Installed:
     """Verify the bundle, check this host can run it, then load its images, place its model and render its stack."""
     from deployctl import spec as spec_mod
     from deployctl.bundle import install as core
@@ -125,7 +155,7 @@ def export_images(
     progress: Progress,
     say: Callable[[str], None] | None,
     base: Path | None = None,
-) -> Any:
+) -> Exported:
     """Write the bundle's images, each blob verified, as one archive for Kubernetes nodes (ctr) or docker load."""
     from deployctl.bundle import install as core
 

@@ -84,6 +84,11 @@ class Watch:
             thread.join(timeout=10)
 
 
+def cluster(*, namespace: str, context: str | None, kubeconfig: str | None) -> Cluster:
+    """Give the cluster that --namespace, --kube-context and --kubeconfig name (an InputError for a bad namespace)."""
+    return Cluster(namespace=namespace, context=context, kubeconfig=kubeconfig)
+
+
 def probe_failure(cluster: Kube, pod_names: set[str]) -> str | None:
     """Give the last probe-failure event of these pods, if any (why a running pod is not Ready)."""
     try:

@@ -24,8 +24,8 @@ from deployctl.errors import DeployctlError, InputError
 from deployctl.gpus.gpu import Reading
 from deployctl.hardware.power import GpuPower, PowerControl, PowerError
 from deployctl.interrupt import Guard, held
+from deployctl.load_options import MAX_CAPS
 from deployctl.probe import load as loadgen
-from deployctl.probe.options import MAX_CAPS
 from deployctl.probe.stats import LevelStats, Slo, summarize
 
 Report = Callable[[str], None]
@@ -514,3 +514,77 @@ def _run(control: PowerControl, config: TuneConfig, req: TuneRequest, report: Re
         result.unit_path = str(persist.install(unit, req.unit_dir or persist.UNIT_DIR))
     write(result, req.output_dir)
     return result
+
+
+def tune(
+    *,
+    stack_dir: Path | None,
+    endpoint: str | None,
+    simulate: bool,
+    preset: str | None,
+    concurrency: int | None,
+    rate: float | None,
+    prompt_tokens: int | None,
+    output_tokens: int | None,
+    caps: str | None,
+    step: float,
+    settle: float,
+    window: float,
+    min_throughput: float,
+    slo_ttft: float | None,
+    slo_itl: float | None,
+    apply: bool,
+    persist: bool,
+    unit_dir: Path | None,
+    api_key_env: str | None,
+    output_dir: Path,
+    gpu_refs: tuple[str, ...],
+    state_file: Path | None,
+    dry_run: bool,
+    report: Report = lambda line: None,
+) -> TuneResult:
+    """Give `power tune`'s result for its flags (run's): the load and caps merged and checked, the stack found."""
+    from deployctl.load_options import choose_load, parse_loads
+
+    # One level: the flag, else the preset's highest concurrency, else 8 requests in flight.
+    chosen = choose_load(
+        preset,
+        concurrency=[concurrency] if concurrency is not None else None,
+        rate=[rate] if rate is not None else None,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        defaults={"concurrency": [8], "output_tokens": 128},
+    )
+    load = Load(
+        mode=chosen.mode,
+        value=max(chosen.loads),
+        prompt_tokens=chosen.prompt_tokens,
+        output_tokens=chosen.output_tokens,
+    )
+    if stack_dir is None:
+        from deployctl import spec
+
+        stack_dir = spec.load(None).stack_dir
+    request = TuneRequest(
+        config=TuneConfig(
+            endpoint=endpoint or "",
+            load=load,
+            caps=tuple(parse_loads(caps, "--caps", "caps")) if caps else (),
+            step_w=step,
+            settle_s=settle,
+            window_s=window,
+            min_throughput=min_throughput,
+            slo=Slo(ttft_ms=slo_ttft, itl_ms=slo_itl),
+            apply=apply,
+        ),
+        stack_dir=stack_dir,
+        simulate=simulate,
+        gpu_refs=gpu_refs,
+        dry_run=dry_run,
+        persist=persist,
+        unit_dir=unit_dir,
+        state_file=state_file,
+        output_dir=output_dir,
+        api_key_env=api_key_env,
+    )
+    return run(request, report)

@@ -6,7 +6,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deployctl.engines import dialects
 from deployctl.engines.dialects import Dialect
@@ -14,6 +14,10 @@ from deployctl.errors import InputError, NotRunning
 from deployctl.http import check_url
 from deployctl.plan import Plan
 from deployctl.probe.dialect import ENGINE_HINT, Detection, detect
+from deployctl.progress import Progress
+
+if TYPE_CHECKING:
+    from deployctl.probe.bench import BenchConfig, BenchResult
 
 
 @dataclass(frozen=True)
@@ -148,10 +152,10 @@ def bench_config(
     slo_percentile: str,
     cost: float | None,
     currency: str,
-) -> Any:
+) -> BenchConfig:
     """Give the bench configuration (the flags over the preset's values over the defaults) and its target."""
+    from deployctl.load_options import choose_load, parse_loads
     from deployctl.probe import bench as core
-    from deployctl.probe.options import choose_load, parse_loads
     from deployctl.probe.stats import Slo
 
     p = core.PRESETS.get(preset or "", {})
@@ -195,3 +199,29 @@ def bench_config(
             f"use --api {' or '.join(dialect.apis)}",
         )
     return dataclasses.replace(config, api=api, dialect=dialect.name)  # type: ignore[arg-type]  # a click.Choice
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """A finished `bench run`: its result, the files written, and the configuration it ran."""
+
+    result: BenchResult
+    files: dict[str, Path]
+    config: BenchConfig
+
+
+def bench(*, output_dir: Path, progress: Progress, **flags: Any) -> BenchRun:
+    """Give the bench run of `flags` (bench_config's): the output folder checked first, then the sweep, then its files."""
+    from deployctl.probe import bench as core
+
+    core.check_output_dir(output_dir)
+    config = bench_config(**flags)
+    result = core.run(config, progress)
+    return BenchRun(result, core.write(result, output_dir), config)
+
+
+def compare_runs(a: Path, b: Path) -> list[tuple[str, Any, Any, float | None]]:
+    """Give rows (metric, A, B, B/A) comparing two bench result files, each checked as it is read."""
+    from deployctl.probe import bench as core
+
+    return core.compare_values(core.read(a), core.read(b))

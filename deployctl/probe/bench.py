@@ -15,14 +15,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deployctl import __version__
+from deployctl import load_options as opt
 from deployctl.boundedparse import read_json
 from deployctl.engines import dialects
 from deployctl.errors import DeployctlError, InputError
 from deployctl.http import check_url
+from deployctl.load_options import MAX_LOAD, MAX_REQUESTS, MAX_TOKENS, PRESETS, _num, parse_loads
 from deployctl.probe import load
-from deployctl.probe import options as opt
 from deployctl.probe.dialect import model_info
-from deployctl.probe.options import MAX_LOAD, MAX_REQUESTS, MAX_TOKENS, PRESETS, _num, parse_loads
 from deployctl.probe.stats import LevelStats, Slo, max_qps_under_slo, summarize
 from deployctl.progress import Progress, quiet
 from deployctl.safepath import check_dir
@@ -378,15 +378,3 @@ def compare_values(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any,
         for label, key in (("output tok/s", "output_tokens_per_s"), ("requests/s", "requests_per_s")):
             rows.append(row(f"{label} {tag}", la[key], lb[key]))
     return rows
-
-
-def compare(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """Give rows (metric, A, B, B/A) as text for a table (compare_values has the numbers)."""
-
-    def fmt(v: Any) -> str:
-        return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
-
-    return [
-        (m, fmt(x), fmt(y), f"{r:.2f}x" if r is not None else "" if m == "model" else "-")
-        for m, x, y, r in compare_values(a, b)
-    ]

@@ -114,6 +114,12 @@ def test_bench_cli_writes_json_csv_and_pngs_and_compares(sim_process: str, tmp_p
     qps = rows["max QPS under SLO"]
     assert isinstance(qps["a"], float) and isinstance(qps["b_over_a"], float)  # numbers, not text
     assert qps["b_over_a"] == pytest.approx(qps["b"] / qps["a"], rel=1e-3)
+    table = runner.invoke(cli, ["bench", "compare", str(outs[0]), str(outs[1])])
+    assert table.exit_code == 0, table.output
+    for metric in rows:  # the table shows every row the JSON has, with the same ratio
+        line = next(x for x in table.stdout.splitlines() if f" {metric} " in x)
+        if rows[metric]["b_over_a"] is not None:
+            assert f"{rows[metric]['b_over_a']:.2f}x" in line, line
 
 
 @pytest.mark.parametrize(

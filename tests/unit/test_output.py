@@ -77,3 +77,37 @@ def test_no_escape_codes_when_not_a_terminal_even_with_force_color(
         result = CliRunner().invoke(cli, args)
         assert "\x1b[" not in result.stdout and "\x1b[" not in result.stderr, args
         assert result.stdout.strip(), args
+
+
+def test_rows_prints_the_same_records_as_a_table_or_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    records = [{"gpu": 0, "name": "[red]RTX\x1b[2J", "watts": 300.5}, {"gpu": 1, "name": "L4", "watts": None}]
+    columns = {"gpu": "#", "name": "name", "watts": "limit"}
+    output.rows(records, columns, as_json=True, title="power")
+    assert json.loads(capsys.readouterr().out) == records  # numbers stay numbers, None stays null
+    output.rows(records, columns, as_json=False, title="power", text=lambda r: [r["gpu"], r["name"], r["watts"] or "-"])
+    table = capsys.readouterr().out
+    assert "limit" in table and "300.5" in table and "-" in table and "L4" in table
+    assert "[red]RTX" in table and "\x1b" not in table  # a value from outside is text, never markup or escapes
+
+
+def test_a_result_dataclass_is_written_field_by_field(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Part:
+        name: str
+        bytes: int
+
+    @dataclass(frozen=True)
+    class Made:
+        path: Path
+        parts: list[Part]
+
+    output.echo_json(Made(Path("out/llm.tar"), [Part("llm.tar.000", 7)]))
+    assert json.loads(capsys.readouterr().out) == {
+        "path": "out/llm.tar",
+        "parts": [{"name": "llm.tar.000", "bytes": 7}],
+    }

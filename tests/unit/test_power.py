@@ -153,6 +153,21 @@ def test_persist_installs_and_enables_the_unit(fake: FakeNvml, tmp_path: Path, m
     assert log.read_text().splitlines() == ["daemon-reload", f"enable {persist.UNIT_NAME}"]
 
 
+def test_a_unit_that_fails_to_install_is_one_error_that_says_the_limits_are_set(
+    fake: FakeNvml, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub = tmp_path / "systemctl"
+    stub.write_text("#!/bin/sh\necho 'Access denied' >&2\nexit 1\n")
+    stub.chmod(0o755)
+    monkeypatch.setenv("DEPLOYCTL_SYSTEMCTL", str(stub))
+    result = invoke("power", "set", "300", "--persist", "--unit-dir", str(tmp_path / "units"), "--json")
+    assert result.exit_code == 1
+    document = json.loads(result.stdout)  # type: ignore[attr-defined]  # one document, not the report and then the error
+    assert "systemctl daemon-reload failed: Access denied" in document["error"]
+    assert "the limits are set and read back: GPU 0 300 W, GPU 1 300 W" in document["error"]
+    assert limits(fake) == [300_000, 300_000]
+
+
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed here")
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     smi = tmp_path / "nvidia-smi"
