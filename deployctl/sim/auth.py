@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -41,7 +41,9 @@ def key_matches(header: str, api_key: str) -> bool:
     )
 
 
-ARRIVED = web.RequestKey("arrived", float)  # typed request storage (aiohttp warns on plain string keys)
+# Typed request storage where aiohttp has it (newer releases warn on a plain string key); the simulator's image
+# runs Debian bookworm's python3-aiohttp, which has no web.RequestKey: a plain key there.
+ARRIVED: Any = web.RequestKey("arrived", float) if hasattr(web, "RequestKey") else "arrived"
 
 
 @web.middleware

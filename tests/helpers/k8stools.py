@@ -14,13 +14,18 @@ K8S_BIN = Path(os.environ.get("K8S_CACHE", "/var/cache/deployctl-k8s")) / "curre
 
 def tool(name: str) -> str:
     """Give the path of a Kubernetes tool; fail in CI, skip elsewhere, when it is missing."""
-    cached = K8S_BIN / name
+    return installed(name, K8S_BIN, ".ci/install-k8s.sh")
+
+
+def installed(name: str, bin_dir: Path, installer: str) -> str:
+    """Give the path of a tool an installer of .ci/ puts in `bin_dir` (else on PATH); fail in CI, skip elsewhere."""
+    cached = bin_dir / name
     if cached.is_file() and os.access(cached, os.X_OK):
         return str(cached)
     found = shutil.which(name)
     if found:
         return found
-    message = f"{name} is missing: run .ci/install-k8s.sh"
+    message = f"{name} is missing: run {installer}"
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI needs {message}", pytrace=False)
     pytest.skip(message)
