@@ -41,8 +41,13 @@ def check_url(url: str, what: str) -> str:
     return url
 
 
-def request(url: str, timeout: float, body: Any = None, api_key: str | None = None) -> tuple[int | None, bytes]:
-    """GET `url` (POST `body` as JSON when given); give (status, body), status None when nothing answers."""
+def request(
+    url: str, timeout: float, body: Any = None, api_key: str | None = None, *, limit: int = -1
+) -> tuple[int | None, bytes]:
+    """GET `url` (POST `body` as JSON when given); give (status, body), status None when nothing answers.
+
+    With `limit`, at most that many bytes of the body are read.
+    """
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     data = None
     if body is not None:
@@ -50,8 +55,8 @@ def request(url: str, timeout: float, body: Any = None, api_key: str | None = No
         headers["Content-Type"] = "application/json"
     try:
         with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=timeout) as resp:
-            return int(resp.status), resp.read()
+            return int(resp.status), resp.read(limit)
     except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
+        return int(exc.code), exc.read(limit)
     except (urllib.error.URLError, OSError, TimeoutError):
         return None, b""

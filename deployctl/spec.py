@@ -172,6 +172,23 @@ class Power(_Strict):
     limit_watts: Annotated[StrictInt, Field(gt=0, le=1000)] | None = None
 
 
+class Monitoring(_Strict):
+    """The Compose monitoring profile and the SLOs its alerts watch (docs/monitoring.md)."""
+
+    enabled: bool = Field(
+        False, description="render Prometheus, Grafana and the GPU exporter as the stack's `monitoring` profile"
+    )
+    slo_ttft_ms: Annotated[float, Field(gt=0, le=3_600_000)] | None = None
+    slo_itl_ms: Annotated[float, Field(gt=0, le=3_600_000)] | None = None
+    slo_percentile: Literal["p50", "p90", "p95", "p99", "p999"] = "p99"
+    bind: str = Field("127.0.0.1", description="where Prometheus and Grafana listen on the host")
+    prometheus_port: Annotated[StrictInt, Field(ge=1, le=65535)] = 9090
+    grafana_port: Annotated[StrictInt, Field(ge=1, le=65535)] = 3000
+    gpu_exporter: bool = Field(True, description="run `deployctl exporter` as a service (not with --simulate)")
+
+    _address = field_validator("bind")(Serve._address.__func__)  # type: ignore[attr-defined]
+
+
 class DeploymentSpec(_Strict):
     name: str = "deployctl"
     # A registered engine's name (deployctl/engines/): the registry says which exist, when the plan asks it.
@@ -187,6 +204,7 @@ class DeploymentSpec(_Strict):
     serve: Serve = Serve()
     power: Power = Power()
     stack_dir: LocalPath = Path("deployctl-stack")
+    monitoring: Monitoring = Monitoring()
     # Which values a command-line flag gave (dotted key -> flag): `plan` says where a value came from.
     _flags: dict[str, str] = PrivateAttr(default_factory=dict)
 

@@ -42,6 +42,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "bundle",
         "Offline bundles: create, verify and install (signed, checksummed, splittable).",
     ),
+    "monitor": (
+        "deployctl.cli.monitor",
+        "monitor",
+        "Render Prometheus scrape config, alert rules and Grafana dashboards for the stack.",
+    ),
+    "exporter": ("deployctl.cli.monitor", "exporter", "Serve the GPUs' NVML readings for Prometheus (no DCGM)."),
     "bench": ("deployctl.cli.bench", "bench", "Measure TTFT, inter-token latency, throughput, max QPS under an SLO."),
     "image": ("deployctl.cli.image", "image", "Build the simulator image; inspect and slim engine images."),
     "gpus": ("deployctl.cli.power", "gpus", "List this machine's GPUs (NVML)."),
@@ -61,6 +67,7 @@ Examples:
   deployctl health --json >> health.jsonl          # one JSON line per check
   deployctl render --target helm --gpu-model rtx4090 --gpus 2 --replicas 3 -o ./llm-chart
   deployctl bench --preset ttft --slo-ttft 500 --cost 4200  # SLO and cost report
+  deployctl monitor --slo-ttft 500 --slo-itl 50    # Prometheus rules, Grafana dashboards
   deployctl bundle create -o llm.tar --sign site-key --split 4G   # then, at the site:
   sudo deployctl bundle install llm.tar.parts.json --pubkey site-key.pub --target /srv/deployctl
   deployctl image build-sim                        # the protocol simulator image

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from deployctl.cli import output
@@ -34,10 +36,34 @@ def build_sim(base_image: str | None, tag: str | None, as_json: bool) -> None:
     from deployctl.ops import imaging
 
     built = imaging.build_sim(base_image=base_image, tag=tag, progress=output.lines(enabled=not as_json, indent="  "))
+    _built(built, as_json)
+
+
+def _built(built: Any, as_json: bool) -> None:
     if as_json:
         echo_json(built)
     else:
         click.echo(f"built {built.tag} ({built.size / 1e6:.0f} MB) from {built.base}")
+
+
+@image.command("build-exporter")
+@click.option("--base-image", help="Base with the python3 deployctl runs on (default: as build-sim's).")
+@click.option("-t", "--tag", default=None, help="Tag (default: deployctl/gpu-exporter:VERSION).")
+@json_option
+def build_exporter(base_image: str | None, tag: str | None, as_json: bool) -> None:
+    """Build the GPU exporter's image (the monitoring profile's gpu-exporter service, the chart's DaemonSet)
+    from the Python packages deployctl runs with: nothing is downloaded.
+
+    \b
+    Example:
+      deployctl image build-exporter --base-image deployctl/debian-base:bookworm
+    """
+    from deployctl.ops import imaging
+
+    built = imaging.build_exporter(
+        base_image=base_image, tag=tag, progress=output.lines(enabled=not as_json, indent="  ")
+    )
+    _built(built, as_json)
 
 
 @image.command("build-base")

@@ -58,8 +58,12 @@ class ComposeProject:
             files += ["-f", str(override)]
         return [engine.docker_binary(), "compose", "--project-directory", str(self.dir), *files, *args]
 
-    def _run(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return _compose(self._cmd(*args), args[0], timeout=timeout, check=check)
+    def _run(
+        self, *args: str, timeout: float = 600, check: bool = True, profiles: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess[str]:
+        # --profile is a flag of `docker compose` itself: it goes before the subcommand.
+        cmd = self._cmd(*[flag for p in profiles for flag in ("--profile", p)], *args)
+        return _compose(cmd, args[0], timeout=timeout, check=check)
 
     def validate(self) -> None:
         """Check the file with `docker compose config -q`."""
@@ -72,8 +76,10 @@ class ComposeProject:
         """Create (or recreate) the containers without starting them."""
         self._run("up", "--no-start", "--remove-orphans", "--pull", "never")
 
-    def down(self) -> None:
-        self._run("down", "--remove-orphans", "--timeout", "30")
+    def down(self, profiles: tuple[str, ...] = ()) -> None:
+        """Stop and remove the project's containers and network; those of `profiles` too (a plain `down`
+        leaves a running profile service's container behind)."""
+        self._run("down", "--remove-orphans", "--timeout", "30", profiles=profiles)
 
     def container_ids(self) -> list[str]:
         done = self._run("ps", "--all", "--quiet", timeout=60)

@@ -10,6 +10,7 @@ from typing import Literal, Protocol
 
 from deployctl.engines.dialects import Dialect
 from deployctl.engines.memory import EngineStartup, MemoryRule, rule_for
+from deployctl.engines.metrics import EngineMetrics
 from deployctl.engines.security import shm_bytes
 from deployctl.models import ModelFacts
 from deployctl.models.quant import Quantization
@@ -46,6 +47,7 @@ class Engine(Protocol):
     api_key_env: str  # the variable it reads its API key from (the key itself comes from .env)
     probe_tool: Literal["curl", "python3"]  # what its image carries for an in-container health check
     flags: tuple[str, ...]  # every flag deployctl may pass; tests check each against the engine's own list
+    metrics: EngineMetrics | None  # what it serves on /metrics (engines/metrics.py); None where not known
 
     def model_id(self, served_name: str) -> str:
         """Give the path the model has inside the container."""
@@ -96,6 +98,7 @@ class EngineDefaults:
     default_image: str
     memory_rules: tuple[MemoryRule, ...]  # one per range of releases, the pinned release's among them
     kv_cache_dtypes: Mapping[str, str] = {}  # deployctl's KV dtype -> the engine's `--kv-cache-dtype` value
+    metrics: EngineMetrics | None = None  # no metric names known: monitoring renders no engine rules for it
 
     def memory_rule(self, image: str, *, unverified: bool = False) -> MemoryRule:
         return rule_for(self.memory_rules, image, unverified=unverified)

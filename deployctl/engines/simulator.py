@@ -41,7 +41,8 @@ def sim_env(plan: Plan) -> dict[str, str]:
         "SIM_PREFILL_TOKENS_PER_S": str(prefill_rate),
         "SIM_ITL_MS": f"{floor_ms * 1.25:.1f}",
         "SIM_ITL_PER_STREAM_MS": f"{floor_ms * 0.02:.2f}",
-        # What the simulator says it allocated at start-up, in the engine's own log line (ops/startup.py).
+        # The KV pool the simulated engine has: its start-up log line says it (ops/startup.py) and /metrics
+        # reports KV usage against it (deployctl/monitoring/facts.py).
         "SIM_KV_TOKENS": str(plan.limits.kv_cache_tokens),
     }
 
@@ -55,7 +56,9 @@ FAULTS = {
     "itl-ms": "SIM_ITL_MS",
     "control": "SIM_CONTROL",  # only the /_sim/* control routes (POST /_sim/stall?seconds=S)
     "power-model": "SIM_POWER_MODEL",  # simulated power limits and energy counters, for `power tune --simulate`
-    "kv-tokens": "SIM_KV_TOKENS",  # report a smaller KV cache at start-up than the plan's (up warns)
+    # A smaller KV pool than the plan's: the start-up report says so (up warns) and load fills it (the KV
+    # alerts' rehearsal).
+    "kv-tokens": "SIM_KV_TOKENS",
 }
 # The boards the simulator's power model knows (deployctl/sim/power.py MODELS; a test keeps the two equal:
 # the simulator's image carries deployctl/sim only, and nothing outside sim/ imports it).

@@ -15,6 +15,7 @@ from typing import Literal
 from deployctl.engines import dialects
 from deployctl.engines.base import EngineDefaults, EngineInputs, container
 from deployctl.engines.memory import Asked, EngineStartup, KvBudget, MemoryRule, Releases, StartupInput, line_at
+from deployctl.engines.metrics import EngineMetrics, Family, Latency
 from deployctl.engines.security import ENGINE_PIDS, GIB, ceiling
 from deployctl.gpus.gpu import Gpu
 from deployctl.models import ModelFacts
@@ -379,6 +380,66 @@ def parse_startup_log(log: str, request_tokens: int | None = None) -> EngineStar
     )
 
 
+# -- /metrics (TGI 3.3.4) -------------------------------------------------------------------------------------------
+def tgi_duration_buckets() -> tuple[float, ...]:
+    """Give TGI's buckets for every histogram named *duration (router/src/server.rs `start`, v3.3.4).
+
+    "Duration buckets": 35 edges of a geometric series, 0.0001 s times 1.5 per step, computed in f64
+    as TGI does (the same doubles give the same `le` strings).
+    """
+    edges, value = [], 0.0001
+    for _ in range(35):
+        value *= 1.5
+        edges.append(value)
+    return tuple(edges)
+
+
+_TGI_SERVER = "router/src/server.rs (TGI v3.3.4)"
+_TGI_BACKEND = "backends/v3/src/backend.rs (TGI v3.3.4)"
+TGI_DURATION_BUCKETS = tgi_duration_buckets()
+# tgi_request_failure's `err` values (v3.3.4): overloaded and validation (infer/mod.rs), template,
+# incomplete (infer/mod.rs, server.rs), dropped (queue.rs, backend.rs), generation (backend.rs).
+# Validation and template errors are the client's request; the rest are the server's.
+TGI_SERVER_ERRORS = ("overloaded", "incomplete", "dropped", "generation")
+
+METRICS = EngineMetrics(
+    engine="tgi",
+    version="3.3.4",
+    waiting=Family("tgi_queue_size", "gauge", "backends/v3/src/queue.rs queue_task (TGI v3.3.4)"),
+    running=Family("tgi_batch_current_size", "gauge", f"{_TGI_BACKEND} batching_task"),
+    # The running batch's CachedBatch.max_tokens: for flash (paged) models num_blocks x BLOCK_SIZE, the KV
+    # blocks it holds (server/.../flash_causal_lm.py FlashCausalLMBatch.to_pb, v3.3.4), of the pool the
+    # router sized after warm-up (tgi_batch_max_total_tokens).
+    kv_used=Family("tgi_batch_current_max_tokens", "gauge", f"{_TGI_BACKEND} batching_task"),
+    kv_capacity=Family("tgi_batch_max_total_tokens", "gauge", "backends/v3/src/lib.rs connect_backend (TGI v3.3.4)"),
+    preemptions=None,  # TGI's router queues; it does not evict a running request's KV cache
+    finished=Family("tgi_request_count", "counter", f"{_TGI_SERVER} generate_internal, generate_stream_internal"),
+    errors=Family("tgi_request_failure", "counter", "router/src/infer/mod.rs, backends/v3/src/* (TGI v3.3.4)"),
+    errors_matcher='err=~"' + "|".join(TGI_SERVER_ERRORS) + '"',
+    generated_tokens=Family("tgi_request_generated_tokens_sum", "histogram", f"{_TGI_SERVER} generate_internal"),
+    prompt_tokens=Family("tgi_request_input_length_sum", "histogram", "router/src/validation.rs (TGI v3.3.4)"),
+    # TGI 3.3.4 records no time-to-first-token histogram; the time a request waits in the queue before
+    # its prefill is part of it, so an SLO missed there is missed for certain (a lower bound).
+    ttft=Latency(
+        Family("tgi_request_queue_duration", "histogram", f"{_TGI_SERVER} generate_internal"),
+        TGI_DURATION_BUCKETS,
+        exact=False,
+        note="TGI records no first-token histogram: the queue time before prefill, a lower bound of TTFT",
+    ),
+    # Per request: (inference time) / (generated tokens), the mean gap, not each gap.
+    itl=Latency(
+        Family("tgi_request_mean_time_per_token_duration", "histogram", f"{_TGI_SERVER} generate_internal"),
+        TGI_DURATION_BUCKETS,
+        exact=False,
+        note="TGI records each request's mean time per token, not each gap",
+    ),
+    e2e=Latency(Family("tgi_request_duration", "histogram", f"{_TGI_SERVER} generate_internal"), TGI_DURATION_BUCKETS),
+    queue=Latency(
+        Family("tgi_request_queue_duration", "histogram", f"{_TGI_SERVER} generate_internal"), TGI_DURATION_BUCKETS
+    ),
+)
+
+
 class Tgi(EngineDefaults):
     name = "tgi"
     title = "text-generation-inference (TGI)"
@@ -389,6 +450,7 @@ class Tgi(EngineDefaults):
     probe_tool: Literal["curl", "python3"] = "curl"  # the official image installs curl (Dockerfile, base stage)
     api_key_env = "API_KEY"  # the launcher's --api-key reads it (launcher/src/main.rs, `env` on the flag)
     flags: tuple[str, ...] = FLAGS
+    metrics: EngineMetrics | None = METRICS
     memory_rules = MEMORY_RULES
     kv_cache_dtypes = KV_CACHE_DTYPES
 

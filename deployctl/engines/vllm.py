@@ -18,6 +18,7 @@ from typing import Literal
 from deployctl.engines import dialects
 from deployctl.engines.base import EngineDefaults, EngineInputs, container
 from deployctl.engines.memory import Asked, EngineStartup, KvBudget, MemoryRule, Releases, StartupInput, line_at
+from deployctl.engines.metrics import EngineMetrics, Family, Kind, Latency
 from deployctl.engines.security import ANY_UID, ENGINE_PIDS, GIB, ceiling
 from deployctl.gpus.gpu import Gpu, cuda_total
 from deployctl.models import ModelFacts
@@ -375,6 +376,53 @@ def parse_startup_log(log: str) -> EngineStartup | None:
     )
 
 
+# -- /metrics (vLLM 0.30.0 / 0.32.0) ------------------------------------------------------------------------------
+_VLLM_LOGGERS = "vllm/v1/metrics/loggers.py PrometheusStatLogger.__init__ (vLLM 0.30.0, 0.32.0)"
+_VLLM_BUCKETS = "vllm/v1/metrics/buckets.py (vLLM 0.30.0, 0.32.0)"
+# TIME_TO_FIRST_TOKEN_BUCKETS
+VLLM_TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)  # fmt: skip
+# INTER_TOKEN_LATENCY_BUCKETS
+VLLM_ITL_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+)  # fmt: skip
+# REQUEST_LATENCY_BUCKETS (e2e, queue, inference, prefill, decode)
+VLLM_REQUEST_LATENCY_BUCKETS = (
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
+    480.0, 960.0, 1920.0, 7680.0,
+)  # fmt: skip
+# FinishReason's label values (vllm/v1/engine/__init__.py FINISH_REASON_STRINGS, 0.30.0 and 0.32.0):
+# vLLM creates a series for each at start-up, so an error ratio has its series before the first error.
+VLLM_FINISHED_REASONS = ("stop", "length", "abort", "error", "repetition")
+
+
+def _vllm(name: str, kind: Kind, source: str = _VLLM_LOGGERS) -> Family:
+    return Family(name, kind, source)
+
+
+METRICS = EngineMetrics(
+    engine="vllm",
+    version="0.30.0, 0.32.0",
+    waiting=_vllm("vllm:num_requests_waiting", "gauge"),
+    running=_vllm("vllm:num_requests_running", "gauge"),
+    kv_used=_vllm("vllm:kv_cache_usage_perc", "gauge"),  # "1 means 100 percent usage"
+    kv_capacity=None,
+    preemptions=_vllm("vllm:num_preemptions_total", "counter"),  # Counter vllm:num_preemptions
+    finished=_vllm("vllm:request_success_total", "counter"),  # every finished_reason, errors included
+    errors=_vllm("vllm:request_success_total", "counter"),
+    # "error - retryable request-level internal error ... always converted to 500" (FinishReason)
+    errors_matcher='finished_reason="error"',
+    generated_tokens=_vllm("vllm:generation_tokens_total", "counter"),
+    prompt_tokens=_vllm("vllm:prompt_tokens_total", "counter"),
+    ttft=Latency(_vllm("vllm:time_to_first_token_seconds", "histogram"), VLLM_TTFT_BUCKETS),
+    itl=Latency(_vllm("vllm:inter_token_latency_seconds", "histogram"), VLLM_ITL_BUCKETS),
+    e2e=Latency(_vllm("vllm:e2e_request_latency_seconds", "histogram"), VLLM_REQUEST_LATENCY_BUCKETS),
+    queue=Latency(_vllm("vllm:request_queue_time_seconds", "histogram"), VLLM_REQUEST_LATENCY_BUCKETS),
+)
+
+
 class Vllm(EngineDefaults):
     name = "vllm"
     title = "vLLM"
@@ -386,6 +434,7 @@ class Vllm(EngineDefaults):
     probe_tool: Literal["curl", "python3"] = "python3"
     api_key_env = "VLLM_API_KEY"  # read when --api-key is absent (entrypoints/openai/cli_args.py)
     flags: tuple[str, ...] = FLAGS
+    metrics: EngineMetrics | None = METRICS
     memory_rules = MEMORY_RULES
     kv_cache_dtypes = KV_CACHE_DTYPES
 

@@ -78,3 +78,37 @@ def cuda_total(g: Gpu) -> int:
     """Give the GPU's total as CUDA reports it."""
     # NVML's total includes what the driver keeps (it shows as used on an idle GPU); CUDA's does not.
     return g.memory_total if g.source == "profile" else g.memory_total - min(g.memory_used, IDLE_USE)
+
+
+# NVML's clock event reasons (nvml.h `nvmlClocksEventReason*`, formerly `nvmlClocksThrottleReason*`: the
+# same bits), by the name the GPU exporter gives them.
+THROTTLE_REASONS: dict[str, int] = {
+    "gpu_idle": 0x1,
+    "applications_clocks_setting": 0x2,
+    "sw_power_cap": 0x4,
+    "hw_slowdown": 0x8,
+    "sync_boost": 0x10,
+    "sw_thermal_slowdown": 0x20,
+    "hw_thermal_slowdown": 0x40,
+    "hw_power_brake_slowdown": 0x80,
+    "display_clock_setting": 0x100,
+}
+
+
+class Sample(BaseModel):
+    """Everything the GPU exporter serves about one GPU at one moment (None where the board does not say)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    uuid: str
+    name: str
+    power: PowerState
+    memory_used: int
+    memory_total: int
+    temperature_c: float | None = None
+    slowdown_temperature_c: float | None = None  # NVML_TEMPERATURE_THRESHOLD_SLOWDOWN
+    sm_clock_mhz: int | None = None
+    mem_clock_mhz: int | None = None
+    throttle_reasons: int | None = None  # NVML's bit mask (THROTTLE_REASONS)
+    energy_mj: int | None = None  # None before Volta

@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from deployctl.errors import DeployctlError, EnvironmentProblem
-from deployctl.gpus.gpu import Gpu, Host, PowerState, Reading
+from deployctl.gpus.gpu import Gpu, Host, PowerState, Reading, Sample
 
 T = TypeVar("T")
 
@@ -183,6 +183,43 @@ class Nvml:
             mem_clock_mhz=self._optional(
                 lib.nvmlDeviceGetClockInfo, h, lib.NVML_CLOCK_MEM, what=f"{where} memory clock"
             ),
+        )
+
+    def sample(self, index: int) -> Sample:
+        """Give one GPU's readings for the exporter: power, heat, clocks, clock event reasons, memory, energy.
+
+        Read-only: nothing here sets anything. A lost GPU raises GpuLost (the exporter reports it down).
+        """
+        h = self._handle(index)
+        lib = self.lib
+        where = f"GPU {index}"
+        mem = self._call(lib.nvmlDeviceGetMemoryInfo, h, what=f"{where} memory")
+        # NVML 12.x renamed the call (clock "event" reasons); older drivers only have the throttle name.
+        reasons_fn = getattr(lib, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+            lib, "nvmlDeviceGetCurrentClocksThrottleReasons", None
+        )
+        slowdown = getattr(lib, "NVML_TEMPERATURE_THRESHOLD_SLOWDOWN", None)
+        return Sample(
+            index=index,
+            uuid=self._text(self._call(lib.nvmlDeviceGetUUID, h, what=f"{where} UUID")),
+            name=self._text(self._call(lib.nvmlDeviceGetName, h, what=f"{where} name")),
+            power=self.power(index),
+            memory_used=int(mem.used),
+            memory_total=int(mem.total),
+            temperature_c=self._optional(
+                lib.nvmlDeviceGetTemperature, h, lib.NVML_TEMPERATURE_GPU, what=f"{where} temperature"
+            ),
+            slowdown_temperature_c=self._optional(
+                lib.nvmlDeviceGetTemperatureThreshold, h, slowdown, what=f"{where} slowdown temperature"
+            )
+            if slowdown is not None and hasattr(lib, "nvmlDeviceGetTemperatureThreshold")
+            else None,
+            sm_clock_mhz=self._optional(lib.nvmlDeviceGetClockInfo, h, lib.NVML_CLOCK_SM, what=f"{where} SM clock"),
+            mem_clock_mhz=self._optional(
+                lib.nvmlDeviceGetClockInfo, h, lib.NVML_CLOCK_MEM, what=f"{where} memory clock"
+            ),
+            throttle_reasons=self._optional(reasons_fn, h, what=f"{where} clock event reasons") if reasons_fn else None,
+            energy_mj=self._optional(lib.nvmlDeviceGetTotalEnergyConsumption, h, what=f"{where} energy counter"),
         )
 
     def p2p_ok(self, a: int, b: int) -> bool:

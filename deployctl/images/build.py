@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -13,6 +14,7 @@ import deployctl
 from deployctl import __version__, docker, tools
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.errors import DeployctlError, EnvironmentProblem, InputError
+from deployctl.monitoring.render import EXPORTER_IMAGE
 from deployctl.progress import Progress
 
 # DEPLOYCTL_DEBIAN_BASE: the test suite keeps its cached base under a name of its own.
@@ -82,12 +84,75 @@ def build(context: Path, tag: str, buildargs: dict[str, str], progress: Progress
 
 def build_sim(base_image: str | None = None, tag: str = SIM_IMAGE, progress: Progress | None = None) -> BuiltImage:
     """Build the simulator image and give what was built."""
+    return _build_on_base(_sim_context, base_image, tag, progress)
+
+
+def _build_on_base(
+    context: Callable[[Path], None], base_image: str | None, tag: str, progress: Progress | None
+) -> BuiltImage:
+    """Give the image built from the context `context` writes, on the base build-sim would choose."""
     base = choose_sim_base(base_image, progress)
     if not base.strip():
         raise InputError("--base-image is empty")
-    with tempfile.TemporaryDirectory(prefix="deployctl-sim-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="deployctl-image-") as tmp:
         ctx = Path(tmp)
-        _sim_context(ctx)
+        context(ctx)
         image_id = build(ctx, tag, {"BASE_IMAGE": base, "VERSION": __version__}, progress)
     image = docker.image(image_id)
     return BuiltImage(tag=tag, image_id=image.id, size=image.size, base=base)
+
+
+# What `python3 -m deployctl.monitoring.exporter` imports: its own modules and these packages.
+EXPORTER_MODULES = (
+    "__init__.py",
+    "errors.py",
+    "fsio.py",
+    "gpus/__init__.py",
+    "gpus/catalogue.py",
+    "gpus/gpu.py",
+    "hardware/__init__.py",
+    "hardware/nvml.py",
+    "interrupt.py",
+    "monitoring/__init__.py",
+    "monitoring/gpu.py",
+    "monitoring/exporter.py",
+)
+EXPORTER_PACKAGES = ("prometheus_client", "pynvml", "pydantic", "pydantic_core", "typing_extensions", "annotated_types")
+EXPORTER_PACKAGES_OPTIONAL = ("typing_inspection",)  # pydantic >= 2.11 imports it
+
+
+def _exporter_context(dest: Path) -> None:
+    """Copy the exporter's modules and the installed packages it imports (the Python running deployctl's)."""
+    import importlib.util
+
+    package = Path(deployctl.__file__).parent
+    site = dest / "site"
+    for rel in EXPORTER_MODULES:
+        (site / "deployctl" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(package / rel, site / "deployctl" / rel)
+    for name in EXPORTER_PACKAGES + EXPORTER_PACKAGES_OPTIONAL:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            if name in EXPORTER_PACKAGES_OPTIONAL:
+                continue
+            raise EnvironmentProblem(
+                f"{name} is not installed beside deployctl", "pip install deployctl's dependencies"
+            )
+        origin = Path(spec.origin)
+        if origin.name == "__init__.py":
+            shutil.copytree(origin.parent, site / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(origin, site / origin.name)
+    dockerfile = resources.files("deployctl").joinpath("images/exporter.Dockerfile").read_text()
+    (dest / "Dockerfile").write_text(dockerfile)
+
+
+def build_exporter(
+    base_image: str | None = None, tag: str | None = None, progress: Progress | None = None
+) -> BuiltImage:
+    """Build the GPU exporter's image (`tag`, default EXPORTER_IMAGE) from deployctl's own Python packages (no
+    network) and give what was built.
+
+    The base must run the same Python minor version as deployctl (pydantic_core is compiled for it).
+    """
+    return _build_on_base(_exporter_context, base_image, tag or EXPORTER_IMAGE, progress)

@@ -37,10 +37,15 @@ def create(
     from deployctl.bundle import create as core
     from deployctl.bundle.format import parse_size
     from deployctl.engines.simulator import SIM_IMAGE
+    from deployctl.monitoring.render import profile_images
 
     split_size = parse_size(split) if split else None
     plan = planning.make_plan(spec, simulate=simulate)
-    chosen = images or [SIM_IMAGE if simulate else plan.engine.image]
+    # The monitoring profile's images travel with the engine's when the spec turns the profile on.
+    chosen = images or [
+        SIM_IMAGE if simulate else plan.engine.image,
+        *profile_images(spec.monitoring, simulate=simulate),
+    ]
     return core.create(
         spec,
         plan,

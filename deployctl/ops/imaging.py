@@ -20,6 +20,14 @@ def build_sim(*, base_image: str | None, tag: str | None, progress: Progress) ->
     return build.build_sim(base_image, tag or SIM_IMAGE, progress=progress)
 
 
+def build_exporter(*, base_image: str | None, tag: str | None, progress: Progress) -> BuiltImage:
+    """Build the GPU exporter's image (tag default: the one the monitoring profile and the chart run); give what
+    was built."""
+    from deployctl.images import build
+
+    return build.build_exporter(base_image, tag, progress=progress)
+
+
 def build_base(*, tag: str | None, suite: str, progress: Progress) -> BuiltImage:
     """Build a Debian base image from packages (tag default: deployctl/debian-base:bookworm); give what was built."""
     from deployctl.images.build import DEBIAN_BASE, build_debian_base

@@ -206,7 +206,7 @@ def up(
     check_release_name(req.release)
     plan = planning.cluster_plan(spec, simulate=req.simulate)
     options = planning.chart_options(
-        simulate=req.simulate, faults=req.faults, replicas=req.replicas, runtime_class=req.runtime_class
+        spec, simulate=req.simulate, faults=req.faults, replicas=req.replicas, runtime_class=req.runtime_class
     )
     context = targets.context(plan, options)
     files = HELM.render(context)

@@ -63,16 +63,28 @@ def stack_options(
         api_key=spec.resolve_api_key(),
         faults=dict(faults or {}),
         labels=owner.labels(stack_dir.absolute(), spec_path),
+        monitoring=spec.monitoring,
     )
 
 
 def chart_options(
-    *, simulate: bool, faults: dict[str, str] | None = None, replicas: int = 1, runtime_class: str = "nvidia"
+    spec: DeploymentSpec,
+    *,
+    simulate: bool,
+    faults: dict[str, str] | None = None,
+    replicas: int = 1,
+    runtime_class: str = "nvidia",
 ) -> RenderOptions:
-    """Give how a chart is rendered: never with the API key (a Kubernetes Secret holds it)."""
+    """Give how a chart is rendered: never with the API key (a Kubernetes Secret holds it); the spec's SLOs."""
     from deployctl.targets import RenderOptions
 
-    return RenderOptions(simulate=simulate, faults=dict(faults or {}), replicas=replicas, runtime_class=runtime_class)
+    return RenderOptions(
+        simulate=simulate,
+        faults=dict(faults or {}),
+        replicas=replicas,
+        runtime_class=runtime_class,
+        monitoring=spec.monitoring,
+    )
 
 
 def render_stack(
@@ -120,7 +132,7 @@ def render(
         from deployctl.targets.helm import write_chart
 
         plan = cluster_plan(spec, simulate=simulate)
-        files = targets.render(plan, "helm", chart_options(simulate=simulate, faults=faults, replicas=replicas))
+        files = targets.render(plan, "helm", chart_options(spec, simulate=simulate, faults=faults, replicas=replicas))
         out = write_chart(files, output or Path(f"{spec.name}-chart"))
     else:
         plan = make_plan(spec, simulate=simulate)

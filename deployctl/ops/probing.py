@@ -94,9 +94,48 @@ def health(target: Target, *, max_ttft_ms: float, timeout: float) -> Any:
 
     found = find_dialect(target)
     expected = probe.Expected.from_plan(target.plan, found.dialect) if target.plan and found.dialect else None
-    return probe.check(
+    report = probe.check(
         target.endpoint, expected, target.api_key, max_ttft_ms=max_ttft_ms, timeout=timeout, dialect=found
     )
+    if report.status != "down" and target.plan is not None:
+        facts = engine_facts(target.endpoint, target.plan, target.stack_dir, timeout=min(timeout, 5.0))
+        if isinstance(facts, str):
+            report.checks.append(probe.Check("metrics", False, facts))
+            report.status = "degraded"
+        else:
+            report.metrics = facts.as_dict()
+            firing = [v.detail for v in facts.verdicts if v.firing]
+            report.checks.append(probe.Check("metrics", not facts.degraded, "; ".join(firing) or _calm(facts)))
+            if facts.degraded:
+                report.status = "degraded"
+    return report
+
+
+def _calm(facts: Any) -> str:
+    kv = "" if facts.kv_cache_usage is None else f"KV cache {facts.kv_cache_usage:.0%}, "
+    return f"{kv}{facts.requests_waiting or 0:.0f} waiting, {facts.requests_failed or 0:.0f} failed: no alert"
+
+
+def thresholds_of(plan: Plan, stack_dir: Path | None) -> Any:
+    """Give the alerts' thresholds: those the stack's monitoring was rendered with, else the plan's defaults."""
+    from deployctl.monitoring import render, thresholds
+
+    saved = stack_dir / render.THRESHOLDS_FILE if stack_dir else None
+    if saved is not None and saved.is_file():
+        from deployctl.fsio import read_bounded
+
+        try:
+            return render.thresholds_from_json(read_bounded(saved, 1 << 20, "thresholds.json"))
+        except (ValueError, TypeError, KeyError):
+            pass  # an older or edited file: the plan's own thresholds still judge
+    return thresholds.from_plan(plan)
+
+
+def engine_facts(endpoint: str, plan: Plan, stack_dir: Path | None, *, timeout: float = 5.0) -> Any:
+    """Give what the alerts watch on the engine's /metrics (monitoring.facts.EngineFacts), or why it could not be read."""
+    from deployctl.monitoring import facts
+
+    return facts.read(endpoint, thresholds_of(plan, stack_dir), timeout)
 
 
 def bench_config(

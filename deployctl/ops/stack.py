@@ -171,7 +171,7 @@ def down(stack_dir: Path, project: str | None = None) -> Down | None:
         return Down(True, [c.name for c in docker.labelled_containers(f"{owner.PROJECT_LABEL}={project}")])
     owner.check_own(stack.info.project, stack.dir)
     found = bool(COMPOSE.status(stack.compose) or stack.compose.networks())
-    return Down(found, COMPOSE.down(stack.compose))
+    return Down(found, COMPOSE.down(stack.compose))  # a running monitoring profile goes too
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,8 @@ class StackStatus:
     revision: int = 0
     other_projects: list[str] = field(default_factory=list)  # still running from here under an old name
     kv: dict[str, Any] | None = None  # planned and actual KV-cache tokens of the last start (ops/startup.py)
+    # What the alerts watch, from the engine's /metrics (monitoring/facts.py), when it answers.
+    metrics: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "services": [s.as_dict() for s in self.services]}
@@ -205,6 +207,7 @@ def status(stack_dir: Path) -> StackStatus:
     services = COMPOSE.status(stack.compose)
     answering = probe_health(stack.info.endpoint) == 200
     ok = answering and bool(services) and all(s.state == "running" and s.health != "unhealthy" for s in services)
+    metrics = _engine_metrics(stack) if answering else None
     return StackStatus(
         project=stack.info.project,
         endpoint=stack.info.endpoint,
@@ -216,7 +219,19 @@ def status(stack_dir: Path) -> StackStatus:
         revision=stack.info.revision,
         other_projects=owner.renamed_from(stack.info.project, stack.dir),
         kv=kv.as_dict() if kv else None,
+        metrics=metrics,
     )
+
+
+def _engine_metrics(stack: Stack) -> dict[str, Any] | None:
+    """Give the engine's /metrics facts and verdicts (or why they could not be read); None without a plan."""
+    from deployctl.ops.probing import engine_facts
+
+    rendered = stackdir.read_stack(stack.dir)
+    if rendered is None:
+        return None
+    facts = engine_facts(stack.info.endpoint, rendered.plan, stack.dir)
+    return {"error": facts} if isinstance(facts, str) else dict(facts.as_dict())
 
 
 def logs(stack_dir: Path, tail: int) -> str:

@@ -40,6 +40,8 @@ class HealthReport:
     ttft_ms: float | None = None
     tokens_per_s: float | None = None
     tokens: int = 0
+    # What the alerts watch, from the engine's /metrics (deployctl/monitoring/facts.py), when a plan says how to judge it.
+    metrics: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:

@@ -41,9 +41,8 @@ def key_matches(header: str, api_key: str) -> bool:
     )
 
 
-# Typed request storage (aiohttp warns on plain string keys), where the aiohttp has it: the simulator's
-# image built from Debian bookworm's packages carries python3-aiohttp 3.8.4, which has no RequestKey
-# (web.RequestKey is in 3.14.5, the test venv's) and stores under the plain key.
+# Typed request storage where aiohttp has it (newer releases warn on a plain string key); the simulator's image
+# runs Debian bookworm's python3-aiohttp, which has no web.RequestKey: a plain key there.
 ARRIVED: Any = web.RequestKey("arrived", float) if hasattr(web, "RequestKey") else "arrived"
 
 

@@ -34,7 +34,8 @@ class SimConfig:
     # SIM_POWER_MODEL: simulated power limits and energy counters (sim/power.py) for `power tune --simulate`.
     power_model: str | None = None
     # SIM_KV_TOKENS: the KV-cache tokens the simulator reports at start-up as the engine would (the plan's,
-    # from engines/simulator.py sim_env; `--sim-fault kv-tokens=N` rehearses an engine that got less).
+    # from engines/simulator.py sim_env; `--sim-fault kv-tokens=N` rehearses an engine that got less). It is
+    # also the pool /metrics reports KV usage against (the share the in-flight requests hold).
     kv_tokens_env: int | None = None
     num_shard: int = 1
     version: str = "3.3.4-sim"

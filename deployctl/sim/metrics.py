@@ -12,6 +12,34 @@ from aiohttp import web
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _LENGTH_BUCKETS = (16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0)
+# The engines' own bucket edges: SLO alerts count requests at an edge, so the simulator's histograms have
+# the engine's. The simulator's image carries deployctl/sim/ alone, so they are copied from
+# deployctl/engines/tgi.py and vllm.py (METRICS, which cite each engine's source); a unit test holds the two equal.
+
+
+def _tgi_duration() -> tuple[float, ...]:
+    # TGI v3.3.4 router/src/server.rs: 35 edges, 0.0001 s times 1.5 per step (f64, as the router computes them).
+    edges, value = [], 0.0001
+    for _ in range(35):
+        value *= 1.5
+        edges.append(value)
+    return tuple(edges)
+
+
+_TGI_DURATION = _tgi_duration()
+# vLLM 0.30.0/0.32.0 vllm/v1/metrics/buckets.py: TIME_TO_FIRST_TOKEN_, INTER_TOKEN_LATENCY_, REQUEST_LATENCY_BUCKETS.
+_VLLM_TTFT = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)  # fmt: skip
+_VLLM_ITL = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+)  # fmt: skip
+_VLLM_REQUEST = (
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
+    480.0, 960.0, 1920.0, 7680.0,
+)  # fmt: skip
+VLLM_FINISHED = ("stop", "length", "abort", "error", "repetition")  # vllm/v1/engine/__init__.py, 0.30-0.32
 
 
 @dataclass
@@ -44,13 +72,17 @@ class Metrics:
     failures: dict[str, int] = field(default_factory=dict)
     queue_size: int = 0
     batch_size: int = 0
-    duration: Histogram = field(default_factory=Histogram)
-    queue_duration: Histogram = field(default_factory=Histogram)
-    per_token: Histogram = field(default_factory=Histogram)
+    duration: Histogram = field(default_factory=lambda: Histogram(_TGI_DURATION))
+    queue_duration: Histogram = field(default_factory=lambda: Histogram(_TGI_DURATION))
+    per_token: Histogram = field(default_factory=lambda: Histogram(_TGI_DURATION))
     input_length: Histogram = field(default_factory=lambda: Histogram(_LENGTH_BUCKETS))
     generated_tokens: Histogram = field(default_factory=lambda: Histogram(_LENGTH_BUCKETS))
-    ttft: Histogram = field(default_factory=Histogram)
-    itl: Histogram = field(default_factory=Histogram)
+    ttft: Histogram = field(default_factory=lambda: Histogram(_VLLM_TTFT))
+    itl: Histogram = field(default_factory=lambda: Histogram(_VLLM_ITL))
+    e2e: Histogram = field(default_factory=lambda: Histogram(_VLLM_REQUEST))
+    queue_time: Histogram = field(default_factory=lambda: Histogram(_VLLM_REQUEST))
+    kv_used: int = 0  # tokens the in-flight requests hold
+    kv_capacity: int = 0  # the KV pool, in tokens (0: unknown, usage reads 0)
     prompt_tokens_total: int = 0
     generation_tokens_total: int = 0
     http: bool = False  # count HTTP requests per route (vLLM's instrumentator families)
@@ -70,7 +102,14 @@ class Metrics:
         self.request_count += 1
         self.duration.observe(seconds)
         self.queue_duration.observe(queued)
+        self.e2e.observe(seconds)
+        self.queue_time.observe(queued)
         self.input_length.observe(input_tokens)
+
+    @property
+    def kv_usage(self) -> float:
+        """Give the share of the KV pool the in-flight requests hold (1 at most)."""
+        return min(1.0, self.kv_used / self.kv_capacity) if self.kv_capacity else 0.0
 
     def success(self, generated: int, seconds: float) -> None:
         self.request_success += 1
@@ -93,6 +132,10 @@ class Metrics:
             f"tgi_queue_size {self.queue_size}",
             "# TYPE tgi_batch_current_size gauge",
             f"tgi_batch_current_size {self.batch_size}",
+            "# TYPE tgi_batch_current_max_tokens gauge",
+            f"tgi_batch_current_max_tokens {min(self.kv_used, self.kv_capacity) if self.kv_capacity else 0}",
+            "# TYPE tgi_batch_max_total_tokens gauge",
+            f"tgi_batch_max_total_tokens {self.kv_capacity}",
         ]
         for name, hist in (
             ("tgi_request_duration", self.duration),
@@ -141,13 +184,13 @@ class Metrics:
         tracked_gauges = {
             "vllm:num_requests_running": self.batch_size,
             "vllm:num_requests_waiting": self.queue_size,
-            "vllm:kv_cache_usage_perc": 0.0,
+            "vllm:kv_cache_usage_perc": self.kv_usage,  # of the plan's pool (SIM_KV_TOKENS)
         }
         tracked_hists = {
             "vllm:time_to_first_token_seconds": self.ttft,
             "vllm:inter_token_latency_seconds": self.itl,
-            "vllm:e2e_request_latency_seconds": self.duration,
-            "vllm:request_queue_time_seconds": self.queue_duration,
+            "vllm:e2e_request_latency_seconds": self.e2e,  # vLLM's own bucket edges (REQUEST_LATENCY_BUCKETS)
+            "vllm:request_queue_time_seconds": self.queue_time,
             "vllm:request_prompt_tokens": self.request_prompt_tokens,
             "vllm:request_generation_tokens": self.request_generation_tokens,
             "vllm:request_params_max_tokens": self.request_max_tokens,
@@ -196,7 +239,7 @@ class Metrics:
 
 # vLLM 0.32.0's engine families (v1/metrics/loggers.py PrometheusStatLogger), as recorded from the real server
 # (tests/data/vllm/recorded-0.32.0.json): name, type, and the values of labels past engine and model_name.
-_REASONS = [{"finished_reason": r} for r in ("stop", "length", "abort", "error", "repetition")]
+_REASONS = [{"finished_reason": r} for r in VLLM_FINISHED]
 _SOURCES = [{"source": s} for s in ("local_compute", "local_cache_hit", "external_kv_transfer")]
 VLLM_FAMILIES: list[tuple[str, str, list[dict[str, str]]]] = [
     ("vllm:num_requests_running", "gauge", []),

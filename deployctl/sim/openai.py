@@ -445,7 +445,7 @@ def guarded(request: web.Request) -> bool:
 def app(cfg: SimConfig) -> web.Application:
     """Give the vLLM-dialect simulator's aiohttp application."""
     sim = Simulator(cfg)
-    sim.metrics = Metrics(http=True)
+    sim.metrics = Metrics(http=True, kv_capacity=cfg.kv_tokens)
     r = VllmRoutes(sim)
     gate = auth.middleware(
         cfg.api_key,

@@ -131,7 +131,7 @@ class Simulator:
         self.streams = 0
         self.requests = 0
         self.stall_until = 0.0
-        self.metrics = Metrics()
+        self.metrics = Metrics(kv_capacity=cfg.kv_tokens)
         self.power = power.from_config(cfg.power_model, cfg.num_shard)
 
     def latency_model(self) -> latency.LatencyModel:
@@ -213,6 +213,10 @@ class Simulator:
         self.metrics.queue_size -= 1
         queued = loop.time() - arrived
         self._streams(+1)
+        # What the request holds of the KV pool: its prompt and room for every token it may generate (TGI
+        # reserves that much at admission; vLLM's blocks fill towards it).
+        held = req.input_tokens + req.max_new_tokens
+        self.metrics.kv_used += held
         try:
             due = max(arrived, self.stall_until) + self.latency_model().ttft_s(req.input_tokens)
             text = ""
@@ -240,6 +244,7 @@ class Simulator:
                 due += self.latency_model().itl_s(self.streams)
         finally:
             self._streams(-1)
+            self.metrics.kv_used -= held
             self.metrics.observe_request(loop.time() - arrived, queued, req.input_tokens)
 
     def release(self, generated: int, duration: float, ok: bool) -> None:

@@ -9,12 +9,15 @@ the context once: the engine-neutral Workload (targets/workload.py) plus the pla
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from deployctl.engines.simulator import SIM_IMAGE
 from deployctl.plan import Plan
 from deployctl.targets import workload
 from deployctl.targets.workload import Workload
+
+if TYPE_CHECKING:
+    from deployctl.spec import Monitoring
 
 # Stands in for the API key where a render does not hold it (a chart: a Kubernetes Secret holds it,
 # from apiKey.existingSecret or apiKey.value); a target that writes the key refuses to render it.
@@ -32,6 +35,9 @@ class RenderOptions:
     labels: dict[str, str] = field(default_factory=dict)  # on the container as they are (ownership)
     replicas: int = 1  # Helm: engine instances, each on its own GPUs
     runtime_class: str = "nvidia"  # Helm: the pods' RuntimeClass ("" for the cluster's default)
+    # The spec's `monitoring:` block: Compose renders its `monitoring` profile when it is enabled; Helm's
+    # chart always carries the rules and dashboards (off in values.yaml), with its SLOs where given.
+    monitoring: Monitoring | None = None
 
 
 @dataclass(frozen=True)

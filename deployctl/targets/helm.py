@@ -15,12 +15,18 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deployctl import __version__, templating
 from deployctl.errors import InputError
 from deployctl.kube import INSTANCE_LABEL, PLAN_HASH_LABEL, RELEASE_NAME, Kube, NotFound, PodState
+from deployctl.monitoring.gpu import EXPORTER_PORT
+from deployctl.monitoring.render import EXPORTER_IMAGE
 from deployctl.targets.base import RenderContext
+
+if TYPE_CHECKING:
+    from deployctl.plan import Plan
+    from deployctl.spec import Monitoring
 
 CHART_FILES = "templates/helm"
 MARKER = "Chart.yaml"
@@ -59,6 +65,21 @@ class ImageRef:
         if rest and ("." in first or ":" in first or first == "localhost"):
             return cls(first, rest, tag or "latest", digest)
         return cls("", name, tag or "latest", digest)
+
+
+def monitoring_files(plan: Plan, monitoring: Monitoring | None, *, simulate: bool) -> dict[str, bytes]:
+    """Give the chart's monitoring/ files: rules and dashboards from the plan and the spec's SLOs (none for an
+    engine whose metric names deployctl does not know: its chart renders, without rules or dashboards)."""
+    from deployctl.monitoring import engines, render, thresholds
+
+    if not engines.known(plan.engine.kind):
+        return {}
+
+    slo = (
+        thresholds.Slo(monitoring.slo_ttft_ms, monitoring.slo_itl_ms, monitoring.slo_percentile) if monitoring else None
+    )
+    files = render.rules_and_dashboards(thresholds.from_plan(plan, slo), with_gpus=not simulate)
+    return {f"monitoring/{name}": data for name, data in files.items()}
 
 
 def _mebibytes(size: int) -> str:
@@ -162,6 +183,10 @@ def variables(context: RenderContext) -> dict[str, Any]:
         "stop_grace": w.stop_grace_s,
         "tolerations": [GPU_TOLERATION],
         "service_port": service_port(context),
+        "monitoring_stack": w.name,
+        "gpu_exporter": not simulate,
+        "exporter_image": asdict(ImageRef.parse(EXPORTER_IMAGE)),
+        "exporter_port": EXPORTER_PORT,
     }
 
 
@@ -277,6 +302,8 @@ class Helm:
             # The schema refuses the engine's key variable in plain env: the key comes from a Secret.
             "values.schema.json": templating.render("helm/values.schema.json.j2", **ctx).encode(),
             **_fixed_files(),
+            # The alert rules and dashboards (deployctl/monitoring/), as chart files under monitoring/.
+            **monitoring_files(context.plan, context.options.monitoring, simulate=context.options.simulate),
         }
 
     def up(self, place: HelmRelease) -> None:

@@ -43,6 +43,7 @@ NOT_RUN = {
     "install into /srv/deployctl": "writes to /srv/deployctl on the host, outside the test's directories",
     "deployctl image build-base": "replaces the suite's cached Debian base (and runs mmdebstrap for minutes)",
     "deployctl k8s": "needs a Kubernetes cluster and helm: tests/e2e/test_k8s.py runs k8s up/status/down on the session's own cluster",
+    "deployctl image build-exporter": "would leave deployctl/gpu-exporter:VERSION on the host: tests/e2e/test_monitoring.py builds it under a tag of its own and removes it",
 }
 # `power tune` on real GPUs: the workspace's stack is simulated, and tune refuses to cap GPUs for a simulator.
 SIMULATED_STACK = "the workspace's stack runs the simulator: tune refuses to cap GPUs for it (exit 2)"
@@ -86,6 +87,8 @@ def not_run(run: examples.Run) -> str | None:
         return NOT_RUN["deployctl image build-base"]
     if run.args[:1] == ["k8s"]:
         return NOT_RUN["deployctl k8s"]
+    if run.args[:2] == ["image", "build-exporter"]:
+        return NOT_RUN["deployctl image build-exporter"]
     return None
 
 

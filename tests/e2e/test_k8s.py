@@ -8,6 +8,7 @@ The simulator stands in for the engine; the node advertises fake nvidia.com/gpu 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 import time
@@ -221,3 +222,66 @@ def test_vllm_simulator_chart_runs_as_the_workload_says(cluster: KubeCluster, tm
         down = k8s(cluster, tmp_path, "down", "-n", ns, "--json")
         assert down.returncode == 0, down.stderr
     assert pods(cluster, ns, "e2e-vllm") == []
+
+
+# The newest Prometheus Operator CRDs the 1.20 test cluster accepts: from v0.75.0 on they carry `default: ""`
+# on name fields, which the 1.20 API server refuses (tests/unit/test_monitoring_helm.py checks v0.93.0's schemas).
+MONITORING_CRDS = Path(__file__).parents[1] / "data" / "monitoring" / "crds-v0.72.0"
+
+
+def test_monitoring_installs_without_the_operator_and_its_objects_come_with_the_crds(
+    cluster: KubeCluster, tmp_path: Path
+) -> None:
+    """monitoring.enabled on a cluster without the Prometheus Operator: the dashboards, nothing of the operator's.
+    With its CRDs there, Helm's view of the cluster (.Capabilities) brings the ServiceMonitor and PrometheusRule.
+
+    The second half is a Helm dry run against the cluster: this test cluster's kube-apiserver (Debian's
+    1.20.2 built with Go 1.19) crashes on any custom resource write (SIGSEGV in modern-go/reflect2's map
+    iteration under json-iterator), so nothing of the operator's kinds is created here; their objects are
+    checked against the operator's CRD schemas in tests/unit/test_monitoring_helm.py.
+    """
+    (tmp_path / "deployctl.yaml").write_text(
+        "name: e2e-mon\nengine: vllm\nmonitoring:\n  slo_ttft_ms: 500\n  slo_itl_ms: 50\n"
+    )
+    ns, on = "mon", ("--set", "monitoring.enabled=true")
+    env = {"KUBECONFIG": str(cluster.kubeconfig), "PATH": path_with_tools()}
+
+    def objects(*what: str) -> set[str]:
+        out = cluster.kubectl("-n", ns, "get", *what, "-o", "json", check=False)
+        assert out.returncode == 0, out.stderr
+        return {f"{o['kind']}/{o['metadata']['name']}" for o in json.loads(out.stdout)["items"]}
+
+    def dry_run_kinds() -> set[str]:
+        """Give the kinds Helm would apply to this cluster now (its capabilities read from the cluster)."""
+        args = ["upgrade", "--install", "e2e-mon", str(tmp_path / "chart"), "-n", ns, "--dry-run", *on]
+        done = subprocess.run(
+            [tool("helm"), *args], capture_output=True, text=True, env={**os.environ, **env}, cwd=tmp_path, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        manifest = done.stdout.split("MANIFEST:", 1)[1].split("NOTES:", 1)[0]
+        return {d["kind"] for d in yaml.safe_load_all(manifest) if d}
+
+    render = deployctl("render", "--target", "helm", "--simulate", "-o", "chart", cwd=tmp_path)
+    assert render.returncode == 0, render.stderr
+    try:
+        up = k8s(cluster, tmp_path, "up", "--simulate", "-n", ns, *FAST, *on, "--json")
+        assert up.returncode == 0, up.stderr
+        assert objects("configmaps", "-l", "grafana_dashboard=1") == {
+            "ConfigMap/e2e-mon-dashboard-engine",
+            "ConfigMap/e2e-mon-dashboard-slo",
+        }
+        missing = cluster.kubectl("-n", ns, "get", "servicemonitors", check=False)
+        assert missing.returncode != 0 and "the server doesn't have a resource type" in missing.stderr
+        assert not dry_run_kinds() & {"ServiceMonitor", "PrometheusRule", "PodMonitor"}
+
+        made = cluster.kubectl("create", "-f", str(MONITORING_CRDS), check=False)
+        assert made.returncode == 0, made.stderr
+        for crd in ("servicemonitors", "podmonitors", "prometheusrules"):
+            cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}.monitoring.coreos.com", "--timeout=60s")
+        kinds = dry_run_kinds()
+        assert {"ServiceMonitor", "PrometheusRule"} <= kinds and "PodMonitor" not in kinds  # simulator: no exporter
+    finally:
+        down = k8s(cluster, tmp_path, "down", "-n", ns, "--json")
+        assert down.returncode == 0, down.stderr
+        cluster.kubectl("delete", "-f", str(MONITORING_CRDS), "--ignore-not-found", check=False)
+    assert pods(cluster, ns, "e2e-mon") == []

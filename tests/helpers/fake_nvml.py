@@ -66,6 +66,9 @@ class Board:
     energy_counter: bool = True  # False: NotSupported, as on boards older than Volta
     sm_clock_mhz: int = 210  # idle clocks as nvidia-smi shows them on an idle 4090
     mem_clock_mhz: int = 405
+    # NVML_TEMPERATURE_THRESHOLD_SLOWDOWN; None: NotSupported, as on boards that do not report it.
+    slowdown_temperature: int | None = 87
+    clock_event_reasons: int = 0x1  # nvmlClocksEventReasonGpuIdle: what an idle board reports
     settable: bool = True  # False: NotSupported on set
     silent_setter: bool = False  # True: set reports success and changes nothing
     lost: bool = False
@@ -83,6 +86,7 @@ class FakeNvml:
     NVMLError_NotSupported = NVMLError_NotSupported
     NVMLError_GpuIsLost = NVMLError_GpuIsLost
     NVML_TEMPERATURE_GPU = 0
+    NVML_TEMPERATURE_THRESHOLD_SLOWDOWN = 1  # pynvml's values
     NVML_CLOCK_SM = 1  # pynvml's values
     NVML_CLOCK_MEM = 2
     NVML_FEATURE_DISABLED = 0
@@ -160,6 +164,15 @@ class FakeNvml:
 
     def nvmlDeviceGetTemperature(self, b: Board, sensor: int) -> int:
         return self._sensed(b).temperature
+
+    def nvmlDeviceGetTemperatureThreshold(self, b: Board, threshold: int) -> int:
+        b = self._alive(b)
+        if threshold != self.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN or b.slowdown_temperature is None:
+            raise NVMLError_NotSupported("Not Supported")
+        return b.slowdown_temperature
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, b: Board) -> int:
+        return self._sensed(b).clock_event_reasons
 
     def nvmlDeviceGetTotalEnergyConsumption(self, b: Board) -> int:
         if not self._alive(b).energy_counter:

@@ -20,14 +20,23 @@ INSTALLER = {"helm": "kubetools", "kubectl": "kubetools"}
 
 def tool(name: str) -> str:
     """Give the path of a Kubernetes tool; fail in CI, skip elsewhere, when it is missing."""
-    ci_setup.wait_for(INSTALLER.get(name, "k8s"))
-    cached = K8S_BIN / name
+    installer = INSTALLER.get(name, "k8s")
+    return installed(name, K8S_BIN, f".ci/install-{installer}.sh")
+
+
+def installed(name: str, bin_dir: Path, installer: str) -> str:
+    """Give the path of a tool an installer of .ci/ puts in `bin_dir` (else on PATH); fail in CI, skip elsewhere.
+
+    Under .ci/run, which starts the installers beside the tests, this waits for `installer` to finish first.
+    """
+    ci_setup.wait_for(Path(installer).stem.removeprefix("install-"))
+    cached = bin_dir / name
     if cached.is_file() and os.access(cached, os.X_OK):
         return str(cached)
     found = shutil.which(name)
     if found:
         return found
-    message = f"{name} is missing: run .ci/install-k8s.sh"
+    message = f"{name} is missing: run {installer}"
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI needs {message}", pytrace=False)
     pytest.skip(message)

@@ -18,8 +18,9 @@ from deployctl.sim.config import SimConfig
 
 
 @contextmanager
-def running(cfg: SimConfig) -> Iterator[str]:
-    """Give the base URL of a simulator serving `cfg` (in its engine's dialect) until the block ends."""
+def running(cfg: SimConfig, port: int = 0) -> Iterator[str]:
+    """Give the base URL of a simulator serving `cfg` (in its engine's dialect) until the block ends
+    (on `port`, or a free one)."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     holder: dict[str, object] = {}
@@ -28,7 +29,7 @@ def running(cfg: SimConfig) -> Iterator[str]:
         application = openai.app(cfg) if cfg.engine == "vllm" else server.app(cfg)
         runner = listen.runner_for(application)  # as the simulator serves: header deadline, keep-alive bound
         await runner.setup()
-        site = await listen.listen(runner, "127.0.0.1", 0)
+        site = await listen.listen(runner, "127.0.0.1", port)
         holder["runner"] = runner
         holder["site"] = site
         holder["port"] = site.sockets[0].getsockname()[1]

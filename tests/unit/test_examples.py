@@ -26,7 +26,7 @@ from deployctl.cli import cli
 
 # Commands whose examples run here; the rest need a Docker engine (tests/e2e/test_examples.py).
 HERE = {"init", "plan", "render", "health", "bench", "bench run", "bench compare", "gpus", "power"}
-HERE |= {"power show", "power set", "power reset", "doctor", "bundle keygen"}
+HERE |= {"power show", "power set", "power reset", "doctor", "bundle keygen", "monitor", "exporter"}
 
 # Examples that cannot succeed on a test host, with the exit code they must give and why.
 EXPECTED: dict[str, tuple[int, str]] = {

@@ -21,8 +21,9 @@ SUBPROCESS_CALLS = {"run", "Popen", "call", "check_call", "check_output"}
 
 # design.md: `cli → ops → (targets, stackdir, docker, kube, bundle, images, probe, hardware) → (planner,
 # engines) → (models, gpus, plan, spec, errors)`. The small helpers every floor uses (http, fsio, safepath,
-# boundedparse, templating, the package's version) sit on the ground floor with errors. `monitoring` (a GPU
-# exporter beside hardware, #25) is placed on the middle floor ahead of its merge. 0 is the top.
+# boundedparse, templating, the package's version) sit on the ground floor with errors. `monitoring` (#25: metric
+# names, rules, dashboards, the GPU exporter) is on the middle floor: it reads the plan, engines' facts and NVML
+# (through hardware), and targets, images and ops use it; it talks to no transport itself. 0 is the top.
 FLOORS: dict[str, int] = {
     "cli": 0,
     "__main__": 0,
@@ -185,7 +186,8 @@ def _package_cycles(edges: set[tuple[str, str]]) -> list[list[str]]:
 
 def test_dependencies_flow_downward() -> None:
     """No import runs upward; on one floor, packages import each other one way only; and by name: engines do
-    not import the planner, gpus does not import hardware, hardware does not import probe."""
+    not import the planner, gpus does not import hardware, hardware does not import probe, monitoring does not
+    import the targets or a transport (hardware does not import monitoring)."""
     upward = [
         (m, i)
         for m, i in _edges()
@@ -199,6 +201,8 @@ def test_dependencies_flow_downward() -> None:
     }
     assert not _package_cycles(same_floor), f"packages of one floor import each other both ways: {same_floor}"
     named = {("engines", "planner"), ("gpus", "hardware"), ("hardware", "probe"), ("plan", "planner")}
+    # monitoring renders files and reads NVML through hardware: the targets place its files, not the other way.
+    named |= {("monitoring", "targets"), ("monitoring", "docker"), ("monitoring", "kube"), ("hardware", "monitoring")}
     assert not named & same_floor, f"imports design.md names as wrong: {named & same_floor}"
 
 

@@ -141,3 +141,20 @@ def test_the_toy_chart_keeps_its_key_out_of_plain_env(tmp_path: Path) -> None:
     chart_dir = helm.write_chart(targets.render(_plan(), "helm", targets.RenderOptions()), tmp_path / "chart")
     refused = run_helm("template", "rel", str(chart_dir), "--set", "engine.env.TOY_API_KEY=plain", check=False)
     assert refused.returncode != 0 and "TOY_API_KEY" in refused.stderr
+
+
+def test_monitoring_of_an_engine_with_no_metric_names(tmp_path: Path) -> None:
+    """The toy publishes no METRICS: its chart renders with monitoring on and the operator's API, without rules
+    or dashboards (never an empty PrometheusRule), and its Compose profile is refused in one line."""
+    from deployctl.errors import InputError
+
+    chart_dir = helm.write_chart(targets.render(_plan(), "helm", targets.RenderOptions()), tmp_path / "chart")
+    assert not (chart_dir / "monitoring").exists()
+    out = run_helm(
+        "template", "rel", str(chart_dir), "--set", "monitoring.enabled=true",
+        "--api-versions", "monitoring.coreos.com/v1",
+    ).stdout  # fmt: skip
+    kinds = [d["kind"] for d in yaml.safe_load_all(out) if d]
+    assert "ServiceMonitor" in kinds and "PrometheusRule" not in kinds, kinds
+    with pytest.raises(InputError, match="no metric names known for engine 'toy'"):
+        targets.render(_plan(), "compose", targets.RenderOptions(monitoring=spec.Monitoring(enabled=True)))

@@ -49,3 +49,27 @@ ai.deployctl/plan-hash: {{ .Values.planHash | quote }}
 {{- printf "%s-api-key" (include "deployctl.fullname" .) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The GPU exporter's labels: its own name, so the engine's Service and Deployment never select its pods. */}}
+{{- define "deployctl.exporterSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-gpu-exporter" (include "deployctl.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "deployctl.exporterLabels" -}}
+{{ include "deployctl.exporterSelectorLabels" . }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: gpu-exporter
+ai.deployctl/plan-hash: {{ .Values.planHash | quote }}
+{{- end -}}
+
+{{/* registry/repository:tag of an image value (the GPU exporter's). */}}
+{{- define "deployctl.imageRef" -}}
+{{- if .registry -}}
+{{- printf "%s/%s:%s" (trimSuffix "/" .registry) .repository .tag -}}
+{{- else -}}
+{{- printf "%s:%s" .repository .tag -}}
+{{- end -}}
+{{- end -}}
