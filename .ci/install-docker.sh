@@ -5,14 +5,15 @@
 # Idempotent: a step already done is skipped.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+here=$(cd "$(dirname "$0")" && pwd)
 
 need=()
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 command -v zstd >/dev/null || need+=(zstd)
 if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${need[@]}" iptables ca-certificates >/dev/null
+  bash "$here/apt.sh" update -q
+  bash "$here/apt.sh" install -y -q --no-install-recommends "${need[@]}" iptables ca-certificates >/dev/null
 fi
 
 plugin=/usr/libexec/docker/cli-plugins/docker-compose
@@ -22,8 +23,8 @@ if ! /usr/bin/docker compose version >/dev/null 2>&1; then
   echo "deb http://deb.debian.org/debian trixie main" > "$work/trixie.list"
   opts=(-o "Dir::Etc::sourcelist=$work/trixie.list" -o "Dir::Etc::sourceparts=-"
         -o "Dir::State::Lists=$work/lists")
-  apt-get "${opts[@]}" update -q >/dev/null
-  (cd "$work" && apt-get "${opts[@]}" download docker-compose >/dev/null)
+  bash "$here/apt.sh" "${opts[@]}" update -q >/dev/null
+  (cd "$work" && bash "$here/apt.sh" "${opts[@]}" download docker-compose >/dev/null)
   dpkg -x "$work"/docker-compose_*.deb "$work/x"
   mkdir -p "$(dirname "$plugin")"
   install -m 0755 "$work/x/usr/libexec/docker/cli-plugins/docker-compose" "$plugin"
@@ -31,7 +32,8 @@ if ! /usr/bin/docker compose version >/dev/null 2>&1; then
 fi
 
 if ! /usr/bin/docker info >/dev/null 2>&1; then
-  setsid /usr/sbin/dockerd >/tmp/dockerd.log 2>&1 < /dev/null &
+  # At the usual priority even when this installer runs niced beside the tests (.ci/run): the tests use it.
+  setsid nice -n "$(( -$(nice) ))" /usr/sbin/dockerd >/tmp/dockerd.log 2>&1 < /dev/null &
   for _ in $(seq 1 60); do
     /usr/bin/docker info >/dev/null 2>&1 && break
     sleep 1

@@ -6,6 +6,8 @@
 # Idempotent and quick: a second run finds the binaries and only checks them (well under a second).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+# apt through .ci/apt.sh: .ci/run starts the installers at once, and apt's own lock fails a second apt-get.
+apt="$(cd "$(dirname "$0")" && pwd)/apt.sh"
 
 root=${PROMETHEUS_HOME:-/opt/deployctl-prometheus}
 current="$root/current/bin"
@@ -16,7 +18,7 @@ fi
 
 version=$(apt-cache policy prometheus 2>/dev/null | awk '/Candidate:/ {print $2}')
 if [ -z "$version" ] || [ "$version" = "(none)" ]; then
-  apt-get update -q >/dev/null
+  bash "$apt" update -q >/dev/null
   version=$(apt-cache policy prometheus | awk '/Candidate:/ {print $2}')
 fi
 [ -n "$version" ] && [ "$version" != "(none)" ] || { echo "no prometheus package in the apt sources" >&2; exit 1; }
@@ -24,7 +26,7 @@ fi
 work=$(mktemp -d)
 chmod 755 "$work"  # apt-get download runs as _apt where it can
 trap 'rm -rf "$work"' EXIT
-(cd "$work" && apt-get download -q "prometheus=$version" >/dev/null)
+(cd "$work" && bash "$apt" download -q "prometheus=$version" >/dev/null)
 dpkg -x "$work"/prometheus_*.deb "$work/x"
 dest="$root/$version"
 mkdir -p "$dest/bin"

@@ -6,7 +6,8 @@ contents), built here from Debian packages, slimmed and verified for real.
 ESTIMATED: for the real ghcr.io/huggingface/text-generation-inference:3.3.x image, from the
 profile's per-group `estimate_bytes` and `estimate_image_bytes`, which come from TGI's Dockerfile
 and published package sizes; this workplace cannot pull the real image to measure it.
-Needs a Docker engine (and the Debian base: `deployctl image build-base`).
+Needs a Docker engine (and the Debian base: `deployctl image build-base`). Everything it builds
+goes under tags of the run's own and is removed at the end, untagged images included (nothing else).
 """
 
 from __future__ import annotations
@@ -14,17 +15,53 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 
 
+def _image_ids() -> set[str]:
+    done = subprocess.run(["docker", "images", "-aq", "--no-trunc"], check=True, capture_output=True, text=True)
+    return set(done.stdout.split())
+
+
+def _remove_what_we_made(tags: list[str], before: set[str]) -> None:
+    """Untag our tags, then remove the untagged images made since `before` (children first), and nothing
+    else: never prune, since a cached build step may be an image the user's own builds made."""
+    subprocess.run(["docker", "rmi", "--no-prune", *tags], capture_output=True)
+    for _ in range(30):
+        listed = subprocess.run(
+            ["docker", "images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}"],
+            capture_output=True,
+            text=True,
+        ).stdout.splitlines()
+        ours = [line.split()[0] for line in listed if line.split()[0] not in before and line.endswith("<none>")]
+        if not ours:
+            return
+        for image_id in ours:
+            subprocess.run(["docker", "rmi", "--no-prune", image_id], capture_output=True)
+
+
 def main() -> int:
+    from deployctl.images.build import DEBIAN_BASE
+
+    if subprocess.run(["docker", "image", "inspect", DEBIAN_BASE], capture_output=True).returncode != 0:
+        print(f"{DEBIAN_BASE} is not here: run `deployctl image build-base` first", file=sys.stderr)
+        return 3
+    run = uuid.uuid4().hex[:8]  # tags of this run's own: what it made, it removes
+    src, out = f"deployctl-bench/tgi-shaped:{run}", f"deployctl-bench/tgi-shaped:{run}-slim"
+    before = _image_ids()
+    try:
+        return _measure(src, out)
+    finally:
+        _remove_what_we_made([src, out], before)
+
+
+def _measure(src: str, out: str) -> int:
     from deployctl.images.build import DEBIAN_BASE
     from deployctl.images.slim import load_profile
 
-    src, out = "deployctl-bench/tgi-shaped:3.3", "deployctl-bench/tgi-shaped:slim"
-    subprocess.run([sys.executable, "-m", "deployctl", "image", "build-sim"], check=True, capture_output=True)
     subprocess.run(
         [
             "docker",

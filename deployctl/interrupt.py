@@ -10,24 +10,14 @@ when the block ends.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from deployctl import failpoints
 from deployctl.errors import DeployctlError
-
-# TEST-ONLY: make a workflow stop at a named point until a signal arrives, so that the e2e tests can
-# interrupt `up` exactly there. DEPLOYCTL_TEST_PAUSE_AT names the point; when it is reached, the file
-# DEPLOYCTL_TEST_PAUSE_FILE is created (the test waits for it). Never set these in production.
-PAUSE_AT_ENV = "DEPLOYCTL_TEST_PAUSE_AT"
-PAUSE_FILE_ENV = "DEPLOYCTL_TEST_PAUSE_FILE"
-PAUSE_LIMIT_S = 120  # a forgotten test pause ends on its own
-
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -87,16 +77,9 @@ class Guard:
             self.cleaning = False
 
     def checkpoint(self, point: str) -> None:
-        """TEST-ONLY pause (see PAUSE_AT_ENV): wait here for a signal when the tests ask for this point."""
-        if os.environ.get(PAUSE_AT_ENV) != point:
-            return
-        marker = os.environ.get(PAUSE_FILE_ENV)
-        if marker:
-            Path(marker).write_text(f"{point} {os.getpid()}\n")
+        """Pass the failpoint `point`; a pause there also ends at a signal this guard only notes."""
         seen = self.count
-        deadline = time.monotonic() + PAUSE_LIMIT_S
-        while self.count == seen and time.monotonic() < deadline:
-            time.sleep(0.05)
+        failpoints.hit(point, wake=lambda: self.count != seen)
 
 
 Handler = Callable[[int, FrameType | None], Any] | int | None

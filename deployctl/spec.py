@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictInt,
     ValidationError,
     field_validator,
@@ -204,6 +205,13 @@ class DeploymentSpec(_Strict):
     power: Power = Power()
     stack_dir: LocalPath = Path("deployctl-stack")
     monitoring: Monitoring = Monitoring()
+    # Which values a command-line flag gave (dotted key -> flag): `plan` says where a value came from.
+    _flags: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def source_of(self, key: str) -> str:
+        """Give where the value of `key` (dotted) came from: "from --flag" or "from the spec"."""
+        flag = self._flags.get(key)
+        return f"from {flag}" if flag else "from the spec"
 
     @field_validator("name")
     @classmethod
@@ -380,6 +388,7 @@ def parse(
         problems += [_describe(e, where, lines, flags, overrides) for e in exc.errors()]
     if problems or spec is None:
         raise InputError(_summary(problems))
+    spec._flags = {key: flags[key] for key in overrides if key in flags}
     return spec
 
 

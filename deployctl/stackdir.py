@@ -5,6 +5,7 @@ Layout of a stack directory:
     compose.yaml, .env, plan.json, stack.json   written by deployctl (stack.json records which)
     compose.override.yaml, anything else         the operator's: kept across renders, never read here
     .deployctl/good/<revision>/                  the last revisions that answered /health (for rollback)
+    .deployctl/history.json                      the revisions that ran, in the order they answered
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from deployctl import engines
 from deployctl.errors import EnvironmentProblem, InputError
-from deployctl.fsio import atomic_writer
+from deployctl.fsio import atomic_writer, read_bounded, write_atomic
 from deployctl.http import check_url
 from deployctl.interrupt import held
 from deployctl.plan import Plan
@@ -38,6 +39,9 @@ GOOD_DIR = "good"  # .deployctl/good/<revision>/: the revisions that answered /h
 FAILED_DIR = "failed"  # .deployctl/failed/<revision>/: revisions that were rolled back
 KEEP_GOOD = 3  # how many good revisions a stack dir keeps (each is a few kilobytes)
 IMAGES_FILE = "images.json"  # in the good copy: image reference -> image id it ran
+HISTORY_FILE = "history.json"  # .deployctl/history.json: revisions in the order they ran (rollback walks it back)
+HISTORY_LIMIT = 64  # entries kept; each is a number
+MAX_HISTORY_BYTES = 4096
 DIFF_FILES = ("compose.yaml", "plan.json")  # what `up --dry-run` compares (.env holds the secret: never shown)
 
 # linux/fs.h: FS_IOC_GETFLAGS = _IOR('f', 1, long) and FS_IMMUTABLE_FL, the flag `chattr +i` sets.
@@ -59,6 +63,9 @@ class StackInfo:
     stack_dir: str = ""  # the directory it was written to (a copied or moved stack is told apart)
     spec: str = ""  # the spec file it came from ("" for flags and defaults only)
     files: tuple[str, ...] = field(default=())  # the files deployctl wrote; everything else is the operator's
+    # How `up` started it, as `option=value` (`simulate`, `engine=vllm`, `gpu_model=rtx4090`, ...): a bare
+    # `up` keeps these where neither its flags nor the spec file say otherwise.
+    mode: tuple[str, ...] = field(default=())
 
     def to_json(self) -> bytes:
         return (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode()
@@ -99,12 +106,21 @@ def _checked_fields(cls: type, data: object, where: str) -> dict[str, Any]:
         value, kind = data[f.name], kinds[str(f.type)]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise InputError(f"{where}: {f.name} should be {f.type}, got {shown(json.dumps(value))}")
-        if isinstance(value, list):
+        if isinstance(value, list) and f.name == "mode":
+            value = tuple(_mode_entry(v, f"{where}: {f.name}") for v in value)
+        elif isinstance(value, list):
             value = tuple(_file_name(v, f"{where}: {f.name}") for v in value)
         out[f.name] = value
     check_name(out["project"], f"{where}: project")
     check_url(out["endpoint"], f"{where}: endpoint")
     return out
+
+
+def _mode_entry(value: object, what: str) -> str:
+    """One `option=value` (or `simulate`) of a stack's mode: printable, one line, bounded."""
+    if not isinstance(value, str) or not value or len(value) > 4096 or not value.isprintable():
+        raise InputError(f"{what}: {shown(json.dumps(value))} is not an option=value entry")
+    return value
 
 
 def _file_name(value: object, what: str) -> str:
@@ -154,6 +170,16 @@ def read_stack(stack_dir: Path) -> RenderedStack | None:
     return RenderedStack(stack_dir.absolute(), info, plan, key)
 
 
+def started_with(stack_dir: Path) -> tuple[str, ...]:
+    """Give how `up` started the stack in `stack_dir` (its mode entries); () when none is recorded."""
+    try:
+        if not (stack_dir / "stack.json").is_file():
+            return ()
+        return StackInfo.read(stack_dir).mode
+    except InputError:
+        return ()  # an unreadable stack.json: `up` itself says so, in its own words
+
+
 def rendered_files(stack_dir: Path) -> dict[str, bytes] | None:
     """Give the files deployctl wrote in `stack_dir` as they are now, or None when it holds no stack."""
     stack_dir = stack_dir.absolute()
@@ -169,14 +195,18 @@ def info_of(files: dict[str, bytes]) -> StackInfo:
     return StackInfo.from_bytes(files["stack.json"], "stack.json")
 
 
-def stamp(files: dict[str, bytes], stack_dir: Path, *, revision: int, spec: Path | None) -> dict[str, bytes]:
-    """Give the files with stack.json recording the revision, the directory, the spec and the file list."""
+def stamp(
+    files: dict[str, bytes], stack_dir: Path, *, revision: int, spec: Path | None, mode: tuple[str, ...] = ()
+) -> dict[str, bytes]:
+    """Give the files with stack.json recording the revision, the directory, the spec, the file list and
+    how the stack was started."""
     info = replace(
         info_of(files),
         revision=revision,
         stack_dir=str(stack_dir.absolute()),
         spec=str(spec.absolute()) if spec else "",
         files=tuple(sorted(files)),
+        mode=mode,
     )
     return {**files, "stack.json": info.to_json()}
 
@@ -250,12 +280,17 @@ def check_writable(stack_dir: Path) -> None:
 
 
 def write_stack(
-    files: dict[str, bytes], stack_dir: Path, *, revision: int | None = None, spec: Path | None = None
+    files: dict[str, bytes],
+    stack_dir: Path,
+    *,
+    revision: int | None = None,
+    spec: Path | None = None,
+    mode: tuple[str, ...] = (),
 ) -> Path:
     """Write the rendered files as `stack_dir`, whole or not at all, keeping every file deployctl did not write.
 
-    With `revision`, stack.json is stamped (revision, directory, spec, file list); without it, the files
-    already carry their record (a good copy being restored).
+    With `revision`, stack.json is stamped (revision, directory, spec, file list, mode); without it, the
+    files already carry their record (a good copy being restored).
     """
     stack_dir = check_dir(stack_dir, "stack_dir").absolute()
     if stack_dir.exists() and not stack_dir.is_dir():
@@ -265,7 +300,7 @@ def write_stack(
     if stack_dir.is_dir() and any(stack_dir.iterdir()) and previous is None:
         raise InputError(f"stack_dir {stack_dir} holds other files", "choose an empty or new directory")
     if revision is not None:
-        files = stamp(files, stack_dir, revision=revision, spec=spec)
+        files = stamp(files, stack_dir, revision=revision, spec=spec, mode=mode)
     written = set(info_of(previous).files or previous) if previous else set()
     keep = [p.name for p in stack_dir.iterdir() if p.name not in written and p.name not in files] if previous else []
 
@@ -401,8 +436,92 @@ def save_good(stack_dir: Path, images: dict[str, str], kind: str = GOOD_DIR) -> 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in _good_revisions(stack_dir, kind)[:-KEEP_GOOD]:
-        shutil.rmtree(good / str(old), ignore_errors=True)
+    ran = history(stack_dir) if kind == GOOD_DIR else []
+    if ran:  # the copies rollback may walk back to: the last few revisions that ran
+        keep = {info_of(files).revision, *_recent(ran)}
+        old = [r for r in _good_revisions(stack_dir) if r not in keep]
+    else:
+        old = _good_revisions(stack_dir, kind)[:-KEEP_GOOD]
+    for revision in old:
+        shutil.rmtree(good / str(revision), ignore_errors=True)
+
+
+def record_good(stack_dir: Path, images: dict[str, str]) -> None:
+    """Keep the running revision as a good copy and add it to the history of what ran (it answered)."""
+    stack_dir = stack_dir.absolute()
+    files = rendered_files(stack_dir)
+    if files is None:
+        return
+    revision = info_of(files).revision
+    ran = history(stack_dir)
+    if ran[-1:] != [revision]:
+        _write_history(stack_dir, [*ran, revision][-HISTORY_LIMIT:])
+    save_good(stack_dir, images)
+
+
+def history(stack_dir: Path) -> list[int]:
+    """Give the revisions that ran in `stack_dir`, oldest first ([] when none is recorded)."""
+    path = stack_dir.absolute() / STATE_DIR / HISTORY_FILE
+    if not path.is_file():
+        return []
+    try:
+        raw = json.loads(read_bounded(path, MAX_HISTORY_BYTES, "stack history"))
+    except (InputError, ValueError):
+        return []  # unreadable: rollback falls back to the newest good copy older than the running one
+    if not isinstance(raw, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in raw):
+        return []
+    return raw
+
+
+def _write_history(stack_dir: Path, revisions: list[int]) -> None:
+    state = stack_dir / STATE_DIR
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomic(state / HISTORY_FILE, (json.dumps(revisions) + "\n").encode())
+
+
+def _recent(revisions: list[int]) -> list[int]:
+    """Give the last KEEP_GOOD distinct revisions of a history, newest first."""
+    out: list[int] = []
+    for r in reversed(revisions):
+        if r not in out:
+            out.append(r)
+    return out[:KEEP_GOOD]
+
+
+def went_back(stack_dir: Path, revision: int) -> None:
+    """Record that `rollback` went back to `revision`: the history ends there (what ran after it is undone)."""
+    ran = history(stack_dir)
+    if revision in ran:
+        cut = len(ran) - 1 - ran[::-1].index(revision)
+        _write_history(stack_dir.absolute(), ran[: cut + 1])
+
+
+def previous(stack_dir: Path, current: int) -> GoodCopy | None:
+    """Give the revision that ran before `current` (back along the history), or None when none is kept.
+
+    Without a history (a stack directory from before it was recorded), the newest good copy older than
+    `current`.
+    """
+    ran = history(stack_dir)
+    if not ran:
+        return read_good(stack_dir, before=current)
+    if ran[-1] == current:
+        ran = ran[:-1]
+    for revision in reversed(ran):
+        if revision != current:
+            found = read_good(stack_dir, revision=revision)
+            if found is not None:
+                return found
+    return None
+
+
+def last_good(stack_dir: Path) -> GoodCopy | None:
+    """Give the revision that answered last (the end of the history), or the newest good copy."""
+    for revision in reversed(history(stack_dir)):
+        found = read_good(stack_dir, revision=revision)
+        if found is not None:
+            return found
+    return read_good(stack_dir)
 
 
 def save_failed(stack_dir: Path) -> None:
@@ -429,10 +548,13 @@ class GoodCopy:
         return info_of(self.files)
 
 
-def read_good(stack_dir: Path, before: int | None = None) -> GoodCopy | None:
-    """Give the newest good copy kept in the stack dir (older than revision `before` when given), or None."""
+def read_good(stack_dir: Path, before: int | None = None, revision: int | None = None) -> GoodCopy | None:
+    """Give the newest good copy kept in the stack dir (older than revision `before`, or exactly `revision`,
+    when given), or None."""
     stack_dir = stack_dir.absolute()
-    found = [r for r in _good_revisions(stack_dir) if before is None or r < before]
+    found = [
+        r for r in _good_revisions(stack_dir) if (before is None or r < before) and (revision is None or r == revision)
+    ]
     if not found:
         return None
     where = stack_dir / STATE_DIR / GOOD_DIR / str(found[-1])

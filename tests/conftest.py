@@ -19,6 +19,30 @@ os.environ["DEPLOYCTL_SIM_IMAGE"] = f"deployctl-test/tgi-sim:run-{RUN_ID}"
 os.environ["DEPLOYCTL_DEBIAN_BASE"] = "deployctl-test/debian-base:bookworm"
 
 from helpers.modelgen import write_model  # noqa: E402  (after the environment above)
+from hypothesis import settings  # noqa: E402
+
+# Property tests are deterministic: the same examples on every run and machine (derandomize), and no
+# example database (nothing is written beside the tests, nothing read from an earlier run). To explore
+# beyond them, HYPOTHESIS_PROFILE=explore draws ten times as many at random and prints a failure's seed.
+settings.register_profile("deterministic", derandomize=True, database=None, print_blob=True, max_examples=100)
+settings.register_profile("explore", derandomize=False, database=None, print_blob=True, max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the unit tests first, then the end-to-end tests, the ones on the Kubernetes cluster last.
+
+    In CI the set-up runs beside the tests (.ci/run): the unit tests need none of it, the Docker tests
+    the engine (installed in a minute), the cluster tests the Kubernetes build (many minutes), so each
+    tier starts as late as it can. The order within a tier is the collection order.
+    """
+
+    def tier(item: pytest.Item) -> int:
+        if "/unit/" in str(item.path):
+            return 0
+        return 2 if "cluster" in getattr(item, "fixturenames", ()) else 1
+
+    items.sort(key=tier)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -90,6 +90,10 @@ def bench() -> None:
 @click.option("--currency", default="", help="Label for --cost, e.g. EUR.")
 @click.option("--api-key-env", help="Variable holding the API key (default: the stack's .env).")
 @click.option(
+    "--label",
+    help="What `bench compare` calls this run (default: the stack's engine, GPUs and power cap, e.g. 'tgi 2x rtx4090 300 W').",
+)
+@click.option(
     "-o",
     "--output-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -118,6 +122,7 @@ def run(
     cost: float | None,
     currency: str,
     api_key_env: str | None,
+    label: str | None,
     output_dir: Path,
     as_json: bool,
 ) -> None:
@@ -155,6 +160,7 @@ def run(
             slo_percentile=slo_percentile,
             cost=cost,
             currency=currency,
+            label=label,
         )
     result, paths, config = done.result, done.files, done.config
     mode = config.mode
@@ -165,9 +171,16 @@ def run(
     click.echo(f"prompt length from {result.prompt_tokens_source}")
     if result.max_qps_under_slo is not None:
         cost_text = f", cost per QPS {result.cost_per_qps:,.2f} {currency}".rstrip() if result.cost_per_qps else ""
-        click.echo(
-            f"max QPS under SLO: {result.max_qps_under_slo:.2f} req/s (at {mode} load {result.max_qps_level:g}){cost_text}"
-        )
+        at = f"at {mode} load {result.max_qps_level:g}"
+        if result.max_qps_lower_bound and result.max_qps_level is not None:
+            flag = "--concurrency" if mode == "closed" else "--rate"
+            wider = ",".join(f"{result.max_qps_level * k:g}" for k in (1, 2, 4))
+            click.echo(
+                f"max QPS under SLO: at least {result.max_qps_under_slo:.2f} req/s ({at}, the sweep's top: every level "
+                f"up to it met the SLO, so the engine may do more; sweep higher, e.g. {flag} {wider}){cost_text}"
+            )
+        else:
+            click.echo(f"max QPS under SLO: {result.max_qps_under_slo:.2f} req/s ({at}){cost_text}")
     elif config.slo.any:
         click.echo("no load level met the SLO")
     click.echo("wrote " + ", ".join(str(v) for v in paths.values()))
@@ -181,8 +194,8 @@ def _print_table(result: Any) -> None:
     from rich.table import Table
 
     mode = result.config["mode"]
-    model = output.cell((result.info or {}).get("model_id"))  # what the server calls its model: escaped, never markup
-    table = Table(title=f"{model}: {result.config['prompt_tokens']} in / {result.config['output_tokens']} out")
+    # The run's label and the served name (or the server's model id): escaped, never markup.
+    table = Table(title=output.cell(f"{result.label}: {result.title}" if result.label else result.title))
     for col in (
         "concurrency" if mode == "closed" else "rate/s",
         "req/s",
@@ -232,15 +245,19 @@ def compare(a: Path, b: Path, as_json: bool) -> None:
     from deployctl.ops import probing
 
     records = [{"metric": m, "a": x, "b": y, "b_over_a": r} for m, x, y, r in probing.compare_runs(a, b)]
-    # A model id from a file is text: never markup, never escape codes (output.rows escapes every cell).
+    run = next((r for r in records if r["metric"] == "run"), None)  # each run's label (--label, or its stack's)
+    # A label or model id from a file is text: never markup, never escape codes (output.rows escapes every cell).
     output.rows(
         records,
         {"metric": "metric", "a": "A", "b": "B", "b_over_a": "B/A"},
         as_json=as_json,
-        title=f"A = {a}   B = {b}",
+        title=f"A = {run['a']} ({a})   B = {run['b']} ({b})" if run else f"A = {a}   B = {b}",
         text=_compared,
         right=("A", "B", "B/A"),
     )
+
+
+_TEXT_ROWS = ("run", "model", "max QPS is")  # rows of words, not numbers: no ratio to show
 
 
 def _compared(record: Mapping[str, Any]) -> list[str]:
@@ -250,5 +267,5 @@ def _compared(record: Mapping[str, Any]) -> list[str]:
         return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
 
     ratio = record["b_over_a"]
-    no_ratio = "" if record["metric"] == "model" else "-"
+    no_ratio = "" if record["metric"] in _TEXT_ROWS else "-"
     return [record["metric"], fmt(record["a"]), fmt(record["b"]), f"{ratio:.2f}x" if ratio is not None else no_ratio]

@@ -48,7 +48,8 @@ def health(
     /v1/models), or named with --engine.
 
     Exit code: 0 healthy, 1 degraded (slow, or /info differs from the plan), 5 down or no stack,
-    2 bad input. With --json, one line per check (JSON Lines), failures included.
+    2 bad input. With --json, each check is one JSON object on one line, failures included (with
+    --watch, one line per check), so appending runs to a file makes JSON Lines.
 
     \b
     Examples:

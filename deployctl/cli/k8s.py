@@ -9,7 +9,6 @@ import click
 
 from deployctl.cli.options import json_option, load_spec, replicas_option, sim_fault_option, spec_options
 from deployctl.cli.output import echo_json
-from deployctl.errors import DeployctlError
 
 CLUSTER_OPTIONS = [
     click.option("-n", "--namespace", default="default", show_default=True, help="The release's namespace."),
@@ -34,12 +33,6 @@ def _cluster(kwargs: dict[str, Any]) -> Any:
     return kubernetes.cluster(
         namespace=kwargs.pop("namespace"), context=kwargs.pop("kube_context"), kubeconfig=kwargs.pop("kubeconfig")
     )
-
-
-def _fail_json(exc: DeployctlError) -> None:
-    """With --json, a failure is still one JSON document on stdout (and the error's exit code)."""
-    echo_json({"ok": False, "error": exc.message, "hint": exc.hint})
-    raise click.exceptions.Exit(exc.exit_code)
 
 
 @click.group()
@@ -93,24 +86,19 @@ def up(
     from deployctl.cli import output
     from deployctl.ops import kubernetes
 
-    try:
-        cluster = _cluster(kwargs)
-        spec = load_spec(kwargs)
-        req = kubernetes.UpRequest(
-            release=release or spec.name.replace("_", "-"),
-            simulate=simulate,
-            faults=faults,
-            replicas=replicas,
-            runtime_class=runtime_class,
-            values_files=values_files,
-            set_values=set_values,
-            timeout_s=timeout,
-        )
-        result = kubernetes.up(spec, cluster, req, dry_run=dry_run, report=output.lines(enabled=not as_json))
-    except DeployctlError as exc:
-        if as_json:
-            _fail_json(exc)
-        raise
+    cluster = _cluster(kwargs)
+    spec = load_spec(kwargs)
+    req = kubernetes.UpRequest(
+        release=release or spec.name.replace("_", "-"),
+        simulate=simulate,
+        faults=faults,
+        replicas=replicas,
+        runtime_class=runtime_class,
+        values_files=values_files,
+        set_values=set_values,
+        timeout_s=timeout,
+    )
+    result = kubernetes.up(spec, cluster, req, dry_run=dry_run, report=output.lines(enabled=not as_json))
     if as_json:
         echo_json({"ok": True, **result.as_dict()})
         return
@@ -141,13 +129,8 @@ def status(as_json: bool, release: str | None, **kwargs: Any) -> None:
     """
     from deployctl.ops import kubernetes
 
-    try:
-        cluster = _cluster(kwargs)
-        st = kubernetes.status(cluster, release or _spec_release())
-    except DeployctlError as exc:
-        if as_json:
-            _fail_json(exc)
-        raise
+    cluster = _cluster(kwargs)
+    st = kubernetes.status(cluster, release or _spec_release())
     if as_json:
         echo_json({"ok": st.ok, **st.as_dict()})
     else:
@@ -179,13 +162,8 @@ def down(as_json: bool, release: str | None, timeout: int, dry_run: bool, **kwar
     """
     from deployctl.ops import kubernetes
 
-    try:
-        cluster = _cluster(kwargs)
-        result = kubernetes.down(cluster, release or _spec_release(), timeout_s=timeout, dry_run=dry_run)
-    except DeployctlError as exc:
-        if as_json:
-            _fail_json(exc)
-        raise
+    cluster = _cluster(kwargs)
+    result = kubernetes.down(cluster, release or _spec_release(), timeout_s=timeout, dry_run=dry_run)
     if as_json:
         echo_json({"ok": not result.left, **result.as_dict()})
     elif result.dry_run:

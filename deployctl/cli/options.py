@@ -100,7 +100,7 @@ SPEC_OPTIONS = [
 ]
 
 # option name -> (spec key it overrides, the flag a user typed: errors in its value name it)
-_KEYS = {
+SPEC_FLAGS = {
     "model_path": ("model.path", "--model"),
     "preset": ("model.preset", "--preset"),
     "gpus": ("gpus", "--gpus"),
@@ -128,13 +128,13 @@ def load_spec(kwargs: dict[str, Any]) -> Any:
 
     path = kwargs.pop("spec_path", None)
     overrides: dict[str, Any] = {}
-    for name, (key, flag) in _KEYS.items():
+    for name, (key, flag) in SPEC_FLAGS.items():
         raw = kwargs.pop(name, None)
         value = _gpus(raw) if name == "gpus" else raw
         if value is not None:
             overrides[key] = str(value) if isinstance(value, Path) else value
             _check_flag(flag, raw, key, overrides[key])
-    return spec.load(path, overrides, flags=dict(_KEYS.values()))
+    return spec.load(path, overrides, flags=dict(SPEC_FLAGS.values()))
 
 
 def _check_flag(flag: str, raw: Any, key: str, value: Any) -> None:
@@ -200,5 +200,8 @@ sim_fault_option = click.option(
     multiple=True,
     callback=_faults,
     metavar="NAME[=VALUE]",
-    help="With --simulate: rehearse a failure (crash-after=N, never-healthy, load-seconds=S, control, kv-tokens=N).",
+    help=(
+        "With --simulate: rehearse a failure or a condition (crash-after=N, never-healthy, load-seconds=S, "
+        "ttft-base-ms=MS, itl-ms=MS, control, kv-tokens=N, power-model=rtx4090 for `power tune --simulate`)."
+    ),
 )

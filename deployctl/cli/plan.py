@@ -161,10 +161,14 @@ def format_comparison(c: Comparison) -> str:
 
 
 def _fail_json(exc: DeployctlError) -> None:
+    """Fail as every command does under --json (one compact document, the error line on stderr), saying `fits`."""
+    from deployctl.cli import output
+
     data = {"fits": False, "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
     if isinstance(exc, PlanRefused):
         data["what_would_fit"] = exc.hint
-    echo_json(data)
+    echo_json(data, line=True)
+    click.echo(output.error_line(exc.message, exc.hint), err=True)
     raise click.exceptions.Exit(exc.exit_code)
 
 

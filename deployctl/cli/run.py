@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from deployctl.cli.options import json_option, load_spec, seconds, sim_fault_option, spec_options
+from deployctl.cli.options import SPEC_FLAGS, json_option, load_spec, seconds, sim_fault_option, spec_options
 from deployctl.cli.output import echo_json
 from deployctl.errors import NotRunning
 
@@ -27,9 +27,62 @@ def _stack_dir(stack_dir: Path | None, spec_path: Path | None = None) -> Path:
     return spec.load(spec_path).stack_dir
 
 
+# The flags a stack remembers from its `up` (option name -> (spec key, flag)): a bare `up` keeps them.
+MODE_FLAGS = {name: key_flag for name, key_flag in SPEC_FLAGS.items() if name != "stack_dir"}
+_INT_OPTIONS = {"max_total_tokens", "max_input_tokens", "port"}
+
+
+def _is_set(spec: Any, key: str) -> bool:
+    """Give whether the spec file or a flag set `key` (dotted), as opposed to a default."""
+    node = spec
+    *sections, name = key.split(".")
+    for section in sections:
+        if section not in node.model_fields_set:
+            return False
+        node = getattr(node, section)
+    return name in node.model_fields_set
+
+
+def _keeping_mode(kwargs: dict[str, Any], simulate: bool | None) -> tuple[Any, bool, tuple[str, ...], list[str]]:
+    """Give the spec, whether to simulate, the mode to record, and the flags kept from the stack's last `up`.
+
+    A flag given now wins; then the spec file; then how the stack was started (a bare `up` after
+    `up --simulate --engine vllm` stays simulated vLLM); then the defaults.
+    """
+    from deployctl.ops import upgrade
+
+    given = {name: kwargs.get(name) for name in MODE_FLAGS if kwargs.get(name) is not None}
+    spec = load_spec(dict(kwargs))
+    remembered = dict(e.partition("=")[::2] for e in upgrade.started_with(spec.stack_dir))
+    kept: list[str] = []
+    if simulate is None:
+        simulate = "simulate" in remembered
+        if simulate:
+            kept.append("--simulate")
+    model_chosen = any(_is_set(spec, k) for k in ("model.path", "model.preset"))
+    for name, (key, flag) in MODE_FLAGS.items():
+        value = remembered.get(name)
+        if value is None or name in given or _is_set(spec, key) or (key.startswith("model.") and model_chosen):
+            continue
+        kwargs[name] = int(value) if name in _INT_OPTIONS else Path(value) if name == "model_path" else value
+        given[name] = kwargs[name]
+        kept.append(f"{flag} {value}")
+    if kept:
+        spec = load_spec(dict(kwargs))
+    for name in MODE_FLAGS:
+        kwargs.pop(name, None)
+    flags = tuple(f"{name}={Path(str(v)).absolute() if name == 'model_path' else v}" for name, v in given.items())
+    started: tuple[str, ...] = (("simulate",) if simulate else ()) + flags
+    return spec, simulate, started, kept
+
+
 @click.command()
 @spec_options
-@click.option("--simulate", is_flag=True, help="Run the protocol simulator in place of the engine (no GPU needed).")
+@click.option(
+    "--simulate/--no-simulate",
+    default=None,
+    help="Run the protocol simulator in place of the engine (no GPU needed). A bare `up` keeps how the stack was started.",
+)
 @click.option(
     "--timeout",
     type=float,
@@ -45,7 +98,7 @@ def _stack_dir(stack_dir: Path | None, spec_path: Path | None = None) -> Path:
 @json_option
 def up(
     as_json: bool,
-    simulate: bool,
+    simulate: bool | None,
     timeout: float | None,
     sim_base: str | None,
     faults: dict[str, str],
@@ -71,7 +124,11 @@ def up(
     from deployctl.ops import owner, stack, upgrade
 
     spec_path = owner.spec_file(kwargs.get("spec_path"))
-    spec = load_spec(kwargs)
+    spec, simulate, started_with, kept = _keeping_mode(kwargs, simulate)
+    if kept:
+        click.echo(
+            f"note: keeping how this stack was started: {' '.join(kept)} (flags or --no-simulate change it)", err=True
+        )
     started = time.monotonic()
     with output.Progress() as progress:
 
@@ -94,6 +151,7 @@ def up(
                 allow_open=allow_open,
                 replace=replace,
                 dry_run=dry_run,
+                mode=started_with,
             )
         except stack.UpFailed as exc:
             _print_failure(progress, exc)
@@ -176,20 +234,22 @@ def down(stack_dir: Path | None, spec_path: Path | None, project: str | None, as
     from deployctl.ops import stack
 
     directory = _stack_dir(stack_dir, spec_path)
-    left = stack.down(directory, project=project)
-    if left is None:
+    done = stack.down(directory, project=project)
+    if done is None:
         if as_json:
             echo_json({"stack_dir": str(directory.absolute()), "left": [], "note": "no stack here: nothing to stop"})
         else:
             click.echo(f"note: no stack in {directory}: nothing to stop", err=True)
         return
     if as_json:
-        echo_json({"stack_dir": str(directory.absolute()), "left": left})
-    elif left:
-        click.echo(f"stopped, but these remain: {', '.join(left)}", err=True)
-    else:
+        echo_json({"stack_dir": str(directory.absolute()), "left": done.left, "stopped": done.found})
+    elif done.left:
+        click.echo(f"stopped, but these remain: {', '.join(done.left)}", err=True)
+    elif done.found:
         click.echo(f"stopped and removed the stack in {directory}")
-    if left:
+    else:
+        click.echo(f"nothing of the stack in {directory} was running (rendered, never started): nothing to stop")
+    if done.left:
         raise click.exceptions.Exit(1)
 
 
@@ -252,7 +312,8 @@ def status(stack_dir: Path | None, spec_path: Path | None, as_json: bool) -> Non
 @click.option("--follow", "-F", "follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
 @click.option("-n", "--tail", default=100, show_default=True, help="How many lines to show from the end.")
 def logs(stack_dir: Path | None, spec_path: Path | None, follow: bool, tail: int) -> None:
-    """Show the stack's logs, or follow them (exit 5 when there is no stack).
+    """Show the stack's logs, or follow them (exit 5 when there is no stack; 130 when Ctrl-C or SIGTERM
+    ends a follow, as for any interrupted command).
 
     \b
     Examples:
@@ -267,13 +328,17 @@ def logs(stack_dir: Path | None, spec_path: Path | None, follow: bool, tail: int
         return
     from deployctl.interrupt import Guard
 
-    try:
-        # SIGTERM unwinds like Ctrl-C, so that follow_logs stops `docker compose logs --follow` on its way out.
-        with Guard().installed():
-            for line in stack.follow_logs(directory, tail=tail):
+    # SIGTERM unwinds like Ctrl-C (exit 130, as for any interrupted command); closing the follow on the
+    # way out stops `docker compose logs --follow` wherever the signal landed (in the follow or in echo).
+    with Guard().installed():
+        lines = stack.follow_logs(directory, tail=tail)
+        try:
+            for line in lines:
                 click.echo(line)
-    except KeyboardInterrupt:
-        pass
+        finally:
+            close = getattr(lines, "close", None)
+            if close is not None:
+                close()
 
 
 @click.command()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import shutil
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -189,30 +191,83 @@ _CANNOT_PULL = (
 
 
 def build_image(context: Path, tag: str, buildargs: dict[str, str], progress: Progress | None = None) -> str:
-    """Build the image in `context`, streaming the build's lines to `progress`; give its id."""
+    """Build the image in `context`, streaming the build's lines to `progress`; give its id.
+
+    Ctrl-C (or SIGTERM) during the build does not leave the engine building on its own: the engine
+    would finish the step it is in after its client left and keep that step's image, untagged and
+    unnamed. The build is read to its end instead (a second signal stops at once), so that every
+    step's `---> <id>` line reaches `progress` and the caller can remove what the build made; then
+    the interruption goes on.
+    """
     image_id = None
+    interrupted: BaseException | None = None
     with _sdk(f"building {tag}"):
         stream = _client().api.build(
             path=str(context), tag=tag, buildargs=buildargs, decode=True, rm=True, forcerm=True, pull=False
         )
-        for chunk in stream:
-            if "error" in chunk:
-                detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-                if any(sign in detail for sign in _CANNOT_PULL):
-                    # An offline host: the engine's own text is a registry DNS or dial error; say what it means.
-                    base = buildargs.get("BASE_IMAGE") or "the base image"
-                    raise EnvironmentProblem(
-                        f"{base} is not on this host and cannot be pulled (no registry reachable)",
-                        "pass --base-image IMAGE (or --sim-base), or build one from Debian packages: deployctl image build-base",
+        chunks = _read_in_background(stream)
+        while True:
+            try:
+                chunk = chunks.get()
+                if chunk is _END:
+                    break
+                if isinstance(chunk, BaseException):
+                    raise chunk
+                if "error" in chunk and interrupted is not None:
+                    break  # the build failed while we waited for it: nothing more comes
+                image_id = _build_line(chunk, buildargs, progress) or image_id
+            except KeyboardInterrupt as exc:
+                if interrupted is not None:
+                    raise  # a second one: stop at once
+                interrupted = exc
+                if progress:
+                    progress(
+                        "interrupted: letting the engine finish this build, so that none of it is left (again: stop at once)"
                     )
-                raise DockerFailed(f"image build failed: {detail.strip().splitlines()[0]}")
-            text = chunk.get("stream", "").rstrip()
-            if text and progress:
-                progress(text)
-            aux = chunk.get("aux")
-            if isinstance(aux, dict) and "ID" in aux:
-                image_id = aux["ID"]
+    if interrupted is not None:
+        raise interrupted
     return image_id or image(tag).id
+
+
+_END = object()  # the end of a stream read by _read_in_background
+
+
+def _read_in_background(stream: Iterable[Any]) -> queue.Queue[Any]:
+    """Give a queue that receives the stream's items, read by a thread of its own (then an exception or _END).
+
+    The main thread waits on the queue, where a signal's KeyboardInterrupt leaves the stream whole.
+    """
+    items: queue.Queue[Any] = queue.Queue()
+
+    def read() -> None:
+        try:
+            for item in stream:
+                items.put(item)
+        except BaseException as exc:  # handed to the main thread, which raises it
+            items.put(exc)
+        items.put(_END)
+
+    threading.Thread(target=read, name="docker-build-stream", daemon=True).start()
+    return items
+
+
+def _build_line(chunk: dict[str, Any], buildargs: dict[str, str], progress: Progress | None) -> str | None:
+    """Pass one line of the build's stream to `progress`; give the image id it announces, if any."""
+    if "error" in chunk:
+        detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+        if any(sign in detail for sign in _CANNOT_PULL):
+            # An offline host: the engine's own text is a registry DNS or dial error; say what it means.
+            base = buildargs.get("BASE_IMAGE") or "the base image"
+            raise EnvironmentProblem(
+                f"{base} is not on this host and cannot be pulled (no registry reachable)",
+                "pass --base-image IMAGE (or --sim-base), or build one from Debian packages: deployctl image build-base",
+            )
+        raise DockerFailed(f"image build failed: {detail.strip().splitlines()[0]}")
+    text = chunk.get("stream", "").rstrip()
+    if text and progress:
+        progress(text)
+    aux = chunk.get("aux")
+    return str(aux["ID"]) if isinstance(aux, dict) and "ID" in aux else None
 
 
 def tag_image(image_id: str, tag: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deployctl import __version__, templating
+from deployctl import __version__, failpoints, templating
 from deployctl.errors import DeployctlError, InputError
 from deployctl.images.layers import ImageScan, scan
 from deployctl.progress import Progress, each_line, quiet
@@ -289,6 +289,8 @@ def slim(
         if found:
             steps.append(found.group(1))
         say(line)
+        if _FLATTEN.search(line):
+            failpoints.hit("slim-flatten")  # the one-layer copy begins (tests interrupt the build here)
 
     try:
         with tempfile.TemporaryDirectory(prefix="deployctl-slim-") as tmp:
@@ -316,6 +318,8 @@ def slim(
 
 # The classic builder's "---> 0123456789ab" line after each step names the image that step made.
 _STEP = re.compile(r"^--->\s+([0-9a-f]{12})$")
+# Its "Step 4/12 : FROM scratch" line: the second stage of slim.Dockerfile.j2, the flattening copy, begins.
+_FLATTEN = re.compile(r"^Step \d+/\d+ : FROM scratch$")
 
 
 def _remove(temporary: str, keep_image: bool) -> None:

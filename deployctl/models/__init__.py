@@ -236,7 +236,11 @@ def from_config(
 def inspect(model_dir: Path) -> ModelFacts:
     """Give the facts of a local model directory (config.json, quantization, safetensors headers)."""
     if not model_dir.exists():
-        raise InputError(f"model directory {model_dir} does not exist")
+        raise InputError(
+            f"model directory {model_dir} does not exist",
+            "put the model's folder there or point model.path (--model DIR) at it; without weights, plan a "
+            "catalog model with --preset NAME (e.g. llama-3.1-8b-instruct-gptq), as `up --simulate` does",
+        )
     if not model_dir.is_dir():
         raise InputError(f"{model_dir} is not a directory", "model.path names the folder holding config.json")
     config_path = model_dir / "config.json"

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from deployctl.errors import InputError
+from deployctl.terminal import shown
 
 # model_type -> what deployctl knows of the family. Dense families read one MLP per layer;
 # MoE families read `experts` routed MLPs per layer (all of them are loaded on every GPU group).
@@ -110,8 +111,8 @@ def _message(where: str, err: dict[str, Any]) -> str:
     if ": " in msg and msg.split(": ", 1)[0] in ALLOWED and err["type"] == "value_error":
         key, msg = msg.split(": ", 1)
     allowed = ALLOWED.get(loc[-1] if loc and loc[-1] in ALLOWED else key.split(".")[-1], "")
-    shown = "" if err["type"] in ("missing", "value_error") else f" (got {str(err.get('input'))[:40]!r})"
-    return f"{where}: {key}: {msg}{shown}" + (f"; allowed: {allowed}" if allowed else "")
+    got = "" if err["type"] in ("missing", "value_error") else f" (got {str(err.get('input'))[:40]!r})"
+    return f"{where}: {key}: {msg}{got}" + (f"; allowed: {allowed}" if allowed else "")
 
 
 def parse(raw: dict[str, Any], where: str) -> TextConfig:
@@ -119,7 +120,8 @@ def parse(raw: dict[str, Any], where: str) -> TextConfig:
     model_type = raw.get("model_type")
     if not isinstance(model_type, str) or model_type not in FAMILIES:
         archs = raw.get("architectures")
-        named = ", ".join(a for a in archs if isinstance(a, str)) if isinstance(archs, list) else ""
+        # Escaped: a class name such as "\x1e" would otherwise split the one-line error in two.
+        named = ", ".join(shown(a) for a in archs if isinstance(a, str)) if isinstance(archs, list) else ""
         raise InputError(
             f"{where}: model_type: {str(model_type)[:40]!r}{f' ({named})' if named else ''} is not supported; "
             f"allowed: {ALLOWED['model_type']}"

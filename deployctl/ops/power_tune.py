@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from deployctl import failpoints
 from deployctl.errors import DeployctlError, InputError
 from deployctl.gpus.gpu import Reading
 from deployctl.hardware.power import GpuPower, PowerControl, PowerError
@@ -206,6 +207,7 @@ def measure(control: PowerControl, config: TuneConfig, cap_w: float) -> tuple[Le
     def at_start(t: float) -> None:
         start["load"] = t
         start["t"], start["j"] = time.perf_counter(), _energy_j(control.readings())
+        failpoints.hit("power-tune-load")  # the load runs (tests interrupt the bench here)
 
     with Sampler(control) as sampler:
         if ld.mode == "closed":

@@ -27,6 +27,7 @@ class Target:
     plan: Plan | None
     stack_dir: Path | None
     engine: str | None = None  # --engine: which engine's API the endpoint speaks, when no plan says
+    simulated: bool = False  # the stack runs the protocol simulator
 
 
 def resolve_target(
@@ -58,7 +59,14 @@ def resolve_target(
         key = os.environ.get(api_key_env)
         if not key:
             raise InputError(f"--api-key-env: {api_key_env} is not set")
-    return Target(url, key, stack.plan if stack else None, stack.dir if stack else None, engine)
+    return Target(
+        url,
+        key,
+        stack.plan if stack else None,
+        stack.dir if stack else None,
+        engine=engine,
+        simulated=bool(stack and stack.info.simulate),
+    )
 
 
 def find_dialect(target: Target) -> Detection:
@@ -152,6 +160,7 @@ def bench_config(
     slo_percentile: str,
     cost: float | None,
     currency: str,
+    label: str | None = None,
 ) -> BenchConfig:
     """Give the bench configuration (the flags over the preset's values over the defaults) and its target."""
     from deployctl.load_options import choose_load, parse_loads
@@ -189,6 +198,8 @@ def bench_config(
         currency=currency,
         api_key=target.api_key,
         preset=preset,
+        label=label if label is not None else run_label(target),
+        model_name=target.plan.served_name if target.plan else None,
     )
     dialect = dialect_of(target)
     if api is None:
@@ -225,3 +236,18 @@ def compare_runs(a: Path, b: Path) -> list[tuple[str, Any, Any, float | None]]:
     from deployctl.probe import bench as core
 
     return core.compare_values(core.read(a), core.read(b))
+
+
+def run_label(target: Target) -> str:
+    """Give the name a bench run goes by in `bench compare`: the stack's engine, GPUs and power cap
+    (`tgi 2x rtx4090 300 W`), or the endpoint when no stack describes it."""
+    plan = target.plan
+    if plan is None:
+        return target.endpoint
+    gpu = plan.gpu_profile or (plan.gpus[0].name if plan.gpus else "GPU")
+    words = [plan.engine.kind, f"{plan.num_shard}x {gpu}"]
+    if plan.power_limit_watts:
+        words.append(f"{plan.power_limit_watts} W")
+    if target.simulated:
+        words.append("simulated")
+    return " ".join(words)

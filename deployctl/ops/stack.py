@@ -146,9 +146,17 @@ def existing(stack_dir: Path) -> Stack:
     return Stack(stack_dir)
 
 
-def down(stack_dir: Path, project: str | None = None) -> list[str] | None:
-    """Stop and remove the stack's containers and network; give what is left (should be nothing),
-    or None when no stack was rendered there (nothing to stop).
+@dataclass(frozen=True)
+class Down:
+    """What `down` did: whether anything of the stack existed (containers or network), and what is left."""
+
+    found: bool
+    left: list[str]
+
+
+def down(stack_dir: Path, project: str | None = None) -> Down | None:
+    """Stop and remove the stack's containers and network; give whether there were any and what is left
+    (should be nothing), or None when no stack was rendered there (nothing to stop).
 
     With `project`, remove that project instead: a name this stack ran under before it was renamed.
     """
@@ -160,9 +168,10 @@ def down(stack_dir: Path, project: str | None = None) -> list[str] | None:
     stack = Stack(stack_dir)
     if project is not None and project != stack.info.project:
         owner.down_old_project(project, stack.dir)
-        return [c.name for c in docker.labelled_containers(f"{owner.PROJECT_LABEL}={project}")]
+        return Down(True, [c.name for c in docker.labelled_containers(f"{owner.PROJECT_LABEL}={project}")])
     owner.check_own(stack.info.project, stack.dir)
-    return COMPOSE.down(stack.compose)  # a running monitoring profile goes too
+    found = bool(COMPOSE.status(stack.compose) or stack.compose.networks())
+    return Down(found, COMPOSE.down(stack.compose))  # a running monitoring profile goes too
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from deployctl import docker, stackdir, targets
 from deployctl.engines import dialects
-from deployctl.errors import InputError
+from deployctl.errors import InputError, NotRunning
 from deployctl.interrupt import Guard, Interrupted, Signalled
 from deployctl.ops import owner, planning, startup
 from deployctl.ops.diagnose import Diagnosis, diagnose
@@ -26,6 +26,7 @@ from deployctl.ops.stack import (
     UpFailed,
     UpResult,
     ensure_image,
+    existing,
     port_free,
     probe_health,
     wait_healthy,
@@ -92,6 +93,11 @@ def is_running(project: str) -> bool:
     return any(c.state in ("running", "restarting") for c in found)
 
 
+def started_with(stack_dir: Path) -> tuple[str, ...]:
+    """Give how `up` started the stack in `stack_dir` (stack.json's mode): what a bare `up` keeps."""
+    return stackdir.started_with(stack_dir)
+
+
 def up(
     spec: DeploymentSpec,
     *,
@@ -105,12 +111,18 @@ def up(
     allow_open: bool = False,
     replace: bool = False,
     dry_run: bool = False,
+    mode: tuple[str, ...] = (),
 ) -> UpResult | Preview:
-    """Plan, render and start (or upgrade) the stack, then wait until it answers; give where it is."""
+    """Plan, render and start (or upgrade) the stack, then wait until it answers; give where it is.
+
+    `mode` is how this `up` was asked to start the stack (`simulate`, `engine=vllm`, ...): stack.json
+    keeps it, and a bare `up` later keeps it too.
+    """
     report = report or quiet
     guard = Guard(notice=report)
     with guard.installed():
         run = _Up(spec, spec_path, simulate, report, guard)
+        run.mode = mode
         return run.go(
             timeout_s=timeout_s,
             sim_base=sim_base,
@@ -139,6 +151,7 @@ class _Up:
         self.touched = False  # files or containers of the new revision may exist
         self.before: dict[str, bytes] | None = None  # the rendered files found (restored if nothing ran)
         self.good: GoodCopy | None = None  # what to go back to when the new revision fails
+        self.mode: tuple[str, ...] = ()  # how this `up` was asked to start the stack (recorded in stack.json)
 
     def _say(self, phase: str) -> None:
         self.phase = phase
@@ -196,7 +209,7 @@ class _Up:
         except Signalled as sig:
             raise self._interrupted(sig) from None
         stack = Stack(self.dir)
-        stackdir.save_good(self.dir, _images(stack))
+        stackdir.record_good(self.dir, _images(stack))
         kv = startup.compare(plan, stack.compose.logs(tail=startup.LOG_LINES), stack.info.revision)
         startup.record(self.dir, kv)
         return UpResult(
@@ -228,16 +241,21 @@ class _Up:
         return targets.render(plan, "compose", options)
 
     def _keep_running_as_good(self) -> None:
-        """Keep the running revision as the good copy when it answers now; else the last one that did."""
+        """Keep the running revision as the good copy when it answers now; else the last one that did.
+
+        What a failed upgrade goes back to is what was running, never merely the highest-numbered copy.
+        """
         stack = Stack(self.dir)
         if probe_health(stack.info.endpoint) == 200:
-            stackdir.save_good(self.dir, _images(stack))
-        self.good = stackdir.read_good(self.dir)
+            stackdir.record_good(self.dir, _images(stack))
+            self.good = stackdir.read_good(self.dir, revision=stack.info.revision)
+        else:
+            self.good = stackdir.last_good(self.dir)
 
     def _start(self, files: dict[str, bytes], revision: int, timeout_s: float | None) -> float:
         self._say("rendering")
         self.touched = True
-        stackdir.write_stack(files, self.dir, revision=revision, spec=self.spec_path)
+        stackdir.write_stack(files, self.dir, revision=revision, spec=self.spec_path, mode=self.mode)
         stack = Stack(self.dir)
         limit = timeout_s if timeout_s is not None else stack.info.load_timeout_s
         try:
@@ -332,6 +350,7 @@ def restore(stack_dir: Path, good: GoodCopy, guard: Guard, report: Progress, sta
     stackdir.write_stack(good.files, stack_dir)
     stack = Stack(stack_dir)
     stack.compose.up()
+    guard.checkpoint("rollback-waiting")
     wait_healthy(stack, stack.info.load_timeout_s, report, started)
     return stack
 
@@ -346,16 +365,16 @@ class RollbackResult:
 
 
 def rollback(stack_dir: Path, report: Progress | None = None) -> RollbackResult:
-    """Go back to the newest good revision older than the one in `stack_dir`; give it once it answers."""
+    """Go back to the revision that ran before the one in `stack_dir`; give it once it answers."""
     report = report or quiet
     stack_dir = stack_dir.absolute()
-    current = Stack(stack_dir)
+    current = existing(stack_dir)
     owner.check_own(current.info.project, stack_dir)
-    good = stackdir.read_good(stack_dir, before=current.info.revision)
+    good = stackdir.previous(stack_dir, current.info.revision)
     if good is None:
-        raise owner.NotOwned(
-            f"{stack_dir} keeps no good revision older than revision {current.info.revision}",
-            "a revision is kept each time `deployctl up` sees it answer",
+        raise NotRunning(
+            f"{stack_dir} keeps no revision that ran before revision {current.info.revision}",
+            "a revision is kept each time `deployctl up` sees it answer; `deployctl up` starts a new one",
         )
     started = time.monotonic()
     guard = Guard(notice=report)
@@ -367,6 +386,7 @@ def rollback(stack_dir: Path, report: Progress | None = None) -> RollbackResult:
                 f"rollback interrupted ({sig.name}) twice: stopped at once",
                 f"run `deployctl rollback --stack-dir {stack_dir}` again",
             ) from None
+    stackdir.went_back(stack_dir, stack.info.revision)
     return RollbackResult(
         stack_dir=str(stack_dir),
         endpoint=stack.info.endpoint,

@@ -58,7 +58,7 @@ def _why(
     limits = fit.limits
     reasons = []
     if spec.limits.max_total_tokens:
-        reasons.append(f"max_total_tokens {limits.max_total_tokens}: from the spec")
+        reasons.append(f"max_total_tokens {limits.max_total_tokens}: {spec.source_of('limits.max_total_tokens')}")
     elif shrunk:
         reasons.append(
             f"max_total_tokens {limits.max_total_tokens}: the largest the engine's KV cache accepts"
@@ -68,17 +68,25 @@ def _why(
         reasons.append(
             f"max_total_tokens {limits.max_total_tokens}: the model's context ({model.context_length}) capped at {DEFAULT_MAX_TOTAL}"
         )
-    src = "from the spec" if spec.limits.max_input_tokens else f"max_total_tokens minus {ANSWER_ROOM} for the answer"
+    src = (
+        spec.source_of("limits.max_input_tokens")
+        if spec.limits.max_input_tokens
+        else f"max_total_tokens minus {ANSWER_ROOM} for the answer"
+    )
     reasons.append(f"max_input_tokens {limits.max_input_tokens}: {src}")
     batch = limits.max_batch_prefill_tokens
     if spec.limits.max_batch_prefill_tokens:
-        src = "from the spec (chunked prefill splits longer prompts)"
+        src = f"{spec.source_of('limits.max_batch_prefill_tokens')} (chunked prefill splits longer prompts)"
     elif batch == max(batch_options(rules, free_batch(spec), gpu, limits.max_input_tokens)):
         src = "chunked prefill splits longer prompts into chunks of this size; the largest default that fits"
     else:
         src = "the smaller budget chunked prefill allows: its warm-up peak is smaller, leaving the KV cache room for max_total_tokens"
     reasons.append(f"{rules.batch_name} {batch}: {src}")
-    src = "from the spec" if spec.limits.max_concurrent_requests else f"{engine.name}'s default; more wait in its queue"
+    src = (
+        spec.source_of("limits.max_concurrent_requests")
+        if spec.limits.max_concurrent_requests
+        else f"{engine.name}'s default; more wait in its queue"
+    )
     reasons.append(f"max_concurrent_requests {limits.max_concurrent_requests}: {src}")
     dtype = "fp8 (1 byte per element)" if kv_dtype == "fp8" else f"{model.dtype} (the model's dtype)"
     reasons.append(

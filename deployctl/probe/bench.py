@@ -49,6 +49,8 @@ class BenchConfig:
     currency: str = ""
     api_key: str | None = None
     preset: str | None = None
+    label: str = ""  # what `bench compare` calls this run (default: the stack's engine, GPUs, power cap)
+    model_name: str | None = None  # the name clients use (the plan's served name), for titles
 
     def __post_init__(self) -> None:
         # Checked before any request (the CLI checked each flag as it parsed it; Python callers get the same).
@@ -71,6 +73,11 @@ class BenchConfig:
                 bounds.check(given, flag)
         if len(self.currency) > 16 or not self.currency.isprintable():
             raise InputError("--currency: at most 16 printable characters, e.g. EUR")
+        if len(self.label) > MAX_LABEL or not self.label.isprintable():
+            raise InputError(f"--label: at most {MAX_LABEL} printable characters, e.g. '2x rtx4090 300 W'")
+
+
+MAX_LABEL = 200  # characters of a run's --label: a name for a table's column, not a document
 
 
 def check_output_dir(path: Path) -> Path:
@@ -95,6 +102,15 @@ class BenchResult:
     max_qps_under_slo: float | None
     max_qps_level: float | None
     cost_per_qps: float | None
+    # The best level was the sweep's top: the engine may well do more, so the figure is a lower bound.
+    max_qps_lower_bound: bool = False
+    label: str = ""
+
+    @property
+    def title(self) -> str:
+        """Give the model's name (the served name, never a path inside the container) and the request shape."""
+        name = self.config.get("model_name") or (self.info or {}).get("model_id") or "model"
+        return f"{name}: {self.config['prompt_tokens']} in / {self.config['output_tokens']} out tokens"
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -157,6 +173,8 @@ def run(config: BenchConfig, progress: Progress = quiet) -> BenchResult:
         max_qps_under_slo=qps,
         max_qps_level=best.load if best else None,
         cost_per_qps=(config.cost / qps) if (config.cost and qps) else None,
+        max_qps_lower_bound=best is not None and best.load == max(config.loads),
+        label=config.label,
     )
 
 
@@ -218,7 +236,7 @@ def plot(result: BenchResult, latency_png: Path, throughput_png: Path) -> None:
     xlabel = "concurrent requests" if mode == "closed" else "offered load (requests/s)"
     xs = [lv.load for lv in result.levels]
     slo = result.config["slo"]
-    title = f"{(result.info or {}).get('model_id', 'model')} — {result.config['prompt_tokens']} in / {result.config['output_tokens']} out tokens"
+    title = f"{result.label}: {result.title}" if result.label else result.title
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for ax, metric, name, target in (
@@ -320,6 +338,8 @@ class _Config(_Strict):
 class _SavedResult(_Strict):
     """What `bench compare` reads from a bench JSON file, checked before a value is used."""
 
+    label: Annotated[str, Field(max_length=MAX_LABEL)] | None = None
+    max_qps_lower_bound: bool | None = None
     config: _Config
     levels: Annotated[list[_Level], Field(max_length=1000)]
     info: _Info | None = None
@@ -344,6 +364,7 @@ def read(path: Path) -> dict[str, Any]:
     out = checked.model_dump()
     if out["info"] and out["info"]["model_id"] is not None:
         out["info"]["model_id"] = shown(out["info"]["model_id"])  # printed in a table: no escape codes
+    out["label"] = shown(out["label"] or path.parent.name or path.name, MAX_LABEL)  # older files: their folder
     return out
 
 
@@ -356,10 +377,16 @@ def compare_values(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any,
     def row(metric: str, x: Any, y: Any) -> tuple[str, Any, Any, float | None]:
         return (metric, x, y, ratio(x, y))
 
+    def at_least(r: dict[str, Any]) -> str:
+        return "at least (the sweep's top)" if r.get("max_qps_lower_bound") else ""
+
     rows: list[tuple[str, Any, Any, float | None]] = [
-        ("model", (a.get("info") or {}).get("model_id"), (b.get("info") or {}).get("model_id"), None)
+        ("run", a.get("label"), b.get("label"), None),
+        ("model", (a.get("info") or {}).get("model_id"), (b.get("info") or {}).get("model_id"), None),
     ]
     rows.append(row("max QPS under SLO", a.get("max_qps_under_slo"), b.get("max_qps_under_slo")))
+    if a.get("max_qps_lower_bound") or b.get("max_qps_lower_bound"):
+        rows.append(("max QPS is", at_least(a) or "measured", at_least(b) or "measured", None))
     cur = shown(a["config"].get("currency") or b["config"].get("currency") or "")
     rows.append(row(f"cost per QPS {cur}".strip(), a.get("cost_per_qps"), b.get("cost_per_qps")))
     by_load_b = {lv["load"]: lv for lv in b["levels"]}

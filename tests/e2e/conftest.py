@@ -6,11 +6,13 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import ci_setup
 
 from deployctl.images.build import DEBIAN_BASE
 
@@ -38,6 +40,7 @@ def _engine_up() -> str | None:
 
 @pytest.fixture(scope="session")
 def docker_engine() -> None:
+    ci_setup.wait_for("docker")
     problem = _engine_up()
     if problem:
         if os.environ.get("CI") == "true":
@@ -120,15 +123,36 @@ def docker_state() -> dict[str, set[str]]:
     return out
 
 
+def _settled(before: dict[str, set[str]], bound_s: float = 120) -> dict[str, set[str]]:
+    """Give the engine's state once its builds have finished: a build step runs in a container of its
+    own, and the engine finishes an interrupted build (committing the step's image) after its client
+    has gone. So: no container that was not there before, and the same state twice, 2 s apart; after
+    `bound_s` the state as it is (the comparison then names what is left)."""
+    deadline = time.monotonic() + bound_s
+    state = docker_state()
+    while time.monotonic() < deadline:
+        if not state["containers"] - before["containers"]:
+            time.sleep(2)
+            again = docker_state()
+            if again == state:
+                return state
+            state = again
+        else:
+            time.sleep(1)
+            state = docker_state()
+    return state
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _host_left_as_found(request: pytest.FixtureRequest) -> Iterator[None]:
     """The e2e run leaves Docker as it found it (a failure here names what was left or removed)."""
+    ci_setup.wait_for("docker")
     if _engine_up() is not None:
         yield  # no engine: docker_engine fails (CI) or skips each test
         return
     before = docker_state()
     yield
-    after = docker_state()
+    after = _settled(before)
     diff = {
         kind: {"left": sorted(after[kind] - before[kind]), "removed": sorted(before[kind] - after[kind])}
         for kind in SNAPSHOT

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.failpoints import Pauses
 
 from deployctl.images.build import DEBIAN_BASE
 
@@ -181,27 +182,23 @@ def test_failed_verification_leaves_no_tag(tgi_shaped: str, tmp_path: Path) -> N
     assert "deployctl-slim-tmp" not in subprocess.run(["docker", "images"], capture_output=True, text=True).stdout
 
 
-def test_ctrl_c_during_the_build_leaves_no_tag(tgi_shaped: str) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "deployctl",
-        "image",
-        "slim",
-        tgi_shaped,
-        "--profile",
-        "tgi-3.3-gptq-ada",
-        "-t",
-        "deployctl-test/never:1",
-    ]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "FROM scratch" in line:  # the flattening stage has begun
-            proc.send_signal(signal.SIGINT)
-            break
-    rest = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130 and "interrupted" in rest
-    time.sleep(3)  # let the engine finish whatever it was doing
+def test_ctrl_c_during_the_build_leaves_no_tag_and_no_image(tgi_shaped: str, tmp_path: Path) -> None:
+    """Ctrl-C while the engine builds the flattened layer: exit 130, and once deployctl has exited every
+    image the build made is gone (the engine's own build finished first, so none appears later)."""
+    pauses = Pauses(tmp_path, "slim-flatten")
+    before = image_ids()
+    cmd = [sys.executable, "-m", "deployctl", "image", "slim", tgi_shaped, "--profile", "tgi-3.3-gptq-ada"]
+    proc = subprocess.Popen(
+        [*cmd, "-t", "deployctl-test/never:1"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **pauses.env},
+    )
+    pauses.wait("slim-flatten", proc)  # the flattening stage has begun, and deployctl waits there
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 130 and "error: interrupted" in rest and "Traceback" not in rest, rest
+    assert "letting the engine finish this build" in rest
     assert not image_exists("deployctl-test/never:1")
-    assert "deployctl-slim-tmp" not in subprocess.run(["docker", "images"], capture_output=True, text=True).stdout
+    assert image_ids() == before  # neither the result nor any step's image (cached steps were there before)

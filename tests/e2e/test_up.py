@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from .conftest import Project, deployctl, free_port
@@ -200,7 +201,8 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_logs_follow_stopped_by_sigterm_stops_docker_compose_logs(project: Project) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_logs_follow_stopped_by_a_signal_exits_130_and_stops_docker_compose_logs(project: Project, signum: int) -> None:
     assert project.run("up", "--simulate").returncode == 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "deployctl", "logs", "-F"],
@@ -214,8 +216,9 @@ def test_logs_follow_stopped_by_sigterm_stops_docker_compose_logs(project: Proje
         proc.stdout.readline()  # following: a line came through docker compose logs
         children = _children(proc.pid)
         assert children, "no docker compose logs process under deployctl logs -F"
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        proc.send_signal(signum)
+        assert proc.wait(30) == 130  # README's table: interrupted
+        assert "error: interrupted" in (proc.stderr.read() if proc.stderr else "")
         deadline = time.monotonic() + 10
         while any(_alive(c) for c in children):
             assert time.monotonic() < deadline, "docker compose logs --follow outlived deployctl logs -F"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from helpers.failpoints import Pauses
 
 from .conftest import Project, deployctl
 
@@ -213,27 +214,70 @@ def test_good_upgrade_shows_its_diff_moves_the_revision_and_rollback_by_hand(sta
     assert p.run("rollback").returncode == 5  # nothing older than revision 1
 
 
+def _max_total_tokens(p: Project) -> int:
+    return int(requests.get(f"{p.url}/info", timeout=10).json()["max_total_tokens"])
+
+
+def test_rollback_and_automatic_rollback_go_back_along_what_ran(stacks: Stacks) -> None:
+    """Issue 20's sequence: the automatic rollback restores what was running (revision 1, 8192), not the
+    highest-numbered good copy (revision 2, 4096); `rollback` after 1 -> 4 goes to 1, not to 2."""
+    p = stacks.new("s")
+    assert _up(p).returncode == 0 and _revision(p) == 1 and _max_total_tokens(p) == 8192
+    assert _up(p, "--max-total-tokens", "4096").returncode == 0 and _max_total_tokens(p) == 4096
+    back = p.run("rollback")
+    assert back.returncode == 0 and "rolled back from revision 2 to 1" in back.stdout, back.stderr
+    failed = _up(p, "--sim-fault", "never-healthy", "--timeout", "8")
+    assert failed.returncode == 1 and "revision 3 failed" in failed.stderr, failed.stderr
+    assert "rolled back to revision 1" in failed.stderr
+    assert _revision(p) == 1 and _max_total_tokens(p) == 8192
+    assert _up(p, "--max-total-tokens", "6144").returncode == 0 and _revision(p) == 4
+    back = p.run("rollback")
+    assert back.returncode == 0 and "rolled back from revision 4 to 1" in back.stdout, back.stderr
+    assert _max_total_tokens(p) == 8192
+    nothing = p.run("rollback")  # nothing ran before revision 1
+    assert nothing.returncode == 5 and "no revision that ran before revision 1" in nothing.stderr
+
+
+def test_a_bare_up_keeps_how_the_stack_was_started(stacks: Stacks) -> None:
+    """README's command 1, then its upgrade line as printed: a bare `up --dry-run` and `up` stay simulated
+    (no NVIDIA driver needed) and `rollback` says there is nothing older (exit 5). A stack started as
+    simulated vLLM stays that too; `--no-simulate` leaves the simulator."""
+    p = stacks.new("s")
+    assert p.run("up", "--simulate").returncode == 0  # README's command 1 (with the project's own port)
+    dry, up, back = p.run("up", "--dry-run"), p.run("up"), p.run("rollback")  # `up --dry-run; up; rollback`
+    assert (dry.returncode, up.returncode, back.returncode) == (0, 0, 5), (dry.stderr, up.stderr, back.stderr)
+    assert "keeping how this stack was started: --simulate" in dry.stderr and "nothing would change" in dry.stdout
+    assert "(simulated engine)" in up.stdout and "(revision 1)" in up.stdout
+    vllm = p.run("up", "--simulate", "--engine", "vllm")
+    assert vllm.returncode == 0 and "upgraded revision 1 -> 2" in vllm.stdout, vllm.stderr
+    again = p.run("up", "--dry-run")
+    assert "keeping how this stack was started: --simulate --engine vllm" in again.stderr
+    assert again.returncode == 0 and "nothing would change" in again.stdout
+    real = p.run("up", "--no-simulate", "--dry-run")  # leaving the mode is one flag away
+    assert real.returncode == 3 and "NVIDIA" in real.stderr and "--simulate" not in real.stderr
+    back = p.run("rollback")
+    assert back.returncode == 0 and "rolled back from revision 2 to 1" in back.stdout, back.stderr
+
+
 def _interrupt(
     p: Project, point: str, signum: int, *args: str, twice: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    marker = p.root / f"paused-{uuid.uuid4().hex[:6]}"
-    env = {"DEPLOYCTL_TEST_PAUSE_AT": point, "DEPLOYCTL_TEST_PAUSE_FILE": str(marker)}
+    """Run `up`, paused at the failpoint `point`; signal it there (and, with `twice`, again once the
+    clean-up has reached the old revision's health wait)."""
+    points = [point, "rollback-waiting"] if twice else [point]
+    pauses = Pauses(p.root / f"failpoints-{uuid.uuid4().hex[:6]}", *points)
     proc = subprocess.Popen(
         [sys.executable, "-m", "deployctl", "up", "--simulate", *args],
         cwd=p.root,
-        env={**os.environ, **env},
+        env={**os.environ, **pauses.env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    while not marker.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"up never reached {point}"
-        time.sleep(0.05)
+    pauses.wait(point, proc)
     proc.send_signal(signum)
     if twice:
-        time.sleep(0.5)
+        pauses.wait("rollback-waiting", proc)
         proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
@@ -248,11 +292,22 @@ UPGRADE_ARGS = {
 }
 
 
+@pytest.fixture(scope="module")
+def answering(tmp_path_factory: pytest.TempPathFactory, sim_image: str) -> Iterator[Project]:
+    """One stack at revision 1 for every interrupted upgrade: each must leave it answering at revision 1
+    (what the test checks), which is where the next one starts. One `up` in place of ten."""
+    s = Stacks(tmp_path_factory.mktemp("interrupted"))
+    p = s.new("s")
+    assert _up(p).returncode == 0
+    yield p
+    s.cleanup()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("point", list(UPGRADE_ARGS))
-def test_an_interrupted_upgrade_leaves_the_old_stack_answering(stacks: Stacks, point: str, signum: int) -> None:
-    p = stacks.new("s")
-    assert _up(p).returncode == 0
+def test_an_interrupted_upgrade_leaves_the_old_stack_answering(answering: Project, point: str, signum: int) -> None:
+    p = answering
+    assert p.run("health").returncode == 0 and _revision(p) == 1
     p.write(GOOD)
     done = _interrupt(p, point, signum, *UPGRADE_ARGS[point])
     print(f"\n{point} {signal.Signals(signum).name}: {done.stderr.strip().splitlines()[-1]}")
@@ -313,3 +368,12 @@ def test_a_broken_image_under_the_same_tag_is_rolled_back_to_the_image_that_ran(
         assert p.run("health").returncode == 0
     finally:
         subprocess.run(["docker", "tag", good_id, sim_image], check=True)
+
+
+def test_down_of_a_stack_rendered_but_never_started_says_what_is_true(stacks: Stacks) -> None:
+    p = stacks.new("s")
+    assert p.run("render", "--simulate").returncode == 0
+    done = p.run("down")
+    assert done.returncode == 0 and "was running (rendered, never started)" in done.stdout, done.stdout
+    assert "stopped and removed" not in done.stdout
+    assert json.loads(p.run("down", "--json").stdout)["stopped"] is False

@@ -8,17 +8,28 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ci_setup
+
 # Where .ci/install-k8s.sh leaves the binaries it built or fetched.
 K8S_BIN = Path(os.environ.get("K8S_CACHE", "/var/cache/deployctl-k8s")) / "current" / "bin"
 
 
+# Which CI installer (.ci/install-<name>.sh) provides each tool: the unit tier needs only the quick one.
+INSTALLER = {"helm": "kubetools", "kubectl": "kubetools"}
+
+
 def tool(name: str) -> str:
     """Give the path of a Kubernetes tool; fail in CI, skip elsewhere, when it is missing."""
-    return installed(name, K8S_BIN, ".ci/install-k8s.sh")
+    installer = INSTALLER.get(name, "k8s")
+    return installed(name, K8S_BIN, f".ci/install-{installer}.sh")
 
 
 def installed(name: str, bin_dir: Path, installer: str) -> str:
-    """Give the path of a tool an installer of .ci/ puts in `bin_dir` (else on PATH); fail in CI, skip elsewhere."""
+    """Give the path of a tool an installer of .ci/ puts in `bin_dir` (else on PATH); fail in CI, skip elsewhere.
+
+    Under .ci/run, which starts the installers beside the tests, this waits for `installer` to finish first.
+    """
+    ci_setup.wait_for(Path(installer).stem.removeprefix("install-"))
     cached = bin_dir / name
     if cached.is_file() and os.access(cached, os.X_OK):
         return str(cached)

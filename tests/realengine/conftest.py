@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import realvllm
+from helpers import ci_setup, realvllm
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -27,6 +27,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def engine() -> None:
     """The real engine is installed (fail in CI, skip elsewhere, when it is not)."""
+    ci_setup.wait_for("vllm")  # .ci/run installs it beside the tests
     problem = realvllm.missing()
     if problem:
         if os.environ.get("CI") == "true":

@@ -69,12 +69,13 @@ def stack_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_bench_cli_writes_json_csv_and_pngs_and_compares(sim_process: str, tmp_path: Path, stack_dir: Path) -> None:
     runner = CliRunner()
     outs = []
-    for name, loads in (("a", "1,4"), ("b", "2,4")):
+    for name, loads, label in (("a", "1,4", ["--label", "one GPU"]), ("b", "2,4", [])):
         out = tmp_path / name
         result = runner.invoke(
             cli,
             [
                 "bench",
+                *label,
                 "--endpoint",
                 sim_process,
                 "--concurrency",
@@ -101,7 +102,10 @@ def test_bench_cli_writes_json_csv_and_pngs_and_compares(sim_process: str, tmp_p
         )
         assert result.exit_code == 0, result.output
         assert "max QPS under SLO" in result.stdout and "EUR" in result.stdout
+        # Every level met the generous SLO: the best is the sweep's top, a lower bound, and it says so.
+        assert "max QPS under SLO: at least" in result.stdout and "--concurrency 4,8,16" in result.stdout
         data = json.loads((out / "bench.json").read_text())
+        assert data["max_qps_lower_bound"] is True
         assert data["info"]["model_id"] and len(data["levels"]) == 2 and data["cost_per_qps"] > 0
         assert "api_key" not in data["config"]
         assert (out / "bench.csv").read_text().splitlines()[0].startswith("mode,load,requests")
@@ -111,6 +115,7 @@ def test_bench_cli_writes_json_csv_and_pngs_and_compares(sim_process: str, tmp_p
     result = runner.invoke(cli, ["bench", "compare", str(outs[0]), str(outs[1]), "--json"])
     rows = {r["metric"]: r for r in json.loads(result.stdout)}
     assert "TTFT p50 ms @4" in rows and "TTFT p50 ms @1" not in rows
+    assert rows["run"]["a"] == "one GPU" and rows["run"]["b"] == sim_process  # no stack: the endpoint names it
     qps = rows["max QPS under SLO"]
     assert isinstance(qps["a"], float) and isinstance(qps["b_over_a"], float)  # numbers, not text
     assert qps["b_over_a"] == pytest.approx(qps["b"] / qps["a"], rel=1e-3)
@@ -150,3 +155,25 @@ def test_compare_refuses_a_file_that_is_not_a_result(tmp_path: Path) -> None:
 def test_presets_are_the_two_classic_cases() -> None:
     assert bench.PRESETS["ttft"]["output_tokens"] <= 32 and bench.PRESETS["ttft"]["slo_ttft_ms"] == 500
     assert bench.PRESETS["sustained"]["output_tokens"] == 2048
+
+
+def test_a_run_is_labelled_by_its_stack_and_titled_by_the_served_name() -> None:
+    from deployctl import spec
+    from deployctl.ops import planning, probing
+
+    overrides = {"gpu_model": "rtx4090", "gpus": 2, "model.preset": "llama-3-70b-instruct-gptq"}
+    plan = planning.make_plan(spec.parse("power:\n  limit_watts: 300\n", overrides=overrides))
+    target = probing.Target("http://127.0.0.1:9", None, plan, None, simulated=True)
+    assert probing.run_label(target) == "tgi 2x rtx4090 300 W simulated"
+    result = bench.BenchResult(
+        "0",
+        "t",
+        {"prompt_tokens": 8, "output_tokens": 4, "model_name": plan.served_name},
+        {"model_id": "/data/models/llama-3-70b-instruct-gptq"},
+        "",
+        [],
+        None,
+        None,
+        None,
+    )
+    assert result.title == f"{plan.served_name}: 8 in / 4 out tokens" and "/data/models" not in result.title

@@ -124,3 +124,32 @@ def test_plan_json_refusal_is_machine_readable(workdir: Path) -> None:
     assert result.exit_code == 4
     data = json.loads(result.stdout)
     assert data["fits"] is False and "--gpus 2" in data["what_would_fit"]
+
+
+def test_render_right_after_init_says_which_model_to_set(workdir: Path) -> None:
+    assert CliRunner().invoke(cli, ["init", "-o", "fresh.yaml"]).exit_code == 0
+    done = CliRunner().invoke(cli, ["render", "-f", "fresh.yaml", "--json"])
+    doc = json.loads(done.stdout)
+    assert done.exit_code == 2 and "does not exist" in doc["error"]
+    assert doc["hint"] and "model.path" in doc["hint"] and "--preset" in doc["hint"]
+
+
+def test_plan_says_whether_a_limit_came_from_a_flag_or_the_spec(workdir: Path) -> None:
+    (workdir / "limits.yaml").write_text("limits:\n  max_total_tokens: 6144\n")
+    args = ["plan", "--gpu-model", "rtx4090", "--preset", "llama-3.1-8b-instruct-gptq"]
+    flag = CliRunner().invoke(cli, [*args, "--max-total-tokens", "4096"])
+    assert "max_total_tokens 4096: from --max-total-tokens" in flag.output
+    spec = CliRunner().invoke(cli, [*args, "-f", "limits.yaml"])
+    assert "max_total_tokens 6144: from the spec" in spec.output
+
+
+def test_sim_fault_help_names_every_switch() -> None:
+    from deployctl.engines.simulator import FAULTS
+
+    text = "".join(CliRunner().invoke(cli, ["up", "--help"]).output.split())  # help wraps at hyphens
+    assert all(name in text for name in FAULTS), [n for n in FAULTS if n not in text]
+
+
+def test_health_help_says_what_json_prints() -> None:
+    text = " ".join(CliRunner().invoke(cli, ["health", "--help"]).output.split())
+    assert "each check is one JSON object on one line" in text  # test_json_contract checks the one line

@@ -43,8 +43,10 @@ def test_healthy_endpoint_exits_0_with_ttft_and_rate() -> None:
     with simserver.running(_cfg()) as url:
         r = health.check(url, EXPECTED)
     assert r.status == "healthy" and r.exit_code == 0
-    assert r.ttft_ms is not None and r.ttft_ms < 200
-    assert r.tokens_per_s and r.tokens_per_s > 100
+    # Measured, not bounded: how fast a loaded test host answers is no property of `health`. The one
+    # timing rule (a first token slower than --max-ttft-ms is degraded) is tested one-sidedly below.
+    assert r.ttft_ms is not None and r.ttft_ms > 0
+    assert r.tokens_per_s is not None and r.tokens_per_s > 0
     assert [c.name for c in r.checks] == ["health", "info", "generate"]
 
 

@@ -366,8 +366,9 @@ def test_k8s_up_needs_a_gpu_model_and_a_kubeconfig(tmp_path: Path, monkeypatch: 
     ]
     no_config = CliRunner().invoke(cli, ["k8s", "up", "--simulate", "--json"])
     assert no_config.exit_code == 3
-    doc = yaml.safe_load(no_config.stdout)
-    assert doc["ok"] is False and doc["error"].startswith("no kubeconfig:")
+    doc = json.loads(no_config.stdout)  # one compact document, as every command's failure under --json
+    assert doc["exit_code"] == 3 and doc["error"].startswith("no kubeconfig:") and no_config.stdout.count("\n") == 1
+    assert no_config.stderr.startswith("error: no kubeconfig:")
 
 
 def test_k8s_up_names_every_missing_prerequisite_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

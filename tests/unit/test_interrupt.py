@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+from pathlib import Path
 
 import pytest
+from helpers.failpoints import Pauses
 
+from deployctl import failpoints
 from deployctl.interrupt import Guard, Signalled, held
 
 
@@ -35,21 +39,25 @@ def test_during_clean_up_the_first_signal_is_noted_and_the_second_stops_it() -> 
         assert guard.count == 2
 
 
-def test_the_test_pause_waits_only_at_its_point(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    marker = tmp_path / "paused"
-    monkeypatch.setenv("DEPLOYCTL_TEST_PAUSE_AT", "rollback")
-    monkeypatch.setenv("DEPLOYCTL_TEST_PAUSE_FILE", str(marker))
+def test_a_pause_at_a_failpoint_ends_at_a_signal_that_clean_up_only_notes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pauses = Pauses(tmp_path, "rollback")
+    monkeypatch.setenv(failpoints.ENV, pauses.env[failpoints.ENV])
     guard = Guard()
     guard.checkpoint("before-start")  # not this point: returns at once
-    assert not marker.exists()
+    assert not failpoints.reached(tmp_path, "before-start").exists()
+
+    def signal_once_paused() -> None:
+        pauses.wait("rollback")
+        os.kill(os.getpid(), signal.SIGTERM)  # as a test would send to `up`
+
+    sender = threading.Thread(target=signal_once_paused)
     with guard.installed(), guard.cleaning_up():
-        signal.setitimer(signal.ITIMER_REAL, 0.2)  # SIGALRM -> a SIGTERM to ourselves, as a test would send
-        signal.signal(signal.SIGALRM, lambda s, f: os.kill(os.getpid(), signal.SIGTERM))
-        try:
-            guard.checkpoint("rollback")  # waits until the signal, which clean-up only notes
-        finally:
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    assert marker.read_text().startswith("rollback ") and guard.count == 1
+        sender.start()
+        guard.checkpoint("rollback")  # waits until the signal, which clean-up only notes
+    sender.join()
+    assert failpoints.reached(tmp_path, "rollback").read_text() == f"{os.getpid()}\n" and guard.count == 1
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

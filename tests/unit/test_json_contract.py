@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from helpers.fake_nvml import no_driver
+from helpers.k8stools import path_with_tools
 
 from deployctl.cli import cli
 
@@ -50,11 +51,19 @@ CASES: list[tuple[list[str], int]] = [
     (["status"], HOST),  # a stack is there; asking Docker about it needs the engine
     (["status", "--stack-dir", "nowhere"], NOT_RUNNING),
     (["down", "--stack-dir", "nowhere"], OK),
+    (["rollback", "--stack-dir", "nowhere"], NOT_RUNNING),
     (["bundle", "verify", "no-such.bundle"], BAD),
     (["bundle", "install", "no-such.bundle", "--target", "site"], BAD),
     (["bundle", "nope"], BAD),
     (["image", "inspect", "deployctl-test/none:1"], HOST),
     (["nope"], BAD),
+    # k8s: no cluster here (KUBECONFIG names a missing file); helm and kubectl on PATH
+    (["k8s", "up", *G, "--gpus", "2", "--simulate", "--dry-run"], OK),
+    (["k8s", "up", "--gpus", "2"], BAD),
+    (["k8s", "up", "--gpu-model", "nope"], BAD),
+    (["k8s", "up", *G, "--kubeconfig", "missing-kubeconfig"], BAD),
+    (["k8s", "status", "-n", "llm"], HOST),
+    (["k8s", "down", "--release", "x"], HOST),
 ]
 NO_DRIVER: list[tuple[list[str], int]] = [
     (["gpus"], HOST),
@@ -70,6 +79,9 @@ def _check(result: object, args: list[str], code: int) -> dict[str, object]:
     data = json.loads(out)  # exactly one document: json.loads refuses trailing text
     if code not in (OK, FAILED) and isinstance(data, dict) and "error" in data:
         assert data["exit_code"] == code and "hint" in data and data["error"]
+        assert out.count("\n") == 1, (args, out)  # one compact document, as every failure is
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]  # type: ignore[attr-defined]
+        assert errors == [f"error: {data['error']}" + (f"; {data['hint']}" if data["hint"] else "")], args
     if code in (BAD, HOST, NOT_RUNNING):
         assert isinstance(data, dict) and data.get("exit_code") == code, data
     assert "\x1b[" not in out and "\x1b[" not in result.stderr  # type: ignore[attr-defined]
@@ -83,6 +95,9 @@ def test_json_everywhere_on_success_and_failure(
     shutil.copytree(base, ws, symlinks=True)
     monkeypatch.chdir(ws)
     monkeypatch.delenv("DEPLOYCTL_TEST_UNSET", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(ws / "no-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("PATH", path_with_tools())
     for args, code in CASES:
         _check(CliRunner().invoke(cli, [*args, "--json"]), args, code)
     from deployctl.hardware import inventory

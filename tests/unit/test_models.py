@@ -9,7 +9,7 @@ import pytest
 from helpers.checkpoints import CHECKPOINTS
 from helpers.checkpoints import write as write_checkpoint
 from helpers.modelgen import write_model
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from deployctl import models
@@ -399,8 +399,13 @@ _KEYS = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)  # examples: the profile (conftest)
 @given(changes=st.dictionaries(_KEYS, _JSON, min_size=1, max_size=4))
+@example(
+    changes={"model_type": "no-such-family", "architectures": ["\x1e"]}
+)  # found by hypothesis: printed raw, split the line
 def test_generated_hostile_configs_never_crash(tmp_path: Path, changes: dict[str, Any]) -> None:
     d = tmp_path / f"m{abs(hash(json.dumps(changes, default=str))) % 10**12}"
     d.mkdir(exist_ok=True)
@@ -421,7 +426,9 @@ _ENTRY = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)  # examples: the profile (conftest)
 @given(header=st.dictionaries(st.text(max_size=12), _ENTRY | _JSON, max_size=4) | _JSON, tail=st.binary(max_size=64))
 def test_generated_hostile_safetensors_headers_never_crash(tmp_path: Path, header: Any, tail: bytes) -> None:
     d = tmp_path / f"m{abs(hash(repr((header, tail)))) % 10**12}"

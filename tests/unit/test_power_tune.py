@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,9 +20,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from helpers.failpoints import Pauses
 from helpers.fake_nvml import FakeNvml
 from helpers.tune import DECODE, KEY, ORIGINAL, fake, limits, recorded, sim, sim_limits, tune
 
+from deployctl import failpoints
 from deployctl.cli import cli
 from deployctl.hardware import nvml
 from deployctl.hardware import power as pw
@@ -87,7 +91,7 @@ def _sweep(fake: FakeNvml, sim: str, **kwargs: Any) -> ops.TuneResult:
         load=ops.Load(value=4, prompt_tokens=16, output_tokens=24),
         caps=(450, 350, 250, 200),
         settle_s=0,
-        window_s=1.0,
+        window_s=0.3,  # what these tests check is the caps around the sweep, not its figures
     )
     with nvml.session(fake) as session:
         control = pw.NvmlControl(session, [], pw.state_path())
@@ -117,9 +121,26 @@ def _interrupt_while_settling(fake: FakeNvml) -> dict[str, Any]:
 def _signal_during_the_bench(signum: int) -> Callable[[FakeNvml], dict[str, Any]]:
     def arrange(fake: FakeNvml) -> dict[str, Any]:
         def measure_one(control: Any, config: ops.TuneConfig, cap: float) -> Any:
-            if cap == 350:  # a real Ctrl-C (or SIGTERM) to this process while the load runs
-                threading.Timer(0.3, os.kill, (os.getpid(), signum)).start()
-            return ops.measure(control, config, cap)
+            if cap != 350:
+                return ops.measure(control, config, cap)
+            # A real Ctrl-C (or SIGTERM) to this process while the load runs: the bench pauses at its
+            # failpoint once the load has begun; the signal is sent once it is there, then the pause is
+            # released (asyncio's own SIGINT handler cancels the load, which needs its loop to go on).
+            pauses = Pauses(Path(tempfile.mkdtemp(prefix="failpoints-")), "power-tune-load")
+
+            def signal_once_paused() -> None:
+                pauses.wait("power-tune-load")
+                os.kill(os.getpid(), signum)  # pending on the main thread before kill() returns: handled first
+                pauses.release("power-tune-load")
+
+            sender = threading.Thread(target=signal_once_paused, daemon=True)
+            os.environ.update(pauses.env)
+            try:
+                sender.start()
+                return ops.measure(control, config, cap)
+            finally:
+                del os.environ[failpoints.ENV]
+                shutil.rmtree(pauses.folder, ignore_errors=True)
 
         return {"measure_one": measure_one}
 

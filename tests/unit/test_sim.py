@@ -3,13 +3,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import requests
 from helpers import openapi, simserver
 from text_generation import AsyncClient, Client
-from text_generation.errors import OverloadedError, ValidationError
+from text_generation.errors import ValidationError
 
 from deployctl.sim import latency
 from deployctl.sim.config import SimConfig, from_args
@@ -143,13 +143,21 @@ def test_metrics_use_tgi_names(sim: str) -> None:
     assert int(count.split()[1]) >= 1
 
 
-def test_health_is_503_while_loading_and_api_key_guards_generation() -> None:
-    cfg = SimConfig(load_seconds=0.6, api_key="sekret", latency=latency.LatencyModel(1, 1e6, 1, 0))
-    with simserver.running(cfg) as url:
+def test_health_is_503_while_loading_then_200() -> None:
+    loading = SimConfig(load_seconds=3600, latency=latency.LatencyModel(1, 1e6, 1, 0))
+    with simserver.running(loading) as url:
         r = requests.get(f"{url}/health")
         assert r.status_code == 503
         openapi.validate(r.json(), "ErrorResponse")
-        time.sleep(0.7)
+    loaded_soon = SimConfig(load_seconds=0.2, latency=latency.LatencyModel(1, 1e6, 1, 0))
+    with simserver.running(loaded_soon) as url:
+        # the event itself, whenever it comes: no race with a sleep
+        assert _eventually(lambda: requests.get(f"{url}/health").status_code == 200)
+
+
+def test_the_api_key_guards_generation() -> None:
+    cfg = SimConfig(load_seconds=0, api_key="sekret", latency=latency.LatencyModel(1, 1e6, 1, 0))
+    with simserver.running(cfg) as url:
         assert requests.get(f"{url}/health").status_code == 200
         assert requests.get(f"{url}/info").status_code == 200  # TGI leaves /info open
         assert requests.post(f"{url}/generate", json={"inputs": "x"}).status_code == 401
@@ -160,23 +168,36 @@ def test_health_is_503_while_loading_and_api_key_guards_generation() -> None:
 
 
 def test_more_than_max_concurrent_requests_get_429() -> None:
-    cfg = SimConfig(load_seconds=0, max_concurrent_requests=2, latency=latency.LatencyModel(1, 1e6, 20, 0))
+    # A token a second: two streams, once their first token has come, are in flight for a minute, so the
+    # next two requests meet a full engine whatever the test host's load (no race with the clock).
+    slow = latency.LatencyModel(ttft_base_ms=1, prefill_tokens_per_s=1e6, itl_ms=1000, itl_per_stream_ms=0)
+    cfg = SimConfig(load_seconds=0, max_concurrent_requests=2, latency=slow)
+    body = {"inputs": "x", "parameters": {"max_new_tokens": 60}}
     with simserver.running(cfg) as url:
+        streams = [requests.post(f"{url}/generate_stream", json=body, stream=True, timeout=30) for _ in range(2)]
+        try:
+            for stream in streams:
+                assert stream.status_code == 200
+                assert next(line for line in stream.iter_lines() if line).startswith(b"data:")  # admitted
+            for _ in range(2):
+                refused = requests.post(f"{url}/generate", json=body, timeout=30)
+                assert refused.status_code == 429 and refused.json()["error_type"] == "overloaded"
+        finally:
+            for stream in streams:
+                stream.close()
+        # Their clients gone, the engine lets them go at their next token: new requests are admitted again.
+        one = {"inputs": "x", "parameters": {"max_new_tokens": 1}}
+        assert _eventually(lambda: requests.post(f"{url}/generate", json=one, timeout=30).status_code == 200)
 
-        async def one() -> str:
-            try:
-                await AsyncClient(url, timeout=30).generate("x", max_new_tokens=10)
-                return "ok"
-            except OverloadedError:
-                return "overloaded"
 
-        async def many() -> list[str]:
-            return await asyncio.gather(*(one() for _ in range(4)))
-
-        results = asyncio.run(many())
-        assert results.count("ok") == 2 and results.count("overloaded") == 2
-        r = requests.post(f"{url}/generate", json={"inputs": "x", "parameters": {"max_new_tokens": 1}})
-        assert r.status_code == 200
+def _eventually(check: Callable[[], bool], bound_s: float = 60) -> bool:
+    """Give whether `check` comes true before `bound_s` (a bound for a broken server, not a timing)."""
+    deadline = time.monotonic() + bound_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_config_reads_tgi_launcher_flags_and_env() -> None:

@@ -133,3 +133,47 @@ def test_a_mount_point_stack_dir_is_replaced_file_by_file(tmp_path: Path, monkey
     assert b"golden-2x4090" in (target / "compose.yaml").read_bytes()
     assert (target / "compose.override.yaml").exists() and stackdir.StackInfo.read(target).revision == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stack"]
+
+
+def test_rollback_walks_back_along_what_ran_not_the_revision_numbers(tmp_path: Path) -> None:
+    target = tmp_path / "stack"
+    _render(target, 1)  # revision 1 runs
+    stackdir.record_good(target, {})
+    _render(target, 2)  # revision 2 runs
+    stackdir.record_good(target, {})
+    back = stackdir.previous(target, 2)
+    assert back is not None and back.info.revision == 1
+    stackdir.write_stack(back.files, target)  # `rollback`: revision 1 runs again
+    stackdir.went_back(target, 1)
+    assert stackdir.history(target) == [1]
+    _render(target, 2)  # revision 3 runs after revision 1 (2 was undone)
+    assert stackdir.StackInfo.read(target).revision == 3
+    stackdir.record_good(target, {})
+    assert stackdir.history(target) == [1, 3]
+    back = stackdir.previous(target, 3)
+    assert back is not None and back.info.revision == 1  # what ran before 3, not the highest number below it
+    assert stackdir.last_good(target) is not None and stackdir.last_good(target).info.revision == 3  # type: ignore[union-attr]
+    stackdir.went_back(target, 1)
+    assert stackdir.previous(target, 1) is None  # nothing ran before revision 1
+
+
+def test_the_copies_kept_are_those_of_the_last_revisions_that_ran(tmp_path: Path) -> None:
+    target = tmp_path / "stack"
+    for gpus in (1, 2, 1, 2):  # revisions 1-4 run in turn
+        _render(target, gpus)
+        stackdir.record_good(target, {})
+    back = stackdir.read_good(target, revision=2)
+    assert back is not None
+    stackdir.write_stack(back.files, target)  # back to 2 by hand: history [1, 2, 3, 4] -> [1, 2]
+    stackdir.went_back(target, 2)
+    _render(target, 1)  # revision 5 runs after 2
+    stackdir.record_good(target, {})
+    kept = sorted(int(p.name) for p in (target / ".deployctl" / "good").iterdir())
+    assert kept == [2, 5] and stackdir.history(target) == [1, 2, 5]  # 3 and 4 no longer on the way back
+
+
+def test_a_stack_remembers_how_it_was_started(tmp_path: Path) -> None:
+    target = tmp_path / "stack"
+    stackdir.write_stack(files_for(1), target, revision=1, mode=("simulate", "engine=vllm"))
+    assert stackdir.started_with(target) == ("simulate", "engine=vllm")
+    assert stackdir.started_with(tmp_path / "nothing-here") == ()
