@@ -14,10 +14,6 @@ import pytest
 from helpers import ci_setup, realvllm
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "realengine: runs the real vLLM (CPU build); always run in CI")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/realengine/" in str(item.fspath):
