@@ -22,6 +22,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 K8S_CACHE=${K8S_CACHE:-/var/cache/deployctl-k8s}
 K8S_SRC_VERSION=${K8S_SRC_VERSION:-1.20.5+really1.20.2-1.1+deb12u1}
+# The cache folder names what is built there: the source version and the reflect2 that replaced the vendored one
+# (install-k8s.sh). Both installers use it, so a cache of an older build is not reused.
+K8S_BUILD=${K8S_BUILD:-$K8S_SRC_VERSION+reflect2-1.0.2}
 KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
 start=$(date +%s)
 
@@ -36,7 +39,7 @@ if [ ${#need[@]} -gt 0 ]; then
   if [ -d /run/systemd/system ]; then systemctl disable --now etcd >/dev/null 2>&1 || true; fi
 fi
 
-dest="$K8S_CACHE/$K8S_SRC_VERSION"
+dest="$K8S_CACHE/$K8S_BUILD"
 have_all=true
 for c in "${KUBE_CMDS[@]}"; do [ -x "$dest/bin/$c" ] || have_all=false; done
 if ! $have_all; then
@@ -50,6 +53,15 @@ if ! $have_all; then
   (cd "$work/src" && bash "$here/apt.sh" "${opts[@]}" source -q "kubernetes=$K8S_SRC_VERSION" >/dev/null)
   tree=$(find "$work/src" -mindepth 1 -maxdepth 1 -type d -name 'kubernetes-*' | head -1)
   [ -n "$tree" ] || { echo "install-k8s: apt-get source unpacked nothing in $work/src" >&2; exit 3; }
+  # Kubernetes 1.20 vendors modern-go/reflect2 1.0.1, whose unsafe map iteration crashes under Go 1.18+
+  # (this build's golang-go is 1.19): the API server dies with SIGSEGV in runtime.mapiterinit from
+  # reflect2.(*UnsafeMapType).UnsafeIterate on the first custom resource written (json-iterator
+  # encoding an unstructured object). reflect2 1.0.2 is its release for Go 1.18 (same
+  # API); Debian bookworm packages it, so it replaces the vendored copy before the build.
+  (cd "$work" && bash "$here/apt.sh" download -q golang-github-modern-go-reflect2-dev >/dev/null)
+  dpkg -x "$work"/golang-github-modern-go-reflect2-dev_1.0.2*.deb "$work/reflect2"
+  rm -rf "$tree/vendor/github.com/modern-go/reflect2"
+  cp -a "$work/reflect2/usr/share/gocode/src/github.com/modern-go/reflect2" "$tree/vendor/github.com/modern-go/reflect2"
   mkdir -p "$tree/.go/src/k8s.io"
   ln -sfn "$tree" "$tree/.go/src/k8s.io/kubernetes"
   what=""
