@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -8,6 +9,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# A shell that starts a command in the background (`.ci/run &`, `nohup ... &`) starts it with SIGINT ignored,
+# and an ignored signal stays ignored across exec: neither pytest nor the deployctl processes the tests start
+# would ever see the Ctrl-C the interruption tests send. A handler of our own is reset to the default at exec,
+# so every process the suite starts gets Ctrl-C as a terminal gives it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Docker objects the suite makes carry names of its own, with a per-run suffix where they are
 # removed at the end, so that a run never rebuilds, retags or removes the user's images

@@ -106,6 +106,7 @@ def _build_on_base(
 EXPORTER_MODULES = (
     "__init__.py",
     "errors.py",
+    "failpoints.py",
     "fsio.py",
     "gpus/__init__.py",
     "gpus/catalogue.py",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +156,31 @@ def test_dockerfile_keeps_configuration_and_escapes_env() -> None:
     assert 'ENTRYPOINT ["text-generation-launcher"]' in text and 'CMD ["--json-output"]' in text
     assert "WORKDIR /usr/src" in text and "EXPOSE 80/tcp" in text and "FROM scratch" in text
     assert "COPY --from=source / /" in text and "USER" not in text
+
+
+def test_the_exporter_image_carries_every_deployctl_module_the_exporter_imports() -> None:
+    """The exporter image copies a list of deployctl's modules; a module they import (at the top or inside a
+    function) that is not on the list fails in the container at start-up, which only the Docker tier would see."""
+    import ast
+
+    import deployctl
+    from deployctl.images.build import EXPORTER_MODULES
+
+    root = Path(deployctl.__file__).parent
+    listed = set(EXPORTER_MODULES)
+    missing = set()
+    for rel in EXPORTER_MODULES:
+        for node in ast.walk(ast.parse((root / rel).read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "deployctl":
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.split(".")[0] == "deployctl"]
+            for name in names:
+                parts = name.split(".")[1:]
+                as_module, as_package = "/".join(parts) + ".py", "/".join([*parts, "__init__.py"])
+                if (root / as_module).is_file() and as_module not in listed:
+                    missing.add(f"{as_module} (imported by {rel})")
+                if parts and (root / as_package).is_file() and as_package not in listed:
+                    missing.add(f"{as_package} (imported by {rel})")
+    assert not missing, f"add to EXPORTER_MODULES: {sorted(missing)}"
