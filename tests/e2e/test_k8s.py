@@ -8,7 +8,7 @@ The simulator stands in for the engine; the node advertises fake nvidia.com/gpu 
 from __future__ import annotations
 
 import json
-import os
+import re
 import subprocess
 import tempfile
 import time
@@ -233,55 +233,99 @@ def test_monitoring_installs_without_the_operator_and_its_objects_come_with_the_
     cluster: KubeCluster, tmp_path: Path
 ) -> None:
     """monitoring.enabled on a cluster without the Prometheus Operator: the dashboards, nothing of the operator's.
-    With its CRDs there, Helm's view of the cluster (.Capabilities) brings the ServiceMonitor and PrometheusRule.
-
-    The second half is a Helm dry run against the cluster: this test cluster's kube-apiserver (Debian's
-    1.20.2 built with Go 1.19) crashes on any custom resource write (SIGSEGV in modern-go/reflect2's map
-    iteration under json-iterator), so nothing of the operator's kinds is created here; their objects are
-    checked against the operator's CRD schemas in tests/unit/test_monitoring_helm.py.
+    Once its CRDs are installed, `k8s up` again makes the ServiceMonitor and PrometheusRule, and `k8s down` removes them.
     """
     (tmp_path / "deployctl.yaml").write_text(
         "name: e2e-mon\nengine: vllm\nmonitoring:\n  slo_ttft_ms: 500\n  slo_itl_ms: 50\n"
     )
     ns, on = "mon", ("--set", "monitoring.enabled=true")
-    env = {"KUBECONFIG": str(cluster.kubeconfig), "PATH": path_with_tools()}
+    # The label kube-prometheus-stack's Prometheus selects monitors and rules by.
+    selected_by = ("--set", "monitoring.serviceMonitor.labels.release=kps")
+    selected_by += ("--set", "monitoring.prometheusRule.labels.release=kps")
 
-    def objects(*what: str) -> set[str]:
-        out = cluster.kubectl("-n", ns, "get", *what, "-o", "json", check=False)
-        assert out.returncode == 0, out.stderr
-        return {f"{o['kind']}/{o['metadata']['name']}" for o in json.loads(out.stdout)["items"]}
+    def operator_objects() -> dict[str, dict[str, Any]]:
+        out = cluster.kubectl("-n", ns, "get", "servicemonitors,podmonitors,prometheusrules", "-o", "json")
+        return {f"{o['kind']}/{o['metadata']['name']}": o for o in json.loads(out.stdout)["items"]}
 
-    def dry_run_kinds() -> set[str]:
-        """Give the kinds Helm would apply to this cluster now (its capabilities read from the cluster)."""
-        args = ["upgrade", "--install", "e2e-mon", str(tmp_path / "chart"), "-n", ns, "--dry-run", *on]
-        done = subprocess.run(
-            [tool("helm"), *args], capture_output=True, text=True, env={**os.environ, **env}, cwd=tmp_path, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
-        manifest = done.stdout.split("MANIFEST:", 1)[1].split("NOTES:", 1)[0]
-        return {d["kind"] for d in yaml.safe_load_all(manifest) if d}
+    def api_server_alive() -> bool:
+        healthz = cluster.kubectl("get", "--raw", "/healthz", check=False)
+        return cluster.procs["kube-apiserver"].poll() is None and healthz.stdout == "ok"
 
-    render = deployctl("render", "--target", "helm", "--simulate", "-o", "chart", cwd=tmp_path)
-    assert render.returncode == 0, render.stderr
+    # What `deployctl monitor` renders for the same spec: the alerts and rule groups the chart must carry.
+    assert deployctl("render", "--simulate", cwd=tmp_path).returncode == 0
+    monitor = deployctl("monitor", "--no-gpus", "--json", "-o", "mon", cwd=tmp_path)
+    assert monitor.returncode == 0, monitor.stderr
+    rendered = json.loads(monitor.stdout)
+    assert {"LLMEngineDown", "LLMTTFTSLOBurn", "LLMITLSLOBurn"} <= set(rendered["alerts"])
+    rule_file = yaml.safe_load((tmp_path / "mon" / "rules.yml").read_text())
     try:
         up = k8s(cluster, tmp_path, "up", "--simulate", "-n", ns, *FAST, *on, "--json")
         assert up.returncode == 0, up.stderr
-        assert objects("configmaps", "-l", "grafana_dashboard=1") == {
-            "ConfigMap/e2e-mon-dashboard-engine",
-            "ConfigMap/e2e-mon-dashboard-slo",
-        }
+        dashboards = cluster.kubectl("-n", ns, "get", "configmaps", "-l", "grafana_dashboard=1", "-o", "name")
+        assert dashboards.stdout.split() == ["configmap/e2e-mon-dashboard-engine", "configmap/e2e-mon-dashboard-slo"]
         missing = cluster.kubectl("-n", ns, "get", "servicemonitors", check=False)
         assert missing.returncode != 0 and "the server doesn't have a resource type" in missing.stderr
-        assert not dry_run_kinds() & {"ServiceMonitor", "PrometheusRule", "PodMonitor"}
 
         made = cluster.kubectl("create", "-f", str(MONITORING_CRDS), check=False)
         assert made.returncode == 0, made.stderr
         for crd in ("servicemonitors", "podmonitors", "prometheusrules"):
             cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}.monitoring.coreos.com", "--timeout=60s")
-        kinds = dry_run_kinds()
-        assert {"ServiceMonitor", "PrometheusRule"} <= kinds and "PodMonitor" not in kinds  # simulator: no exporter
-    finally:
+        again = k8s(cluster, tmp_path, "up", "--simulate", "-n", ns, *FAST, *on, *selected_by, "--json")
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["revision"] == 2
+
+        made_now = operator_objects()
+        assert set(made_now) == {"ServiceMonitor/e2e-mon", "PrometheusRule/e2e-mon"}  # simulator: no GPU exporter
+        monitor_obj, rule = made_now["ServiceMonitor/e2e-mon"], made_now["PrometheusRule/e2e-mon"]
+        service = json.loads(cluster.kubectl("-n", ns, "get", "service", "e2e-mon", "-o", "json").stdout)
+        assert monitor_obj["metadata"]["labels"] == {**service["metadata"]["labels"], "release": "kps"}
+        assert rule["metadata"]["labels"] == {**service["metadata"]["labels"], "release": "kps"}
+
+        # The ServiceMonitor selects the engine's Service, by its labels and its port's name, in this namespace.
+        spec = monitor_obj["spec"]
+        assert spec["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+        assert spec["namespaceSelector"] == {"matchNames": [ns]}
+        (endpoint,) = spec["endpoints"]
+        assert endpoint["path"] == "/metrics" and endpoint["interval"] == "15s"
+        assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+        # It stamps the labels the rules select the stack's series by, and the chart's engine kind.
+        stamped = {r["targetLabel"]: r["replacement"] for r in endpoint["relabelings"]}
+        kind = service["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert stamped == {"deployctl_stack": rendered["stack"], "deployctl_role": "engine", "engine_kind": kind}
+        exprs = "\n".join(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"])
+        selected = set(re.findall(r'(deployctl_\w+)="([^"]*)"', exprs))
+        assert selected == {("deployctl_stack", "e2e-mon"), ("deployctl_role", "engine")}
+        assert selected <= stamped.items()
+        # And what it scrapes carries every engine series the rules read.
+        ep = json.loads(cluster.kubectl("-n", ns, "get", "endpoints", "e2e-mon", "-o", "json").stdout)
+        ((ip, port),) = [
+            (a["ip"], p["port"])
+            for s in ep["subsets"]
+            for a in s["addresses"]
+            for p in s["ports"]
+            if p["name"] == "http"
+        ]
+        scraped = requests.get(f"http://{ip}:{port}{endpoint['path']}", timeout=10).text
+        families = {line.split("{")[0].split()[0] for line in scraped.splitlines() if line and line[0] != "#"}
+        read = set(re.findall(r"\bvllm:\w+", exprs))
+        assert read and read <= families
+
+        # The PrometheusRule holds the rule groups `deployctl monitor` writes, every field intact.
+        assert rule["spec"] == rule_file
+        alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+        assert alerts == set(rendered["alerts"])
+        assert api_server_alive()
+
         down = k8s(cluster, tmp_path, "down", "-n", ns, "--json")
         assert down.returncode == 0, down.stderr
+        assert {"ServiceMonitor/e2e-mon", "PrometheusRule/e2e-mon"} <= set(json.loads(down.stdout)["removed"])
+        assert operator_objects() == {}
+        assert api_server_alive()
+    except BaseException:
+        k8s(cluster, tmp_path, "down", "-n", ns)  # a check above failed: leave no release behind
+        raise
+    finally:
         cluster.kubectl("delete", "-f", str(MONITORING_CRDS), "--ignore-not-found", check=False)
     assert pods(cluster, ns, "e2e-mon") == []
+    crds = cluster.kubectl("get", "crds", "-o", "name").stdout.split()
+    assert not [c for c in crds if c.endswith(".monitoring.coreos.com")]
