@@ -9,7 +9,7 @@
 #   (kubectl comes from the kubernetes-client package of the same source), without the cloud
 #   providers and the dockershim (build tags providerless, dockerless). About 5-8 minutes on 2
 #   cores: .ci/run starts it first and runs lint, the unit tests and the Docker tests meanwhile; the
-#   binaries are kept in $K8S_CACHE/<source version>/bin and a reused machine skips the build.
+#   binaries are kept in $K8S_CACHE/<source version>+reflect2-1.0.2/bin ($K8S_BUILD) and a reused machine skips the build.
 # - etcd-server, containerd, containernetworking-plugins, busybox-static (the pause image is
 #   built from it by the tests), golang-go + rsync (the build), dpkg-dev (apt-get source).
 #
