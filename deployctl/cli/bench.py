@@ -101,31 +101,7 @@ def bench() -> None:
     show_default=True,
 )
 @json_option
-def run(
-    endpoint: str | None,
-    stack_dir: Path | None,
-    spec_path: Path | None,
-    engine: str | None,
-    preset: str | None,
-    concurrency: str | None,
-    rate: str | None,
-    requests: int,
-    warmup: int,
-    prompt_tokens: int | None,
-    output_tokens: int | None,
-    api: str | None,
-    seed: int,
-    slo_ttft: float | None,
-    slo_itl: float | None,
-    slo_e2e: float | None,
-    slo_percentile: str,
-    cost: float | None,
-    currency: str,
-    api_key_env: str | None,
-    label: str | None,
-    output_dir: Path,
-    as_json: bool,
-) -> None:
+def run(output_dir: Path, currency: str, as_json: bool, **flags: Any) -> None:
     """Sweep a load against the endpoint; write JSON, CSV and PNG plots.
 
     \b
@@ -136,32 +112,9 @@ def run(
     """
     from deployctl.ops import probing
 
+    # Click names each flag as probing.bench_config names its parameter: they pass through as they are.
     with output.Progress() as progress:
-        done = probing.bench(
-            output_dir=output_dir,
-            progress=progress,
-            endpoint=endpoint,
-            stack_dir=stack_dir,
-            spec_path=spec_path,
-            api_key_env=api_key_env,
-            engine=engine,
-            preset=preset,
-            concurrency=concurrency,
-            rate=rate,
-            requests=requests,
-            warmup=warmup,
-            prompt_tokens=prompt_tokens,
-            output_tokens=output_tokens,
-            api=api,
-            seed=seed,
-            slo_ttft=slo_ttft,
-            slo_itl=slo_itl,
-            slo_e2e=slo_e2e,
-            slo_percentile=slo_percentile,
-            cost=cost,
-            currency=currency,
-            label=label,
-        )
+        done = probing.bench(output_dir=output_dir, progress=progress, currency=currency, **flags)
     result, paths, config = done.result, done.files, done.config
     mode = config.mode
     if as_json:
