@@ -8,14 +8,20 @@ from typing import Any
 
 import click
 
-from deployctl.cli.options import SPEC_FLAGS, json_option, load_spec, seconds, sim_fault_option, spec_options
+from deployctl.cli.options import (
+    SPEC_FLAGS,
+    folder_option,
+    json_option,
+    load_spec,
+    seconds,
+    sim_fault_option,
+    spec_options,
+)
 from deployctl.cli.output import echo_json
 from deployctl.errors import NotRunning
 
-stack_dir_option = click.option(
-    "--stack-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="The stack directory (default: stack_dir of ./deployctl.yaml, or ./deployctl-stack).",
+stack_dir_option = folder_option(
+    "--stack-dir", help="The stack directory (default: stack_dir of ./deployctl.yaml, or ./deployctl-stack)."
 )
 
 
