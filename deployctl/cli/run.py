@@ -145,11 +145,7 @@ def up(
             progress.step(what, f"{time.monotonic() - started:5.1f}s{line}")
 
         try:
-            result = upgrade.up(
-                spec,
-                spec_path=spec_path,
-                simulate=simulate,
-                report=report,
+            options = upgrade.UpOptions(
                 timeout_s=timeout,
                 sim_base=sim_base,
                 faults=faults,
@@ -157,8 +153,8 @@ def up(
                 allow_open=allow_open,
                 replace=replace,
                 dry_run=dry_run,
-                mode=started_with,
             )
+            result = upgrade.up(spec, options, spec_path=spec_path, simulate=simulate, report=report, mode=started_with)
         except stack.UpFailed as exc:
             _print_failure(progress, exc)
             raise
