@@ -13,36 +13,23 @@ import sys
 import time
 
 RUNS = 15
+
+
+def deployctl(*args: str) -> list[str]:
+    """Give the command line that runs deployctl with `args` in this Python."""
+    return [sys.executable, "-m", "deployctl", *args]
+
+
 CASES = {
     "python -c pass (baseline)": [sys.executable, "-c", "pass"],
-    "deployctl --help": [sys.executable, "-m", "deployctl", "--help"],
-    "deployctl plan (70B, 2 x rtx4090)": [
-        sys.executable,
-        "-m",
-        "deployctl",
-        "plan",
-        "--gpu-model",
-        "rtx4090",
-        "--gpus",
-        "2",
-        "--preset",
-        "llama-3-70b-instruct-gptq",
-    ],
-    "deployctl plan --json": [
-        sys.executable,
-        "-m",
-        "deployctl",
-        "plan",
-        "--gpu-model",
-        "rtx4090",
-        "--preset",
-        "qwen2.5-32b-instruct-gptq",
-        "--json",
-    ],
-    "deployctl plan --compare (3 hosts, vllm)": [
-        sys.executable,
-        "-m",
-        "deployctl",
+    "deployctl --help": deployctl("--help"),
+    "deployctl plan (70B, 2 x rtx4090)": deployctl(
+        "plan", "--gpu-model", "rtx4090", "--gpus", "2", "--preset", "llama-3-70b-instruct-gptq"
+    ),
+    "deployctl plan --json": deployctl(
+        "plan", "--gpu-model", "rtx4090", "--preset", "qwen2.5-32b-instruct-gptq", "--json"
+    ),
+    "deployctl plan --compare (3 hosts, vllm)": deployctl(
         "plan",
         "--preset",
         "deepseek-r1-distill-llama-70b-awq",  # vLLM 0.30+ does not load the act-order GPTQ preset
@@ -50,7 +37,7 @@ CASES = {
         "vllm",
         "--compare",
         "1xrtx4090,2xrtx4090,2xa100-80gb",
-    ],
+    ),
 }
 
 

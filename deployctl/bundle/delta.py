@@ -126,80 +126,70 @@ def _from_site_images(manifest: Manifest, sources: Sources) -> list[str]:
     return missing
 
 
-def stage(
-    sources: Sources,
-    *,
-    root: Path,
-    blob_dir: Path,
-    model_staging: Path,
-    copied: Callable[[str], None],
-    progress: Progress,
-    say: Say,
-) -> None:
-    """Copy every missing piece into the staging areas (all under `root`), each checked against the delta's manifest."""
+@dataclass(frozen=True)
+class Staging:
+    """Where `stage` puts what it copies (every path under `root`), and whom it tells."""
+
+    root: Path
+    blob_dir: Path  # image blobs, named by digest
+    model_staging: Path  # model files, at their paths below the model folder
+    copied: Callable[[str], None]  # told each model file's bundle path once it is in place
+    progress: Progress
+    say: Say
+
+
+def stage(sources: Sources, to: Staging) -> None:
+    """Copy every missing piece into the staging areas, each checked against the delta's manifest."""
     by_base_path: dict[str, list[BaseFile]] = defaultdict(list)
     for f in sources.files:
         by_base_path[f.base_path].append(f)
     if sources.bundle is not None:
-        _from_bundle(sources, by_base_path, root, blob_dir, model_staging, copied, progress, say)
+        _from_bundle(sources, by_base_path, to)
         return
     assert sources.site_model is not None or not sources.files
     for f in sources.files:
         rel = f.path.split("/", 2)[2]
         site_file = sources.site_model / f.base_path.split("/", 2)[2]  # type: ignore[operator]
-        say(f"copying model file {rel} from the installed base")
+        to.say(f"copying model file {rel} from the installed base")
         entry = Entry(path=f.path, size=f.size, sha256=f.sha256, kind="model")
         try:
-            _copy_checked(entry, file_chunks(site_file), within(model_staging, rel, f.path), progress, root)
+            _copy_checked(entry, file_chunks(site_file), within(to.model_staging, rel, f.path), to)
         except BundleError:
             raise BundleError(
                 f"{site_file}, which the delta takes from the installed base, has changed since the base was "
                 "installed: its bytes are not those the delta's manifest names",
                 "install the base bundle again, or pass --base BASE_BUNDLE",
             ) from None
-        copied(f.path)
+        to.copied(f.path)
 
 
-def _from_bundle(
-    sources: Sources,
-    by_base_path: dict[str, list[BaseFile]],
-    root: Path,
-    blob_dir: Path,
-    model_staging: Path,
-    copied: Callable[[str], None],
-    progress: Progress,
-    say: Say,
-) -> None:
+def _from_bundle(sources: Sources, by_base_path: dict[str, list[BaseFile]], to: Staging) -> None:
     assert sources.bundle is not None
     wanted_files = {blob_file(d): b for d, b in sources.blobs.items()}
     reader = open_bundle(sources.bundle)
     try:
         for entry, chunks in reader.entries():
             if entry.path in wanted_files:
-                say(f"taking {entry.path} from the base bundle")
-                stage_blob(chunks, wanted_files[entry.path], blob_dir, entry.path, progress, within=root)
+                to.say(f"taking {entry.path} from the base bundle")
+                stage_blob(chunks, wanted_files[entry.path], to.blob_dir, entry.path, to.progress, within=to.root)
             elif entry.path in by_base_path:
                 targets = by_base_path[entry.path]
                 first = targets[0]
                 rel = first.path.split("/", 2)[2]
-                say(f"copying model file {rel} from the base bundle")
-                dest = within(model_staging, rel, first.path)
-                _copy_checked(entry, chunks, dest, progress, root)
+                to.say(f"copying model file {rel} from the base bundle")
+                dest = within(to.model_staging, rel, first.path)
+                _copy_checked(entry, chunks, dest, to)
                 for other in targets[1:]:
                     _copy_checked(
-                        entry,
-                        file_chunks(dest),
-                        within(model_staging, other.path.split("/", 2)[2], other.path),
-                        progress,
-                        root,
+                        entry, file_chunks(dest), within(to.model_staging, other.path.split("/", 2)[2], other.path), to
                     )
                 for f in targets:
-                    copied(f.path)
+                    to.copied(f.path)
             else:
                 drain(chunks)
     finally:
         reader.close()
 
 
-def _copy_checked(entry: Entry, chunks: Chunks, dest: Path, progress: Progress, root: Path) -> None:
-    stage_file(checked(entry, chunks), dest, progress, entry.path, entry.size, within=root)
+def _copy_checked(entry: Entry, chunks: Chunks, dest: Path, to: Staging) -> None:
+    stage_file(checked(entry, chunks), dest, to.progress, entry.path, entry.size, within=to.root)

@@ -392,12 +392,14 @@ def install(
     _copy_pass(path, pubkey, insecure, manifest, places, journal, progress, say)
     delta.stage(
         sources,
-        root=places.target,
-        blob_dir=places.images,
-        model_staging=places.staging,
-        copied=lambda p: journal.add("model_files", p),
-        progress=progress,
-        say=say,
+        delta.Staging(
+            root=places.target,
+            blob_dir=places.images,
+            model_staging=places.staging,
+            copied=lambda p: journal.add("model_files", p),
+            progress=progress,
+            say=say,
+        ),
     )
     if manifest.images and not journal.done("images_loaded"):
         reused = f"; {len(sources.present)} layer(s) the engine holds are taken by digest" if sources.present else ""
@@ -569,7 +571,10 @@ def export_images(
         finally:
             reader.close()
         delta.stage(
-            sources, root=root, blob_dir=work, model_staging=work, copied=lambda p: None, progress=progress, say=say
+            sources,
+            delta.Staging(
+                root=root, blob_dir=work, model_staging=work, copied=lambda p: None, progress=progress, say=say
+            ),
         )
         sizes = {b.digest: b.size for b in manifest.blobs}
 

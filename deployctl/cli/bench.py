@@ -10,7 +10,14 @@ import click
 
 from deployctl import load_options as opt
 from deployctl.cli import output
-from deployctl.cli.options import BoundedNumber, endpoint_engine_option, json_option, spec_file_option, token_options
+from deployctl.cli.options import (
+    bounded_option,
+    endpoint_engine_option,
+    folder_option,
+    json_option,
+    spec_file_option,
+    token_options,
+)
 from deployctl.cli.output import echo_json
 
 
@@ -39,12 +46,7 @@ def bench() -> None:
 
 @bench.command("run")
 @click.option("--endpoint", help="URL (default: the stack's endpoint).")
-@click.option(
-    "--stack-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="The stack to measure (default: stack_dir of the spec).",
-)
+@folder_option("--stack-dir", help="The stack to measure (default: stack_dir of the spec).")
 @spec_file_option
 @endpoint_engine_option
 @click.option(
@@ -54,16 +56,8 @@ def bench() -> None:
 )
 @click.option("--concurrency", help="Closed loop at these concurrencies, e.g. 1,2,4,8,16.")
 @click.option("--rate", help="Open loop (Poisson arrivals) at these request rates per second, e.g. 1,2,4.")
-@click.option(
-    "--requests", type=BoundedNumber(opt.REQUESTS), default=100, show_default=True, help="Measured requests per level."
-)
-@click.option(
-    "--warmup",
-    type=BoundedNumber(opt.WARMUP),
-    default=5,
-    show_default=True,
-    help="Requests per level left out of the figures.",
-)
+@bounded_option("--requests", bounds=opt.REQUESTS, default=100, help="Measured requests per level.")
+@bounded_option("--warmup", bounds=opt.WARMUP, default=5, help="Requests per level left out of the figures.")
 @token_options(opt.TOKENS, output_default=64)
 @click.option(
     "--api",
@@ -72,13 +66,11 @@ def bench() -> None:
     help="Route to load (default: the engine's own, generate or completions).",
 )
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--slo-ttft", type=BoundedNumber(opt.SLO_MS), help="SLO: time to first token, ms.")
-@click.option(
-    "--slo-itl",
-    type=BoundedNumber(opt.SLO_MS),
-    help="SLO: inter-token latency, ms (each request's worst gap for goodput).",
+@bounded_option("--slo-ttft", bounds=opt.SLO_MS, help="SLO: time to first token, ms.")
+@bounded_option(
+    "--slo-itl", bounds=opt.SLO_MS, help="SLO: inter-token latency, ms (each request's worst gap for goodput)."
 )
-@click.option("--slo-e2e", type=BoundedNumber(opt.SLO_MS), help="SLO: end-to-end latency, ms.")
+@bounded_option("--slo-e2e", bounds=opt.SLO_MS, help="SLO: end-to-end latency, ms.")
 @click.option(
     "--slo-percentile",
     type=click.Choice(["p50", "p90", "p99"]),
@@ -86,46 +78,16 @@ def bench() -> None:
     show_default=True,
     help="A level meets the SLO when this percentile is within every target.",
 )
-@click.option("--cost", type=BoundedNumber(opt.COST), help="Hardware price (any currency) for cost per QPS.")
+@bounded_option("--cost", bounds=opt.COST, help="Hardware price (any currency) for cost per QPS.")
 @click.option("--currency", default="", help="Label for --cost, e.g. EUR.")
 @click.option("--api-key-env", help="Variable holding the API key (default: the stack's .env).")
 @click.option(
     "--label",
     help="What `bench compare` calls this run (default: the stack's engine, GPUs and power cap, e.g. 'tgi 2x rtx4090 300 W').",
 )
-@click.option(
-    "-o",
-    "--output-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("bench-results"),
-    show_default=True,
-)
+@folder_option("-o", "--output-dir", default=Path("bench-results"))
 @json_option
-def run(
-    endpoint: str | None,
-    stack_dir: Path | None,
-    spec_path: Path | None,
-    engine: str | None,
-    preset: str | None,
-    concurrency: str | None,
-    rate: str | None,
-    requests: int,
-    warmup: int,
-    prompt_tokens: int | None,
-    output_tokens: int | None,
-    api: str | None,
-    seed: int,
-    slo_ttft: float | None,
-    slo_itl: float | None,
-    slo_e2e: float | None,
-    slo_percentile: str,
-    cost: float | None,
-    currency: str,
-    api_key_env: str | None,
-    label: str | None,
-    output_dir: Path,
-    as_json: bool,
-) -> None:
+def run(output_dir: Path, currency: str, as_json: bool, **flags: Any) -> None:
     """Sweep a load against the endpoint; write JSON, CSV and PNG plots.
 
     \b
@@ -136,32 +98,9 @@ def run(
     """
     from deployctl.ops import probing
 
+    # Click names each flag as probing.bench_config names its parameter: they pass through as they are.
     with output.Progress() as progress:
-        done = probing.bench(
-            output_dir=output_dir,
-            progress=progress,
-            endpoint=endpoint,
-            stack_dir=stack_dir,
-            spec_path=spec_path,
-            api_key_env=api_key_env,
-            engine=engine,
-            preset=preset,
-            concurrency=concurrency,
-            rate=rate,
-            requests=requests,
-            warmup=warmup,
-            prompt_tokens=prompt_tokens,
-            output_tokens=output_tokens,
-            api=api,
-            seed=seed,
-            slo_ttft=slo_ttft,
-            slo_itl=slo_itl,
-            slo_e2e=slo_e2e,
-            slo_percentile=slo_percentile,
-            cost=cost,
-            currency=currency,
-            label=label,
-        )
+        done = probing.bench(output_dir=output_dir, progress=progress, currency=currency, **flags)
     result, paths, config = done.result, done.files, done.config
     mode = config.mode
     if as_json:

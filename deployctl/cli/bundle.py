@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import json_option, load_spec, spec_options
+from deployctl.cli.options import folder_option, json_option, load_spec, spec_options
 from deployctl.cli.output import echo_json
 from deployctl.terminal import shown
 
@@ -193,13 +193,7 @@ def verify(path: Path, pubkey: Path | None, insecure: bool, as_json: bool) -> No
 @click.argument("path", type=click.Path(path_type=Path))
 @pubkey_option
 @insecure_option
-@click.option(
-    "--target",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("/srv/deployctl"),
-    show_default=True,
-    help="Where models/, the stack and deployctl.yaml go.",
-)
+@folder_option("--target", default=Path("/srv/deployctl"), help="Where models/, the stack and deployctl.yaml go.")
 @click.option("--simulate", is_flag=True, help="Render the stack with the simulator (a rehearsal without GPUs).")
 @click.option(
     "--base",

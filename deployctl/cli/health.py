@@ -8,18 +8,13 @@ from pathlib import Path
 import click
 
 from deployctl.cli import output
-from deployctl.cli.options import endpoint_engine_option, json_option, seconds, spec_file_option
+from deployctl.cli.options import endpoint_engine_option, folder_option, json_option, seconds, spec_file_option
 from deployctl.cli.output import echo_json
 
 
 @click.command()
 @click.option("--endpoint", help="URL of the endpoint (default: the stack's).")
-@click.option(
-    "--stack-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Stack whose plan /info must match (default: stack_dir of the spec).",
-)
+@folder_option("--stack-dir", help="Stack whose plan /info must match (default: stack_dir of the spec).")
 @spec_file_option
 @click.option("--api-key-env", help="Environment variable holding the API key (default: the stack's .env).")
 @endpoint_engine_option

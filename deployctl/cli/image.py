@@ -80,10 +80,7 @@ def build_base(tag: str | None, suite: str, as_json: bool) -> None:
     from deployctl.ops import imaging
 
     built = imaging.build_base(tag=tag, suite=suite, progress=output.lines(indent="  "))
-    if as_json:
-        echo_json(built)
-    else:
-        click.echo(f"built {built.tag} ({built.size / 1e6:.0f} MB) from {built.base}")
+    _built(built, as_json)
 
 
 @image.command("inspect")

@@ -7,18 +7,14 @@ from typing import Any
 
 import click
 
-from deployctl.cli.options import json_option, spec_file_option
+from deployctl.cli.options import folder_option, json_option, spec_file_option
 from deployctl.cli.output import echo_json
 
 PERCENTILES = ["p50", "p90", "p95", "p99", "p999"]
 
 
 @click.command()
-@click.option(
-    "--stack-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="The stack to watch (default: stack_dir of the spec).",
-)
+@folder_option("--stack-dir", help="The stack to watch (default: stack_dir of the spec).")
 @spec_file_option
 @click.option("--slo-ttft", type=float, help="SLO: time to first token, ms (default: monitoring.slo_ttft_ms).")
 @click.option("--slo-itl", type=float, help="SLO: inter-token latency, ms (default: monitoring.slo_itl_ms).")
@@ -35,12 +31,10 @@ PERCENTILES = ["p50", "p90", "p95", "p99", "p999"]
     help="Where `deployctl exporter` serves (default 127.0.0.1:9401; none for a simulated stack).",
 )
 @click.option("--no-gpus", is_flag=True, help="No GPU exporter: leave out its scrape job, alerts and dashboard.")
-@click.option(
+@folder_option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path, file_okay=False),
     default=Path("deployctl-monitoring"),
-    show_default=True,
     help="Folder to write (replaced whole when deployctl wrote it).",
 )
 @json_option

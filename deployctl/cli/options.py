@@ -29,6 +29,21 @@ class BoundedNumber(click.ParamType):
         return self.bounds.parse(value, flag)
 
 
+def _shown(default: Any) -> dict[str, Any]:
+    """Give the keywords of an option's default, shown in --help (none where it has no default)."""
+    return {} if default is None else {"default": default, "show_default": True}
+
+
+def bounded_option(*decls: str, bounds: Any, default: float | None = None, help: str) -> Callable[[F], F]:
+    """An option whose number is checked against `bounds` (one of load_options' types) as it is parsed."""
+    return click.option(*decls, type=BoundedNumber(bounds), help=help, **_shown(default))
+
+
+def folder_option(*decls: str, default: Path | None = None, help: str | None = None) -> Callable[[F], F]:
+    """An option naming a folder (a Path; a file there is refused)."""
+    return click.option(*decls, type=click.Path(path_type=Path, file_okay=False), help=help, **_shown(default))
+
+
 # Helm's engine instances: the chart's own schema (templates/helm/values.schema.json.j2) allows 0-1000.
 replicas_option = click.option(
     "--replicas",
@@ -96,7 +111,7 @@ SPEC_OPTIONS = [
     click.option("--max-input-tokens", type=int, help="Overrides limits.max_input_tokens."),
     click.option("--port", type=int, help="Overrides serve.port."),
     click.option("--bind", help="Overrides serve.bind."),
-    click.option("--stack-dir", type=click.Path(path_type=Path, file_okay=False), help="Overrides stack_dir."),
+    folder_option("--stack-dir", help="Overrides stack_dir."),
 ]
 
 # option name -> (spec key it overrides, the flag a user typed: errors in its value name it)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from deployctl.cli.options import json_option, load_spec, replicas_option, sim_fault_option, spec_options
+from deployctl.cli.options import folder_option, json_option, load_spec, replicas_option, sim_fault_option, spec_options
 from deployctl.cli.output import echo_json
 from deployctl.errors import DeployctlError, InputError, PlanRefused
 from deployctl.plan import GpuBudget, Plan
@@ -254,12 +254,7 @@ def plan(
 @click.option(
     "--target", type=click.Choice(["compose", "helm"]), default="compose", show_default=True, help="What to render."
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="helm: the chart directory (default ./NAME-chart); compose: same as --stack-dir.",
-)
+@folder_option("-o", "--output", help="helm: the chart directory (default ./NAME-chart); compose: same as --stack-dir.")
 @replicas_option
 @sim_fault_option
 @json_option

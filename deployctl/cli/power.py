@@ -9,7 +9,7 @@ import click
 
 from deployctl import load_options as opt
 from deployctl.cli import output
-from deployctl.cli.options import BoundedNumber, json_option, token_options
+from deployctl.cli.options import bounded_option, folder_option, json_option, token_options
 from deployctl.cli.output import echo_json
 
 gpu_option = click.option(
@@ -128,12 +128,7 @@ def _report(verb: str, rows: list[dict[str, Any]], as_json: bool, dry_run: bool)
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 @click.option("--persist", is_flag=True, help="Also install a systemd unit that re-applies the limits at boot.")
 @click.option("--print", "print_only", is_flag=True, help="With --persist: print the unit, install nothing.")
-@click.option(
-    "--unit-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Where the unit goes (default /etc/systemd/system).",
-)
+@folder_option("--unit-dir", help="Where the unit goes (default /etc/systemd/system).")
 @state_option
 @json_option
 def set_(watts: float, as_json: bool, **flags: Any) -> None:
@@ -177,12 +172,7 @@ def reset(gpu_refs: tuple[str, ...], dry_run: bool, state_file: Path | None, as_
 
 
 @power.command("tune")
-@click.option(
-    "--stack-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="The stack whose GPUs and endpoint to tune (default: stack_dir of the spec).",
-)
+@folder_option("--stack-dir", help="The stack whose GPUs and endpoint to tune (default: stack_dir of the spec).")
 @click.option("--endpoint", help="URL (default: the stack's endpoint).")
 @click.option("--simulate", is_flag=True, help="Rehearse: the simulator's power model stands in for the GPUs.")
 @click.option(
@@ -190,58 +180,28 @@ def reset(gpu_refs: tuple[str, ...], dry_run: bool, state_file: Path | None, as_
     type=click.Choice(["sustained", "ttft"]),
     help="The bench preset's prompt/output lengths at its highest concurrency.",
 )
-@click.option(
-    "--concurrency",
-    type=BoundedNumber(opt.CONCURRENCY),
-    help="Closed loop at this many requests in flight (default 8).",
+@bounded_option(
+    "--concurrency", bounds=opt.CONCURRENCY, help="Closed loop at this many requests in flight (default 8)."
 )
-@click.option(
-    "--rate", type=BoundedNumber(opt.RATE), help="Open loop (Poisson arrivals) at this many requests per second."
-)
+@bounded_option("--rate", bounds=opt.RATE, help="Open loop (Poisson arrivals) at this many requests per second.")
 @token_options(opt.TOKENS, output_default=128)
 @click.option("--caps", help="Caps to measure in watts, e.g. 450,350,300 (default: board default down to minimum).")
-@click.option(
-    "--step", type=BoundedNumber(opt.STEP_W), default=50.0, show_default=True, help="Watts between caps (1-1000)."
-)
-@click.option(
-    "--settle",
-    type=BoundedNumber(opt.SETTLE_S),
-    default=5.0,
-    show_default=True,
-    help="Seconds to wait after each change (0-3600).",
-)
-@click.option(
-    "--window",
-    type=BoundedNumber(opt.WINDOW_S),
-    default=20.0,
-    show_default=True,
-    help="Seconds of load measured per cap (up to 3600).",
-)
-@click.option(
+@bounded_option("--step", bounds=opt.STEP_W, default=50.0, help="Watts between caps (1-1000).")
+@bounded_option("--settle", bounds=opt.SETTLE_S, default=5.0, help="Seconds to wait after each change (0-3600).")
+@bounded_option("--window", bounds=opt.WINDOW_S, default=20.0, help="Seconds of load measured per cap (up to 3600).")
+@bounded_option(
     "--min-throughput",
-    type=BoundedNumber(opt.FRACTION),
+    bounds=opt.FRACTION,
     default=0.95,
-    show_default=True,
     help="Keep at least this fraction of the fastest window's tokens/s (normally the first, highest cap's).",
 )
-@click.option("--slo-ttft", type=BoundedNumber(opt.SLO_MS), help="SLO: time to first token p90, ms.")
-@click.option("--slo-itl", type=BoundedNumber(opt.SLO_MS), help="SLO: inter-token latency p90, ms.")
+@bounded_option("--slo-ttft", bounds=opt.SLO_MS, help="SLO: time to first token p90, ms.")
+@bounded_option("--slo-itl", bounds=opt.SLO_MS, help="SLO: inter-token latency p90, ms.")
 @click.option("--apply", is_flag=True, help="Leave the chosen cap set (default: put the original caps back).")
 @click.option("--persist", is_flag=True, help="With --apply: also install the systemd unit that sets it at boot.")
-@click.option(
-    "--unit-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="With --persist: where the systemd unit goes (default /etc/systemd/system).",
-)
+@folder_option("--unit-dir", help="With --persist: where the systemd unit goes (default /etc/systemd/system).")
 @click.option("--api-key-env", help="Variable holding the API key (default: the stack's .env).")
-@click.option(
-    "-o",
-    "--output-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("power-tune"),
-    show_default=True,
-)
+@folder_option("-o", "--output-dir", default=Path("power-tune"))
 @gpu_option
 @state_option
 @click.option("--dry-run", is_flag=True, help="Print the sweep and how long it takes; change nothing.")

@@ -8,14 +8,20 @@ from typing import Any
 
 import click
 
-from deployctl.cli.options import SPEC_FLAGS, json_option, load_spec, seconds, sim_fault_option, spec_options
+from deployctl.cli.options import (
+    SPEC_FLAGS,
+    folder_option,
+    json_option,
+    load_spec,
+    seconds,
+    sim_fault_option,
+    spec_options,
+)
 from deployctl.cli.output import echo_json
 from deployctl.errors import NotRunning
 
-stack_dir_option = click.option(
-    "--stack-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="The stack directory (default: stack_dir of ./deployctl.yaml, or ./deployctl-stack).",
+stack_dir_option = folder_option(
+    "--stack-dir", help="The stack directory (default: stack_dir of ./deployctl.yaml, or ./deployctl-stack)."
 )
 
 
@@ -139,11 +145,7 @@ def up(
             progress.step(what, f"{time.monotonic() - started:5.1f}s{line}")
 
         try:
-            result = upgrade.up(
-                spec,
-                spec_path=spec_path,
-                simulate=simulate,
-                report=report,
+            options = upgrade.UpOptions(
                 timeout_s=timeout,
                 sim_base=sim_base,
                 faults=faults,
@@ -151,8 +153,8 @@ def up(
                 allow_open=allow_open,
                 replace=replace,
                 dry_run=dry_run,
-                mode=started_with,
             )
+            result = upgrade.up(spec, options, spec_path=spec_path, simulate=simulate, report=report, mode=started_with)
         except stack.UpFailed as exc:
             _print_failure(progress, exc)
             raise

@@ -116,6 +116,11 @@ def _nvml(ctx: Context) -> list[Check]:
     return out
 
 
+def _passed_or_failed(name: str, ok: bool, *, passed: str, failed: str, hint: str) -> Check:
+    """Give the check `name`: OK saying what passed, else FAIL saying what is wrong and how to fix it."""
+    return Check(name, "OK", passed) if ok else Check(name, "FAIL", failed, hint)
+
+
 def _docker(ctx: Context) -> list[Check]:
     out = []
     if ctx.docker_info is None:
@@ -126,29 +131,26 @@ def _docker(ctx: Context) -> list[Check]:
         info = ctx.docker_info
         out.append(Check("docker engine", "OK", f"Docker {info.server_version}, root {info.root_dir}"))
     version = ctx.compose_version
-    if version and version.lstrip("v").split(".")[0].isdigit() and int(version.lstrip("v").split(".")[0]) >= 2:
-        out.append(Check("compose v2", "OK", f"docker compose {version}"))
-    else:
-        out.append(
-            Check(
-                "compose v2",
-                "FAIL",
-                "docker compose (v2 plugin) not found",
-                "install docker-compose-plugin (Debian: docker-compose from trixie)",
-            )
+    major = (version or "").lstrip("v").split(".")[0]
+    out.append(
+        _passed_or_failed(
+            "compose v2",
+            major.isdigit() and int(major) >= 2,
+            passed=f"docker compose {version}",
+            failed="docker compose (v2 plugin) not found",
+            hint="install docker-compose-plugin (Debian: docker-compose from trixie)",
         )
+    )
     sock = Path("/var/run/docker.sock")
-    if sock.exists() and os.access(sock, os.R_OK | os.W_OK):
-        out.append(Check("docker socket", "OK", f"{sock} is usable by this user"))
-    else:
-        out.append(
-            Check(
-                "docker socket",
-                "FAIL",
-                f"{sock} is missing or not writable by this user",
-                "add the user to the docker group, or use sudo",
-            )
+    out.append(
+        _passed_or_failed(
+            "docker socket",
+            sock.exists() and os.access(sock, os.R_OK | os.W_OK),
+            passed=f"{sock} is usable by this user",
+            failed=f"{sock} is missing or not writable by this user",
+            hint="add the user to the docker group, or use sudo",
         )
+    )
     runtimes = ctx.docker_info.runtimes if ctx.docker_info else []
     cdi = [p for p in (Path("/etc/cdi/nvidia.yaml"), Path("/var/run/cdi/nvidia.yaml")) if p.exists()]
     if "nvidia" in runtimes or cdi:

@@ -64,6 +64,19 @@ def check_exposure(spec: DeploymentSpec, plan: Plan, allow_open: bool) -> None:
 
 
 @dataclass(frozen=True)
+class UpOptions:
+    """How an `up` goes about it, beyond the spec: `up`'s flags."""
+
+    timeout_s: float | None = None  # how long to wait for /health (None: the plan's start budget)
+    sim_base: str | None = None  # the base image to build the simulator's from, if it is missing
+    faults: dict[str, str] | None = None  # --sim-fault: what the simulator rehearses
+    skip_power: bool = False  # leave the GPUs' power limits as they are
+    allow_open: bool = False  # serve a non-loopback bind without an API key, on purpose
+    replace: bool = False  # remove the project this stack ran under before its name changed
+    dry_run: bool = False  # say what would change; change nothing
+
+
+@dataclass(frozen=True)
 class Preview:
     """What `up --dry-run` found: the diff between the running stack and the new one."""
 
@@ -100,17 +113,11 @@ def started_with(stack_dir: Path) -> tuple[str, ...]:
 
 def up(
     spec: DeploymentSpec,
+    options: UpOptions | None = None,
     *,
     spec_path: Path | None = None,
     simulate: bool = False,
     report: Progress | None = None,
-    timeout_s: float | None = None,
-    sim_base: str | None = None,
-    faults: dict[str, str] | None = None,
-    skip_power: bool = False,
-    allow_open: bool = False,
-    replace: bool = False,
-    dry_run: bool = False,
     mode: tuple[str, ...] = (),
 ) -> UpResult | Preview:
     """Plan, render and start (or upgrade) the stack, then wait until it answers; give where it is.
@@ -123,15 +130,7 @@ def up(
     with guard.installed():
         run = _Up(spec, spec_path, simulate, report, guard)
         run.mode = mode
-        return run.go(
-            timeout_s=timeout_s,
-            sim_base=sim_base,
-            faults=faults,
-            skip_power=skip_power,
-            allow_open=allow_open,
-            replace=replace,
-            dry_run=dry_run,
-        )
+        return run.go(options or UpOptions())
 
 
 class _Up:
@@ -157,30 +156,20 @@ class _Up:
         self.phase = phase
         self.report(phase)
 
-    def go(
-        self,
-        *,
-        timeout_s: float | None,
-        sim_base: str | None,
-        faults: dict[str, str] | None,
-        skip_power: bool,
-        allow_open: bool,
-        replace: bool,
-        dry_run: bool,
-    ) -> UpResult | Preview:
+    def go(self, options: UpOptions) -> UpResult | Preview:
         try:
             self.guard.checkpoint("before-start")
             self._say("planning")
             plan = planning.make_plan(self.spec, simulate=self.simulate)
-            check_exposure(self.spec, plan, allow_open)
+            check_exposure(self.spec, plan, options.allow_open)
             owner.check_free(plan.name, self.dir)
-            files = self._render(plan, faults)
+            files = self._render(plan, options.faults)
             self.before = stackdir.rendered_files(self.dir)
             was = stackdir.info_of(self.before) if self.before else None
             running = was is not None and is_running(was.project)
             unchanged = stackdir.same_render(self.before, files)
             revision = stackdir.next_revision(self.before, files, self.dir)
-            if dry_run:
+            if options.dry_run:
                 return Preview(
                     stack_dir=str(self.dir),
                     project=plan.name,
@@ -192,7 +181,7 @@ class _Up:
                     renamed_from=owner.renamed_from(plan.name, self.dir),
                 )
             stackdir.check_writable(self.dir)
-            removed = owner.check_renamed(plan.name, self.dir, replace)
+            removed = owner.check_renamed(plan.name, self.dir, options.replace)
             running = running and not (was is not None and was.project in removed)
             if not running and not port_free(plan.bind, plan.port):
                 raise InputError(
@@ -201,11 +190,11 @@ class _Up:
                 )
             self._say("checking the image")
             self.guard.checkpoint("image-build")
-            ensure_image(plan, self.simulate, sim_base, self.report)
-            power = apply_policy(self.spec, self.simulate, skip_power)
+            ensure_image(plan, self.simulate, options.sim_base, self.report)
+            power = apply_policy(self.spec, self.simulate, options.skip_power)
             if running:
                 self._keep_running_as_good()
-            seconds = self._start(files, revision, timeout_s)
+            seconds = self._start(files, revision, options.timeout_s)
         except Signalled as sig:
             raise self._interrupted(sig) from None
         stack = Stack(self.dir)

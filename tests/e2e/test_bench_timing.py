@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 from helpers import simserver
+from helpers.simserver import ITL_MS, PER_STREAM_MS, PREFILL_RATE, TTFT_BASE_MS
 from text_generation import AsyncClient
 
 from deployctl.probe import load
@@ -24,22 +25,13 @@ from deployctl.probe.stats import Slo, summarize
 from deployctl.sim import latency
 from deployctl.sim.config import SimConfig
 
-TTFT_BASE_MS, PREFILL_RATE, ITL_MS, PER_STREAM_MS = 30.0, 10_000.0, 20.0, 0.1
 PROMPT = 200
-SIM_ENV = {
-    "SIM_LOAD_SECONDS": "0",
-    "SIM_TTFT_BASE_MS": str(TTFT_BASE_MS),
-    "SIM_PREFILL_TOKENS_PER_S": str(PREFILL_RATE),
-    "SIM_ITL_MS": str(ITL_MS),
-    "SIM_ITL_PER_STREAM_MS": str(PER_STREAM_MS),
-    "SIM_CONTROL": "1",  # the stall test drives POST /_sim/stall (absent unless enabled)
-}
 
 
 @pytest.fixture(scope="module")
 def sim_process() -> Iterator[str]:
-    args = ("--max-concurrent-requests", "512", "--max-input-tokens", "4000", "--max-total-tokens", "8000")
-    with simserver.process(SIM_ENV, *args) as url:
+    # SIM_CONTROL: the stall test drives POST /_sim/stall (absent unless enabled)
+    with simserver.timed_process({"SIM_CONTROL": "1"}) as url:
         yield url
 
 

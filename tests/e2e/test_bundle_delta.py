@@ -121,6 +121,16 @@ def install(made: dict[str, Path], bundle: str, target: Path, *extra: str) -> su
     return deployctl("bundle", "install", *args, timeout=600)
 
 
+def revision_1_at(site: Path, made: dict[str, Path], test_images: dict[str, str]) -> tuple[str, tuple[str, list[str]]]:
+    """Install revision 1 at `site`, then remove revision 2's image (a site that never had it); give that image's
+    tag and its layers as they were built, for the install of revision 2 to be compared with."""
+    app2 = test_images["app2"]
+    reference = image_layers(app2)
+    assert install(made, "full1", site).returncode == 0
+    docker("rmi", app2)
+    return app2, reference
+
+
 def test_a_delta_is_under_a_tenth_of_the_full_bundle(made: dict[str, Path]) -> None:
     full, delta = size_of(made["full2"]), size_of(made["delta2"])
     print(f"\nfull bundle of revision 2: {full / 1e6:.1f} MB; delta over revision 1: {delta / 1e6:.1f} MB")
@@ -151,11 +161,8 @@ def test_bundle_diff_names_what_the_upgrade_carries(made: dict[str, Path]) -> No
 def test_delta_on_the_site_equals_the_full_install(
     made: dict[str, Path], test_images: dict[str, str], tmp_path: Path
 ) -> None:
-    app2 = test_images["app2"]
-    reference_image = image_layers(app2)
     site, full = tmp_path / "site", tmp_path / "full"
-    assert install(made, "full1", site).returncode == 0
-    docker("rmi", app2)
+    app2, reference_image = revision_1_at(site, made, test_images)
     done = install(made, "delta2", site)
     assert done.returncode == 0, done.stderr
     assert image_layers(app2) == reference_image
@@ -181,11 +188,8 @@ def test_a_delta_installs_on_the_site_reading_no_image_about_as_fast_as_with_its
     made: dict[str, Path], test_images: dict[str, str], tmp_path: Path
 ) -> None:
     """#20: the site install took its layers by `docker save` of three whole images (17.3 s against 4.0 s)."""
-    app2 = test_images["app2"]
-    reference_image = image_layers(app2)
     site, other = tmp_path / "site", tmp_path / "other"
-    assert install(made, "full1", site).returncode == 0
-    docker("rmi", app2)
+    app2, reference_image = revision_1_at(site, made, test_images)
     started = time.time()
     done = install(made, "delta2", site)
     on_site = time.time() - started

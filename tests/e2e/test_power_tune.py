@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from helpers.loadrun import measured
+
 from deployctl.http import request
 
 from .conftest import Project
@@ -12,29 +14,11 @@ from .conftest import Project
 def test_tune_rehearses_against_a_simulated_stack_and_puts_the_caps_back(project: Project) -> None:
     up = project.run("up", "--simulate", "--sim-fault", "power-model=rtx4090")
     assert up.returncode == 0, up.stdout + up.stderr
-    done = project.run(
-        "power",
-        "tune",
-        "--simulate",
-        "--caps",
-        "450,300,250,200",
-        "--concurrency",
-        "4",
-        "--prompt-tokens",
-        "16",
-        "--output-tokens",
-        "16",
-        "--settle",
-        "0",
-        "--window",
-        "3",
-        "-o",
-        "tune",
-        "--json",
-        timeout=300,
+    data = measured(
+        project.run,
+        "power tune --simulate --caps 450,300,250,200 --concurrency 4 --prompt-tokens 16 --output-tokens 16"
+        " --settle 0 --window 3 -o tune",
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    data = json.loads(done.stdout)
     assert data["simulated"] and all(r["simulated"] for r in data["rows"])
     rows = {r["cap_w"]: r for r in data["rows"]}
     # docs/power.md: decode keeps its speed down to 250 W; the memory clock falls below it.

@@ -11,6 +11,7 @@ import time
 import openai
 import pytest
 import yaml
+from helpers.loadrun import measured
 
 from .conftest import Project
 
@@ -85,23 +86,9 @@ def test_vllm_up_health_openai_client_bench_down(project: Project) -> None:
     # Measured at the container's own address: docker-proxy (the published port's userland relay) adds
     # 1-4 ms per request on a busy 2-core host, which is the host's and not the load generator's error.
     direct = f"http://{_container_ip(project)}:8000"
-    bench = project.run(
-        "bench",
-        "run",
-        "--endpoint",
-        direct,
-        "--concurrency",
-        "1,8",
-        "--requests",
-        "20",
-        "--output-tokens",
-        "16",
-        "-o",
-        "out",
-        timeout=300,
+    data = measured(
+        project.run, f"bench run --endpoint {direct} --concurrency 1,8 --requests 20 --output-tokens 16 -o out"
     )
-    assert bench.returncode == 0, bench.stdout + bench.stderr
-    data = json.loads((project.root / "out" / "bench.json").read_text())
     assert data["config"]["api"] == "completions" and data["config"]["dialect"] == "openai"
     assert data["info"]["max_model_len"] > 0
     sim = _sim_latency(project)

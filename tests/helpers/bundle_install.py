@@ -7,26 +7,15 @@ from pathlib import Path
 from typing import Any
 
 
-def install(
-    path: Path,
-    target: Path,
-    pubkey: Path | None,
-    insecure: bool = False,
-    simulate: bool = False,
-    progress: Any = None,
-    say: Any = None,
-    *,
-    base: Path | None = None,
-) -> Any:
+def install(path: Path, target: Path, pubkey: Path | None, **options: Any) -> Any:
+    """Give ops.bundling.install's result for the bundle at `path` installed at `target`: the CLI's defaults
+    (signed, not simulated, silent), each replaced by the one `options` names."""
     from deployctl.ops import bundling
 
-    return bundling.install(
-        path,
-        target=target,
-        pubkey=pubkey,
-        insecure=insecure,
-        simulate=simulate,
-        progress=progress or (lambda item, done, total: None),
-        say=say,
-        base=base,
-    )
+    cli_defaults: dict[str, Any] = {
+        "insecure": False,
+        "simulate": False,
+        "progress": lambda item, done, total: None,
+        "say": None,
+    }
+    return bundling.install(path, target=target, pubkey=pubkey, **{**cli_defaults, **options})

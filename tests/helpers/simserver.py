@@ -80,3 +80,26 @@ def process(env: dict[str, str], *args: str, port: int | None = None) -> Iterato
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# A known latency model, for the tests that measure the load generator against it (unit/test_bench.py,
+# e2e/test_bench_timing.py): TTFT is TTFT_BASE_MS plus the prompt at PREFILL_RATE tokens/s; ITL is ITL_MS plus
+# PER_STREAM_MS for every other stream.
+TTFT_BASE_MS, PREFILL_RATE, ITL_MS, PER_STREAM_MS = 30.0, 10_000.0, 20.0, 0.1
+
+
+@contextmanager
+def timed_process(extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """Give the base URL of a simulator process with the known latency model (no load time, room for 512
+    requests in flight), with `extra_env` set too."""
+    env = {
+        "SIM_LOAD_SECONDS": "0",
+        "SIM_TTFT_BASE_MS": str(TTFT_BASE_MS),
+        "SIM_PREFILL_TOKENS_PER_S": str(PREFILL_RATE),
+        "SIM_ITL_MS": str(ITL_MS),
+        "SIM_ITL_PER_STREAM_MS": str(PER_STREAM_MS),
+        **(extra_env or {}),
+    }
+    limits = ("--max-concurrent-requests", "512", "--max-input-tokens", "4000", "--max-total-tokens", "8000")
+    with process(env, *limits) as url:
+        yield url

@@ -18,21 +18,11 @@ from deployctl.cli import cli
 from deployctl.probe import bench, load
 from deployctl.probe.stats import Slo, percentile, summarize
 
-TTFT_BASE_MS, PREFILL_RATE, ITL_MS, PER_STREAM_MS = 30.0, 10_000.0, 20.0, 0.1
-SIM_ENV = {
-    "SIM_LOAD_SECONDS": "0",
-    "SIM_TTFT_BASE_MS": str(TTFT_BASE_MS),
-    "SIM_PREFILL_TOKENS_PER_S": str(PREFILL_RATE),
-    "SIM_ITL_MS": str(ITL_MS),
-    "SIM_ITL_PER_STREAM_MS": str(PER_STREAM_MS),
-}
-SIM_ARGS = ("--max-concurrent-requests", "512", "--max-input-tokens", "4000", "--max-total-tokens", "8000")
-
 
 @pytest.fixture(scope="module")
 def sim_process() -> Iterator[str]:
     """A simulator in a process of its own (its own CPU), with a known latency model."""
-    with simserver.process(SIM_ENV, *SIM_ARGS) as url:
+    with simserver.timed_process() as url:
         yield url
 
 

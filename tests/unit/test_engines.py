@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.golden import assert_golden
 
 from deployctl import engines, models, planner, spec
 from deployctl import gpus as profiles
@@ -34,11 +35,7 @@ def service(gpus: int, engine: str = "vllm", simulate: bool = False) -> dict[str
 def test_vllm_golden_stack(gpus: int, update_golden: bool) -> None:
     files = files_for(gpus, engine="vllm")
     for name in ("compose.yaml", ".env"):
-        path = GOLDEN / f"vllm-{gpus}x4090" / name
-        if update_golden:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(files[name])
-        assert files[name].decode() == path.read_text(), f"{path} differs: run pytest --update-golden if intended"
+        assert_golden(files[name].decode(), GOLDEN / f"vllm-{gpus}x4090" / name, update=update_golden)
 
 
 def test_the_flag_table_was_read() -> None:

@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from click.testing import CliRunner
+from helpers.golden import assert_golden
 from helpers.k8stools import path_with_tools, tool
 
 from deployctl import gpus as profiles
@@ -332,11 +333,7 @@ def test_golden_chart(tmp_path: Path, update_golden: bool, engine: str, folder: 
         "manifests.yaml": run_helm("template", "golden", str(chart_dir), "--namespace", "llm").stdout,
     }
     for name, text in rendered.items():
-        path = GOLDEN / folder / name
-        if update_golden:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        assert text == path.read_text(), f"{path} differs: run pytest --update-golden if intended"
+        assert_golden(text, GOLDEN / folder / name, update=update_golden)
 
 
 # -- the CLI --------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.golden import assert_golden
 
 from deployctl import gpus as profiles
 from deployctl import models, planner, spec, targets
@@ -42,11 +43,7 @@ def files_for(gpus: int, simulate: bool = False, engine: str = "tgi") -> dict[st
 def test_golden_stack(gpus: int, update_golden: bool) -> None:
     files = files_for(gpus)
     for name in ("compose.yaml", ".env"):
-        path = GOLDEN / f"{gpus}x4090" / name
-        if update_golden:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(files[name])
-        assert files[name].decode() == path.read_text(), f"{path} differs: run pytest --update-golden if intended"
+        assert_golden(files[name].decode(), GOLDEN / f"{gpus}x4090" / name, update=update_golden)
 
 
 def test_rendering_twice_gives_identical_bytes() -> None:

