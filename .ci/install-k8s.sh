@@ -20,11 +20,8 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 here=$(cd "$(dirname "$0")" && pwd)
 
-K8S_CACHE=${K8S_CACHE:-/var/cache/deployctl-k8s}
-K8S_SRC_VERSION=${K8S_SRC_VERSION:-1.20.5+really1.20.2-1.1+deb12u1}
-# The cache folder names what is built there: the source version and the reflect2 that replaced the vendored one
-# (install-k8s.sh). Both installers use it, so a cache of an older build is not reused.
-K8S_BUILD=${K8S_BUILD:-$K8S_SRC_VERSION+reflect2-1.0.2}
+# shellcheck source=k8s-version.sh
+. "$here/k8s-version.sh"  # K8S_CACHE, K8S_SRC_VERSION, K8S_BUILD
 KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
 start=$(date +%s)
 
