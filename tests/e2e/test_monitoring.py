@@ -281,7 +281,9 @@ def test_down_removes_a_running_monitoring_profile(project: Project, sim_image: 
     project.write("monitoring:\n  enabled: true\n")
     up = project.run("up", "--simulate")
     assert up.returncode == 0, up.stderr
-    stand_in = {"image": sim_image, "entrypoint": ["sleep", "600"], "command": []}
+    # As PID 1, a bare `sleep` ignores SIGTERM, and each stop would wait out its grace period: the stand-in ends at it.
+    asleep = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
+    stand_in = {"image": sim_image, "entrypoint": asleep, "command": []}
     (project.stack / "compose.override.yaml").write_text(
         json.dumps({"services": {"prometheus": stand_in, "grafana": {**stand_in, "environment": {}}}})
     )
