@@ -5,6 +5,7 @@ import signal
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,6 +52,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return 2 if "cluster" in getattr(item, "fixturenames", ()) else 1
 
     items.sort(key=tier)
+
+
+def work_unit(nodeid: str) -> str:
+    """Give the unit of work a worker takes whole when tests run side by side (`pytest -n N`, pytest-xdist).
+
+    Every test under tests/e2e (Docker and the cluster) is one unit, run in order by one worker: the
+    suite compares the whole Docker engine before and after (tests/e2e/conftest.py), and a second
+    worker's objects would count as left behind. The real-engine tier is another (its vLLM servers,
+    one at a time). Any other test file is a unit of its own, in file order (module fixtures made
+    once; a test that reports what the tests above it saw, sees them). Most of the end-to-end time is
+    waiting for containers, pods and engines, so the tiers side by side take about the longest one's.
+    """
+    path = nodeid.split("::", 1)[0]
+    folder = path.split("/")[1] if path.startswith("tests/") and path.count("/") >= 2 else ""
+    return folder if folder in ("e2e", "realengine") else path
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which a plain `pytest` run does not load
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Hand out work units (`work_unit`), the largest first: xdist's own `--dist loadgroup` cannot, as its
+    group names are written into node IDs, which pytest 9 no longer lets a plugin change."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByWorkUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return ByWorkUnit(config, log)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
