@@ -27,7 +27,8 @@ RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
 os.environ["DEPLOYCTL_SIM_IMAGE"] = f"deployctl-test/tgi-sim:run-{RUN_ID}"
 os.environ["DEPLOYCTL_DEBIAN_BASE"] = "deployctl-test/debian-base:bookworm"
 
-from helpers.modelgen import write_model  # noqa: E402  (after the environment above)
+from helpers import tiers  # noqa: E402  (after the environment above)
+from helpers.modelgen import write_model  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 # Property tests are deterministic: the same examples on every run and machine (derandomize), and no
@@ -57,29 +58,53 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def work_unit(nodeid: str) -> str:
     """Give the unit of work a worker takes whole when tests run side by side (`pytest -n N`, pytest-xdist).
 
-    Every test under tests/e2e (Docker and the cluster) is one unit, run in order by one worker: the
+    Every test under tests/e2e (Docker, then the cluster) is one unit, run in order by one worker: the
     suite compares the whole Docker engine before and after (tests/e2e/conftest.py), and a second
     worker's objects would count as left behind. The real-engine tier is another (its vLLM servers,
     one at a time). Any other test file is a unit of its own, in file order (module fixtures made
-    once; a test that reports what the tests above it saw, sees them). Most of the end-to-end time is
-    waiting for containers, pods and engines, so the tiers side by side take about the longest one's.
+    once; a test that reports what the tests above it saw, sees them).
     """
     path = nodeid.split("::", 1)[0]
     folder = path.split("/")[1] if path.startswith("tests/") and path.count("/") >= 2 else ""
     return folder if folder in ("e2e", "realengine") else path
 
 
+def _handed_out(unit: str) -> int:
+    """The order units are handed out in: the end-to-end unit first (the longest), the real engine last."""
+    return {"e2e": 0, "realengine": 2}.get(unit, 1)
+
+
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which a plain `pytest` run does not load
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Hand out work units (`work_unit`), the largest first: xdist's own `--dist loadgroup` cannot, as its
-    group names are written into node IDs, which pytest 9 no longer lets a plugin change."""
+    """Hand out `work_unit`s whole, in `_handed_out` order.
+
+    With two workers: one runs the end-to-end unit; the other the unit tests, then the real-engine
+    tier, which starts when the Docker tests are over (tests/helpers/tiers.py) and runs beside the
+    cluster tests, which mostly wait for pods. The CPU-heavy tiers (Docker builds, vLLM's start) are
+    not run at once on a small machine. xdist's own `--dist loadgroup` cannot do this: it writes its
+    group names into node IDs, which pytest 9 no longer lets a plugin change.
+    """
     from xdist.scheduler import LoadScopeScheduling
 
     class ByWorkUnit(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return work_unit(nodeid)
 
+        def _assign_work_unit(self, node: Any) -> None:
+            ordered = sorted(self.workqueue.items(), key=lambda unit: _handed_out(unit[0]))  # stable
+            self.workqueue.clear()
+            self.workqueue.update(ordered)
+            super()._assign_work_unit(node)
+
     return ByWorkUnit(config, log)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    tiers.start_run()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    tiers.end_run()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

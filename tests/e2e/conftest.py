@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ci_setup
+from helpers import ci_setup, tiers
 
 from deployctl.images.build import DEBIAN_BASE
 
@@ -21,6 +21,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    # The last Docker test of this worker's run is over: the real-engine tier may start (helpers/tiers.py).
+    if tiers.is_docker_test(item) and (nextitem is None or not tiers.is_docker_test(nextitem)):
+        tiers.docker_tests_done()
+
+
+def pytest_sessionfinish() -> None:
+    tiers.docker_tests_done()
 
 
 def _engine_up() -> str | None:

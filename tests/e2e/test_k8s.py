@@ -150,8 +150,10 @@ def test_up_upgrade_rollback_status_down(cluster: KubeCluster, workdir: Path) ->
     assert args[args.index("--max-total-tokens") + 1] == "4096"
 
     # An upgrade whose pod never becomes Ready is rolled back by Helm, and deployctl says so.
+    # --timeout bounds Helm's wait for the broken revision and then its rollback's wait for the previous
+    # one, whose pod was measured Ready after 15 s on a loaded 2-core machine: 30 s leaves it room.
     broken = k8s(
-        cluster, workdir, "up", "--simulate", "-n", ns, "--sim-fault", "never-healthy", *FAST, "--timeout", "15"
+        cluster, workdir, "up", "--simulate", "-n", ns, "--sim-fault", "never-healthy", *FAST, "--timeout", "30"
     )
     assert broken.returncode == 1, broken.stderr
     (line,) = [s for s in broken.stderr.splitlines() if s.startswith("error:")]

@@ -11,13 +11,19 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import ci_setup, realvllm
+from helpers import ci_setup, realvllm, tiers
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/realengine/" in str(item.fspath):
             item.add_marker(pytest.mark.realengine)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _after_the_docker_tests(request: pytest.FixtureRequest) -> None:
+    """Side by side (`pytest -n 2`), this tier starts when the Docker tests are over (helpers/tiers.py)."""
+    tiers.wait_for_docker_tests(request.session.items)
 
 
 @pytest.fixture(scope="session")
