@@ -33,7 +33,12 @@ fi
 
 if ! /usr/bin/docker info >/dev/null 2>&1; then
   # At the usual priority even when this installer runs niced beside the tests (.ci/run): the tests use it.
-  setsid nice -n "$(( -$(nice) ))" /usr/sbin/dockerd >/tmp/dockerd.log 2>&1 < /dev/null &
+  # With no descriptor but the three: the daemon outlives this run, and one it inherited (the lock of
+  # `flock /tmp/deployctl-docker.lock .ci/run`, say) would stay held for as long as it runs.
+  (
+    for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done
+    exec setsid nice -n "$(( -$(nice) ))" /usr/sbin/dockerd >/tmp/dockerd.log 2>&1 < /dev/null
+  ) &
   for _ in $(seq 1 60); do
     /usr/bin/docker info >/dev/null 2>&1 && break
     sleep 1
