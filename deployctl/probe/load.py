@@ -161,10 +161,18 @@ async def one(session: Any, w: Workload, prompt: str, i: int, result: Result) ->
     return result
 
 
+KEEPALIVE_S = 4.0  # under the engines' own keep-alive (vLLM: 5 s; see _session)
+
+
 def _session(w: Workload, connections: int) -> Any:
     import aiohttp
 
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+    # A connection idle in the pool is dropped before the server closes it: vLLM 0.32.0 serves with uvicorn's
+    # timeout_keep_alive = VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s by default (vllm/envs.py; used in
+    # vllm/entrypoints/launchers/api_server/entry.py), and aiohttp's pool keeps one for 15 s. A request sent on
+    # a connection the server has just closed fails as ServerDisconnectedError without reaching the engine:
+    # seen on a loaded machine, where the probe's connection sat idle while the workers' starts were spread.
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=KEEPALIVE_S)
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=w.timeout_s))
 
 
