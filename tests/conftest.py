@@ -50,7 +50,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def tier(item: pytest.Item) -> int:
         if "/unit/" in str(item.path):
             return 0
-        return 2 if "cluster" in getattr(item, "fixturenames", ()) else 1
+        return 2 if tiers.on_cluster(item) else 1
 
     items.sort(key=tier)
 

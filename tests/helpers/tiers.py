@@ -25,9 +25,14 @@ DOCKER_DONE = "docker-tests-done"
 LIMIT_S = 30 * 60  # past this, the real-engine tier starts anyway (a lost worker must not hang the run)
 
 
+def on_cluster(item: pytest.Item) -> bool:
+    """A test on the Kubernetes cluster (it uses the `cluster` fixture)."""
+    return "cluster" in getattr(item, "fixturenames", ())
+
+
 def is_docker_test(item: pytest.Item) -> bool:
-    """An end-to-end test that is not on the cluster (tests/e2e, without the `cluster` fixture)."""
-    return item.path.parent.name == "e2e" and "cluster" not in getattr(item, "fixturenames", ())
+    """An end-to-end test that is not on the cluster (tests/e2e)."""
+    return item.path.parent.name == "e2e" and not on_cluster(item)
 
 
 def start_run() -> None:
