@@ -153,6 +153,8 @@ def _print_table(result: Any) -> None:
     for lv in result.levels:
         slo = {True: "[green]met[/green]", False: "[red]missed[/red]", None: "-"}[lv.meets_slo]
         errors = ", ".join(f"{k} {v}" for k, v in lv.errors.items()) or "0"
+        if lv.resent:
+            errors += f" ({lv.resent} resent)"  # the server closed an idle connection: sent again, not failed
         table.add_row(
             f"{lv.load:g}",
             f"{lv.requests_per_s:.2f}",

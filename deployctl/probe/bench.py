@@ -200,6 +200,7 @@ CSV_FIELDS = [
     "e2e_ms_p99",
     "send_lag_ms_p99",
     "errors",
+    "resent",
     "meets_slo",
 ]
 
@@ -209,7 +210,9 @@ def to_csv(result: BenchResult) -> str:
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     writer.writeheader()
     for lv in result.levels:
-        row: dict[str, Any] = {k: getattr(lv, k) for k in ("mode", "load", "requests", "completed", "meets_slo")}
+        row: dict[str, Any] = {
+            k: getattr(lv, k) for k in ("mode", "load", "requests", "completed", "resent", "meets_slo")
+        }
         row["requests_per_s"] = round(lv.requests_per_s, 3)
         row["output_tokens_per_s"] = round(lv.output_tokens_per_s, 1)
         row["goodput_rps"] = None if lv.goodput_rps is None else round(lv.goodput_rps, 3)

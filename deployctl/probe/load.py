@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,7 @@ class Result:
     output_tokens: int = 0
     error: str | None = None
     warmup: bool = False
+    resent: int = 0  # sent again after the server closed a kept-alive connection before answering (see `one`)
 
     @property
     def ok(self) -> bool:
@@ -111,8 +113,12 @@ def _body(w: Workload, prompt: str, i: int) -> tuple[str, dict[str, Any]]:
     return dialects.get(w.dialect).stream_request(w.api, prompt, w.output_tokens, seed=w.seed + i, exact=True)
 
 
-async def one(session: Any, w: Workload, prompt: str, i: int, result: Result) -> Result:
-    """Send one streamed request and stamp every token as it arrives."""
+async def one(client: Client, w: Workload, prompt: str, i: int, result: Result) -> Result:
+    """Send one streamed request and stamp every token as it arrives.
+
+    A request that meets a kept-alive connection the server closed while it sat idle is sent once more on
+    a new connection (see `_send`); its times still start at the first send, so the retry costs what it cost.
+    """
     import aiohttp
 
     dialect = dialects.get(w.dialect)
@@ -120,7 +126,8 @@ async def one(session: Any, w: Workload, prompt: str, i: int, result: Result) ->
     usage_tokens: int | None = None
     result.sent = time.perf_counter()
     try:
-        async with session.post(w.endpoint + path, json=body, headers=_headers(w)) as resp:
+        resp = await _send(client, w.endpoint + path, body, _headers(w), result)
+        async with resp:
             if resp.status != 200:
                 result.error = f"http_{resp.status}"
                 await resp.read()
@@ -161,19 +168,63 @@ async def one(session: Any, w: Workload, prompt: str, i: int, result: Result) ->
     return result
 
 
-KEEPALIVE_S = 4.0  # under the engines' own keep-alive (vLLM: 5 s; see _session)
+@dataclass
+class Client:
+    """The load generator's HTTP sessions: one keeps connections alive between requests, the other opens a
+    new one for each request it sends (where a request goes again, see `_send`)."""
+
+    pooled: Any
+    fresh: Any
 
 
-def _session(w: Workload, connections: int) -> Any:
+KEEPALIVE_S = 4.0  # under the engines' own keep-alive (vLLM: 5 s; see _send)
+
+
+@asynccontextmanager
+async def _client(w: Workload) -> AsyncIterator[Client]:
     import aiohttp
 
-    # A connection idle in the pool is dropped before the server closes it: vLLM 0.32.0 serves with uvicorn's
-    # timeout_keep_alive = VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s by default (vllm/envs.py; used in
-    # vllm/entrypoints/launchers/api_server/entry.py), and aiohttp's pool keeps one for 15 s. A request sent on
-    # a connection the server has just closed fails as ServerDisconnectedError without reaching the engine:
-    # seen on a loaded machine, where the probe's connection sat idle while the workers' starts were spread.
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=KEEPALIVE_S)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=w.timeout_s))
+    timeout = aiohttp.ClientTimeout(total=w.timeout_s)
+    # A connection idle in the pool is dropped before the server closes it (aiohttp keeps one 15 s by
+    # default); the race that remains, a stall at the wrong moment, is what `_send` handles.
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_reuseconn.append(_mark_reused)
+    pooled = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=KEEPALIVE_S)
+    async with (
+        aiohttp.ClientSession(connector=pooled, timeout=timeout, trace_configs=[trace]) as kept,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True), timeout=timeout) as fresh,
+    ):
+        yield Client(kept, fresh)
+
+
+async def _send(client: Client, url: str, body: dict[str, Any], headers: dict[str, str], result: Result) -> Any:
+    """Give the response to one POST, sent a second time only when a kept-alive connection was found closed.
+
+    An HTTP/1.1 server closes a connection that sits idle past its keep-alive timeout (vLLM 0.32.0: uvicorn's
+    timeout_keep_alive = VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s, vllm/envs.py:111, passed in
+    vllm/entrypoints/launchers/api_server/entry.py:153). A request written just as it does reaches no engine
+    and fails as ServerDisconnectedError (or a reset) before any byte of an answer. On a loaded machine a
+    stalled client or server turns a moment's idleness into that race. RFC 9112 section 9.3.1 lets a client
+    retry such a request when it knows the request changes nothing, as a completion does (the openai client
+    retries connection errors too). Only a request that took a kept-alive connection is sent again, once,
+    on a new connection: a new connection the server closes unanswered is the server's answer, an error.
+    """
+    import aiohttp
+
+    attempt: dict[str, bool] = {}
+    try:
+        return await client.pooled.post(url, json=body, headers=headers, trace_request_ctx=attempt)
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+        if not attempt.get("reused"):
+            raise
+    result.resent += 1
+    return await client.fresh.post(url, json=body, headers=headers)
+
+
+async def _mark_reused(_session: Any, ctx: Any, _params: Any) -> None:
+    """aiohttp trace hook: this request took a kept-alive connection from the pool."""
+    if isinstance(ctx.trace_request_ctx, dict):
+        ctx.trace_request_ctx["reused"] = True
 
 
 async def closed_loop(
@@ -190,8 +241,8 @@ async def closed_loop(
 
     With `seconds`, no request starts after that long (from the first worker's start): a fixed window.
     """
-    async with _session(w, concurrency) as session:
-        ratio, note = await calibrate(session, w)
+    async with _client(w) as client:
+        ratio, note = await calibrate(client.pooled, w)
         rng = random.Random(w.seed)
         prompts = [make_prompt(w.prompt_tokens, rng, ratio) for _ in range(min(requests + warmup, 64))]
         total = requests + warmup
@@ -199,7 +250,7 @@ async def closed_loop(
         results: list[Result] = []
         # Spread the workers' starts over one request's duration: started together, equal requests
         # stay in lockstep and every round hits the server as one burst the generator made.
-        probe = await one(session, w, prompts[0], -1, Result(scheduled=time.perf_counter()))
+        probe = await one(client, w, prompts[0], -1, Result(scheduled=time.perf_counter()))
         spread = (probe.end - probe.scheduled) if probe.ok and probe.end else 0.0
         start = time.perf_counter()
         if at_start:
@@ -213,7 +264,7 @@ async def closed_loop(
                 i = issued
                 issued += 1
                 r = Result(scheduled=time.perf_counter(), warmup=i < warmup)
-                results.append(await one(session, w, prompts[i % len(prompts)], i, r))
+                results.append(await one(client, w, prompts[i % len(prompts)], i, r))
                 if tick:
                     tick(len(results))
 
@@ -241,8 +292,8 @@ async def open_loop(
     at_start: Callable[[float], None] | None = None,
 ) -> tuple[list[Result], float, str]:
     """Give results of requests sent on a Poisson schedule at `rate`/s, each timed from its scheduled moment."""
-    async with _session(w, 0) as session:
-        ratio, note = await calibrate(session, w)
+    async with _client(w) as client:
+        ratio, note = await calibrate(client.pooled, w)
         rng = random.Random(w.seed)
         prompts = [make_prompt(w.prompt_tokens, rng, ratio) for _ in range(min(requests + warmup, 64))]
         offsets = poisson_schedule(rate, requests + warmup, w.seed)
@@ -264,7 +315,7 @@ async def open_loop(
             if delay > 0:
                 await asyncio.sleep(delay)
             r = Result(scheduled=due, warmup=i < warmup)
-            task = asyncio.create_task(one(session, w, prompts[i % len(prompts)], i, r))
+            task = asyncio.create_task(one(client, w, prompts[i % len(prompts)], i, r))
             task.add_done_callback(finished)
             tasks.append(task)
         results = await asyncio.gather(*tasks)

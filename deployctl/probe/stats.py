@@ -75,6 +75,7 @@ class LevelStats:
     send_lag_ms: Summary
     errors: dict[str, int] = field(default_factory=dict)
     meets_slo: bool | None = None
+    resent: int = 0  # requests sent again after the server closed an idle kept-alive connection (load.one)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,6 +117,7 @@ def summarize(mode: str, load: float, results: list[Result], duration: float, sl
         goodput_fraction=good / len(results) if slo.any and results else None,
         send_lag_ms=Summary.of([(r.sent - r.scheduled) * 1000 for r in results]),
         errors=errors,
+        resent=sum(r.resent for r in results),
     )
     stats.meets_slo = _meets(stats, slo) if slo.any else None
     return stats

@@ -11,7 +11,9 @@ and chat, streamed with usage), and `status` showing the KV cache planned beside
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,8 @@ from helpers import clirun, realvllm
 from deployctl import spec as spec_mod
 from deployctl.cli import cli
 from deployctl.ops import planning, startup
+from deployctl.probe import load
+from deployctl.probe.stats import Slo, summarize
 
 KEY_ENV = "REALENGINE_KEY"
 KEY = "real-engine-test-key"
@@ -137,6 +141,44 @@ def test_bench_with_only_the_endpoint(stack: Stack, tmp_path: Path) -> None:
     assert [(lv["load"], lv["completed"], lv["errors"]) for lv in result["levels"]] == [(1, 20, {}), (8, 20, {})]
     assert "/tokenize" in result["prompt_tokens_source"]
     assert all(lv["output_tokens_per_s"] > 0 for lv in result["levels"])
+
+
+def _client_states(port: int) -> list[str]:
+    """Give the TCP states of this machine's connections to `port` on loopback, as /proc/net/tcp writes
+    them (01 ESTABLISHED; 08 CLOSE_WAIT: the server closed it, the client has not read that yet)."""
+    peer = f"0100007F:{port:04X}"
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return [row[3] for row in rows if row[2] == peer]
+
+
+def test_bench_resends_what_the_engine_closed_while_the_client_stalled(stack: Stack) -> None:
+    # What failed CI on a loaded machine (2 of 20 requests, connection:ServerDisconnectedError): the client
+    # stalled while vLLM's keep-alive timer (uvicorn, 5 s) closed connections it had just answered on; the
+    # client, back, sent its next requests on them. Here the stall is certain: the client's event loop is
+    # blocked until the engine has answered every request in flight and closed every connection.
+    port = int(stack.server.url.rsplit(":", 1)[1])
+    w = load.Workload(
+        endpoint=stack.server.url,
+        prompt_tokens=32,
+        output_tokens=8,
+        api="completions",
+        dialect="openai",
+        api_key=KEY if stack.case.key else None,
+    )
+    seen: list[list[str]] = []
+
+    def stall_once(done: int) -> None:
+        if done == 4 and not seen:
+            deadline = time.monotonic() + 120
+            while "01" in (states := _client_states(port)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            seen.append(states)
+
+    results, span, _ = asyncio.run(load.closed_loop(w, 4, requests=12, tick=stall_once))
+    stats = summarize("closed", 4, results, span, Slo())
+    assert seen and "01" not in seen[0] and "08" in seen[0], f"vLLM did not close the idle connections: {seen}"
+    assert (stats.completed, stats.errors) == (12, {})
+    assert stats.resent >= 1  # the race happened, and the request went again, not counted as a failure
 
 
 def test_openai_client_completes_and_chats_streamed_with_usage(stack: Stack) -> None:
