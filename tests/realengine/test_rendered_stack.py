@@ -153,32 +153,43 @@ def _client_states(port: int) -> list[str]:
 
 def test_bench_resends_what_the_engine_closed_while_the_client_stalled(stack: Stack) -> None:
     # What failed CI on a loaded machine (2 of 20 requests, connection:ServerDisconnectedError): the client
-    # stalled while vLLM's keep-alive timer (uvicorn, 5 s) closed connections it had just answered on; the
-    # client, back, sent its next requests on them. Here the stall is certain: the client's event loop is
-    # blocked until the engine has answered every request in flight and closed every connection.
+    # stalled while vLLM's keep-alive timer (uvicorn, 5 s) closed a connection it had just answered on;
+    # the client, back, sent its next request on it. Here the stall is certain: once vLLM has begun to
+    # answer a request (its access log says so), the client's event loop is blocked until vLLM has closed
+    # the connection. One worker, so no other request is half-written when the loop stops.
     port = int(stack.server.url.rsplit(":", 1)[1])
     w = load.Workload(
         endpoint=stack.server.url,
         prompt_tokens=32,
-        output_tokens=8,
+        output_tokens=128,  # a long answer: still streaming when the client stops reading
         api="completions",
         dialect="openai",
         api_key=KEY if stack.case.key else None,
     )
+    answered = '"POST /v1/completions HTTP/1.1" 200'
+    before = stack.server.log_text().count(answered)
     seen: list[list[str]] = []
 
-    def stall_once(done: int) -> None:
-        if done == 4 and not seen:
-            deadline = time.monotonic() + 120
-            while "01" in (states := _client_states(port)) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            seen.append(states)
+    async def stall() -> None:
+        # The probe, then the first measured request, have begun to be answered.
+        while stack.server.log_text().count(answered) < before + 2:
+            await asyncio.sleep(0.02)
+        for _ in range(3):
+            await asyncio.sleep(0)  # a request the worker has just begun to write is written whole
+        deadline = time.monotonic() + 60
+        while "01" in (states := _client_states(port)) and time.monotonic() < deadline:
+            time.sleep(0.2)  # blocks the event loop: the client stalls
+        seen.append(states)
 
-    results, span, _ = asyncio.run(load.closed_loop(w, 4, requests=12, tick=stall_once))
-    stats = summarize("closed", 4, results, span, Slo())
-    assert seen and "01" not in seen[0] and "08" in seen[0], f"vLLM did not close the idle connections: {seen}"
-    assert (stats.completed, stats.errors) == (12, {})
-    assert stats.resent >= 1  # the race happened, and the request went again, not counted as a failure
+    async def both() -> tuple[list[load.Result], float, str]:
+        measured, _ = await asyncio.gather(load.closed_loop(w, 1, requests=3), stall())
+        return measured
+
+    results, span, _ = asyncio.run(both())
+    stats = summarize("closed", 1, results, span, Slo())
+    assert seen and "01" not in seen[0] and "08" in seen[0], f"vLLM did not close the connection in 60 s: {seen}"
+    assert (stats.completed, stats.errors) == (3, {})
+    assert stats.resent == 1  # the request after the stall found the connection closed, and went again
 
 
 def test_openai_client_completes_and_chats_streamed_with_usage(stack: Stack) -> None:
